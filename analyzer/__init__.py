@@ -1,0 +1,1 @@
+"""anonanalyze: replay a recording into the eager model and the alternative designs."""

@@ -1,0 +1,1 @@
+"""anoncollect: record the life of anon_vma and anon_vma_chain objects."""

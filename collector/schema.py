@@ -1,0 +1,85 @@
+"""The recording format: one Parquet file, one row per event.
+
+This module is the contract between ``anoncollect`` (which writes it) and
+``anonanalyze`` (which reads it). docs/schema.md documents every column and
+metadata key; change both together and bump SCHEMA_VERSION when a column or
+key changes meaning, appears or disappears.
+"""
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+#: Prefix of every key this tool writes into the Parquet key-value metadata.
+META_PREFIX = "anonscope."
+
+# Values of the dictionary-encoded string columns. The analyzer must accept
+# only these; the collector must write only these.
+EVENTS = ("alloc", "free", "fork", "exec", "exit", "slab", "lost")
+OBJECTS = ("anon_vma", "anon_vma_chain", "vm_area_struct")
+ALLOC_PATHS = ("fault", "fork", "clone_fork", "clone_vma", "other")
+VMA_ALLOC_PATHS = ("alloc", "fork", "dup")
+FREE_PATHS = ("unlink", "put", "error", "vma_free", "other")
+CALLERS = ("split", "merge", "mremap", "fork")
+
+_dict = pa.dictionary(pa.int8(), pa.string())
+_dict32 = pa.dictionary(pa.int32(), pa.string())
+
+#: Column name -> (arrow type, one-line meaning). Order is the file's order.
+COLUMNS = {
+    "ts_ns": (pa.int64(), "CLOCK_MONOTONIC nanoseconds since the run started"),
+    "event": (_dict, "event kind: " + ", ".join(EVENTS)),
+    "cpu": (pa.int16(), "CPU the event happened on (-1 for user-space rows)"),
+    "pid": (pa.int32(), "kernel pid (thread id) of the task in whose context the event happened"),
+    "tgid": (pa.int32(), "thread group id (user-space pid) of that task"),
+    "comm": (_dict32, "command name of that task at the time of the event"),
+    "object": (_dict, "alloc/free: " + ", ".join(OBJECTS)),
+    "path": (_dict, "alloc/free: which kernel path made or freed the object (docs/schema.md)"),
+    "caller": (_dict, "clone_vma and VMA dup: split, merge, mremap or fork when the kernel stack tells"),
+    "obj_id": (pa.int64(), "alloc/free: per-run object id; an alloc and its free share it"),
+    "preexisting": (pa.bool_(), "free: the object was allocated before the run started"),
+    "bytes": (pa.int32(), "alloc: bytes the slab allocator handed out (bytes_alloc)"),
+    "owner_pid": (pa.int32(), "alloc: pid of the process the object serves (the child for fork paths)"),
+    "owner_tgid": (pa.int32(), "alloc: tgid of that process"),
+    "fork_id": (pa.int64(), "fork-path allocs and fork rows: per-run id of the fork"),
+    "child_pid": (pa.int32(), "fork: pid of the new task"),
+    "child_tgid": (pa.int32(), "fork: tgid of the new task (equal to the parent's for a thread)"),
+    "shares_mm": (pa.bool_(), "fork: the child shares the parent's mm (thread or vfork): no mm was copied"),
+    "group_dead": (pa.bool_(), "exit: the last thread of the process exited"),
+    "filename": (_dict32, "exec: the file executed"),
+    "slab_cache": (_dict, "slab: cache name as in /proc/slabinfo"),
+    "slab_active": (pa.int64(), "slab: active objects (/proc/slabinfo active_objs)"),
+    "slab_total": (pa.int64(), "slab: allocated object slots (/proc/slabinfo num_objs)"),
+    "slab_objsize": (pa.int32(), "slab: object slot size in bytes"),
+    "slab_aliases": (pa.int32(), "slab: number of other caches merged into this one (/sys/kernel/slab/*/aliases)"),
+    "lost_source": (_dict, "lost: which source lost events"),
+    "count": (pa.int64(), "lost: events lost since the previous lost row of the same source"),
+}
+
+SCHEMA = pa.schema([pa.field(name, typ) for name, (typ, _) in COLUMNS.items()])
+
+#: Metadata keys (without META_PREFIX) -> meaning. Values are JSON text.
+METADATA = {
+    "schema_version": "integer, SCHEMA_VERSION of the writer",
+    "tool_version": "anonscope version that wrote the file",
+    "command_line": "argv of anoncollect",
+    "kernel_release": "uname -r",
+    "arch": "uname -m",
+    "page_size": "bytes",
+    "object_sizes": "{object: {btf_size, slab_size}}: sizeof from BTF and slab slot size from /proc/slabinfo",
+    "btf": "true when /sys/kernel/btf/vmlinux was present and used",
+    "backend": "probe backend: tracepoint (this version)",
+    "probes": "[{name, attached, reason}] every probe tried, attached or skipped with the reason",
+    "target": "{mode: system|command|pid|comm, command, pid, comm}: what was recorded",
+    "start_time": "ISO 8601 wall-clock time of ts_ns == 0",
+    "end_time": "ISO 8601 wall-clock time the run stopped",
+    "duration_s": "seconds between start and stop",
+    "stop_reason": "duration, command-exited, signal name",
+    "events": "rows written",
+    "lost": "{source: count} events lost, per source, over the whole run",
+    "lost_sources": "ringbuf, perfbuf, live_map_full, prog_misses",
+    "slab_aliases": "{cache: [aliases]} merged caches at start, from /sys/kernel/slab",
+    "alias_frees_skipped": "frees from merged-cache aliases that were not frees of our objects",
+    "classification": "{function: path} call-site functions found in kallsyms and what they classify as",
+    "raw_pointers": "true when obj_id holds raw kernel addresses (--raw-pointers)",
+}
