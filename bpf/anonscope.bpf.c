@@ -1,1 +1,446 @@
-int x;
+// SPDX-License-Identifier: GPL-2.0
+//
+// anonscope tracepoint backend: the life of every anon_vma, anon_vma_chain
+// (AVC) and vm_area_struct, plus the fork/exec/exit events that give them
+// owners. collector/program.py prepends the configuration: #defines for
+// struct sizes and offsets (from BTF), the target filter, and the call-site
+// classifiers alloc_site(), free_site() and caller_site() generated from
+// /proc/kallsyms. Nothing here depends on the layout in the kernel headers
+// bcc compiles against.
+
+#include <uapi/linux/ptrace.h>
+
+// Event kinds (schema.EVENTS order + 1; 0 is never written).
+#define EV_ALLOC 1
+#define EV_FREE 2
+#define EV_FORK 3
+#define EV_EXEC 4
+#define EV_EXIT 5
+
+// Objects (schema.OBJECTS order + 1).
+#define OBJ_ANON_VMA 1
+#define OBJ_AVC 2
+#define OBJ_VMA 3
+
+// Call-site tags produced by the generated classifiers.
+#define SITE_PREPARE 1      // __anon_vma_prepare
+#define SITE_FORK 2         // anon_vma_fork
+#define SITE_CLONE 3        // anon_vma_clone
+#define SITE_VMA_ALLOC 4    // vm_area_alloc
+#define SITE_VMA_DUP 5      // vm_area_dup
+#define SITE_UNLINK 6       // unlink_anon_vmas
+#define SITE_PUT 7          // __put_anon_vma
+
+// Paths, as codes; events.py maps (object, path code) to schema strings.
+#define PATH_FAULT 1
+#define PATH_FORK 2
+#define PATH_CLONE_FORK 3
+#define PATH_CLONE_VMA 4
+#define PATH_OTHER 5
+#define PATH_VMA_ALLOC 6
+#define PATH_VMA_FORK 7
+#define PATH_VMA_DUP 8
+#define PATH_UNLINK 9
+#define PATH_PUT 10
+#define PATH_ERROR 11
+#define PATH_VMA_FREE 12
+#define PATH_FREE_OTHER 13
+
+// Callers found on the kernel stack (schema.CALLERS order + 1).
+#define CALLER_SPLIT 1
+#define CALLER_MERGE 2
+#define CALLER_MREMAP 3
+#define CALLER_FORK 4
+
+#define FLAG_PREEXISTING 1
+#define FLAG_SHARES_MM 2
+#define FLAG_GROUP_DEAD 4
+#define FLAG_GROUP_DEAD_KNOWN 8
+
+// Per-CPU counters, read by user space (events.COUNTERS order).
+#define C_LOST 0
+#define C_LIVE_FULL 1
+#define C_ALIAS_SKIPPED 2
+#define NR_COUNTERS 3
+
+// Keep in step with events.EVENT_DTYPE (64 bytes).
+struct event {
+    u64 ts;
+    u64 obj_id;       // alloc/free
+    u64 fork_id;      // fork-path allocs, fork
+    u32 pid;
+    u32 tgid;
+    u32 aux1;         // alloc: bytes_alloc; fork: child pid
+    u32 aux2;         // fork: child tgid
+    u16 cpu;
+    u8 kind;
+    u8 object;
+    u8 path;
+    u8 caller;
+    u8 flags;
+    u8 pad;
+    char comm[16];
+};
+
+struct live_val {
+    u64 id;
+    u8 object;
+};
+
+BPF_ARRAY(enabled, u32, 1);
+BPF_PERCPU_ARRAY(counters, u64, NR_COUNTERS);
+BPF_PERCPU_ARRAY(next_id, u64, 1);
+BPF_HASH(live, u64, struct live_val, MAX_LIVE);
+BPF_HASH(forking, u32, u64, 65536);
+#if TARGET_TRACKED
+// tgid -> 1 tracked, 2 armed (the command, tracked from its exec on)
+BPF_HASH(tracked, u32, u8, 65536);
+#endif
+#if USE_RINGBUF
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+#else
+BPF_PERF_OUTPUT(events);
+#endif
+
+static __always_inline void count(u32 c)
+{
+    u64 *v = counters.lookup(&c);
+    if (v)
+        (*v)++;
+}
+
+static __always_inline int is_enabled(void)
+{
+    u32 zero = 0;
+    u32 *on = enabled.lookup(&zero);
+    return on && *on;
+}
+
+// A per-run id: a per-CPU sequence number with the CPU in the low 12 bits,
+// unique without atomics (which need kernel 5.12 to return a value).
+static __always_inline u64 new_id(void)
+{
+    u32 zero = 0;
+    u64 *seq = next_id.lookup(&zero);
+    if (!seq)
+        return 0;
+    (*seq)++;
+    return (*seq << 12) | (bpf_get_smp_processor_id() & 0xfff);
+}
+
+static __always_inline int want_task(u32 tgid, const char *comm)
+{
+#if TARGET_TRACKED
+    u8 *t = tracked.lookup(&tgid);
+    if (!t || *t != 1)
+        return 0;
+#endif
+#ifdef COMM_FILTER
+    char want[16] = COMM_FILTER;
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        if (comm[i] != want[i])
+            return 0;
+        if (want[i] == 0)
+            break;
+    }
+#endif
+    return 1;
+}
+
+static __always_inline void emit(void *ctx, struct event *e)
+{
+#if USE_RINGBUF
+    if (events.ringbuf_output(e, sizeof(*e), 0) < 0)
+        count(C_LOST);
+#else
+    if (events.perf_submit(ctx, e, sizeof(*e)) < 0)
+        count(C_LOST);
+#endif
+}
+
+static __always_inline void fill_task(struct event *e, u8 kind)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    e->ts = bpf_ktime_get_ns();
+    e->pid = (u32)pid_tgid;
+    e->tgid = pid_tgid >> 32;
+    e->cpu = bpf_get_smp_processor_id();
+    e->kind = kind;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+}
+
+// The first known caller on the kernel stack: split, merge, mremap or fork.
+static __always_inline u8 stack_caller(void *ctx)
+{
+    u64 ips[STACK_DEPTH] = {};
+    int n = bpf_get_stack(ctx, ips, sizeof(ips), 0);
+    if (n <= 0)
+        return 0;
+#pragma unroll
+    for (int i = 0; i < STACK_DEPTH; i++) {
+        u8 c = caller_site(ips[i]);
+        if (c)
+            return c;
+    }
+    return 0;
+}
+
+// The fork this allocation belongs to, 0 when the task is not forking.
+static __always_inline u64 fork_of(void *ctx, u32 tid, u8 site, u8 *caller)
+{
+    u64 *f = forking.lookup(&tid);
+#if HAVE_FORK_SYSCALLS
+    return f ? *f : 0;
+#else
+    // No syscall tracepoints: anon_vma_fork is always fork; anon_vma_clone
+    // and vm_area_dup are fork when anon_vma_fork or dup_mmap is on the
+    // stack. The fork id is made at the first such allocation and retired
+    // by sched_process_fork.
+    if (site != SITE_FORK) {
+        *caller = stack_caller(ctx);
+        if (*caller != CALLER_FORK)
+            return 0;
+    }
+    if (f)
+        return *f;
+    u64 id = new_id();
+    forking.update(&tid, &id);
+    return id;
+#endif
+}
+
+TRACEPOINT_PROBE(kmem, kmem_cache_alloc)
+{
+    u8 site = alloc_site(args->call_site);
+    if (!site || !is_enabled())
+        return 0;
+
+    struct event e = {};
+    fill_task(&e, EV_ALLOC);
+    if (!want_task(e.tgid, e.comm))
+        return 0;
+
+    u64 req = args->bytes_req;
+    if (site == SITE_VMA_ALLOC || site == SITE_VMA_DUP)
+        e.object = req == VMA_SIZE ? OBJ_VMA : 0;
+    else if (site == SITE_CLONE)
+        e.object = req == AVC_SIZE ? OBJ_AVC : 0;
+    else
+        e.object = req == ANON_VMA_SIZE ? OBJ_ANON_VMA : req == AVC_SIZE ? OBJ_AVC : 0;
+    if (!e.object)
+        return 0;  // another cache allocated from the same function
+
+    u8 caller = 0;
+    e.fork_id = fork_of(args, e.pid, site, &caller);
+    if (site == SITE_PREPARE)
+        e.path = PATH_FAULT;
+    else if (site == SITE_FORK)
+        e.path = PATH_FORK;
+    else if (site == SITE_CLONE)
+        e.path = e.fork_id ? PATH_CLONE_FORK : PATH_CLONE_VMA;
+    else if (site == SITE_VMA_ALLOC)
+        e.path = PATH_VMA_ALLOC;
+    else
+        e.path = e.fork_id ? PATH_VMA_FORK : PATH_VMA_DUP;
+    if (e.path == PATH_CLONE_VMA || e.path == PATH_VMA_DUP)
+        e.caller = caller ? caller : stack_caller(args);
+    else if (e.fork_id && site != SITE_FORK)
+        e.caller = CALLER_FORK;
+
+    u64 ptr = (u64)args->ptr;
+#if RAW_POINTERS
+    e.obj_id = ptr;
+#else
+    e.obj_id = new_id();
+#endif
+    struct live_val v = {.id = e.obj_id, .object = e.object};
+    if (live.update(&ptr, &v) < 0)
+        count(C_LIVE_FULL);
+    e.aux1 = args->bytes_alloc;
+    emit(args, &e);
+    return 0;
+}
+
+#if HAVE_FREE_NAME
+// Object whose cache the tracepoint's name field names, 0 for other caches.
+static __always_inline u8 object_by_name(const char *n)
+{
+    // "anon_vma", "anon_vma_chain", "vm_area_struct"
+    if (n[0] == 'a' && n[1] == 'n' && n[2] == 'o' && n[3] == 'n' && n[4] == '_' &&
+        n[5] == 'v' && n[6] == 'm' && n[7] == 'a') {
+        if (n[8] == 0)
+            return OBJ_ANON_VMA;
+        if (n[8] == '_' && n[9] == 'c' && n[10] == 'h' && n[11] == 'a' && n[12] == 'i' &&
+            n[13] == 'n' && n[14] == 0)
+            return OBJ_AVC;
+        return 0;
+    }
+    if (n[0] == 'v' && n[1] == 'm' && n[2] == '_' && n[3] == 'a' && n[4] == 'r' &&
+        n[5] == 'e' && n[6] == 'a' && n[7] == '_' && n[8] == 's' && n[9] == 't' &&
+        n[10] == 'r' && n[11] == 'u' && n[12] == 'c' && n[13] == 't' && n[14] == 0)
+        return OBJ_VMA;
+    return 0;
+}
+#endif
+
+// Whether a free of a pre-run object from a merged cache can be trusted to
+// be ours: only when it comes from a function that frees our objects.
+static __always_inline int site_frees(u8 site, u8 object)
+{
+    if (object == OBJ_AVC)
+        return site == SITE_UNLINK || site == SITE_FORK || site == SITE_CLONE;
+    if (object == OBJ_ANON_VMA)
+        return site == SITE_PUT || site == SITE_FORK;
+    return 0;
+}
+
+static __always_inline int merged(u8 object)
+{
+    return (object == OBJ_ANON_VMA && MERGED_ANON_VMA) ||
+           (object == OBJ_AVC && MERGED_AVC) ||
+           (object == OBJ_VMA && MERGED_VMA);
+}
+
+TRACEPOINT_PROBE(kmem, kmem_cache_free)
+{
+    u64 ptr = (u64)args->ptr;
+    u8 site = free_site(args->call_site);
+    struct event e = {};
+    struct live_val *v = live.lookup(&ptr);
+    if (v) {
+        // Allocated during the run by a recorded task: record wherever freed.
+        e.object = v->object;
+        e.obj_id = v->id;
+        live.delete(&ptr);
+        fill_task(&e, EV_FREE);
+    } else {
+        if (!is_enabled())
+            return 0;
+#if HAVE_FREE_NAME
+        char name[16] = {};
+        TP_DATA_LOC_READ_CONST(name, name, sizeof(name));
+        e.object = object_by_name(name);
+#else
+        e.object = site == SITE_PUT ? OBJ_ANON_VMA : site == SITE_UNLINK ? OBJ_AVC : 0;
+#endif
+        if (!e.object)
+            return 0;
+        if (merged(e.object) && !site_frees(site, e.object)) {
+            count(C_ALIAS_SKIPPED);
+            return 0;
+        }
+        fill_task(&e, EV_FREE);
+        if (!want_task(e.tgid, e.comm))
+            return 0;
+#if RAW_POINTERS
+        e.obj_id = ptr;
+#else
+        e.obj_id = new_id();
+#endif
+        e.flags = FLAG_PREEXISTING;
+    }
+    if (e.object == OBJ_VMA)
+        e.path = PATH_VMA_FREE;
+    else if (site == SITE_UNLINK)
+        e.path = PATH_UNLINK;
+    else if (site == SITE_PUT)
+        e.path = PATH_PUT;
+    else if (site == SITE_FORK || site == SITE_CLONE)
+        e.path = PATH_ERROR;
+    else
+        e.path = PATH_FREE_OTHER;
+    emit(args, &e);
+    return 0;
+}
+
+#if HAVE_FORK_SYSCALLS
+// The fork window: from entry into clone/fork/vfork/clone3 to its return.
+static __always_inline int fork_enter(void)
+{
+    if (!is_enabled())
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 id = new_id();
+    forking.update(&tid, &id);
+    return 0;
+}
+
+static __always_inline int fork_exit(void)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    forking.delete(&tid);
+    return 0;
+}
+
+FORK_SYSCALL_PROBES
+#endif
+
+RAW_TRACEPOINT_PROBE(sched_process_fork)
+{
+    void *child = (void *)ctx->args[1];
+    struct event e = {};
+    fill_task(&e, EV_FORK);
+    u32 child_pid = 0, child_tgid = 0;
+    void *child_mm = 0, *parent_mm = 0;
+    bpf_probe_read_kernel(&child_pid, sizeof(child_pid), child + TASK_PID_OFF);
+    bpf_probe_read_kernel(&child_tgid, sizeof(child_tgid), child + TASK_TGID_OFF);
+    bpf_probe_read_kernel(&child_mm, sizeof(child_mm), child + TASK_MM_OFF);
+    bpf_probe_read_kernel(&parent_mm, sizeof(parent_mm), (void *)ctx->args[0] + TASK_MM_OFF);
+#if TARGET_TRACKED
+    // Descendants of a tracked process are tracked; a recycled tgid is not.
+    u8 *pt = tracked.lookup(&e.tgid);
+    if (pt && *pt == 1) {
+        u8 one = 1;
+        tracked.update(&child_tgid, &one);
+    } else if (child_tgid != e.tgid) {
+        tracked.delete(&child_tgid);
+    }
+#endif
+    u64 *f = forking.lookup(&e.pid);
+    u64 fork_id = f ? *f : 0;
+#if !HAVE_FORK_SYSCALLS
+    forking.delete(&e.pid);
+#endif
+    if (!is_enabled() || !want_task(e.tgid, e.comm))
+        return 0;
+    e.fork_id = fork_id;
+    e.aux1 = child_pid;
+    e.aux2 = child_tgid;
+    if (child_mm == parent_mm)
+        e.flags = FLAG_SHARES_MM;
+    emit(ctx, &e);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    struct event e = {};
+    fill_task(&e, EV_EXEC);
+#if TARGET_TRACKED
+    u8 *t = tracked.lookup(&e.tgid);
+    if (t && *t == 2) {
+        u8 one = 1;
+        tracked.update(&e.tgid, &one);  // the command: recorded from here on
+    }
+#endif
+    if (!is_enabled() || !want_task(e.tgid, e.comm))
+        return 0;
+    emit(args, &e);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    if (!is_enabled())
+        return 0;
+    struct event e = {};
+    fill_task(&e, EV_EXIT);
+    if (!want_task(e.tgid, e.comm))
+        return 0;
+#if HAVE_GROUP_DEAD
+    e.flags = FLAG_GROUP_DEAD_KNOWN | (args->group_dead ? FLAG_GROUP_DEAD : 0);
+#endif
+    emit(args, &e);
+    return 0;
+}

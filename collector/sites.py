@@ -1,0 +1,136 @@
+"""Which kernel functions make and free our objects, and what each means.
+
+The tracepoints report a ``call_site`` (the return address in the function
+that called the slab allocator); these tables turn the function it lies in
+into a path. Function names are those of mm/rmap.c, mm/vma.c, mm/mremap.c,
+kernel/fork.c and mm/vma_init.c from 5.10 to 6.18; names a kernel lacks are
+simply not found (see ``Classifier.missing``).
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+from .kallsyms import Range
+
+# Tag values shared with bpf/anonscope.bpf.c (SITE_*).
+SITE_PREPARE, SITE_FORK, SITE_CLONE, SITE_VMA_ALLOC, SITE_VMA_DUP, SITE_UNLINK, SITE_PUT = range(1, 8)
+# Caller values shared with bpf/anonscope.bpf.c (CALLER_*), schema.CALLERS order.
+CALLER_SPLIT, CALLER_MERGE, CALLER_MREMAP, CALLER_FORK = range(1, 5)
+
+#: Functions whose call sites allocate our objects.
+ALLOC_SITES = {
+    "__anon_vma_prepare": SITE_PREPARE,   # mm/rmap.c: first anon fault in a VMA
+    "anon_vma_fork": SITE_FORK,           # mm/rmap.c: child's own anon_vma + AVC
+    "anon_vma_clone": SITE_CLONE,         # mm/rmap.c: copy of a VMA's AVC chain
+    "vm_area_alloc": SITE_VMA_ALLOC,      # kernel/fork.c, mm/vma_init.c (6.15+)
+    "vm_area_dup": SITE_VMA_DUP,          # kernel/fork.c, mm/vma_init.c (6.15+)
+}
+
+#: Functions whose call sites free our objects. anon_vma_fork and
+#: anon_vma_clone free on their error paths.
+FREE_SITES = {
+    "unlink_anon_vmas": SITE_UNLINK,      # mm/rmap.c: AVCs of a VMA going away
+    "__put_anon_vma": SITE_PUT,           # mm/rmap.c: last reference of an anon_vma
+    "anon_vma_fork": SITE_FORK,
+    "anon_vma_clone": SITE_CLONE,
+}
+
+#: Functions whose presence on the kernel stack of an anon_vma_clone or
+#: vm_area_dup says why the chain or VMA is being copied.
+CALLER_SITES = {
+    "__split_vma": CALLER_SPLIT,          # mm/vma.c (mm/mmap.c before 6.10)
+    "split_vma": CALLER_SPLIT,
+    "vma_expand": CALLER_MERGE,           # mm/vma.c: merge growing a VMA
+    "commit_merge": CALLER_MERGE,         # mm/vma.c 6.12+
+    "dup_anon_vma": CALLER_MERGE,         # mm/vma.c, when not inlined
+    "vma_merge": CALLER_MERGE,            # mm/mmap.c before 6.12
+    "vma_merge_existing_range": CALLER_MERGE,
+    "vma_merge_new_range": CALLER_MERGE,
+    "copy_vma": CALLER_MREMAP,            # mm/vma.c: mremap move
+    "move_vma": CALLER_MREMAP,            # mm/mremap.c
+    "copy_vma_and_data": CALLER_MREMAP,   # mm/mremap.c 6.16+
+    "anon_vma_fork": CALLER_FORK,         # mm/rmap.c
+    "dup_mmap": CALLER_FORK,              # kernel/fork.c, mm/mmap.c (6.15+)
+}
+
+#: The functions without which the collector cannot classify anything.
+REQUIRED = ("__anon_vma_prepare", "anon_vma_fork", "anon_vma_clone")
+
+_PATH_OF_SITE = {
+    SITE_PREPARE: "fault", SITE_FORK: "fork", SITE_CLONE: "clone",
+    SITE_VMA_ALLOC: "vma alloc", SITE_VMA_DUP: "vma dup",
+    SITE_UNLINK: "unlink", SITE_PUT: "put",
+}
+
+
+def wanted_functions() -> List[str]:
+    """Every function name the classifiers look up in kallsyms."""
+    return sorted(set(ALLOC_SITES) | set(FREE_SITES) | set(CALLER_SITES))
+
+
+@dataclass
+class Classifier:
+    """Address ranges of the site functions of one running kernel."""
+
+    ranges: Dict[str, List[Range]]
+    missing: List[str] = field(default_factory=list)
+
+    @classmethod
+    def from_ranges(cls, ranges: Dict[str, List[Range]]) -> "Classifier":
+        return cls(ranges, [f for f in wanted_functions() if f not in ranges])
+
+    def _lookup(self, table: Dict[str, int], ip: int) -> int:
+        for name, tag in table.items():
+            for start, end in self.ranges.get(name, ()):
+                if start <= ip < end:
+                    return tag
+        return 0
+
+    def alloc_site(self, ip: int) -> int:
+        """SITE_* of an allocation call site, 0 when not ours."""
+        return self._lookup(ALLOC_SITES, ip)
+
+    def free_site(self, ip: int) -> int:
+        """SITE_* of a free call site, 0 when not one of ours."""
+        return self._lookup(FREE_SITES, ip)
+
+    def caller_site(self, ip: int) -> int:
+        """CALLER_* of a kernel stack address, 0 when not a known caller."""
+        return self._lookup(CALLER_SITES, ip)
+
+    def c_functions(self) -> str:
+        """C source of alloc_site(), free_site() and caller_site().
+
+        The same tables and ranges as the Python methods above, as range
+        compares on constants, so the kernel does no map lookups.
+        """
+        out = []
+        for fn, table in (("alloc_site", ALLOC_SITES), ("free_site", FREE_SITES),
+                          ("caller_site", CALLER_SITES)):
+            out.append(f"static __always_inline u8 {fn}(u64 ip)\n{{")
+            for name, tag in table.items():
+                for start, end in self.ranges.get(name, ()):
+                    out.append(f"    if (ip >= 0x{start:x}ULL && ip < 0x{end:x}ULL) return {tag};  // {name}")
+            out.append("    return 0;\n}\n")
+        return "\n".join(out)
+
+    def describe(self) -> Dict[str, str]:
+        """{function: what its call sites mean}, for the run metadata."""
+        found = {}
+        for table, kind in ((ALLOC_SITES, "alloc"), (FREE_SITES, "free"), (CALLER_SITES, "caller")):
+            for name, tag in table.items():
+                if name in self.ranges:
+                    what = _PATH_OF_SITE[tag] if kind != "caller" else \
+                        ("split", "merge", "mremap", "fork")[tag - 1]
+                    found.setdefault(name, []).append(f"{kind}:{what}")
+        return {k: ",".join(v) for k, v in sorted(found.items())}
+
+
+def placeholder() -> Classifier:
+    """A classifier with one made-up range per function, for ``--ebpf``
+    without root (kallsyms hides addresses from other users)."""
+    base = 0xFFFFFFFF81000000
+    ranges: Dict[str, List[Tuple[int, int]]] = {}
+    for i, name in enumerate(wanted_functions()):
+        ranges[name] = [(base + 0x1000 * i, base + 0x1000 * i + 0x100)]
+    return Classifier(ranges, [])

@@ -1,0 +1,63 @@
+"""/proc/slabinfo lines and /sys/kernel/slab merge aliases of our caches.
+
+SLUB merges caches of compatible size and flags (unless booted with
+slab_nomerge); a merged cache keeps one name, and its slabinfo line counts
+every user's objects. On 6.18 x86_64 anon_vma_chain is merged with fs_cache
+and eventpoll_pwq, so slabinfo overstates AVCs. anon_vma is never merged (it
+has a constructor and SLAB_TYPESAFE_BY_RCU). Covers SLUB's sysfs layout
+(2.6.22+); SLAB (removed in 6.8) has no /sys/kernel/slab and no aliases.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Dict, List
+
+CACHES = ("anon_vma", "anon_vma_chain", "vm_area_struct")
+SLABINFO = "/proc/slabinfo"
+SYS_SLAB = "/sys/kernel/slab"
+
+
+@dataclass
+class SlabLine:
+    cache: str
+    active: int
+    total: int
+    objsize: int
+
+
+def parse_slabinfo(text: str, caches=CACHES) -> Dict[str, SlabLine]:
+    """Lines of the wanted caches from /proc/slabinfo text (format 2.1)."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[0] in caches:
+            out[parts[0]] = SlabLine(parts[0], int(parts[1]), int(parts[2]), int(parts[3]))
+    return out
+
+
+def read_slabinfo(path: str = SLABINFO) -> Dict[str, SlabLine]:
+    with open(path) as f:
+        return parse_slabinfo(f.read())
+
+
+def aliases(cache: str, sys_slab: str = SYS_SLAB) -> List[str]:
+    """Other caches merged into ``cache`` (empty when it is not merged).
+
+    A merged cache appears in /sys/kernel/slab as a symlink to a ``:X-SIZE``
+    directory, with one symlink per cache sharing that directory.
+    """
+    link = os.path.join(sys_slab, cache)
+    if not os.path.islink(link):
+        return []
+    target = os.path.realpath(link)
+    try:
+        names = os.listdir(sys_slab)
+    except OSError:
+        return []
+    return sorted(n for n in names if n != cache and not n.startswith(":")
+                  and os.path.islink(os.path.join(sys_slab, n))
+                  and os.path.realpath(os.path.join(sys_slab, n)) == target)
+
+
+def all_aliases(sys_slab: str = SYS_SLAB) -> Dict[str, List[str]]:
+    return {c: aliases(c, sys_slab) for c in CACHES}
