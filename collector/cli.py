@@ -1,0 +1,96 @@
+"""``anoncollect``: the command line of the collector."""
+
+import datetime
+import sys
+
+import click
+
+from . import session
+from .session import CollectError, RunConfig
+
+EPILOG = """\b
+Examples:
+  sudo anoncollect --duration 60              system-wide for 60 s
+  sudo anoncollect -o r.parquet -- ./workload record ./workload and its children
+  sudo anoncollect -p 1234 --duration 30      one process and its children
+  anoncollect --ebpf                          print the BPF program (no root)
+
+\b
+Exit status: 0 recorded; 1 failure during the run; 2 bad usage;
+3 host not ready (not root, no bcc, no tracefs, no BTF, no headers).
+The file format is docs/schema.md; analyse it with `anonanalyze report FILE`.
+"""
+
+
+def default_output() -> str:
+    return datetime.datetime.now().strftime("anonscope-%Y%m%d-%H%M%S.parquet")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop after this many seconds (default: until the command exits, or Ctrl-C).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Parquet file to write (default: anonscope-DATE-TIME.parquet here).")
+@click.option("-a", "--all-cpus", "system_wide", is_flag=True,
+              help="Record the whole system, also while a command runs.")
+@click.option("-p", "--pid", type=click.IntRange(min=1), help="Record only this process and its descendants.")
+@click.option("--comm", metavar="NAME", help="Record only tasks with this command name (filtered in the kernel).")
+@click.option("--slab-interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              metavar="SECONDS", help="How often to sample /proc/slabinfo.")
+@click.option("--buffer-mb", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Size of the BPF ring buffer (per CPU for the perf buffer).")
+@click.option("--max-live", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
+              help="Objects the kernel tracks to pair allocs with frees.")
+@click.option("--perf-buffer", is_flag=True, help="Use the perf buffer even where the ring buffer exists.")
+@click.option("--raw-pointers", is_flag=True,
+              help="Write kernel addresses as object ids (default: per-run ids, no kernel pointer).")
+@click.option("--ebpf", is_flag=True, help="Print the BPF program for this kernel and exit (no root needed).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress line and no summary.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARGS]...]")
+def main(duration, output, system_wide, pid, comm, slab_interval, buffer_mb, max_live,
+         perf_buffer, raw_pointers, ebpf, quiet, command):
+    """Record the life of every anon_vma and anon_vma_chain, with the VMAs,
+    forks, execs and exits around them, into a Parquet file.
+
+    Without a command, records the whole system until --duration ends or
+    Ctrl-C. With `-- CMD ARGS`, runs CMD and records it and its descendants
+    until CMD exits, as `perf record -- CMD` does.
+    """
+    cfg = RunConfig(output=output or default_output(), duration=duration, command=list(command),
+                    system_wide=system_wide, pid=pid, comm=comm, raw_pointers=raw_pointers,
+                    slab_interval=slab_interval, buffer_mb=buffer_mb, max_live=max_live,
+                    perf_buffer=perf_buffer, progress=not quiet and sys.stderr.isatty(),
+                    argv=sys.argv)
+    try:
+        if ebpf:
+            click.echo(session.prepare(cfg, need_kernel=False).source)
+            return
+        summary = session.run(cfg)
+    except CollectError as e:
+        click.echo(f"anoncollect: error: {e}", err=True)
+        sys.exit(e.code)
+    except KeyboardInterrupt:
+        click.echo("anoncollect: interrupted before recording started", err=True)
+        sys.exit(130)
+    if not quiet:
+        print_summary(summary)
+
+
+def print_summary(s: session.Summary) -> None:
+    lost = {k: v for k, v in s.lost.items() if v}
+    unknown = [k for k, v in s.lost.items() if v is None]
+    lines = []
+    if s.headers_note:
+        lines.append(f"headers: {s.headers_note}")
+    lines.append(f"wrote {s.path}: {s.events:,} rows in {s.duration_s:.1f} s (stopped: {s.stop_reason})")
+    lines.append("allocated: " + ", ".join(f"{n} {c:,}" for n, c in s.by_object.items()))
+    lines.append("lost events: " + (", ".join(f"{k} {v:,}" for k, v in lost.items()) if lost else "none")
+                 + (f" (not measurable here: {', '.join(unknown)})" if unknown else ""))
+    if s.command_exit_status is not None:
+        lines.append(f"command exit status: {s.command_exit_status}")
+    for line in lines:
+        click.echo(f"anoncollect: {line}", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Decode the BPF program's fixed-size event records into schema columns.
+
+Records arrive as bytes, many at a time; they are decoded together with
+numpy (no per-event Python work) and turned into Arrow arrays of the
+schema in collector/schema.py.
+"""
+
+from typing import Dict
+
+import numpy as np
+import pyarrow as pa
+
+from . import schema
+
+#: Layout of ``struct event`` in bpf/anonscope.bpf.c (64 bytes, native endian).
+EVENT_DTYPE = np.dtype([
+    ("ts", "u8"), ("obj_id", "u8"), ("fork_id", "u8"),
+    ("pid", "u4"), ("tgid", "u4"), ("aux1", "u4"), ("aux2", "u4"),
+    ("cpu", "u2"), ("kind", "u1"), ("object", "u1"), ("path", "u1"),
+    ("caller", "u1"), ("flags", "u1"), ("pad", "u1"), ("comm", "S16"),
+])
+assert EVENT_DTYPE.itemsize == 64
+
+# Codes of the C program (EV_*, OBJ_*, CALLER_*: schema tuple order + 1).
+EV_ALLOC, EV_FREE, EV_FORK, EV_EXEC, EV_EXIT = range(1, 6)
+FLAG_PREEXISTING, FLAG_SHARES_MM, FLAG_GROUP_DEAD, FLAG_GROUP_DEAD_KNOWN = 1, 2, 4, 8
+
+#: PATH_* code of the C program -> schema path string.
+PATH_NAMES = {
+    1: "fault", 2: "fork", 3: "clone_fork", 4: "clone_vma", 5: "other",
+    6: "alloc", 7: "fork", 8: "dup",
+    9: "unlink", 10: "put", 11: "error", 12: "vma_free", 13: "other",
+}
+PATH_DICTIONARY = sorted(set(PATH_NAMES.values()))
+
+#: Per-CPU counters of the C program (C_*), by index.
+COUNTERS = ("ringbuf", "live_map_full", "alias_frees_skipped")
+
+
+def _dictionary(codes: np.ndarray, names, code_to_index: np.ndarray) -> pa.DictionaryArray:
+    """Dictionary array of ``names`` from C codes; code 0 (or unknown) is null."""
+    idx = code_to_index[codes]
+    mask = idx < 0
+    return pa.DictionaryArray.from_arrays(pa.array(idx.astype(np.int8), mask=mask),
+                                          pa.array(list(names), pa.string()))
+
+
+def _lookup_table(size: int, mapping: Dict[int, int]) -> np.ndarray:
+    table = np.full(size, -1, dtype=np.int16)
+    for code, index in mapping.items():
+        table[code] = index
+    return table
+
+
+_EVENT_INDEX = _lookup_table(256, {i + 1: i for i in range(5)})      # alloc..exit
+_OBJECT_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.OBJECTS))})
+_CALLER_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.CALLERS))})
+_PATH_INDEX = _lookup_table(256, {c: PATH_DICTIONARY.index(n) for c, n in PATH_NAMES.items()})
+
+
+def comm_array(comms: np.ndarray) -> pa.DictionaryArray:
+    """Dictionary-encoded command names; undecodable bytes are replaced."""
+    uniq, inverse = np.unique(comms, return_inverse=True)
+    names = [u.decode("utf-8", "replace") for u in uniq]
+    return pa.DictionaryArray.from_arrays(pa.array(inverse.astype(np.int32)), pa.array(names, pa.string()))
+
+
+def _masked(values: np.ndarray, keep: np.ndarray, typ: pa.DataType) -> pa.Array:
+    return pa.array(values, type=typ, mask=~keep)
+
+
+def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
+                    owner_tgid: np.ndarray, owner_known: np.ndarray) -> pa.RecordBatch:
+    """Arrow batch in schema.SCHEMA from decoded kernel events.
+
+    ``owner_*`` are computed by the writer (fork-path objects belong to the
+    child); ``owner_known`` is false where a fork never completed.
+    """
+    kind = ev["kind"]
+    is_alloc, is_free, is_fork, is_exit = (kind == EV_ALLOC), (kind == EV_FREE), (kind == EV_FORK), (kind == EV_EXIT)
+    is_obj = is_alloc | is_free
+    flags = ev["flags"]
+    has_fork_id = (ev["fork_id"] != 0) & (is_alloc | is_fork)
+    n = len(ev)
+    cols = {
+        "ts_ns": pa.array(ev["ts"].astype(np.int64) - t0_ns, pa.int64()),
+        "event": _dictionary(kind, schema.EVENTS, _EVENT_INDEX),
+        "cpu": pa.array(ev["cpu"].astype(np.int16), pa.int16()),
+        "pid": pa.array(ev["pid"].astype(np.int32), pa.int32()),
+        "tgid": pa.array(ev["tgid"].astype(np.int32), pa.int32()),
+        "comm": comm_array(ev["comm"]),
+        "object": _dictionary(np.where(is_obj, ev["object"], 0), schema.OBJECTS, _OBJECT_INDEX),
+        "path": _dictionary(np.where(is_obj, ev["path"], 0), PATH_DICTIONARY, _PATH_INDEX),
+        "caller": _dictionary(np.where(is_alloc, ev["caller"], 0), schema.CALLERS, _CALLER_INDEX),
+        "obj_id": _masked(ev["obj_id"].astype(np.int64), is_obj, pa.int64()),
+        "preexisting": _masked((flags & FLAG_PREEXISTING) != 0, is_free, pa.bool_()),
+        "bytes": _masked(ev["aux1"].astype(np.int32), is_alloc, pa.int32()),
+        "owner_pid": _masked(owner_pid.astype(np.int32), is_alloc & owner_known, pa.int32()),
+        "owner_tgid": _masked(owner_tgid.astype(np.int32), is_alloc & owner_known, pa.int32()),
+        "fork_id": _masked(ev["fork_id"].astype(np.int64), has_fork_id, pa.int64()),
+        "child_pid": _masked(ev["aux1"].astype(np.int32), is_fork, pa.int32()),
+        "child_tgid": _masked(ev["aux2"].astype(np.int32), is_fork, pa.int32()),
+        "shares_mm": _masked((flags & FLAG_SHARES_MM) != 0, is_fork, pa.bool_()),
+        "group_dead": _masked((flags & FLAG_GROUP_DEAD) != 0,
+                              is_exit & ((flags & FLAG_GROUP_DEAD_KNOWN) != 0), pa.bool_()),
+    }
+    for name in schema.SCHEMA.names:
+        if name not in cols:
+            cols[name] = pa.nulls(n, schema.SCHEMA.field(name).type)
+    return pa.RecordBatch.from_arrays([cols[f] for f in schema.SCHEMA.names], schema=schema.SCHEMA)
+
+
+def user_rows(rows: list) -> pa.RecordBatch:
+    """Arrow batch in schema.SCHEMA from rows made in user space (slab, lost):
+    a list of dicts with some of the schema's columns."""
+    cols = []
+    for f in schema.SCHEMA:
+        values = [r.get(f.name) for r in rows]
+        if pa.types.is_dictionary(f.type):
+            cols.append(pa.array(values, pa.string()).dictionary_encode().cast(f.type))
+        else:
+            cols.append(pa.array(values, f.type))
+    return pa.RecordBatch.from_arrays(cols, schema=schema.SCHEMA)

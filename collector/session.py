@@ -1,0 +1,460 @@
+"""One recording: check the host, load the program, stream, stop cleanly.
+
+The loop polls the BPF ring buffer (perf buffer on kernels before 5.8),
+decodes records in bulk, hands them to the writer, samples /proc/slabinfo,
+records lost-event counts and prints a progress line. It stops at the end
+of ``--duration``, when the recorded command exits, or on SIGINT/SIGTERM,
+and in every case drains the buffer and writes a complete file.
+"""
+
+import ctypes
+import datetime
+import os
+import platform
+import resource
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from . import events, headers, kallsyms, program, progstats, slab, sites
+from .btf import BTF, BTFError
+from .spawn import HeldCommand, SpawnError
+from .writer import RecordingWriter
+
+EXIT_FAILURE = 1
+EXIT_ENVIRONMENT = 3   # missing root, bcc, tracefs, BTF, kallsyms, headers
+
+DECODE_EVERY_S = 0.5
+TICK_S = 1.0
+POLL_MS = 100
+
+
+class CollectError(Exception):
+    """A one-line reason to stop, with the exit code to use."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class RunConfig:
+    output: str
+    duration: Optional[float] = None
+    command: List[str] = field(default_factory=list)
+    system_wide: bool = False
+    pid: Optional[int] = None
+    comm: Optional[str] = None
+    raw_pointers: bool = False
+    slab_interval: float = 5.0
+    buffer_mb: int = 16
+    max_live: int = 1 << 20
+    perf_buffer: bool = False
+    progress: bool = False
+    argv: List[str] = field(default_factory=list)
+
+    @property
+    def tracked(self) -> bool:
+        return bool(self.pid or (self.command and not self.system_wide))
+
+    def target(self) -> Dict[str, object]:
+        mode = "command" if self.command and not self.system_wide else \
+            "pid" if self.pid else "comm" if self.comm else "system"
+        return {"mode": mode, "command": self.command or None, "pid": self.pid, "comm": self.comm}
+
+
+def kernel_has_ringbuf(release: str) -> bool:
+    """BPF ring buffer: Linux 5.8+."""
+    parts = release.split(".")
+    try:
+        return (int(parts[0]), int(parts[1].split("-")[0])) >= (5, 8)
+    except (ValueError, IndexError):
+        return True
+
+
+def ring_pages(mb: int) -> int:
+    """Pages for a buffer of about ``mb`` MiB: a power of two, as the BPF
+    ring buffer requires."""
+    pages = max(1, mb * 1024 * 1024 // os.sysconf("SC_PAGE_SIZE"))
+    return 1 << (pages.bit_length() - 1)
+
+
+# -- preparation -----------------------------------------------------------
+
+@dataclass
+class Prepared:
+    facts: program.KernelFacts
+    classifier: sites.Classifier
+    options: program.Options
+    source: str
+    btf: Optional[BTF]
+    headers: Optional[headers.HeadersChoice]
+    aliases: Dict[str, List[str]]
+    probes: List[Dict[str, object]]
+
+
+def probe_list(facts: program.KernelFacts) -> List[Dict[str, object]]:
+    """Every probe the program uses or could use, with why it was skipped."""
+    probes = [
+        {"name": "tracepoint:kmem:kmem_cache_alloc", "attached": True, "reason": "object allocations"},
+        {"name": "tracepoint:kmem:kmem_cache_free", "attached": True,
+         "reason": "object frees" + ("" if facts.free_has_name else
+                                     "; no `name` field (kernel < 5.12): pre-run objects typed by call site")},
+        {"name": "raw_tracepoint:sched_process_fork", "attached": True, "reason": "fork rows, child pids"},
+        {"name": "tracepoint:sched:sched_process_exec", "attached": True, "reason": "exec rows"},
+        {"name": "tracepoint:sched:sched_process_exit", "attached": True, "reason": "exit rows"},
+    ]
+    for s in program.FORK_SYSCALLS:
+        ok = s in facts.fork_syscalls
+        probes.append({"name": f"tracepoint:syscalls:sys_enter_{s}+sys_exit_{s}", "attached": ok,
+                       "reason": "fork window" if ok else
+                       "tracepoint absent: fork paths found from the kernel stack instead"})
+    return probes
+
+
+def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
+    """Read the host (BTF, tracefs, kallsyms, slab) and build the program.
+
+    With ``need_kernel`` false (``--ebpf`` without root), facts that cannot
+    be read are replaced by those of an example kernel and kallsyms by
+    placeholder ranges; the program is then for reading, not loading.
+    """
+    tracing = program.tracefs()
+    btf = None
+    try:
+        btf = BTF.from_file()
+    except BTFError as e:
+        if need_kernel:
+            raise CollectError(f"no usable BTF ({e}): anoncollect reads kernel struct layouts from "
+                               "/sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF=y)", EXIT_ENVIRONMENT)
+    if need_kernel and not tracing:
+        raise CollectError("tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing",
+                           EXIT_ENVIRONMENT)
+    aliases = slab.all_aliases()
+    merged = {c: bool(a) for c, a in aliases.items()}
+    if btf is not None and tracing:
+        facts = program.KernelFacts.probe(btf, merged, tracing)
+        for cat, ev in (("kmem", "kmem_cache_alloc"), ("kmem", "kmem_cache_free"),
+                        ("sched", "sched_process_fork"), ("sched", "sched_process_exec"),
+                        ("sched", "sched_process_exit")):
+            if program.tracepoint_fields(cat, ev, tracing) is None and need_kernel:
+                raise CollectError(f"tracepoint {cat}:{ev} not found in {tracing}", EXIT_ENVIRONMENT)
+    else:
+        facts = program.KernelFacts.example()
+    try:
+        classifier = sites.Classifier.from_ranges(kallsyms.read_function_ranges(sites.wanted_functions()))
+    except kallsyms.KallsymsError as e:
+        if need_kernel:
+            raise CollectError(str(e), EXIT_ENVIRONMENT)
+        classifier = sites.placeholder()
+    missing = [f for f in sites.REQUIRED if f in classifier.missing]
+    if missing and need_kernel:
+        raise CollectError(f"kernel functions not in kallsyms: {', '.join(missing)}", EXIT_ENVIRONMENT)
+    opts = program.Options(
+        tracked=cfg.tracked, comm=cfg.comm,
+        ringbuf=not cfg.perf_buffer and kernel_has_ringbuf(facts.release),
+        ringbuf_pages=ring_pages(cfg.buffer_mb),
+        max_live=cfg.max_live, raw_pointers=cfg.raw_pointers)
+    source = program.build(facts, classifier, opts)
+    choice = None
+    if need_kernel:
+        try:
+            choice = headers.choose()
+        except headers.HeadersError as e:
+            raise CollectError(str(e), EXIT_ENVIRONMENT)
+    return Prepared(facts, classifier, opts, source, btf, choice, aliases, probe_list(facts))
+
+
+def check_privileges() -> None:
+    if os.geteuid() != 0:
+        raise CollectError("needs root to load BPF programs: run it with sudo", EXIT_ENVIRONMENT)
+
+
+def import_bcc():
+    try:
+        from bcc import BPF  # noqa: F401
+    except ImportError:
+        raise CollectError(
+            f"bcc is not importable by {sys.executable}: install python3-bpfcc and run anoncollect "
+            "from the venv scripts/setup makes (it sees Debian's bcc)", EXIT_ENVIRONMENT) from None
+    return BPF
+
+
+# -- the run ---------------------------------------------------------------
+
+def slab_rows(ts_ns: int, aliases: Dict[str, List[str]]) -> List[dict]:
+    try:
+        lines = slab.read_slabinfo()
+    except OSError:
+        return []
+    return [{"ts_ns": ts_ns, "event": "slab", "cpu": -1, "slab_cache": c, "slab_active": l.active,
+             "slab_total": l.total, "slab_objsize": l.objsize, "slab_aliases": len(aliases.get(c, []))}
+            for c, l in sorted(lines.items())]
+
+
+class Progress:
+    """A one-line status on a terminal, rewritten in place."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._last = (time.monotonic(), 0)
+
+    def show(self, elapsed: float, n: int, lost: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        rate = (n - self._last[1]) / max(now - self._last[0], 1e-6)
+        self._last = (now, n)
+        sys.stderr.write(f"\ranoncollect: {elapsed:6.1f}s  {n:,} events  {rate:,.0f}/s  lost {lost:,}   ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+@dataclass
+class Summary:
+    path: str
+    events: int
+    duration_s: float
+    lost: Dict[str, int]
+    stop_reason: str
+    by_object: Dict[str, int]
+    command_exit_status: Optional[int]
+    headers_note: Optional[str]
+
+
+def run(cfg: RunConfig) -> Summary:
+    BPF = import_bcc()
+    check_privileges()
+    prep = prepare(cfg)
+    if prep.headers:
+        headers.apply(prep.headers)
+    held = None
+    if cfg.command:
+        try:
+            held = HeldCommand(cfg.command)
+        except OSError as e:
+            raise CollectError(f"cannot start {cfg.command[0]}: {e.strerror}")
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (ValueError, OSError):
+        pass  # kernels since 5.11 charge BPF memory to the cgroup instead
+    try:
+        bpf = BPF(text=prep.source)
+    except Exception as e:  # bcc raises plain Exception for compile and load failures
+        if held:
+            held.cancel()
+        raise CollectError(f"cannot load the BPF program: {str(e).splitlines()[0]} "
+                           "(run with --ebpf to see it)", EXIT_ENVIRONMENT) from None
+    return Recording(cfg, prep, bpf, held).run()
+
+
+class Recording:
+    def __init__(self, cfg: RunConfig, prep: Prepared, bpf, held: Optional[HeldCommand]):
+        self.cfg, self.prep, self.bpf, self.held = cfg, prep, bpf, held
+        self.chunks: List[bytes] = []
+        self.perf_lost = 0
+        self.lost_reported = {"ringbuf": 0, "perfbuf": 0, "live_map_full": 0}
+        self.by_object = np.zeros(8, dtype=np.int64)
+        self.stop_reason: Optional[str] = None
+        self.exit_status: Optional[int] = None
+
+    # callbacks run inside bpf.*_poll; they only keep the bytes
+    def _on_event(self, _ctx, data, size):
+        self.chunks.append(ctypes.string_at(data, size))
+
+    def _on_lost(self, count):
+        self.perf_lost += count
+
+    def _on_signal(self, signum, _frame):
+        self.stop_reason = signal.Signals(signum).name
+
+    def _counters(self) -> Dict[str, int]:
+        table = self.bpf["counters"]
+        vals = {name: int(table.sum(table.Key(i)).value) for i, name in enumerate(events.COUNTERS)}
+        vals["perfbuf"] = self.perf_lost
+        if not self.prep.options.ringbuf:
+            vals["perfbuf"] += vals.pop("ringbuf")
+            vals["ringbuf"] = 0
+        return vals
+
+    def _decode(self) -> None:
+        if not self.chunks:
+            return
+        data, self.chunks = b"".join(self.chunks), []
+        ev = np.frombuffer(data, dtype=events.EVENT_DTYPE)
+        objs = ev["object"][(ev["kind"] == events.EV_ALLOC)]
+        self.by_object += np.bincount(objs, minlength=8)[:8]
+        self.writer.add_events(ev)
+
+    def _lost_rows(self, ts_ns: int) -> List[dict]:
+        counts = self._counters()
+        rows = []
+        for src in self.lost_reported:
+            delta = counts[src] - self.lost_reported[src]
+            if delta > 0:
+                rows.append({"ts_ns": ts_ns, "event": "lost", "cpu": -1, "lost_source": src, "count": delta})
+                self.lost_reported[src] = counts[src]
+        return rows
+
+    def _poll(self) -> None:
+        if self.prep.options.ringbuf:
+            self.bpf.ring_buffer_poll(POLL_MS)
+        else:
+            self.bpf.perf_buffer_poll(POLL_MS)
+
+    def _drain(self) -> None:
+        if self.prep.options.ringbuf:
+            self.bpf.ring_buffer_consume()
+        else:
+            for _ in range(3):
+                self.bpf.perf_buffer_poll(0)
+
+    def run(self) -> Summary:
+        cfg, bpf = self.cfg, self.bpf
+        if self.prep.options.ringbuf:
+            bpf["events"].open_ring_buffer(self._on_event)
+        else:
+            bpf["events"].open_perf_buffer(self._on_event, page_cnt=self.prep.options.ringbuf_pages,
+                                           lost_cb=self._on_lost)
+        if cfg.tracked:
+            tracked = bpf["tracked"]
+            if cfg.pid:
+                tracked[tracked.Key(cfg.pid)] = tracked.Leaf(1)
+            if self.held and not cfg.system_wide:
+                tracked[tracked.Key(self.held.pid)] = tracked.Leaf(2)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        t0 = time.monotonic_ns()
+        start_wall = datetime.datetime.now(datetime.timezone.utc)
+        self.writer = RecordingWriter(cfg.output, t0)
+        try:
+            self.writer.add_user_rows(slab_rows(0, self.prep.aliases))
+            bpf["enabled"][bpf["enabled"].Key(0)] = bpf["enabled"].Leaf(1)
+            if self.held:
+                try:
+                    self.held.release()
+                except SpawnError as e:
+                    raise CollectError(str(e))
+            self._loop(t0)
+            bpf["enabled"][bpf["enabled"].Key(0)] = bpf["enabled"].Leaf(0)
+            self._drain()
+            self._decode()
+            end_ns = time.monotonic_ns() - t0
+            self.writer.add_user_rows(slab_rows(end_ns, self.prep.aliases) + self._lost_rows(end_ns))
+            lost = self._lost_totals()
+            if lost.get("prog_misses"):
+                self.writer.add_user_rows([{"ts_ns": end_ns, "event": "lost", "cpu": -1,
+                                            "lost_source": "prog_misses", "count": lost["prog_misses"]}])
+            meta = self._metadata(start_wall, end_ns, lost)
+            path = self.writer.close(meta)
+        except BaseException:
+            partial = self.writer.abort()
+            if partial:
+                sys.stderr.write(f"anoncollect: rows so far are in {partial} (no run metadata)\n")
+            raise
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        give_to_invoking_user(path)
+        names = ("anon_vma", "anon_vma_chain", "vm_area_struct")
+        return Summary(path, self.writer.rows, end_ns / 1e9, lost, self.stop_reason or "duration",
+                       {n: int(self.by_object[i + 1]) for i, n in enumerate(names)},
+                       self.exit_status, self.prep.headers.how if self.prep.headers else None)
+
+    def _loop(self, t0: int) -> None:
+        cfg = self.cfg
+        progress = Progress(cfg.progress)
+        start = time.monotonic()
+        next_decode = start + DECODE_EVERY_S
+        next_tick = start + TICK_S
+        next_slab = start + cfg.slab_interval
+        while self.stop_reason is None:
+            self._poll()
+            now = time.monotonic()
+            if now >= next_decode or len(self.chunks) > 65536:
+                self._decode()
+                next_decode = now + DECODE_EVERY_S
+            if now >= next_tick:
+                ts = time.monotonic_ns() - t0
+                self.writer.add_user_rows(self._lost_rows(ts))
+                progress.show(now - start, self.writer.rows + self.writer.buffered,
+                              sum(self.lost_reported.values()))
+                next_tick = now + TICK_S
+            if now >= next_slab:
+                self.writer.add_user_rows(slab_rows(time.monotonic_ns() - t0, self.prep.aliases))
+                next_slab = now + cfg.slab_interval
+            if self.held and self.exit_status is None:
+                status = self.held.poll()
+                if status is not None:
+                    self.exit_status = status
+                    self.stop_reason = "command-exited"
+            if cfg.duration is not None and now - start >= cfg.duration and self.stop_reason is None:
+                self.stop_reason = "duration"
+        progress.done()
+        if self.held and self.exit_status is None:
+            self.exit_status = self.held.terminate()
+
+    def _lost_totals(self) -> Dict[str, int]:
+        counts = self._counters()
+        lost = {"ringbuf": counts["ringbuf"], "perfbuf": counts["perfbuf"],
+                "live_map_full": counts["live_map_full"]}
+        fds = {name: fn.fd for name, fn in self.bpf.funcs.items()}
+        misses = progstats.recursion_misses(fds, self.prep.btf)
+        lost["prog_misses"] = sum(misses.values()) if misses is not None else None
+        self.alias_skipped = counts["alias_frees_skipped"]
+        return lost
+
+    def _metadata(self, start_wall, end_ns: int, lost: Dict[str, int]) -> Dict[str, object]:
+        prep = self.prep
+        sizes = slab.read_slabinfo()
+        return {
+            "tool_version": tool_version(),
+            "command_line": self.cfg.argv,
+            "kernel_release": prep.facts.release,
+            "arch": prep.facts.arch,
+            "page_size": os.sysconf("SC_PAGE_SIZE"),
+            "object_sizes": {o: {"btf_size": prep.facts.sizes[o],
+                                 "slab_size": sizes[o].objsize if o in sizes else None}
+                             for o in prep.facts.sizes},
+            "btf": prep.btf is not None,
+            "backend": "tracepoint",
+            "probes": prep.probes,
+            "target": self.cfg.target(),
+            "start_time": start_wall.isoformat(),
+            "end_time": (start_wall + datetime.timedelta(microseconds=end_ns / 1000)).isoformat(),
+            "duration_s": end_ns / 1e9,
+            "stop_reason": self.stop_reason or "duration",
+            "command_exit_status": self.exit_status,
+            "lost": lost,
+            "alias_frees_skipped": self.alias_skipped,
+            "slab_aliases": prep.aliases,
+            "classification": prep.classifier.describe(),
+            "raw_pointers": self.cfg.raw_pointers,
+            "headers": prep.headers.how if prep.headers else None,
+            "buffer": "ringbuf" if prep.options.ringbuf else "perfbuf",
+            "python": platform.python_version(),
+        }
+
+
+def tool_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("anonscope")
+    except Exception:  # noqa: BLE001 - running from a tree that is not installed
+        return "unknown"
+
+
+def give_to_invoking_user(path: str) -> None:
+    """Under sudo, the output belongs to the user who ran sudo."""
+    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    if os.geteuid() == 0 and uid and gid:
+        try:
+            os.chown(path, int(uid), int(gid))
+        except (OSError, ValueError):
+            pass
