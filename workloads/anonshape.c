@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: GPL-2.0
+//
+// anonshape: an address space of known shape, for checking anoncollect's
+// counts against the kernel's rules (docs/workloads.md derives them).
+//
+//   anonshape -n N -s S -m M -f F [-t] [-w]
+//
+// 1. N private anonymous regions of REGION_PAGES pages each, separated by
+//    PROT_NONE guard pages so that no two can share an anon_vma
+//    (find_mergeable_anon_vma needs adjacent compatible VMAs); one byte is
+//    written in each: N faults, N anon_vmas, N AVCs (__anon_vma_prepare).
+// 2. S of them get their first page mprotect()ed read-only: S splits, each
+//    one vm_area_dup and one AVC (anon_vma_clone from __split_vma).
+// 3. M others are moved by mremap() to a second guarded area: M moves, each
+//    one VMA and one AVC (copy_vma -> anon_vma_clone), then the old AVC freed.
+// 4. F children are forked one after another; each exits at once (or, with
+//    -t, first writes one byte in every region: CoW faults, no new anon_vma).
+//    Per fork and per parent VMA with an anon_vma: one AVC cloned, one
+//    anon_vma and one AVC of the child's own (anon_vma_fork).
+// -w waits for a newline on stdin before step 1 (for manual tracing).
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define REGION_PAGES 4
+
+static long page;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "anonshape: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+// A PROT_NONE reservation of `slots` slots, each a guard page followed by
+// a region; returns the address of slot 0's region.
+static char *reserve(long slots)
+{
+    size_t len = (size_t)(slots * (REGION_PAGES + 1) + 1) * page;
+    char *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        die("mmap reservation");
+    return p + page;
+}
+
+static char *slot(char *base, long i)
+{
+    return base + i * (REGION_PAGES + 1) * page;
+}
+
+int main(int argc, char **argv)
+{
+    long n = 0, s = 0, m = 0, f = 0;
+    int touch = 0, wait_stdin = 0, opt;
+
+    while ((opt = getopt(argc, argv, "n:s:m:f:tw")) != -1) {
+        switch (opt) {
+        case 'n': n = atol(optarg); break;
+        case 's': s = atol(optarg); break;
+        case 'm': m = atol(optarg); break;
+        case 'f': f = atol(optarg); break;
+        case 't': touch = 1; break;
+        case 'w': wait_stdin = 1; break;
+        default:
+            fprintf(stderr, "usage: anonshape -n REGIONS -s SPLITS -m MREMAPS -f FORKS [-t] [-w]\n");
+            return 2;
+        }
+    }
+    if (n < 0 || s < 0 || m < 0 || f < 0 || s + m > n) {
+        fprintf(stderr, "anonshape: need 0 <= S + M <= N\n");
+        return 2;
+    }
+    page = sysconf(_SC_PAGESIZE);
+    if (wait_stdin)
+        getchar();
+
+    char *regions = reserve(n), *moved = reserve(m);
+    size_t len = (size_t)REGION_PAGES * page;
+    for (long i = 0; i < n; i++) {
+        char *r = mmap(slot(regions, i), len, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        if (r == MAP_FAILED)
+            die("mmap region");
+        r[0] = 1;
+    }
+    for (long i = 0; i < s; i++)
+        if (mprotect(slot(regions, i), page, PROT_READ))
+            die("mprotect");
+    for (long i = 0; i < m; i++)
+        if (mremap(slot(regions, n - 1 - i), len, len, MREMAP_MAYMOVE | MREMAP_FIXED,
+                   slot(moved, i)) == MAP_FAILED)
+            die("mremap");
+
+    for (long k = 0; k < f; k++) {
+        pid_t pid = fork();
+        if (pid < 0)
+            die("fork");
+        if (pid == 0) {
+            if (touch) {
+                for (long i = 0; i < n - m; i++)
+                    slot(regions, i)[REGION_PAGES * page - 1] = 2;
+                for (long i = 0; i < m; i++)
+                    slot(moved, i)[REGION_PAGES * page - 1] = 2;
+            }
+            _exit(0);
+        }
+        if (waitpid(pid, NULL, 0) < 0)
+            die("waitpid");
+    }
+    return 0;
+}
