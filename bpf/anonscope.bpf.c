@@ -413,16 +413,35 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
     return 0;
 }
 
+#if TARGET_TRACKED
+// The held command becomes recorded when exec renames it (begin_new_exec:
+// after exec_mmap dropped the collector's copied mm, before the new image's
+// segments, brk and stack are set up); at sched_process_exec where the
+// kernel lacks task_rename.
+static __always_inline void arm_to_tracked(u32 tgid)
+{
+    u8 *t = tracked.lookup(&tgid);
+    if (t && *t == 2) {
+        u8 one = 1;
+        tracked.update(&tgid, &one);
+    }
+}
+#endif
+
+#if TARGET_TRACKED && HAVE_TASK_RENAME
+TRACEPOINT_PROBE(task, task_rename)
+{
+    arm_to_tracked(bpf_get_current_pid_tgid() >> 32);
+    return 0;
+}
+#endif
+
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     struct event e = {};
     fill_task(&e, EV_EXEC);
 #if TARGET_TRACKED
-    u8 *t = tracked.lookup(&e.tgid);
-    if (t && *t == 2) {
-        u8 one = 1;
-        tracked.update(&e.tgid, &one);  // the command: recorded from here on
-    }
+    arm_to_tracked(e.tgid);
 #endif
     if (!is_enabled() || !want_task(e.tgid, e.comm))
         return 0;

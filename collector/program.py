@@ -64,6 +64,7 @@ class KernelFacts:
     free_has_name: bool                # kmem_cache_free has `name` (5.12+)
     exit_has_group_dead: bool          # sched_process_exit has `group_dead`
     fork_syscalls: List[str]           # syscalls with enter/exit tracepoints
+    task_rename: bool                  # task:task_rename exists
     merged: Dict[str, bool]            # cache merged with others
     release: str = field(default_factory=platform.release)
     arch: str = field(default_factory=platform.machine)
@@ -77,14 +78,15 @@ class KernelFacts:
         syscalls = [s for s in FORK_SYSCALLS
                     if tracepoint_fields("syscalls", f"sys_enter_{s}", tracing) is not None
                     and tracepoint_fields("syscalls", f"sys_exit_{s}", tracing) is not None]
-        return cls(sizes, offs, "name" in free_fields, "group_dead" in exit_fields, syscalls, merged)
+        rename = tracepoint_fields("task", "task_rename", tracing) is not None
+        return cls(sizes, offs, "name" in free_fields, "group_dead" in exit_fields, syscalls, rename, merged)
 
     @classmethod
     def example(cls) -> "KernelFacts":
         """Facts of 6.18 x86_64 with BTF, for ``--ebpf`` where BTF or
         tracefs cannot be read."""
         return cls({"anon_vma": 96, "anon_vma_chain": 64, "vm_area_struct": 192},
-                   {"pid": 1264, "tgid": 1268, "mm": 1136}, True, True, list(FORK_SYSCALLS),
+                   {"pid": 1264, "tgid": 1268, "mm": 1136}, True, True, list(FORK_SYSCALLS), True,
                    {"anon_vma": False, "anon_vma_chain": True, "vm_area_struct": False})
 
 
@@ -130,6 +132,7 @@ def build(facts: KernelFacts, classifier: Classifier, opts: Options) -> str:
         "HAVE_FREE_NAME": int(facts.free_has_name),
         "HAVE_GROUP_DEAD": int(facts.exit_has_group_dead),
         "HAVE_FORK_SYSCALLS": int(bool(facts.fork_syscalls)),
+        "HAVE_TASK_RENAME": int(facts.task_rename),
         "MERGED_ANON_VMA": int(facts.merged.get("anon_vma", False)),
         "MERGED_AVC": int(facts.merged.get("anon_vma_chain", False)),
         "MERGED_VMA": int(facts.merged.get("vm_area_struct", False)),

@@ -97,7 +97,7 @@ class Prepared:
     probes: List[Dict[str, object]]
 
 
-def probe_list(facts: program.KernelFacts) -> List[Dict[str, object]]:
+def probe_list(facts: program.KernelFacts, cfg: RunConfig) -> List[Dict[str, object]]:
     """Every probe the program uses or could use, with why it was skipped."""
     probes = [
         {"name": "tracepoint:kmem:kmem_cache_alloc", "attached": True, "reason": "object allocations"},
@@ -108,6 +108,10 @@ def probe_list(facts: program.KernelFacts) -> List[Dict[str, object]]:
         {"name": "tracepoint:sched:sched_process_exec", "attached": True, "reason": "exec rows"},
         {"name": "tracepoint:sched:sched_process_exit", "attached": True, "reason": "exit rows"},
     ]
+    if cfg.tracked:
+        probes.append({"name": "tracepoint:task:task_rename", "attached": facts.task_rename,
+                       "reason": "starts recording the command at its exec rename" if facts.task_rename
+                       else "tracepoint absent: the command is recorded from sched_process_exec"})
     for s in program.FORK_SYSCALLS:
         ok = s in facts.fork_syscalls
         probes.append({"name": f"tracepoint:syscalls:sys_enter_{s}+sys_exit_{s}", "attached": ok,
@@ -166,7 +170,7 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
             choice = headers.choose()
         except headers.HeadersError as e:
             raise CollectError(str(e), EXIT_ENVIRONMENT)
-    return Prepared(facts, classifier, opts, source, btf, choice, aliases, probe_list(facts))
+    return Prepared(facts, classifier, opts, source, btf, choice, aliases, probe_list(facts, cfg))
 
 
 def check_privileges() -> None:

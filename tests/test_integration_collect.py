@@ -1,0 +1,198 @@
+"""The real collector around build/anonshape, checked against the kernel's
+rules and against an independent bpftrace count of the same run.
+
+Needs root, BPF tracepoints and bpftrace (scripts/setup installs it); skipped
+with the reason otherwise.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOAD = ROOT / "build" / "anonshape"
+BT_SCRIPT = Path(__file__).parent / "bpftrace" / "rmap_allocs.bt"
+ANONCOLLECT = [sys.executable, "-m", "anonscope.collector.cli"]
+
+
+def _skip_reason():
+    if os.geteuid() != 0:
+        return "integration tests need root (BPF)"
+    if not os.path.isdir("/sys/kernel/tracing/events/kmem"):
+        return "no tracefs with kmem tracepoints"
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        return "no BTF"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "bcc not importable (run scripts/setup)"
+    return None
+
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))]
+
+
+@pytest.fixture(scope="module")
+def workload():
+    WORKLOAD.parent.mkdir(exist_ok=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(WORKLOAD), str(ROOT / "workloads" / "anonshape.c")],
+                   check=True)
+    return WORKLOAD
+
+
+def collect(tmp_path, name, args, extra=()):
+    out = tmp_path / f"{name}.parquet"
+    proc = subprocess.run(ANONCOLLECT + ["-q", "-o", str(out), *extra, "--", str(WORKLOAD), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def alloc_counts(path):
+    df = pq.read_table(path).to_pandas()
+    a = df[(df.event == "alloc") & (df.object != "vm_area_struct")]
+    keys = zip(a.object.astype(str), a.path.astype(str), a.caller.astype(object).where(a.caller.notna(), None))
+    return Counter(keys), df
+
+
+def metadata(path):
+    return {k.decode()[len("anonscope."):]: json.loads(v)
+            for k, v in pq.read_metadata(path).metadata.items() if k.startswith(b"anonscope.")}
+
+
+def by_path(counts):
+    """(object, path) -> count, summing callers."""
+    out = Counter()
+    for (obj, path, _caller), n in counts.items():
+        out[obj, path] += n
+    return out
+
+
+SHAPE = dict(n=40, s=10, m=5, f=6)
+
+
+def shape_args(n, s, m, f):
+    return ["-n", str(n), "-s", str(s), "-m", str(m), "-f", str(f)]
+
+
+def test_counts_follow_from_the_workload_shape(tmp_path, workload):
+    """Differences against the same workload with no regions are exactly
+    what mm/rmap.c's rules predict (docs/workloads.md)."""
+    n, s, m, f = SHAPE["n"], SHAPE["s"], SHAPE["m"], SHAPE["f"]
+    base, _ = alloc_counts(collect(tmp_path, "base", shape_args(0, 0, 0, f)))
+    shaped, df = alloc_counts(collect(tmp_path, "shaped", shape_args(n, s, m, f)))
+    diff = Counter(shaped)
+    diff.subtract(base)
+    assert diff["anon_vma", "fault", None] == n
+    assert diff["anon_vma_chain", "fault", None] == n
+    assert diff["anon_vma_chain", "clone_vma", "split"] == s
+    assert diff["anon_vma_chain", "clone_vma", "mremap"] == m
+    # every parent VMA with an anon_vma (n regions + s split-off pieces):
+    assert diff["anon_vma", "fork", None] == f * (n + s)
+    assert diff["anon_vma_chain", "fork", None] == f * (n + s)
+    assert diff["anon_vma_chain", "clone_fork", "fork"] == f * (n + s)
+    assert sum(v for k, v in diff.items() if v) == 2 * n + s + m + 3 * f * (n + s)
+
+
+def test_every_object_made_by_the_command_is_freed_and_paired(tmp_path, workload):
+    path = collect(tmp_path, "pairs", shape_args(**SHAPE))
+    df = pq.read_table(path).to_pandas()
+    objs = df[df.event.isin(["alloc", "free"])]
+    allocs = objs[objs.event == "alloc"]
+    frees = objs[(objs.event == "free") & (objs.preexisting == False)]  # noqa: E712
+    assert allocs.obj_id.is_unique
+    assert set(frees.obj_id) == set(allocs.obj_id), "the command exited: all it made is freed"
+    # fork-path objects belong to the children, whose pids the fork rows give
+    forks = df[(df.event == "fork") & (df.shares_mm == False)]  # noqa: E712
+    assert len(forks) == SHAPE["f"]
+    fork_allocs = allocs[allocs.path.isin(["fork", "clone_fork"])]
+    assert set(fork_allocs.owner_pid) == set(forks.child_pid)
+    assert (fork_allocs.owner_pid != fork_allocs.pid).all()
+    meta = metadata(path)
+    assert meta["target"]["mode"] == "command"
+    assert meta["stop_reason"] == "command-exited"
+    assert meta["command_exit_status"] == 0
+    assert set(meta["lost"]) == {"ringbuf", "perfbuf", "live_map_full", "prog_misses"}
+    assert meta["object_sizes"]["anon_vma_chain"]["btf_size"] == 64 or meta["arch"] != "x86_64"
+
+
+def test_no_kernel_pointer_in_any_column(tmp_path, workload):
+    path = collect(tmp_path, "ptr", shape_args(10, 2, 1, 2))
+    table = pq.read_table(path)
+    kallsyms_floor = 0xFFFF800000000000 - (1 << 64)  # kernel addresses as int64 are below this
+    for name in table.column_names:
+        col = table[name]
+        if str(col.type) in ("int64", "uint64"):
+            vals = [v for v in col.to_pylist() if v is not None]
+            assert not any(v < 0 or v >= 1 << 52 for v in vals), f"{name} holds kernel-like values"
+            assert not any(kallsyms_floor <= v < 0 for v in vals)
+
+
+def test_raw_pointers_opt_in(tmp_path, workload):
+    path = collect(tmp_path, "raw", shape_args(5, 0, 0, 1), extra=["--raw-pointers"])
+    df = pq.read_table(path).to_pandas()
+    ids = df.loc[df.event == "alloc", "obj_id"]
+    assert (ids < 0).all(), "kernel addresses (0xffff...) read as negative int64"
+    assert metadata(path)["raw_pointers"] is True
+
+
+def _bpftrace_counts(output: str) -> Counter:
+    """(object, path, caller) counts from rmap_allocs.bt's JSON map."""
+    counts = Counter()
+    for line in output.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        msg = json.loads(line)
+        if msg.get("type") != "map" or "@allocs" not in msg.get("data", {}):
+            continue
+        for key, n in msg["data"]["@allocs"].items():
+            name, func, stack = key.split(",", 2)
+            func = re.sub(r"\+\d+$", "", func.strip())
+            frames = stack
+            if func == "__anon_vma_prepare":
+                path, caller = "fault", None
+            elif func == "anon_vma_fork":
+                path, caller = "fork", None
+            elif func == "anon_vma_clone":
+                if "anon_vma_fork" in frames:
+                    path, caller = "clone_fork", "fork"
+                else:
+                    path = "clone_vma"
+                    caller = "split" if "__split_vma" in frames else "mremap" if "copy_vma" in frames else None
+            else:
+                continue  # a merged cache's other users (copy_fs_struct)
+            counts[name.strip(), path, caller] += n
+    return counts
+
+
+@pytest.mark.skipif(shutil.which("bpftrace") is None, reason="bpftrace not installed (scripts/setup installs it)")
+def test_counts_equal_bpftrace_for_the_same_run(tmp_path, workload):
+    bt = subprocess.Popen(["bpftrace", "-f", "json", str(BT_SCRIPT)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        line = ""
+        while time.monotonic() < deadline:
+            line = bt.stdout.readline()
+            if "attached_probes" in line or not line:
+                break
+        assert "attached_probes" in line, "bpftrace did not attach: " + bt.stderr.read()
+        path = collect(tmp_path, "bt", shape_args(**SHAPE))
+    finally:
+        bt.send_signal(signal.SIGINT)
+        out, err = bt.communicate(timeout=60)
+    theirs = _bpftrace_counts(out)
+    ours, _ = alloc_counts(path)
+    assert sum(theirs.values()) > 0, err
+    assert dict(ours) == dict(theirs)
