@@ -50,7 +50,7 @@ def function_ranges(lines: Iterable[str], wanted: Iterable[str]) -> Dict[str, Li
         starts.append((addr, name if name in wanted else None))
     if starts and all(a == 0 for a, _ in starts):
         raise KallsymsError("kallsyms shows zero addresses (run as root, or kernel.kptr_restrict hides them)")
-    starts.sort()
+    starts.sort(key=lambda s: s[0])
     ranges: Dict[str, List[Range]] = {}
     for i, (addr, name) in enumerate(starts):
         if name is None:

@@ -77,7 +77,6 @@ METADATA = {
     "command_exit_status": "exit status of the recorded command (command mode), else null",
     "events": "rows written",
     "lost": "{source: count} events lost, per source, over the whole run",
-    "lost_sources": "ringbuf, perfbuf, live_map_full, prog_misses",
     "slab_aliases": "{cache: [aliases]} merged caches at start, from /sys/kernel/slab",
     "alias_frees_skipped": "frees from merged-cache aliases that were not frees of our objects",
     "classification": "{function: path} call-site functions found in kallsyms and what they classify as",

@@ -122,7 +122,13 @@ class RecordingWriter:
 
     @property
     def buffered(self) -> int:
+        """Rows not yet written to the file."""
         return self._buffered + len(self._pending)
+
+    @property
+    def held_back(self) -> int:
+        """Fork-path rows waiting for their fork row."""
+        return len(self._pending)
 
     def abort(self) -> Optional[str]:
         """Close without metadata after a failure; leaves the .partial file."""

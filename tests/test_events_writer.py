@@ -1,0 +1,107 @@
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from anonscope.collector import events, schema
+from anonscope.collector.writer import FORK_WAIT_NS, RecordingWriter
+
+from collector_records import OBJ, fork_sequence, record
+
+
+def read(path):
+    return pq.read_table(path).to_pandas()
+
+
+def test_decode_alloc_free_exit_rows(tmp_path):
+    ev = np.concatenate([
+        record(events.EV_ALLOC, 1_000, obj=OBJ["anon_vma"], path=1, obj_id=4097, aux1=104, comm=b"app\xff"),
+        record(events.EV_FREE, 2_000, obj=OBJ["anon_vma"], path=10, obj_id=4097),
+        record(events.EV_FREE, 2_500, obj=OBJ["anon_vma_chain"], path=9, obj_id=8193,
+               flags=events.FLAG_PREEXISTING),
+        record(events.EV_EXIT, 3_000, flags=events.FLAG_GROUP_DEAD | events.FLAG_GROUP_DEAD_KNOWN),
+        record(events.EV_EXIT, 3_100, flags=0),
+    ])
+    w = RecordingWriter(str(tmp_path / "r.parquet"), t0_ns=500)
+    w.add_events(ev)
+    w.close({})
+    df = read(tmp_path / "r.parquet")
+    assert list(df.event) == ["alloc", "free", "free", "exit", "exit"]
+    assert list(df.ts_ns) == [500, 1500, 2000, 2500, 2600]
+    assert df.object[0] == "anon_vma" and df.path[0] == "fault" and df.bytes[0] == 104
+    assert df.comm[0] == "app\ufffd"  # undecodable byte replaced, not dropped
+    assert df.path[1] == "put" and df.obj_id[1] == df.obj_id[0]
+    assert df.path[2] == "unlink" and bool(df.preexisting[2]) and not bool(df.preexisting[1])
+    assert df.group_dead[3] == True and df.group_dead.isna()[4]  # noqa: E712
+    assert df.owner_pid[0] == 100 and df.owner_pid.isna()[1]
+    assert df.bytes.isna()[1] and df.object.isna()[3]
+
+
+def test_fork_path_objects_belong_to_the_child_even_across_batches(tmp_path):
+    seq = fork_sequence(10, parent=100, child=101, fork_id=7, vmas=2)
+    w = RecordingWriter(str(tmp_path / "r.parquet"), t0_ns=0)
+    w.add_events(seq[:4])      # the fork row has not arrived yet
+    assert w.held_back == 4
+    w.add_events(seq[4:])
+    w.close({})
+    df = read(tmp_path / "r.parquet")
+    allocs = df[df.event == "alloc"]
+    assert len(allocs) == 6
+    assert (allocs.owner_pid == 101).all() and (allocs.pid == 100).all()
+    assert (allocs.fork_id == 7).all()
+    fork = df[df.event == "fork"].iloc[0]
+    assert fork.child_pid == 101 and fork.fork_id == 7 and fork.shares_mm == False  # noqa: E712
+    assert list(df.ts_ns) == sorted(df.ts_ns), "order kept"
+
+
+def test_failed_fork_objects_get_no_owner(tmp_path):
+    orphan = record(events.EV_ALLOC, 10, obj=OBJ["anon_vma"], path=2, obj_id=1, fork_id=99, aux1=104)
+    later = record(events.EV_ALLOC, 10 + FORK_WAIT_NS + 1, obj=OBJ["anon_vma"], path=1, obj_id=2, aux1=104)
+    w = RecordingWriter(str(tmp_path / "r.parquet"), t0_ns=0)
+    w.add_events(orphan)
+    w.add_events(later)
+    assert w.held_back == 0, "no longer held back once the fork is overdue"
+    w.close({})
+    df = read(tmp_path / "r.parquet")
+    assert df.owner_pid.isna()[0] and df.owner_pid[1] == 100
+
+
+def test_metadata_rename_and_row_groups(tmp_path, monkeypatch):
+    monkeypatch.setattr("anonscope.collector.writer.ROW_GROUP", 1000)
+    path = tmp_path / "r.parquet"
+    w = RecordingWriter(str(path), t0_ns=0)
+    n = 3500
+    ev = np.concatenate([record(events.EV_ALLOC, i, obj=OBJ["anon_vma_chain"], path=1, obj_id=i + 1, aux1=64)
+                         for i in range(n)])
+    for chunk in np.array_split(ev, 7):
+        w.add_events(chunk)
+    assert (tmp_path / "r.parquet.partial").exists() and not path.exists()
+    w.add_user_rows([{"ts_ns": 5, "event": "slab", "cpu": -1, "slab_cache": "anon_vma", "slab_active": 3,
+                      "slab_total": 4, "slab_objsize": 104, "slab_aliases": 0}])
+    w.close({"lost": {"ringbuf": 0}})
+    assert path.exists() and not (tmp_path / "r.parquet.partial").exists()
+    md = pq.read_metadata(path)
+    assert md.num_rows == n + 1
+    assert max(md.row_group(i).num_rows for i in range(md.num_row_groups)) <= 1000
+    meta = {k.decode(): json.loads(v) for k, v in md.metadata.items() if k.startswith(b"anonscope.")}
+    assert meta["anonscope.schema_version"] == schema.SCHEMA_VERSION
+    assert meta["anonscope.events"] == n + 1
+    assert meta["anonscope.lost"] == {"ringbuf": 0}
+    assert pq.read_schema(path).names == schema.SCHEMA.names
+
+
+def test_schema_and_docs_agree():
+    """Every column and metadata key is documented in docs/schema.md."""
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "schema.md").read_text()
+    for name in schema.COLUMNS:
+        assert f"| `{name}` |" in doc, name
+    for key in schema.METADATA:
+        assert f"`{key}`" in doc, key
+    assert f"version {schema.SCHEMA_VERSION})" in doc
+
+
+@pytest.mark.parametrize("code,name", sorted(events.PATH_NAMES.items()))
+def test_every_path_code_has_a_documented_name(code, name):
+    assert name in set(schema.ALLOC_PATHS) | set(schema.VMA_ALLOC_PATHS) | set(schema.FREE_PATHS)
