@@ -1,0 +1,67 @@
+"""anonanalyze: turn an anoncollect recording into a report."""
+
+import sys
+
+import click
+
+from . import render
+from .errors import (EXIT_INTERNAL, EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_OUTPUT,
+                     EXIT_UNREADABLE, AnalyzerError)
+
+EPILOG = f"""\b
+Exit codes:
+  0  report written
+  {EXIT_INTERNAL}  internal error in anonanalyze (please report it)
+  2  bad command line
+  {EXIT_UNREADABLE}  the file is missing, empty, truncated or not Parquet
+  {EXIT_NOT_A_RUN}  Parquet, but not an anonscope recording (columns, metadata, values)
+  {EXIT_NEWER_SCHEMA}  recorded with a newer schema version than this anonanalyze reads
+  {EXIT_OUTPUT}  the -o file cannot be written
+Errors are one line on stderr: "anonanalyze: error: ...".
+Models and the fidelity of every number: docs/models.md.
+"""
+
+
+def fail(message, code):
+    click.echo(f"anonanalyze: error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Analyze anonscope recordings: anon_vma / anon_vma_chain cost today
+    (eager) and under ANON_VMA_LAZY and leaf/no-fork designs."""
+
+
+@main.command(epilog=EPILOG)
+@click.argument("path", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]),
+              default="text", show_default=True, help="output format")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=str),
+              default=None, help="write the report to FILE instead of stdout")
+def report(path, fmt, output):
+    """Report on the recording PATH (a .parquet file written by anoncollect)."""
+    from . import load, report as report_mod
+    try:
+        rec = load.load(path)
+        data = report_mod.build(rec)
+        text = render.render(data, fmt)
+    except AnalyzerError as exc:
+        fail(str(exc).replace("\n", " "), exc.code)
+    except MemoryError:
+        fail(f"{path}: out of memory while analysing", EXIT_INTERNAL)
+    except Exception as exc:  # one line, never a traceback
+        fail(f"internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+             "please report it with the recording", EXIT_INTERNAL)
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_OUTPUT)
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

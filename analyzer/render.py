@@ -1,0 +1,238 @@
+"""Render the report dict (report.py) as text, Markdown or JSON.
+
+Lost events are announced on the first lines of every format.
+"""
+
+import json
+
+OBJS = ("anon_vma", "anon_vma_chain")
+SHORT = {"anon_vma": "anon_vma", "anon_vma_chain": "AVC", "vm_area_struct": "VMA"}
+MODEL_TITLE = {"eager": "eager (kernel today)", "lazy": "ANON_VMA_LAZY",
+               "nofork": "leaf/no-fork"}
+
+
+def render(report, fmt):
+    if fmt == "json":
+        return render_json(report)
+    if fmt == "markdown":
+        return render_markdown(report)
+    return render_text(report)
+
+
+def render_json(report):
+    lost = report["run"]["lost_events"]
+    data = dict(report)
+    if lost:
+        # first key in the file, so the first lines say so
+        data = {"lost_events_warning": report["warnings"][0], **report}
+    return json.dumps(data, indent=2, default=_jsonable) + "\n"
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, set):
+        return sorted(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def kb(nbytes):
+    return f"{nbytes / 1024:.2f}"
+
+
+def pct_change(before, after):
+    if not before:
+        return "n/a" if after else "0.0%"
+    return f"{100.0 * (after - before) / before:+.1f}%"
+
+
+def saved(value):
+    return "n/a" if value is None else f"{value:.1f}%"
+
+
+def _rng(r):
+    return f"[{r[0]}, {r[1]}]"
+
+
+def _run_line(run):
+    dur = run.get("duration_s")
+    dur = f"{dur:.1f} s" if isinstance(dur, (int, float)) else "? s"
+    return (f"kernel {run.get('kernel_release')} {run.get('arch')}, backend "
+            f"{run.get('backend')}, {dur}, {run.get('events')} events, "
+            f"{run.get('lost_events')} lost")
+
+
+# --------------------------------------------------------------------- text
+
+def render_text(r):
+    lines = []
+    lost = r["run"]["lost_events"]
+    if lost:
+        lines.append("!! " + r["warnings"][0])
+        lines.append("")
+    lines.append(f"anonscope report: {r['source']}")
+    lines.append("run: " + _run_line(r["run"]))
+    tgt = r["run"].get("target")
+    if isinstance(tgt, dict):
+        lines.append("target: " + ", ".join(f"{k}={v}" for k, v in tgt.items() if v is not None))
+    for w in r["warnings"][1 if lost else 0:]:
+        lines.append("warning: " + w)
+    lines.append("")
+
+    o = r["objects"]
+    lines.append("Objects, eager replay (the kernel today; exact; live = change since run start)")
+    cols = ("anon_vma", "anon_vma_chain", "vm_area_struct")
+    lines.append(f"  {'':28}" + "".join(f"{c:>16}" for c in cols))
+
+    def row(label, fn):
+        lines.append(f"  {label:28}" + "".join(f"{fn(o[c]):>16}" for c in cols))
+
+    row("object size (bytes)", lambda s: str(s["object_size"]))
+    row("allocated", lambda s: str(s["allocated_total"]))
+    for p in ("fault", "fork", "clone_fork", "clone_vma", "other"):
+        row(f"  {p}", lambda s, p=p: str(s["allocated"].get(p, "")) if p in s["allocated"] else "")
+    for p in ("alloc", "dup"):
+        row(f"  {p}", lambda s, p=p: str(s["allocated"][p]) if p in s["allocated"] else "")
+    row("freed (preexisting)", lambda s: f"{s['freed']} ({s['freed_preexisting']})")
+    row("live at end (change)", lambda s: str(s["live_at_end"]))
+    row("peak live (change)", lambda s: str(s["peak_live"]))
+    row("run objects: peak live", lambda s: str(s["run_objects"]["peak_live"]))
+    row("run objects: peak KB", lambda s: kb(s["run_objects"]["peak_live_bytes"]))
+    cv = o["anon_vma_chain"].get("clone_vma_callers", {})
+    if any(cv.values()):
+        lines.append("  clone_vma AVCs by caller: " + ", ".join(f"{k} {v}" for k, v in cv.items() if v))
+    lines.append("")
+
+    p = r["processes"]
+    lines.append(f"Processes: {p['seen']} seen, {p['forking']} forking, {p['leaf']} leaf "
+                 f"({p['born_in_run']} born and {p['exited_in_run']} exited in the run, "
+                 f"{p['process_forks']} process forks, {p['threads_or_vforks']} threads/vforks, "
+                 f"fork depth {p['max_fork_depth']})")
+    if p["by_process"]:
+        lines.append(f"  {'tgid':>8} {'comm':16} {'anon_vma':>9} {'AVC':>9} {'KB':>10} {'forks':>6}")
+        for e in p["by_process"][:10]:
+            lines.append(f"  {e['tgid']:>8} {str(e['comm'])[:16]:16} {e['anon_vma']:>9} "
+                         f"{e['anon_vma_chain']:>9} {kb(e['bytes']):>10} {e['process_forks']:>6}")
+    lines.append("")
+
+    lines.append("Models: objects allocated over the run (saved vs eager) [range], peak live KB")
+    lines.append(f"  {'model':22}{'anon_vma':>26}{'AVC':>28}{'peak KB av/AVC':>22}  fidelity")
+    for name, m in r["models"].items():
+        cells = []
+        for obj in OBJS:
+            g = m[obj]
+            cells.append(f"{g['allocated']} ({saved(m['saved_pct'][obj])}) {_rng(g['allocated_range'])}")
+        pk = f"{kb(m['anon_vma']['peak_live_bytes'])}/{kb(m['anon_vma_chain']['peak_live_bytes'])}"
+        lines.append(f"  {MODEL_TITLE[name]:22}{cells[0]:>26}{cells[1]:>28}{pk:>22}  "
+                     f"{m['anon_vma']['fidelity']}")
+    lz = r["models"]["lazy"]
+    up = lz["upgrades"]
+    g = lz["extra_costs"]["vma_growth"]
+    ft = lz["extra_costs"]["fork_time_objects"]
+    lines.append(f"  lazy upgrades: fork {up['fork']} {_rng(up['fork_range'])}, mremap "
+                 f"{up['mremap']} {_rng(up['mremap_range'])}; upgrade objects: "
+                 f"{up['objects']['anon_vma']} anon_vma, {up['objects']['anon_vma_chain']} AVC")
+    lines.append(f"  lazy VMA growth: {g['bytes_per_vma']} B/VMA, +{kb(g['peak_extra_bytes'])} KB "
+                 f"at the peak of {g['run_vmas_peak_live']} run VMAs"
+                 + (f", +{kb(g['slabinfo_extra_bytes_peak'])} KB for slabinfo's peak of "
+                    f"{g['slabinfo_vmas_peak']} VMAs" if "slabinfo_vmas_peak" in g else ""))
+    lines.append(f"  lazy fork-time objects: eager {ft['eager']}, lazy {ft['lazy']}; "
+                 "re-pointed anon pages: not measurable from tracepoints")
+    nf = r["models"]["nofork"]
+    lines.append(f"  no-fork: {nf['leaf_processes']} leaf processes opt out "
+                 f"({nf['leaf_processes_whole_life_in_run']} with their whole life in the run)")
+    lines.append("  rules and fidelity: docs/models.md")
+    lines.append("")
+
+    s = r["slabinfo"]
+    lines.append(f"Slabinfo cross-check ({s.get('samples', 0)} samples)")
+    if not any(k in s for k in ("anon_vma", "anon_vma_chain", "vm_area_struct")):
+        lines.append("  " + s.get("note", "no samples of our caches"))
+    for obj in ("anon_vma", "anon_vma_chain", "vm_area_struct"):
+        if obj not in s:
+            continue
+        c = s[obj]
+        lines.append(f"  {obj}: slabinfo change {c['slab_change']:+d}, traced change "
+                     f"{c['traced_change']:+d}, difference {c['difference']:+d}; aliases "
+                     f"{c['aliases']}; slabinfo overstates by {_rng(c['slabinfo_overstates_range'])} objects")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------- markdown
+
+def _cover_table(r, model):
+    o = r["objects"]
+    ev, m = r["models"]["eager"], r["models"][model]
+    out = ["| object | before (active KB) | after (active KB) | change |",
+           "|---|---|---|---|"]
+    for obj in ("vm_area_struct", "anon_vma_chain", "anon_vma"):
+        before = ev[obj]["peak_live_bytes"]
+        after = m[obj]["peak_live_bytes"]
+        out.append(f"| {obj} | {kb(before)} | {kb(after)} | {pct_change(before, after)} |")
+    return out
+
+
+def render_markdown(r):
+    lines = []
+    run = r["run"]
+    if run["lost_events"]:
+        lines.append(f"> **Warning: {r['warnings'][0]}**")
+        lines.append("")
+    lines.append(f"### anonscope: anon_vma / anon_vma_chain on {run.get('kernel_release')} "
+                 f"({run.get('arch')})")
+    lines.append("")
+    tgt = run.get("target")
+    what = ""
+    if isinstance(tgt, dict):
+        what = ", ".join(f"{k} `{v}`" for k, v in tgt.items() if v is not None) + "; "
+    lines.append(f"Recording: {what}{_run_line(run)}. Object sizes: "
+                 + ", ".join(f"{k} {v['object_size']} B" for k, v in r["objects"].items()) + ".")
+    for w in r["warnings"][1 if run["lost_events"] else 0:]:
+        lines.append(f"- warning: {w}")
+    lines.append("")
+    lines.append("Peak of objects allocated during the run and live at once (KB = objects x "
+                 "slab slot size), eager kernel vs **ANON_VMA_LAZY** (model, estimate; "
+                 "docs/models.md#lazy):")
+    lines.append("")
+    lines.extend(_cover_table(r, "lazy"))
+    lines.append("")
+    lines.append("Same, eager vs **leaf/no-fork** (processes that do not fork in the run opt "
+                 "out; docs/models.md#nofork):")
+    lines.append("")
+    lines.extend(_cover_table(r, "nofork"))
+    lines.append("")
+    lines.append("Objects allocated over the run:")
+    lines.append("")
+    lines.append("| model | anon_vma | range | saved | anon_vma_chain | range | saved | fidelity |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for name, m in r["models"].items():
+        a, c = m["anon_vma"], m["anon_vma_chain"]
+        lines.append(f"| {MODEL_TITLE[name]} | {a['allocated']} | {_rng(a['allocated_range'])} | "
+                     f"{saved(m['saved_pct']['anon_vma'])} | {c['allocated']} | "
+                     f"{_rng(c['allocated_range'])} | {saved(m['saved_pct']['anon_vma_chain'])} | "
+                     f"{a['fidelity']} |")
+    lines.append("")
+    o = r["objects"]
+    lines.append("Eager allocations by path: "
+                 + "; ".join(f"{obj}: " + ", ".join(f"{p} {n}" for p, n in o[obj]["allocated"].items() if n)
+                             for obj in OBJS) + ".")
+    p = r["processes"]
+    lines.append(f"Processes: {p['seen']} seen, {p['forking']} forked, {p['leaf']} leaf "
+                 f"(no fork during the run).")
+    lz = r["models"]["lazy"]
+    up, g = lz["upgrades"], lz["extra_costs"]["vma_growth"]
+    ft = lz["extra_costs"]["fork_time_objects"]
+    lines.append(f"Lazy costs: {up['fork']} VMA upgrades at fork (range {_rng(up['fork_range'])}), "
+                 f"{up['mremap']} at mremap; VMAs grow by {g['bytes_per_vma']} B "
+                 f"(+{kb(g['peak_extra_bytes'])} KB at the run's VMA peak); objects allocated "
+                 f"inside fork: {ft['eager']} eager, {ft['lazy']} lazy; anon pages re-pointed by "
+                 "upgrades: not measurable from tracepoints.")
+    s = r["slabinfo"]
+    if "anon_vma_chain" in s and s["anon_vma_chain"]["aliases"]:
+        c = s["anon_vma_chain"]
+        lines.append(f"Note: the anon_vma_chain slab cache is merged with {c['aliases']} other "
+                     f"cache(s) ({', '.join(c['alias_names']) or 'aliases'}); /proc/slabinfo "
+                     f"overstates AVCs by {_rng(c['slabinfo_overstates_range'])} objects here. "
+                     "These numbers classify by call site.")
+    lines.append("")
+    return "\n".join(lines)
