@@ -69,6 +69,9 @@ def main(duration, output, system_wide, pid, comm, slab_interval, buffer_mb, max
     except CollectError as e:
         click.echo(f"anoncollect: error: {e}", err=True)
         sys.exit(e.code)
+    except OSError as e:
+        click.echo(f"anoncollect: error: {e.filename or ''}: {e.strerror}", err=True)
+        sys.exit(session.EXIT_FAILURE)
     except KeyboardInterrupt:
         click.echo("anoncollect: interrupted before recording started", err=True)
         sys.exit(130)

@@ -233,9 +233,20 @@ class Summary:
     headers_note: Optional[str]
 
 
+def check_output(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CollectError(f"cannot write {path}: no directory {directory}")
+    if not os.access(directory, os.W_OK):
+        raise CollectError(f"cannot write {path}: {directory} is not writable")
+    if os.path.isdir(path):
+        raise CollectError(f"cannot write {path}: it is a directory")
+
+
 def run(cfg: RunConfig) -> Summary:
     BPF = import_bcc()
     check_privileges()
+    check_output(cfg.output)
     prep = prepare(cfg)
     if prep.headers:
         headers.apply(prep.headers)
@@ -336,10 +347,12 @@ class Recording:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         t0 = time.monotonic_ns()
         start_wall = datetime.datetime.now(datetime.timezone.utc)
+        start_slab = slab_rows(0, self.prep.aliases)
+        bpf["enabled"][bpf["enabled"].Key(0)] = bpf["enabled"].Leaf(1)
+        # The .partial file appears once the kernel side records.
         self.writer = RecordingWriter(cfg.output, t0)
         try:
-            self.writer.add_user_rows(slab_rows(0, self.prep.aliases))
-            bpf["enabled"][bpf["enabled"].Key(0)] = bpf["enabled"].Leaf(1)
+            self.writer.add_user_rows(start_slab)
             if self.held:
                 try:
                     self.held.release()

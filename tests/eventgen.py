@@ -60,7 +60,9 @@ class Proc:
 
 
 class Gen:
-    def __init__(self, arch="x86_64", step_ns=1000):
+    def __init__(self, arch="x86_64", step_ns=1000, reuse_ids=False):
+        self.reuse_ids = reuse_ids      # like raw_pointers: a freed id is handed out again
+        self._free_ids = []
         self.rows = []
         self.ts = 0
         self.step = step_ns
@@ -74,6 +76,8 @@ class Gen:
 
     # ---------------------------------------------------------------- rows
     def _new_id(self):
+        if self.reuse_ids and self._free_ids:
+            return self._free_ids.pop()
         self._id += 1
         return self._id
 
@@ -104,6 +108,8 @@ class Gen:
         self._emit(event="free", object=obj, path=path,
                    obj_id=self._new_id() if pre else oid, preexisting=bool(pre),
                    **self._ctx(pid))
+        if not pre:
+            self._free_ids.append(oid)
 
     @contextlib.contextmanager
     def losing(self, source="ringbuf"):

@@ -100,3 +100,10 @@ def test_ringbuf_needs_5_8():
     assert session.kernel_has_ringbuf("6.18.44-fc")
     assert session.kernel_has_ringbuf("5.8.0")
     assert not session.kernel_has_ringbuf("5.4.0-150-generic")
+
+
+def test_unwritable_output_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(session, "import_bcc", lambda: object)
+    monkeypatch.setattr(session.os, "geteuid", lambda: 0)
+    _one_line_error(run(["-o", str(tmp_path / "no" / "such" / "r.parquet"), "--duration", "1"]), 1,
+                    "no directory")

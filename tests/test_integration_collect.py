@@ -196,3 +196,78 @@ def test_counts_equal_bpftrace_for_the_same_run(tmp_path, workload):
     ours, _ = alloc_counts(path)
     assert sum(theirs.values()) > 0, err
     assert dict(ours) == dict(theirs)
+
+
+def test_ctrl_c_leaves_a_readable_file_with_metadata(tmp_path, workload):
+    out = tmp_path / "sigint.parquet"
+    proc = subprocess.Popen(ANONCOLLECT + ["-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    partial = Path(str(out) + ".partial")
+    deadline = time.monotonic() + 120
+    while not partial.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert partial.exists(), proc.stderr.read() if proc.poll() is not None else "collector did not start"
+    subprocess.run([str(WORKLOAD), *shape_args(5, 1, 1, 2)], check=True)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert out.exists() and not partial.exists()
+    meta = metadata(out)
+    assert meta["stop_reason"] == "SIGINT"
+    assert meta["target"]["mode"] == "system"
+    df = pq.read_table(out).to_pandas()
+    assert meta["events"] == len(df)
+    shaped = df[(df.comm == "anonshape") & (df.event == "alloc") & (df.path == "fault")]
+    assert (shaped.object == "anon_vma").sum() >= 5
+    assert set(df[df.event == "slab"].slab_cache) == {"anon_vma", "anon_vma_chain", "vm_area_struct"}
+
+
+def test_pid_filter_records_only_that_process_and_its_children(tmp_path, workload):
+    target = subprocess.Popen([str(WORKLOAD), "-w", *shape_args(8, 2, 1, 3)], stdin=subprocess.PIPE)
+    out = tmp_path / "pid.parquet"
+    coll = subprocess.Popen(ANONCOLLECT + ["-q", "-o", str(out), "-p", str(target.pid)],
+                            stderr=subprocess.PIPE, text=True)
+    partial = Path(str(out) + ".partial")
+    deadline = time.monotonic() + 120
+    while not partial.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    subprocess.run(["/bin/true"])  # another process: must not appear
+    target.communicate(b"\n", timeout=60)
+    time.sleep(0.5)
+    coll.send_signal(signal.SIGTERM)
+    _, err = coll.communicate(timeout=60)
+    assert coll.returncode == 0, err
+    df = pq.read_table(out).to_pandas()
+    kernel_rows = df[df.cpu >= 0]
+    forks = df[df.event == "fork"]
+    allowed = {target.pid} | set(forks.child_tgid)
+    allocs = kernel_rows[kernel_rows.event == "alloc"]
+    assert set(allocs.tgid) <= allowed
+    assert len(forks) == 3 and (forks.tgid == target.pid).all()
+    faults = allocs[(allocs.object == "anon_vma") & (allocs.path == "fault")]
+    assert len(faults) == 8
+    assert metadata(out)["stop_reason"] == "SIGTERM" and metadata(out)["target"]["pid"] == target.pid
+
+
+def test_comm_filter_in_the_kernel(tmp_path, workload):
+    out = tmp_path / "comm.parquet"
+    coll = subprocess.Popen(ANONCOLLECT + ["-q", "-o", str(out), "--comm", "anonshape", "--duration", "60"],
+                            stderr=subprocess.PIPE, text=True)
+    partial = Path(str(out) + ".partial")
+    deadline = time.monotonic() + 120
+    while not partial.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    subprocess.run([str(WORKLOAD), *shape_args(6, 0, 0, 2)], check=True)
+    subprocess.run(["/bin/sh", "-c", "true"], check=True)
+    time.sleep(0.5)
+    coll.send_signal(signal.SIGINT)
+    _, err = coll.communicate(timeout=60)
+    assert coll.returncode == 0, err
+    df = pq.read_table(out).to_pandas()
+    allocs = df[df.event == "alloc"]
+    assert len(allocs) > 0 and set(allocs.comm) == {"anonshape"}
+    assert ((allocs.object == "anon_vma") & (allocs.path == "fault")).sum() >= 6
