@@ -282,9 +282,8 @@ def _read(pf, path, meta):
         n = len(frame)
         frame["pos"] = rank[start:start + n]
         start += n
-        frame.drop(columns="__row", inplace=True)
-        frame.sort_values("pos", inplace=True, kind="stable")
-        frame.reset_index(drop=True, inplace=True)
+        frames[kind] = frame.drop(columns="__row").sort_values(
+            "pos", kind="stable").reset_index(drop=True)
     end_ts = int(all_ts.max()) if len(all_ts) else 0
     del rank, all_ts
 
@@ -292,7 +291,7 @@ def _read(pf, path, meta):
     for name in ("object", "path", "caller", "event"):
         _check_values(objects, name)
     objects["is_alloc"] = (objects["event"] == "alloc").to_numpy()
-    objects.drop(columns="event", inplace=True)
+    objects = objects.drop(columns="event")
     # owner: owner_tgid, the task's tgid when null
     owner = objects["owner_tgid"].to_numpy().copy()
     tg = objects["tgid"].to_numpy()
