@@ -50,9 +50,9 @@ def workload():
     return WORKLOAD
 
 
-def collect(tmp_path, name, args, extra=()):
+def collect(tmp_path, name, args, extra=(), binary=None):
     out = tmp_path / f"{name}.parquet"
-    proc = subprocess.run(ANONCOLLECT + ["-q", "-o", str(out), *extra, "--", str(WORKLOAD), *args],
+    proc = subprocess.run(ANONCOLLECT + ["-q", "-o", str(out), *extra, "--", str(binary or WORKLOAD), *args],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return out
@@ -178,7 +178,11 @@ def _bpftrace_counts(output: str) -> Counter:
 
 @pytest.mark.skipif(shutil.which("bpftrace") is None, reason="bpftrace not installed (scripts/setup installs it)")
 def test_counts_equal_bpftrace_for_the_same_run(tmp_path, workload):
-    bt = subprocess.Popen(["bpftrace", "-f", "json", str(BT_SCRIPT)], stdout=subprocess.PIPE,
+    # a name of its own, so that no other anonshape on the machine is counted
+    name = f"abt{os.getpid()}"[:15]
+    binary = tmp_path / name
+    shutil.copy(workload, binary)
+    bt = subprocess.Popen(["bpftrace", "-f", "json", str(BT_SCRIPT), name], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -188,7 +192,7 @@ def test_counts_equal_bpftrace_for_the_same_run(tmp_path, workload):
             if "attached_probes" in line or not line:
                 break
         assert "attached_probes" in line, "bpftrace did not attach: " + bt.stderr.read()
-        path = collect(tmp_path, "bt", shape_args(**SHAPE))
+        path = collect(tmp_path, "bt", shape_args(**SHAPE), binary=binary)
     finally:
         bt.send_signal(signal.SIGINT)
         out, err = bt.communicate(timeout=60)
