@@ -1,6 +1,7 @@
 """``anoncollect``: the command line of the collector."""
 
 import datetime
+import os
 import sys
 
 import click
@@ -71,6 +72,12 @@ def main(duration, output, system_wide, pid, comm, slab_interval, buffer_mb, max
         sys.exit(e.code)
     except OSError as e:
         click.echo(f"anoncollect: error: {e.filename or ''}: {e.strerror}", err=True)
+        sys.exit(session.EXIT_FAILURE)
+    except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if os.environ.get("ANONSCOPE_DEBUG"):
+            raise
+        click.echo(f"anoncollect: internal error: {type(e).__name__}: {e} "
+                   "(ANONSCOPE_DEBUG=1 shows the traceback)", err=True)
         sys.exit(session.EXIT_FAILURE)
     except KeyboardInterrupt:
         click.echo("anoncollect: interrupted before recording started", err=True)

@@ -280,9 +280,11 @@ class Recording:
         self.stop_reason: Optional[str] = None
         self.exit_status: Optional[int] = None
 
-    # callbacks run inside bpf.*_poll; they only keep the bytes
-    def _on_event(self, _ctx, data, size):
-        self.chunks.append(ctypes.string_at(data, size))
+    # callbacks run inside bpf.*_poll; they only keep the bytes. Perf buffer
+    # samples are padded to 8 bytes after a 4-byte header, so the size given
+    # can exceed the struct's: take exactly one struct.
+    def _on_event(self, _ctx, data, _size):
+        self.chunks.append(ctypes.string_at(data, events.EVENT_DTYPE.itemsize))
 
     def _on_lost(self, count):
         self.perf_lost += count

@@ -275,3 +275,21 @@ def test_comm_filter_in_the_kernel(tmp_path, workload):
     allocs = df[df.event == "alloc"]
     assert len(allocs) > 0 and set(allocs.comm) == {"anonshape"}
     assert ((allocs.object == "anon_vma") & (allocs.path == "fault")).sum() >= 6
+
+
+def test_perf_buffer_gives_the_same_counts_as_the_ring_buffer(tmp_path, workload):
+    ring, _ = alloc_counts(collect(tmp_path, "ring", shape_args(**SHAPE)))
+    perf_path = collect(tmp_path, "perf", shape_args(**SHAPE), extra=["--perf-buffer"])
+    perf, _ = alloc_counts(perf_path)
+    assert metadata(perf_path)["buffer"] == "perfbuf"
+    assert dict(perf) == dict(ring)
+
+
+def test_output_belongs_to_the_sudo_user(tmp_path, workload):
+    out = tmp_path / "owned.parquet"
+    env = dict(os.environ, SUDO_UID="65534", SUDO_GID="65534")
+    p = subprocess.run(ANONCOLLECT + ["-q", "-o", str(out), "--", str(WORKLOAD), "-n", "1"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    st = out.stat()
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
