@@ -130,6 +130,12 @@ def _variant(rp, a, name):
             uav = np.maximum(uavc, favv)
             uavc = np.maximum(uavc, favv)
         up_av, up_avc = int(uav.sum()), int(uavc.sum())
+        if name == "low" and len(found):
+            # a VMA upgraded at mremap and still mapped at its process's next
+            # fork: its eager fault anon_vma was counted as a fork upgrade too
+            m = a.set_index("pos").loc[found["pos"].to_numpy(), ["nf_pos", "free_pos"]]
+            twice = int(((m["nf_pos"] >= 0) & (m["free_pos"] > m["nf_pos"])).sum())
+            up_av -= min(twice, up_av)
     av = int((kept & is_av).sum()) + up_av + mremap_up
     avc = int((kept & ~is_av).sum()) + up_avc + mremap_up
     out = {"anon_vma": av, "anon_vma_chain": avc,

@@ -369,3 +369,24 @@ def test_empty_run(tmp_path):
     assert r["objects"][AV]["allocated_total"] == 0
     assert r["models"]["lazy"]["saved_pct"][AV] is None
     assert r["processes"]["seen"] == 0
+
+
+def test_mremap_then_fork_bounds(tmp_path):
+    """F VMAs moved once, then a fork: the moved VMAs are already upgraded.
+    The best estimate counts their anon_vmas twice (docs/models.md#lazy-bounds);
+    the low end does not."""
+    F = 5
+    g = Gen()
+    g.process(60, "p")
+    for v in g.faults(60, F):
+        g.mremap(60, v)
+    g.fork(60, 61)
+    g.exit(61)
+    r = build(g, tmp_path)
+    eager, lazy, _ = models(r)
+    assert eager[AV]["allocated"] == 2 * F
+    assert eager[AVC]["allocated"] == 4 * F
+    assert lazy["upgrades"]["mremap"] == F and lazy["upgrades"]["fork"] == 0
+    assert lazy[AV]["allocated"] == 2 * F
+    assert lazy[AV]["allocated_range"][0] == F
+    assert lazy[AVC]["allocated"] == 3 * F
