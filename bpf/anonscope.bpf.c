@@ -9,6 +9,7 @@
 // bcc compiles against.
 
 #include <uapi/linux/ptrace.h>
+#include <uapi/linux/bpf_perf_event.h>
 
 // Event kinds (schema.EVENTS order + 1; 0 is never written).
 #define EV_ALLOC 1
@@ -82,6 +83,30 @@ struct event {
     char comm[16];
 };
 
+// Events travel to user space in per-CPU batches: one ring buffer record
+// (one Python callback) per BATCH events. A batch is submitted when full,
+// when its oldest event is FLUSH_NS old, and by flush_batches(), a per-CPU
+// timer program. An event whose program interrupted another one on the
+// same CPU (the batch is busy) goes out at once as a batch of one.
+#define BATCH 64
+#define FLUSH_NS 100000000ULL
+
+struct batch_head {
+    u32 n;
+    u32 busy;
+    u64 first_ts;
+};
+
+struct batch {
+    struct batch_head head;
+    struct event ev[BATCH];
+};
+
+struct single {
+    struct batch_head head;
+    struct event ev;
+};
+
 struct live_val {
     u64 id;
     u8 object;
@@ -89,6 +114,7 @@ struct live_val {
 
 BPF_ARRAY(enabled, u32, 1);
 BPF_PERCPU_ARRAY(counters, u64, NR_COUNTERS);
+BPF_PERCPU_ARRAY(batches, struct batch, 1);
 BPF_PERCPU_ARRAY(next_id, u64, 1);
 BPF_HASH(live, u64, struct live_val, MAX_LIVE);
 BPF_HASH(forking, u32, u64, 65536);
@@ -102,11 +128,11 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERF_OUTPUT(events);
 #endif
 
-static __always_inline void count(u32 c)
+static __always_inline void count(u32 c, u64 n)
 {
     u64 *v = counters.lookup(&c);
     if (v)
-        (*v)++;
+        *v += n;
 }
 
 static __always_inline int is_enabled(void)
@@ -148,15 +174,62 @@ static __always_inline int want_task(u32 tgid, const char *comm)
     return 1;
 }
 
-static __always_inline void emit(void *ctx, struct event *e)
+static __always_inline int output(void *ctx, void *data, u32 size)
 {
 #if USE_RINGBUF
-    if (events.ringbuf_output(e, sizeof(*e), 0) < 0)
-        count(C_LOST);
+    return events.ringbuf_output(data, size, 0);
 #else
-    if (events.perf_submit(ctx, e, sizeof(*e)) < 0)
-        count(C_LOST);
+    return events.perf_submit(ctx, data, size);
 #endif
+}
+
+// Submit a batch and start a new one; the caller holds head.busy.
+static __always_inline void submit(void *ctx, struct batch *b)
+{
+    u32 n = b->head.n;
+    if (!n)
+        return;
+    if (output(ctx, b, sizeof(*b)) < 0)
+        count(C_LOST, n);
+    b->head.n = 0;
+}
+
+static __always_inline void emit(void *ctx, struct event *e)
+{
+    u32 zero = 0;
+    struct batch *b = batches.lookup(&zero);
+    if (!b || *(volatile u32 *)&b->head.busy) {
+        struct single one = {.head = {.n = 1}, .ev = *e};
+        if (output(ctx, &one, sizeof(one)) < 0)
+            count(C_LOST, 1);
+        return;
+    }
+    *(volatile u32 *)&b->head.busy = 1;
+    u32 idx = b->head.n;
+    if (idx >= BATCH) {  // cannot happen: a full batch is submitted at once
+        submit(ctx, b);
+        idx = 0;
+    }
+    if (idx == 0)
+        b->head.first_ts = e->ts;
+    __builtin_memcpy(&b->ev[idx & (BATCH - 1)], e, sizeof(*e));
+    b->head.n = idx + 1;
+    if (idx + 1 == BATCH || e->ts - b->head.first_ts > FLUSH_NS)
+        submit(ctx, b);
+    *(volatile u32 *)&b->head.busy = 0;
+}
+
+// Attached to a per-CPU software timer: submits what a quiet CPU holds.
+int flush_batches(struct bpf_perf_event_data *ctx)
+{
+    u32 zero = 0;
+    struct batch *b = batches.lookup(&zero);
+    if (!b || *(volatile u32 *)&b->head.busy)
+        return 0;
+    *(volatile u32 *)&b->head.busy = 1;
+    submit(ctx, b);
+    *(volatile u32 *)&b->head.busy = 0;
+    return 0;
 }
 
 static __always_inline void fill_task(struct event *e, u8 kind)
@@ -256,7 +329,7 @@ TRACEPOINT_PROBE(kmem, kmem_cache_alloc)
 #endif
     struct live_val v = {.id = e.obj_id, .object = e.object};
     if (live.update(&ptr, &v) < 0)
-        count(C_LIVE_FULL);
+        count(C_LIVE_FULL, 1);
     e.aux1 = args->bytes_alloc;
     emit(args, &e);
     return 0;
@@ -327,7 +400,7 @@ TRACEPOINT_PROBE(kmem, kmem_cache_free)
         if (!e.object)
             return 0;
         if (merged(e.object) && !site_frees(site, e.object)) {
-            count(C_ALIAS_SKIPPED);
+            count(C_ALIAS_SKIPPED, 1);
             return 0;
         }
         fill_task(&e, EV_FREE);

@@ -38,7 +38,7 @@ def default_output() -> str:
 @click.option("--comm", metavar="NAME", help="Record only tasks with this command name (filtered in the kernel).")
 @click.option("--slab-interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               metavar="SECONDS", help="How often to sample /proc/slabinfo.")
-@click.option("--buffer-mb", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--buffer-mb", type=click.IntRange(min=1), default=64, show_default=True,
               help="Size of the BPF ring buffer (per CPU for the perf buffer).")
 @click.option("--max-live", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
               help="Objects the kernel tracks to pair allocs with frees.")

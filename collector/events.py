@@ -21,6 +21,11 @@ EVENT_DTYPE = np.dtype([
 ])
 assert EVENT_DTYPE.itemsize == 64
 
+#: ``struct batch_head``: every ring/perf buffer record starts with it and
+#: is followed by ``n`` events.
+BATCH_HEAD_SIZE = 16
+FLUSH_HZ = 20  # flush_batches() timer frequency per CPU
+
 # Codes of the C program (EV_*, OBJ_*, CALLER_*: schema tuple order + 1).
 EV_ALLOC, EV_FREE, EV_FORK, EV_EXEC, EV_EXIT = range(1, 6)
 FLAG_PREEXISTING, FLAG_SHARES_MM, FLAG_GROUP_DEAD, FLAG_GROUP_DEAD_KNOWN = 1, 2, 4, 8

@@ -22,15 +22,16 @@ import numpy as np
 
 from . import events, headers, kallsyms, program, progstats, slab, sites
 from .btf import BTF, BTFError
+from .consumer import BufferConsumer
 from .spawn import HeldCommand, SpawnError
 from .writer import RecordingWriter
 
 EXIT_FAILURE = 1
 EXIT_ENVIRONMENT = 3   # missing root, bcc, tracefs, BTF, kallsyms, headers
 
-DECODE_EVERY_S = 0.5
+DECODE_EVERY_S = 0.2
 TICK_S = 1.0
-POLL_MS = 100
+LOOP_S = 0.05
 
 
 class CollectError(Exception):
@@ -51,7 +52,7 @@ class RunConfig:
     comm: Optional[str] = None
     raw_pointers: bool = False
     slab_interval: float = 5.0
-    buffer_mb: int = 16
+    buffer_mb: int = 64
     max_live: int = 1 << 20
     perf_buffer: bool = False
     progress: bool = False
@@ -273,21 +274,10 @@ def run(cfg: RunConfig) -> Summary:
 class Recording:
     def __init__(self, cfg: RunConfig, prep: Prepared, bpf, held: Optional[HeldCommand]):
         self.cfg, self.prep, self.bpf, self.held = cfg, prep, bpf, held
-        self.chunks: List[bytes] = []
-        self.perf_lost = 0
         self.lost_reported = {"ringbuf": 0, "perfbuf": 0, "live_map_full": 0}
         self.by_object = np.zeros(8, dtype=np.int64)
         self.stop_reason: Optional[str] = None
         self.exit_status: Optional[int] = None
-
-    # callbacks run inside bpf.*_poll; they only keep the bytes. Perf buffer
-    # samples are padded to 8 bytes after a 4-byte header, so the size given
-    # can exceed the struct's: take exactly one struct.
-    def _on_event(self, _ctx, data, _size):
-        self.chunks.append(ctypes.string_at(data, events.EVENT_DTYPE.itemsize))
-
-    def _on_lost(self, count):
-        self.perf_lost += count
 
     def _on_signal(self, signum, _frame):
         self.stop_reason = signal.Signals(signum).name
@@ -295,17 +285,17 @@ class Recording:
     def _counters(self) -> Dict[str, int]:
         table = self.bpf["counters"]
         vals = {name: int(table.sum(table.Key(i)).value) for i, name in enumerate(events.COUNTERS)}
-        vals["perfbuf"] = self.perf_lost
+        vals["perfbuf"] = self.consumer.perf_lost
         if not self.prep.options.ringbuf:
             vals["perfbuf"] += vals.pop("ringbuf")
             vals["ringbuf"] = 0
         return vals
 
     def _decode(self) -> None:
-        if not self.chunks:
+        items = self.consumer.take()
+        if not items:
             return
-        data, self.chunks = b"".join(self.chunks), []
-        ev = np.frombuffer(data, dtype=events.EVENT_DTYPE)
+        ev = np.frombuffer(items[0] if len(items) == 1 else b"".join(items), dtype=events.EVENT_DTYPE)
         objs = ev["object"][(ev["kind"] == events.EV_ALLOC)]
         self.by_object += np.bincount(objs, minlength=8)[:8]
         self.writer.add_events(ev)
@@ -320,26 +310,33 @@ class Recording:
                 self.lost_reported[src] = counts[src]
         return rows
 
-    def _poll(self) -> None:
-        if self.prep.options.ringbuf:
-            self.bpf.ring_buffer_poll(POLL_MS)
-        else:
-            self.bpf.perf_buffer_poll(POLL_MS)
+    def _attach_flush_timer(self) -> None:
+        """flush_batches() on every CPU, FLUSH_HZ times a second."""
+        from bcc import PerfSWConfig, PerfType
+        try:
+            self.bpf.attach_perf_event(ev_type=PerfType.SOFTWARE, ev_config=PerfSWConfig.CPU_CLOCK,
+                                       fn_name="flush_batches", sample_freq=events.FLUSH_HZ)
+            self.flush_timer = True
+        except Exception:  # noqa: BLE001 - bcc raises plain Exception
+            self.flush_timer = False  # batches then flush when full, old, or at the end
 
     def _drain(self) -> None:
-        if self.prep.options.ringbuf:
-            self.bpf.ring_buffer_consume()
-        else:
-            for _ in range(3):
-                self.bpf.perf_buffer_poll(0)
+        """After recording is disabled: everything still in the kernel."""
+        if self.flush_timer:
+            time.sleep(2.5 / events.FLUSH_HZ)  # two timer periods flush every CPU's batch
+        self.consumer.stop()
+        self.consumer.drain()
+        # What no timer flushed (no timer, or a CPU that stayed busy):
+        # nothing writes the batches any more, so they can be read as they are.
+        size = events.EVENT_DTYPE.itemsize
+        for b in self.bpf["batches"].getvalue(0):
+            if b.head.n:
+                self.consumer.add(ctypes.string_at(ctypes.addressof(b.ev), b.head.n * size))
 
     def run(self) -> Summary:
         cfg, bpf = self.cfg, self.bpf
-        if self.prep.options.ringbuf:
-            bpf["events"].open_ring_buffer(self._on_event)
-        else:
-            bpf["events"].open_perf_buffer(self._on_event, page_cnt=self.prep.options.ringbuf_pages,
-                                           lost_cb=self._on_lost)
+        self._attach_flush_timer()
+        self.consumer = BufferConsumer(bpf, self.prep.options.ringbuf, self.prep.options.ringbuf_pages)
         if cfg.tracked:
             tracked = bpf["tracked"]
             if cfg.pid:
@@ -355,6 +352,7 @@ class Recording:
         self.writer = RecordingWriter(cfg.output, t0)
         try:
             self.writer.add_user_rows(start_slab)
+            self.consumer.start()
             if self.held:
                 try:
                     self.held.release()
@@ -394,9 +392,9 @@ class Recording:
         next_tick = start + TICK_S
         next_slab = start + cfg.slab_interval
         while self.stop_reason is None:
-            self._poll()
+            time.sleep(LOOP_S)
             now = time.monotonic()
-            if now >= next_decode or len(self.chunks) > 65536:
+            if now >= next_decode:
                 self._decode()
                 next_decode = now + DECODE_EVERY_S
             if now >= next_tick:
@@ -423,7 +421,8 @@ class Recording:
         counts = self._counters()
         lost = {"ringbuf": counts["ringbuf"], "perfbuf": counts["perfbuf"],
                 "live_map_full": counts["live_map_full"]}
-        fds = {name: fn.fd for name, fn in self.bpf.funcs.items()}
+        # a skipped flush_batches() loses nothing: the next flush takes the batch
+        fds = {name: fn.fd for name, fn in self.bpf.funcs.items() if name != "flush_batches"}
         misses = progstats.recursion_misses(fds, self.prep.btf)
         lost["prog_misses"] = sum(misses.values()) if misses is not None else None
         self.alias_skipped = counts["alias_frees_skipped"]
