@@ -14,11 +14,14 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import events, schema
 
 ROW_GROUP = 65536
+#: Nearly increasing integers: delta-encoded instead of dictionary-encoded.
+DELTA_COLUMNS = ("ts_ns", "obj_id", "fork_id")
 #: A fork-path allocation whose fork row has not come within this much event
 #: time is written with an unknown owner (the fork failed).
 FORK_WAIT_NS = 5_000_000_000
@@ -32,8 +35,10 @@ class RecordingWriter:
         self.partial = path + ".partial"
         self.t0_ns = t0_ns
         self.rows = 0
-        self._writer = pq.ParquetWriter(self.partial, schema.SCHEMA, compression="zstd",
-                                        use_dictionary=True, write_statistics=True)
+        self._writer = pq.ParquetWriter(
+            self.partial, schema.SCHEMA, compression="zstd", write_statistics=True,
+            use_dictionary=[c for c in schema.SCHEMA.names if c not in DELTA_COLUMNS],
+            column_encoding={c: "DELTA_BINARY_PACKED" for c in DELTA_COLUMNS})
         self._buffer: List[pa.RecordBatch] = []
         self._buffered = 0
         self._pending = np.empty(0, dtype=events.EVENT_DTYPE)
@@ -103,6 +108,9 @@ class RecordingWriter:
         if not self._buffered:
             return
         table = pa.Table.from_batches(self._buffer, schema.SCHEMA)
+        # Per-CPU batches arrive out of time order; a row group sorted by
+        # time (stably) delta-encodes its timestamps and ids in ~1.5 bytes.
+        table = table.take(pc.sort_indices(table, [("ts_ns", "ascending")]))
         self._writer.write_table(table, row_group_size=ROW_GROUP)
         self.rows += table.num_rows
         self._buffer, self._buffered = [], 0
