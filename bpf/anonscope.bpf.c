@@ -6,7 +6,7 @@
 // struct sizes and offsets (from BTF), the target filter, and the call-site
 // classifiers alloc_site(), free_site() and caller_site() generated from
 // /proc/kallsyms. Nothing here depends on the layout in the kernel headers
-// bcc compiles against.
+// bcc compiles against. The generated functions go at the GENERATED line.
 
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
@@ -63,6 +63,8 @@
 #define C_LIVE_FULL 1
 #define C_ALIAS_SKIPPED 2
 #define NR_COUNTERS 3
+
+// GENERATED: alloc_site(), free_site(), caller_site(), object_by_name()
 
 // Keep in step with events.EVENT_DTYPE (64 bytes).
 struct event {
@@ -335,27 +337,6 @@ TRACEPOINT_PROBE(kmem, kmem_cache_alloc)
     return 0;
 }
 
-#if HAVE_FREE_NAME
-// Object whose cache the tracepoint's name field names, 0 for other caches.
-static __always_inline u8 object_by_name(const char *n)
-{
-    // "anon_vma", "anon_vma_chain", "vm_area_struct"
-    if (n[0] == 'a' && n[1] == 'n' && n[2] == 'o' && n[3] == 'n' && n[4] == '_' &&
-        n[5] == 'v' && n[6] == 'm' && n[7] == 'a') {
-        if (n[8] == 0)
-            return OBJ_ANON_VMA;
-        if (n[8] == '_' && n[9] == 'c' && n[10] == 'h' && n[11] == 'a' && n[12] == 'i' &&
-            n[13] == 'n' && n[14] == 0)
-            return OBJ_AVC;
-        return 0;
-    }
-    if (n[0] == 'v' && n[1] == 'm' && n[2] == '_' && n[3] == 'a' && n[4] == 'r' &&
-        n[5] == 'e' && n[6] == 'a' && n[7] == '_' && n[8] == 's' && n[9] == 't' &&
-        n[10] == 'r' && n[11] == 'u' && n[12] == 'c' && n[13] == 't' && n[14] == 0)
-        return OBJ_VMA;
-    return 0;
-}
-#endif
 
 // Whether a free of a pre-run object from a merged cache can be trusted to
 // be ours: only when it comes from a function that frees our objects.
@@ -377,9 +358,19 @@ static __always_inline int merged(u8 object)
 
 TRACEPOINT_PROBE(kmem, kmem_cache_free)
 {
+    struct event e = {};
+#if HAVE_FREE_NAME
+    // Cheapest test first: every slab free in the system comes here, and
+    // only frees into our three caches (object_by_name(), generated from
+    // the names slabinfo shows) can be ours.
+    char name[16];
+    TP_DATA_LOC_READ_CONST(name, name, sizeof(name));
+    u8 named = object_by_name(name);
+    if (!named)
+        return 0;
+#endif
     u64 ptr = (u64)args->ptr;
     u8 site = free_site(args->call_site);
-    struct event e = {};
     struct live_val *v = live.lookup(&ptr);
     if (v) {
         // Allocated during the run by a recorded task: record wherever freed.
@@ -391,9 +382,7 @@ TRACEPOINT_PROBE(kmem, kmem_cache_free)
         if (!is_enabled())
             return 0;
 #if HAVE_FREE_NAME
-        char name[16] = {};
-        TP_DATA_LOC_READ_CONST(name, name, sizeof(name));
-        e.object = object_by_name(name);
+        e.object = named;
 #else
         e.object = site == SITE_PUT ? OBJ_ANON_VMA : site == SITE_UNLINK ? OBJ_AVC : 0;
 #endif

@@ -66,11 +66,13 @@ class KernelFacts:
     fork_syscalls: List[str]           # syscalls with enter/exit tracepoints
     task_rename: bool                  # task:task_rename exists
     merged: Dict[str, bool]            # cache merged with others
+    free_names: Dict[str, str]         # name kmem tracepoints report per object
     release: str = field(default_factory=platform.release)
     arch: str = field(default_factory=platform.machine)
 
     @classmethod
-    def probe(cls, btf: BTF, merged: Dict[str, bool], tracing: Optional[str]) -> "KernelFacts":
+    def probe(cls, btf: BTF, merged: Dict[str, bool], free_names: Dict[str, str],
+              tracing: Optional[str]) -> "KernelFacts":
         sizes = {s: btf.sizeof(s) for s in ("anon_vma", "anon_vma_chain", "vm_area_struct")}
         offs = {m: btf.offsetof("task_struct", m) for m in ("pid", "tgid", "mm")}
         free_fields = tracepoint_fields("kmem", "kmem_cache_free", tracing) or []
@@ -79,7 +81,8 @@ class KernelFacts:
                     if tracepoint_fields("syscalls", f"sys_enter_{s}", tracing) is not None
                     and tracepoint_fields("syscalls", f"sys_exit_{s}", tracing) is not None]
         rename = tracepoint_fields("task", "task_rename", tracing) is not None
-        return cls(sizes, offs, "name" in free_fields, "group_dead" in exit_fields, syscalls, rename, merged)
+        return cls(sizes, offs, "name" in free_fields, "group_dead" in exit_fields, syscalls, rename, merged,
+                   free_names)
 
     @classmethod
     def example(cls) -> "KernelFacts":
@@ -87,7 +90,8 @@ class KernelFacts:
         tracefs cannot be read."""
         return cls({"anon_vma": 96, "anon_vma_chain": 64, "vm_area_struct": 192},
                    {"pid": 1264, "tgid": 1268, "mm": 1136}, True, True, list(FORK_SYSCALLS), True,
-                   {"anon_vma": False, "anon_vma_chain": True, "vm_area_struct": False})
+                   {"anon_vma": False, "anon_vma_chain": True, "vm_area_struct": False},
+                   {o: o for o in ("anon_vma", "anon_vma_chain", "vm_area_struct")})
 
 
 @dataclass
@@ -106,6 +110,21 @@ def _fork_syscall_probes(syscalls: List[str]) -> str:
         out.append(f"TRACEPOINT_PROBE(syscalls, sys_enter_{s}) {{ return fork_enter(); }}")
         out.append(f"TRACEPOINT_PROBE(syscalls, sys_exit_{s}) {{ return fork_exit(); }}")
     return " \\\n".join(out) if out else ""
+
+
+_OBJ_CODES = {"anon_vma": "OBJ_ANON_VMA", "anon_vma_chain": "OBJ_AVC", "vm_area_struct": "OBJ_VMA"}
+
+
+def name_matcher(free_names: Dict[str, str]) -> str:
+    """C function object_by_name(n): the object whose cache the 16-byte,
+    NUL-padded name ``n`` is, 0 for any other cache; byte compares only."""
+    out = ["static __always_inline u8 object_by_name(const char *n)\n{"]
+    for obj, name in sorted(free_names.items()):
+        b = name.encode()[:15] + b"\0"
+        cond = " && ".join(f"n[{i}] == {c}" for i, c in enumerate(b))
+        out.append(f"    if ({cond})  // {name}\n        return {_OBJ_CODES[obj]};")
+    out.append("    return 0;\n}\n")
+    return "\n".join(out)
 
 
 def c_string(s: str) -> str:
@@ -142,7 +161,10 @@ def build(facts: KernelFacts, classifier: Classifier, opts: Options) -> str:
     if opts.comm:
         head.append(f"#define COMM_FILTER {c_string(opts.comm)}")
     head.append("#define FORK_SYSCALL_PROBES " + _fork_syscall_probes(facts.fork_syscalls))
-    # The classifiers use u8/u64, so they go after the program's include.
-    marker = "#include <uapi/linux/ptrace.h>\n"
-    body = bpf.source("anonscope.bpf.c").replace(marker, marker + classifier.c_functions(), 1)
+    # The generated functions use the program's types and OBJ_* codes.
+    marker = "// GENERATED: alloc_site(), free_site(), caller_site(), object_by_name()\n"
+    generated = classifier.c_functions() + name_matcher(facts.free_names)
+    source = bpf.source("anonscope.bpf.c")
+    assert marker in source
+    body = source.replace(marker, marker + generated, 1)
     return "\n".join(head) + "\n" + body

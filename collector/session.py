@@ -141,8 +141,13 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
                            EXIT_ENVIRONMENT)
     aliases = slab.all_aliases()
     merged = {c: bool(a) for c, a in aliases.items()}
+    try:
+        lines = slab.read_slabinfo(caches=None)
+    except OSError:
+        lines = {}
+    free_names = {c: slab.reported_name(c, aliases[c], lines) for c in slab.CACHES}
     if btf is not None and tracing:
-        facts = program.KernelFacts.probe(btf, merged, tracing)
+        facts = program.KernelFacts.probe(btf, merged, free_names, tracing)
         for cat, ev in (("kmem", "kmem_cache_alloc"), ("kmem", "kmem_cache_free"),
                         ("sched", "sched_process_fork"), ("sched", "sched_process_exec"),
                         ("sched", "sched_process_exit")):

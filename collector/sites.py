@@ -108,6 +108,10 @@ class Classifier:
         for fn, table in (("alloc_site", ALLOC_SITES), ("free_site", FREE_SITES),
                           ("caller_site", CALLER_SITES)):
             out.append(f"static __always_inline u8 {fn}(u64 ip)\n{{")
+            spans = [r for name in table for r in self.ranges.get(name, ())]
+            if spans:  # most call sites in the kernel are far from ours
+                lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+                out.append(f"    if (ip < 0x{lo:x}ULL || ip >= 0x{hi:x}ULL) return 0;")
             for name, tag in table.items():
                 for start, end in self.ranges.get(name, ()):
                     out.append(f"    if (ip >= 0x{start:x}ULL && ip < 0x{end:x}ULL) return {tag};  // {name}")

@@ -26,18 +26,20 @@ class SlabLine:
 
 
 def parse_slabinfo(text: str, caches=CACHES) -> Dict[str, SlabLine]:
-    """Lines of the wanted caches from /proc/slabinfo text (format 2.1)."""
+    """Lines of the wanted caches from /proc/slabinfo text (format 2.1);
+    ``caches=None`` keeps every line."""
     out = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) >= 4 and parts[0] in caches:
+        if len(parts) >= 4 and parts[0] != "#" and (caches is None or parts[0] in caches) \
+                and parts[1].isdigit():
             out[parts[0]] = SlabLine(parts[0], int(parts[1]), int(parts[2]), int(parts[3]))
     return out
 
 
-def read_slabinfo(path: str = SLABINFO) -> Dict[str, SlabLine]:
+def read_slabinfo(path: str = SLABINFO, caches=CACHES) -> Dict[str, SlabLine]:
     with open(path) as f:
-        return parse_slabinfo(f.read())
+        return parse_slabinfo(f.read(), caches)
 
 
 def aliases(cache: str, sys_slab: str = SYS_SLAB) -> List[str]:
@@ -61,3 +63,18 @@ def aliases(cache: str, sys_slab: str = SYS_SLAB) -> List[str]:
 
 def all_aliases(sys_slab: str = SYS_SLAB) -> Dict[str, List[str]]:
     return {c: aliases(c, sys_slab) for c in CACHES}
+
+
+def reported_name(cache: str, group: List[str], lines: Dict[str, "SlabLine"]) -> str:
+    """The name the kmem tracepoints report for ``cache``'s objects.
+
+    A merged cache is one ``struct kmem_cache`` named after the first cache
+    created in it; /proc/slabinfo lists it once, under that name. So the
+    name is whichever of ``cache`` and its ``group`` of aliases slabinfo
+    shows (``cache`` itself when it is not merged or slabinfo is silent).
+    """
+    for name in [cache] + sorted(group):
+        if name in lines:
+            return name
+    return cache
+

@@ -96,7 +96,9 @@ def test_tracepoint_format_fields():
 def test_program_takes_layouts_from_facts_not_headers():
     facts = program.KernelFacts({"anon_vma": 88, "anon_vma_chain": 48, "vm_area_struct": 176},
                                 {"pid": 1000, "tgid": 1004, "mm": 900}, False, False, [], False,
-                                {"anon_vma_chain": True}, release="5.10.0-x", arch="aarch64")
+                                {"anon_vma_chain": True},
+                                {"anon_vma": "anon_vma", "anon_vma_chain": "fs_cache", "vm_area_struct": "vm_area_struct"},
+                                release="5.10.0-x", arch="aarch64")
     src = program.build(facts, sites.placeholder(), program.Options(tracked=True, comm="a\"b"))
     for line in ("#define ANON_VMA_SIZE 88", "#define AVC_SIZE 48", "#define TASK_TGID_OFF 1004",
                  "#define HAVE_FREE_NAME 0", "#define HAVE_FORK_SYSCALLS 0", "#define MERGED_AVC 1",
@@ -104,6 +106,16 @@ def test_program_takes_layouts_from_facts_not_headers():
         assert line in src
     assert "u8 alloc_site(u64 ip)" in src and "TRACEPOINT_PROBE(kmem, kmem_cache_alloc)" in src
     assert "sys_enter_clone" not in src.split("#define FORK_SYSCALL_PROBES", 1)[1].split("\n", 1)[0]
+    # frees into a merged cache are reported under the group's first name
+    matcher = src.split("u8 object_by_name(const char *n)", 1)[1].split("return 0;", 1)[0]
+    fs = " && ".join(f"n[{i}] == {c}" for i, c in enumerate(b"fs_cache\0"))
+    assert fs + ")  // fs_cache\n        return OBJ_AVC;" in matcher
+
+
+def test_reported_name_of_a_merged_cache():
+    lines = slab.parse_slabinfo(SLABINFO.replace("anon_vma_chain  ", "fs_cache        "), caches=None)
+    assert slab.reported_name("anon_vma_chain", ["fs_cache", "eventpoll_pwq"], lines) == "fs_cache"
+    assert slab.reported_name("anon_vma", [], lines) == "anon_vma"
 
 
 def test_fork_syscall_probes_are_generated():

@@ -45,7 +45,10 @@ def test_missing_functions_are_listed():
 
 def _eval_c(src: str, fn: str, ip: int) -> int:
     """Run a generated C classifier on ip by reading its range compares."""
-    body = src.split(f"u8 {fn}(u64 ip)", 1)[1].split("return 0;", 1)[0]
+    body = src.split(f"u8 {fn}(u64 ip)", 1)[1].split("    return 0;\n}", 1)[0]
+    bounds = re.search(r"if \(ip < 0x([0-9a-f]+)ULL \|\| ip >= 0x([0-9a-f]+)ULL\) return 0;", body)
+    if bounds and not int(bounds.group(1), 16) <= ip < int(bounds.group(2), 16):
+        return 0
     for lo, hi, tag in re.findall(r"ip >= 0x([0-9a-f]+)ULL && ip < 0x([0-9a-f]+)ULL\) return (\d+);", body):
         if int(lo, 16) <= ip < int(hi, 16):
             return int(tag)
