@@ -354,7 +354,7 @@ class Recording:
         start_slab = slab_rows(0, self.prep.aliases)
         bpf["enabled"][bpf["enabled"].Key(0)] = bpf["enabled"].Leaf(1)
         # The .partial file appears once the kernel side records.
-        self.writer = RecordingWriter(cfg.output, t0)
+        self.writer = RecordingWriter(cfg.output, t0, raw_pointers=cfg.raw_pointers)
         try:
             self.writer.add_user_rows(start_slab)
             self.consumer.start()

@@ -27,11 +27,29 @@ DELTA_COLUMNS = ("ts_ns", "obj_id", "fork_id")
 FORK_WAIT_NS = 5_000_000_000
 
 
+#: Kernel addresses on 64-bit Linux (x86_64, arm64) have the top bit set;
+#: per-run ids, (sequence << 12) | cpu, never come near it.
+KERNEL_ADDRESS_MIN = 1 << 63
+
+
+class PointerLeak(Exception):
+    """An id column holds what looks like a kernel address."""
+
+
+def check_no_pointers(ev: np.ndarray) -> None:
+    """Refuse to write kernel addresses as ids (the kernel side makes per-run
+    ids unless --raw-pointers); a failure here is a bug, never data."""
+    for col in ("obj_id", "fork_id"):
+        if len(ev) and int(ev[col].max()) >= KERNEL_ADDRESS_MIN:
+            raise PointerLeak(f"{col} holds a kernel address; refusing to write it")
+
+
 class RecordingWriter:
     """Writes one recording; ``add_events`` / ``add_user_rows``, then ``close``."""
 
-    def __init__(self, path: str, t0_ns: int):
+    def __init__(self, path: str, t0_ns: int, raw_pointers: bool = False):
         self.path = path
+        self.raw_pointers = raw_pointers
         self.partial = path + ".partial"
         self.t0_ns = t0_ns
         self.rows = 0
@@ -88,6 +106,8 @@ class RecordingWriter:
                 del self._children[f]
 
     def _emit(self, ev, owner_pid, owner_tgid, known) -> None:
+        if not self.raw_pointers:
+            check_no_pointers(ev)
         self._append(events.to_record_batch(ev, self.t0_ns, owner_pid, owner_tgid, known))
 
     # -- user-space rows -------------------------------------------------

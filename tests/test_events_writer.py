@@ -105,3 +105,22 @@ def test_schema_and_docs_agree():
 @pytest.mark.parametrize("code,name", sorted(events.PATH_NAMES.items()))
 def test_every_path_code_has_a_documented_name(code, name):
     assert name in set(schema.ALLOC_PATHS) | set(schema.VMA_ALLOC_PATHS) | set(schema.FREE_PATHS)
+
+
+def test_kernel_addresses_are_never_written_as_ids(tmp_path):
+    """Pointer anonymisation: ids made in the kernel are small per-run
+    numbers; anything that looks like a kernel address is refused unless
+    --raw-pointers asked for addresses."""
+    from anonscope.collector.writer import PointerLeak
+    leak = record(events.EV_ALLOC, 1, obj=OBJ["anon_vma"], path=1, obj_id=0xFFFF888004A1B2C0, aux1=104)
+    w = RecordingWriter(str(tmp_path / "r.parquet"), t0_ns=0)
+    with pytest.raises(PointerLeak):
+        w.add_events(leak)
+    raw = RecordingWriter(str(tmp_path / "raw.parquet"), t0_ns=0, raw_pointers=True)
+    raw.add_events(leak)
+    raw.close({"raw_pointers": True})
+    assert read(tmp_path / "raw.parquet").obj_id[0] == 0xFFFF888004A1B2C0 - (1 << 64)
+    ok = record(events.EV_ALLOC, 1, obj=OBJ["anon_vma"], path=1, obj_id=(123456 << 12) | 1, aux1=104)
+    w.add_events(ok)
+    w.close({})
+    assert read(tmp_path / "r.parquet").obj_id[0] == (123456 << 12) | 1
