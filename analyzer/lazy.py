@@ -62,7 +62,28 @@ def _frame(rp):
     a["base_deferred"] = path.isin(["fault", "fork"]).to_numpy()
     a["splitlike"] = ((path == "clone_vma") & ~(caller == "mremap").fillna(False)).to_numpy()
     a["mremap"] = ((path == "clone_vma") & (caller == "mremap").fillna(False)).to_numpy()
+    a["own_av"] = _fault_pairs(a)
     return a
+
+
+def _fault_pairs(a):
+    """For each ``fault`` AVC: the position in ``a`` of the anon_vma that the
+    same __anon_vma_prepare() call allocated (the same task's next av/AVC
+    allocation, when it is a ``fault`` anon_vma), else -1. The AVC is
+    allocated first; without the anon_vma row a neighbour's was reused."""
+    n = len(a)
+    out = np.full(n, -1, dtype=np.int64)
+    if n < 2:
+        return out
+    pid = a["pid"].to_numpy()
+    order = np.argsort(pid, kind="stable")          # a is in replay order
+    cur, nxt = order[:-1], order[1:]
+    path = a["path"].to_numpy()
+    is_av = (a["object"] == "anon_vma").to_numpy()
+    fault = path == "fault"
+    ok = (pid[cur] == pid[nxt]) & fault[cur] & ~is_av[cur] & fault[nxt] & is_av[nxt]
+    out[cur[ok]] = nxt[ok]
+    return out
 
 
 def _mremap_sources(rp, a):
@@ -100,6 +121,19 @@ def _variant(rp, a, name):
     found = srcs[srcs["src"] >= 0]
     found = found[found["src"].isin(deferred_pos)].drop_duplicates("src", keep="first")
     unknown = srcs[srcs["src"] < 0]
+    # the mremap upgrade's anon_vma lives until the mremap copy is freed ...
+    mre_av_free = found["free_pos"].to_numpy().astype(np.int64)
+    if name == "best" and len(found):
+        # ... unless the moved VMA's own fault anon_vma is known: then the
+        # upgrade allocates that object, at the mremap, until its eager
+        # free, and U1 does not upgrade it again at a later fork
+        src_idx = pd.Index(a["pos"].to_numpy()).get_indexer(found["src"].to_numpy())
+        pair = a["own_av"].to_numpy()[src_idx]
+        has = pair >= 0
+        has[has] = deferred[pair[has]]
+        upgraded = upgraded.copy()
+        upgraded[pair[has]] = False
+        mre_av_free[has] = a["free_pos"].to_numpy()[pair[has]]
     mremap_up = int(len(found))
     if name == "high":
         # upper bound: every mremap AVC whose source is unknown is an upgrade
@@ -144,7 +178,7 @@ def _variant(rp, a, name):
            "mremap_upgrades": mremap_up,
            "mremap_unknown_sources": int(unknown["pos"].nunique())}
     if name == "best":
-        out["_timing"] = (kept, upgraded, found, deferred)
+        out["_timing"] = (kept, upgraded, found, deferred, mre_av_free)
     return out
 
 
@@ -153,7 +187,7 @@ def model(rp, eager_model):
     best = _variant(rp, a, "best")
     low = _variant(rp, a, "low")
     high = _variant(rp, a, "high")
-    kept, upgraded, found, deferred = best.pop("_timing")
+    kept, upgraded, found, deferred, mre_av_free = best.pop("_timing")
 
     # peak live (best estimate): kept at eager times, fork upgrades from the
     # fork, mremap upgrades from the move (their AVC until its eager free,
@@ -172,9 +206,9 @@ def model(rp, eager_model):
     for obj, sel in (("anon_vma", is_av), ("anon_vma_chain", ~is_av)):
         size = rp.sizes[obj][0]
         s_pos, s_free = start[live_mask & sel], free[live_mask & sel]
-        if obj == "anon_vma":     # one anon_vma per mremap upgrade, until the copy's free
+        if obj == "anon_vma":     # one anon_vma per mremap upgrade (U2)
             s_pos = np.concatenate([s_pos, found["pos"].to_numpy()])
-            s_free = np.concatenate([s_free, found["free_pos"].to_numpy()])
+            s_free = np.concatenate([s_free, mre_av_free])
         s = live.summary(s_pos, s_free)
         n = best[obj]
         lo, hi = min(low[obj], n), max(high[obj], n)

@@ -372,9 +372,9 @@ def test_empty_run(tmp_path):
 
 
 def test_mremap_then_fork_bounds(tmp_path):
-    """F VMAs moved once, then a fork: the moved VMAs are already upgraded.
-    The best estimate counts their anon_vmas twice (docs/models.md#lazy-bounds);
-    the low end does not."""
+    """F VMAs moved once, then a fork: the moved VMAs were upgraded at the
+    mremap, with their own fault anon_vma (U2), so the fork does not upgrade
+    that anon_vma again (docs/models.md#lazy-rules)."""
     F = 5
     g = Gen()
     g.process(60, "p")
@@ -387,6 +387,34 @@ def test_mremap_then_fork_bounds(tmp_path):
     assert eager[AV]["allocated"] == 2 * F
     assert eager[AVC]["allocated"] == 4 * F
     assert lazy["upgrades"]["mremap"] == F and lazy["upgrades"]["fork"] == 0
-    assert lazy[AV]["allocated"] == 2 * F
+    assert lazy[AV]["allocated"] == F
     assert lazy[AV]["allocated_range"][0] == F
+    assert lazy[AV]["peak_live"] == F
+    assert lazy["upgrades"]["objects"] == {AV: F, AVC: F}
+    # upgrade AVC + mremap copy per VMA, and the fork's clone_fork copies
     assert lazy[AVC]["allocated"] == 3 * F
+
+
+def test_mremap_of_split_piece_then_fork(tmp_path):
+    """F VMAs split, the new piece of each moved, then a fork. The moved
+    piece shares its anon_vma with the piece left behind (eager), but in the
+    lazy kernel the pieces are upgraded separately: the left piece at the
+    fork, the moved one at the mremap, so both anon_vmas count."""
+    F = 4
+    g = Gen()
+    g.process(70, "p")
+    for v in g.faults(70, F):
+        g.mremap(70, g.split(70, v))
+    g.fork(70, 71)
+    g.exit(71)
+    r = build(g, tmp_path)
+    eager, lazy, _ = models(r)
+    # eager: F fault pairs, F split AVCs, F mremap AVCs; the fork copies
+    # 2F VMAs with chains of one AVC
+    assert eager[AV]["allocated"] == F + 2 * F
+    assert eager[AVC]["allocated"] == F + F + F + 2 * (2 * F)
+    assert lazy["upgrades"]["mremap"] == F
+    assert lazy["upgrades"]["fork"] == F          # the left pieces' fault AVCs
+    assert lazy[AV]["allocated"] == F + F
+    # fork upgrade AVCs, mremap upgrade AVCs, mremap copies, clone_fork
+    assert lazy[AVC]["allocated"] == F + F + F + 2 * F
