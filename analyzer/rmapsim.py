@@ -1,0 +1,650 @@
+"""Rmap structures and walks of each design, on the address spaces of
+analyzer/aspace.py (docs/models.md section 4, "rmap walks").
+
+- :class:`Eager`: the kernel today. ``__anon_vma_prepare()`` (with
+  ``find_mergeable_anon_vma()``), ``anon_vma_clone()``, ``anon_vma_fork()``
+  with its reuse rule, ``unlink_anon_vmas()`` / ``__put_anon_vma()``, and
+  ``rmap_walk_anon()`` iterating the folio's anon_vma interval tree
+  (``anon_vma_interval_tree_foreach``), here a list filtered by pgoff.
+- :class:`Lazy`: ANON_VMA_LAZY. A faulted VMA gets no anon_vma; its folios
+  point at it (a *token* shared by its split pieces stands for the root VMA);
+  a fork upgrades the parent's lazy VMAs, a child VMA copies the parent's
+  chain but gets no anon_vma of its own; mremap upgrades the moved VMA.
+- :class:`NoFork`: processes that never fork opt out (PR_SET_NOFORK): they
+  never call ``__anon_vma_prepare()``; what a forking parent builds for them
+  at fork is kept (docs/models.md N2, best estimate).
+- :class:`CowContext`: the rmap maintainer's draft: one context per mm,
+  parent/children links made at fork, remap entries; a walk visits every
+  live mm of the folio context's subtree.
+"""
+
+import itertools
+
+from .aspace import Design
+
+AV, AVC = "anon_vma", "anon_vma_chain"
+
+LOCK_ROOT = "anon_vma root rwsem (read)"
+LOCK_NONE_LAZY = "none (folio points at its VMA)"
+LOCK_COW = "unspecified by the draft (assumed: no anon_vma rwsem; one RCU VMA-tree lookup per mm)"
+
+
+class Counts:
+    """Allocated / live / peak-live counters of some object kinds."""
+
+    def __init__(self, kinds):
+        self.alloc = dict.fromkeys(kinds, 0)
+        self.live = dict.fromkeys(kinds, 0)
+        self.peak = dict.fromkeys(kinds, 0)
+
+    def add(self, kind, n=1):
+        self.alloc[kind] += n
+        self.live[kind] += n
+        if self.live[kind] > self.peak[kind]:
+            self.peak[kind] = self.live[kind]
+
+    def sub(self, kind, n=1):
+        self.live[kind] -= n
+
+    def transient(self, kind, n):
+        """``n`` objects allocated now and freed before anything else happens."""
+        self.alloc[kind] += n
+        if self.live[kind] + n > self.peak[kind]:
+            self.peak[kind] = self.live[kind] + n
+
+    def report(self):
+        return {k: {"allocated": self.alloc[k], "live": self.live[k], "peak_live": self.peak[k]}
+                for k in self.alloc}
+
+
+# --------------------------------------------------------------------- eager
+
+class AnonVma:
+    __slots__ = ("id", "root", "parent", "num_children", "num_active_vmas", "refcount",
+                 "tree", "members", "freed")
+
+    def __init__(self, aid):
+        self.id = aid
+        self.root = self            # anon_vma_alloc(): root and parent are itself
+        self.parent = self
+        self.num_children = 0
+        self.num_active_vmas = 0
+        self.refcount = 1
+        self.tree = []              # the interval tree (rb_root) of AVCs, as a list
+        self.members = {self}       # on a root: the live anon_vmas whose root it is
+        self.freed = False
+
+    def __repr__(self):
+        return f"AnonVma({self.id})"
+
+
+class Avc:
+    __slots__ = ("vma", "av")
+
+    def __init__(self, vma, av):
+        self.vma = vma
+        self.av = av
+
+
+def _reusable(chain):
+    """``anon_vma_clone()``'s reuse test (6.x): the first (oldest) anon_vma on
+    the source chain with no active VMA and fewer than 2 children, or None."""
+    for avc in chain:
+        av = avc.av
+        if av.num_children < 2 and av.num_active_vmas == 0:
+            return av
+    return None
+
+
+class Eager(Design):
+    """The kernel's anon rmap today."""
+
+    name = "eager"
+    unit = "VMA (AVC iterated)"
+
+    def __init__(self):
+        self.n = Counts((AV, AVC))
+        self.vav = {}       # vma -> vma->anon_vma
+        self.chain = {}     # vma -> [Avc] oldest first (vma->anon_vma_chain, read in reverse)
+        self.fav = {}       # folio -> anon_vma (folio->mapping)
+        self._ids = itertools.count(1)
+        self._version = 0   # bumped on every link/unlink (root_mms cache)
+        self._root_mms = {}
+
+    # ---------------------------------------------------------- primitives
+    def _alloc_av(self):
+        self.n.add(AV)
+        return AnonVma(next(self._ids))
+
+    def _link(self, vma, av):
+        """``anon_vma_chain_link()``: one AVC, in the VMA's chain and the tree."""
+        avc = Avc(vma, av)
+        self.chain.setdefault(vma, []).append(avc)
+        av.tree.append(avc)
+        self.n.add(AVC)
+        self._version += 1
+
+    def _find_mergeable(self, vma):
+        """``find_mergeable_anon_vma()``: a neighbour's anon_vma when
+        ``anon_vma_compatible()`` (adjacent, same file, pgoff continuous; flags
+        are not modelled) and its chain is a single AVC (``reusable_anon_vma()``);
+        next is tried before prev."""
+        prev, nxt = vma.mm.neighbours(vma)
+        for old, a, b in ((nxt, vma, nxt), (prev, prev, vma)):
+            if old is None or a.end != b.start or a.file != b.file:
+                continue
+            if b.pgoff != a.pgoff + (b.start - a.start):
+                continue
+            av = self.vav.get(old)
+            if av is not None and len(self.chain.get(old, ())) == 1:
+                return av
+        return None
+
+    def anon_vma_prepare(self, vma):
+        """``__anon_vma_prepare()``: one AVC, and a new anon_vma (a root) unless a
+        mergeable neighbour's is reused."""
+        av = self._find_mergeable(vma)
+        if av is None:
+            av = self._alloc_av()
+            av.num_children += 1            # self-parent link for new root
+        self.vav[vma] = av
+        self._link(vma, av)
+        av.num_active_vmas += 1
+
+    def anon_vma_clone(self, dst, src):
+        """``anon_vma_clone()`` as split / merge / ``copy_vma()`` call it: an exact
+        copy (``dst->anon_vma`` already set, so no reuse)."""
+        av = self.vav.get(src)
+        for avc in self.chain.get(src, ()):
+            self._link(dst, avc.av)
+        if av is not None:
+            self.vav[dst] = av
+            av.num_active_vmas += 1
+
+    def anon_vma_fork(self, pvma, cvma):
+        """``anon_vma_fork()``: clone the parent's chain (reusing an anon_vma of
+        it when ``anon_vma_clone()``'s rule allows), else a new anon_vma (root =
+        parent's root, which it pins) and one more AVC."""
+        pav = self.vav.get(pvma)
+        if pav is None:
+            return                           # "Don't bother if the parent has no anon_vma"
+        chain = self.chain[pvma]
+        reuse = _reusable(chain)
+        for avc in chain:
+            self._link(cvma, avc.av)
+        if reuse is not None:
+            self.vav[cvma] = reuse
+            reuse.num_active_vmas += 1
+            return
+        av = self._child_av(pav)
+        self.vav[cvma] = av
+        av.num_active_vmas += 1
+        self._link(cvma, av)
+
+    def _child_av(self, parent_av):
+        av = self._alloc_av()
+        av.root = parent_av.root
+        av.parent = parent_av
+        av.root.refcount += 1               # get_anon_vma(anon_vma->root)
+        av.root.members.add(av)
+        parent_av.num_children += 1
+        return av
+
+    def unlink_anon_vmas(self, vma):
+        """``unlink_anon_vmas()``: every AVC of the VMA freed (newest first); an
+        anon_vma whose tree empties is put (``__put_anon_vma()``)."""
+        chain = self.chain.pop(vma, None)
+        emptied = []
+        if chain:
+            self._version += 1
+            for avc in reversed(chain):
+                av = avc.av
+                av.tree.remove(avc)
+                self.n.sub(AVC)
+                if not av.tree:
+                    av.parent.num_children -= 1
+                    emptied.append(av)
+        av = self.vav.pop(vma, None)
+        if av is not None:
+            av.num_active_vmas -= 1
+        for av in emptied:
+            self._put(av)
+
+    def _put(self, av):
+        av.refcount -= 1
+        if av.refcount:
+            return
+        self._free_av(av)                   # __put_anon_vma()
+        root = av.root
+        if root is not av:
+            root.refcount -= 1
+            if not root.refcount:
+                self._free_av(root)
+
+    def _free_av(self, av):
+        av.freed = True
+        av.root.members.discard(av)
+        self.n.sub(AV)
+
+    # ------------------------------------------------------------------ hooks
+    def prepare(self, vma):
+        if vma not in self.vav:
+            self.anon_vma_prepare(vma)
+
+    def new_folio(self, folio, vma):
+        self.fav[folio] = self.vav[vma]     # __folio_set_anon(): vma->anon_vma
+
+    def reuse_folio(self, folio, vma):
+        av = self.vav.get(vma)
+        if av is not None:
+            self.fav[folio] = av            # folio_move_anon_rmap()
+
+    def fork_vma(self, pvma, cvma):
+        self.anon_vma_fork(pvma, cvma)
+
+    def fork_transient(self, parent, child, pvmas):
+        clones = own = 0
+        for pvma in pvmas:
+            if pvma not in self.vav:
+                continue
+            chain = self.chain[pvma]
+            clones += len(chain)
+            if _reusable(chain) is None:
+                own += 1
+        # the copies' AVCs and own anon_vmas, all freed again by their munmap:
+        # an own anon_vma's tree holds only its AVC (no folio was faulted in it)
+        self.n.transient(AVC, clones + own)
+        self.n.transient(AV, own)
+
+    def split(self, vma, new):
+        self.anon_vma_clone(new, vma)
+
+    def mremap(self, old, new):
+        self.anon_vma_clone(new, old)
+
+    def unmap_vma(self, vma):
+        self.unlink_anon_vmas(vma)
+
+    def folio_freed(self, folio):
+        self.fav.pop(folio, None)
+
+    # ------------------------------------------------------------------- walk
+    def eager_walk(self, folio, av):
+        """``rmap_walk_anon()``: the root's rwsem read-locked, then every AVC
+        ``anon_vma_interval_tree_iter_first/_next`` return for the folio's
+        ``[index, index + nr - 1]``; ``rmap_one`` runs on each AVC's VMA."""
+        assert not av.freed, "walk of a folio whose anon_vma was freed"
+        lo, hi = folio.index, folio.index + folio.nr - 1
+        visits = 0
+        for avc in av.tree:
+            v = avc.vma
+            if v.pgoff <= hi and v.pgoff + (v.end - v.start) - 1 >= lo:
+                visits += 1
+        return {"visits": visits, "lock": LOCK_ROOT, "tree_avcs": len(av.tree),
+                "root_mms": self.root_mms(av.root)}
+
+    def root_mms(self, root):
+        """Live mms with a VMA linked into any anon_vma under ``root``: the
+        processes whose rmap work takes this root's rwsem."""
+        hit = self._root_mms.get(root)
+        if hit is not None and hit[0] == self._version:
+            return hit[1]
+        mms = {avc.vma.mm for av in root.members for avc in av.tree}
+        self._root_mms[root] = (self._version, len(mms))
+        return len(mms)
+
+    def walk(self, folio):
+        return self.eager_walk(folio, self.fav[folio])
+
+    def memory(self):
+        return self.n.report()
+
+
+# ---------------------------------------------------------------------- lazy
+
+class Token:
+    """A lazy VMA's identity (the series' ``root_vma``): its split pieces share
+    it; its lazy folios point at it."""
+
+    __slots__ = ("vmas", "folios", "av")
+
+    def __init__(self):
+        self.vmas = set()
+        self.folios = set()
+        self.av = None          # the anon_vma it was upgraded to
+
+
+class Lazy(Eager):
+    """ANON_VMA_LAZY (docs/models.md section 2, the design in domain.md)."""
+
+    name = "lazy"
+    unit = "VMA"
+
+    def __init__(self):
+        super().__init__()
+        self.tok = {}           # vma -> Token: lazy VMAs and inherited, not-upgraded VMAs
+        self.tparent = {}       # inherited vma -> the parent's anon_vma ("tree parent")
+        self.ftok = {}          # lazy folio -> Token
+        self.upgrades = {"fork": 0, "mremap": 0, "folios_repointed": 0}
+
+    def _token(self, vma):
+        t = self.tok.get(vma)
+        if t is None:
+            t = self.tok[vma] = Token()
+            t.vmas.add(vma)
+        return t
+
+    def upgrade(self, vma, why):
+        """Upgrade every piece of ``vma``'s token: one anon_vma (shared by the
+        pieces, as eager pieces share theirs), one AVC per piece, the lazy
+        folios re-pointed. An inherited VMA's anon_vma follows
+        ``anon_vma_fork()``: a reusable anon_vma of its chain, else a new one
+        under its tree parent."""
+        t = self.tok[vma]
+        av = t.av
+        if av is None:
+            chain = self.chain.get(vma)
+            if chain:
+                av = _reusable(chain) or self._child_av(self.tparent[vma])
+            else:
+                av = self._alloc_av()
+                av.num_children += 1        # new root's self-parent link
+            t.av = av
+            for folio in t.folios:
+                self.fav[folio] = av
+                del self.ftok[folio]
+            self.upgrades["folios_repointed"] += len(t.folios)
+            t.folios = set()
+        for piece in list(t.vmas):
+            self.upgrades[why] += 1
+            del self.tok[piece]
+            self.tparent.pop(piece, None)
+            self.vav[piece] = av
+            av.num_active_vmas += 1
+            if not any(a.av is av for a in self.chain.get(piece, ())):
+                self._link(piece, av)
+        t.vmas = set()
+
+    # ------------------------------------------------------------------ hooks
+    def prepare(self, vma):
+        if vma not in self.vav:
+            self._token(vma)                # L1: no anon_vma, no AVC
+
+    def new_folio(self, folio, vma):
+        av = self.vav.get(vma)
+        if av is not None:
+            self.fav[folio] = av
+        else:
+            t = self.tok[vma]
+            self.ftok[folio] = t
+            t.folios.add(folio)
+
+    def reuse_folio(self, folio, vma):
+        av = self.vav.get(vma)
+        if av is not None:
+            t = self.ftok.pop(folio, None)
+            if t is not None:
+                t.folios.discard(folio)
+            self.fav[folio] = av
+
+    def fork_begin(self, parent, child):
+        for vma in list(parent.vmas):       # U1: a fork upgrades every lazy VMA
+            if vma not in self.vav and vma in self.tok:
+                self.upgrade(vma, "fork")
+
+    def fork_vma(self, pvma, cvma):
+        pav = self.vav.get(pvma)
+        if pav is None:
+            return
+        for avc in self.chain[pvma]:        # L4: the child is linked into the chain
+            self._link(cvma, avc.av)
+        self.tparent[cvma] = pav            # L2: no anon_vma of its own
+        self._token(cvma)
+
+    def fork_transient(self, parent, child, pvmas):
+        self.n.transient(AVC, sum(len(self.chain[p]) for p in pvmas if p in self.vav))
+
+    def split(self, vma, new):
+        if vma in self.vav:
+            self.anon_vma_clone(new, vma)
+            return
+        for avc in self.chain.get(vma, ()):     # an inherited VMA keeps its chain
+            self._link(new, avc.av)
+        if vma in self.tparent:
+            self.tparent[new] = self.tparent[vma]
+        t = self.tok.get(vma)
+        if t is not None:                       # L3: pieces point at the root VMA
+            self.tok[new] = t
+            t.vmas.add(new)
+
+    def mremap(self, old, new):
+        if old not in self.vav and old in self.tok:
+            self.upgrade(old, "mremap")         # U2
+        self.anon_vma_clone(new, old)
+
+    def unmap_vma(self, vma):
+        t = self.tok.pop(vma, None)
+        if t is not None:
+            t.vmas.discard(vma)
+        self.tparent.pop(vma, None)
+        self.unlink_anon_vmas(vma)
+
+    def folio_freed(self, folio):
+        self.fav.pop(folio, None)
+        t = self.ftok.pop(folio, None)
+        if t is not None:
+            t.folios.discard(folio)
+
+    def walk(self, folio):
+        av = self.fav.get(folio)
+        if av is not None:
+            return self.eager_walk(folio, av)
+        return self.pointer_walk(folio, self.ftok[folio])
+
+    @staticmethod
+    def pointer_walk(folio, t):
+        """A folio that points at its VMA: the pieces of that VMA (in the one mm
+        that maps it) that map the folio, i.e. 1 unless a large folio
+        straddles a split; no anon_vma lock."""
+        visits = sum(1 for v in t.vmas if any(f is folio for f in v.pt.values()))
+        return {"visits": visits, "lock": LOCK_NONE_LAZY}
+
+    def memory(self):
+        return self.n.report()
+
+
+class NoFork(Lazy):
+    """Leaf processes opted out (PR_SET_NOFORK). ``optout``: pids of the mms
+    that never fork in the scenario (known from a first pass)."""
+
+    name = "nofork"
+    unit = "VMA"
+
+    def __init__(self, optout):
+        super().__init__()
+        self.optout = frozenset(optout)
+
+    def prepare(self, vma):
+        if vma in self.vav:
+            return
+        if vma.mm.pid in self.optout:
+            self._token(vma)                # N1: never __anon_vma_prepare()
+        else:
+            self.anon_vma_prepare(vma)
+
+    def fork_begin(self, parent, child):
+        pass                                # a forking process never opted out
+
+    def fork_vma(self, pvma, cvma):
+        self.anon_vma_fork(pvma, cvma)      # N2: kept (best estimate)
+
+    def fork_transient(self, parent, child, pvmas):
+        Eager.fork_transient(self, parent, child, pvmas)
+
+    def split(self, vma, new):
+        t = self.tok.get(vma)
+        if t is not None:
+            self.tok[new] = t
+            t.vmas.add(new)
+        else:
+            self.anon_vma_clone(new, vma)
+
+    def mremap(self, old, new):
+        t = self.tok.get(old)
+        if t is not None:                   # the folio->VMA pointer moves along
+            self.tok[new] = t
+            t.vmas.add(new)
+        else:
+            self.anon_vma_clone(new, old)
+
+
+# --------------------------------------------------------------- CoW context
+
+class Ctx:
+    __slots__ = ("mm", "parent", "children", "freed")
+
+    def __init__(self, mm, parent):
+        self.mm = mm
+        self.parent = parent
+        self.children = []
+        self.freed = False
+
+
+class Remap:
+    """A remap entry of an mm's maple tree: ``kind`` mremap (``[lo, hi)`` is
+    the source range of a moved anonymous VMA) or file (the range of a
+    MAP_PRIVATE file VMA with CoW'd folios)."""
+
+    __slots__ = ("kind", "lo", "hi", "refs")
+
+    def __init__(self, kind, lo, hi):
+        self.kind, self.lo, self.hi, self.refs = kind, lo, hi, 0
+
+
+class CowContext(Design):
+    """The CoW-context draft as domain.md describes it; see docs/models.md
+    section 4 for the assumptions made where the draft says nothing."""
+
+    name = "cow_context"
+    unit = "mm"
+
+    def __init__(self):
+        self.n = Counts(("context", "remap_entry"))
+        self.ctx = {}           # mm -> Ctx
+        self.fctx = {}          # folio -> (Ctx, address in that context's mm)
+        self.refs = {}          # vma -> [Remap]
+        self.mm_remaps = {}     # mm -> {Remap}
+        self._version = 0
+        self._subtree = {}
+        self._fork_map = None
+
+    def _attach(self, vma, entry):
+        entry.refs += 1
+        self.refs.setdefault(vma, []).append(entry)
+        self.mm_remaps.setdefault(vma.mm, set()).add(entry)
+
+    def _new_entry(self, vma, kind, lo, hi):
+        e = Remap(kind, lo, hi)
+        self.n.add("remap_entry")
+        self._attach(vma, e)
+
+    # ------------------------------------------------------------------ hooks
+    def new_mm(self, mm):
+        parent = self.ctx.get(mm.parent) if mm.parent is not None else None
+        c = self.ctx[mm] = Ctx(mm, parent)
+        if parent is not None:
+            parent.children.append(c)
+        self.n.add("context")
+        self._version += 1
+
+    def fork_begin(self, parent, child):
+        self._fork_map = {}
+
+    def fork_vma(self, pvma, cvma):
+        for e in self.refs.get(pvma, ()):       # the child copies the remap tree
+            ne = self._fork_map.get(e)
+            if ne is None:
+                ne = self._fork_map[e] = Remap(e.kind, e.lo, e.hi)
+                self.n.add("remap_entry")
+            self._attach(cvma, ne)
+
+    def fork_transient(self, parent, child, pvmas):
+        only = {e for p in pvmas for e in self.refs.get(p, ())} - set(self._fork_map)
+        self.n.transient("remap_entry", len(only))
+
+    def prepare(self, vma):
+        if not vma.anonymous and not any(e.kind == "file" for e in self.refs.get(vma, ())):
+            self._new_entry(vma, "file", vma.start, vma.end)
+
+    def new_folio(self, folio, vma):
+        self.fctx[folio] = (self.ctx[vma.mm], folio.addr)
+
+    def reuse_folio(self, folio, vma):
+        page = next(p for p, f in vma.pt.items() if f is folio)
+        self.fctx[folio] = (self.ctx[vma.mm], page)     # assumed: like folio_move_anon_rmap()
+
+    def split(self, vma, new):
+        for e in self.refs.get(vma, ()):
+            self._attach(new, e)
+
+    def mremap(self, old, new):
+        for e in self.refs.get(old, ()):
+            self._attach(new, e)
+        if old.anonymous:
+            self._new_entry(new, "mremap", old.start, old.end)
+
+    def unmap_vma(self, vma):
+        for e in self.refs.pop(vma, ()):
+            e.refs -= 1
+            if not e.refs:
+                self.n.sub("remap_entry")
+                self.mm_remaps[vma.mm].discard(e)
+
+    def exit_mm(self, mm):
+        self._version += 1
+        self._maybe_free(self.ctx[mm])
+
+    def _maybe_free(self, c):
+        """A context lives while its mm does or while it links a live
+        descendant (assumed)."""
+        while c is not None and not c.freed and not c.mm.alive \
+                and all(ch.freed for ch in c.children):
+            c.freed = True
+            self.n.sub("context")
+            c = c.parent
+
+    def folio_freed(self, folio):
+        self.fctx.pop(folio, None)
+
+    # ------------------------------------------------------------------- walk
+    def live_subtree(self, c):
+        """Live mms of the subtree rooted at ``c`` (``c``'s own mm included)."""
+        hit = self._subtree.get(c)
+        if hit is not None and hit[0] == self._version:
+            return hit[1]
+        out, stack = [], [c]
+        while stack:
+            x = stack.pop()
+            if x.mm.alive:
+                out.append(x.mm)
+            stack.extend(x.children)
+        self._subtree[c] = (self._version, out)
+        return out
+
+    def walk(self, folio):
+        c, addr = self.fctx[folio]
+        mms = self.live_subtree(c)
+        extra = 0
+        for mm in mms:
+            for e in self.mm_remaps.get(mm, ()):
+                if e.lo <= addr < e.hi:
+                    extra += 1
+        own = 1 if c.mm.alive else 0
+        return {"visits": len(mms), "lock": LOCK_COW, "descendant_mms": len(mms) - own,
+                "lookups": len(mms) + extra}
+
+    def memory(self):
+        r = self.n.report()
+        zero = {"allocated": 0, "live": 0, "peak_live": 0}
+        return {AV: dict(zero), AVC: dict(zero), "context": r["context"],
+                "remap_entry": r["remap_entry"]}
