@@ -63,5 +63,9 @@ def report(path, fmt, output):
         click.echo(text, nl=not text.endswith("\n"))
 
 
+from .simulate import simulate as _simulate  # noqa: E402  (built-in scenarios, docs/models.md#walks)
+main.add_command(_simulate)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
