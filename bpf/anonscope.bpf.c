@@ -17,6 +17,7 @@
 #define EV_FORK 3
 #define EV_EXEC 4
 #define EV_EXIT 5
+#define EV_LOCK 6
 
 // Objects (schema.OBJECTS order + 1).
 #define OBJ_ANON_VMA 1
@@ -57,6 +58,14 @@
 #define FLAG_SHARES_MM 2
 #define FLAG_GROUP_DEAD 4
 #define FLAG_GROUP_DEAD_KNOWN 8
+#define FLAG_LOCK_WRITE 16
+
+// lock:contention_* flags (include/trace/events/lock.h, 5.19+)
+#define LCB_F_SPIN (1U << 0)
+#define LCB_F_READ (1U << 1)
+#define LCB_F_WRITE (1U << 2)
+#define LCB_F_PERCPU (1U << 4)
+#define LCB_F_MUTEX (1U << 5)
 
 // Per-CPU counters, read by user space (events.COUNTERS order).
 #define C_LOST 0
@@ -64,13 +73,13 @@
 #define C_ALIAS_SKIPPED 2
 #define NR_COUNTERS 3
 
-// GENERATED: alloc_site(), free_site(), caller_site(), object_by_name()
+// GENERATED: alloc_site(), free_site(), caller_site(), lock_site(), object_by_name()
 
 // Keep in step with events.EVENT_DTYPE (64 bytes).
 struct event {
     u64 ts;
-    u64 obj_id;       // alloc/free
-    u64 fork_id;      // fork-path allocs, fork
+    u64 obj_id;       // alloc/free; lock: the root anon_vma's id
+    u64 fork_id;      // fork-path allocs, fork; lock: wait in ns
     u32 pid;
     u32 tgid;
     u32 aux1;         // alloc: bytes_alloc; fork: child pid
@@ -79,7 +88,7 @@ struct event {
     u8 kind;
     u8 object;
     u8 path;
-    u8 caller;
+    u8 caller;        // lock: lock_site() of the waiter
     u8 flags;
     u8 pad;
     char comm[16];
@@ -525,3 +534,97 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     emit(args, &e);
     return 0;
 }
+
+#if HAVE_LOCK_CONTENTION
+// Contention on an anon_vma's rwsem (always the root's: anon_vma_lock_*
+// lock anon_vma->root->rwsem). A waited-on rwsem is an anon_vma's when
+// lock - offsetof(anon_vma, rwsem) is an anon_vma allocated in the run, or
+// when the waiter's stack passes through a function that takes the
+// anon_vma lock (lock_site()) and that memory is a root anon_vma: its
+// `root` points at itself. i_mmap_rwsem and mmap_lock, taken in the same
+// functions, fail that test.
+struct contention {
+    u64 ts;
+    u64 lock;
+    u64 root_id;
+    u8 func;
+    u8 flags;
+};
+
+BPF_HASH(contending, u32, struct contention, 16384);
+BPF_HASH(lock_roots, u64, u64, 65536);   // pre-run root anon_vma -> per-run id
+
+static __always_inline u8 stack_lock_site(void *ctx)
+{
+    u64 ips[STACK_DEPTH] = {};
+    if (bpf_get_stack(ctx, ips, sizeof(ips), 0) <= 0)
+        return 0;
+#pragma unroll
+    for (int i = 0; i < STACK_DEPTH; i++) {
+        u8 f = lock_site(ips[i]);
+        if (f)
+            return f;
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(lock, contention_begin)
+{
+    u32 fl = args->flags;
+    if (!(fl & (LCB_F_READ | LCB_F_WRITE)) || (fl & (LCB_F_SPIN | LCB_F_MUTEX | LCB_F_PERCPU)))
+        return 0;  // not a sleeping rwsem
+    if (!is_enabled())
+        return 0;
+    u64 root = (u64)args->lock_addr - ANON_VMA_RWSEM_OFF;
+    struct contention c = {.lock = (u64)args->lock_addr};
+    struct live_val *v = live.lookup(&root);
+    if (v && v->object == OBJ_ANON_VMA) {
+        c.root_id = v->id;
+    } else {
+        c.func = stack_lock_site(args);
+        if (!c.func)
+            return 0;
+        u64 self = 0;
+        bpf_probe_read_kernel(&self, sizeof(self), (void *)(root + ANON_VMA_ROOT_OFF));
+        if (self != root)
+            return 0;
+        u64 *id = lock_roots.lookup(&root);
+        if (id) {
+            c.root_id = *id;
+        } else {
+            c.root_id = new_id();
+            lock_roots.update(&root, &c.root_id);
+        }
+        c.flags = FLAG_PREEXISTING;
+    }
+    if (!c.func)
+        c.func = stack_lock_site(args);
+    if (fl & LCB_F_WRITE)
+        c.flags |= FLAG_LOCK_WRITE;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    c.ts = bpf_ktime_get_ns();
+    contending.update(&tid, &c);
+    return 0;
+}
+
+TRACEPOINT_PROBE(lock, contention_end)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct contention *c = contending.lookup(&tid);
+    if (!c)
+        return 0;
+    if (c->lock != (u64)args->lock_addr)
+        return 0;  // another lock's end inside this wait (the rwsem's wait_lock)
+    struct event e = {};
+    fill_task(&e, EV_LOCK);
+    e.obj_id = c->root_id;
+    e.fork_id = e.ts - c->ts;
+    e.caller = c->func;
+    e.flags = c->flags;
+    contending.delete(&tid);
+    if (!want_task(e.tgid, e.comm))
+        return 0;
+    emit(args, &e);
+    return 0;
+}
+#endif

@@ -27,8 +27,8 @@ BATCH_HEAD_SIZE = 16
 FLUSH_HZ = 20  # flush_batches() timer frequency per CPU
 
 # Codes of the C program (EV_*, OBJ_*, CALLER_*: schema tuple order + 1).
-EV_ALLOC, EV_FREE, EV_FORK, EV_EXEC, EV_EXIT = range(1, 6)
-FLAG_PREEXISTING, FLAG_SHARES_MM, FLAG_GROUP_DEAD, FLAG_GROUP_DEAD_KNOWN = 1, 2, 4, 8
+EV_ALLOC, EV_FREE, EV_FORK, EV_EXEC, EV_EXIT, EV_LOCK = range(1, 7)
+FLAG_PREEXISTING, FLAG_SHARES_MM, FLAG_GROUP_DEAD, FLAG_GROUP_DEAD_KNOWN, FLAG_LOCK_WRITE = 1, 2, 4, 8, 16
 
 #: PATH_* code of the C program -> schema path string.
 PATH_NAMES = {
@@ -57,9 +57,10 @@ def _lookup_table(size: int, mapping: Dict[int, int]) -> np.ndarray:
     return table
 
 
-_EVENT_INDEX = _lookup_table(256, {i + 1: i for i in range(5)})      # alloc..exit
+_EVENT_INDEX = _lookup_table(256, {i + 1: i for i in range(6)})      # alloc..lock
 _OBJECT_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.OBJECTS))})
 _CALLER_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.CALLERS))})
+_LOCK_FUNC_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.LOCK_FUNCS))})
 _PATH_INDEX = _lookup_table(256, {c: PATH_DICTIONARY.index(n) for c, n in PATH_NAMES.items()})
 
 
@@ -83,6 +84,7 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
     """
     kind = ev["kind"]
     is_alloc, is_free, is_fork, is_exit = (kind == EV_ALLOC), (kind == EV_FREE), (kind == EV_FORK), (kind == EV_EXIT)
+    is_lock = kind == EV_LOCK
     is_obj = is_alloc | is_free
     flags = ev["flags"]
     has_fork_id = (ev["fork_id"] != 0) & (is_alloc | is_fork)
@@ -98,7 +100,7 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
         "path": _dictionary(np.where(is_obj, ev["path"], 0), PATH_DICTIONARY, _PATH_INDEX),
         "caller": _dictionary(np.where(is_alloc, ev["caller"], 0), schema.CALLERS, _CALLER_INDEX),
         "obj_id": _masked(ev["obj_id"].astype(np.int64), is_obj, pa.int64()),
-        "preexisting": _masked((flags & FLAG_PREEXISTING) != 0, is_free, pa.bool_()),
+        "preexisting": _masked((flags & FLAG_PREEXISTING) != 0, is_free | is_lock, pa.bool_()),
         "bytes": _masked(ev["aux1"].astype(np.int32), is_alloc, pa.int32()),
         "owner_pid": _masked(owner_pid.astype(np.int32), is_alloc & owner_known, pa.int32()),
         "owner_tgid": _masked(owner_tgid.astype(np.int32), is_alloc & owner_known, pa.int32()),
@@ -108,6 +110,10 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
         "shares_mm": _masked((flags & FLAG_SHARES_MM) != 0, is_fork, pa.bool_()),
         "group_dead": _masked((flags & FLAG_GROUP_DEAD) != 0,
                               is_exit & ((flags & FLAG_GROUP_DEAD_KNOWN) != 0), pa.bool_()),
+        "lock_id": _masked(ev["obj_id"].astype(np.int64), is_lock, pa.int64()),
+        "wait_ns": _masked(ev["fork_id"].astype(np.int64), is_lock, pa.int64()),
+        "lock_write": _masked((flags & FLAG_LOCK_WRITE) != 0, is_lock, pa.bool_()),
+        "lock_func": _dictionary(np.where(is_lock, ev["caller"], 0), schema.LOCK_FUNCS, _LOCK_FUNC_INDEX),
     }
     for name in schema.SCHEMA.names:
         if name not in cols:

@@ -67,6 +67,8 @@ class KernelFacts:
     task_rename: bool                  # task:task_rename exists
     merged: Dict[str, bool]            # cache merged with others
     free_names: Dict[str, str]         # name kmem tracepoints report per object
+    anon_vma_offsets: Dict[str, int] = field(default_factory=lambda: {"root": 0, "rwsem": 8})
+    lock_contention: bool = False      # lock:contention_begin/end with lock_addr, flags
     release: str = field(default_factory=platform.release)
     arch: str = field(default_factory=platform.machine)
 
@@ -81,8 +83,12 @@ class KernelFacts:
                     if tracepoint_fields("syscalls", f"sys_enter_{s}", tracing) is not None
                     and tracepoint_fields("syscalls", f"sys_exit_{s}", tracing) is not None]
         rename = tracepoint_fields("task", "task_rename", tracing) is not None
+        av = {m: btf.offsetof("anon_vma", m) for m in ("root", "rwsem")}
+        begin = tracepoint_fields("lock", "contention_begin", tracing) or []
+        end = tracepoint_fields("lock", "contention_end", tracing) or []
+        contention = {"lock_addr", "flags"} <= set(begin) and "lock_addr" in end
         return cls(sizes, offs, "name" in free_fields, "group_dead" in exit_fields, syscalls, rename, merged,
-                   free_names)
+                   free_names, av, contention)
 
     @classmethod
     def example(cls) -> "KernelFacts":
@@ -91,7 +97,8 @@ class KernelFacts:
         return cls({"anon_vma": 96, "anon_vma_chain": 64, "vm_area_struct": 192},
                    {"pid": 1264, "tgid": 1268, "mm": 1136}, True, True, list(FORK_SYSCALLS), True,
                    {"anon_vma": False, "anon_vma_chain": True, "vm_area_struct": False},
-                   {o: o for o in ("anon_vma", "anon_vma_chain", "vm_area_struct")})
+                   {o: o for o in ("anon_vma", "anon_vma_chain", "vm_area_struct")},
+                   {"root": 0, "rwsem": 8}, True)
 
 
 @dataclass
@@ -152,6 +159,9 @@ def build(facts: KernelFacts, classifier: Classifier, opts: Options) -> str:
         "HAVE_GROUP_DEAD": int(facts.exit_has_group_dead),
         "HAVE_FORK_SYSCALLS": int(bool(facts.fork_syscalls)),
         "HAVE_TASK_RENAME": int(facts.task_rename),
+        "HAVE_LOCK_CONTENTION": int(facts.lock_contention),
+        "ANON_VMA_ROOT_OFF": facts.anon_vma_offsets["root"],
+        "ANON_VMA_RWSEM_OFF": facts.anon_vma_offsets["rwsem"],
         "MERGED_ANON_VMA": int(facts.merged.get("anon_vma", False)),
         "MERGED_AVC": int(facts.merged.get("anon_vma_chain", False)),
         "MERGED_VMA": int(facts.merged.get("vm_area_struct", False)),
@@ -162,7 +172,7 @@ def build(facts: KernelFacts, classifier: Classifier, opts: Options) -> str:
         head.append(f"#define COMM_FILTER {c_string(opts.comm)}")
     head.append("#define FORK_SYSCALL_PROBES " + _fork_syscall_probes(facts.fork_syscalls))
     # The generated functions use the program's types and OBJ_* codes.
-    marker = "// GENERATED: alloc_site(), free_site(), caller_site(), object_by_name()\n"
+    marker = "// GENERATED: alloc_site(), free_site(), caller_site(), lock_site(), object_by_name()\n"
     generated = classifier.c_functions() + name_matcher(facts.free_names)
     source = bpf.source("anonscope.bpf.c")
     assert marker in source

@@ -8,19 +8,20 @@ key changes meaning, appears or disappears.
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Prefix of every key this tool writes into the Parquet key-value metadata.
 META_PREFIX = "anonscope."
 
 # Values of the dictionary-encoded string columns. The analyzer must accept
 # only these; the collector must write only these.
-EVENTS = ("alloc", "free", "fork", "exec", "exit", "slab", "lost")
+EVENTS = ("alloc", "free", "fork", "exec", "exit", "lock", "slab", "lost")
 OBJECTS = ("anon_vma", "anon_vma_chain", "vm_area_struct")
 ALLOC_PATHS = ("fault", "fork", "clone_fork", "clone_vma", "other")
 VMA_ALLOC_PATHS = ("alloc", "fork", "dup")
 FREE_PATHS = ("unlink", "put", "error", "vma_free", "other")
 CALLERS = ("split", "merge", "mremap", "fork")
+LOCK_FUNCS = ("fault", "fork", "clone", "unlink", "put", "walk", "split_merge", "mremap", "thp")
 
 _dict = pa.dictionary(pa.int8(), pa.string())
 _dict32 = pa.dictionary(pa.int32(), pa.string())
@@ -37,7 +38,7 @@ COLUMNS = {
     "path": (_dict, "alloc/free: which kernel path made or freed the object (docs/schema.md)"),
     "caller": (_dict, "clone_vma and VMA dup: split, merge, mremap or fork when the kernel stack tells"),
     "obj_id": (pa.int64(), "alloc/free: per-run object id; an alloc and its free share it"),
-    "preexisting": (pa.bool_(), "free: the object was allocated before the run started"),
+    "preexisting": (pa.bool_(), "free: the object was allocated before the run started; lock: so was the root anon_vma"),
     "bytes": (pa.int32(), "alloc: bytes the slab allocator handed out (bytes_alloc)"),
     "owner_pid": (pa.int32(), "alloc: pid of the process the object serves (the child for fork paths)"),
     "owner_tgid": (pa.int32(), "alloc: tgid of that process"),
@@ -46,6 +47,10 @@ COLUMNS = {
     "child_tgid": (pa.int32(), "fork: tgid of the new task (equal to the parent's for a thread)"),
     "shares_mm": (pa.bool_(), "fork: the child shares the parent's mm (thread or vfork): no mm was copied"),
     "group_dead": (pa.bool_(), "exit: the last thread of the process exited"),
+    "lock_id": (pa.int64(), "lock: per-run id of the root anon_vma whose rwsem was waited for (its obj_id if allocated in the run)"),
+    "wait_ns": (pa.int64(), "lock: nanoseconds from contention_begin to contention_end"),
+    "lock_write": (pa.bool_(), "lock: waited to write (down_write) rather than read"),
+    "lock_func": (_dict, "lock: the first anon_vma lock taker on the waiter's stack: " + ", ".join(LOCK_FUNCS)),
     "slab_cache": (_dict, "slab: cache name as in /proc/slabinfo"),
     "slab_active": (pa.int64(), "slab: active objects (/proc/slabinfo active_objs)"),
     "slab_total": (pa.int64(), "slab: allocated object slots (/proc/slabinfo num_objs)"),

@@ -109,6 +109,9 @@ def probe_list(facts: program.KernelFacts, cfg: RunConfig) -> List[Dict[str, obj
         {"name": "tracepoint:sched:sched_process_exec", "attached": True, "reason": "exec rows"},
         {"name": "tracepoint:sched:sched_process_exit", "attached": True, "reason": "exit rows"},
     ]
+    probes.append({"name": "tracepoint:lock:contention_begin+contention_end", "attached": facts.lock_contention,
+                   "reason": "waits for anon_vma rwsems" if facts.lock_contention else
+                   "tracepoints absent (kernel < 5.19 or CONFIG_LOCKDEP-free build without them): no lock rows"})
     if cfg.tracked:
         probes.append({"name": "tracepoint:task:task_rename", "attached": facts.task_rename,
                        "reason": "starts recording the command at its exec rename" if facts.task_rename

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from .kallsyms import Range
+from .schema import LOCK_FUNCS
 
 # Tag values shared with bpf/anonscope.bpf.c (SITE_*).
 SITE_PREPARE, SITE_FORK, SITE_CLONE, SITE_VMA_ALLOC, SITE_VMA_DUP, SITE_UNLINK, SITE_PUT = range(1, 8)
@@ -53,6 +54,22 @@ CALLER_SITES = {
     "dup_mmap": CALLER_FORK,              # kernel/fork.c, mm/mmap.c (6.15+)
 }
 
+#: Functions that take an anon_vma's root rwsem (anon_vma_lock_write/read,
+#: vma_prepare, take_rmap_locks, rmap walks): the first of them on a
+#: waiter's kernel stack says why it waited (tag = index + 1 in LOCK_FUNCS).
+LOCK_SITES = {
+    "__anon_vma_prepare": 1,
+    "anon_vma_fork": 2,
+    "anon_vma_clone": 3,
+    "unlink_anon_vmas": 4,
+    "__put_anon_vma": 5,
+    "rmap_walk": 6, "rmap_walk_locked": 6, "rmap_walk_anon": 6, "folio_lock_anon_vma_read": 6,
+    "vma_prepare": 7, "__split_vma": 7, "commit_merge": 7, "vma_expand": 7, "vma_shrink": 7, "vma_merge": 7,
+    "take_rmap_locks": 8, "move_page_tables": 8, "move_vma": 8,
+    "collapse_huge_page": 9, "__folio_split": 9, "split_huge_page_to_list_to_order": 9,
+    "split_huge_page_to_list": 9,
+}
+
 #: The functions without which the collector cannot classify anything.
 REQUIRED = ("__anon_vma_prepare", "anon_vma_fork", "anon_vma_clone")
 
@@ -65,7 +82,7 @@ _PATH_OF_SITE = {
 
 def wanted_functions() -> List[str]:
     """Every function name the classifiers look up in kallsyms."""
-    return sorted(set(ALLOC_SITES) | set(FREE_SITES) | set(CALLER_SITES))
+    return sorted(set(ALLOC_SITES) | set(FREE_SITES) | set(CALLER_SITES) | set(LOCK_SITES))
 
 
 @dataclass
@@ -98,15 +115,19 @@ class Classifier:
         """CALLER_* of a kernel stack address, 0 when not a known caller."""
         return self._lookup(CALLER_SITES, ip)
 
+    def lock_site(self, ip: int) -> int:
+        """Index + 1 in LOCK_FUNCS of an anon_vma lock taker, 0 otherwise."""
+        return self._lookup(LOCK_SITES, ip)
+
     def c_functions(self) -> str:
-        """C source of alloc_site(), free_site() and caller_site().
+        """C source of alloc_site(), free_site(), caller_site(), lock_site().
 
         The same tables and ranges as the Python methods above, as range
         compares on constants, so the kernel does no map lookups.
         """
         out = []
         for fn, table in (("alloc_site", ALLOC_SITES), ("free_site", FREE_SITES),
-                          ("caller_site", CALLER_SITES)):
+                          ("caller_site", CALLER_SITES), ("lock_site", LOCK_SITES)):
             out.append(f"static __always_inline u8 {fn}(u64 ip)\n{{")
             spans = [r for name in table for r in self.ranges.get(name, ())]
             if spans:  # most call sites in the kernel are far from ours
@@ -121,11 +142,13 @@ class Classifier:
     def describe(self) -> Dict[str, str]:
         """{function: what its call sites mean}, for the run metadata."""
         found = {}
-        for table, kind in ((ALLOC_SITES, "alloc"), (FREE_SITES, "free"), (CALLER_SITES, "caller")):
+        for table, kind in ((ALLOC_SITES, "alloc"), (FREE_SITES, "free"), (CALLER_SITES, "caller"),
+                            (LOCK_SITES, "lock")):
             for name, tag in table.items():
                 if name in self.ranges:
-                    what = _PATH_OF_SITE[tag] if kind != "caller" else \
-                        ("split", "merge", "mremap", "fork")[tag - 1]
+                    what = _PATH_OF_SITE[tag] if kind in ("alloc", "free") else \
+                        ("split", "merge", "mremap", "fork")[tag - 1] if kind == "caller" else \
+                        LOCK_FUNCS[tag - 1]
                     found.setdefault(name, []).append(f"{kind}:{what}")
         return {k: ",".join(v) for k, v in sorted(found.items())}
 

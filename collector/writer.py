@@ -39,7 +39,7 @@ class PointerLeak(Exception):
 def check_no_pointers(ev: np.ndarray) -> None:
     """Refuse to write kernel addresses as ids (the kernel side makes per-run
     ids unless --raw-pointers); a failure here is a bug, never data."""
-    for col in ("obj_id", "fork_id"):
+    for col in ("obj_id", "fork_id"):  # fork_id holds wait_ns on lock rows: small too
         if len(ev) and int(ev[col].max()) >= KERNEL_ADDRESS_MIN:
             raise PointerLeak(f"{col} holds a kernel address; refusing to write it")
 

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from anonscope.analyzer import cli
+from anonscope.collector.schema import SCHEMA_VERSION
 from anonscope.analyzer.errors import (EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_OUTPUT,
                                        EXIT_UNREADABLE)
 from eventgen import DROP, Gen
@@ -62,7 +63,7 @@ def test_json_has_required_keys(zyg):
         for obj in ("anon_vma", "anon_vma_chain"):
             lo, hi = get(data, f"models.{m}.{obj}.allocated_range")
             assert lo <= get(data, f"models.{m}.{obj}.allocated") <= hi
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == SCHEMA_VERSION
     assert "lost_events_warning" not in data
 
 
@@ -132,8 +133,8 @@ def _bad_inputs(tmp_path):
     other = tmp_path / "other.parquet"
     pq.write_table(pa.table({"a": [1, 2, 3]}), other)
     cases["other schema"] = (str(other), EXIT_NOT_A_RUN, "not an anonscope recording")
-    newer = Gen().write(str(tmp_path / "newer.parquet"), schema_version=2)
-    cases["newer"] = (newer, EXIT_NEWER_SCHEMA, "schema version 2")
+    newer = Gen().write(str(tmp_path / "newer.parquet"), schema_version=SCHEMA_VERSION + 1)
+    cases["newer"] = (newer, EXIT_NEWER_SCHEMA, f"schema version {SCHEMA_VERSION + 1}")
     nosizes = Gen().write(str(tmp_path / "nosizes.parquet"), object_sizes=DROP)
     cases["missing key"] = (nosizes, EXIT_NOT_A_RUN, "anonscope.object_sizes")
     # anonscope metadata but a column missing

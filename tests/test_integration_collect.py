@@ -293,3 +293,43 @@ def test_output_belongs_to_the_sudo_user(tmp_path, workload):
     assert p.returncode == 0, p.stderr
     st = out.stat()
     assert (st.st_uid, st.st_gid) == (65534, 65534)
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/kernel/tracing/events/lock/contention_begin"),
+                    reason="no lock:contention_* tracepoints (kernel < 5.19)")
+@pytest.mark.skipif(shutil.which("bpftrace") is None, reason="bpftrace not installed")
+def test_anon_vma_lock_waits_equal_bpftrace(tmp_path, workload):
+    """Children that split and re-merge their copy of one region at the same
+    time wait for the write lock of the parent's root anon_vma, which they
+    all share. Their only contended rwsem is that one (each child has its
+    own mm and one thread), so every rwsem write wait bpftrace sees for them
+    must be a lock row, on the root anon_vma of a region the parent faulted."""
+    name = f"alk{os.getpid()}"[:15]
+    binary = tmp_path / name
+    shutil.copy(workload, binary)
+    script = ('tracepoint:lock:contention_begin /comm == "%s" && (args->flags & 4) && !(args->flags & 49)/ '
+              '{ @waits = count(); }' % name)
+    for churn in ("4000", "20000"):  # a busy machine may serialise the children
+        bt = subprocess.Popen(["bpftrace", "-f", "json", "-e", script], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+        try:
+            while "attached_probes" not in bt.stdout.readline():
+                time.sleep(0.01)
+            path = collect(tmp_path, "locks", ["-n", "4", "-f", "8", "-P", "-c", churn], binary=binary)
+        finally:
+            bt.send_signal(signal.SIGINT)
+            out, _ = bt.communicate(timeout=60)
+        waits = sum(json.loads(line)["data"]["@waits"] for line in out.splitlines()
+                    if line.startswith("{") and '"@waits"' in line)
+        if waits:
+            break
+    df = pq.read_table(path).to_pandas()
+    locks = df[df.event == "lock"]
+    assert waits > 0, "the workload should contend on this machine"
+    assert len(locks) == waits
+    assert (locks.wait_ns > 0).all() and locks.lock_write.all()
+    roots = df[(df.event == "alloc") & (df.object == "anon_vma") & (df.path == "fault")].obj_id
+    assert locks.lock_id.isin(roots).all() and not locks.preexisting.any()
+    # split/merge and the clone it makes, and the children's exit (unlink,
+    # and __put_anon_vma's lock/unlock before freeing a child anon_vma)
+    assert set(locks.lock_func) <= {"clone", "unlink", "split_merge", "put"}

@@ -66,6 +66,6 @@ def test_generated_c_agrees_with_python():
 
 def test_describe_names_paths_without_addresses():
     d = Classifier.from_ranges(RANGES).describe()
-    assert d["anon_vma_fork"] == "alloc:fork,free:fork,caller:fork"
-    assert d["__split_vma"] == "caller:split"
+    assert d["anon_vma_fork"] == "alloc:fork,free:fork,caller:fork,lock:fork"
+    assert d["__split_vma"] == "caller:split,lock:split_merge"
     assert not any(re.search(r"0x|\d{6,}", v) for v in d.values())

@@ -3,7 +3,7 @@
 // anonshape: an address space of known shape, for checking anoncollect's
 // counts against the kernel's rules (docs/workloads.md derives them).
 //
-//   anonshape -n N -s S -m M -f F [-t] [-w]
+//   anonshape -n N -s S -m M -f F [-t] [-w] [-P] [-c C]
 //
 // 1. N private anonymous regions of REGION_PAGES pages each, separated by
 //    PROT_NONE guard pages so that no two can share an anon_vma
@@ -18,6 +18,11 @@
 //    Per fork and per parent VMA with an anon_vma: one AVC cloned, one
 //    anon_vma and one AVC of the child's own (anon_vma_fork).
 // -w waits for a newline on stdin before step 1 (for manual tracing).
+// -P runs the F children at the same time instead of one after the other.
+// -c C makes each child split and re-merge its copy of region 0 C times
+//    (mprotect of its first page to read-only and back): every split and
+//    merge takes the write lock of the parent's root anon_vma, which all
+//    children share, so with -P they contend for it.
 
 #define _GNU_SOURCE
 #include <errno.h>
@@ -57,9 +62,10 @@ static char *slot(char *base, long i)
 int main(int argc, char **argv)
 {
     long n = 0, s = 0, m = 0, f = 0;
-    int touch = 0, wait_stdin = 0, opt;
+    long churn = 0;
+    int touch = 0, wait_stdin = 0, parallel = 0, opt;
 
-    while ((opt = getopt(argc, argv, "n:s:m:f:tw")) != -1) {
+    while ((opt = getopt(argc, argv, "n:s:m:f:twPc:")) != -1) {
         switch (opt) {
         case 'n': n = atol(optarg); break;
         case 's': s = atol(optarg); break;
@@ -67,13 +73,15 @@ int main(int argc, char **argv)
         case 'f': f = atol(optarg); break;
         case 't': touch = 1; break;
         case 'w': wait_stdin = 1; break;
+        case 'P': parallel = 1; break;
+        case 'c': churn = atol(optarg); break;
         default:
-            fprintf(stderr, "usage: anonshape -n REGIONS -s SPLITS -m MREMAPS -f FORKS [-t] [-w]\n");
+            fprintf(stderr, "usage: anonshape -n REGIONS -s SPLITS -m MREMAPS -f FORKS [-t] [-w] [-P] [-c CHURN]\n");
             return 2;
         }
     }
-    if (n < 0 || s < 0 || m < 0 || f < 0 || s + m > n) {
-        fprintf(stderr, "anonshape: need 0 <= S + M <= N\n");
+    if (n < 0 || s < 0 || m < 0 || f < 0 || churn < 0 || s + m > n || (churn && n - m < 1)) {
+        fprintf(stderr, "anonshape: need 0 <= S + M <= N, and a region not moved for -c\n");
         return 2;
     }
     page = sysconf(_SC_PAGESIZE);
@@ -108,10 +116,18 @@ int main(int argc, char **argv)
                 for (long i = 0; i < m; i++)
                     slot(moved, i)[REGION_PAGES * page - 1] = 2;
             }
+            for (long c = 0; c < churn; c++) {
+                char *r0 = slot(regions, 0);
+                if (mprotect(r0, page, PROT_READ) || mprotect(r0, page, PROT_READ | PROT_WRITE))
+                    die("mprotect churn");
+            }
             _exit(0);
         }
-        if (waitpid(pid, NULL, 0) < 0)
+        if (!parallel && waitpid(pid, NULL, 0) < 0)
             die("waitpid");
     }
+    if (parallel)
+        while (wait(NULL) > 0)
+            ;
     return 0;
 }
