@@ -25,6 +25,7 @@ RUN = "anonshape-n40-s10-m5-f6.parquet"
 N, S, M, F = 40, 10, 5, 6          # RUN's parameters; BASE is -n 0 -s 0 -m 0 -f F
 N100, F100 = 100, 10               # anonshape-n100-f10: -n 100 -s 0 -m 0 -f 10
 SYS_N, SYS_S, SYS_M, SYS_F = 20, 4, 2, 3   # system-anonshape: -n 20 -s 4 -m 2 -f 3 -t
+SYS_COMM = "anonsys"                       # the copy of anonshape run there
 
 AV, AVC, VMA = "anon_vma", "anon_vma_chain", "vm_area_struct"
 RMAP = (AV, AVC)
@@ -383,15 +384,15 @@ def test_system_preexisting(system, system_rows):
 
 
 def test_system_anonshape_children(system, base):
-    """The anonshape run inside the system recording (-n 20 -s 4 -m 2 -f 3 -t):
+    """The anonshape run inside the system recording (as `anonsys`, -n 20 -s 4 -m 2 -f 3 -t):
     each child owns one `fork` anon_vma and AVC and one `clone_fork` AVC per
     parent VMA with an anon_vma (BASE's count + N + S); -t's CoW writes make
     no object."""
     own = per_child_fork_av(base, F)
     kids = [e for e in system["processes"]["by_process"]
-            if e["comm"] == "anonshape" and e["leaf"]]
+            if e["comm"] == SYS_COMM and e["leaf"]]
     parents = [e for e in system["processes"]["by_process"]
-               if e["comm"] == "anonshape" and not e["leaf"]]
+               if e["comm"] == SYS_COMM and not e["leaf"]]
     assert len(kids) == SYS_F and len(parents) == 1
     assert parents[0]["process_forks"] == SYS_F
     for e in kids:
