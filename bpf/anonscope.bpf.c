@@ -188,7 +188,9 @@ static __always_inline int want_task(u32 tgid, const char *comm)
 static __always_inline int output(void *ctx, void *data, u32 size)
 {
 #if USE_RINGBUF
-    return events.ringbuf_output(data, size, 0);
+    // No wakeup per record: the reader drains the buffer every few ms
+    // (collector/consumer.py) instead of being woken for each batch.
+    return events.ringbuf_output(data, size, BPF_RB_NO_WAKEUP);
 #else
     return events.perf_submit(ctx, data, size);
 #endif
@@ -294,18 +296,33 @@ static __always_inline u64 fork_of(void *ctx, u32 tid, u8 site, u8 *caller)
 #endif
 }
 
-TRACEPOINT_PROBE(kmem, kmem_cache_alloc)
+// kmem tracepoints are used raw: no trace record is formatted (the classic
+// tracepoint copies every field, the cache name included, for every slab
+// operation in the system before a program runs), and the kernel's recursion
+// guard is per program instead of global. Argument positions and types come
+// from BTF (KA_* / KF_*, see collector/program.py).
+
+// The struct kmem_cache of each of our objects, learnt from allocations at
+// our call sites; frees are matched against them (caches[OBJ_*]).
+struct caches {
+    u64 ptr[4];
+};
+BPF_ARRAY(known_caches, struct caches, 1);
+
+RAW_TRACEPOINT_PROBE(kmem_cache_alloc)
 {
-    u8 site = alloc_site(args->call_site);
-    if (!site || !is_enabled())
+    u8 site = alloc_site(ctx->args[KA_CALL_SITE]);
+    if (!site)
         return 0;
-
+#if KA_CACHE >= 0
+    void *cache = (void *)ctx->args[KA_CACHE];
+    u32 req = 0, slot = 0;
+    bpf_probe_read_kernel(&req, sizeof(req), cache + KMEM_CACHE_OBJECT_SIZE_OFF);
+    bpf_probe_read_kernel(&slot, sizeof(slot), cache + KMEM_CACHE_SIZE_OFF);
+#else
+    u64 req = ctx->args[KA_BYTES_REQ], slot = ctx->args[KA_BYTES_ALLOC];
+#endif
     struct event e = {};
-    fill_task(&e, EV_ALLOC);
-    if (!want_task(e.tgid, e.comm))
-        return 0;
-
-    u64 req = args->bytes_req;
     if (site == SITE_VMA_ALLOC || site == SITE_VMA_DUP)
         e.object = req == VMA_SIZE ? OBJ_VMA : 0;
     else if (site == SITE_CLONE)
@@ -314,9 +331,20 @@ TRACEPOINT_PROBE(kmem, kmem_cache_alloc)
         e.object = req == ANON_VMA_SIZE ? OBJ_ANON_VMA : req == AVC_SIZE ? OBJ_AVC : 0;
     if (!e.object)
         return 0;  // another cache allocated from the same function
+#if KA_CACHE >= 0
+    u32 zero = 0;
+    struct caches *known = known_caches.lookup(&zero);
+    if (known && known->ptr[e.object & 3] != (u64)cache)
+        known->ptr[e.object & 3] = (u64)cache;
+#endif
+    if (!is_enabled())
+        return 0;
+    fill_task(&e, EV_ALLOC);
+    if (!want_task(e.tgid, e.comm))
+        return 0;
 
     u8 caller = 0;
-    e.fork_id = fork_of(args, e.pid, site, &caller);
+    e.fork_id = fork_of(ctx, e.pid, site, &caller);
     if (site == SITE_PREPARE)
         e.path = PATH_FAULT;
     else if (site == SITE_FORK)
@@ -328,11 +356,11 @@ TRACEPOINT_PROBE(kmem, kmem_cache_alloc)
     else
         e.path = e.fork_id ? PATH_VMA_FORK : PATH_VMA_DUP;
     if (e.path == PATH_CLONE_VMA || e.path == PATH_VMA_DUP)
-        e.caller = caller ? caller : stack_caller(args);
+        e.caller = caller ? caller : stack_caller(ctx);
     else if (e.fork_id && site != SITE_FORK)
         e.caller = CALLER_FORK;
 
-    u64 ptr = (u64)args->ptr;
+    u64 ptr = ctx->args[KA_PTR];
 #if RAW_POINTERS
     e.obj_id = ptr;
 #else
@@ -341,8 +369,8 @@ TRACEPOINT_PROBE(kmem, kmem_cache_alloc)
     struct live_val v = {.id = e.obj_id, .object = e.object};
     if (live.update(&ptr, &v) < 0)
         count(C_LIVE_FULL, 1);
-    e.aux1 = args->bytes_alloc;
-    emit(args, &e);
+    e.aux1 = slot;
+    emit(ctx, &e);
     return 0;
 }
 
@@ -365,21 +393,32 @@ static __always_inline int merged(u8 object)
            (object == OBJ_VMA && MERGED_VMA);
 }
 
-TRACEPOINT_PROBE(kmem, kmem_cache_free)
+RAW_TRACEPOINT_PROBE(kmem_cache_free)
 {
     struct event e = {};
-#if HAVE_FREE_NAME
     // Cheapest test first: every slab free in the system comes here, and
-    // only frees into our three caches (object_by_name(), generated from
-    // the names slabinfo shows) can be ours.
-    char name[16];
-    TP_DATA_LOC_READ_CONST(name, name, sizeof(name));
-    u8 named = object_by_name(name);
+    // only frees into our three caches can be ours.
+    u8 named = 0;
+#if KF_CACHE >= 0
+    u64 cache = ctx->args[KF_CACHE];
+    u32 zero = 0;
+    struct caches *known = known_caches.lookup(&zero);
+    if (!known)
+        return 0;
+    named = cache == known->ptr[OBJ_ANON_VMA] ? OBJ_ANON_VMA :
+            cache == known->ptr[OBJ_AVC] ? OBJ_AVC :
+            cache == known->ptr[OBJ_VMA] ? OBJ_VMA : 0;
+    if (!named)
+        return 0;
+#elif KF_NAME >= 0
+    char name[16] = {};
+    bpf_probe_read_kernel_str(name, sizeof(name), (void *)ctx->args[KF_NAME]);
+    named = object_by_name(name);
     if (!named)
         return 0;
 #endif
-    u64 ptr = (u64)args->ptr;
-    u8 site = free_site(args->call_site);
+    u64 ptr = ctx->args[KF_PTR];
+    u8 site = free_site(ctx->args[KF_CALL_SITE]);
     struct live_val *v = live.lookup(&ptr);
     if (v) {
         // Allocated during the run by a recorded task: record wherever freed.
@@ -390,7 +429,7 @@ TRACEPOINT_PROBE(kmem, kmem_cache_free)
     } else {
         if (!is_enabled())
             return 0;
-#if HAVE_FREE_NAME
+#if KF_CACHE >= 0 || KF_NAME >= 0
         e.object = named;
 #else
         e.object = site == SITE_PUT ? OBJ_ANON_VMA : site == SITE_UNLINK ? OBJ_AVC : 0;
@@ -421,7 +460,7 @@ TRACEPOINT_PROBE(kmem, kmem_cache_free)
         e.path = PATH_ERROR;
     else
         e.path = PATH_FREE_OTHER;
-    emit(args, &e);
+    emit(ctx, &e);
     return 0;
 }
 

@@ -15,6 +15,7 @@ VMLINUX = "/sys/kernel/btf/vmlinux"
 
 _MAGIC = 0xEB9F
 _STRUCT, _UNION = 4, 5
+_PTR, _TYPEDEF, _VOLATILE, _CONST, _RESTRICT, _FUNC_PROTO = 2, 8, 9, 10, 11, 13
 # Bytes that follow the 12-byte btf_type for each kind, as a function of vlen.
 _EXTRA = {
     1: lambda v: 4,        # INT
@@ -48,14 +49,20 @@ class BTF:
         self._strings = hdr_len + str_off
         # struct name -> (size, vlen, kflag, offset of its members)
         self._structs = {}
+        # type id -> (kind, name_off, size_or_type, vlen, payload offset); id 0 is void
+        self._types = [(0, 0, 0, 0, 0)]
+        self._typedefs = {}
         p, end = hdr_len + type_off, hdr_len + type_off + type_len
         while p < end:
             name_off, info, size = struct.unpack_from("<III", data, p)
             p += 12
             kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
+            self._types.append((kind, name_off, size, vlen, p))
             if kind in (_STRUCT, _UNION) and name_off:
                 # The first definition wins; BTF has each named struct once.
                 self._structs.setdefault(self._str(name_off), (size, vlen, kflag, p))
+            elif kind == _TYPEDEF and name_off:
+                self._typedefs.setdefault(self._str(name_off), len(self._types) - 1)
             extra = _EXTRA.get(kind)
             p += extra(vlen) if extra else 0
 
@@ -94,3 +101,37 @@ class BTF:
                 bits = (m_off & 0xFFFFFF) if kflag else m_off
                 return bits // 8
         raise BTFError(f"struct {name} has no member {member}")
+
+    def type_name(self, type_id: int) -> str:
+        """C spelling of a type, e.g. ``const struct kmem_cache *``."""
+        kind, name_off, ref, _vlen, _p = self._types[type_id]
+        if type_id == 0:
+            return "void"
+        if kind == _PTR:
+            return self.type_name(ref) + " *"
+        if kind == _CONST:
+            return "const " + self.type_name(ref)
+        if kind in (_VOLATILE, _RESTRICT):
+            return self.type_name(ref)
+        name = self._str(name_off) if name_off else ""
+        return {_STRUCT: "struct ", _UNION: "union ", 6: "enum "}.get(kind, "") + name
+
+    def raw_tracepoint_args(self, event: str):
+        """Types of a raw tracepoint's arguments (ctx->args[0], [1], ...).
+
+        The kernel declares ``typedef void (*btf_trace_<event>)(void *__data,
+        TP_PROTO...)`` for every tracepoint (since 5.5, with BTF); the
+        arguments a raw tracepoint program sees are TP_PROTO's, so the
+        leading ``__data`` is dropped. BTF keeps their types, not always
+        their names. None when the kernel has no such typedef.
+        """
+        tid = self._typedefs.get("btf_trace_" + event)
+        if tid is None:
+            return None
+        kind, _n, ref, _v, _p = self._types[tid]
+        ptr = self._types[ref]
+        if ptr[0] != _PTR or self._types[ptr[2]][0] != _FUNC_PROTO:
+            return None
+        _k, _n, _ret, vlen, p = self._types[ptr[2]]
+        params = [struct.unpack_from("<II", self._data, p + 8 * i)[1] for i in range(vlen)]
+        return [self.type_name(t) for t in params[1:]]

@@ -1,12 +1,16 @@
 """Read the BPF buffer on a thread of its own.
 
 The buffer must be emptied continuously: while the writer encodes a row
-group, a fork-heavy workload fills megabytes. This thread only polls and
+group, a fork-heavy workload fills megabytes. This thread only drains and
 keeps the bytes of each batch record (bcc calls back once per record, that
-is once per BATCH events); every POLL_MS it hands what it has, joined into
-one bytes object, to the writer's thread through a queue. ctypes releases
-the GIL while bcc waits in epoll, and pyarrow while it encodes, so the two
-threads overlap.
+is once per BATCH events); each round it hands what it has, joined into one
+bytes object, to the writer's thread through a queue. ctypes releases the
+GIL while bcc copies, and pyarrow while it encodes, so the threads overlap.
+
+The ring buffer is drained every DRAIN_S without waiting for wakeups: the
+program submits with BPF_RB_NO_WAKEUP, because a wakeup per batch costs the
+traced workload an interrupt and this thread a context switch each time.
+The perf buffer (kernels before 5.8) is polled as usual.
 """
 
 import ctypes
@@ -17,6 +21,7 @@ from typing import List
 from . import events
 
 POLL_MS = 50
+DRAIN_S = 0.01
 
 
 class BufferConsumer(threading.Thread):
@@ -55,7 +60,11 @@ class BufferConsumer(threading.Thread):
 
     def run(self) -> None:
         while not self._halt.is_set():
-            self._poll(POLL_MS)
+            if self.ringbuf:
+                self.bpf.ring_buffer_consume()
+                self._halt.wait(DRAIN_S)
+            else:
+                self._poll(POLL_MS)
             self._hand_over()
 
     def stop(self) -> None:

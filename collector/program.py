@@ -55,50 +55,97 @@ def parse_format_fields(text: str) -> List[str]:
     return names
 
 
+class LayoutError(Exception):
+    """The kernel's BTF lacks something the program needs."""
+
+
+def kmem_arg_layout(alloc_args: Optional[List[str]], free_args: Optional[List[str]]) -> Dict[str, int]:
+    """Positions of the kmem raw tracepoints' arguments, by type.
+
+    ``alloc_args``/``free_args`` are BTF.raw_tracepoint_args() of
+    kmem_cache_alloc and kmem_cache_free. Since 6.0 both pass ``struct
+    kmem_cache *s`` (sizes and identity come from it); 5.12-5.19 free passes
+    the cache ``const char *name``; before that alloc passes ``size_t
+    bytes_req, bytes_alloc`` and free nothing but the call site and pointer.
+    -1 marks an argument the kernel does not pass.
+    """
+    if not alloc_args or not free_args:
+        raise LayoutError("no btf_trace_kmem_cache_alloc/free in BTF (kernel before 5.5?)")
+
+    def find(args, pred, nth=0):
+        hits = [i for i, t in enumerate(args) if pred(t)]
+        return hits[nth] if len(hits) > nth else -1
+
+    unsigned_long = lambda t: t in ("long unsigned int", "unsigned long")  # noqa: E731
+    void_ptr = lambda t: t.replace("const ", "") == "void *"  # noqa: E731
+    cache = lambda t: t.replace("const ", "") == "struct kmem_cache *"  # noqa: E731
+    size_t = lambda t: t == "size_t"  # noqa: E731
+    layout = {
+        "KA_CALL_SITE": find(alloc_args, unsigned_long), "KA_PTR": find(alloc_args, void_ptr),
+        "KA_CACHE": find(alloc_args, cache),
+        "KA_BYTES_REQ": find(alloc_args, size_t), "KA_BYTES_ALLOC": find(alloc_args, size_t, 1),
+        "KF_CALL_SITE": find(free_args, unsigned_long), "KF_PTR": find(free_args, void_ptr),
+        "KF_CACHE": find(free_args, cache), "KF_NAME": find(free_args, lambda t: t == "const char *"),
+    }
+    if min(layout["KA_CALL_SITE"], layout["KA_PTR"], layout["KF_CALL_SITE"], layout["KF_PTR"]) < 0 or \
+            (layout["KA_CACHE"] < 0 and layout["KA_BYTES_ALLOC"] < 0):
+        raise LayoutError(f"unexpected kmem tracepoint arguments: alloc {alloc_args}, free {free_args}")
+    return layout
+
+
 @dataclass
 class KernelFacts:
     """What the program must know about the running kernel."""
 
     sizes: Dict[str, int]              # sizeof from BTF
     task_offsets: Dict[str, int]       # task_struct pid, tgid, mm
-    free_has_name: bool                # kmem_cache_free has `name` (5.12+)
+    kmem_args: Dict[str, int]          # kmem_arg_layout()
+    kmem_cache_offsets: Dict[str, int]  # struct kmem_cache object_size, size
     exit_has_group_dead: bool          # sched_process_exit has `group_dead`
     fork_syscalls: List[str]           # syscalls with enter/exit tracepoints
     task_rename: bool                  # task:task_rename exists
     merged: Dict[str, bool]            # cache merged with others
-    free_names: Dict[str, str]         # name kmem tracepoints report per object
-    anon_vma_offsets: Dict[str, int] = field(default_factory=lambda: {"root": 0, "rwsem": 8})
-    lock_contention: bool = False      # lock:contention_begin/end with lock_addr, flags
+    free_names: Dict[str, str]         # name the kernel gives each object's cache
+    anon_vma_offsets: Dict[str, int]   # struct anon_vma root, rwsem
+    lock_contention: bool              # lock:contention_begin/end with lock_addr, flags
     release: str = field(default_factory=platform.release)
     arch: str = field(default_factory=platform.machine)
 
     @classmethod
     def probe(cls, btf: BTF, merged: Dict[str, bool], free_names: Dict[str, str],
               tracing: Optional[str]) -> "KernelFacts":
-        sizes = {s: btf.sizeof(s) for s in ("anon_vma", "anon_vma_chain", "vm_area_struct")}
-        offs = {m: btf.offsetof("task_struct", m) for m in ("pid", "tgid", "mm")}
-        free_fields = tracepoint_fields("kmem", "kmem_cache_free", tracing) or []
         exit_fields = tracepoint_fields("sched", "sched_process_exit", tracing) or []
-        syscalls = [s for s in FORK_SYSCALLS
-                    if tracepoint_fields("syscalls", f"sys_enter_{s}", tracing) is not None
-                    and tracepoint_fields("syscalls", f"sys_exit_{s}", tracing) is not None]
-        rename = tracepoint_fields("task", "task_rename", tracing) is not None
-        av = {m: btf.offsetof("anon_vma", m) for m in ("root", "rwsem")}
         begin = tracepoint_fields("lock", "contention_begin", tracing) or []
         end = tracepoint_fields("lock", "contention_end", tracing) or []
-        contention = {"lock_addr", "flags"} <= set(begin) and "lock_addr" in end
-        return cls(sizes, offs, "name" in free_fields, "group_dead" in exit_fields, syscalls, rename, merged,
-                   free_names, av, contention)
+        return cls(
+            sizes={s: btf.sizeof(s) for s in ("anon_vma", "anon_vma_chain", "vm_area_struct")},
+            task_offsets={m: btf.offsetof("task_struct", m) for m in ("pid", "tgid", "mm")},
+            kmem_args=kmem_arg_layout(btf.raw_tracepoint_args("kmem_cache_alloc"),
+                                      btf.raw_tracepoint_args("kmem_cache_free")),
+            kmem_cache_offsets={m: btf.offsetof("kmem_cache", m) for m in ("object_size", "size")},
+            exit_has_group_dead="group_dead" in exit_fields,
+            fork_syscalls=[s for s in FORK_SYSCALLS
+                           if tracepoint_fields("syscalls", f"sys_enter_{s}", tracing) is not None
+                           and tracepoint_fields("syscalls", f"sys_exit_{s}", tracing) is not None],
+            task_rename=tracepoint_fields("task", "task_rename", tracing) is not None,
+            merged=merged, free_names=free_names,
+            anon_vma_offsets={m: btf.offsetof("anon_vma", m) for m in ("root", "rwsem")},
+            lock_contention={"lock_addr", "flags"} <= set(begin) and "lock_addr" in end)
 
     @classmethod
     def example(cls) -> "KernelFacts":
         """Facts of 6.18 x86_64 with BTF, for ``--ebpf`` where BTF or
         tracefs cannot be read."""
-        return cls({"anon_vma": 96, "anon_vma_chain": 64, "vm_area_struct": 192},
-                   {"pid": 1264, "tgid": 1268, "mm": 1136}, True, True, list(FORK_SYSCALLS), True,
-                   {"anon_vma": False, "anon_vma_chain": True, "vm_area_struct": False},
-                   {o: o for o in ("anon_vma", "anon_vma_chain", "vm_area_struct")},
-                   {"root": 0, "rwsem": 8}, True)
+        return cls(
+            sizes={"anon_vma": 96, "anon_vma_chain": 64, "vm_area_struct": 192},
+            task_offsets={"pid": 1264, "tgid": 1268, "mm": 1136},
+            kmem_args=kmem_arg_layout(["long unsigned int", "const void *", "struct kmem_cache *", "gfp_t", "int"],
+                                      ["long unsigned int", "const void *", "const struct kmem_cache *"]),
+            kmem_cache_offsets={"object_size": 36, "size": 32},
+            exit_has_group_dead=True, fork_syscalls=list(FORK_SYSCALLS), task_rename=True,
+            merged={"anon_vma": False, "anon_vma_chain": True, "vm_area_struct": False},
+            free_names={o: o for o in ("anon_vma", "anon_vma_chain", "vm_area_struct")},
+            anon_vma_offsets={"root": 0, "rwsem": 8}, lock_contention=True)
 
 
 @dataclass
@@ -155,7 +202,9 @@ def build(facts: KernelFacts, classifier: Classifier, opts: Options) -> str:
         "TASK_PID_OFF": facts.task_offsets["pid"],
         "TASK_TGID_OFF": facts.task_offsets["tgid"],
         "TASK_MM_OFF": facts.task_offsets["mm"],
-        "HAVE_FREE_NAME": int(facts.free_has_name),
+        **facts.kmem_args,
+        "KMEM_CACHE_OBJECT_SIZE_OFF": facts.kmem_cache_offsets["object_size"],
+        "KMEM_CACHE_SIZE_OFF": facts.kmem_cache_offsets["size"],
         "HAVE_GROUP_DEAD": int(facts.exit_has_group_dead),
         "HAVE_FORK_SYSCALLS": int(bool(facts.fork_syscalls)),
         "HAVE_TASK_RENAME": int(facts.task_rename),

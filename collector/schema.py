@@ -88,5 +88,6 @@ METADATA = {
     "raw_pointers": "true when obj_id holds raw kernel addresses (--raw-pointers)",
     "headers": "what bcc compiled against",
     "buffer": "ringbuf or perfbuf",
+    "caches_known_at_start": "{object: bool}: frees into that cache were recognised from the start (null: told by name or call site)",
     "python": "Python version of the collector",
 }

@@ -101,10 +101,13 @@ class Prepared:
 def probe_list(facts: program.KernelFacts, cfg: RunConfig) -> List[Dict[str, object]]:
     """Every probe the program uses or could use, with why it was skipped."""
     probes = [
-        {"name": "tracepoint:kmem:kmem_cache_alloc", "attached": True, "reason": "object allocations"},
-        {"name": "tracepoint:kmem:kmem_cache_free", "attached": True,
-         "reason": "object frees" + ("" if facts.free_has_name else
-                                     "; no `name` field (kernel < 5.12): pre-run objects typed by call site")},
+        {"name": "raw_tracepoint:kmem_cache_alloc", "attached": True,
+         "reason": "object allocations; sizes from " + ("struct kmem_cache" if facts.kmem_args["KA_CACHE"] >= 0
+                                                        else "bytes_req/bytes_alloc")},
+        {"name": "raw_tracepoint:kmem_cache_free", "attached": True,
+         "reason": "object frees; cache from " + ("struct kmem_cache" if facts.kmem_args["KF_CACHE"] >= 0 else
+                                                 "its name" if facts.kmem_args["KF_NAME"] >= 0 else
+                                                 "the call site only (kernel < 5.12): pre-run objects typed by call site")},
         {"name": "raw_tracepoint:sched_process_fork", "attached": True, "reason": "fork rows, child pids"},
         {"name": "tracepoint:sched:sched_process_exec", "attached": True, "reason": "exec rows"},
         {"name": "tracepoint:sched:sched_process_exit", "attached": True, "reason": "exit rows"},
@@ -150,7 +153,10 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
         lines = {}
     free_names = {c: slab.reported_name(c, aliases[c], lines) for c in slab.CACHES}
     if btf is not None and tracing:
-        facts = program.KernelFacts.probe(btf, merged, free_names, tracing)
+        try:
+            facts = program.KernelFacts.probe(btf, merged, free_names, tracing)
+        except (program.LayoutError, BTFError) as e:
+            raise CollectError(f"kernel layout not usable: {e}", EXIT_ENVIRONMENT)
         for cat, ev in (("kmem", "kmem_cache_alloc"), ("kmem", "kmem_cache_free"),
                         ("sched", "sched_process_fork"), ("sched", "sched_process_exec"),
                         ("sched", "sched_process_exit")):
@@ -351,6 +357,7 @@ class Recording:
                 tracked[tracked.Key(cfg.pid)] = tracked.Leaf(1)
             if self.held and not cfg.system_wide:
                 tracked[tracked.Key(self.held.pid)] = tracked.Leaf(2)
+        self.caches_known = learn_caches(bpf) if self.prep.facts.kmem_args["KF_CACHE"] >= 0 else None
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         t0 = time.monotonic_ns()
         start_wall = datetime.datetime.now(datetime.timezone.utc)
@@ -464,8 +471,26 @@ class Recording:
             "raw_pointers": self.cfg.raw_pointers,
             "headers": prep.headers.how if prep.headers else None,
             "buffer": "ringbuf" if prep.options.ringbuf else "perfbuf",
+            "caches_known_at_start": self.caches_known,
             "python": platform.python_version(),
         }
+
+
+def learn_caches(bpf) -> Dict[str, bool]:
+    """Make the kernel allocate each of our objects once, before recording.
+
+    Frees are told apart by their struct kmem_cache, which the program
+    learns from allocations at our call sites (known_caches). One fork of
+    this process allocates a VMA (vm_area_dup), an anon_vma and an AVC
+    (anon_vma_fork), so that frees of pre-run objects are recognised from
+    the first moment. Returns which caches are known.
+    """
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    known = bpf["known_caches"][0].ptr
+    return {name: bool(known[i + 1]) for i, name in enumerate(("anon_vma", "anon_vma_chain", "vm_area_struct"))}
 
 
 def tool_version() -> str:

@@ -25,7 +25,7 @@ def test_help_names_the_modes_and_exit_codes():
 def test_ebpf_prints_the_program():
     r = run(["--ebpf", "--comm", "zygote64"])
     assert r.exit_code == 0, r.output
-    assert "TRACEPOINT_PROBE(kmem, kmem_cache_alloc)" in r.output
+    assert "RAW_TRACEPOINT_PROBE(kmem_cache_alloc)" in r.output
     assert '#define COMM_FILTER "zygote64"' in r.output
     assert "u8 alloc_site(u64 ip)" in r.output
 
@@ -38,7 +38,7 @@ def test_ebpf_works_as_an_unprivileged_user(tmp_path):
     if p.returncode != 0 and "Permission denied" in p.stderr:
         pytest.skip("the venv is not readable by nobody here")
     assert p.returncode == 0, p.stderr
-    assert "TRACEPOINT_PROBE(kmem, kmem_cache_free)" in p.stdout
+    assert "RAW_TRACEPOINT_PROBE(kmem_cache_free)" in p.stdout
 
 
 def _one_line_error(r, code, text):

@@ -94,23 +94,45 @@ def test_tracepoint_format_fields():
 
 
 def test_program_takes_layouts_from_facts_not_headers():
-    facts = program.KernelFacts({"anon_vma": 88, "anon_vma_chain": 48, "vm_area_struct": 176},
-                                {"pid": 1000, "tgid": 1004, "mm": 900}, False, False, [], False,
-                                {"anon_vma_chain": True},
-                                {"anon_vma": "anon_vma", "anon_vma_chain": "fs_cache", "vm_area_struct": "vm_area_struct"},
-                                release="5.10.0-x", arch="aarch64")
+    """A 5.10-like kernel: kmem_cache_alloc passes sizes, kmem_cache_free
+    neither cache nor name; all layouts come from the facts."""
+    layout = program.kmem_arg_layout(
+        ["long unsigned int", "const void *", "size_t", "size_t", "gfp_t"],
+        ["long unsigned int", "const void *"])
+    assert layout["KA_BYTES_REQ"] == 2 and layout["KA_BYTES_ALLOC"] == 3
+    assert layout["KA_CACHE"] == -1 and layout["KF_CACHE"] == -1 and layout["KF_NAME"] == -1
+    facts = program.KernelFacts(
+        sizes={"anon_vma": 88, "anon_vma_chain": 48, "vm_area_struct": 176},
+        task_offsets={"pid": 1000, "tgid": 1004, "mm": 900}, kmem_args=layout,
+        kmem_cache_offsets={"object_size": 20, "size": 24}, exit_has_group_dead=False, fork_syscalls=[],
+        task_rename=False, merged={"anon_vma_chain": True},
+        free_names={"anon_vma": "anon_vma", "anon_vma_chain": "fs_cache", "vm_area_struct": "vm_area_struct"},
+        anon_vma_offsets={"root": 0, "rwsem": 8}, lock_contention=False, release="5.10.0-x", arch="aarch64")
     src = program.build(facts, sites.placeholder(), program.Options(tracked=True, comm="a\"b"))
     for line in ("#define ANON_VMA_SIZE 88", "#define AVC_SIZE 48", "#define TASK_TGID_OFF 1004",
-                 "#define HAVE_FREE_NAME 0", "#define HAVE_FORK_SYSCALLS 0", "#define MERGED_AVC 1",
+                 "#define KA_CACHE -1", "#define KA_BYTES_REQ 2", "#define KF_NAME -1",
+                 "#define HAVE_FORK_SYSCALLS 0", "#define MERGED_AVC 1", "#define HAVE_LOCK_CONTENTION 0",
                  "#define TARGET_TRACKED 1", '#define COMM_FILTER "a\\x22b"'):
         assert line in src
-    assert "u8 alloc_site(u64 ip)" in src and "TRACEPOINT_PROBE(kmem, kmem_cache_alloc)" in src
+    assert "u8 alloc_site(u64 ip)" in src and "RAW_TRACEPOINT_PROBE(kmem_cache_alloc)" in src
     assert "sys_enter_clone" not in src.split("#define FORK_SYSCALL_PROBES", 1)[1].split("\n", 1)[0]
     # frees into a merged cache are reported under the group's first name
     matcher = src.split("u8 object_by_name(const char *n)", 1)[1].split("return 0;", 1)[0]
     fs = " && ".join(f"n[{i}] == {c}" for i, c in enumerate(b"fs_cache\0"))
     assert fs + ")  // fs_cache\n        return OBJ_AVC;" in matcher
 
+
+def test_kmem_layout_of_5_12_and_6_x():
+    mid = program.kmem_arg_layout(["long unsigned int", "const void *", "size_t", "size_t", "gfp_t"],
+                                  ["long unsigned int", "const void *", "const char *"])
+    assert mid["KF_NAME"] == 2 and mid["KF_CACHE"] == -1
+    new = program.kmem_arg_layout(["long unsigned int", "const void *", "struct kmem_cache *", "gfp_t", "int"],
+                                  ["long unsigned int", "const void *", "const struct kmem_cache *"])
+    assert (new["KA_CACHE"], new["KF_CACHE"], new["KA_BYTES_REQ"]) == (2, 2, -1)
+    with pytest.raises(program.LayoutError):
+        program.kmem_arg_layout(None, None)
+    with pytest.raises(program.LayoutError):
+        program.kmem_arg_layout(["int"], ["int"])
 
 def test_reported_name_of_a_merged_cache():
     lines = slab.parse_slabinfo(SLABINFO.replace("anon_vma_chain  ", "fs_cache        "), caches=None)
