@@ -3,9 +3,12 @@
 mm/rmap.c: __anon_vma_prepare (fault), anon_vma_fork / anon_vma_clone
 (fork, clone_fork), anon_vma_clone from mm/vma.c __split_vma, vma_expand,
 copy_vma (clone_vma), unlink_anon_vmas / __put_anon_vma (frees).
-"""
 
-from dataclasses import dataclass
+Everything works on the object rows' numpy columns (load.ObjectRows, in
+replay order): a free is matched to its alloc once, and each object type's
+live curve is a running sum over its own rows, computed once and shared by
+the object statistics, the eager model and the slabinfo check.
+"""
 
 import numpy as np
 import pandas as pd
@@ -14,88 +17,155 @@ from anonscope.collector import schema as S
 
 from . import forktree, live
 from .live import NEVER
+from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
+from .order import stable_argsort
 
 RMAP_OBJECTS = ("anon_vma", "anon_vma_chain")
 SECTION = "docs/models.md#eager"
 
 
-@dataclass
 class Replay:
-    """A recording prepared for the models: allocs with their free position."""
-    rec: object
-    allocs: pd.DataFrame
-    frees: pd.DataFrame
-    tree: forktree.ProcessTree
-    sizes: dict
+    """A recording prepared for the models.
 
-    def of(self, obj):
-        return self.allocs[self.allocs["object"] == obj]
+    ``partner[i]`` is, for an alloc row, the row of its matched free and, for
+    a free row, the row of its matched alloc (-1: none); ``free_pos(rows)``
+    the position of each alloc's matched free (:data:`NEVER` when it is live
+    at the end)."""
+
+    def __init__(self, rec, partner, tree, sizes):
+        self.rec = rec
+        self.ob = rec.objects
+        self.partner = partner
+        self.tree = tree
+        self.sizes = sizes
+        self._rows = {}
+        self._pos = {}
+        self._curves = {}
+
+    def free_pos(self, rows):
+        p = self.partner[rows]
+        return np.where(p >= 0, self.ob.pos[np.maximum(p, 0)], NEVER)
+
+    def rows(self, obj):
+        """Rows (alloc and free) of object type ``obj``, in replay order."""
+        if obj not in self._rows:
+            r = np.flatnonzero(self.ob.object == OBJECT_CODE[obj])
+            self._rows[obj] = r.astype(np.int32) if len(self.ob) < 2 ** 31 else r
+        return self._rows[obj]
+
+    def allocs(self, obj):
+        r = self.rows(obj)
+        return r[self.ob.is_alloc[r]]
+
+    def frees(self, obj):
+        r = self.rows(obj)
+        return r[~self.ob.is_alloc[r]]
+
+    def curve(self, obj, net):
+        """live.RowCurve of ``obj``: +1 per alloc, -1 per matched free, and
+        with ``net`` -1 per preexisting free too (docs/models.md section 0).
+        Computed once; :meth:`drop_curves` frees them."""
+        key = (obj, net)
+        if key not in self._curves:
+            r = self.rows(obj)
+            ob = self.ob
+            if obj not in self._pos:
+                self._pos[obj] = ob.pos[r]
+            alloc = ob.is_alloc[r]
+            minus = ~alloc & (self.partner[r] >= 0)
+            if net:
+                minus |= ~alloc & ob.preexisting[r]
+            step = alloc.astype(np.int8) - minus.astype(np.int8)
+            self._curves[key] = live.RowCurve(self._pos[obj], step)
+        return self._curves[key]
+
+    def drop_curves(self):
+        self._curves.clear()
+        self._pos.clear()
+
+
+def match_frees(ob):
+    """Match each run free to the latest earlier alloc with the same
+    (object, obj_id); an alloc takes the first such free only. Returns the
+    partner array (see Replay)."""
+    n = len(ob)
+    idx = np.int32 if n < 2 ** 31 else np.int64
+    partner = np.full(n, -1, dtype=idx)
+    cand = np.flatnonzero(ob.is_alloc | ~ob.preexisting)    # allocs and run frees
+    if not len(cand):
+        return partner
+    # group by (object, obj_id); stable sorts keep replay order inside a group
+    oid = ob.obj_id[cand]
+    lo, hi = int(oid.min()), int(oid.max())
+    bits = (hi - lo).bit_length()
+    if bits <= 58:
+        # one key: object code above the id (both small for per-run ids)
+        key = oid - lo if lo else oid
+        key |= (ob.object[cand].astype(np.int64) + 1) << bits
+        srt = cand[stable_argsort(key)]
+        del key
+    else:
+        srt = cand[stable_argsort(oid)]
+        srt = srt[stable_argsort(ob.object[srt])]
+    del oid, cand
+    is_alloc = ob.is_alloc[srt]
+    j = np.arange(len(srt), dtype=idx)
+    last = np.maximum.accumulate(np.where(is_alloc, j, -1).astype(idx))   # latest alloc at or before j
+    del j
+    fj = np.flatnonzero(~is_alloc)
+    aj = last[fj]
+    del last, is_alloc
+    ok = aj >= 0
+    fj, aj = fj[ok], aj[ok]
+    fr, al = srt[fj], srt[aj]
+    same = (ob.obj_id[al] == ob.obj_id[fr]) & (ob.object[al] == ob.object[fr])
+    fr, al, aj = fr[same], al[same], aj[same]
+    first = np.ones(len(aj), dtype=bool)       # the first free after an alloc takes it
+    first[1:] = aj[1:] != aj[:-1]
+    fr, al = fr[first], al[first]
+    partner[fr] = al
+    partner[al] = fr
+    return partner
 
 
 def prepare(rec):
-    ob = rec.objects
-    ob = ob.assign(ocode=ob["object"].cat.codes.astype(np.int16))
-    allocs = ob[ob["is_alloc"]].drop(columns=["is_alloc", "preexisting"]).reset_index(drop=True)
-    frees = ob[~ob["is_alloc"]].drop(columns=["is_alloc"]).reset_index(drop=True)
-
-    # match each run free to the latest earlier alloc with the same (object, obj_id)
-    run_free = frees.loc[~frees["preexisting"], ["pos", "ocode", "obj_id"]]
-    right = allocs[["pos", "ocode", "obj_id"]].rename(columns={"pos": "alloc_pos"})
-    if len(run_free) and len(right):
-        m = pd.merge_asof(run_free, right, left_on="pos", right_on="alloc_pos",
-                          by=["ocode", "obj_id"], direction="backward",
-                          allow_exact_matches=False)
-        m = m.dropna(subset=["alloc_pos"])
-        m["alloc_pos"] = m["alloc_pos"].astype(np.int64)
-        m = m.drop_duplicates("alloc_pos", keep="first")
-        free_of = pd.Series(m["pos"].to_numpy(), index=m["alloc_pos"].to_numpy())
-        alloc_of = pd.Series(m["alloc_pos"].to_numpy(), index=m["pos"].to_numpy())
-    else:
-        free_of = pd.Series(dtype=np.int64)
-        alloc_of = pd.Series(dtype=np.int64)
-    allocs["free_pos"] = free_of.reindex(allocs["pos"].to_numpy()).fillna(NEVER) \
-        .to_numpy().astype(np.int64)
-    frees["alloc_pos"] = alloc_of.reindex(frees["pos"].to_numpy()).fillna(-1) \
-        .to_numpy().astype(np.int64)
     sizes = {obj: rec.object_size(obj) for obj in S.OBJECTS}
-    return Replay(rec=rec, allocs=allocs, frees=frees, tree=forktree.build(rec), sizes=sizes)
+    return Replay(rec, match_frees(rec.objects), forktree.build(rec), sizes)
 
 
-def _counts(series, keys):
-    vc = series.value_counts()
-    return {k: int(vc.get(k, 0)) for k in keys}
+def _counts(codes, table, keys):
+    """{key: number of ``codes`` equal to table[key]} (codes >= 0)."""
+    bc = np.bincount(codes[codes >= 0].astype(np.int64), minlength=len(table) + 1)
+    return {k: int(bc[table[k]]) if k in table else 0 for k in keys}
 
 
-def _time_series(rp, pos_sorted, run, points=20):
+def _time_series(rp, net, points=20):
     """Net live sampled at up to ``points`` evenly spaced times: [[seconds, live], ...]."""
     end = rp.rec.end_ts_ns
-    if not len(run) or end <= 0:
+    if not net.events or end <= 0:
         return []
-    # positions -> ts: every position has a row in some frame; use the alloc/free rows
-    ob = rp.rec.objects
-    times = np.linspace(0, end, points + 1)[1:]
-    at = np.searchsorted(ob["ts_ns"].to_numpy(), times, side="right")
-    obpos = ob["pos"].to_numpy()
     # the object row just before each time (or none)
+    times = np.linspace(0, end, points + 1)[1:]
+    at = np.searchsorted(rp.ob.ts_ns, times, side="right")
+    obpos = rp.ob.pos
     vals = []
     for t, i in zip(times, at):      # <= points iterations, not per event
         p = obpos[i - 1] if i > 0 else -1
-        vals.append([round(float(t) / 1e9, 6), int(live.value_at(pos_sorted, run, p)) if p >= 0 else 0])
+        vals.append([round(float(t) / 1e9, 6), int(net.value_at(p)) if p >= 0 else 0])
     return vals
 
 
 def object_stats(rp, obj):
     size, size_source = rp.sizes[obj]
-    a = rp.of(obj)
-    f = rp.frees[rp.frees["object"] == obj]
+    ob = rp.ob
+    a, f = rp.allocs(obj), rp.frees(obj)
     paths = S.ALLOC_PATHS if obj in RMAP_OBJECTS else S.VMA_ALLOC_PATHS
-    allocated = _counts(a["path"], paths)
+    allocated = _counts(ob.path[a], PATH_CODE, paths)
     total = int(len(a))
-    pre = f.loc[f["preexisting"], "pos"].to_numpy()
-    net = live.summary(a["pos"].to_numpy(), a["free_pos"].to_numpy(), extra_minus=pre)
-    runl = live.summary(a["pos"].to_numpy(), a["free_pos"].to_numpy())
-    pos_sorted, run = live.curve(a["pos"].to_numpy(), a["free_pos"].to_numpy(), extra_minus=pre)
-    unmatched = int(((~f["preexisting"]) & (f["alloc_pos"] < 0)).sum())
+    pre = ob.preexisting[f]
+    net = rp.curve(obj, net=True).summary()
+    runl = rp.curve(obj, net=False).summary()
+    unmatched = int((~pre & (rp.partner[f] < 0)).sum())
     out = {
         "object_size": size,
         "object_size_source": size_source,
@@ -103,8 +173,8 @@ def object_stats(rp, obj):
         "allocated_total": total,
         "allocated_bytes": total * size,
         "freed": int(len(f)),
-        "freed_by_path": _counts(f["path"], S.FREE_PATHS),
-        "freed_preexisting": int(len(pre)),
+        "freed_by_path": _counts(ob.path[f], PATH_CODE, S.FREE_PATHS),
+        "freed_preexisting": int(pre.sum()),
         "unmatched_frees": unmatched,
         "live_at_end": net["end"],
         "peak_live": net["peak"],
@@ -116,52 +186,71 @@ def object_stats(rp, obj):
             "peak_live": runl["peak"],
             "peak_live_bytes": runl["peak"] * size,
         },
-        "live_over_time": _time_series(rp, pos_sorted, run),
+        "live_over_time": _time_series(rp, rp.curve(obj, net=True)),
         "fidelity": "exact",
         "see": SECTION,
     }
     if obj in RMAP_OBJECTS:
-        cv = a[a["path"] == "clone_vma"]
-        callers = _counts(cv["caller"], ("split", "merge", "mremap", "fork"))
-        callers["unknown"] = int(cv["caller"].isna().sum())
+        cv = a[ob.path[a] == PATH_CODE["clone_vma"]]
+        caller = ob.caller[cv]
+        callers = _counts(caller, CALLER_CODE, ("split", "merge", "mremap", "fork"))
+        callers["unknown"] = int((caller < 0).sum())
         out["clone_vma_callers"] = callers
     return out
 
 
+def rmap_allocs(rp):
+    """Alloc rows of anon_vma and AVC, in replay order."""
+    ob = rp.ob
+    sel = ob.is_alloc & ((ob.object == OBJECT_CODE["anon_vma"])
+                         | (ob.object == OBJECT_CODE["anon_vma_chain"]))
+    return np.flatnonzero(sel)
+
+
 def processes(rp, top=50):
     """Per-owner and per-comm allocations of anon_vma and AVC (exact)."""
-    a = rp.allocs[rp.allocs["object"].isin(RMAP_OBJECTS)]
+    ob = rp.ob
+    a = rmap_allocs(rp)
     tree = rp.tree
     av_size, avc_size = rp.sizes["anon_vma"][0], rp.sizes["anon_vma_chain"][0]
     result = {"by_process": [], "by_comm": [], "top": top}
     if len(a):
-        byp = a.groupby(["owner", "object"], observed=True).size().unstack(fill_value=0)
-        byp = byp.reindex(columns=list(RMAP_OBJECTS), fill_value=0)
-        byp["bytes"] = byp["anon_vma"] * av_size + byp["anon_vma_chain"] * avc_size
-        last_comm = a.drop_duplicates("owner", keep="last").set_index("owner")["comm"]
+        is_avc = (ob.object[a] == OBJECT_CODE["anon_vma_chain"]).astype(np.int64)
+        codes, owners = pd.factorize(ob.owner[a], sort=True)
+        nown = len(owners)
+        cnt = np.bincount(codes * 2 + is_avc, minlength=2 * nown).reshape(nown, 2)
+        nbytes = cnt[:, 0] * av_size + cnt[:, 1] * avc_size
+        last = np.full(nown, -1, dtype=np.int64)          # the owner's last allocation
+        np.maximum.at(last, codes, np.arange(len(a)))
+        comm = ob.comm[a][last]
         forks = tree.forks.groupby("tgid").size()
         forking = set(tree.forking.tolist())
-        byp = byp.sort_values(["bytes"], ascending=False, kind="stable")
-        result["processes_with_objects"] = int(len(byp))
-        for tgid, row in byp.head(top).iterrows():   # at most `top` rows
+        order = np.argsort(-nbytes, kind="stable")
+        result["processes_with_objects"] = int(nown)
+        for i in order[:top]:                             # at most `top` rows
+            tgid = int(owners[i])
             result["by_process"].append({
-                "tgid": int(tgid),
-                "comm": None if pd.isna(last_comm.get(tgid)) else str(last_comm.get(tgid)),
-                "anon_vma": int(row["anon_vma"]),
-                "anon_vma_chain": int(row["anon_vma_chain"]),
-                "bytes": int(row["bytes"]),
+                "tgid": tgid,
+                "comm": ob.comm_name(int(comm[i])),
+                "anon_vma": int(cnt[i, 0]),
+                "anon_vma_chain": int(cnt[i, 1]),
+                "bytes": int(nbytes[i]),
                 "process_forks": int(forks.get(tgid, 0)),
-                "leaf": int(tgid) not in forking,
+                "leaf": tgid not in forking,
             })
-        byc = a.groupby(["comm", "object"], observed=True).size().unstack(fill_value=0)
-        byc = byc.reindex(columns=list(RMAP_OBJECTS), fill_value=0)
-        byc["bytes"] = byc["anon_vma"] * av_size + byc["anon_vma_chain"] * avc_size
-        byc = byc.sort_values("bytes", ascending=False, kind="stable")
-        result["comms_with_objects"] = int(len(byc))
-        for comm, row in byc.head(top).iterrows():
-            result["by_comm"].append({"comm": str(comm), "anon_vma": int(row["anon_vma"]),
-                                      "anon_vma_chain": int(row["anon_vma_chain"]),
-                                      "bytes": int(row["bytes"])})
+        cc = ob.comm[a].astype(np.int64)
+        has = cc >= 0
+        ncomm = len(ob.comm_names)
+        ccnt = np.bincount(cc[has] * 2 + is_avc[has], minlength=2 * ncomm).reshape(ncomm, 2)
+        seen = np.flatnonzero(ccnt.sum(axis=1) > 0)       # observed comms, in category order
+        cbytes = ccnt[seen, 0] * av_size + ccnt[seen, 1] * avc_size
+        corder = np.argsort(-cbytes, kind="stable")
+        result["comms_with_objects"] = int(len(seen))
+        for i in corder[:top]:
+            c = seen[i]
+            result["by_comm"].append({"comm": ob.comm_names[c], "anon_vma": int(ccnt[c, 0]),
+                                      "anon_vma_chain": int(ccnt[c, 1]),
+                                      "bytes": int(cbytes[i])})
     else:
         result["processes_with_objects"] = 0
         result["comms_with_objects"] = 0
@@ -176,9 +265,8 @@ def model(rp):
     out = {"fidelity": "exact", "see": SECTION}
     for obj in RMAP_OBJECTS + ("vm_area_struct",):
         size = rp.sizes[obj][0]
-        a = rp.of(obj)
-        s = live.summary(a["pos"].to_numpy(), a["free_pos"].to_numpy())
-        n = int(len(a))
+        s = rp.curve(obj, net=False).summary()
+        n = int(len(rp.allocs(obj)))
         out[obj] = {"allocated": n, "bytes": n * size, "allocated_range": [n, n],
                     "peak_live": s["peak"], "peak_live_bytes": s["peak"] * size,
                     "fidelity": "exact", "see": SECTION}

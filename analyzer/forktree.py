@@ -51,7 +51,8 @@ def build(rec):
     pf = f.loc[mask, ["pos", "ts_ns", "pid", "tgid", "child_tgid", "fork_id"]].reset_index(drop=True)
     pf["first"] = ~pf["tgid"].duplicated()
 
-    ids = [rec.objects["tgid"].to_numpy(), rec.objects["owner"].to_numpy(),
+    # pd.unique (hashing) first: the object rows' columns are long
+    ids = [pd.unique(rec.objects.tgid), pd.unique(rec.objects.owner),
            f["tgid"].to_numpy(), pf["child_tgid"].to_numpy(),
            rec.exits["tgid"].to_numpy(), rec.execs["tgid"].to_numpy()]
     seen = np.unique(np.concatenate([np.asarray(a, dtype=np.int64) for a in ids]))

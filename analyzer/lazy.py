@@ -3,16 +3,16 @@
 Rules L1-L8 decide which eager objects the lazy kernel defers; U1 (fork,
 kernel/fork.c dup_mmap -> anon_vma_fork) and U2 (mremap, mm/vma.c copy_vma)
 decide when a deferred object is allocated after all, as an *upgrade*.
-Everything is vectorised: one merge_asof finds each object's next fork of
-its owner, another the source of each mremap copy.
+Everything is vectorised on numpy columns: one sorted search finds each
+object's next fork of its owner, another the source of each mremap copy.
 """
 
 import numpy as np
-import pandas as pd
 
 from . import live
-from .eager import RMAP_OBJECTS, saved_pct
-from .live import NEVER
+from .eager import RMAP_OBJECTS, rmap_allocs, saved_pct
+from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
+from .order import stable_argsort
 
 SECTION = "docs/models.md#lazy"
 RULES = "docs/models.md#lazy-rules"
@@ -35,111 +35,158 @@ def pointer_bytes(arch):
     return 8, "unknown arch: assumed 64-bit"
 
 
-def _frame(rp):
-    """av/AVC allocs with owner's prior/next process fork."""
-    a = rp.allocs[rp.allocs["object"].isin(RMAP_OBJECTS)]
-    a = a[["pos", "pid", "object", "path", "caller", "owner", "fork_id", "free_pos"]].copy()
-    a["is_av"] = (a["object"] == "anon_vma").to_numpy()
-    forks = rp.tree.forks
-    first_fork = forks.groupby("tgid")["pos"].min()
-    ff = first_fork.reindex(a["owner"].to_numpy()).to_numpy()
-    a["prior"] = np.nan_to_num(ff, nan=np.inf) < a["pos"].to_numpy()
-    right = forks[["pos", "tgid", "fork_id"]].rename(
-        columns={"pos": "nf_pos", "tgid": "owner", "fork_id": "nf_id"})
-    right["owner"] = right["owner"].astype(a["owner"].dtype)
-    if len(a) and len(right):
-        m = pd.merge_asof(a[["pos", "owner"]].reset_index(), right.sort_values("nf_pos"),
-                          left_on="pos", right_on="nf_pos", by="owner",
-                          direction="forward", allow_exact_matches=False)
-        m = m.set_index("index").reindex(a.index)
-        a["nf_pos"] = m["nf_pos"].fillna(-1).to_numpy().astype(np.int64)
-        a["nf_id"] = m["nf_id"].fillna(-1).to_numpy().astype(np.int64)
-    else:
-        a["nf_pos"] = -1
-        a["nf_id"] = -1
-    path = a["path"]
-    caller = a["caller"]
-    a["base_deferred"] = path.isin(["fault", "fork"]).to_numpy()
-    a["splitlike"] = ((path == "clone_vma") & ~(caller == "mremap").fillna(False)).to_numpy()
-    a["mremap"] = ((path == "clone_vma") & (caller == "mremap").fillna(False)).to_numpy()
-    a["own_av"] = _fault_pairs(a)
-    return a
+_BIG = np.int64(1 << 40)         # positions stay below 2**40 rows
+
+
+class _Allocs:
+    """anon_vma and AVC allocations in replay order, as numpy columns, with
+    their owner's first and next process fork."""
+
+    def __init__(self, rp):
+        ob = rp.ob
+        rows = rmap_allocs(rp)
+        self.pos = ob.pos[rows]
+        self.pid = ob.pid[rows]
+        self.is_av = ob.object[rows] == OBJECT_CODE["anon_vma"]
+        self.path = ob.path[rows]
+        self.caller = ob.caller[rows]
+        self.owner = ob.owner[rows]
+        self.fork_id = ob.fork_id[rows]
+        self.free_pos = rp.free_pos(rows)
+        forks = rp.tree.forks
+        ftg = forks["tgid"].to_numpy().astype(np.int64)
+        fpos = forks["pos"].to_numpy().astype(np.int64)
+        # first process fork of the owner, and its next one after each row
+        self.prior, self.nf_pos = _next_in_group(ftg, fpos, self.owner, self.pos)
+        P = PATH_CODE
+        mremap = self.caller == CALLER_CODE["mremap"]
+        clone_vma = self.path == P["clone_vma"]
+        self.base_deferred = (self.path == P["fault"]) | (self.path == P["fork"])
+        self.splitlike = clone_vma & ~mremap
+        self.mremap = clone_vma & mremap
+        self.own_av = _fault_pairs(self)
+
+    def __len__(self):
+        return len(self.pos)
+
+    def index_of(self, pos):
+        """Index in these arrays of each position ``pos`` (all present)."""
+        return np.searchsorted(self.pos, pos)
+
+
+def _next_in_group(gkeys, gpos, keys, pos):
+    """For rows (``keys``, ``pos``) and events (``gkeys``, ``gpos``): whether
+    the row's key had an event before it (``prior``), and the position of the
+    first event of the same key after it (-1: none)."""
+    n = len(keys)
+    if not len(gkeys) or not n:
+        return np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
+    uk = np.unique(gkeys)
+    gi = np.searchsorted(uk, gkeys)
+    ekey = np.sort(gi * _BIG + gpos)
+    keys = np.asarray(keys, dtype=np.int64)
+    ki = np.minimum(np.searchsorted(uk, keys), len(uk) - 1)
+    has = uk[ki] == keys
+    fi = np.minimum(np.searchsorted(ekey, ki * _BIG), len(ekey) - 1)
+    first = ekey[fi] % _BIG                          # the key's first event
+    prior = has & (first < pos)
+    k = np.searchsorted(ekey, ki * _BIG + pos, side="right")
+    kc = np.minimum(k, len(ekey) - 1)
+    ok = has & (k < len(ekey)) & (ekey[kc] // _BIG == ki)
+    return prior, np.where(ok, ekey[kc] % _BIG, -1)
 
 
 def _fault_pairs(a):
-    """For each ``fault`` AVC: the position in ``a`` of the anon_vma that the
+    """For each ``fault`` AVC: the index in ``a`` of the anon_vma that the
     same __anon_vma_prepare() call allocated (the same task's next av/AVC
     allocation, when it is a ``fault`` anon_vma), else -1. The AVC is
     allocated first; without the anon_vma row a neighbour's was reused."""
     n = len(a)
-    out = np.full(n, -1, dtype=np.int64)
+    out = np.full(n, -1, dtype=np.int32 if n < 2 ** 31 else np.int64)
     if n < 2:
         return out
-    pid = a["pid"].to_numpy()
-    order = np.argsort(pid, kind="stable")          # a is in replay order
+    pid = a.pid
+    order = stable_argsort(pid)                     # a is in replay order
     cur, nxt = order[:-1], order[1:]
-    path = a["path"].to_numpy()
-    is_av = (a["object"] == "anon_vma").to_numpy()
-    fault = path == "fault"
+    fault = a.path == PATH_CODE["fault"]
+    is_av = a.is_av
     ok = (pid[cur] == pid[nxt]) & fault[cur] & ~is_av[cur] & fault[nxt] & is_av[nxt]
     out[cur[ok]] = nxt[ok]
     return out
 
 
 def _mremap_sources(rp, a):
-    """For each lazy-context mremap AVC: pos of the alloc of the first AVC the
-    same task frees after it (-1: no free, -2: a preexisting/unmatched one)."""
-    m = a[a["mremap"] & ~a["prior"]][["pos", "pid", "free_pos"]]
-    f = rp.frees[rp.frees["object"] == "anon_vma_chain"][["pos", "pid", "alloc_pos"]]
+    """The lazy-context mremap AVCs (index into ``a``) and, for each, the
+    position of the alloc of the first AVC the same task frees after it (-1:
+    no such free, or one whose alloc is not in the run)."""
+    m = np.flatnonzero(a.mremap & ~a.prior)
     if not len(m):
-        return m.assign(src=np.zeros(0, dtype=np.int64))
+        return m, np.zeros(0, dtype=np.int64)
+    ob = rp.ob
+    f = rp.frees("anon_vma_chain")
     if not len(f):
-        return m.assign(src=-1)
-    f = f.rename(columns={"pos": "fpos"})
-    f["pid"] = f["pid"].astype(m["pid"].dtype)
-    j = pd.merge_asof(m.reset_index(), f, left_on="pos", right_on="fpos", by="pid",
-                      direction="forward", allow_exact_matches=False).set_index("index")
-    src = np.where(j["fpos"].isna(), -1, j["alloc_pos"].fillna(-2)).astype(np.int64)
-    return m.assign(src=src)
+        return m, np.full(len(m), -1, dtype=np.int64)
+    fpid = ob.pid[f].astype(np.int64)
+    fpos = ob.pos[f]
+    _, nxt = _next_in_group(fpid, fpos, a.pid[m], a.pos[m])
+    src = np.full(len(m), -1, dtype=np.int64)
+    got = nxt >= 0
+    fi = np.searchsorted(fpos, nxt[got])            # the free row found
+    alloc_row = rp.partner[f[fi]]
+    src[got] = np.where(alloc_row >= 0, ob.pos[np.maximum(alloc_row, 0)], -1)
+    return m, src
 
 
-def _variant(rp, a, name):
+def _by_key(keys, values_mask, lookup):
+    """Count rows of ``values_mask`` per key, read at ``lookup`` keys (0 when absent)."""
+    k = keys[values_mask]
+    if not len(k) or not len(lookup):
+        return np.zeros(len(lookup), dtype=np.int64)
+    uk, cnt = np.unique(k, return_counts=True)
+    i = np.minimum(np.searchsorted(uk, lookup), len(uk) - 1)
+    return np.where(uk[i] == lookup, cnt[i], 0)
+
+
+def _variant(rp, a, srcs, name):
     """Allocation counts (and best-variant timing) for best / low / high."""
     if name == "best":
-        deferred = a["base_deferred"] | (a["splitlike"] & ~a["prior"])
+        deferred = a.base_deferred | (a.splitlike & ~a.prior)
     elif name == "low":
-        deferred = a["base_deferred"] | a["splitlike"]
+        deferred = a.base_deferred | a.splitlike
     else:
-        deferred = a["base_deferred"].copy()
-    deferred = deferred.to_numpy()
-    nf = a["nf_pos"].to_numpy()
-    upgraded = deferred & (nf >= 0) & (a["free_pos"].to_numpy() > nf)
+        deferred = a.base_deferred.copy()
+    nf = a.nf_pos
+    upgraded = deferred & (nf >= 0) & (a.free_pos > nf)
 
     # U2: mremap sources that are deferred and not upgraded at a fork
-    srcs = _mremap_sources(rp, a)
-    deferred_pos = pd.Index(a["pos"].to_numpy()[deferred & ~upgraded])
-    found = srcs[srcs["src"] >= 0]
-    found = found[found["src"].isin(deferred_pos)].drop_duplicates("src", keep="first")
-    unknown = srcs[srcs["src"] < 0]
+    m, src = srcs
+    dpos = a.pos[deferred & ~upgraded]
+    i = np.minimum(np.searchsorted(dpos, src), max(len(dpos) - 1, 0))
+    isdef = (src >= 0) & (len(dpos) > 0) & (dpos[i] == src if len(dpos) else False)
+    cand = np.flatnonzero(isdef)
+    _, first = np.unique(src[cand], return_index=True)
+    keep = cand[np.sort(first)]                 # the first mremap AVC of each source
+    found_m, found_src = m[keep], src[keep]
+    found_pos, found_free = a.pos[found_m], a.free_pos[found_m]
+    n_unknown = int((src < 0).sum())
+    mremap_up = int(len(found_m))
+    if name == "high":
+        # upper bound: every mremap AVC whose source is unknown is an upgrade
+        mremap_up += n_unknown
     # the mremap upgrade's anon_vma lives until the mremap copy is freed ...
-    mre_av_free = found["free_pos"].to_numpy().astype(np.int64)
-    if name == "best" and len(found):
+    mre_av_free = found_free.astype(np.int64)
+    if name == "best" and len(found_m):
         # ... unless the moved VMA's own fault anon_vma is known: then the
         # upgrade allocates that object, at the mremap, until its eager
         # free, and U1 does not upgrade it again at a later fork
-        src_idx = pd.Index(a["pos"].to_numpy()).get_indexer(found["src"].to_numpy())
-        pair = a["own_av"].to_numpy()[src_idx]
+        pair = a.own_av[a.index_of(found_src)]
         has = pair >= 0
         has[has] = deferred[pair[has]]
         upgraded = upgraded.copy()
         upgraded[pair[has]] = False
-        mre_av_free[has] = a["free_pos"].to_numpy()[pair[has]]
-    mremap_up = int(len(found))
-    if name == "high":
-        # upper bound: every mremap AVC whose source is unknown is an upgrade
-        mremap_up += int(unknown["pos"].nunique())
+        mre_av_free[has] = a.free_pos[pair[has]]
 
-    is_av = a["is_av"].to_numpy()
+    is_av = a.is_av
     kept = ~deferred
     up_av = int((upgraded & is_av).sum())
     up_avc = int((upgraded & ~is_av).sum())
@@ -147,16 +194,15 @@ def _variant(rp, a, name):
     if name in ("low", "high") and len(fk):
         # per process fork (keyed by its position): upgrades, clone_fork AVCs,
         # fork-path anon_vmas of that fork (docs/models.md#lazy-bounds)
-        fpos = fk["pos"].to_numpy()
-        fid = fk["fork_id"].to_numpy()
+        fpos = fk["pos"].to_numpy().astype(np.int64)
+        fid = fk["fork_id"].to_numpy().astype(np.int64)
         tagged = fid >= 0
-        uav = pd.Series(nf[upgraded & is_av]).value_counts().reindex(fpos).fillna(0).to_numpy()
-        uavc = pd.Series(nf[upgraded & ~is_av]).value_counts().reindex(fpos).fillna(0).to_numpy()
-        tag = a["fork_id"].to_numpy() >= 0
-        cf = a[(a["path"] == "clone_fork").to_numpy() & tag].groupby("fork_id").size()
-        fav = a[(a["path"] == "fork").to_numpy() & is_av & tag].groupby("fork_id").size()
-        cfv = cf.reindex(fid).fillna(0).to_numpy()
-        favv = np.where(tagged & fk["first"].to_numpy(), fav.reindex(fid).fillna(0).to_numpy(), 0)
+        uav = _by_key(nf, upgraded & is_av, fpos)
+        uavc = _by_key(nf, upgraded & ~is_av, fpos)
+        tag = a.fork_id >= 0
+        cfv = _by_key(a.fork_id, (a.path == PATH_CODE["clone_fork"]) & tag, fid)
+        favv = np.where(tagged & fk["first"].to_numpy(),
+                        _by_key(a.fork_id, (a.path == PATH_CODE["fork"]) & is_av & tag, fid), 0)
         if name == "low":
             uav = np.where(tagged, np.minimum(uav, cfv), uav)
             uavc = np.where(tagged, np.minimum(uavc, cfv), uavc)
@@ -164,11 +210,11 @@ def _variant(rp, a, name):
             uav = np.maximum(uavc, favv)
             uavc = np.maximum(uavc, favv)
         up_av, up_avc = int(uav.sum()), int(uavc.sum())
-        if name == "low" and len(found):
+        if name == "low" and len(found_m):
             # a VMA upgraded at mremap and still mapped at its process's next
             # fork: its eager fault anon_vma was counted as a fork upgrade too
-            m = a.set_index("pos").loc[found["pos"].to_numpy(), ["nf_pos", "free_pos"]]
-            twice = int(((m["nf_pos"] >= 0) & (m["free_pos"] > m["nf_pos"])).sum())
+            mnf = nf[found_m]
+            twice = int(((mnf >= 0) & (found_free > mnf)).sum())
             up_av -= min(twice, up_av)
     av = int((kept & is_av).sum()) + up_av + mremap_up
     avc = int((kept & ~is_av).sum()) + up_avc + mremap_up
@@ -176,29 +222,26 @@ def _variant(rp, a, name):
            "fork_upgrades": up_avc,
            "fork_upgrade_anon_vma": up_av,
            "mremap_upgrades": mremap_up,
-           "mremap_unknown_sources": int(unknown["pos"].nunique())}
+           "mremap_unknown_sources": n_unknown}
     if name == "best":
-        out["_timing"] = (kept, upgraded, found, deferred, mre_av_free)
+        out["_timing"] = (kept, upgraded, (found_pos, found_src), deferred, mre_av_free)
     return out
 
 
 def model(rp, eager_model):
-    a = _frame(rp)
-    best = _variant(rp, a, "best")
-    low = _variant(rp, a, "low")
-    high = _variant(rp, a, "high")
-    kept, upgraded, found, deferred, mre_av_free = best.pop("_timing")
+    a = _Allocs(rp)
+    srcs = _mremap_sources(rp, a)
+    best = _variant(rp, a, srcs, "best")
+    low = _variant(rp, a, srcs, "low")
+    high = _variant(rp, a, srcs, "high")
+    kept, upgraded, (found_pos, found_src), deferred, mre_av_free = best.pop("_timing")
 
     # peak live (best estimate): kept at eager times, fork upgrades from the
     # fork, mremap upgrades from the move (their AVC until its eager free,
     # their anon_vma until the mremap copy is freed)
-    pos = a["pos"].to_numpy()
-    free = a["free_pos"].to_numpy()
-    nf = a["nf_pos"].to_numpy()
-    is_av = a["is_av"].to_numpy()
-    src_idx = pd.Index(pos).get_indexer(found["src"].to_numpy())
+    pos, free, nf, is_av = a.pos, a.free_pos, a.nf_pos, a.is_av
     mre_start = np.full(len(a), -1, dtype=np.int64)
-    mre_start[src_idx] = found["pos"].to_numpy()
+    mre_start[a.index_of(found_src)] = found_pos
     start = np.where(kept, pos, np.where(upgraded, nf, mre_start))
     live_mask = start >= 0
     out = {"fidelity": "estimate", "see": SECTION}
@@ -207,9 +250,9 @@ def model(rp, eager_model):
         size = rp.sizes[obj][0]
         s_pos, s_free = start[live_mask & sel], free[live_mask & sel]
         if obj == "anon_vma":     # one anon_vma per mremap upgrade (U2)
-            s_pos = np.concatenate([s_pos, found["pos"].to_numpy()])
+            s_pos = np.concatenate([s_pos, found_pos])
             s_free = np.concatenate([s_free, mre_av_free])
-        s = live.summary(s_pos, s_free)
+        s = live.summary_dense(s_pos, s_free, rp.rec.positions)
         n = best[obj]
         lo, hi = min(low[obj], n), max(high[obj], n)
         per_obj[obj] = {
@@ -253,8 +296,8 @@ def model(rp, eager_model):
         growth["slabinfo_extra_bytes_last"] = growth["slabinfo_vmas_last"] * grow
         growth["slabinfo_extra_bytes_peak"] = growth["slabinfo_vmas_peak"] * grow
 
-    fork_eager = int(a["path"].isin(["fork", "clone_fork"]).sum())
-    fork_lazy = int((a["path"] == "clone_fork").sum()) + int(upgraded.sum())
+    fork_eager = int(((a.path == PATH_CODE["fork"]) | (a.path == PATH_CODE["clone_fork"])).sum())
+    fork_lazy = int((a.path == PATH_CODE["clone_fork"]).sum()) + int(upgraded.sum())
     out["upgrades"] = {
         "fork": best["fork_upgrades"],
         "mremap": best["mremap_upgrades"],

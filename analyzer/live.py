@@ -49,3 +49,49 @@ def value_at(pos_sorted, run, at_pos):
     idx = np.searchsorted(pos_sorted, np.asarray(at_pos, dtype=np.int64), side="right")
     padded = np.concatenate([[0], run])
     return padded[idx]
+
+
+class RowCurve:
+    """A live curve over rows already in replay order: ``step`` is +1, -1 or
+    0 (a row that does not change the count) at each of ``pos`` (ascending).
+    Same values as :func:`curve` on the rows with a non-zero step, without
+    sorting."""
+
+    def __init__(self, pos, step):
+        self.pos = np.asarray(pos, dtype=np.int64)
+        self.cum = np.cumsum(step, dtype=np.int32 if len(step) < 2 ** 31 else np.int64)
+        self.events = int(np.count_nonzero(step))
+
+    def summary(self):
+        """dict(peak, end, min, peak_pos), as :func:`summary`."""
+        if not self.events:
+            return {"peak": 0, "end": 0, "min": 0, "peak_pos": -1}
+        i = int(np.argmax(self.cum))
+        peak = int(self.cum[i])
+        return {"peak": max(peak, 0), "end": int(self.cum[-1]),
+                "min": min(int(self.cum.min()), 0),
+                "peak_pos": int(self.pos[i]) if peak > 0 else -1}
+
+    def value_at(self, at_pos):
+        """Curve value just after position(s) ``at_pos`` (0 before the first row)."""
+        idx = np.searchsorted(self.pos, np.asarray(at_pos, dtype=np.int64), side="right")
+        return np.where(idx > 0, self.cum[np.maximum(idx - 1, 0)], 0) if len(self.cum) \
+            else np.zeros_like(idx)
+
+
+def summary_dense(starts, ends, positions):
+    """:func:`summary` (peak, end, min) of objects live from ``starts`` to
+    ``ends`` (NEVER: live at the end), for positions in [0, positions): one
+    bincount per side instead of a sort. A start and an end never share a
+    position (they are different rows)."""
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    ends = ends[ends < NEVER]
+    if not len(starts) and not len(ends):
+        return {"peak": 0, "end": 0, "min": 0}
+    size = max(int(positions), int(starts.max(initial=-1)) + 1, int(ends.max(initial=-1)) + 1)
+    cum = np.zeros(size, dtype=np.int32 if len(starts) < 2 ** 31 else np.int64)
+    np.add.at(cum, starts, 1)
+    np.add.at(cum, ends, -1)
+    np.cumsum(cum, out=cum)
+    return {"peak": max(int(cum.max()), 0), "end": int(cum[-1]), "min": min(int(cum.min()), 0)}

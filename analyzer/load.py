@@ -1,9 +1,14 @@
-"""Read a recording (schema v1, docs/schema.md) into per-event-kind frames.
+"""Read a recording (docs/schema.md) for the models.
 
-The file is read in record batches with only the columns each event kind
-needs, so a large system-wide recording never sits in memory as one wide
-table. Every frame carries ``pos``: the row's place in the replay order
-(``ts_ns`` ascending, ties in file order), which all models compare.
+The ``alloc``/``free`` rows (nearly all of a recording) become numpy
+columns in replay order (:class:`ObjectRows`: codes instead of strings, -1
+for nulls); the few rows of the other kinds become small pandas frames. The
+file is read in record batches with only the columns the analyzer uses,
+twice: ``ts_ns`` and ``event`` first, to fix the replay order, then the
+rest, written straight to each row's place, so a large recording never sits
+in memory as one wide table (docs/performance.md, "Analyzer (P3)"). Every
+row carries ``pos``: its place in the replay order (``ts_ns`` ascending,
+ties in file order), which all models compare.
 """
 
 import json
@@ -51,6 +56,46 @@ ALLOWED = {
 
 _INT_FILL = -1
 
+#: Rows per record batch while reading (bounds Arrow's decode buffers).
+BATCH_ROWS = 1 << 18
+
+
+#: Code tables of the object rows' string columns (-1: null). The analyzer
+#: compares codes, never strings, on the object rows.
+OBJECT_NAMES = tuple(S.OBJECTS)
+PATH_NAMES = tuple(dict.fromkeys(S.ALLOC_PATHS + S.VMA_ALLOC_PATHS + S.FREE_PATHS))
+CALLER_NAMES = tuple(S.CALLERS)
+OBJECT_CODE = {n: i for i, n in enumerate(OBJECT_NAMES)}
+PATH_CODE = {n: i for i, n in enumerate(PATH_NAMES)}
+CALLER_CODE = {n: i for i, n in enumerate(CALLER_NAMES)}
+
+
+class ObjectRows:
+    """The ``alloc`` and ``free`` rows, in replay order, as numpy arrays (one
+    entry per row). Nulls: -1 in the integer and code columns, False in
+    ``preexisting``. ``object``, ``path`` and ``caller`` are codes into
+    OBJECT_NAMES, PATH_NAMES and CALLER_NAMES; ``comm`` codes into
+    ``comm_names`` (ordered as pandas would order the categories).
+    ``owner`` is ``owner_tgid``, or ``tgid`` when that is null."""
+
+    FIELDS = ("pos", "ts_ns", "is_alloc", "pid", "tgid", "owner", "comm", "object",
+              "path", "caller", "obj_id", "preexisting", "fork_id")
+
+    def __init__(self, comm_names=(), **arrays):
+        self.comm_names = list(comm_names)
+        for name in self.FIELDS:
+            setattr(self, name, arrays[name])
+
+    def __len__(self):
+        return len(self.pos)
+
+    def take(self, idx):
+        """Rows ``idx`` (an index array or mask) as a new ObjectRows."""
+        return ObjectRows(self.comm_names, **{n: getattr(self, n)[idx] for n in self.FIELDS})
+
+    def comm_name(self, code):
+        return None if code < 0 else self.comm_names[code]
+
 
 @dataclass
 class Recording:
@@ -58,13 +103,14 @@ class Recording:
     path: str
     meta: dict
     rows: int
-    objects: pd.DataFrame
+    objects: ObjectRows
     forks: pd.DataFrame
     exits: pd.DataFrame
     execs: pd.DataFrame
     slab: pd.DataFrame
     lost: pd.DataFrame
     end_ts_ns: int = 0
+    positions: int = 0          # rows in the replay order (pos is 0 .. positions-1)
     notes: list = field(default_factory=list)
 
     @property
@@ -181,17 +227,6 @@ def _to_frame(table, kind):
     return pd.DataFrame(out)
 
 
-def _check_values(frame, name):
-    if name not in frame or name not in ALLOWED:
-        return
-    cats = set(frame[name].cat.categories) if len(frame) else set()
-    used = set(frame[name].dropna().unique()) if cats - ALLOWED[name] else set()
-    bad = sorted(v for v in used if v not in ALLOWED[name])
-    if bad:
-        raise AnalyzerError(f"column {name} has value(s) {', '.join(map(repr, bad))} "
-                            f"not in schema v1", EXIT_NOT_A_RUN)
-
-
 def load(path):
     """Read ``path`` into a :class:`Recording`; raise AnalyzerError on bad input."""
     path = os.fspath(path)
@@ -224,84 +259,218 @@ def _one_line(exc):
     return text[0] if text else type(exc).__name__
 
 
+class _Codes:
+    """Global codes for a dictionary column read batch by batch: ``known``
+    names first (codes 0..), names outside them appended as they appear.
+    ``lut(array)`` maps a batch's dictionary (or string) array to codes."""
+
+    def __init__(self, known=()):
+        self.names = list(known)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.known = len(self.names)
+
+    def _code(self, name):
+        code = self.index.get(name)
+        if code is None:
+            code = self.index[name] = len(self.names)
+            self.names.append(name)
+        return code
+
+    def codes(self, arr, dtype=np.int32):
+        """Codes of ``arr`` (-1 for null), registering new names."""
+        arr = _strings(arr)
+        lut = np.array([self._code(n) for n in arr.dictionary.to_pylist()] + [-1], dtype=dtype)
+        idx = arr.indices
+        idx = (pc.fill_null(idx, -1) if idx.null_count else idx).to_numpy(zero_copy_only=False)
+        return lut[idx]
+
+
+def _numpy(col, fill, dtype):
+    if col.null_count:
+        col = pc.fill_null(col, fill)
+    return col.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+
+
+def _index_dtype(n):
+    return np.int32 if n < 2 ** 31 else np.int64
+
+
 def _read(pf, path, meta):
-    columns = ["ts_ns", "event"] + sorted({c for cols in KIND_COLUMNS.values() for c in cols})
-    parts = {kind: [] for kind in KIND_COLUMNS}
+    """Two passes over the row groups. The first reads ``ts_ns`` and
+    ``event`` and fixes the replay order; the second writes each object row's
+    columns straight to its place in that order (no file-order copy of the
+    long columns) and collects the other kinds' rows into small frames."""
+    schema = pf.schema_arrow
+    n_rows = pf.metadata.num_rows
+    kinds = list(KIND_COLUMNS)                    # kind code = index; "object" is 0
+    kind_of_event = {e: kinds.index(k) for k, evs in KIND_EVENTS.items() for e in evs}
+    ev_codes = _Codes(S.EVENTS)
+    ev_kind = []                                  # event code -> kind code (-1: none)
+
+    # pass 1: time and kind of every row
+    ts = np.empty(n_rows, dtype=np.int64)
+    kind = np.empty(n_rows, dtype=np.int8)
+    alloc = np.empty(n_rows, dtype=bool)
+    alloc_code = ev_codes.index["alloc"]
     offset = 0
-    for batch in pf.iter_batches(batch_size=262144, columns=columns):
+    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=["ts_ns", "event"]):
         n = batch.num_rows
         if n == 0:
             continue
-        if batch.column(batch.schema.get_field_index("ts_ns")).null_count or \
-                batch.column(batch.schema.get_field_index("event")).null_count:
+        tcol, ecol = batch.column(0), batch.column(1)
+        if tcol.null_count or ecol.null_count:
             raise AnalyzerError(f"{path}: rows with null ts_ns or event", EXIT_NOT_A_RUN)
-        event = _strings(batch.column(batch.schema.get_field_index("event")))
-        names = event.dictionary.to_pylist()
-        bad = set(names) - ALLOWED["event"]
-        codes = event.indices.to_numpy(zero_copy_only=False)
-        if bad:
-            used = {names[i] for i in np.unique(codes)}
-            if used & bad:
-                raise AnalyzerError(
-                    "column event has value(s) " + ", ".join(map(repr, sorted(used & bad)))
-                    + " not in schema v1", EXIT_NOT_A_RUN)
-        rowidx = pa.array(np.arange(offset, offset + n, dtype=np.int64))
-        for kind, events in KIND_EVENTS.items():
-            wanted = [i for i, v in enumerate(names) if v in events]
-            if not wanted:
-                continue
-            mask = np.isin(codes, wanted)
+        ev = ev_codes.codes(ecol, np.int16)
+        if len(ev_codes.names) > ev_codes.known:
+            used = set(np.unique(ev).tolist())
+            bad = sorted(ev_codes.names[i] for i in used if i >= ev_codes.known)
+            if bad:
+                raise AnalyzerError("column event has value(s) " + ", ".join(map(repr, bad))
+                                    + " not in schema v1", EXIT_NOT_A_RUN)
+        while len(ev_kind) < len(ev_codes.names):
+            ev_kind.append(kind_of_event.get(ev_codes.names[len(ev_kind)], -1))
+        sl = slice(offset, offset + n)
+        ts[sl] = tcol.to_numpy()
+        kind[sl] = np.array(ev_kind, dtype=np.int8)[ev]
+        alloc[sl] = ev == alloc_code
+        offset += n
+    ts, kind, alloc = ts[:offset], kind[:offset], alloc[:offset]
+
+    # replay order: ts_ns, then file order; pos is the rank in that order
+    kept = kind >= 0
+    keep_all = bool(kept.all())
+    kept_rows = None if keep_all else np.flatnonzero(kept)
+    kts = ts if keep_all else ts[kept_rows]
+    order = np.argsort(kts, kind="stable")        # pos -> kept row (timsort: ~linear on time-sorted row groups)
+    korder = kind[order] if keep_all else kind[kept_rows][order]
+    end_ts = int(kts.max()) if len(kts) else 0
+    positions = int(len(kts))
+    del kts
+
+    def file_rows(sel):
+        r = order[sel]
+        return r if keep_all else kept_rows[r]
+
+    small = {}                                    # kind -> (positions, file rows)
+    other = np.flatnonzero(korder > 0)            # the few rows of the other kinds
+    okind = korder[other]
+    for code, kname in enumerate(kinds[1:], start=1):
+        pos = other[okind == code]
+        small[kname] = (pos, file_rows(pos))
+    del other, okind
+    obj_sel = korder == 0
+    obj_pos = np.flatnonzero(obj_sel)
+    rows = file_rows(obj_sel)
+    del order, korder, obj_sel, kept_rows
+    n_obj = len(rows)
+    dest = np.full(offset, -1, dtype=_index_dtype(n_obj))   # file row -> object index
+    dest[rows] = np.arange(n_obj, dtype=dest.dtype)
+    arrays = {"pos": obj_pos, "ts_ns": ts[rows], "is_alloc": alloc[rows]}
+    del ts, alloc, rows
+
+    # pass 2: the object rows' columns, in place; the other kinds' rows
+    int_cols = {"pid": -1, "tgid": -1, "owner_tgid": -1, "obj_id": -1, "fork_id": -1}
+    for c in int_cols:
+        arrays[c] = np.empty(n_obj, dtype=schema.field(c).type.to_pandas_dtype())
+    arrays["preexisting"] = np.empty(n_obj, dtype=bool)
+    codes = {"object": _Codes(OBJECT_NAMES), "path": _Codes(PATH_NAMES),
+             "caller": _Codes(CALLER_NAMES), "comm": _Codes()}
+    for c in codes:
+        arrays[c] = np.empty(n_obj, dtype=np.int32 if c == "comm" else np.int8)
+    small_cols = ["ts_ns"] + sorted({c for k in kinds[1:] for c in KIND_COLUMNS[k]})
+    columns = list(dict.fromkeys(list(KIND_COLUMNS["object"]) + small_cols))
+    parts = {k: [] for k in kinds[1:]}
+    offset = 0
+    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+        n = batch.num_rows
+        if n == 0:
+            continue
+        sl = slice(offset, offset + n)
+        d = dest[sl]
+        is_obj = d >= 0
+        if is_obj.any():
+            every = bool(is_obj.all())
+            d = d if every else d[is_obj]
+            ix = batch.schema.get_field_index
+            # already in replay order (the usual case: row groups are sorted
+            # by time): a slice, not a scatter
+            run = len(d) and int(d[-1]) - int(d[0]) == len(d) - 1 and \
+                bool((np.diff(d) == 1).all())
+            if run:
+                d = slice(int(d[0]), int(d[-1]) + 1)
+
+            def put(name, values):
+                arrays[name][d] = values if every else values[is_obj]
+
+            for c, fill in int_cols.items():
+                put(c, _numpy(batch.column(ix(c)), fill, arrays[c].dtype))
+            put("preexisting", _numpy(batch.column(ix("preexisting")), False, bool))
+            for c, cc in codes.items():
+                put(c, cc.codes(batch.column(ix(c)), arrays[c].dtype))
+        k = kind[sl]
+        rowidx = None
+        for code, kname in enumerate(kinds[1:], start=1):
+            mask = k == code
             if not mask.any():
                 continue
-            cols = ["ts_ns"] + (["event"] if kind == "object" else []) + list(KIND_COLUMNS[kind])
+            if rowidx is None:
+                rowidx = pa.array(np.arange(offset, offset + n, dtype=np.int64))
+            cols = ["ts_ns"] + list(KIND_COLUMNS[kname])
             sub = pa.Table.from_batches([batch.select(cols)]).append_column("__row", rowidx)
-            parts[kind].append(sub.filter(pa.array(mask)))
+            parts[kname].append(sub.filter(pa.array(mask)))
         offset += n
+    del dest, kind
+
+    for c in ("object", "path", "caller"):
+        _check_codes(arrays[c], codes[c], c)
+    comm_names = codes["comm"].names
+    comm_is_dict = pa.types.is_dictionary(schema.field("comm").type)
+    if not comm_is_dict and len(comm_names):
+        # a plain string column: pandas would sort the categories
+        used = np.unique(arrays["comm"][arrays["comm"] >= 0])
+        names = sorted(comm_names[i] for i in used)
+        remap = np.full(len(comm_names) + 1, -1, dtype=np.int32)
+        for i, nm in enumerate(names):
+            remap[comm_names.index(nm)] = i
+        arrays["comm"] = remap[arrays["comm"]]
+        comm_names = names
+    owner = arrays.pop("owner_tgid")
+    np.copyto(owner, arrays["tgid"], where=owner == _INT_FILL)
+    objects = ObjectRows(comm_names, owner=owner, **arrays)
 
     frames = {}
-    for kind, tables in parts.items():
-        cols = ["ts_ns"] + (["event"] if kind == "object" else []) + list(KIND_COLUMNS[kind])
+    for kname in kinds[1:]:
+        tables = parts.pop(kname)
+        cols = ["ts_ns"] + list(KIND_COLUMNS[kname])
         if tables:
             table = pa.concat_tables(tables, promote_options="permissive")
         else:
             table = pa.schema([pa.field(c, S.COLUMNS[c][0]) for c in cols]
                               + [pa.field("__row", pa.int64())]).empty_table()
-        parts[kind] = None
-        frames[kind] = _to_frame(table, kind)
+        frame = _to_frame(table, kname)
         del table
-
-    # replay order: ts_ns, then file order; pos is the rank in that order
-    all_ts = np.concatenate([f["ts_ns"].to_numpy() for f in frames.values()])
-    all_row = np.concatenate([f["__row"].to_numpy() for f in frames.values()])
-    order = np.lexsort((all_row, all_ts))
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order), dtype=np.int64)
-    del all_row, order
-    start = 0
-    for kind, frame in frames.items():
-        n = len(frame)
-        frame["pos"] = rank[start:start + n]
-        start += n
-        frames[kind] = frame.drop(columns="__row").sort_values(
-            "pos", kind="stable").reset_index(drop=True)
-    end_ts = int(all_ts.max()) if len(all_ts) else 0
-    del rank, all_ts
-
-    objects = frames["object"]
-    for name in ("object", "path", "caller", "event"):
-        _check_values(objects, name)
-    objects["is_alloc"] = (objects["event"] == "alloc").to_numpy()
-    objects = objects.drop(columns="event")
-    # owner: owner_tgid, the task's tgid when null
-    owner = objects["owner_tgid"].to_numpy().copy()
-    tg = objects["tgid"].to_numpy()
-    owner[owner == _INT_FILL] = tg[owner == _INT_FILL]
-    objects["owner"] = owner
-    objects["preexisting"] = objects["preexisting"].fillna(False).astype(bool)
+        pos, frows = small[kname]
+        take = np.searchsorted(frame["__row"].to_numpy(), frows)
+        frame = frame.take(take).reset_index(drop=True).drop(columns="__row")
+        frame["pos"] = pos
+        frames[kname] = frame
+    pa.default_memory_pool().release_unused()
 
     rec = Recording(path=path, meta=meta, rows=offset, objects=objects,
                     forks=frames["fork"], exits=frames["exit"], execs=frames["exec"],
-                    slab=frames["slab"], lost=frames["lost"], end_ts_ns=end_ts)
+                    slab=frames["slab"], lost=frames["lost"], end_ts_ns=end_ts,
+                    positions=positions)
     if offset == 0:
         rec.notes.append("the recording has no rows")
     return rec
+
+
+def _check_codes(codes, table, name):
+    """Refuse values outside schema v1 that object rows use."""
+    if len(table.names) == table.known:
+        return
+    used = np.unique(codes[codes >= table.known])
+    bad = sorted(table.names[i] for i in used)
+    if bad:
+        raise AnalyzerError(f"column {name} has value(s) {', '.join(map(repr, bad))} "
+                            f"not in schema v1", EXIT_NOT_A_RUN)

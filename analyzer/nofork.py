@@ -10,7 +10,8 @@ and dropped at the low end of the range.
 import numpy as np
 
 from . import live
-from .eager import RMAP_OBJECTS, saved_pct
+from .eager import RMAP_OBJECTS, rmap_allocs, saved_pct
+from .load import OBJECT_CODE, PATH_CODE
 
 SECTION = "docs/models.md#nofork"
 RULES = "docs/models.md#nofork-rules"
@@ -18,24 +19,26 @@ BOUNDS = "docs/models.md#nofork-bounds"
 
 
 def model(rp, eager_model):
-    a = rp.allocs[rp.allocs["object"].isin(RMAP_OBJECTS)]
+    ob = rp.ob
+    a = rmap_allocs(rp)
     tree = rp.tree
-    owner = a["owner"].to_numpy()
+    owner = ob.owner[a]
     leaf = np.isin(owner, tree.leaf)
     certain = np.isin(owner, np.intersect1d(tree.born, tree.exited))
-    own = a["path"].isin(["fault", "clone_vma", "other"]).to_numpy()
-    forkpath = a["path"].isin(["fork", "clone_fork"]).to_numpy()
+    path = ob.path[a]
+    own = np.isin(path, [PATH_CODE["fault"], PATH_CODE["clone_vma"], PATH_CODE["other"]])
+    forkpath = np.isin(path, [PATH_CODE["fork"], PATH_CODE["clone_fork"]])
     saved = {"best": own & leaf,
              "low": (own | forkpath) & leaf,       # fewest allocated
              "high": own & leaf & certain}         # most allocated
-    is_av = (a["object"] == "anon_vma").to_numpy()
-    pos, free = a["pos"].to_numpy(), a["free_pos"].to_numpy()
+    is_av = ob.object[a] == OBJECT_CODE["anon_vma"]
+    pos, free = ob.pos[a], rp.free_pos(a)
     out = {"fidelity": "exact (best), bounds (range)", "see": SECTION}
     for obj, sel in (("anon_vma", is_av), ("anon_vma_chain", ~is_av)):
         size = rp.sizes[obj][0]
         n = {k: int((sel & ~v).sum()) for k, v in saved.items()}
         keep = sel & ~saved["best"]
-        s = live.summary(pos[keep], free[keep])
+        s = live.summary_dense(pos[keep], free[keep], rp.rec.positions)
         out[obj] = {
             "allocated": n["best"], "bytes": n["best"] * size,
             "allocated_range": [n["low"], n["high"]],

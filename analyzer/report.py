@@ -91,10 +91,11 @@ def build(rec):
         "objects": objects,
         "processes": procs,
         "slabinfo": slabcheck.check(rp),
-        "models": {
-            "eager": ev,
-            "lazy": lazy.model(rp, ev),
-            "nofork": nofork.model(rp, ev),
-        },
+    }
+    rp.drop_curves()            # the eager live curves are done with: memory for the models
+    report["models"] = {
+        "eager": ev,
+        "lazy": lazy.model(rp, ev),
+        "nofork": nofork.model(rp, ev),
     }
     return report

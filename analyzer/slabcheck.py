@@ -6,10 +6,6 @@ check reports how far slabinfo's change differs from the traced change and
 the range of slabinfo's overstatement (docs/models.md section 1).
 """
 
-import numpy as np
-
-from . import live
-
 SECTION = "docs/models.md#eager"
 
 
@@ -24,16 +20,12 @@ def check(rp):
         if not len(s):
             continue
         size = rp.sizes[obj][0]
-        a = rp.of(obj)
-        f = rp.frees[rp.frees["object"] == obj]
-        pre = f.loc[f["preexisting"], "pos"].to_numpy()
-        npos, nrun = live.curve(a["pos"].to_numpy(), a["free_pos"].to_numpy(), extra_minus=pre)
-        rpos, rrun = live.curve(a["pos"].to_numpy(), a["free_pos"].to_numpy())
+        net, run = rp.curve(obj, net=True), rp.curve(obj, net=False)
         first, last = s.iloc[0], s.iloc[-1]
         active_first, active_last = int(first["slab_active"]), int(last["slab_active"])
-        net_first = int(live.value_at(npos, nrun, int(first["pos"])))
-        net_last = int(live.value_at(npos, nrun, int(last["pos"])))
-        run_last = int(live.value_at(rpos, rrun, int(last["pos"])))
+        net_first = int(net.value_at(int(first["pos"])))
+        net_last = int(net.value_at(int(last["pos"])))
+        run_last = int(run.value_at(int(last["pos"])))
         slab_change = active_last - active_first
         traced_change = net_last - net_first
         diff = slab_change - traced_change

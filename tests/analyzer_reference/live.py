@@ -1,0 +1,51 @@
+"""Live-object curves: +1 at an allocation, -1 at a free, in replay order.
+
+Positions (``pos``) are ranks in the replay order (load.py). An object that
+is never freed has free position :data:`NEVER`.
+"""
+
+import numpy as np
+
+#: free position of an object still live at the end of the run
+NEVER = np.int64(2 ** 62)
+
+
+def curve(alloc_pos, free_pos, extra_minus=None):
+    """Return (positions, running count) of a live curve, sorted by position.
+
+    ``alloc_pos``/``free_pos``: one entry per object (free NEVER when live at
+    the end). ``extra_minus``: positions of frees of objects not in the
+    alloc list (preexisting objects), which make the count a delta.
+    Allocations sort before frees at the same position.
+    """
+    alloc_pos = np.asarray(alloc_pos, dtype=np.int64)
+    free_pos = np.asarray(free_pos, dtype=np.int64)
+    freed = free_pos[free_pos < NEVER]
+    minus = [freed]
+    if extra_minus is not None:
+        minus.append(np.asarray(extra_minus, dtype=np.int64))
+    minus = np.concatenate(minus)
+    pos = np.concatenate([alloc_pos, minus])
+    step = np.concatenate([np.ones(len(alloc_pos), dtype=np.int64),
+                           -np.ones(len(minus), dtype=np.int64)])
+    # allocations first at equal positions: sort by (pos, step descending)
+    order = np.lexsort((-step, pos))
+    return pos[order], np.cumsum(step[order])
+
+
+def summary(alloc_pos, free_pos, extra_minus=None):
+    """dict(peak, end, min, peak_pos) of a live curve starting at 0."""
+    pos, run = curve(alloc_pos, free_pos, extra_minus)
+    if len(run) == 0:
+        return {"peak": 0, "end": 0, "min": 0, "peak_pos": -1}
+    i = int(np.argmax(run))
+    peak = int(run[i])
+    return {"peak": max(peak, 0), "end": int(run[-1]), "min": min(int(run.min()), 0),
+            "peak_pos": int(pos[i]) if peak > 0 else -1}
+
+
+def value_at(pos_sorted, run, at_pos):
+    """Curve value just after position(s) ``at_pos`` (0 before the first step)."""
+    idx = np.searchsorted(pos_sorted, np.asarray(at_pos, dtype=np.int64), side="right")
+    padded = np.concatenate([[0], run])
+    return padded[idx]
