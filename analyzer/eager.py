@@ -100,9 +100,15 @@ def match_frees(ob):
     bits = (hi - lo).bit_length()
     if bits <= 58:
         # one key: object code above the id (both small for per-run ids)
-        key = oid - lo if lo else oid
-        key |= (ob.object[cand].astype(np.int64) + 1) << bits
-        srt = cand[stable_argsort(key)]
+        key = oid                                     # a copy: ours to overwrite
+        if lo:
+            key -= lo
+        code = ob.object[cand].astype(np.int64)
+        code += 1
+        code <<= bits
+        key |= code
+        del code
+        srt = cand[stable_argsort(key, overwrite=True)]
         del key
     else:
         srt = cand[stable_argsort(oid)]

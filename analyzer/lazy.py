@@ -35,7 +35,8 @@ def pointer_bytes(arch):
     return 8, "unknown arch: assumed 64-bit"
 
 
-_BIG = np.int64(1 << 40)         # positions stay below 2**40 rows
+_SHIFT = 40                      # positions stay below 2**40 rows
+_LOW = (1 << _SHIFT) - 1
 
 
 class _Allocs:
@@ -83,17 +84,24 @@ def _next_in_group(gkeys, gpos, keys, pos):
         return np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
     uk = np.unique(gkeys)
     gi = np.searchsorted(uk, gkeys)
-    ekey = np.sort(gi * _BIG + gpos)
-    keys = np.asarray(keys, dtype=np.int64)
+    ekey = np.sort((gi.astype(np.int64) << _SHIFT) | gpos)   # (key index, position)
+    keys = np.asarray(keys)
     ki = np.minimum(np.searchsorted(uk, keys), len(uk) - 1)
-    has = uk[ki] == keys
-    fi = np.minimum(np.searchsorted(ekey, ki * _BIG), len(ekey) - 1)
-    first = ekey[fi] % _BIG                          # the key's first event
-    prior = has & (first < pos)
-    k = np.searchsorted(ekey, ki * _BIG + pos, side="right")
-    kc = np.minimum(k, len(ekey) - 1)
-    ok = has & (k < len(ekey)) & (ekey[kc] // _BIG == ki)
-    return prior, np.where(ok, ekey[kc] % _BIG, -1)
+    rows = np.flatnonzero(uk[ki] == keys)            # rows whose key has events at all
+    prior = np.zeros(n, dtype=bool)
+    nxt_pos = np.full(n, -1, dtype=np.int64)
+    if len(rows):
+        kr = ki[rows].astype(np.int64)
+        kbase = kr << _SHIFT
+        p = np.asarray(pos)[rows]
+        fi = np.searchsorted(ekey, kbase)            # the key's first event
+        prior[rows] = (ekey[fi] & _LOW) < p
+        k = np.searchsorted(ekey, kbase | p, side="right")
+        kc = np.minimum(k, len(ekey) - 1)
+        nxt = ekey[kc]
+        ok = (k < len(ekey)) & ((nxt >> _SHIFT) == kr)
+        nxt_pos[rows] = np.where(ok, nxt & _LOW, -1)
+    return prior, nxt_pos
 
 
 def _fault_pairs(a):
@@ -252,7 +260,7 @@ def model(rp, eager_model):
         if obj == "anon_vma":     # one anon_vma per mremap upgrade (U2)
             s_pos = np.concatenate([s_pos, found_pos])
             s_free = np.concatenate([s_free, mre_av_free])
-        s = live.summary_dense(s_pos, s_free, rp.rec.positions)
+        s = live.summary_intervals(s_pos, s_free)
         n = best[obj]
         lo, hi = min(low[obj], n), max(high[obj], n)
         per_obj[obj] = {

@@ -79,19 +79,22 @@ class RowCurve:
             else np.zeros_like(idx)
 
 
-def summary_dense(starts, ends, positions):
+def summary_intervals(starts, ends):
     """:func:`summary` (peak, end, min) of objects live from ``starts`` to
-    ``ends`` (NEVER: live at the end), for positions in [0, positions): one
-    bincount per side instead of a sort. A start and an end never share a
-    position (they are different rows)."""
-    starts = np.asarray(starts, dtype=np.int64)
-    ends = np.asarray(ends, dtype=np.int64)
-    ends = ends[ends < NEVER]
-    if not len(starts) and not len(ends):
+    ``ends`` (NEVER: live at the end), from the two sorted sides: the count
+    after the k-th start is k minus the ends before it (a start and an end
+    never share a position: they are different rows)."""
+    s = np.sort(np.asarray(starts, dtype=np.int64))
+    e = np.asarray(ends, dtype=np.int64)
+    e = np.sort(e[e < NEVER])
+    if not len(s) and not len(e):
         return {"peak": 0, "end": 0, "min": 0}
-    size = max(int(positions), int(starts.max(initial=-1)) + 1, int(ends.max(initial=-1)) + 1)
-    cum = np.zeros(size, dtype=np.int32 if len(starts) < 2 ** 31 else np.int64)
-    np.add.at(cum, starts, 1)
-    np.add.at(cum, ends, -1)
-    np.cumsum(cum, out=cum)
-    return {"peak": max(int(cum.max()), 0), "end": int(cum[-1]), "min": min(int(cum.min()), 0)}
+    peak = 0
+    if len(s):
+        after_start = np.arange(1, len(s) + 1) - np.searchsorted(e, s, side="right")
+        peak = max(int(after_start.max()), 0)
+    low = 0
+    if len(e):
+        after_end = np.searchsorted(s, e, side="right") - np.arange(1, len(e) + 1)
+        low = min(int(after_end.min()), 0)
+    return {"peak": peak, "end": int(len(s) - len(e)), "min": low}

@@ -38,7 +38,7 @@ def model(rp, eager_model):
         size = rp.sizes[obj][0]
         n = {k: int((sel & ~v).sum()) for k, v in saved.items()}
         keep = sel & ~saved["best"]
-        s = live.summary_dense(pos[keep], free[keep], rp.rec.positions)
+        s = live.summary_intervals(pos[keep], free[keep])
         out[obj] = {
             "allocated": n["best"], "bytes": n["best"] * size,
             "allocated_range": [n["low"], n["high"]],

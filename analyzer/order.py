@@ -10,8 +10,9 @@ their index order, which is a stable argsort.
 import numpy as np
 
 
-def stable_argsort(keys):
-    """Same result as ``np.argsort(keys, kind="stable")`` (int64 indices)."""
+def stable_argsort(keys, overwrite=False):
+    """Same result as ``np.argsort(keys, kind="stable")`` (int64 indices).
+    ``overwrite``: ``keys`` (int64) may be used as the work array."""
     keys = np.asarray(keys)
     n = len(keys)
     if n == 0:
@@ -20,7 +21,7 @@ def stable_argsort(keys):
     ibits = max((n - 1).bit_length(), 1)
     if (hi - lo).bit_length() + ibits > 63:
         return np.argsort(keys, kind="stable")
-    packed = keys.astype(np.int64)
+    packed = keys if overwrite and keys.dtype == np.int64 else keys.astype(np.int64)
     if lo:
         packed -= lo
     packed <<= ibits
