@@ -108,11 +108,18 @@ def match_frees(ob):
         code <<= bits
         key |= code
         del code
-        srt = cand[stable_argsort(key, overwrite=True)]
+        perm, group = stable_argsort(key, overwrite=True, sorted_keys=True)
         del key
+        srt = cand[perm]
     else:
         srt = cand[stable_argsort(oid)]
         srt = srt[stable_argsort(ob.object[srt])]
+        # group number: changes where (object, obj_id) changes
+        o, c = ob.obj_id[srt], ob.object[srt]
+        change = np.ones(len(srt), dtype=bool)
+        change[1:] = (o[1:] != o[:-1]) | (c[1:] != c[:-1])
+        group = np.cumsum(change)
+        del o, c, change
     del oid, cand
     is_alloc = ob.is_alloc[srt]
     j = np.arange(len(srt), dtype=idx)
@@ -123,12 +130,12 @@ def match_frees(ob):
     del last, is_alloc
     ok = aj >= 0
     fj, aj = fj[ok], aj[ok]
-    fr, al = srt[fj], srt[aj]
-    same = (ob.obj_id[al] == ob.obj_id[fr]) & (ob.object[al] == ob.object[fr])
-    fr, al, aj = fr[same], al[same], aj[same]
+    same = group[aj] == group[fj]                     # the alloc is in the free's group
+    fj, aj = fj[same], aj[same]
+    del group
     first = np.ones(len(aj), dtype=bool)       # the first free after an alloc takes it
     first[1:] = aj[1:] != aj[:-1]
-    fr, al = fr[first], al[first]
+    fr, al = srt[fj[first]], srt[aj[first]]
     partner[fr] = al
     partner[al] = fr
     return partner

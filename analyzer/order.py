@@ -10,22 +10,29 @@ their index order, which is a stable argsort.
 import numpy as np
 
 
-def stable_argsort(keys, overwrite=False):
+def stable_argsort(keys, overwrite=False, sorted_keys=False):
     """Same result as ``np.argsort(keys, kind="stable")`` (int64 indices).
-    ``overwrite``: ``keys`` (int64) may be used as the work array."""
+    ``overwrite``: ``keys`` (int64) may be used as the work array.
+    ``sorted_keys``: return ``(order, keys[order])``."""
     keys = np.asarray(keys)
     n = len(keys)
     if n == 0:
-        return np.zeros(0, dtype=np.int64)
+        order = np.zeros(0, dtype=np.int64)
+        return (order, keys[order]) if sorted_keys else order
     lo, hi = int(keys.min()), int(keys.max())
     ibits = max((n - 1).bit_length(), 1)
     if (hi - lo).bit_length() + ibits > 63:
-        return np.argsort(keys, kind="stable")
+        order = np.argsort(keys, kind="stable")
+        return (order, keys[order]) if sorted_keys else order
     packed = keys if overwrite and keys.dtype == np.int64 else keys.astype(np.int64)
     if lo:
         packed -= lo
     packed <<= ibits
     packed |= np.arange(n, dtype=np.int64)
     packed.sort()
+    if sorted_keys:
+        high = packed >> ibits
+        if lo:
+            high += lo
     packed &= (1 << ibits) - 1
-    return packed
+    return (packed, high) if sorted_keys else packed

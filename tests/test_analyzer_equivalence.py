@@ -84,6 +84,18 @@ def _reused_ids():
     return g
 
 
+def _kernel_addresses():
+    """raw_pointers ids: kernel addresses, negative as int64 and far apart
+    (the free matching cannot pack them into one sort key)."""
+    g = _reused_ids()
+    for row in g.rows:
+        if row.get("obj_id") is not None:
+            row["obj_id"] = 0xffff888000000000 + row["obj_id"] * 64 - 2 ** 64
+    row = dict(g.rows[0], obj_id=2 ** 62)           # and one far above them
+    g.rows.insert(0, row)
+    return g
+
+
 def _lost_and_preexisting():
     g = zygote(3, 1, 2, 1, prerun=2)
     vma = g.mmap(100)
@@ -97,8 +109,9 @@ def _lost_and_preexisting():
 
 @pytest.mark.parametrize("make", [
     lambda: zygote(7, 3, 5, 2), lambda: chain(3, 2, 1, 4), lambda: split_merge(10, 4, 3, 2),
-    lambda: mremap_heavy(4, 3, 2), _reused_ids, _lost_and_preexisting, Gen,
-], ids=["zygote", "chain", "split_merge", "mremap", "reused_ids", "lost_pre", "empty"])
+    lambda: mremap_heavy(4, 3, 2), _reused_ids, _kernel_addresses, _lost_and_preexisting, Gen,
+], ids=["zygote", "chain", "split_merge", "mremap", "reused_ids", "kernel_addresses",
+        "lost_pre", "empty"])
 def test_scenarios(tmp_path, make):
     g = make()
     path = g.write(str(tmp_path / "run.parquet"), raw_pointers=True)
