@@ -18,6 +18,8 @@
 #define EV_EXEC 4
 #define EV_EXIT 5
 #define EV_LOCK 6
+#define EV_CALL 7
+#define EV_WALK 8
 
 // Objects (schema.OBJECTS order + 1).
 #define OBJ_ANON_VMA 1
@@ -92,6 +94,18 @@ struct event {
     u8 flags;
     u8 pad;
     char comm[16];
+#if FUNC_PROBES
+    // Function-probe fields (events.FPROBE_DTYPE, 128 bytes in all).
+    u64 vma_id;       // alloc/free, call: the VMA
+    u64 src_vma_id;   // fork/clone allocs and calls: the source VMA
+    u64 mm_id;        // call: the VMA's mm
+    u64 vm_start;     // call: the VMA's range at return
+    u64 vm_end;
+    u64 vm_pgoff;
+    u32 count;        // call: objects allocated/freed; walk: AVCs visited
+    u32 count2;       // walk: VMAs the rmap_one callback ran on
+    u64 duration;     // call, walk: ns
+#endif
 };
 
 // Events travel to user space in per-CPU batches: one ring buffer record
@@ -121,6 +135,7 @@ struct single {
 struct live_val {
     u64 id;
     u8 object;
+    u8 pre;           // a pre-run object first seen by a function probe
 };
 
 BPF_ARRAY(enabled, u32, 1);
@@ -296,6 +311,8 @@ static __always_inline u64 fork_of(void *ctx, u32 tid, u8 site, u8 *caller)
 #endif
 }
 
+// FPROBES: bpf/fprobes.bpf.c goes here when FUNC_PROBES
+
 // kmem tracepoints are used raw: no trace record is formatted (the classic
 // tracepoint copies every field, the cache name included, for every slab
 // operation in the system before a program runs), and the kernel's recursion
@@ -370,6 +387,9 @@ RAW_TRACEPOINT_PROBE(kmem_cache_alloc)
     if (live.update(&ptr, &v) < 0)
         count(C_LIVE_FULL, 1);
     e.aux1 = slot;
+#if FUNC_PROBES
+    fp_tag(&e, 1);
+#endif
     emit(ctx, &e);
     return 0;
 }
@@ -424,6 +444,8 @@ RAW_TRACEPOINT_PROBE(kmem_cache_free)
         // Allocated during the run by a recorded task: record wherever freed.
         e.object = v->object;
         e.obj_id = v->id;
+        if (v->pre)
+            e.flags = FLAG_PREEXISTING;
         live.delete(&ptr);
         fill_task(&e, EV_FREE);
     } else {
@@ -460,6 +482,9 @@ RAW_TRACEPOINT_PROBE(kmem_cache_free)
         e.path = PATH_ERROR;
     else
         e.path = PATH_FREE_OTHER;
+#if FUNC_PROBES
+    fp_tag(&e, 0);
+#endif
     emit(ctx, &e);
     return 0;
 }

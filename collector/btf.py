@@ -88,19 +88,50 @@ class BTF:
     def offsetof(self, name: str, member: str) -> int:
         """Byte offset of ``member`` in ``struct name``.
 
-        Only direct members are found (not members of anonymous inner
-        structs or unions), which is all the collector needs.
+        Members of anonymous inner structs and unions are found too (struct
+        page and struct folio keep most fields in them); the first match in
+        declaration order wins.
         """
         try:
             _size, vlen, kflag, p = self._structs[name]
         except KeyError:
             raise BTFError(f"struct {name} not in BTF") from None
+        found = self._find_member(vlen, kflag, p, member)
+        if found is None:
+            raise BTFError(f"struct {name} has no member {member}")
+        return found
+
+    def _find_member(self, vlen: int, kflag: int, p: int, member: str):
         for i in range(vlen):
-            m_name, _m_type, m_off = struct.unpack_from("<III", self._data, p + 12 * i)
+            m_name, m_type, m_off = struct.unpack_from("<III", self._data, p + 12 * i)
+            bits = (m_off & 0xFFFFFF) if kflag else m_off
             if m_name and self._str(m_name) == member:
-                bits = (m_off & 0xFFFFFF) if kflag else m_off
                 return bits // 8
-        raise BTFError(f"struct {name} has no member {member}")
+            if not m_name:  # anonymous struct or union: look inside
+                t = self._resolve(m_type)
+                kind, _n, _size, sub_vlen, sub_p = self._types[t]
+                if kind in (_STRUCT, _UNION):
+                    sub_kflag = (struct.unpack_from("<I", self._data, sub_p - 8)[0]) >> 31
+                    inner = self._find_member(sub_vlen, sub_kflag, sub_p, member)
+                    if inner is not None:
+                        return bits // 8 + inner
+        return None
+
+    def _resolve(self, type_id: int) -> int:
+        """Skip typedefs and qualifiers."""
+        while self._types[type_id][0] in (_TYPEDEF, _VOLATILE, _CONST, _RESTRICT):
+            type_id = self._types[type_id][2]
+        return type_id
+
+    def enum_value(self, enum: str, name: str) -> int:
+        """Value of enumerator ``name`` of ``enum enum`` (e.g. pageflags)."""
+        for kind, name_off, _size, vlen, p in self._types:
+            if kind == 6 and name_off and self._str(name_off) == enum:
+                for i in range(vlen):
+                    e_name, e_val = struct.unpack_from("<Ii", self._data, p + 8 * i)
+                    if self._str(e_name) == name:
+                        return e_val
+        raise BTFError(f"enum {enum} has no {name}")
 
     def type_name(self, type_id: int) -> str:
         """C spelling of a type, e.g. ``const struct kmem_cache *``."""

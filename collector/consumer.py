@@ -25,9 +25,10 @@ DRAIN_S = 0.01
 
 
 class BufferConsumer(threading.Thread):
-    def __init__(self, bpf, ringbuf: bool, page_cnt: int):
+    def __init__(self, bpf, ringbuf: bool, page_cnt: int, itemsize: int):
         super().__init__(name="anoncollect-buffer", daemon=True)
         self.bpf = bpf
+        self.itemsize = itemsize
         self.ringbuf = ringbuf
         self.out: "queue.SimpleQueue[bytes]" = queue.SimpleQueue()
         self.perf_lost = 0
@@ -42,7 +43,7 @@ class BufferConsumer(threading.Thread):
     # record's: the record's own count says how many events it holds.
     def _on_record(self, _ctx, data, _size):
         n = ctypes.cast(data, ctypes.POINTER(ctypes.c_uint32))[0]
-        self._chunks.append(ctypes.string_at(data + events.BATCH_HEAD_SIZE, n * events.EVENT_DTYPE.itemsize))
+        self._chunks.append(ctypes.string_at(data + events.BATCH_HEAD_SIZE, n * self.itemsize))
 
     def _on_lost(self, count):
         self.perf_lost += count

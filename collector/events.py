@@ -21,14 +21,23 @@ EVENT_DTYPE = np.dtype([
 ])
 assert EVENT_DTYPE.itemsize == 64
 
+#: With function probes (FUNC_PROBES) the struct carries 64 more bytes.
+FPROBE_DTYPE = np.dtype(EVENT_DTYPE.descr + [
+    ("vma_id", "u8"), ("src_vma_id", "u8"), ("mm_id", "u8"),
+    ("vm_start", "u8"), ("vm_end", "u8"), ("vm_pgoff", "u8"),
+    ("count", "u4"), ("count2", "u4"), ("duration", "u8"),
+])
+assert FPROBE_DTYPE.itemsize == 128
+
 #: ``struct batch_head``: every ring/perf buffer record starts with it and
 #: is followed by ``n`` events.
 BATCH_HEAD_SIZE = 16
 FLUSH_HZ = 20  # flush_batches() timer frequency per CPU
 
 # Codes of the C program (EV_*, OBJ_*, CALLER_*: schema tuple order + 1).
-EV_ALLOC, EV_FREE, EV_FORK, EV_EXEC, EV_EXIT, EV_LOCK = range(1, 7)
+EV_ALLOC, EV_FREE, EV_FORK, EV_EXEC, EV_EXIT, EV_LOCK, EV_CALL, EV_WALK = range(1, 9)
 FLAG_PREEXISTING, FLAG_SHARES_MM, FLAG_GROUP_DEAD, FLAG_GROUP_DEAD_KNOWN, FLAG_LOCK_WRITE = 1, 2, 4, 8, 16
+FLAG_REUSED, FLAG_FILE, FLAG_LOCKED = 32, 64, 128
 
 #: PATH_* code of the C program -> schema path string.
 PATH_NAMES = {
@@ -57,10 +66,12 @@ def _lookup_table(size: int, mapping: Dict[int, int]) -> np.ndarray:
     return table
 
 
-_EVENT_INDEX = _lookup_table(256, {i + 1: i for i in range(6)})      # alloc..lock
+_EVENT_INDEX = _lookup_table(256, {i + 1: i for i in range(8)})      # alloc..walk
 _OBJECT_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.OBJECTS))})
 _CALLER_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.CALLERS))})
 _LOCK_FUNC_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.LOCK_FUNCS))})
+_CALL_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.CALL_FUNCS))})
+_WALK_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.WALK_KINDS))})
 _PATH_INDEX = _lookup_table(256, {c: PATH_DICTIONARY.index(n) for c, n in PATH_NAMES.items()})
 
 
@@ -115,10 +126,39 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
         "lock_write": _masked((flags & FLAG_LOCK_WRITE) != 0, is_lock, pa.bool_()),
         "lock_func": _dictionary(np.where(is_lock, ev["caller"], 0), schema.LOCK_FUNCS, _LOCK_FUNC_INDEX),
     }
+    if "vma_id" in ev.dtype.names:
+        cols.update(_fprobe_columns(ev, is_alloc | is_free, kind == EV_CALL, kind == EV_WALK, flags))
     for name in schema.SCHEMA.names:
         if name not in cols:
             cols[name] = pa.nulls(n, schema.SCHEMA.field(name).type)
     return pa.RecordBatch.from_arrays([cols[f] for f in schema.SCHEMA.names], schema=schema.SCHEMA)
+
+
+def _fprobe_columns(ev, is_obj, is_call, is_walk, flags) -> Dict[str, pa.Array]:
+    """Columns only function probes fill (docs/schema.md, version 3)."""
+    i64 = pa.int64()
+    vma = ev["vma_id"].astype(np.int64)
+    src = ev["src_vma_id"].astype(np.int64)
+    dur = ev["duration"].astype(np.int64)
+    return {
+        "vma_id": _masked(vma, (is_obj & (vma != 0)) | is_call, i64),
+        "src_vma_id": _masked(src, src != 0, i64),
+        "mm_id": _masked(ev["mm_id"].astype(np.int64), is_call, i64),
+        "vm_start": _masked(ev["vm_start"].astype(np.int64), is_call, i64),
+        "vm_end": _masked(ev["vm_end"].astype(np.int64), is_call, i64),
+        "vm_pgoff": _masked(ev["vm_pgoff"].astype(np.int64), is_call, i64),
+        "vma_file": _masked((flags & FLAG_FILE) != 0, is_call, pa.bool_()),
+        "func": _dictionary(np.where(is_call, ev["path"], 0), schema.CALL_FUNCS, _CALL_INDEX),
+        "reused": _masked((flags & FLAG_REUSED) != 0, is_call & (ev["path"] <= 2), pa.bool_()),
+        "call_objects": _masked(ev["count"].astype(np.int32), is_call, pa.int32()),
+        "duration_ns": _masked(dur, is_call | is_walk, i64),
+        "walk_kind": _dictionary(np.where(is_walk, ev["caller"], 0), schema.WALK_KINDS, _WALK_INDEX),
+        "folio_order": _masked(ev["aux1"].astype(np.int16), is_walk, pa.int16()),
+        "avcs_visited": _masked(ev["count"].astype(np.int32), is_walk, pa.int32()),
+        "vmas_visited": _masked(ev["count2"].astype(np.int32), is_walk, pa.int32()),
+        "walk_locked": _masked((flags & FLAG_LOCKED) != 0, is_walk, pa.bool_()),
+        "anon_vma_id": _masked(ev["obj_id"].astype(np.int64), is_walk & (ev["obj_id"] != 0), i64),
+    }
 
 
 def user_rows(rows: list) -> pa.RecordBatch:

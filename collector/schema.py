@@ -8,20 +8,22 @@ key changes meaning, appears or disappears.
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Prefix of every key this tool writes into the Parquet key-value metadata.
 META_PREFIX = "anonscope."
 
 # Values of the dictionary-encoded string columns. The analyzer must accept
 # only these; the collector must write only these.
-EVENTS = ("alloc", "free", "fork", "exec", "exit", "lock", "slab", "lost")
+EVENTS = ("alloc", "free", "fork", "exec", "exit", "lock", "call", "walk", "slab", "lost")
 OBJECTS = ("anon_vma", "anon_vma_chain", "vm_area_struct")
 ALLOC_PATHS = ("fault", "fork", "clone_fork", "clone_vma", "other")
 VMA_ALLOC_PATHS = ("alloc", "fork", "dup")
 FREE_PATHS = ("unlink", "put", "error", "vma_free", "other")
 CALLERS = ("split", "merge", "mremap", "fork")
 LOCK_FUNCS = ("fault", "fork", "clone", "unlink", "put", "walk", "split_merge", "mremap", "thp")
+CALL_FUNCS = ("__anon_vma_prepare", "anon_vma_fork", "anon_vma_clone", "unlink_anon_vmas")
+WALK_KINDS = ("reclaim", "migration", "ksm", "idle", "other")
 
 _dict = pa.dictionary(pa.int8(), pa.string())
 _dict32 = pa.dictionary(pa.int32(), pa.string())
@@ -51,6 +53,23 @@ COLUMNS = {
     "wait_ns": (pa.int64(), "lock: nanoseconds from contention_begin to contention_end"),
     "lock_write": (pa.bool_(), "lock: waited to write (down_write) rather than read"),
     "lock_func": (_dict, "lock: the first anon_vma lock taker on the waiter's stack: " + ", ".join(LOCK_FUNCS)),
+    "vma_id": (pa.int64(), "function probes: alloc/free: the VMA the object was made or freed for; call: the VMA"),
+    "src_vma_id": (pa.int64(), "function probes: fork/clone allocs and calls: the VMA copied from"),
+    "mm_id": (pa.int64(), "call: per-run id of the VMA's mm"),
+    "vm_start": (pa.int64(), "call: the VMA's start address when the call returned"),
+    "vm_end": (pa.int64(), "call: the VMA's end address"),
+    "vm_pgoff": (pa.int64(), "call: the VMA's vm_pgoff"),
+    "vma_file": (pa.bool_(), "call: the VMA maps a file (MAP_PRIVATE: its CoW copies are anonymous)"),
+    "func": (_dict, "call: " + ", ".join(CALL_FUNCS)),
+    "reused": (pa.bool_(), "call: __anon_vma_prepare/anon_vma_fork returned 0 without allocating an anon_vma"),
+    "call_objects": (pa.int32(), "call: anon_vmas and AVCs the call allocated (unlink: freed)"),
+    "duration_ns": (pa.int64(), "call, walk: nanoseconds from entry to return"),
+    "walk_kind": (_dict, "walk: " + ", ".join(WALK_KINDS) + " (from rmap_walk_control.rmap_one)"),
+    "folio_order": (pa.int16(), "walk: order of the folio walked"),
+    "avcs_visited": (pa.int32(), "walk: AVCs the anon_vma interval tree returned"),
+    "vmas_visited": (pa.int32(), "walk: VMAs the rmap_one callback ran on"),
+    "walk_locked": (pa.bool_(), "walk: rmap_walk_locked (the caller holds the anon_vma lock)"),
+    "anon_vma_id": (pa.int64(), "walk: obj_id of the folio's anon_vma (null when allocated before the run)"),
     "slab_cache": (_dict, "slab: cache name as in /proc/slabinfo"),
     "slab_active": (pa.int64(), "slab: active objects (/proc/slabinfo active_objs)"),
     "slab_total": (pa.int64(), "slab: allocated object slots (/proc/slabinfo num_objs)"),
@@ -72,7 +91,7 @@ METADATA = {
     "page_size": "bytes",
     "object_sizes": "{object: {btf_size, slab_size}}: sizeof from BTF and slab slot size from /proc/slabinfo",
     "btf": "true when /sys/kernel/btf/vmlinux was present and used",
-    "backend": "probe backend: tracepoint (this version)",
+    "backend": "tracepoint, kprobe or fentry: how the function probes attached (tracepoint: none did)",
     "probes": "[{name, attached, reason}] every probe tried, attached or skipped with the reason",
     "target": "{mode: system|command|pid|comm, command, pid, comm}: what was recorded",
     "start_time": "ISO 8601 wall-clock time of ts_ns == 0",

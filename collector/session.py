@@ -8,6 +8,7 @@ and in every case drains the buffer and writes a complete file.
 """
 
 import ctypes
+import dataclasses
 import datetime
 import os
 import platform
@@ -15,12 +16,13 @@ import resource
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
 
-from . import events, headers, kallsyms, program, progstats, slab, sites
+from . import events, fprobes, headers, kallsyms, program, progstats, slab, sites
 from .btf import BTF, BTFError
 from .consumer import BufferConsumer
 from .spawn import HeldCommand, SpawnError
@@ -55,6 +57,7 @@ class RunConfig:
     buffer_mb: int = 64
     max_live: int = 1 << 20
     perf_buffer: bool = False
+    backend: str = "auto"             # auto, tracepoint, kprobe, fentry
     progress: bool = False
     argv: List[str] = field(default_factory=list)
 
@@ -96,6 +99,49 @@ class Prepared:
     headers: Optional[headers.HeadersChoice]
     aliases: Dict[str, List[str]]
     probes: List[Dict[str, object]]
+    backends: List[str]               # function-probe modes to try, best first
+    backend_notes: List[Dict[str, object]]  # modes not tried, and why
+    backend: str = "tracepoint"       # what attached (set by load())
+
+    def with_backend(self, mode: str) -> "Prepared":
+        """The same preparation with the program built for ``mode``."""
+        opts = dataclasses.replace(self.options, func_probes=mode != "tracepoint", kfunc=mode == "fentry")
+        return dataclasses.replace(self, options=opts, source=program.build(self.facts, self.classifier, opts))
+
+
+def choose_backends(cfg: RunConfig, facts: program.KernelFacts, tracing: Optional[str]):
+    """Function-probe modes to try in order (tracepoint-only last), and why
+    the others are not tried."""
+    notes, modes = [], []
+    if cfg.backend == "tracepoint":
+        notes.append({"name": "function probes", "attached": False, "reason": "--backend tracepoint"})
+    elif facts.fprobe_offsets is None:
+        notes.append({"name": "function probes", "attached": False,
+                      "reason": f"BTF lacks what they read: {facts.fprobe_missing}"})
+    else:
+        if cfg.backend in ("auto", "fentry"):
+            if facts.arch == "x86_64" and bcc_supports_kfunc():
+                modes.append("fentry")
+            else:
+                notes.append({"name": "fentry/fexit", "attached": False,
+                              "reason": "bcc has no kfunc support here" + (" (arm64)" if facts.arch == "aarch64" else "")})
+        if cfg.backend in ("auto", "kprobe"):
+            ok, why = fprobes.kprobes_available(tracing)
+            if ok:
+                modes.append("kprobe")
+            else:
+                notes.append({"name": "kprobe/kretprobe", "attached": False, "reason": why})
+    return modes + ["tracepoint"], notes
+
+
+def bcc_supports_kfunc() -> bool:
+    try:
+        from bcc import BPF
+        with warnings.catch_warnings():  # bcc 0.26 warns about its own str argument
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return bool(BPF.support_kfunc())
+    except Exception:  # noqa: BLE001 - no bcc, or an old one
+        return False
 
 
 def probe_list(facts: program.KernelFacts, cfg: RunConfig) -> List[Dict[str, object]]:
@@ -178,14 +224,15 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
         ringbuf=not cfg.perf_buffer and kernel_has_ringbuf(facts.release),
         ringbuf_pages=ring_pages(cfg.buffer_mb),
         max_live=cfg.max_live, raw_pointers=cfg.raw_pointers)
-    source = program.build(facts, classifier, opts)
     choice = None
     if need_kernel:
         try:
             choice = headers.choose()
         except headers.HeadersError as e:
             raise CollectError(str(e), EXIT_ENVIRONMENT)
-    return Prepared(facts, classifier, opts, source, btf, choice, aliases, probe_list(facts, cfg))
+    modes, notes = choose_backends(cfg, facts, tracing)
+    prep = Prepared(facts, classifier, opts, "", btf, choice, aliases, probe_list(facts, cfg), modes, notes)
+    return prep.with_backend(modes[0])
 
 
 def check_privileges() -> None:
@@ -275,19 +322,45 @@ def run(cfg: RunConfig) -> Summary:
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     except (ValueError, OSError):
         pass  # kernels since 5.11 charge BPF memory to the cgroup instead
-    try:
-        bpf = BPF(text=prep.source)
-    except Exception as e:  # bcc raises plain Exception for compile and load failures
-        if held:
-            held.cancel()
-        raise CollectError(f"cannot load the BPF program: {str(e).splitlines()[0]} "
-                           "(run with --ebpf to see it)", EXIT_ENVIRONMENT) from None
+    bpf, prep = load(BPF, prep, held)
     return Recording(cfg, prep, bpf, held).run()
+
+
+def load(BPF, prep: Prepared, held: Optional[HeldCommand]):
+    """Compile and load the program for the best function-probe mode that
+    works (fentry, then kprobe, then tracepoints only), attach the function
+    probes, and note in ``prep.probes`` what happened to each."""
+    for mode in prep.backends:
+        attempt = prep.with_backend(mode)
+        try:
+            bpf = BPF(text=attempt.source)
+        except Exception as e:  # bcc raises plain Exception for compile and load failures
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if mode != "tracepoint":
+                prep.backend_notes.append({"name": f"{mode} function probes", "attached": False,
+                                           "reason": f"program did not load: {reason}"})
+                continue
+            if held:
+                held.cancel()
+            raise CollectError(f"cannot load the BPF program: {reason} (run with --ebpf to see it)",
+                               EXIT_ENVIRONMENT) from None
+        if mode == "kprobe":
+            results = fprobes.attach_kprobes(bpf)
+        elif mode == "fentry":
+            results = fprobes.kfunc_report(bpf)
+        else:
+            results = []
+        attempt.probes = attempt.probes + prep.backend_notes + results
+        attached = [r for r in results if r["attached"]]
+        attempt.backend = mode if attached else "tracepoint"
+        return bpf, attempt
+    raise AssertionError("the tracepoint mode is always tried last")
 
 
 class Recording:
     def __init__(self, cfg: RunConfig, prep: Prepared, bpf, held: Optional[HeldCommand]):
         self.cfg, self.prep, self.bpf, self.held = cfg, prep, bpf, held
+        self.dtype = events.FPROBE_DTYPE if prep.options.func_probes else events.EVENT_DTYPE
         self.lost_reported = {"ringbuf": 0, "perfbuf": 0, "live_map_full": 0}
         self.by_object = np.zeros(8, dtype=np.int64)
         self.stop_reason: Optional[str] = None
@@ -309,7 +382,7 @@ class Recording:
         items = self.consumer.take()
         if not items:
             return
-        ev = np.frombuffer(items[0] if len(items) == 1 else b"".join(items), dtype=events.EVENT_DTYPE)
+        ev = np.frombuffer(items[0] if len(items) == 1 else b"".join(items), dtype=self.dtype)
         objs = ev["object"][(ev["kind"] == events.EV_ALLOC)]
         self.by_object += np.bincount(objs, minlength=8)[:8]
         self.writer.add_events(ev)
@@ -342,7 +415,7 @@ class Recording:
         self.consumer.drain()
         # What no timer flushed (no timer, or a CPU that stayed busy):
         # nothing writes the batches any more, so they can be read as they are.
-        size = events.EVENT_DTYPE.itemsize
+        size = self.dtype.itemsize
         for b in self.bpf["batches"].getvalue(0):
             if b.head.n:
                 self.consumer.add(ctypes.string_at(ctypes.addressof(b.ev), b.head.n * size))
@@ -350,7 +423,8 @@ class Recording:
     def run(self) -> Summary:
         cfg, bpf = self.cfg, self.bpf
         self._attach_flush_timer()
-        self.consumer = BufferConsumer(bpf, self.prep.options.ringbuf, self.prep.options.ringbuf_pages)
+        self.consumer = BufferConsumer(bpf, self.prep.options.ringbuf, self.prep.options.ringbuf_pages,
+                                       self.dtype.itemsize)
         if cfg.tracked:
             tracked = bpf["tracked"]
             if cfg.pid:
@@ -364,7 +438,7 @@ class Recording:
         start_slab = slab_rows(0, self.prep.aliases)
         bpf["enabled"][bpf["enabled"].Key(0)] = bpf["enabled"].Leaf(1)
         # The .partial file appears once the kernel side records.
-        self.writer = RecordingWriter(cfg.output, t0, raw_pointers=cfg.raw_pointers)
+        self.writer = RecordingWriter(cfg.output, t0, raw_pointers=cfg.raw_pointers, dtype=self.dtype)
         try:
             self.writer.add_user_rows(start_slab)
             self.consumer.start()
@@ -456,7 +530,7 @@ class Recording:
                                  "slab_size": sizes[o].objsize if o in sizes else None}
                              for o in prep.facts.sizes},
             "btf": prep.btf is not None,
-            "backend": "tracepoint",
+            "backend": prep.backend,
             "probes": prep.probes,
             "target": self.cfg.target(),
             "start_time": start_wall.isoformat(),

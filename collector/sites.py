@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from .kallsyms import Range
-from .schema import LOCK_FUNCS
+from .schema import LOCK_FUNCS, WALK_KINDS
 
 # Tag values shared with bpf/anonscope.bpf.c (SITE_*).
 SITE_PREPARE, SITE_FORK, SITE_CLONE, SITE_VMA_ALLOC, SITE_VMA_DUP, SITE_UNLINK, SITE_PUT = range(1, 8)
@@ -70,6 +70,17 @@ LOCK_SITES = {
     "split_huge_page_to_list": 9,
 }
 
+#: rmap_walk_control.rmap_one callbacks (mm/rmap.c, mm/migrate.c,
+#: mm/page_idle.c, mm/damon/paddr.c) -> walk kind (index + 1 in
+#: schema.WALK_KINDS); any other callback is "other".
+WALK_SITES = {
+    "try_to_unmap_one": 1, "folio_referenced_one": 1,                 # reclaim
+    "try_to_migrate_one": 2, "remove_migration_pte": 2,               # migration
+    "page_idle_clear_pte_refs_one": 4, "damon_folio_mkold_one": 4,    # idle tracking
+    "damon_folio_young_one": 4, "__damon_pa_mkold": 4, "__damon_pa_young": 4,
+    "page_mkclean_one": 5,                                            # other
+}
+
 #: The functions without which the collector cannot classify anything.
 REQUIRED = ("__anon_vma_prepare", "anon_vma_fork", "anon_vma_clone")
 
@@ -82,7 +93,7 @@ _PATH_OF_SITE = {
 
 def wanted_functions() -> List[str]:
     """Every function name the classifiers look up in kallsyms."""
-    return sorted(set(ALLOC_SITES) | set(FREE_SITES) | set(CALLER_SITES) | set(LOCK_SITES))
+    return sorted(set(ALLOC_SITES) | set(FREE_SITES) | set(CALLER_SITES) | set(LOCK_SITES) | set(WALK_SITES))
 
 
 @dataclass
@@ -119,15 +130,21 @@ class Classifier:
         """Index + 1 in LOCK_FUNCS of an anon_vma lock taker, 0 otherwise."""
         return self._lookup(LOCK_SITES, ip)
 
+    def walk_kind(self, ip: int) -> int:
+        """Index + 1 in WALK_KINDS of an rmap_one callback, 0 if unknown."""
+        return self._lookup(WALK_SITES, ip)
+
     def c_functions(self) -> str:
-        """C source of alloc_site(), free_site(), caller_site(), lock_site().
+        """C source of alloc_site(), free_site(), caller_site(), lock_site(),
+        walk_kind().
 
         The same tables and ranges as the Python methods above, as range
         compares on constants, so the kernel does no map lookups.
         """
         out = []
         for fn, table in (("alloc_site", ALLOC_SITES), ("free_site", FREE_SITES),
-                          ("caller_site", CALLER_SITES), ("lock_site", LOCK_SITES)):
+                          ("caller_site", CALLER_SITES), ("lock_site", LOCK_SITES),
+                          ("walk_kind", WALK_SITES)):
             out.append(f"static __always_inline u8 {fn}(u64 ip)\n{{")
             spans = [r for name in table for r in self.ranges.get(name, ())]
             if spans:  # most call sites in the kernel are far from ours
@@ -143,12 +160,12 @@ class Classifier:
         """{function: what its call sites mean}, for the run metadata."""
         found = {}
         for table, kind in ((ALLOC_SITES, "alloc"), (FREE_SITES, "free"), (CALLER_SITES, "caller"),
-                            (LOCK_SITES, "lock")):
+                            (LOCK_SITES, "lock"), (WALK_SITES, "walk")):
             for name, tag in table.items():
                 if name in self.ranges:
                     what = _PATH_OF_SITE[tag] if kind in ("alloc", "free") else \
                         ("split", "merge", "mremap", "fork")[tag - 1] if kind == "caller" else \
-                        LOCK_FUNCS[tag - 1]
+                        LOCK_FUNCS[tag - 1] if kind == "lock" else WALK_KINDS[tag - 1]
                     found.setdefault(name, []).append(f"{kind}:{what}")
         return {k: ",".join(v) for k, v in sorted(found.items())}
 

@@ -39,17 +39,19 @@ class PointerLeak(Exception):
 def check_no_pointers(ev: np.ndarray) -> None:
     """Refuse to write kernel addresses as ids (the kernel side makes per-run
     ids unless --raw-pointers); a failure here is a bug, never data."""
-    for col in ("obj_id", "fork_id"):  # fork_id holds wait_ns on lock rows: small too
-        if len(ev) and int(ev[col].max()) >= KERNEL_ADDRESS_MIN:
+    for col in ("obj_id", "fork_id", "vma_id", "src_vma_id", "mm_id"):  # fork_id: wait_ns on lock rows
+        if col in ev.dtype.names and len(ev) and int(ev[col].max()) >= KERNEL_ADDRESS_MIN:
             raise PointerLeak(f"{col} holds a kernel address; refusing to write it")
 
 
 class RecordingWriter:
     """Writes one recording; ``add_events`` / ``add_user_rows``, then ``close``."""
 
-    def __init__(self, path: str, t0_ns: int, raw_pointers: bool = False):
+    def __init__(self, path: str, t0_ns: int, raw_pointers: bool = False,
+                 dtype: np.dtype = events.EVENT_DTYPE):
         self.path = path
         self.raw_pointers = raw_pointers
+        self.dtype = dtype
         self.partial = path + ".partial"
         self.t0_ns = t0_ns
         self.rows = 0
@@ -59,7 +61,7 @@ class RecordingWriter:
             column_encoding={c: "DELTA_BINARY_PACKED" for c in DELTA_COLUMNS})
         self._buffer: List[pa.RecordBatch] = []
         self._buffered = 0
-        self._pending = np.empty(0, dtype=events.EVENT_DTYPE)
+        self._pending = np.empty(0, dtype=dtype)
         self._children: Dict[int, Tuple[int, int, int]] = {}   # fork_id -> (pid, tgid, ts)
 
     # -- kernel events ---------------------------------------------------
@@ -138,7 +140,7 @@ class RecordingWriter:
     def close(self, metadata: Dict[str, object]) -> str:
         """Write everything held back, the footer and ``metadata``; return the path."""
         if len(self._pending):
-            ev, self._pending = self._pending, np.empty(0, dtype=events.EVENT_DTYPE)
+            ev, self._pending = self._pending, np.empty(0, dtype=self.dtype)
             self._emit(ev, *self._owners(ev))
         self.flush()
         meta = dict(metadata, events=self.rows, schema_version=schema.SCHEMA_VERSION)

@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: GPL-2.0
+//
+// anonscope function-probe backend, appended to anonscope.bpf.c when the
+// kernel allows function probes (FUNC_PROBES): fentry/fexit where bcc
+// supports them (FP_KFUNC), kprobes/kretprobes otherwise, attached per
+// probe by collector/fprobes.py. Adds to the tracepoint events:
+//  - the VMA every anon_vma/AVC is made or freed for (vma_id on alloc/free
+//    rows, through the per-task call context below);
+//  - `call` rows for __anon_vma_prepare, anon_vma_fork, anon_vma_clone and
+//    unlink_anon_vmas: the VMA(s), their range and mm, how many objects the
+//    call allocated or freed, whether an anon_vma was reused;
+//  - `walk` rows for rmap walks of anonymous and KSM folios (rmap_walk,
+//    rmap_walk_locked): folio order, duration, kind (from rwc->rmap_one),
+//    AVCs the interval tree returned, VMAs the callback ran on.
+// Struct offsets are #defines from BTF (FP_* in collector/program.py).
+
+#define FN_PREPARE 1
+#define FN_FORK 2
+#define FN_CLONE 3
+#define FN_UNLINK 4
+
+// Walk kinds (schema.WALK_KINDS order + 1); walk_kind() is generated.
+#define WALK_RECLAIM 1
+#define WALK_MIGRATION 2
+#define WALK_KSM 3
+#define WALK_IDLE 4
+#define WALK_OTHER 5
+
+#define FLAG_REUSED 32
+#define FLAG_FILE 64
+#define FLAG_LOCKED 128
+
+// Per task: the outermost anon_vma function it is in.
+struct fctx {
+    u64 vma;
+    u64 src;
+    u64 t0;
+    u32 count;
+    u8 fn;
+    u8 depth;
+    u8 new_anon_vma;
+};
+BPF_HASH(fctx_map, u32, struct fctx, 16384);
+
+// Per task: the rmap walk it is in.
+struct wctx {
+    u64 t0;
+    u64 anon_vma;
+    u32 avcs;
+    u32 vmas;
+    u8 order;
+    u8 kind;
+    u8 flags;
+};
+BPF_HASH(wctx_map, u32, struct wctx, 16384);
+
+BPF_HASH(mm_ids, u64, u64, 65536);
+
+// Per-run id of a VMA: its alloc id when it was allocated in the run,
+// otherwise a new id, entered in `live` (flagged pre-run) so that its free
+// carries the same id.
+static __always_inline u64 vma_id_of(u64 vma)
+{
+    if (!vma)
+        return 0;
+    struct live_val *v = live.lookup(&vma);
+    if (v)
+        return v->id;
+    struct live_val n = {.id = new_id(), .object = OBJ_VMA, .pre = 1};
+    if (live.update(&vma, &n) < 0)
+        count(C_LIVE_FULL, 1);
+    return n.id;
+}
+
+static __always_inline u64 mm_id_of(u64 mm)
+{
+    if (!mm)
+        return 0;
+    u64 *id = mm_ids.lookup(&mm);
+    if (id)
+        return *id;
+    u64 n = new_id();
+    mm_ids.update(&mm, &n);
+    return n;
+}
+
+// Called by the alloc/free programs: tag the object with the VMA of the
+// anon_vma function the task is in, and count it.
+static __always_inline void fp_tag(struct event *e, u8 is_alloc)
+{
+    u32 tid = e->pid;
+    struct fctx *c = fctx_map.lookup(&tid);
+    if (!c)
+        return;
+    e->vma_id = vma_id_of(c->vma);
+    e->src_vma_id = vma_id_of(c->src);
+    if (e->object != OBJ_VMA)
+        c->count++;
+    if (is_alloc && e->object == OBJ_ANON_VMA)
+        c->new_anon_vma = 1;
+}
+
+static __always_inline int fn_enter(u8 fn, u64 vma, u64 src)
+{
+    if (!is_enabled())
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct fctx *c = fctx_map.lookup(&tid);
+    if (c) {
+        c->depth++;  // anon_vma_clone inside anon_vma_fork: same VMAs
+        return 0;
+    }
+    struct fctx n = {.vma = vma, .src = src, .t0 = bpf_ktime_get_ns(), .fn = fn, .depth = 1};
+    fctx_map.update(&tid, &n);
+    return 0;
+}
+
+static __always_inline void read_vma(struct event *e, u64 vma)
+{
+    u64 mm = 0, file = 0;
+    bpf_probe_read_kernel(&e->vm_start, sizeof(u64), (void *)(vma + VMA_START_OFF));
+    bpf_probe_read_kernel(&e->vm_end, sizeof(u64), (void *)(vma + VMA_END_OFF));
+    bpf_probe_read_kernel(&e->vm_pgoff, sizeof(u64), (void *)(vma + VMA_PGOFF_OFF));
+    bpf_probe_read_kernel(&mm, sizeof(mm), (void *)(vma + VMA_MM_OFF));
+    bpf_probe_read_kernel(&file, sizeof(file), (void *)(vma + VMA_FILE_OFF));
+    e->mm_id = mm_id_of(mm);
+    if (file)
+        e->flags |= FLAG_FILE;
+}
+
+static __always_inline int fn_return(void *ctx, long ret)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct fctx *c = fctx_map.lookup(&tid);
+    if (!c)
+        return 0;
+    if (c->depth > 1) {
+        c->depth--;
+        return 0;
+    }
+    struct event e = {};
+    fill_task(&e, EV_CALL);
+    e.path = c->fn;
+    e.vma_id = vma_id_of(c->vma);
+    e.src_vma_id = vma_id_of(c->src);
+    e.count = c->count;
+    e.duration = e.ts - c->t0;
+    e.aux1 = (u32)ret;
+    if ((c->fn == FN_PREPARE || c->fn == FN_FORK) && !c->new_anon_vma && ret == 0)
+        e.flags |= FLAG_REUSED;
+    read_vma(&e, c->vma);
+    fctx_map.delete(&tid);
+    if (want_task(e.tgid, e.comm))
+        emit(ctx, &e);
+    return 0;
+}
+
+static __always_inline int walk_enter(u64 folio, u64 rwc, u8 locked)
+{
+    if (!is_enabled())
+        return 0;
+    u64 mapping = 0, flags = 0, rmap_one = 0;
+    bpf_probe_read_kernel(&mapping, sizeof(mapping), (void *)(folio + FOLIO_MAPPING_OFF));
+    if (!(mapping & 1))
+        return 0;  // file folio: rmap_walk_file, not the anon rmap
+    struct wctx w = {.t0 = bpf_ktime_get_ns(), .anon_vma = mapping & ~3ULL};
+    bpf_probe_read_kernel(&rmap_one, sizeof(rmap_one), (void *)(rwc + RWC_RMAP_ONE_OFF));
+    u8 kind = walk_kind(rmap_one);
+    w.kind = (mapping & 3) == 3 ? WALK_KSM : kind ? kind : WALK_OTHER;
+    bpf_probe_read_kernel(&flags, sizeof(flags), (void *)(folio + FOLIO_FLAGS_OFF));
+    if (flags & (1ULL << PG_HEAD_BIT))
+        bpf_probe_read_kernel(&w.order, sizeof(w.order), (void *)(folio + FOLIO_ORDER_OFF));
+    if (locked)
+        w.flags = FLAG_LOCKED;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    wctx_map.update(&tid, &w);
+    return 0;
+}
+
+static __always_inline int walk_return(void *ctx)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct wctx *w = wctx_map.lookup(&tid);
+    if (!w)
+        return 0;
+    struct event e = {};
+    fill_task(&e, EV_WALK);
+    e.duration = e.ts - w->t0;
+    e.count = w->avcs;
+    e.count2 = w->vmas;
+    e.caller = w->kind;
+    e.aux1 = w->order;
+    e.flags = w->flags;
+    struct live_val *v = live.lookup(&w->anon_vma);
+    e.obj_id = v ? v->id : 0;
+    wctx_map.delete(&tid);
+    if (want_task(e.tgid, e.comm))
+        emit(ctx, &e);
+    return 0;
+}
+
+static __always_inline int walk_avc(long ret)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct wctx *w = wctx_map.lookup(&tid);
+    if (w && ret)
+        w->avcs++;
+    return 0;
+}
+
+static __always_inline int walk_vma(void)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct wctx *w = wctx_map.lookup(&tid);
+    if (w)
+        w->vmas++;
+    return 0;
+}
+
+// The probes. Each has an entry and/or a return program; FP_KFUNC builds
+// them as fentry/fexit (auto-attached by bcc), otherwise as kprobe and
+// kretprobe functions that collector/fprobes.py attaches one by one.
+#if FP_KFUNC
+KFUNC_PROBE(__anon_vma_prepare, void *vma) { return fn_enter(FN_PREPARE, (u64)vma, 0); }
+KRETFUNC_PROBE(__anon_vma_prepare, void *vma, int ret) { return fn_return(ctx, ret); }
+KFUNC_PROBE(anon_vma_fork, void *vma, void *pvma) { return fn_enter(FN_FORK, (u64)vma, (u64)pvma); }
+KRETFUNC_PROBE(anon_vma_fork, void *vma, void *pvma, int ret) { return fn_return(ctx, ret); }
+KFUNC_PROBE(anon_vma_clone, void *dst, void *src) { return fn_enter(FN_CLONE, (u64)dst, (u64)src); }
+KRETFUNC_PROBE(anon_vma_clone, void *dst, void *src, int ret) { return fn_return(ctx, ret); }
+KFUNC_PROBE(unlink_anon_vmas, void *vma) { return fn_enter(FN_UNLINK, (u64)vma, 0); }
+KRETFUNC_PROBE(unlink_anon_vmas, void *vma) { return fn_return(ctx, 0); }
+KFUNC_PROBE(rmap_walk, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 0); }
+KRETFUNC_PROBE(rmap_walk, void *folio, void *rwc) { return walk_return(ctx); }
+KFUNC_PROBE(rmap_walk_locked, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 1); }
+KRETFUNC_PROBE(rmap_walk_locked, void *folio, void *rwc) { return walk_return(ctx); }
+KRETFUNC_PROBE(anon_vma_interval_tree_iter_first, void *root, unsigned long first, unsigned long last, void *ret)
+{ return walk_avc((long)ret); }
+KRETFUNC_PROBE(anon_vma_interval_tree_iter_next, void *node, unsigned long first, unsigned long last, void *ret)
+{ return walk_avc((long)ret); }
+#else
+int fp_enter_prepare(struct pt_regs *ctx, void *vma) { return fn_enter(FN_PREPARE, (u64)vma, 0); }
+int fp_enter_fork(struct pt_regs *ctx, void *vma, void *pvma) { return fn_enter(FN_FORK, (u64)vma, (u64)pvma); }
+int fp_enter_clone(struct pt_regs *ctx, void *dst, void *src) { return fn_enter(FN_CLONE, (u64)dst, (u64)src); }
+int fp_enter_unlink(struct pt_regs *ctx, void *vma) { return fn_enter(FN_UNLINK, (u64)vma, 0); }
+int fp_return_fn(struct pt_regs *ctx) { return fn_return(ctx, PT_REGS_RC(ctx)); }
+int fp_enter_walk(struct pt_regs *ctx, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 0); }
+int fp_enter_walk_locked(struct pt_regs *ctx, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 1); }
+int fp_return_walk(struct pt_regs *ctx) { return walk_return(ctx); }
+int fp_return_iter(struct pt_regs *ctx) { return walk_avc(PT_REGS_RC(ctx)); }
+#endif
+// The rmap_one callbacks are probed with kprobes in both modes (they are
+// static functions bcc's fentry cannot always resolve): one VMA visited.
+int fp_enter_rmap_one(struct pt_regs *ctx) { return walk_vma(); }

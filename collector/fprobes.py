@@ -1,0 +1,101 @@
+"""Attach the function probes of bpf/fprobes.bpf.c, one by one.
+
+Per probe: fentry/fexit where bcc supports kfuncs (x86_64 with BTF; bcc has
+none on arm64) and the kernel accepts them, kprobe/kretprobe otherwise;
+each probe that cannot attach is skipped with its reason, and the
+recording goes on with the rest (and always with the tracepoints). The
+results go into the metadata's ``probes``. Function names are those of
+mm/rmap.c and mm/interval_tree.c from 5.10 to 6.18; the rmap_one callbacks
+are those of collector/sites.py: WALK_SITES.
+"""
+
+import os
+import re
+from typing import Dict, List, Optional, Tuple
+
+from .sites import WALK_SITES
+
+#: (function, entry program, return program) for kprobe mode; in kfunc
+#: mode the same functions are fentry/fexit programs bcc attaches itself.
+FUNCTION_PROBES: List[Tuple[str, Optional[str], Optional[str]]] = [
+    ("__anon_vma_prepare", "fp_enter_prepare", "fp_return_fn"),
+    ("anon_vma_fork", "fp_enter_fork", "fp_return_fn"),
+    ("anon_vma_clone", "fp_enter_clone", "fp_return_fn"),
+    ("unlink_anon_vmas", "fp_enter_unlink", "fp_return_fn"),
+    ("rmap_walk", "fp_enter_walk", "fp_return_walk"),
+    ("rmap_walk_locked", "fp_enter_walk_locked", "fp_return_walk"),
+    ("anon_vma_interval_tree_iter_first", None, "fp_return_iter"),
+    ("anon_vma_interval_tree_iter_next", None, "fp_return_iter"),
+]
+
+
+def kprobes_available(tracing: Optional[str]) -> Tuple[bool, str]:
+    """Whether this kernel can attach kprobes at all (CONFIG_KPROBE_EVENTS)."""
+    if not tracing:
+        return False, "no tracefs"
+    if not os.path.exists(os.path.join(tracing, "kprobe_events")):
+        return False, "kernel without kprobe events (CONFIG_KPROBES/CONFIG_KPROBE_EVENTS off)"
+    return True, "kprobe_events present"
+
+
+def symbol(bpf, name: str) -> Optional[str]:
+    """The traceable symbol for ``name``: itself, or a compiler-renamed copy
+    (``name.isra.0``, ``name.constprop.0``...)."""
+    pattern = ("^" + re.escape(name) + r"(\.\w+)*$").encode()
+    found = [f.decode() for f in bpf.get_kprobe_functions(pattern)]
+    if name in found:
+        return name
+    return found[0] if found else None
+
+
+def attach_kprobes(bpf) -> List[Dict[str, object]]:
+    """Attach every probe as a kprobe/kretprobe; report each one."""
+    out = []
+    for func, enter, ret in FUNCTION_PROBES:
+        sym = symbol(bpf, func)
+        for kind, fn in (("kprobe", enter), ("kretprobe", ret)):
+            if fn is None:
+                continue
+            name = f"{kind}:{func}"
+            if sym is None:
+                out.append({"name": name, "attached": False,
+                            "reason": "not traceable (inlined, or not in available_filter_functions)"})
+                continue
+            try:
+                if kind == "kprobe":
+                    bpf.attach_kprobe(event=sym, fn_name=fn)
+                else:
+                    bpf.attach_kretprobe(event=sym, fn_name=fn, maxactive=64)
+                out.append({"name": name, "attached": True, "reason": f"as {sym}"})
+            except Exception as e:  # noqa: BLE001 - bcc raises plain Exception
+                out.append({"name": name, "attached": False, "reason": str(e).splitlines()[0]})
+    return out + attach_rmap_one(bpf)
+
+
+def attach_rmap_one(bpf) -> List[Dict[str, object]]:
+    """kprobes on the rmap_one callbacks: each call in a walk is one VMA."""
+    out = []
+    for func in sorted(WALK_SITES):
+        sym = symbol(bpf, func)
+        if sym is None:
+            continue  # not in this kernel (DAMON off, renamed): nothing to count
+        name = f"kprobe:{func}"
+        try:
+            bpf.attach_kprobe(event=sym, fn_name="fp_enter_rmap_one")
+            out.append({"name": name, "attached": True, "reason": "VMAs visited by walks"})
+        except Exception as e:  # noqa: BLE001
+            out.append({"name": name, "attached": False, "reason": str(e).splitlines()[0]})
+    return out
+
+
+def kfunc_report(bpf) -> List[Dict[str, object]]:
+    """What bcc attached itself in kfunc mode (fentry/fexit programs are
+    attached when the program loads: all of them, or the load fails), plus
+    the rmap_one kprobes."""
+    names = {k.decode() if isinstance(k, bytes) else k for k in bpf.funcs}
+    out = []
+    for func, enter, ret in FUNCTION_PROBES:
+        for kind, wanted, prefix in (("fentry", enter, "kfunc__vmlinux__"), ("fexit", ret, "kretfunc__vmlinux__")):
+            if wanted is not None:
+                out.append({"name": f"{kind}:{func}", "attached": prefix + func in names, "reason": "bcc kfunc"})
+    return out + attach_rmap_one(bpf)
