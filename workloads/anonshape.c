@@ -3,7 +3,7 @@
 // anonshape: an address space of known shape, for checking anoncollect's
 // counts against the kernel's rules (docs/workloads.md derives them).
 //
-//   anonshape -n N -s S -m M -f F [-t] [-w] [-P] [-c C]
+//   anonshape -n N -s S -m M -f F [-t] [-w] [-P] [-c C] [-o]
 //
 // 1. N private anonymous regions of REGION_PAGES pages each, separated by
 //    PROT_NONE guard pages so that no two can share an anon_vma
@@ -19,6 +19,9 @@
 //    anon_vma and one AVC of the child's own (anon_vma_fork).
 // -w waits for a newline on stdin before step 1 (for manual tracing).
 // -P runs the F children at the same time instead of one after the other.
+// -o pages out every region after step 3 (madvise MADV_PAGEOUT; needs
+//    swap): reclaim walks the anon rmap of each written folio (rmap_walk,
+//    from folio_referenced and try_to_unmap).
 // -c C makes each child split and re-merge its copy of region 0 C times
 //    (mprotect of its first page to read-only and back): every split and
 //    merge takes the write lock of the parent's root anon_vma, which all
@@ -63,9 +66,9 @@ int main(int argc, char **argv)
 {
     long n = 0, s = 0, m = 0, f = 0;
     long churn = 0;
-    int touch = 0, wait_stdin = 0, parallel = 0, opt;
+    int touch = 0, wait_stdin = 0, parallel = 0, pageout = 0, opt;
 
-    while ((opt = getopt(argc, argv, "n:s:m:f:twPc:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:s:m:f:twPc:o")) != -1) {
         switch (opt) {
         case 'n': n = atol(optarg); break;
         case 's': s = atol(optarg); break;
@@ -74,9 +77,10 @@ int main(int argc, char **argv)
         case 't': touch = 1; break;
         case 'w': wait_stdin = 1; break;
         case 'P': parallel = 1; break;
+        case 'o': pageout = 1; break;
         case 'c': churn = atol(optarg); break;
         default:
-            fprintf(stderr, "usage: anonshape -n REGIONS -s SPLITS -m MREMAPS -f FORKS [-t] [-w] [-P] [-c CHURN]\n");
+            fprintf(stderr, "usage: anonshape -n REGIONS -s SPLITS -m MREMAPS -f FORKS [-t] [-w] [-P] [-c CHURN] [-o]\n");
             return 2;
         }
     }
@@ -104,6 +108,18 @@ int main(int argc, char **argv)
         if (mremap(slot(regions, n - 1 - i), len, len, MREMAP_MAYMOVE | MREMAP_FIXED,
                    slot(moved, i)) == MAP_FAILED)
             die("mremap");
+
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+    if (pageout) {
+        for (long i = 0; i < n - m; i++)
+            if (madvise(slot(regions, i), len, MADV_PAGEOUT))
+                die("madvise MADV_PAGEOUT");
+        for (long i = 0; i < m; i++)
+            if (madvise(slot(moved, i), len, MADV_PAGEOUT))
+                die("madvise MADV_PAGEOUT");
+    }
 
     for (long k = 0; k < f; k++) {
         pid_t pid = fork();

@@ -1,0 +1,133 @@
+"""Function probes (fentry or kprobes) on a kernel that allows them.
+
+These run where function probes attach: Debian's kernels in the qemu guests
+of scripts/vm-test (this project's development host refuses kprobes and
+fentry; the tests are skipped there with the reason). They check the
+per-VMA attribution against the workload's shape and the rmap walks against
+an independent bpftrace count of the same run.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from test_integration_collect import (ANONCOLLECT, WORKLOAD, _skip_reason, collect, metadata,
+                                      shape_args, workload)  # noqa: F401 - workload is a fixture
+
+
+def _fprobe_skip_reason():
+    base = _skip_reason()
+    if base:
+        return base
+    tracing = "/sys/kernel/tracing"
+    if not os.path.exists(os.path.join(tracing, "kprobe_events")):
+        return "kernel without kprobes: function probes cannot attach here (scripts/vm-test runs them)"
+    return None
+
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(_fprobe_skip_reason() is not None, reason=str(_fprobe_skip_reason()))]
+
+
+def rows(path):
+    return pq.read_table(path).to_pandas()
+
+
+def test_function_probes_attach(tmp_path, workload):
+    path = collect(tmp_path, "fp", shape_args(2, 0, 0, 1))
+    meta = metadata(path)
+    assert meta["backend"] in ("fentry", "kprobe"), meta["probes"]
+    names = {p["name"] for p in meta["probes"] if p["attached"]}
+    for func in ("__anon_vma_prepare", "anon_vma_fork", "anon_vma_clone", "unlink_anon_vmas"):
+        assert any(func in n for n in names), (func, meta["probes"])
+
+
+def test_every_object_has_its_vma_and_calls_follow_the_shape(tmp_path, workload):
+    n, s, m, f = 12, 3, 2, 4
+    base = rows(collect(tmp_path, "base", shape_args(0, 0, 0, f)))
+    df = rows(collect(tmp_path, "shape", shape_args(n, s, m, f)))
+    for d in (base, df):
+        rmap = d[(d.event == "alloc") & d.object.isin(["anon_vma", "anon_vma_chain"])]
+        assert rmap.vma_id.notna().all(), "every anon_vma/AVC is made inside one of the probed functions"
+
+    def calls(d):
+        c = d[d.event == "call"]
+        return Counter(c.func.astype(str))
+
+    diff = calls(df)
+    diff.subtract(calls(base))
+    assert diff["__anon_vma_prepare"] == n
+    assert diff["anon_vma_fork"] == f * (n + s)
+    # anon_vma_clone outside fork: one per split, one per mremap copy
+    assert diff["anon_vma_clone"] == s + m
+    c = df[df.event == "call"]
+    prepare = c[c.func == "__anon_vma_prepare"]
+    assert (prepare.call_objects == 2).sum() - (base[(base.event == "call") &
+                                                     (base.func == "__anon_vma_prepare")].call_objects == 2).sum() == n
+    forks = c[c.func == "anon_vma_fork"]
+    # a first-generation fork of a VMA with a one-AVC chain: 1 clone + own anon_vma + own AVC
+    assert (forks.call_objects == 3).all() and not forks.reused.any()
+    # each call's objects are the alloc rows tagged with its VMA during the call
+    allocs = df[(df.event == "alloc") & df.object.isin(["anon_vma", "anon_vma_chain"])]
+    per_vma = allocs.groupby("vma_id").size()
+    for vma, objs in zip(forks.vma_id, forks.call_objects):
+        assert per_vma.get(vma, 0) == objs
+    # the child's VMAs belong to another mm than the parent's
+    assert forks.mm_id.nunique() == f
+    assert (forks.vm_end > forks.vm_start).all()
+
+
+def _bpftrace_walks(name: str):
+    prog = ('kprobe:rmap_walk /comm == "%s"/ { @walks = count(); @in[tid] = 1; } '
+            'kretprobe:rmap_walk /@in[tid]/ { delete(@in[tid]); } '
+            'kretprobe:anon_vma_interval_tree_iter_first, kretprobe:anon_vma_interval_tree_iter_next '
+            '/@in[tid] && retval != 0/ { @avcs = count(); }' % name)
+    return subprocess.Popen(["bpftrace", "-f", "json", "-e", prog], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.skipif(shutil.which("bpftrace") is None, reason="bpftrace not installed")
+def test_walks_equal_bpftrace(tmp_path, workload):
+    """MADV_PAGEOUT of written anonymous pages (swap needed) makes reclaim
+    walk each folio's anon rmap; walks and AVCs visited must equal what an
+    independent bpftrace program counts on rmap_walk and the interval-tree
+    iterators for the same task."""
+    swaps = Path("/proc/swaps").read_text().splitlines()
+    if len(swaps) < 2:
+        pytest.skip("no swap: MADV_PAGEOUT leaves anonymous pages alone (scripts/vm-test adds a swap file)")
+    name = f"awk{os.getpid()}"[:15]
+    binary = tmp_path / name
+    shutil.copy(WORKLOAD, binary)
+    bt = _bpftrace_walks(name)
+    try:
+        line = ""
+        while "attached_probes" not in line:
+            line = bt.stdout.readline()
+            if not line:
+                pytest.fail("bpftrace did not attach: " + bt.stderr.read())
+        path = collect(tmp_path, "walks", ["-n", "16", "-f", "2", "-o"], binary=binary)
+    finally:
+        bt.send_signal(signal.SIGINT)
+        out, _ = bt.communicate(timeout=120)
+    counts = {}
+    for line in out.splitlines():
+        if line.startswith("{") and '"type": "map"' in line:
+            msg = json.loads(line)
+            counts.update({k: v for k, v in msg["data"].items() if isinstance(v, int)})
+    df = rows(path)
+    walks = df[(df.event == "walk") & (df.comm == name)]
+    assert counts.get("@walks", 0) > 0, "the workload should make reclaim walk its pages"
+    # bpftrace counts every rmap_walk of the task; ours only anonymous/KSM folios
+    assert len(walks) <= counts["@walks"]
+    assert len(walks) >= 16, "each written anonymous page is walked at least once"
+    assert int(walks.avcs_visited.sum()) == counts.get("@avcs", 0)
+    assert (walks.duration_ns > 0).all()
+    assert set(walks.walk_kind) <= {"reclaim", "migration", "ksm", "idle", "other"}
