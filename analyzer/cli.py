@@ -1,8 +1,17 @@
 """anonanalyze: turn an anoncollect recording into a report."""
 
+import os
 import sys
 
-import click
+# Before numpy is imported: numpy asks the kernel for transparent huge pages
+# on every large array (madvise), and where THP defrag is "madvise" (the
+# Debian/Ubuntu default) each fresh array then waits for compaction. The
+# report allocates many short-lived arrays of ten million entries; without
+# the hint a 10M-event report spends ~0.7 s less in the kernel
+# (docs/performance.md, "Analyzer (P3)"). Set it to 1 to get the hint back.
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+
+import click  # noqa: E402
 
 from . import render
 from .errors import (EXIT_INTERNAL, EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_OUTPUT,

@@ -91,28 +91,28 @@ def match_frees(ob):
     n = len(ob)
     idx = np.int32 if n < 2 ** 31 else np.int64
     partner = np.full(n, -1, dtype=idx)
-    cand = np.flatnonzero(ob.is_alloc | ~ob.preexisting)    # allocs and run frees
-    if not len(cand):
+    if not n:
         return partner
-    # group by (object, obj_id); stable sorts keep replay order inside a group
-    oid = ob.obj_id[cand]
-    lo, hi = int(oid.min()), int(oid.max())
+    # group rows by (object, obj_id), replay order inside a group; a
+    # preexisting free goes to a group of its own kind, where no alloc is
+    pre = ob.preexisting & ~ob.is_alloc
+    lo, hi = int(ob.obj_id.min()), int(ob.obj_id.max())
     bits = (hi - lo).bit_length()
-    if bits <= 58:
-        # one key: object code above the id (both small for per-run ids)
-        key = oid                                     # a copy: ours to overwrite
-        if lo:
-            key -= lo
-        code = ob.object[cand].astype(np.int64)
+    if bits <= 57:
+        # one key: object code (3 bits with the preexisting flag) above the id
+        key = ob.obj_id - lo
+        code = ob.object.astype(np.int64)
         code += 1
+        code[pre] += 4
         code <<= bits
         key |= code
         del code
-        perm, group = stable_argsort(key, overwrite=True, sorted_keys=True)
+        srt, group = stable_argsort(key, overwrite=True, sorted_keys=True)
         del key
-        srt = cand[perm]
     else:
-        srt = cand[stable_argsort(oid)]
+        cand = np.flatnonzero(~pre)
+        srt = cand[stable_argsort(ob.obj_id[cand])]
+        del cand
         srt = srt[stable_argsort(ob.object[srt])]
         # group number: changes where (object, obj_id) changes
         o, c = ob.obj_id[srt], ob.object[srt]
@@ -120,11 +120,11 @@ def match_frees(ob):
         change[1:] = (o[1:] != o[:-1]) | (c[1:] != c[:-1])
         group = np.cumsum(change)
         del o, c, change
-    del oid, cand
+    del pre
     is_alloc = ob.is_alloc[srt]
     j = np.arange(len(srt), dtype=idx)
-    last = np.maximum.accumulate(np.where(is_alloc, j, -1).astype(idx))   # latest alloc at or before j
-    del j
+    last = np.maximum.accumulate(np.where(is_alloc, j, -1).astype(idx, copy=False))
+    del j                                             # latest alloc at or before j
     fj = np.flatnonzero(~is_alloc)
     aj = last[fj]
     del last, is_alloc
@@ -159,7 +159,9 @@ def _time_series(rp, net, points=20):
         return []
     # the object row just before each time (or none)
     times = np.linspace(0, end, points + 1)[1:]
-    at = np.searchsorted(rp.ob.ts_ns, times, side="right")
+    # rows with ts <= t (integer ts: ts <= floor(t)); an int64 needle keeps
+    # numpy from converting the whole column to float
+    at = np.searchsorted(rp.ob.ts_ns, np.floor(times).astype(np.int64), side="right")
     obpos = rp.ob.pos
     vals = []
     for t, i in zip(times, at):      # <= points iterations, not per event

@@ -3,12 +3,10 @@
 The ``alloc``/``free`` rows (nearly all of a recording) become numpy
 columns in replay order (:class:`ObjectRows`: codes instead of strings, -1
 for nulls); the few rows of the other kinds become small pandas frames. The
-file is read in record batches with only the columns the analyzer uses,
-twice: ``ts_ns`` and ``event`` first, to fix the replay order, then the
-rest, written straight to each row's place, so a large recording never sits
-in memory as one wide table (docs/performance.md, "Analyzer (P3)"). Every
-row carries ``pos``: its place in the replay order (``ts_ns`` ascending,
-ties in file order), which all models compare.
+file is read once, in record batches of the columns the analyzer uses, so a
+large recording never sits in memory as one wide table (docs/performance.md,
+"Analyzer (P3)"). Every row carries ``pos``: its place in the replay order
+(``ts_ns`` ascending, ties in file order), which all models compare.
 """
 
 import json
@@ -291,33 +289,43 @@ def _numpy(col, fill, dtype):
     return col.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
 
 
-def _index_dtype(n):
-    return np.int32 if n < 2 ** 31 else np.int64
-
-
 def _read(pf, path, meta):
-    """Two passes over the row groups. The first reads ``ts_ns`` and
-    ``event`` and fixes the replay order; the second writes each object row's
-    columns straight to its place in that order (no file-order copy of the
-    long columns) and collects the other kinds' rows into small frames."""
+    """One pass over the row groups: the object rows' columns are appended,
+    in file order, to preallocated arrays (pages past the end are never
+    touched); the other kinds' rows are collected into small frames. Files
+    are written in time order (the collector sorts each row group), so the
+    file order usually is the replay order; otherwise the object columns are
+    permuted once, one column at a time."""
     schema = pf.schema_arrow
     n_rows = pf.metadata.num_rows
     kinds = list(KIND_COLUMNS)                    # kind code = index; "object" is 0
     kind_of_event = {e: kinds.index(k) for k, evs in KIND_EVENTS.items() for e in evs}
     ev_codes = _Codes(S.EVENTS)
     ev_kind = []                                  # event code -> kind code (-1: none)
-
-    # pass 1: time and kind of every row
-    ts = np.empty(n_rows, dtype=np.int64)
-    kind = np.empty(n_rows, dtype=np.int8)
-    alloc = np.empty(n_rows, dtype=bool)
     alloc_code = ev_codes.index["alloc"]
-    offset = 0
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=["ts_ns", "event"]):
+
+    ts = np.empty(n_rows, dtype=np.int64)         # every row
+    kind = np.empty(n_rows, dtype=np.int8)
+    arrays = {"is_alloc": np.empty(n_rows, dtype=bool),
+              "preexisting": np.empty(n_rows, dtype=bool)}
+    int_cols = {"pid": -1, "tgid": -1, "owner_tgid": -1, "obj_id": -1, "fork_id": -1}
+    for c in int_cols:
+        arrays[c] = np.empty(n_rows, dtype=schema.field(c).type.to_pandas_dtype())
+    codes = {"object": _Codes(OBJECT_NAMES), "path": _Codes(PATH_NAMES),
+             "caller": _Codes(CALLER_NAMES), "comm": _Codes()}
+    for c in codes:
+        arrays[c] = np.empty(n_rows, dtype=np.int32 if c == "comm" else np.int8)
+    columns = ["ts_ns", "event"] + sorted({c for cols in KIND_COLUMNS.values() for c in cols})
+    small_cols = list(dict.fromkeys(["ts_ns"] + [c for k in kinds[1:] for c in KIND_COLUMNS[k]]))
+    parts = {k: [] for k in kinds[1:]}
+
+    offset = n_obj = 0
+    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
         n = batch.num_rows
         if n == 0:
             continue
-        tcol, ecol = batch.column(0), batch.column(1)
+        ix = batch.schema.get_field_index
+        tcol, ecol = batch.column(ix("ts_ns")), batch.column(ix("event"))
         if tcol.null_count or ecol.null_count:
             raise AnalyzerError(f"{path}: rows with null ts_ns or event", EXIT_NOT_A_RUN)
         ev = ev_codes.codes(ecol, np.int16)
@@ -329,26 +337,61 @@ def _read(pf, path, meta):
                                     + " not in schema v1", EXIT_NOT_A_RUN)
         while len(ev_kind) < len(ev_codes.names):
             ev_kind.append(kind_of_event.get(ev_codes.names[len(ev_kind)], -1))
-        sl = slice(offset, offset + n)
-        ts[sl] = tcol.to_numpy()
-        kind[sl] = np.array(ev_kind, dtype=np.int8)[ev]
-        alloc[sl] = ev == alloc_code
+        k = np.array(ev_kind, dtype=np.int8)[ev]
+        ts[offset:offset + n] = tcol.to_numpy()
+        kind[offset:offset + n] = k
+        is_obj = k == 0
+        m = int(np.count_nonzero(is_obj))
+        if m:
+            every = m == n
+            dst = slice(n_obj, n_obj + m)
+
+            def put(name, values):
+                arrays[name][dst] = values if every else values[is_obj]
+
+            put("is_alloc", ev == alloc_code)
+            for c, fill in int_cols.items():
+                put(c, _numpy(batch.column(ix(c)), fill, arrays[c].dtype))
+            put("preexisting", _numpy(batch.column(ix("preexisting")), False, bool))
+            for c, cc in codes.items():
+                put(c, cc.codes(batch.column(ix(c)), arrays[c].dtype))
+            n_obj += m
+        if m < n:
+            # the few other rows: one filter of the batch, then split by kind
+            rest = ~is_obj
+            idx = np.flatnonzero(rest)
+            few = pa.Table.from_batches([batch.select(small_cols).filter(pa.array(rest))])
+            few = few.append_column("__row", pa.array(idx + offset))
+            kr = k[idx]
+            for code, kname in enumerate(kinds[1:], start=1):
+                mask = kr == code
+                if mask.any():
+                    parts[kname].append(few.select(["ts_ns", *KIND_COLUMNS[kname], "__row"])
+                                        .filter(pa.array(mask)))
         offset += n
-    ts, kind, alloc = ts[:offset], kind[:offset], alloc[:offset]
+    ts, kind = ts[:offset], kind[:offset]
+    for c in arrays:
+        arrays[c] = arrays[c][:n_obj]             # a view: the unused tail stays untouched
 
     # replay order: ts_ns, then file order; pos is the rank in that order
     kept = kind >= 0
     keep_all = bool(kept.all())
     kept_rows = None if keep_all else np.flatnonzero(kept)
     kts = ts if keep_all else ts[kept_rows]
-    order = np.argsort(kts, kind="stable")        # pos -> kept row (timsort: ~linear on time-sorted row groups)
-    korder = kind[order] if keep_all else kind[kept_rows][order]
+    kkind = kind if keep_all else kind[kept_rows]
+    del kind, kept
     end_ts = int(kts.max()) if len(kts) else 0
     positions = int(len(kts))
-    del kts
+    in_order = bool((kts[1:] >= kts[:-1]).all()) if len(kts) > 1 else True
+    if in_order:                                  # pos = kept row number
+        korder = kkind
+        order = None
+    else:
+        order = np.argsort(kts, kind="stable")    # pos -> kept row
+        korder = kkind[order]
 
-    def file_rows(sel):
-        r = order[sel]
+    def file_rows(pos):
+        r = pos if order is None else order[pos]
         return r if keep_all else kept_rows[r]
 
     small = {}                                    # kind -> (positions, file rows)
@@ -358,68 +401,22 @@ def _read(pf, path, meta):
         pos = other[okind == code]
         small[kname] = (pos, file_rows(pos))
     del other, okind
-    obj_sel = korder == 0
-    obj_pos = np.flatnonzero(obj_sel)
-    rows = file_rows(obj_sel)
-    del order, korder, obj_sel, kept_rows
-    n_obj = len(rows)
-    dest = np.full(offset, -1, dtype=_index_dtype(n_obj))   # file row -> object index
-    dest[rows] = np.arange(n_obj, dtype=dest.dtype)
-    arrays = {"pos": obj_pos, "ts_ns": ts[rows], "is_alloc": alloc[rows]}
-    del ts, alloc, rows
-
-    # pass 2: the object rows' columns, in place; the other kinds' rows
-    int_cols = {"pid": -1, "tgid": -1, "owner_tgid": -1, "obj_id": -1, "fork_id": -1}
-    for c in int_cols:
-        arrays[c] = np.empty(n_obj, dtype=schema.field(c).type.to_pandas_dtype())
-    arrays["preexisting"] = np.empty(n_obj, dtype=bool)
-    codes = {"object": _Codes(OBJECT_NAMES), "path": _Codes(PATH_NAMES),
-             "caller": _Codes(CALLER_NAMES), "comm": _Codes()}
-    for c in codes:
-        arrays[c] = np.empty(n_obj, dtype=np.int32 if c == "comm" else np.int8)
-    small_cols = ["ts_ns"] + sorted({c for k in kinds[1:] for c in KIND_COLUMNS[k]})
-    columns = list(dict.fromkeys(list(KIND_COLUMNS["object"]) + small_cols))
-    parts = {k: [] for k in kinds[1:]}
-    offset = 0
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
-        n = batch.num_rows
-        if n == 0:
-            continue
-        sl = slice(offset, offset + n)
-        d = dest[sl]
-        is_obj = d >= 0
-        if is_obj.any():
-            every = bool(is_obj.all())
-            d = d if every else d[is_obj]
-            ix = batch.schema.get_field_index
-            # already in replay order (the usual case: row groups are sorted
-            # by time): a slice, not a scatter
-            run = len(d) and int(d[-1]) - int(d[0]) == len(d) - 1 and \
-                bool((np.diff(d) == 1).all())
-            if run:
-                d = slice(int(d[0]), int(d[-1]) + 1)
-
-            def put(name, values):
-                arrays[name][d] = values if every else values[is_obj]
-
-            for c, fill in int_cols.items():
-                put(c, _numpy(batch.column(ix(c)), fill, arrays[c].dtype))
-            put("preexisting", _numpy(batch.column(ix("preexisting")), False, bool))
-            for c, cc in codes.items():
-                put(c, cc.codes(batch.column(ix(c)), arrays[c].dtype))
-        k = kind[sl]
-        rowidx = None
-        for code, kname in enumerate(kinds[1:], start=1):
-            mask = k == code
-            if not mask.any():
-                continue
-            if rowidx is None:
-                rowidx = pa.array(np.arange(offset, offset + n, dtype=np.int64))
-            cols = ["ts_ns"] + list(KIND_COLUMNS[kname])
-            sub = pa.Table.from_batches([batch.select(cols)]).append_column("__row", rowidx)
-            parts[kname].append(sub.filter(pa.array(mask)))
-        offset += n
-    del dest, kind
+    obj_pos = np.flatnonzero(korder == 0)
+    obj_ts = kts[obj_pos] if order is None else None
+    if order is not None:
+        # object rows are stored in file order: their index there is their
+        # rank among the object rows of the file
+        is_obj_kept = kkind == 0
+        rank = np.cumsum(is_obj_kept, dtype=np.int64) - 1
+        perm = rank[order[korder == 0]]           # replay order -> stored index
+        del rank, is_obj_kept
+        for c in list(arrays):
+            arrays[c] = arrays.pop(c)[perm]
+        obj_ts = kts[order[korder == 0]]
+        del perm
+    del ts, kts, kkind, korder, order, kept_rows
+    arrays["pos"] = obj_pos
+    arrays["ts_ns"] = obj_ts
 
     for c in ("object", "path", "caller"):
         _check_codes(arrays[c], codes[c], c)
