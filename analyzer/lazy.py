@@ -134,6 +134,8 @@ def _mremap_sources(rp, a):
     f = rp.frees("anon_vma_chain")
     if not len(f):
         return m, np.full(len(m), -1, dtype=np.int64)
+    fpid = ob.pid[f]
+    f = f[np.isin(fpid, np.unique(a.pid[m]))]       # only the tasks that mremap
     fpid = ob.pid[f].astype(np.int64)
     fpos = ob.pos[f]
     _, nxt = _next_in_group(fpid, fpos, a.pid[m], a.pos[m])
