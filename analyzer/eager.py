@@ -41,6 +41,7 @@ class Replay:
         self._rows = {}
         self._pos = {}
         self._curves = {}
+        self.lazy_state = None   # set by the lazy model for the walk section (walks.py)
 
     def free_pos(self, rows):
         p = self.partner[rows]

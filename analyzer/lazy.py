@@ -46,6 +46,7 @@ class _Allocs:
     def __init__(self, rp):
         ob = rp.ob
         rows = rmap_allocs(rp)
+        self.rows = rows
         self.pos = ob.pos[rows]
         self.pid = ob.pid[rows]
         self.is_av = ob.object[rows] == OBJECT_CODE["anon_vma"]
@@ -279,32 +280,13 @@ def model(rp, eager_model):
             saved_pct(ev[o]["allocated"], per_obj[o]["allocated_range"][0])] for o in RMAP_OBJECTS}
     out["peak_saved_pct"] = {o: saved_pct(ev[o]["peak_live"], per_obj[o]["peak_live"]) for o in RMAP_OBJECTS}
 
-    # VMAs: same count, larger objects
-    ptr, ptr_source = pointer_bytes(rp.rec.meta.get("arch"))
-    grow = ptr + REFCOUNT_BYTES
-    vsize = rp.sizes["vm_area_struct"][0]
-    v = ev["vm_area_struct"]
-    out["vm_area_struct"] = {
-        "allocated": v["allocated"], "bytes": v["allocated"] * (vsize + grow),
-        "allocated_range": [v["allocated"], v["allocated"]],
-        "peak_live": v["peak_live"], "peak_live_bytes": v["peak_live"] * (vsize + grow),
-        "fidelity": "exact count, size estimate (slot rounding not modelled)", "see": COSTS,
-    }
-    growth = {
-        "bytes_per_vma": grow, "pointer_bytes": ptr, "pointer_bytes_source": ptr_source,
-        "refcount_bytes": REFCOUNT_BYTES,
-        "run_vmas_peak_live": v["peak_live"],
-        "peak_extra_bytes": v["peak_live"] * grow,
-        "allocated_vmas_extra_bytes": v["allocated"] * grow,
-        "fidelity": "exact count x constant", "see": COSTS,
-    }
-    slab = rp.rec.slab
-    sv = slab[slab["slab_cache"] == "vm_area_struct"] if len(slab) else slab
-    if len(sv):
-        growth["slabinfo_vmas_last"] = int(sv["slab_active"].iloc[-1])
-        growth["slabinfo_vmas_peak"] = int(sv["slab_active"].max())
-        growth["slabinfo_extra_bytes_last"] = growth["slabinfo_vmas_last"] * grow
-        growth["slabinfo_extra_bytes_peak"] = growth["slabinfo_vmas_peak"] * grow
+    out["vm_area_struct"], growth = vma_growth(rp, ev)
+
+    if rp.rec.walks is not None and len(rp.rec.walks):
+        # for the walk section (walks.py): until when each anon_vma stays lazy
+        lazy_until = np.where(deferred, np.where(start >= 0, start, live.NEVER), -1)
+        rp.lazy_state = {"rows": a.rows, "lazy_until": lazy_until,
+                         "source": "tracepoint estimate (docs/models.md#lazy-rules)"}
 
     fork_eager = int(((a.path == PATH_CODE["fork"]) | (a.path == PATH_CODE["clone_fork"])).sum())
     fork_lazy = int((a.path == PATH_CODE["clone_fork"]).sum()) + int(upgraded.sum())
@@ -341,3 +323,35 @@ def model(rp, eager_model):
         },
     }
     return out
+
+
+def vma_growth(rp, ev):
+    """Lazy VMAs: same count as eager, each larger by a root pointer and a
+    refcount (docs/models.md#lazy-costs). Returns (vm_area_struct model
+    entry, growth dict)."""
+    ptr, ptr_source = pointer_bytes(rp.rec.meta.get("arch"))
+    grow = ptr + REFCOUNT_BYTES
+    vsize = rp.sizes["vm_area_struct"][0]
+    v = ev["vm_area_struct"]
+    entry = {
+        "allocated": v["allocated"], "bytes": v["allocated"] * (vsize + grow),
+        "allocated_range": [v["allocated"], v["allocated"]],
+        "peak_live": v["peak_live"], "peak_live_bytes": v["peak_live"] * (vsize + grow),
+        "fidelity": "exact count, size estimate (slot rounding not modelled)", "see": COSTS,
+    }
+    growth = {
+        "bytes_per_vma": grow, "pointer_bytes": ptr, "pointer_bytes_source": ptr_source,
+        "refcount_bytes": REFCOUNT_BYTES,
+        "run_vmas_peak_live": v["peak_live"],
+        "peak_extra_bytes": v["peak_live"] * grow,
+        "allocated_vmas_extra_bytes": v["allocated"] * grow,
+        "fidelity": "exact count x constant", "see": COSTS,
+    }
+    slab = rp.rec.slab
+    sv = slab[slab["slab_cache"] == "vm_area_struct"] if len(slab) else slab
+    if len(sv):
+        growth["slabinfo_vmas_last"] = int(sv["slab_active"].iloc[-1])
+        growth["slabinfo_vmas_peak"] = int(sv["slab_active"].max())
+        growth["slabinfo_extra_bytes_last"] = growth["slabinfo_vmas_last"] * grow
+        growth["slabinfo_extra_bytes_peak"] = growth["slabinfo_vmas_peak"] * grow
+    return entry, growth

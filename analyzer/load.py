@@ -42,7 +42,26 @@ KIND_COLUMNS = {
 }
 KIND_EVENTS = {"object": ("alloc", "free"), "fork": ("fork",),
                "exit": ("exit",), "exec": ("exec",), "slab": ("slab",),
-               "lost": ("lost",)}
+               "lost": ("lost",), "lock": ("lock",), "call": ("call",),
+               "walk": ("walk",)}
+
+#: Kinds of later schema versions (v2: lock, v3: call and walk), read only
+#: when the file has rows of them: their key column exists and is not null
+#: in every row group (Parquet column statistics). Tracepoint-only recordings
+#: then read exactly the columns of KIND_COLUMNS.
+OPTIONAL_KIND_COLUMNS = {
+    "lock": ("pid", "tgid", "comm", "lock_id", "wait_ns", "lock_write", "lock_func",
+             "preexisting"),
+    "call": ("pid", "tgid", "func", "vma_id", "src_vma_id", "mm_id", "reused",
+             "call_objects", "duration_ns", "vma_file"),
+    "walk": ("pid", "tgid", "comm", "walk_kind", "folio_order", "duration_ns",
+             "avcs_visited", "vmas_visited", "walk_locked", "anon_vma_id"),
+}
+OPTIONAL_KEY = {"lock": "lock_id", "call": "func", "walk": "walk_kind"}
+
+#: Function-probe columns of the object rows (schema v3), read when present
+#: and not all null: the VMA each anon_vma/AVC was made or freed for.
+OBJECT_VMA_COLUMNS = ("vma_id", "src_vma_id")
 
 #: Allowed values of the string columns (schema.py is the contract).
 ALLOWED = {
@@ -78,18 +97,28 @@ class ObjectRows:
 
     FIELDS = ("pos", "ts_ns", "is_alloc", "pid", "tgid", "owner", "comm", "object",
               "path", "caller", "obj_id", "preexisting", "fork_id")
+    #: function-probe columns (schema v3): arrays, or None when the file has none
+    OPTIONAL = OBJECT_VMA_COLUMNS
 
     def __init__(self, comm_names=(), **arrays):
         self.comm_names = list(comm_names)
         for name in self.FIELDS:
             setattr(self, name, arrays[name])
+        for name in self.OPTIONAL:
+            setattr(self, name, arrays.get(name))
+
+    @property
+    def has_vma(self):
+        """True when the rows carry the VMA of each object (function probes)."""
+        return self.vma_id is not None
 
     def __len__(self):
         return len(self.pos)
 
     def take(self, idx):
         """Rows ``idx`` (an index array or mask) as a new ObjectRows."""
-        return ObjectRows(self.comm_names, **{n: getattr(self, n)[idx] for n in self.FIELDS})
+        return ObjectRows(self.comm_names, **{n: getattr(self, n)[idx] for n in self.FIELDS
+                                              + self.OPTIONAL if getattr(self, n) is not None})
 
     def comm_name(self, code):
         return None if code < 0 else self.comm_names[code]
@@ -107,6 +136,9 @@ class Recording:
     execs: pd.DataFrame
     slab: pd.DataFrame
     lost: pd.DataFrame
+    locks: pd.DataFrame = None   # schema v2 lock rows (empty frame when none)
+    calls: pd.DataFrame = None   # schema v3 call rows
+    walks: pd.DataFrame = None   # schema v3 walk rows
     end_ts_ns: int = 0
     positions: int = 0          # rows in the replay order (pos is 0 .. positions-1)
     notes: list = field(default_factory=list)
@@ -179,7 +211,9 @@ def _check_columns(pf):
     if missing:
         raise AnalyzerError("recording lacks column(s) " + ", ".join(missing),
                             EXIT_NOT_A_RUN)
-    for name in needed:
+    optional = {c for cols in OPTIONAL_KIND_COLUMNS.values() for c in cols}
+    optional.update(OBJECT_VMA_COLUMNS)
+    for name in sorted(needed | (optional & names)):
         want = S.COLUMNS[name][0]
         got = pf.schema_arrow.field(name).type
         if pa.types.is_dictionary(want):
@@ -192,6 +226,42 @@ def _check_columns(pf):
         if not ok:
             raise AnalyzerError(f"column {name} has type {got}, schema v1 says {want}",
                                 EXIT_NOT_A_RUN)
+
+
+def _has_values(pf, name):
+    """Whether column ``name`` exists and may hold a non-null value: False
+    only when it is missing or every row group's statistics count all of its
+    rows as null (the collector writes statistics; without them: True)."""
+    if name not in pf.schema_arrow.names:
+        return False
+    md = pf.metadata
+    idx = None
+    for i in range(md.num_columns):
+        if md.schema.column(i).name == name:
+            idx = i
+            break
+    if idx is None:
+        return True
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        if rg.num_rows == 0:
+            continue
+        col = rg.column(idx)
+        if not col.is_stats_set or col.statistics is None \
+                or not col.statistics.has_null_count \
+                or col.statistics.null_count < rg.num_rows:
+            return True
+    return False
+
+
+def optional_kinds(pf):
+    """(optional kinds with rows in the file, object rows carry VMA ids)."""
+    kinds = [k for k, key in OPTIONAL_KEY.items()
+             if all(c in pf.schema_arrow.names for c in OPTIONAL_KIND_COLUMNS[k])
+             and _has_values(pf, key)]
+    vma = all(c in pf.schema_arrow.names for c in OBJECT_VMA_COLUMNS) \
+        and _has_values(pf, "vma_id")
+    return kinds, vma
 
 
 def _strings(arr):
@@ -298,8 +368,12 @@ def _read(pf, path, meta):
     permuted once, one column at a time."""
     schema = pf.schema_arrow
     n_rows = pf.metadata.num_rows
-    kinds = list(KIND_COLUMNS)                    # kind code = index; "object" is 0
-    kind_of_event = {e: kinds.index(k) for k, evs in KIND_EVENTS.items() for e in evs}
+    extra_kinds, with_vma = optional_kinds(pf)
+    kind_columns = dict(KIND_COLUMNS)
+    kind_columns.update({k: OPTIONAL_KIND_COLUMNS[k] for k in extra_kinds})
+    kinds = list(kind_columns)                    # kind code = index; "object" is 0
+    kind_of_event = {e: kinds.index(k) for k, evs in KIND_EVENTS.items() for e in evs
+                     if k in kind_columns}
     ev_codes = _Codes(S.EVENTS)
     ev_kind = []                                  # event code -> kind code (-1: none)
     alloc_code = ev_codes.index["alloc"]
@@ -309,14 +383,17 @@ def _read(pf, path, meta):
     arrays = {"is_alloc": np.empty(n_rows, dtype=bool),
               "preexisting": np.empty(n_rows, dtype=bool)}
     int_cols = {"pid": -1, "tgid": -1, "owner_tgid": -1, "obj_id": -1, "fork_id": -1}
+    if with_vma:
+        int_cols.update({c: -1 for c in OBJECT_VMA_COLUMNS})
     for c in int_cols:
         arrays[c] = np.empty(n_rows, dtype=schema.field(c).type.to_pandas_dtype())
     codes = {"object": _Codes(OBJECT_NAMES), "path": _Codes(PATH_NAMES),
              "caller": _Codes(CALLER_NAMES), "comm": _Codes()}
     for c in codes:
         arrays[c] = np.empty(n_rows, dtype=np.int32 if c == "comm" else np.int8)
-    columns = ["ts_ns", "event"] + sorted({c for cols in KIND_COLUMNS.values() for c in cols})
-    small_cols = list(dict.fromkeys(["ts_ns"] + [c for k in kinds[1:] for c in KIND_COLUMNS[k]]))
+    columns = ["ts_ns", "event"] + sorted({c for cols in kind_columns.values() for c in cols}
+                                          | (set(OBJECT_VMA_COLUMNS) if with_vma else set()))
+    small_cols = list(dict.fromkeys(["ts_ns"] + [c for k in kinds[1:] for c in kind_columns[k]]))
     parts = {k: [] for k in kinds[1:]}
 
     offset = n_obj = 0
@@ -366,7 +443,7 @@ def _read(pf, path, meta):
             for code, kname in enumerate(kinds[1:], start=1):
                 mask = kr == code
                 if mask.any():
-                    parts[kname].append(few.select(["ts_ns", *KIND_COLUMNS[kname], "__row"])
+                    parts[kname].append(few.select(["ts_ns", *kind_columns[kname], "__row"])
                                         .filter(pa.array(mask)))
         offset += n
     ts, kind = ts[:offset], kind[:offset]
@@ -433,12 +510,15 @@ def _read(pf, path, meta):
         comm_names = names
     owner = arrays.pop("owner_tgid")
     np.copyto(owner, arrays["tgid"], where=owner == _INT_FILL)
+    if with_vma and not (arrays["vma_id"] != _INT_FILL).any():
+        for c in OBJECT_VMA_COLUMNS:              # only call rows had them
+            del arrays[c]
     objects = ObjectRows(comm_names, owner=owner, **arrays)
 
     frames = {}
-    for kname in kinds[1:]:
-        tables = parts.pop(kname)
-        cols = ["ts_ns"] + list(KIND_COLUMNS[kname])
+    for kname in list(KIND_COLUMNS)[1:] + list(OPTIONAL_KIND_COLUMNS):
+        tables = parts.pop(kname, [])
+        cols = ["ts_ns"] + list(kind_columns.get(kname, OPTIONAL_KIND_COLUMNS.get(kname, ())))
         if tables:
             table = pa.concat_tables(tables, promote_options="permissive")
         else:
@@ -446,7 +526,7 @@ def _read(pf, path, meta):
                               + [pa.field("__row", pa.int64())]).empty_table()
         frame = _to_frame(table, kname)
         del table
-        pos, frows = small[kname]
+        pos, frows = small.get(kname, (np.zeros(0, dtype=np.int64),) * 2)
         take = np.searchsorted(frame["__row"].to_numpy(), frows)
         frame = frame.take(take).reset_index(drop=True).drop(columns="__row")
         frame["pos"] = pos
@@ -455,7 +535,8 @@ def _read(pf, path, meta):
 
     rec = Recording(path=path, meta=meta, rows=offset, objects=objects,
                     forks=frames["fork"], exits=frames["exit"], execs=frames["exec"],
-                    slab=frames["slab"], lost=frames["lost"], end_ts_ns=end_ts,
+                    slab=frames["slab"], lost=frames["lost"], locks=frames["lock"],
+                    calls=frames["call"], walks=frames["walk"], end_ts_ns=end_ts,
                     positions=positions)
     if offset == 0:
         rec.notes.append("the recording has no rows")

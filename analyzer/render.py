@@ -54,6 +54,24 @@ def _rng(r):
     return f"[{r[0]}, {r[1]}]"
 
 
+def ns(value):
+    """Nanoseconds for people: 460 ns, 12.3 us, 50.7 ms, 2.03 s ('-' for None)."""
+    if value is None:
+        return "-"
+    v = float(value)
+    if v < 1e3:
+        return f"{int(v)} ns"
+    if v < 1e6:
+        return f"{v / 1e3:.1f} us"
+    if v < 1e9:
+        return f"{v / 1e6:.1f} ms"
+    return f"{v / 1e9:.2f} s"
+
+
+def _pcts(st):
+    return f"p50 {ns(st['p50'])}, p99 {ns(st['p99'])}, max {ns(st['max'])}"
+
+
 def _run_line(run):
     dur = run.get("duration_s")
     dur = f"{dur:.1f} s" if isinstance(dur, (int, float)) else "? s"
@@ -155,7 +173,64 @@ def render_text(r):
         lines.append(f"  {obj}: slabinfo change {c['slab_change']:+d}, traced change "
                      f"{c['traced_change']:+d}, difference {c['difference']:+d}; aliases "
                      f"{c['aliases']}; slabinfo overstates by {_rng(c['slabinfo_overstates_range'])} objects")
+    if "locks" in r:
+        lines.append("")
+        lines.extend(_locks_text(r["locks"]))
     return "\n".join(lines) + "\n"
+
+
+def _locks_text(lk):
+    out = ["Lock waits on anon_vma root rwsems (lock:contention_begin/end; docs/models.md#locks)"]
+    if lk["status"] in ("not available", "not recorded"):
+        out.append(f"  {lk['status']}: {lk['note']}")
+        return out
+    if lk["status"] == "no waits":
+        out.append("  none: " + lk["note"])
+        return out
+    per_s = f" ({ns(lk['wait_ns_per_s'])} per second of run)" if "wait_ns_per_s" in lk else ""
+    out.append(f"  {lk['waits']} waits on {lk['roots']} roots, {ns(lk['total_wait_ns'])} in total"
+               f"{per_s}; wait {_pcts(lk['wait_ns'])}")
+    m = lk["by_mode"]
+    out.append(f"  read (down_read): {m['read']['waits']} waits, {ns(m['read']['total_wait_ns'])}; "
+               f"write (down_write): {m['write']['waits']} waits, {ns(m['write']['total_wait_ns'])}")
+    out.append(f"  {'lock taker':14}{'waits':>8}{'total':>11}{'p50':>10}{'p99':>10}{'max':>10}"
+               f"{'write':>7}")
+    for f, g in lk["by_func"].items():
+        st = g["wait_ns"]
+        out.append(f"  {f:14}{g['waits']:>8}{ns(g['total_wait_ns']):>11}{ns(st['p50']):>10}"
+                   f"{ns(st['p99']):>10}{ns(st['max']):>10}{g['write_waits']:>7}")
+    out.append(f"  {'root (lock_id)':20}{'owner':>24}{'waits':>8}{'total':>11}{'max':>10}")
+    for e in lk["top_roots"][:10]:
+        owner = f"{e['owner_tgid']} {e['owner_comm']}" if e["in_run"] else "before the run"
+        out.append(f"  {e['lock_id']:<20}{owner[:24]:>24}{e['waits']:>8}"
+                   f"{ns(e['total_wait_ns']):>11}{ns(e['max_wait_ns']):>10}")
+    out.append("  waiters by comm: " + ", ".join(
+        f"{c['comm']} {c['waits']} ({ns(c['total_wait_ns'])})" for c in lk["by_comm"][:10]))
+    out.append("  fidelity: " + lk["fidelity"])
+    return out
+
+
+def _locks_markdown(lk):
+    out = ["Waits for anon_vma root rwsems (`lock:contention_begin`/`_end`, docs/models.md#locks):"]
+    if lk["status"] in ("not available", "not recorded", "no waits"):
+        out[0] += " " + lk["note"] + "."
+        return out
+    out[0] += (f" {lk['waits']} waits on {lk['roots']} roots, {ns(lk['total_wait_ns'])} in total, "
+               f"wait {_pcts(lk['wait_ns'])}.")
+    out.append("")
+    out.append("| lock taker | waits | write | total | p50 | p99 | max |")
+    out.append("|---|---|---|---|---|---|---|")
+    for f, g in lk["by_func"].items():
+        st = g["wait_ns"]
+        out.append(f"| {f} | {g['waits']} | {g['write_waits']} | {ns(g['total_wait_ns'])} | "
+                   f"{ns(st['p50'])} | {ns(st['p99'])} | {ns(st['max'])} |")
+    top = lk["top_roots"][:5]
+    if top:
+        out.append("")
+        out.append("Heaviest roots: " + "; ".join(
+            f"{e['lock_id']} ({e['owner_comm'] + ' ' + str(e['owner_tgid']) if e['in_run'] else 'from before the run'}) "
+            f"{e['waits']} waits, {ns(e['total_wait_ns'])}" for e in top) + ".")
+    return out
 
 
 # ----------------------------------------------------------------- markdown
@@ -234,5 +309,8 @@ def render_markdown(r):
                      f"cache(s) ({', '.join(c['alias_names']) or 'aliases'}); /proc/slabinfo "
                      f"overstates AVCs by {_rng(c['slabinfo_overstates_range'])} objects here. "
                      "These numbers classify by call site.")
+    if "locks" in r:
+        lines.append("")
+        lines.extend(_locks_markdown(r["locks"]))
     lines.append("")
     return "\n".join(lines)

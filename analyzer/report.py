@@ -5,7 +5,7 @@ Every renderer (text, markdown, json) formats this dict and nothing else.
 
 from importlib import metadata as _md
 
-from . import eager, lazy, nofork, slabcheck
+from . import eager, lazy, locks, nofork, slabcheck
 
 REPORT_FORMAT = 1
 
@@ -98,4 +98,5 @@ def build(rec):
         "lazy": lazy.model(rp, ev),
         "nofork": nofork.model(rp, ev),
     }
+    report["locks"] = locks.summary(rp)
     return report

@@ -18,6 +18,20 @@ AVCs, and each operation emits the rows the collector would write for it:
 ``prerun_vma`` makes a VMA whose objects exist before the run (their frees
 are ``preexisting``); ``losing()`` drops the rows made inside it and counts
 them in metadata ``lost``.
+
+Later schema versions (docs/schema.md):
+
+- ``lock()`` writes a v2 ``lock`` row: a wait for the root anon_vma's rwsem;
+- with ``Gen(fprobes=True)`` the rows are those of the function-probe
+  backend (v3, metadata ``backend`` kprobe): every anon_vma/AVC alloc and
+  free made inside ``__anon_vma_prepare``, ``anon_vma_fork``,
+  ``anon_vma_clone`` or ``unlink_anon_vmas`` carries ``vma_id`` (and
+  ``src_vma_id``), each of those functions writes a ``call`` row when it
+  returns, and ``walk()`` writes a ``walk`` row: an rmap walk of a folio of
+  a VMA in that VMA's anon_vma, visiting the AVCs of that anon_vma whose VMA
+  covers the folio (the VMA's copies made by fork and mremap, not the other
+  pieces of a split), i.e. ``avcs_visited`` = ``vmas_visited`` follow from
+  the chains the generator built.
 """
 
 import contextlib
@@ -50,6 +64,7 @@ class Vma:
     pre: bool = False
     anon_vma: AnonVma = None
     chain: list = field(default_factory=list)   # [(avc id, AnonVma, pre)]
+    span: int = 0               # address range identity: fork/mremap copies share it
 
 
 @dataclass
@@ -60,8 +75,13 @@ class Proc:
 
 
 class Gen:
-    def __init__(self, arch="x86_64", step_ns=1000, reuse_ids=False):
+    def __init__(self, arch="x86_64", step_ns=1000, reuse_ids=False, fprobes=False,
+                 lock_probe=True):
         self.reuse_ids = reuse_ids      # like raw_pointers: a freed id is handed out again
+        self.fprobes = fprobes          # function-probe backend rows (schema v3)
+        self.lock_probe = lock_probe    # metadata: lock:contention_* attached
+        self.avc_vma = {}               # avc id -> Vma it belongs to
+        self._span = 0
         self._free_ids = []
         self.rows = []
         self.ts = 0
@@ -94,22 +114,43 @@ class Gen:
         p = self.procs[pid]
         return {"pid": pid, "tgid": pid, "comm": p.comm}
 
-    def _alloc(self, pid, obj, path, owner=None, caller=None, fork_id=None):
+    def _vma_cols(self, obj, vma, src):
+        if not self.fprobes or obj == "vm_area_struct" or vma is None:
+            return {}
+        return {"vma_id": vma.id, "src_vma_id": None if src is None else src.id}
+
+    def _alloc(self, pid, obj, path, owner=None, caller=None, fork_id=None, vma=None,
+               src=None):
         oid = self._new_id()
         owner = pid if owner is None else owner
         self.live[obj] += 1
         self._emit(event="alloc", object=obj, path=path, caller=caller, obj_id=oid,
                    bytes=SIZES[obj]["slab_size"], owner_pid=owner, owner_tgid=owner,
-                   fork_id=fork_id, **self._ctx(pid))
+                   fork_id=fork_id, **self._vma_cols(obj, vma, src), **self._ctx(pid))
         return oid
 
-    def _free(self, pid, obj, path, oid, pre):
+    def _free(self, pid, obj, path, oid, pre, vma=None):
         self.live[obj] -= 1
         self._emit(event="free", object=obj, path=path,
                    obj_id=self._new_id() if pre else oid, preexisting=bool(pre),
-                   **self._ctx(pid))
+                   **self._vma_cols(obj, vma, None), **self._ctx(pid))
         if not pre:
             self._free_ids.append(oid)
+
+    def _call(self, pid, func, vma, src=None, objects=0, reused=None):
+        """The call row a probed anon_vma function writes when it returns."""
+        if not self.fprobes:
+            return
+        start = 0x10000000 + vma.span * 0x10000
+        self._emit(event="call", func=func, vma_id=vma.id,
+                   src_vma_id=None if src is None else src.id, mm_id=1_000_000 + pid,
+                   vm_start=start, vm_end=start + 0x1000, vm_pgoff=start >> 12,
+                   vma_file=False, reused=reused, call_objects=objects,
+                   duration_ns=self.step // 2, **self._ctx(pid))
+
+    def _new_span(self):
+        self._span += 1
+        return self._span
 
     @contextlib.contextmanager
     def losing(self, source="ringbuf"):
@@ -132,7 +173,7 @@ class Gen:
         return pid
 
     def mmap(self, pid):
-        vma = Vma(self._alloc(pid, "vm_area_struct", "alloc"))
+        vma = Vma(self._alloc(pid, "vm_area_struct", "alloc"), span=self._new_span())
         self.procs[pid].vmas.append(vma)
         return vma
 
@@ -140,9 +181,10 @@ class Gen:
         """A VMA with an anon_vma and one AVC, all made before the run (no rows)."""
         av = AnonVma(self._new_id(), pre=True)
         av.root = av
-        vma = Vma(self._new_id(), pre=True, anon_vma=av)
+        vma = Vma(self._new_id(), pre=True, anon_vma=av, span=self._new_span())
         avc = self._new_id()
         av.avcs.add(avc)
+        self.avc_vma[avc] = vma
         vma.chain.append((avc, av, True))
         for o in S.OBJECTS:
             self.live[o] += 1
@@ -156,15 +198,18 @@ class Gen:
             vma = self.mmap(pid)
         if vma.anon_vma is not None:
             return vma
-        avc = self._alloc(pid, "anon_vma_chain", "fault")
+        avc = self._alloc(pid, "anon_vma_chain", "fault", vma=vma)
         if reuse is not None:
             av = reuse.anon_vma
         else:
-            av = AnonVma(self._alloc(pid, "anon_vma", "fault"))
+            av = AnonVma(self._alloc(pid, "anon_vma", "fault", vma=vma))
             av.root = av
         vma.anon_vma = av
         av.avcs.add(avc)
+        self.avc_vma[avc] = vma
         vma.chain.append((avc, av, False))
+        self._call(pid, "__anon_vma_prepare", vma, objects=1 if reuse is not None else 2,
+                   reused=reuse is not None)
         return vma
 
     def faults(self, pid, n):
@@ -173,13 +218,17 @@ class Gen:
     def _clone(self, pid, dst, src, path, caller=None, owner=None, fork_id=None):
         for _, av, _ in src.chain:
             avc = self._alloc(pid, "anon_vma_chain", path, owner=owner, caller=caller,
-                              fork_id=fork_id)
+                              fork_id=fork_id, vma=dst, src=src)
             av.avcs.add(avc)
+            self.avc_vma[avc] = dst
             dst.chain.append((avc, av, False))
+        if path == "clone_vma":
+            self._call(pid, "anon_vma_clone", dst, src, objects=len(src.chain))
 
     def split(self, pid, vma):
         """__split_vma: a new VMA copying the chain (anon_vma_clone, caller split)."""
-        new = Vma(self._alloc(pid, "vm_area_struct", "dup", caller="split"))
+        new = Vma(self._alloc(pid, "vm_area_struct", "dup", caller="split"),
+                  span=self._new_span())
         new.anon_vma = vma.anon_vma
         self._clone(pid, new, vma, "clone_vma", caller="split")
         p = self.procs[pid]
@@ -198,7 +247,7 @@ class Gen:
 
     def mremap(self, pid, vma):
         """move_vma: copy_vma (dup + anon_vma_clone, caller mremap), then unmap the source."""
-        new = Vma(self._alloc(pid, "vm_area_struct", "dup", caller="mremap"))
+        new = Vma(self._alloc(pid, "vm_area_struct", "dup", caller="mremap"), span=vma.span)
         new.anon_vma = vma.anon_vma
         self._clone(pid, new, vma, "clone_vma", caller="mremap")
         p = self.procs[pid]
@@ -209,26 +258,32 @@ class Gen:
     def unmap(self, pid, vma):
         """unlink_anon_vmas + __put_anon_vma, then the VMA itself."""
         emptied = []
+        freed = 0
         for avc, av, pre in vma.chain:
             av.avcs.discard(avc)
-            self._free(pid, "anon_vma_chain", "unlink", avc, pre)
+            self.avc_vma.pop(avc, None)
+            self._free(pid, "anon_vma_chain", "unlink", avc, pre, vma=vma)
+            freed += 1
             if not av.avcs:
                 emptied.append(av)
         vma.chain = []
         vma.anon_vma = None
         for av in emptied:
-            self._maybe_put(pid, av)
+            freed += self._maybe_put(pid, av, vma)
+        self._call(pid, "unlink_anon_vmas", vma, objects=freed)
         self._free(pid, "vm_area_struct", "vma_free", vma.id, vma.pre)
         self.procs[pid].vmas.remove(vma)
 
-    def _maybe_put(self, pid, av):
+    def _maybe_put(self, pid, av, vma=None):
         if av.freed or av.avcs or av.children:
-            return
+            return 0
         av.freed = True
-        self._free(pid, "anon_vma", "put", av.id, av.pre)
+        self._free(pid, "anon_vma", "put", av.id, av.pre, vma=vma)
+        n = 1
         if av.root is not av:
             av.root.children -= 1
-            self._maybe_put(pid, av.root)
+            n += self._maybe_put(pid, av.root, vma)
+        return n
 
     def fork(self, parent, child, comm=None):
         """dup_mmap: per VMA a vm_area_struct copy and, with an anon_vma,
@@ -239,16 +294,22 @@ class Gen:
         cp = Proc(child, comm or pp.comm)
         self.procs[child] = cp
         for vma in list(pp.vmas):
-            new = Vma(self._alloc(parent, "vm_area_struct", "fork", owner=child, fork_id=fid))
+            new = Vma(self._alloc(parent, "vm_area_struct", "fork", owner=child, fork_id=fid),
+                      span=vma.span)
             if vma.anon_vma is not None:
                 self._clone(parent, new, vma, "clone_fork", owner=child, fork_id=fid)
-                av = AnonVma(self._alloc(parent, "anon_vma", "fork", owner=child, fork_id=fid))
+                av = AnonVma(self._alloc(parent, "anon_vma", "fork", owner=child, fork_id=fid,
+                                         vma=new, src=vma))
                 av.root = vma.anon_vma.root
                 av.root.children += 1
-                avc = self._alloc(parent, "anon_vma_chain", "fork", owner=child, fork_id=fid)
+                avc = self._alloc(parent, "anon_vma_chain", "fork", owner=child, fork_id=fid,
+                                  vma=new, src=vma)
                 av.avcs.add(avc)
+                self.avc_vma[avc] = new
                 new.chain.append((avc, av, False))
                 new.anon_vma = av
+                self._call(parent, "anon_vma_fork", new, vma, objects=len(new.chain) + 1,
+                           reused=False)
             cp.vmas.append(new)
         self._emit(event="fork", child_pid=child, child_tgid=child, shares_mm=False,
                    fork_id=fid, **self._ctx(parent))
@@ -272,6 +333,37 @@ class Gen:
             self.procs[pid].comm = comm
         self._emit(event="exec", filename=filename, **self._ctx(pid))
 
+    def lock(self, pid, vma_or_av, wait_ns, write=False, func="walk"):
+        """A v2 lock row: ``pid`` waited ``wait_ns`` for the rwsem of the root
+        of ``vma_or_av``'s anon_vma (anon_vma_lock_read/_write lock the root)."""
+        av = vma_or_av.anon_vma if isinstance(vma_or_av, Vma) else vma_or_av
+        root = av.root
+        self._emit(event="lock", lock_id=root.id, wait_ns=wait_ns, lock_write=bool(write),
+                   lock_func=func, preexisting=bool(root.pre), **self._ctx(pid))
+
+    def walk_targets(self, vma):
+        """The VMAs an rmap walk of a folio of ``vma`` visits: AVCs of the
+        folio's anon_vma (``vma.anon_vma``) whose VMA covers the folio (same span)."""
+        av = vma.anon_vma
+        return [self.avc_vma[a] for a in sorted(av.avcs)
+                if a in self.avc_vma and self.avc_vma[a].span == vma.span]
+
+    def walk(self, pid, vma, kind="reclaim", order=0, duration_ns=None, locked=False,
+             lock_wait_ns=0):
+        """rmap_walk of a folio of ``vma`` (in ``vma.anon_vma``) by task ``pid``
+        (e.g. kswapd): a v3 walk row; with ``lock_wait_ns`` the walk first
+        waits that long for the root's rwsem (a lock row inside the walk).
+        Returns the VMAs visited."""
+        n = len(self.walk_targets(vma))
+        if lock_wait_ns:
+            self.lock(pid, vma, lock_wait_ns, write=False, func="walk")
+        av = vma.anon_vma
+        self._emit(event="walk", walk_kind=kind, folio_order=order,
+                   duration_ns=duration_ns if duration_ns is not None else 3 * self.step,
+                   avcs_visited=n, vmas_visited=n, walk_locked=bool(locked),
+                   anon_vma_id=None if av.pre else av.id, **self._ctx(pid))
+        return n
+
     def slab_sample(self, baseline=None, alias_objects=0):
         """slab rows: active = simulated live objects + baseline; the AVC cache
         has 2 aliases and ``alias_objects`` of their objects."""
@@ -294,8 +386,8 @@ class Gen:
             "page_size": 4096,
             "object_sizes": SIZES,
             "btf": True,
-            "backend": "tracepoint",
-            "probes": [],
+            "backend": "kprobe" if self.fprobes else "tracepoint",
+            "probes": self.probes(),
             "target": {"mode": "command", "command": "synthetic", "pid": None, "comm": None},
             "start_time": "2026-01-01T00:00:00+00:00",
             "end_time": "2026-01-01T00:00:01+00:00",
@@ -310,6 +402,18 @@ class Gen:
         }
         meta.update(overrides)
         return meta
+
+    def probes(self):
+        out = [{"name": "tracepoint:lock:contention_begin+contention_end",
+                "attached": bool(self.lock_probe),
+                "reason": "waits for anon_vma rwsems" if self.lock_probe
+                else "kernel without lock:contention_begin (needs 5.19)"}]
+        for name in ("__anon_vma_prepare", "anon_vma_fork", "anon_vma_clone",
+                     "unlink_anon_vmas", "rmap_walk", "rmap_walk_locked"):
+            out.append({"name": f"kprobe:{name}", "attached": self.fprobes,
+                        "reason": "function probe" if self.fprobes
+                        else "kernel without kprobe events"})
+        return out
 
     def table(self):
         cols = {name: [r.get(name) for r in self.rows] for name in S.COLUMNS}

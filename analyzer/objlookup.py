@@ -1,0 +1,60 @@
+"""Find the alloc row of an object named by id in another kind of row (the
+root anon_vma of a ``lock`` row, the folio's anon_vma of a ``walk`` row), and
+percentile summaries shared by the lock and walk sections.
+
+Vectorised: the queried ids are few (one per lock or walk row); the object
+rows are filtered to those ids with one ``np.isin`` before any sort.
+"""
+
+import math
+
+import numpy as np
+
+_SHIFT = 40                      # positions stay below 2**40 rows
+
+
+def last_alloc(rp, obj, ids, pos):
+    """For each (``ids[i]``, ``pos[i]``): the row (index into the object rows)
+    of the latest ``obj`` alloc with that ``obj_id`` before position
+    ``pos[i]``, or -1 (allocated before the run, or not an ``obj``). With
+    per-run ids an id has one alloc; with raw pointers the latest one
+    before the query is the object the address named then."""
+    ids = np.asarray(ids, dtype=np.int64)
+    pos = np.asarray(pos, dtype=np.int64)
+    out = np.full(len(ids), -1, dtype=np.int64)
+    if not len(ids):
+        return out
+    allocs = rp.allocs(obj)
+    aid = rp.ob.obj_id[allocs]
+    keep = np.isin(aid, ids)
+    allocs, aid = allocs[keep], aid[keep]
+    if not len(allocs):
+        return out
+    uid = np.unique(aid)
+    acode = np.searchsorted(uid, aid).astype(np.int64)
+    akey = (acode << _SHIFT) | rp.ob.pos[allocs].astype(np.int64)
+    order = np.argsort(akey, kind="stable")
+    akey, allocs = akey[order], allocs[order]
+    qi = np.minimum(np.searchsorted(uid, ids), len(uid) - 1)
+    found = uid[qi] == ids
+    qkey = (qi.astype(np.int64) << _SHIFT) | np.maximum(pos, 0)
+    j = np.searchsorted(akey, qkey, side="left") - 1       # last alloc strictly before
+    ok = found & (j >= 0)
+    ok[ok] = (akey[j[ok]] >> _SHIFT) == qi[ok]
+    out[ok] = allocs[j[ok]]
+    return out
+
+
+def percentile(sorted_values, p):
+    """Nearest rank (as ``anonanalyze simulate``): the smallest value v such
+    that at least p % of the values are <= v."""
+    k = max(1, math.ceil(p / 100.0 * len(sorted_values)))
+    return sorted_values[k - 1]
+
+
+def stats(values):
+    """{p50, p99, max} of ``values`` (nearest rank; None when empty)."""
+    v = np.sort(np.asarray(values))
+    if not len(v):
+        return {"p50": None, "p99": None, "max": None}
+    return {"p50": int(percentile(v, 50)), "p99": int(percentile(v, 99)), "max": int(v[-1])}
