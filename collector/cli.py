@@ -99,7 +99,9 @@ def print_summary(s: session.Summary) -> None:
     lines.append(f"wrote {s.path}: {s.events:,} rows in {s.duration_s:.1f} s (stopped: {s.stop_reason})")
     lines.append("allocated: " + ", ".join(f"{n} {c:,}" for n, c in s.by_object.items()))
     lines.append("lost events: " + (", ".join(f"{k} {v:,}" for k, v in lost.items()) if lost else "none")
-                 + (f" (not measurable here: {', '.join(unknown)})" if unknown else ""))
+                 + (f" (not measurable here: {', '.join(unknown)})" if unknown else "")
+                 + (f"; {s.misses_not_ours:,} skipped runs were slab operations in interrupt context, "
+                    "not ours (docs/collector.md)" if s.misses_not_ours else ""))
     if s.command_exit_status is not None:
         lines.append(f"command exit status: {s.command_exit_status}")
     for line in lines:

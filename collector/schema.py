@@ -103,6 +103,8 @@ METADATA = {
     "lost": "{source: count} events lost, per source, over the whole run",
     "slab_aliases": "{cache: [aliases]} merged caches at start, from /sys/kernel/slab",
     "alias_frees_skipped": "frees from merged-cache aliases that were not frees of our objects",
+    "prog_misses_by_program": "{program: recursion_misses} of every program the kernel skipped at least once",
+    "prog_misses_not_ours": "skipped runs that cannot have been our events (docs/collector.md), not in lost.prog_misses",
     "classification": "{function: path} call-site functions found in kallsyms and what they classify as",
     "raw_pointers": "true when obj_id holds raw kernel addresses (--raw-pointers)",
     "headers": "what bcc compiled against",

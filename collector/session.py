@@ -293,6 +293,7 @@ class Summary:
     by_object: Dict[str, int]
     command_exit_status: Optional[int]
     headers_note: Optional[str]
+    misses_not_ours: int = 0
 
 
 def check_output(path: str) -> None:
@@ -326,6 +327,27 @@ def run(cfg: RunConfig) -> Summary:
     return Recording(cfg, prep, bpf, held).run()
 
 
+class captured_stderr:
+    """Collect what C code (libbpf, clang) writes to fd 2 meanwhile."""
+
+    def __enter__(self):
+        import tempfile
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        sys.stderr.flush()
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        return False
+
+    def text(self) -> str:
+        self._file.seek(0)
+        return self._file.read().decode("utf-8", "replace")
+
+
 def load(BPF, prep: Prepared, held: Optional[HeldCommand]):
     """Compile and load the program for the best function-probe mode that
     works (fentry, then kprobe, then tracepoints only), attach the function
@@ -333,12 +355,17 @@ def load(BPF, prep: Prepared, held: Optional[HeldCommand]):
     for mode in prep.backends:
         attempt = prep.with_backend(mode)
         try:
-            bpf = BPF(text=attempt.source)
+            if mode == "tracepoint":
+                bpf = BPF(text=attempt.source)
+            else:  # a refusal is expected on some hosts: keep libbpf's words for the metadata
+                with captured_stderr() as said:
+                    bpf = BPF(text=attempt.source)
         except Exception as e:  # bcc raises plain Exception for compile and load failures
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             if mode != "tracepoint":
+                kernel = " ".join(line.strip() for line in said.text().splitlines() if "bpf:" in line)
                 prep.backend_notes.append({"name": f"{mode} function probes", "attached": False,
-                                           "reason": f"program did not load: {reason}"})
+                                           "reason": f"program did not load: {kernel or reason}"})
                 continue
             if held:
                 held.cancel()
@@ -471,7 +498,8 @@ class Recording:
         names = ("anon_vma", "anon_vma_chain", "vm_area_struct")
         return Summary(path, self.writer.rows, end_ns / 1e9, lost, self.stop_reason or "duration",
                        {n: int(self.by_object[i + 1]) for i, n in enumerate(names)},
-                       self.exit_status, self.prep.headers.how if self.prep.headers else None)
+                       self.exit_status, self.prep.headers.how if self.prep.headers else None,
+                       self.misses_not_ours)
 
     def _loop(self, t0: int) -> None:
         cfg = self.cfg
@@ -513,7 +541,12 @@ class Recording:
         # a skipped flush_batches() loses nothing: the next flush takes the batch
         fds = {name: fn.fd for name, fn in self.bpf.funcs.items() if name != "flush_batches"}
         misses = progstats.recursion_misses(fds, self.prep.btf)
-        lost["prog_misses"] = sum(misses.values()) if misses is not None else None
+        self.misses_by_program = {(k.decode() if isinstance(k, bytes) else k): v
+                                  for k, v in (misses or {}).items() if v}
+        not_ours = interrupt_only_programs(self.prep.classifier)
+        self.misses_not_ours = sum(v for k, v in self.misses_by_program.items() if k in not_ours)
+        lost["prog_misses"] = (sum(self.misses_by_program.values()) - self.misses_not_ours
+                               if misses is not None else None)
         self.alias_skipped = counts["alias_frees_skipped"]
         return lost
 
@@ -540,6 +573,8 @@ class Recording:
             "command_exit_status": self.exit_status,
             "lost": lost,
             "alias_frees_skipped": self.alias_skipped,
+            "prog_misses_by_program": self.misses_by_program,
+            "prog_misses_not_ours": self.misses_not_ours,
             "slab_aliases": prep.aliases,
             "classification": prep.classifier.describe(),
             "raw_pointers": self.cfg.raw_pointers,
@@ -548,6 +583,24 @@ class Recording:
             "caches_known_at_start": self.caches_known,
             "python": platform.python_version(),
         }
+
+
+def interrupt_only_programs(classifier: sites.Classifier) -> set:
+    """Programs whose skipped runs cannot have been our objects' events.
+
+    A raw tracepoint program is skipped only when it interrupts itself on
+    one CPU (__bpf_trace_run's per-program guard; tracepoints run with
+    preemption disabled), so every skipped run was an allocation or free in
+    interrupt context. anon_vma, AVC and VMA allocations never happen there
+    (anon_vma_alloc, anon_vma_chain_alloc, vm_area_alloc/_dup use
+    GFP_KERNEL); their frees neither, except VMAs on kernels that free them
+    from an RCU callback (vm_area_free_rcu_cb). Classic tracepoint and kprobe
+    programs share a global guard and are always counted as possible losses.
+    """
+    progs = {"raw_tracepoint__kmem_cache_alloc"}
+    if sites.VMA_RCU_FREE in classifier.missing:
+        progs.add("raw_tracepoint__kmem_cache_free")
+    return progs
 
 
 def learn_caches(bpf) -> Dict[str, bool]:

@@ -81,6 +81,10 @@ WALK_SITES = {
     "page_mkclean_one": 5,                                            # other
 }
 
+#: Present when the kernel frees VMAs from an RCU callback (softirq), as
+#: 6.4-6.14 do with per-VMA locks; absent when VMAs are freed directly.
+VMA_RCU_FREE = "vm_area_free_rcu_cb"
+
 #: The functions without which the collector cannot classify anything.
 REQUIRED = ("__anon_vma_prepare", "anon_vma_fork", "anon_vma_clone")
 
@@ -93,7 +97,8 @@ _PATH_OF_SITE = {
 
 def wanted_functions() -> List[str]:
     """Every function name the classifiers look up in kallsyms."""
-    return sorted(set(ALLOC_SITES) | set(FREE_SITES) | set(CALLER_SITES) | set(LOCK_SITES) | set(WALK_SITES))
+    return sorted(set(ALLOC_SITES) | set(FREE_SITES) | set(CALLER_SITES) | set(LOCK_SITES) | set(WALK_SITES)
+                  | {VMA_RCU_FREE})
 
 
 @dataclass
