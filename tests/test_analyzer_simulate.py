@@ -10,7 +10,6 @@ and ``peak_live`` count objects not yet freed.
 
 import json
 import math
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -93,11 +92,10 @@ def test_adversarial(V, C):
 
 def test_adversarial_default_headline():
     """The thread's case at full size: 2 VMAs per walk today, 1000 mms per walk
-    for a per-process walk; fast because fork(keep=...) accounts the copies the
-    children unmap at once without building them."""
-    t0 = time.monotonic()
+    for a per-process walk. (It runs in well under a second because
+    fork(keep=...) accounts the copies the children unmap at once; speed is
+    not asserted here: tests must not fail because a machine is slow.)"""
     res = CliRunner().invoke(cli.main, ["simulate", "adversarial", "--format", "json"])
-    elapsed = time.monotonic() - t0
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     V = C = 1000
@@ -115,7 +113,6 @@ def test_adversarial_default_headline():
     assert mem(lazy, AV)["allocated"] == V
     assert mem(lazy, AVC)["allocated"] == V * (1 + C)
     assert nofork["walks"]["visits"]["max"] == 2
-    assert elapsed < 10, f"1000x1000 took {elapsed:.1f} s"
 
 
 # --------------------------------------------------------------------- zygote

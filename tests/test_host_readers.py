@@ -14,7 +14,8 @@ def _tree(root, files):
         p.write_text(text)
 
 
-def test_split_debian_headers_are_overlaid_in_a_private_dir(tmp_path):
+def test_split_debian_headers_are_overlaid_in_a_private_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")  # the trees below are -amd64
     common = tmp_path / "usr/src/linux-headers-6.1.0-9-common"
     arch = tmp_path / "usr/src/linux-headers-6.1.0-9-amd64"
     _tree(common, {"include/linux/kconfig.h": "k", "include/linux/types.h": "t",

@@ -182,7 +182,15 @@ def test_counts_equal_bpftrace_for_the_same_run(tmp_path, workload):
     name = f"abt{os.getpid()}"[:15]
     binary = tmp_path / name
     shutil.copy(workload, binary)
-    bt = subprocess.Popen(["bpftrace", "-f", "json", str(BT_SCRIPT), name], stdout=subprocess.PIPE,
+    fmt = Path("/sys/kernel/tracing/events/kmem/kmem_cache_alloc/format").read_text()
+    if "name;" in fmt:
+        args = [str(BT_SCRIPT), name]
+    else:
+        from anonscope.collector.btf import BTF
+        btf = BTF.from_file()
+        args = [str(BT_SCRIPT.with_name("rmap_allocs_noname.bt")), name,
+                str(btf.sizeof("anon_vma")), str(btf.sizeof("anon_vma_chain"))]
+    bt = subprocess.Popen(["bpftrace", "-f", "json", *args], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
