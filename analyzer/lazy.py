@@ -293,8 +293,10 @@ def model(rp, eager_model):
     out["upgrades"] = {
         "fork": best["fork_upgrades"],
         "mremap": best["mremap_upgrades"],
-        "fork_range": [min(low["fork_upgrades"], best["fork_upgrades"]),
-                       max(high["fork_upgrades"], best["fork_upgrades"])],
+        # the variants are not monotonic in the upgrade count (the low variant
+        # defers every split AVC, so more are upgraded): min and max over all
+        "fork_range": [min(low["fork_upgrades"], best["fork_upgrades"], high["fork_upgrades"]),
+                       max(high["fork_upgrades"], best["fork_upgrades"], low["fork_upgrades"])],
         "mremap_range": [min(low["mremap_upgrades"], best["mremap_upgrades"]),
                          max(high["mremap_upgrades"], best["mremap_upgrades"])],
         "objects": {

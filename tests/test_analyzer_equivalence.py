@@ -107,11 +107,27 @@ def _lost_and_preexisting():
     return g
 
 
+def _child_split_fork():
+    """A child splits its inherited VMAs, then forks: the estimate's fork
+    upgrade range is the min/max over its variants (docs/models.md#lazy-bounds;
+    the reference was changed with that rule)."""
+    g = Gen()
+    g.process(1, "p")
+    g.faults(1, 3)
+    g.fork(1, 2)
+    for v in list(g.procs[2].vmas):
+        g.split(2, v)
+    g.fork(2, 3)
+    g.exit(3)
+    return g
+
+
 @pytest.mark.parametrize("make", [
     lambda: zygote(7, 3, 5, 2), lambda: chain(3, 2, 1, 4), lambda: split_merge(10, 4, 3, 2),
     lambda: mremap_heavy(4, 3, 2), _reused_ids, _kernel_addresses, _lost_and_preexisting, Gen,
+    _child_split_fork,
 ], ids=["zygote", "chain", "split_merge", "mremap", "reused_ids", "kernel_addresses",
-        "lost_pre", "empty"])
+        "lost_pre", "empty", "child_split_fork"])
 def test_scenarios(tmp_path, make):
     g = make()
     path = g.write(str(tmp_path / "run.parquet"), raw_pointers=True)

@@ -258,8 +258,9 @@ def model(rp, eager_model):
     out["upgrades"] = {
         "fork": best["fork_upgrades"],
         "mremap": best["mremap_upgrades"],
-        "fork_range": [min(low["fork_upgrades"], best["fork_upgrades"]),
-                       max(high["fork_upgrades"], best["fork_upgrades"])],
+        # rule changed with analyzer/lazy.py (min/max over all variants)
+        "fork_range": [min(low["fork_upgrades"], best["fork_upgrades"], high["fork_upgrades"]),
+                       max(high["fork_upgrades"], best["fork_upgrades"], low["fork_upgrades"])],
         "mremap_range": [min(low["mremap_upgrades"], best["mremap_upgrades"]),
                          max(high["mremap_upgrades"], best["mremap_upgrades"])],
         "objects": {
