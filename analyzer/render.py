@@ -155,7 +155,19 @@ def render_text(r):
                  + (f", +{kb(g['slabinfo_extra_bytes_peak'])} KB for slabinfo's peak of "
                     f"{g['slabinfo_vmas_peak']} VMAs" if "slabinfo_vmas_peak" in g else ""))
     lines.append(f"  lazy fork-time objects: eager {ft['eager']}, lazy {ft['lazy']}; "
-                 "re-pointed anon pages: not measurable from tracepoints")
+                 "re-pointed anon pages: " + ("not measurable (no column gives a VMA's pages)"
+                                              if "tracepoint_estimate" in lz
+                                              else "not measurable from tracepoints"))
+    if "tracepoint_estimate" in lz:
+        te = lz["tracepoint_estimate"]
+        lines.append("  lazy is the exact per-VMA replay (function probes); the tracepoint "
+                     f"estimate on the same rows: anon_vma {te['anon_vma']['allocated']} "
+                     f"{_rng(te['anon_vma']['allocated_range'])}, AVC "
+                     f"{te['anon_vma_chain']['allocated']} {_rng(te['anon_vma_chain']['allocated_range'])}, "
+                     f"fork upgrades {te['upgrades']['fork']} {_rng(te['upgrades']['fork_range'])}; "
+                     "exact within its bounds: "
+                     + ("yes" if all(te["exact_within_bounds"].values()) else
+                        "no (" + ", ".join(k for k, v in te["exact_within_bounds"].items() if not v) + ")"))
     nf = r["models"]["nofork"]
     lines.append(f"  no-fork: {nf['leaf_processes']} leaf processes opt out "
                  f"({nf['leaf_processes_whole_life_in_run']} with their whole life in the run)")
@@ -176,7 +188,81 @@ def render_text(r):
     if "locks" in r:
         lines.append("")
         lines.extend(_locks_text(r["locks"]))
+    if "walks" in r:
+        lines.append("")
+        lines.extend(_walks_text(r["walks"]))
+    if r.get("calls", {}).get("available"):
+        lines.append("")
+        lines.extend(_calls_text(r["calls"]))
     return "\n".join(lines) + "\n"
+
+
+WALK_TITLE = {"eager": "eager (measured)", "lazy": "ANON_VMA_LAZY", "cow_context": "CoW context",
+              "nofork": "leaf/no-fork"}
+
+
+def _v3(st, fmt=str):
+    return "/".join("-" if st[k] is None else fmt(st[k]) for k in ("p50", "p99", "max"))
+
+
+def _walks_text(w):
+    out = ["rmap walks per design (function probes; docs/models.md#walks-recorded)"]
+    if not w.get("available"):
+        out.append("  " + w["note"])
+        return out
+    out.append(f"  {'design':18}{'walks':>7}  {'visits p50/p99/max':>20} {'unit':4}  "
+               f"{'time p50/p99/max':>28}  {'lock wait':>10}")
+    for d in ("eager", "lazy", "cow_context", "nofork"):
+        x = w[d]
+        out.append(f"  {WALK_TITLE[d]:18}{x['count']:>7}  {_v3(x['visits']):>20} {x['unit']:4}  "
+                   f"{_v3(x['time_ns'], ns):>28}  {ns(x['lock_wait_ns']):>10}")
+    e = w["eager"]
+    out.append(f"  eager AVCs visited p50/p99/max {_v3(e['avcs_visited'])}; {e['lock_waits']} lock "
+               f"waits in walks ({e['lock_waits_matched']} matched to a walk); "
+               f"{e['locked_walks']} rmap_walk_locked; {e['large_folios']} large folios")
+    for k, s in e["by_kind"].items():
+        out.append(f"    {k}: {s['count']} walks, VMAs {_v3(s['visits'])}, AVCs "
+                   f"{_v3(s['avcs_visited'])}, time {_v3(s['time_ns'], ns)}, lock wait "
+                   f"{ns(s['lock_wait_ns'])}")
+    lz, nf, cw = w["lazy"], w["nofork"], w["cow_context"]
+    out.append(f"  lazy: {lz['lazy_walks']} walks of still-lazy folios (1 VMA, no lock; lazy state: "
+               f"{lz['lazy_state']}); no-fork: {nf['leaf_walks']} walks of leaf-own folios; "
+               f"time of those not modelled")
+    out.append(f"  CoW context: descendant mms {_v3(cw['descendant_mms'])}; "
+               f"{cw['unknown_context']} walks of pre-run anon_vmas left out; lock: assumed none")
+    for d in ("eager", "lazy", "cow_context", "nofork"):
+        out.append(f"  fidelity {d}: {w[d]['fidelity']}")
+    return out
+
+
+def _calls_text(c):
+    out = ["anon_vma functions, measured (function probes: entry to return)"]
+    out.append(f"  {'function':20}{'calls':>8}{'p50':>10}{'p99':>10}{'max':>10}{'total':>11}"
+               f"{'objects':>9}{'reused':>8}")
+    for f, e in c["by_func"].items():
+        d = e["duration_ns"]
+        out.append(f"  {f:20}{e['calls']:>8}{ns(d['p50']):>10}{ns(d['p99']):>10}"
+                   f"{ns(d['max']):>10}{ns(e['total_duration_ns']):>11}{e['objects']:>9}"
+                   f"{e.get('reused', ''):>8}")
+    return out
+
+
+def _walks_markdown(w):
+    if not w.get("available"):
+        return ["rmap walks: " + w["note"] + "."]
+    out = [f"rmap walks of anonymous folios ({w['walks']} measured with function probes; "
+           "other designs re-cost the same walks, docs/models.md#walks-recorded):", "",
+           "| design | walks | visits p50/p99/max | unit | time p50/p99/max | lock wait |",
+           "|---|---|---|---|---|---|"]
+    for d in ("eager", "lazy", "cow_context", "nofork"):
+        x = w[d]
+        out.append(f"| {WALK_TITLE[d]} | {x['count']} | {_v3(x['visits'])} | {x['unit']} | "
+                   f"{_v3(x['time_ns'], ns)} | {ns(x['lock_wait_ns'])} |")
+    out.append("")
+    out.append("Eager is measured; lazy and no-fork walks of folios without an anon_vma visit "
+               "their one VMA without the lock (their time is not modelled); CoW-context visits "
+               "are the live mms under the folio's context, its lock and time are not modelled.")
+    return out
 
 
 def _locks_text(lk):
@@ -301,7 +387,17 @@ def render_markdown(r):
                  f"{up['mremap']} at mremap; VMAs grow by {g['bytes_per_vma']} B "
                  f"(+{kb(g['peak_extra_bytes'])} KB at the run's VMA peak); objects allocated "
                  f"inside fork: {ft['eager']} eager, {ft['lazy']} lazy; anon pages re-pointed by "
-                 "upgrades: not measurable from tracepoints.")
+                 "upgrades: not measurable" + (" (no column gives a VMA's pages)."
+                                               if "tracepoint_estimate" in lz
+                                               else " from tracepoints."))
+    if "tracepoint_estimate" in lz:
+        te = lz["tracepoint_estimate"]
+        lines.append(f"Lazy numbers are an exact per-VMA replay (function probes, "
+                     f"docs/models.md#lazy-exact); the tracepoint-only estimate of the same "
+                     f"recording is anon_vma {te['anon_vma']['allocated']} "
+                     f"{_rng(te['anon_vma']['allocated_range'])}, AVC "
+                     f"{te['anon_vma_chain']['allocated']} "
+                     f"{_rng(te['anon_vma_chain']['allocated_range'])}.")
     s = r["slabinfo"]
     if "anon_vma_chain" in s and s["anon_vma_chain"]["aliases"]:
         c = s["anon_vma_chain"]
@@ -312,5 +408,8 @@ def render_markdown(r):
     if "locks" in r:
         lines.append("")
         lines.extend(_locks_markdown(r["locks"]))
+    if "walks" in r:
+        lines.append("")
+        lines.extend(_walks_markdown(r["walks"]))
     lines.append("")
     return "\n".join(lines)

@@ -5,7 +5,7 @@ Every renderer (text, markdown, json) formats this dict and nothing else.
 
 from importlib import metadata as _md
 
-from . import eager, lazy, locks, nofork, slabcheck
+from . import calls, eager, lazy, lazy_exact, locks, nofork, slabcheck, walks
 
 REPORT_FORMAT = 1
 
@@ -93,10 +93,17 @@ def build(rec):
         "slabinfo": slabcheck.check(rp),
     }
     rp.drop_curves()            # the eager live curves are done with: memory for the models
+    lz = lazy.model(rp, ev)
+    if rec.objects.has_vma:
+        # function probes: each object's VMA is known; the tracepoint estimate
+        # stays in the output (models.lazy.tracepoint_estimate)
+        lz = lazy_exact.model(rp, ev, tracepoint=lz)
     report["models"] = {
         "eager": ev,
-        "lazy": lazy.model(rp, ev),
+        "lazy": lz,
         "nofork": nofork.model(rp, ev),
     }
     report["locks"] = locks.summary(rp)
+    report["walks"] = walks.summary(rp)
+    report["calls"] = calls.summary(rec)
     return report

@@ -1,0 +1,300 @@
+"""Exact per-VMA ANON_VMA_LAZY replay on function-probe recordings
+(docs/models.md#lazy-exact).
+
+On a schema v3 recording from the function-probe backend, every anon_vma
+and AVC allocation carries the VMA it was made for (``vma_id``) and, for
+``anon_vma_fork()`` / ``anon_vma_clone()``, the VMA copied from
+(``src_vma_id``). The tracepoint model (lazy.py) has to guess which VMA an
+object serves; here each VMA's objects are known, so the rules of
+docs/models.md section 2 and the explicit model W4 (section 4.3) are applied
+VMA by VMA:
+
+- a VMA's *birth* is the one call that gave it its first anon_vma link:
+  ``__anon_vma_prepare()`` (a *fault* root), ``anon_vma_fork()`` (an
+  *inherited* root: the child's copy), ``anon_vma_clone()`` outside fork
+  (split / merge: a *piece* of its source's token; mremap: a copy of an
+  upgraded VMA);
+- a token (the lazy series' root VMA) is a fault or inherited root with the
+  pieces split or merged off it while it is lazy; it is upgraded at the
+  first process fork of its process after the root's birth, or at the first
+  mremap of any of its pieces, whichever comes first; every piece alive then
+  gets one AVC, the token one anon_vma.
+
+Everything is vectorised over the VMAs: roots by pointer doubling, the next
+fork by a sorted search (lazy._next_in_group), per-token minima with
+``np.minimum.at``.
+"""
+
+import numpy as np
+
+from . import live
+from .eager import RMAP_OBJECTS, rmap_allocs, saved_pct
+from .lazy import _next_in_group, vma_growth
+from .live import NEVER
+from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
+
+SECTION = "docs/models.md#lazy-exact"
+COSTS = "docs/models.md#lazy-costs"
+FIDELITY = "exact (function probes)"
+
+FAULT, INHERITED, PIECE, MREMAP_COPY, PREPIECE, OTHER = range(6)
+KIND_NAMES = ("fault", "inherited", "piece", "mremap_copy", "piece_of_prerun_vma", "other")
+
+
+class VmaReplay:
+    """The VMAs of a recording and, per VMA, its lazy token and upgrade."""
+
+    def __init__(self, rp):
+        ob = rp.ob
+        rows = rmap_allocs(rp)
+        vid_all = ob.vma_id[rows]
+        attributed = vid_all >= 0
+        self.unattributed = rows[~attributed]
+        rows = rows[attributed]
+        self.rows = rows
+        n = len(rows)
+        self.pos = ob.pos[rows].astype(np.int64)
+        self.is_av = ob.object[rows] == OBJECT_CODE["anon_vma"]
+        self.path = ob.path[rows]
+        self.owner = ob.owner[rows].astype(np.int64)
+        self.tgid = ob.tgid[rows].astype(np.int64)
+        self.fork_id = ob.fork_id[rows]
+        self.free = rp.free_pos(rows).astype(np.int64)
+        vid = vid_all[attributed]
+        src = ob.src_vma_id[rows] if ob.src_vma_id is not None else np.full(n, -1)
+
+        # one entry per VMA; rows are in replay order, so a VMA's first row is
+        # the first row of its birth call
+        self.vmas, first, vi = np.unique(vid, return_index=True, return_inverse=True)
+        self.vi = vi
+        nv = len(self.vmas)
+        fpath = self.path[first]
+        fcaller = ob.caller[rows[first]]
+        kind = np.full(nv, OTHER, dtype=np.int8)
+        kind[fpath == PATH_CODE["fault"]] = FAULT
+        kind[(fpath == PATH_CODE["fork"]) | (fpath == PATH_CODE["clone_fork"])] = INHERITED
+        clone = fpath == PATH_CODE["clone_vma"]
+        kind[clone] = PIECE
+        kind[clone & (fcaller == CALLER_CODE["mremap"])] = MREMAP_COPY
+        self.birth = self.pos[first]
+        self.vowner = self.owner[first]
+        self.src = src[first].astype(np.int64)
+        si = np.minimum(np.searchsorted(self.vmas, self.src), max(nv - 1, 0))
+        src_in = (self.src >= 0) & (nv > 0) & (self.vmas[si] == self.src) if nv else \
+            np.zeros(0, dtype=bool)
+        self.src_index = np.where(src_in, si, -1)
+        # a piece of a VMA whose first link predates the run: its state unknown
+        kind[(kind == PIECE) & ~src_in] = PREPIECE
+        self.kind = kind
+
+        # tokens: a piece's root is its source's root (pointer doubling)
+        parent = np.where(kind == PIECE, self.src_index, -1)
+        anc = np.where(parent >= 0, parent, np.arange(nv))
+        for _ in range(64):                           # 2**64 levels: always enough
+            nxt = anc[anc]
+            if np.array_equal(nxt, anc):
+                break
+            anc = nxt
+        self.root = anc
+        capable = (kind == FAULT) | (kind == INHERITED)
+        self.capable = capable
+
+        # upgrade triggers: the root process's next process fork after the
+        # root's birth (U1), and the first mremap of a piece (U2)
+        forks = rp.tree.forks
+        ftg = forks["tgid"].to_numpy().astype(np.int64)
+        fpos = forks["pos"].to_numpy().astype(np.int64)
+        _, nf = _next_in_group(ftg, fpos, self.vowner, self.birth)
+        fork_at = np.where(capable & (nf >= 0), nf, NEVER)
+        mre = kind == MREMAP_COPY
+        moved = self.src_index[mre]
+        ok = moved >= 0
+        mre_at = np.full(nv, NEVER, dtype=np.int64)
+        np.minimum.at(mre_at, self.root[moved[ok]], self.birth[mre][ok])
+        mre_at[~capable] = NEVER
+        self.upgrade_at = np.where(capable, np.minimum(fork_at, mre_at), -1)
+        self.by_fork = capable & (fork_at <= mre_at) & (fork_at < NEVER)
+        # a VMA is in its root's token when it joined before the upgrade
+        r = self.root
+        self.lazy = capable[r] & (self.birth < self.upgrade_at[r])
+
+        # deferred rows: a fault root's objects (L1), an inherited root's own
+        # fork-path anon_vma and AVC (L2), one AVC of a lazy piece (L3: the
+        # link to the token's own anon_vma; the others link the parent's tree)
+        rk = kind[r[vi]]
+        own_root = np.zeros(nv, dtype=bool)            # the token has its own link
+        own_avc = ~self.is_av & ((self.path == PATH_CODE["fault"])
+                                 | (self.path == PATH_CODE["fork"]))
+        np.logical_or.at(own_root, r[vi[own_avc]], True)
+        deferred = np.zeros(n, dtype=bool)
+        deferred[self.path == PATH_CODE["fault"]] = True
+        deferred[self.path == PATH_CODE["fork"]] = True
+        piece_rows = (kind[vi] == PIECE) & self.lazy[vi] & ~self.is_av
+        last = np.full(nv, -1, dtype=np.int64)
+        idx = np.flatnonzero(piece_rows)
+        np.maximum.at(last, vi[idx], idx)
+        pick = last[(last >= 0)]
+        pick = pick[own_root[r[vi[pick]]]]
+        deferred[pick] = True
+        self.deferred = deferred
+        self.root_kind = rk
+
+        # upgrades: a deferred AVC whose VMA is alive at its token's upgrade;
+        # the token's anon_vma when any of its AVCs is upgraded
+        up_at = self.upgrade_at[r[vi]]
+        self.row_upgrade_at = up_at
+        avc_up = deferred & ~self.is_av & (up_at >= 0) & (up_at < NEVER) & (self.free > up_at)
+        tok_up = np.zeros(nv, dtype=bool)
+        np.logical_or.at(tok_up, r[vi[avc_up]], True)
+        av_up = deferred & self.is_av & tok_up[r[vi]]
+        self.upgraded = avc_up | av_up
+        self.tok_up = tok_up
+        # a fault root that reused a neighbour's anon_vma (no anon_vma row):
+        # the lazy upgrade allocates one (W4), live until its last upgraded AVC
+        has_av = np.zeros(nv, dtype=bool)
+        np.logical_or.at(has_av, r[vi[deferred & self.is_av]], True)
+        extra = np.flatnonzero(tok_up & ~has_av & (kind == FAULT))
+        end = np.zeros(nv, dtype=np.int64)
+        np.maximum.at(end, r[vi[avc_up]], self.free[avc_up])
+        self.extra_start = self.upgrade_at[extra]
+        self.extra_end = end[extra]
+
+    # ----------------------------------------------------------------- walks
+    def lazy_until(self):
+        """For each attributed alloc row: the position until which the object
+        is lazy (-1: never lazy; NEVER: never upgraded)."""
+        up = self.row_upgrade_at
+        return np.where(self.deferred, np.where(self.upgraded, up, NEVER), -1)
+
+
+def _first_fork_ids(forks):
+    fid = forks["fork_id"].to_numpy().astype(np.int64)
+    first = forks["first"].to_numpy(dtype=bool)
+    return fid[first & (fid >= 0)]
+
+
+def model(rp, eager_model, tracepoint=None):
+    """The lazy model on a function-probe recording; ``tracepoint``: the
+    tracepoint estimate (lazy.model) of the same recording, kept in the output
+    with its bounds."""
+    x = VmaReplay(rp)
+    ob = rp.ob
+    n_un = len(x.unattributed)
+    un_is_av = ob.object[x.unattributed] == OBJECT_CODE["anon_vma"]
+    kept = ~x.deferred
+    is_av, up = x.is_av, x.upgraded
+    start = np.where(kept, x.pos, np.where(up, x.row_upgrade_at, -1))
+    out = {"fidelity": FIDELITY, "see": SECTION}
+
+    # range: VMAs whose first anon_vma link predates the run, lazy or not
+    # before it (docs/models.md#lazy-exact): high adds one anon_vma and AVC
+    # per such parent VMA copied at its process's first fork in the run (the
+    # upgrade it would need if it were lazy); low drops the AVCs of pieces
+    # split off such VMAs (deferred if those were lazy)
+    vi = x.vi
+    pre_parent = (x.kind == INHERITED) & (x.src_index < 0) & (x.src >= 0)
+    first_fork = np.isin(x.fork_id, _first_fork_ids(rp.tree.forks))
+    row_pre_parent = pre_parent[vi] & first_fork
+    pre_src = np.unique(x.src[vi[row_pre_parent]]) if row_pre_parent.any() else np.zeros(0)
+    high_extra = int(len(pre_src))
+    low_drop = int(((x.kind[vi] == PREPIECE) & ~is_av).sum())
+
+    per_obj = {}
+    for obj, sel, un_sel, extra in (("anon_vma", is_av, un_is_av, len(x.extra_start)),
+                                    ("anon_vma_chain", ~is_av, ~un_is_av, 0)):
+        size = rp.sizes[obj][0]
+        live_rows = sel & (start >= 0)
+        s_pos = np.concatenate([start[live_rows], ob.pos[x.unattributed[un_sel]],
+                                x.extra_start if extra else np.zeros(0, np.int64)])
+        s_free = np.concatenate([x.free[live_rows], rp.free_pos(x.unattributed[un_sel]),
+                                 x.extra_end if extra else np.zeros(0, np.int64)])
+        s = live.summary_intervals(s_pos, s_free)
+        nobj = int((sel & (kept | up)).sum()) + int(un_sel.sum()) + extra
+        lo = nobj - (low_drop if obj == "anon_vma_chain" else 0)
+        hi = nobj + high_extra
+        per_obj[obj] = {
+            "allocated": nobj, "bytes": nobj * size, "allocated_range": [max(lo, 0), hi],
+            "bytes_range": [max(lo, 0) * size, hi * size],
+            "peak_live": s["peak"], "peak_live_bytes": s["peak"] * size,
+            "fidelity": FIDELITY if lo == hi else
+            FIDELITY + "; range: VMAs whose first anon_vma predates the run",
+            "see": SECTION,
+        }
+        out[obj] = per_obj[obj]
+    ev = eager_model
+    out["saved_pct"] = {o: saved_pct(ev[o]["allocated"], per_obj[o]["allocated"])
+                        for o in RMAP_OBJECTS}
+    out["saved_pct_range"] = {
+        o: [saved_pct(ev[o]["allocated"], per_obj[o]["allocated_range"][1]),
+            saved_pct(ev[o]["allocated"], per_obj[o]["allocated_range"][0])] for o in RMAP_OBJECTS}
+    out["peak_saved_pct"] = {o: saved_pct(ev[o]["peak_live"], per_obj[o]["peak_live"])
+                             for o in RMAP_OBJECTS}
+    out["vm_area_struct"], growth = vma_growth(rp, ev)
+
+    # upgrades: VMAs (one AVC each) and tokens (one anon_vma each)
+    avc_up = up & ~is_av
+    rr = x.root[vi]
+    fork_rows = avc_up & x.by_fork[rr]
+    n_fork, n_mre = int(fork_rows.sum()), int((avc_up & ~x.by_fork[rr]).sum())
+    tok_fork = int((x.tok_up & x.by_fork).sum())
+    tok_mre = int((x.tok_up & ~x.by_fork).sum())
+    out["upgrades"] = {
+        "fork": n_fork, "mremap": n_mre,
+        "fork_range": [n_fork, n_fork + high_extra], "mremap_range": [n_mre, n_mre],
+        "objects": {"anon_vma": tok_fork + tok_mre, "anon_vma_chain": n_fork + n_mre},
+        "tokens": {"fork": tok_fork, "mremap": tok_mre},
+        "mremap_unknown_sources": 0,
+        "fidelity": FIDELITY, "see": SECTION,
+    }
+    clone_fork = int((x.path == PATH_CODE["clone_fork"]).sum()) + int(
+        (ob.path[x.unattributed] == PATH_CODE["clone_fork"]).sum())
+    fork_eager = int(np.isin(x.path, [PATH_CODE["fork"], PATH_CODE["clone_fork"]]).sum()) + int(
+        np.isin(ob.path[x.unattributed], [PATH_CODE["fork"], PATH_CODE["clone_fork"]]).sum())
+    out["extra_costs"] = {
+        "vma_growth": growth,
+        "upgrades": {"fork": n_fork, "mremap": n_mre, "objects": out["upgrades"]["objects"]},
+        "fork_time_objects": {
+            "eager": fork_eager, "lazy": clone_fork + n_fork + tok_fork,
+            "note": "anon_vma + AVC allocated inside fork: eager fork + clone_fork rows; "
+                    "lazy clone_fork + fork upgrades (one AVC per VMA, one anon_vma per token)",
+            "fidelity": FIDELITY, "see": COSTS,
+        },
+        "repointed_pages": {
+            "value": None,
+            "fidelity": "not measurable",
+            "reason": "no column records the anon pages a VMA maps; an upgrade re-points "
+                      "every anon folio of the token",
+            "see": COSTS,
+        },
+    }
+    kinds = np.bincount(x.kind, minlength=len(KIND_NAMES))
+    out["vmas"] = {
+        "with_anon_objects": int(len(x.vmas)),
+        "by_birth": {k: int(kinds[i]) for i, k in enumerate(KIND_NAMES)},
+        "tokens": int(x.capable.sum()),
+        "tokens_upgraded": int(x.tok_up.sum()),
+        "prerun_parent_vmas_at_first_fork": high_extra,
+        "unattributed_objects": n_un,
+        "note": "objects without vma_id (made outside the probed functions, or probes that "
+                "did not attach) are kept as in eager" if n_un else None,
+    }
+    if tracepoint is not None:
+        est = {o: {"allocated": tracepoint[o]["allocated"],
+                   "allocated_range": tracepoint[o]["allocated_range"],
+                   "peak_live": tracepoint[o]["peak_live"]} for o in RMAP_OBJECTS}
+        tu = tracepoint["upgrades"]
+        est["upgrades"] = {k: tu[k] for k in ("fork", "mremap", "fork_range", "mremap_range")}
+        est["fidelity"] = "estimate"
+        est["see"] = "docs/models.md#lazy-bounds"
+        within = {o: est[o]["allocated_range"][0] <= per_obj[o]["allocated"]
+                  <= est[o]["allocated_range"][1] for o in RMAP_OBJECTS}
+        # upgrades in total: the estimate calls the pieces left behind by a
+        # moved piece fork upgrades, the exact replay (W4) upgrades the whole
+        # token at the mremap
+        within["upgrades"] = (tu["fork_range"][0] + tu["mremap_range"][0] <= n_fork + n_mre
+                              <= tu["fork_range"][1] + tu["mremap_range"][1])
+        est["exact_within_bounds"] = within
+        out["tracepoint_estimate"] = est
+    rp.lazy_state = {"rows": x.rows, "lazy_until": x.lazy_until(), "source": FIDELITY,
+                     "replay": x}
+    return out

@@ -1,0 +1,263 @@
+"""rmap walk cost per design on a recording with ``walk`` rows (schema v3,
+function probes; docs/models.md#walks-recorded).
+
+Eager is measured: each walk row is one ``rmap_walk()`` /
+``rmap_walk_locked()`` of an anonymous or KSM folio with the AVCs the
+interval tree returned, the VMAs ``rmap_one`` ran on and its duration. The
+other designs re-cost the same walks with the rules of docs/models.md
+section 4 (the ones ``anonanalyze simulate`` uses), applied to what the
+recording knows about the folio: its anon_vma (``anon_vma_id``), that
+anon_vma's alloc row (owner process, path, VMA) and the process tree:
+
+- lazy (W4): a folio whose anon_vma belongs to a VMA that is still lazy at
+  the walk (never upgraded, by the lazy model of the same report) is walked
+  through its VMA: 1 VMA, no anon_vma lock; otherwise as measured;
+- CoW context (W5, C1-C5): the live mms of the subtree of the folio's
+  context (the owner process of its anon_vma) at the walk, its own included;
+- nofork (W6): a folio in an anon_vma a leaf process made for itself (N1)
+  is walked like a lazy folio; everything else as measured.
+
+Vectorised over the walk rows: the anon_vma of each walk by one sorted
+search (objlookup.last_alloc), subtree sizes by sorted searches over
+(ancestor, descendant) pairs, lock waits matched to walks with one
+``merge_asof``.
+"""
+
+import numpy as np
+import pandas as pd
+
+from .live import NEVER
+from .load import PATH_CODE
+from .objlookup import last_alloc, stats
+
+SECTION = "docs/models.md#walks-recorded"
+DESIGNS = ("eager", "lazy", "cow_context", "nofork")
+LOCK_EAGER = "anon_vma root rwsem (read)"
+LOCK_NONE = "none (walk through the folio's VMA)"
+LOCK_COW = "unspecified (assumed: no anon_vma rwsem; one VMA-tree lookup per mm)"
+_SHIFT = 41
+
+
+def _probe_state(meta):
+    names = [p for p in meta.get("probes") or [] if isinstance(p, dict)
+             and "rmap_walk" in str(p.get("name", ""))]
+    if not names:
+        return None
+    return any(p.get("attached") for p in names)
+
+
+def _int(frame, col, fill=0):
+    v = frame[col].to_numpy().astype(np.int64)
+    return np.where(v < 0, fill, v)
+
+
+class _Subtrees:
+    """Live processes in the subtree of a process at a position, from the
+    process forks (``fork`` rows without ``shares_mm``) and the last-thread
+    exits of the run. Processes that exist at the start are born at -1."""
+
+    def __init__(self, rp):
+        tree = rp.tree
+        f = tree.forks
+        child = f["child_tgid"].to_numpy().astype(np.int64)
+        parent = f["tgid"].to_numpy().astype(np.int64)
+        fpos = f["pos"].to_numpy().astype(np.int64)
+        procs = np.unique(np.concatenate([tree.seen.astype(np.int64), child, parent]))
+        self.procs = procs
+        n = len(procs)
+        birth = np.full(n, -1, dtype=np.int64)
+        par = np.full(n, -1, dtype=np.int64)
+        if len(child):
+            _, first = np.unique(child, return_index=True)      # first fork making each
+            ci = np.searchsorted(procs, child[first])
+            birth[ci] = fpos[first]
+            par[ci] = np.searchsorted(procs, parent[first])
+        death = np.full(n, NEVER, dtype=np.int64)
+        ex = rp.rec.exits
+        if len(ex):
+            gd = ex["group_dead"]
+            last = np.where(gd.notna().to_numpy(), gd.fillna(False).to_numpy(dtype=bool),
+                            ex["pid"].to_numpy() == ex["tgid"].to_numpy())
+            et = ex["tgid"].to_numpy().astype(np.int64)[last]
+            ep = ex["pos"].to_numpy().astype(np.int64)[last]
+            ok = np.isin(et, procs)
+            np.minimum.at(death, np.searchsorted(procs, et[ok]), ep[ok])
+        # (ancestor, descendant) pairs, every process its own ancestor
+        anc = [np.arange(n)]
+        desc = [np.arange(n)]
+        cur, who = par.copy(), np.arange(n)
+        for _ in range(4096):                    # the cap guards against pid-reuse cycles
+            ok = cur >= 0
+            if not ok.any():
+                break
+            cur, who = cur[ok], who[ok]
+            anc.append(cur)
+            desc.append(who)
+            cur = par[cur]
+        anc, desc = np.concatenate(anc), np.concatenate(desc)
+        base = anc.astype(np.int64) << _SHIFT
+        self.births = np.sort(base | (birth[desc] + 1))          # +1: born at -1 -> 0
+        d = death[desc]
+        self.deaths = np.sort((base | d)[d < NEVER])
+        self.birth, self.death = birth, death
+
+    def live(self, tgids, pos):
+        """(live mms in the subtree incl. the process itself, the process alive)."""
+        tgids = np.asarray(tgids, dtype=np.int64)
+        pos = np.asarray(pos, dtype=np.int64)
+        i = np.minimum(np.searchsorted(self.procs, tgids), max(len(self.procs) - 1, 0))
+        known = (len(self.procs) > 0) & (self.procs[i] == tgids) if len(self.procs) else \
+            np.zeros(len(tgids), dtype=bool)
+        base = i.astype(np.int64) << _SHIFT
+        born = np.searchsorted(self.births, base | pos, side="right") \
+            - np.searchsorted(self.births, base, side="left")      # birth + 1 <= pos
+        dead = np.searchsorted(self.deaths, base | pos, side="left") \
+            - np.searchsorted(self.deaths, base, side="left")       # death < pos
+        count = np.where(known, born - dead, 1)
+        alive = np.where(known, (self.birth[i] < pos) & (self.death[i] > pos), True)
+        return count, alive
+
+
+def _match_locks(walks, locks):
+    """(wait_ns of each walk-taker lock row, index of the walk it happened in
+    or -1): same task, inside [walk end - duration, walk end]."""
+    if locks is None or not len(locks):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    lk = locks[locks["lock_func"].astype(object) == "walk"]
+    if not len(lk):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    wait = np.maximum(lk["wait_ns"].to_numpy().astype(np.int64), 0)
+    left = pd.DataFrame({"ts": lk["ts_ns"].to_numpy().astype(np.int64),
+                         "pid": lk["pid"].to_numpy().astype(np.int64),
+                         "i": np.arange(len(lk))}).sort_values("ts", kind="stable")
+    right = pd.DataFrame({"ts": walks["ts_ns"].to_numpy().astype(np.int64),
+                          "pid": walks["pid"].to_numpy().astype(np.int64),
+                          "w": np.arange(len(walks)),
+                          "start": walks["ts_ns"].to_numpy().astype(np.int64)
+                          - _int(walks, "duration_ns")}).sort_values("ts", kind="stable")
+    m = pd.merge_asof(left, right, on="ts", by="pid", direction="forward")
+    ok = m["w"].notna().to_numpy() & (m["start"].fillna(np.inf).to_numpy() <= m["ts"].to_numpy())
+    idx = np.full(len(lk), -1, dtype=np.int64)
+    idx[m["i"].to_numpy()[ok]] = m["w"].to_numpy()[ok].astype(np.int64)
+    return wait, idx
+
+
+def _design(count, visits, unit, time_ns, lock_wait_ns, **extra):
+    out = {"count": int(count), "visits": stats(visits), "unit": unit,
+           "time_ns": time_ns, "lock_wait_ns": lock_wait_ns}
+    out.update(extra)
+    return out
+
+
+def summary(rp):
+    rec = rp.rec
+    w = rec.walks
+    probe = _probe_state(rec.meta)
+    if w is None or not len(w):
+        if probe:
+            note = "rmap_walk probes attached; no walk of an anonymous folio in the run"
+        elif probe is False or rec.meta.get("backend") == "tracepoint":
+            note = ("not recorded: the rmap_walk function probes did not attach (backend "
+                    f"{rec.meta.get('backend')}; see metadata probes), so walk cost is not "
+                    "measured here; `anonanalyze simulate` models it")
+        else:
+            note = "no walk rows: walk cost needs function probes (schema v3)"
+        return {"available": False, "walks": 0, "note": note, "see": SECTION}
+
+    n = len(w)
+    pos = w["pos"].to_numpy().astype(np.int64)
+    vmas = _int(w, "vmas_visited")
+    avcs = _int(w, "avcs_visited")
+    dur = _int(w, "duration_ns")
+    kind = w["walk_kind"].astype(object).where(w["walk_kind"].notna(), "other").to_numpy()
+    order = _int(w, "folio_order")
+    locked = w["walk_locked"].fillna(False).to_numpy(dtype=bool)
+    avid = w["anon_vma_id"].to_numpy().astype(np.int64)
+    g = last_alloc(rp, "anon_vma", avid, pos)
+    g[avid < 0] = -1
+    known = g >= 0
+    ob = rp.ob
+    gs = np.maximum(g, 0)
+    ksm = kind == "ksm"
+
+    wait, widx = _match_locks(w, rec.locks)
+    total_wait = int(wait.sum())
+    wait_of_walk = np.zeros(n, dtype=np.int64)
+    m = widx >= 0
+    np.add.at(wait_of_walk, widx[m], wait[m])
+
+    out = {"available": True, "walks": int(n), "see": SECTION,
+           "lock_source": "lock rows with lock_func walk (waits for the root rwsem inside rmap "
+                          "walks); matched to a walk by task and time"}
+
+    # ------------------------------------------------------------- eager
+    by_kind = {}
+    for k in sorted(set(kind), key=lambda k: -int((kind == k).sum())):
+        s = kind == k
+        by_kind[k] = {"count": int(s.sum()), "visits": stats(vmas[s]),
+                      "avcs_visited": stats(avcs[s]), "time_ns": stats(dur[s]),
+                      "lock_wait_ns": int(wait_of_walk[s].sum())}
+    eager = _design(n, vmas, "VMA", stats(dur), total_wait, time_walks=int(n),
+                    avcs_visited=stats(avcs), by_kind=by_kind,
+                    lock={LOCK_EAGER: int(n)}, locked_walks=int(locked.sum()),
+                    large_folios=int((order > 0).sum()),
+                    lock_waits=int(len(wait)), lock_waits_matched=int(m.sum()),
+                    fidelity="exact (measured by function probes: rmap_walk, rmap_walk_locked, "
+                             "anon_vma_interval_tree_iter_first/_next, rmap_one callbacks)")
+
+    # -------------------------------------------------------------- lazy
+    lazy_walk = np.zeros(n, dtype=bool)
+    st = rp.lazy_state
+    source = None
+    if st is not None and known.any():
+        rows, until = st["rows"], st["lazy_until"]
+        k = np.minimum(np.searchsorted(rows, gs), max(len(rows) - 1, 0))
+        hit = known & (len(rows) > 0) & (rows[k] == gs) if len(rows) else np.zeros(n, bool)
+        lazy_walk = hit & (until[k] > pos) & ~ksm
+        source = st["source"]
+
+    def one_vma(mask, name, fidelity, **extra):
+        v = np.where(mask, np.minimum(vmas, 1), vmas)
+        rest = ~mask
+        return _design(n, v, "VMA", stats(dur[rest]),
+                       int(total_wait - wait_of_walk[mask].sum()), time_walks=int(rest.sum()),
+                       lock={LOCK_NONE: int(mask.sum()), LOCK_EAGER: int(rest.sum())},
+                       **{name: int(mask.sum())}, unknown_anon_vma=int((~known).sum()),
+                       fidelity=fidelity, **extra)
+
+    lazy = one_vma(lazy_walk, "lazy_walks",
+                   "estimate: measured walks re-costed; a folio still lazy walks 1 VMA without "
+                   "the lock; its time is not modelled (time_ns covers the walks that stay eager)",
+                   lazy_state=source)
+
+    # -------------------------------------------------------- CoW context
+    sub = _Subtrees(rp)
+    owner = np.where(known, ob.owner[gs], -1).astype(np.int64)
+    count, alive = sub.live(owner[known], pos[known])
+    cow = _design(int(known.sum()), count, "mm", {"p50": None, "p99": None, "max": None},
+                  0, time_walks=0, descendant_mms=stats(count - alive.astype(np.int64)),
+                  lock={LOCK_COW: int(known.sum())}, unknown_context=int((~known).sum()),
+                  lookups=None,
+                  fidelity="estimate: context = owner process of the walk's anon_vma (C1); "
+                           "visits = its live subtree incl. itself (C2, C4); lock and time "
+                           "not modelled (C5), lock_wait_ns 0 by that assumption; remap-entry "
+                           "lookups (C3) not counted")
+
+    # ------------------------------------------------------------- nofork
+    path = np.where(known, ob.path[gs], -1)
+    own = np.isin(path, [PATH_CODE["fault"], PATH_CODE["other"]])
+    leaf_own = known & own & np.isin(owner, rp.tree.leaf) & ~ksm
+    nofork = one_vma(leaf_own, "leaf_walks",
+                     "estimate: a folio in an anon_vma a leaf made for itself (N1) walks 1 VMA "
+                     "without the lock (W6); the rest as measured")
+
+    out.update(eager=eager, lazy=lazy, cow_context=cow, nofork=nofork)
+    out["notes"] = [
+        "visits: eager = VMAs rmap_one ran on (measured); lazy/nofork the same walks with "
+        "lazy folios at min(1, measured); CoW context = live mms of the folio context's subtree",
+        "walks whose anon_vma was allocated before the run (anon_vma_id null) stay as measured "
+        "in lazy/nofork and are left out of the CoW context",
+        "KSM folios are walked through their stable node's rmap items in every design: as "
+        "measured",
+    ]
+    return out

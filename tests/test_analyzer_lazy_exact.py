@@ -1,0 +1,215 @@
+"""Exact per-VMA lazy replay on function-probe recordings
+(docs/models.md#lazy-exact): expected numbers from the scenarios'
+parameters, and the exact answer inside the tracepoint-only bounds computed
+on the same recording (issue 4 item 5)."""
+
+import pytest
+
+import eventgen
+from anonscope.analyzer import load, render, report
+from eventgen import Gen
+import test_analyzer_models as M
+
+AV, AVC = "anon_vma", "anon_vma_chain"
+
+
+def fp(make, *args, **kw):
+    """Run a scenario of test_analyzer_models with the function-probe generator."""
+    orig = eventgen.Gen.__init__
+
+    def init(self, *a, **k):
+        k.setdefault("fprobes", True)
+        orig(self, *a, **k)
+    eventgen.Gen.__init__ = init
+    try:
+        return make(*args, **kw)
+    finally:
+        eventgen.Gen.__init__ = orig
+
+
+def build(g, tmp_path, name="run.parquet"):
+    return report.build(load.load(g.write(str(tmp_path / name))))
+
+
+def lazy_of(g, tmp_path):
+    r = build(g, tmp_path)
+    lz = r["models"]["lazy"]
+    assert lz["fidelity"] == "exact (function probes)"
+    assert "tracepoint_estimate" in lz
+    return r, lz, lz["tracepoint_estimate"]
+
+
+def assert_within(lz, te):
+    for o in (AV, AVC):
+        lo, hi = te[o]["allocated_range"]
+        assert lo <= lz[o]["allocated"] <= hi, (o, lz[o]["allocated"], lo, hi)
+    u = te["upgrades"]
+    total = lz["upgrades"]["fork"] + lz["upgrades"]["mremap"]
+    assert u["fork_range"][0] + u["mremap_range"][0] <= total <= \
+        u["fork_range"][1] + u["mremap_range"][1]
+    assert all(te["exact_within_bounds"].values())
+
+
+# ------------------------------------------------- same as the estimate
+
+@pytest.mark.parametrize("V,N,C,K", [(7, 3, 5, 2), (1, 1, 1, 1), (12, 0, 3, 4)])
+def test_zygote(tmp_path, V, N, C, K):
+    r, lz, te = lazy_of(fp(M.zygote, V, N, C, K), tmp_path)
+    assert lz[AV]["allocated"] == V and lz[AVC]["allocated"] == V + C * V
+    assert lz[AV]["allocated_range"] == [V, V]
+    assert lz["upgrades"]["fork"] == V and lz["upgrades"]["tokens"] == {"fork": V, "mremap": 0}
+    assert lz[AV]["peak_live"] == V and lz[AVC]["peak_live"] == V + C * V
+    v = lz["vmas"]
+    assert v["by_birth"]["fault"] == V + C * K and v["by_birth"]["inherited"] == C * V
+    assert v["tokens_upgraded"] == V and v["unattributed_objects"] == 0
+    assert (te[AV]["allocated"], te[AVC]["allocated"]) == (V, V + C * V)
+    assert_within(lz, te)
+
+
+@pytest.mark.parametrize("VA,VB,VC,VD", [(3, 2, 1, 4), (1, 1, 1, 1)])
+def test_chain(tmp_path, VA, VB, VC, VD):
+    _, lz, te = lazy_of(fp(M.chain, VA, VB, VC, VD), tmp_path)
+    own = 3 * VA + 2 * VB + VC
+    clones = 6 * VA + 3 * VB + VC
+    assert lz["upgrades"]["fork"] == own
+    assert lz[AV]["allocated"] == own and lz[AVC]["allocated"] == own + clones
+    assert_within(lz, te)
+
+
+@pytest.mark.parametrize("F,S,Mg,X", [(10, 4, 3, 2), (3, 0, 0, 3)])
+def test_split_merge_leaf(tmp_path, F, S, Mg, X):
+    _, lz, te = lazy_of(fp(M.split_merge, F, S, Mg, X), tmp_path)
+    # a leaf: every token stays lazy, its pieces join it (L1, L3)
+    assert lz[AV]["allocated"] == 0 and lz[AVC]["allocated"] == 0
+    assert lz[AVC]["allocated_range"] == [0, 0]          # the estimate's was [0, S + X]
+    assert te[AVC]["allocated_range"] == [0, S + X]
+    assert lz["vmas"]["by_birth"]["piece"] == S + X
+    assert_within(lz, te)
+
+
+@pytest.mark.parametrize("F,R,G", [(4, 5, 3), (6, 2, 10)])
+def test_mremap_heavy(tmp_path, F, R, G):
+    _, lz, te = lazy_of(fp(M.mremap_heavy, F, R, G), tmp_path)
+    assert lz["upgrades"]["mremap"] == F and lz["upgrades"]["fork"] == 0
+    assert lz[AV]["allocated"] == F and lz[AVC]["allocated"] == F + F * R
+    assert lz[AVC]["peak_live"] == F + 1
+    assert lz["vmas"]["by_birth"]["mremap_copy"] == F * R
+    assert_within(lz, te)
+
+
+def test_prerun_parent_vmas_give_the_range(tmp_path):
+    """domain.md's example with 3 parent VMAs from before the run: their lazy
+    state is unknown, so the high end adds their upgrade at the first fork."""
+    V, pre, C = 107, 3, 10
+    _, lz, te = lazy_of(fp(M.zygote, V, 0, C, 0, prerun=pre), tmp_path)
+    assert lz[AV]["allocated"] == V and lz[AVC]["allocated"] == V + C * (V + pre)
+    assert lz[AV]["allocated_range"] == [V, V + pre]
+    assert lz["upgrades"]["fork_range"] == [V, V + pre]
+    assert lz["vmas"]["prerun_parent_vmas_at_first_fork"] == pre
+    assert round(lz["saved_pct"][AV]) == 91 and round(lz["saved_pct"][AVC]) == 48
+    assert_within(lz, te)
+
+
+# ------------------------------------------------- where the VMA matters
+
+def child_split_fork(V):
+    """Parent faults V VMAs and forks a child; the child splits each
+    inherited VMA once and forks a grandchild; all but the parent exit."""
+    g = Gen(fprobes=True)
+    g.process(1, "p")
+    g.faults(1, V)
+    g.fork(1, 2)
+    for v in list(g.procs[2].vmas):
+        g.split(2, v)
+    g.fork(2, 3)
+    g.exit(3)
+    g.exit(2)
+    return g
+
+
+@pytest.mark.parametrize("V", [1, 3, 8])
+def test_split_of_inherited_vma(tmp_path, V):
+    """An inherited VMA's chain has 2 AVCs (the parent's anon_vma and the
+    child's own); its split copies both in eager, but in the lazy kernel the
+    child has no own anon_vma: the piece copies 1 and joins the token. At
+    the child's fork, 2V VMAs (V inherited + V pieces) are upgraded. The
+    tracepoint estimate defers both split AVCs and counts 2 upgrades per
+    piece (best 4V); its range holds the exact 3V."""
+    _, lz, te = lazy_of(child_split_fork(V), tmp_path)
+    assert lz["upgrades"]["fork"] == V + 2 * V
+    assert lz["upgrades"]["tokens"]["fork"] == 2 * V
+    assert lz[AV]["allocated"] == 2 * V
+    # parent upgrades V, clone_fork V, split copies kept V, child's fork
+    # upgrades 2V, grandchild's clone_fork 2V VMAs x chain 2
+    assert lz[AVC]["allocated"] == V + V + V + 2 * V + 4 * V
+    assert te["upgrades"]["fork"] == 4 * V
+    assert te["upgrades"]["fork_range"] == [3 * V, 4 * V]
+    assert te[AVC]["allocated_range"] == [9 * V, 10 * V]
+    assert_within(lz, te)
+
+
+@pytest.mark.parametrize("F", [1, 4])
+def test_mremap_of_split_piece_upgrades_the_token(tmp_path, F):
+    """F VMAs split, the new piece of each moved, then a fork. The exact
+    replay follows W4: moving a piece upgrades its whole token (one
+    anon_vma, one AVC per piece) at the mremap, so the fork has nothing left
+    to upgrade. The estimate (U2) upgrades the moved piece with an anon_vma
+    of its own and the left piece at the fork: 2F anon_vmas, inside [F, 2F]."""
+    g = Gen(fprobes=True)
+    g.process(70, "p")
+    for v in g.faults(70, F):
+        g.mremap(70, g.split(70, v))
+    g.fork(70, 71)
+    g.exit(71)
+    _, lz, te = lazy_of(g, tmp_path)
+    assert lz["upgrades"]["mremap"] == 2 * F and lz["upgrades"]["fork"] == 0
+    assert lz[AV]["allocated"] == F
+    assert lz[AVC]["allocated"] == 2 * F + F + 2 * F      # upgrades, mremap copies, clone_fork
+    assert te[AV]["allocated"] == 2 * F and te[AV]["allocated_range"] == [F, 2 * F]
+    assert_within(lz, te)
+
+
+def test_reused_neighbour_gets_its_own_anon_vma_when_upgraded(tmp_path):
+    """Eager: VMA b reuses neighbour a's anon_vma (find_mergeable_anon_vma).
+    Lazy: both are lazy tokens; the fork upgrades each with an anon_vma."""
+    g = Gen(fprobes=True)
+    g.process(1, "p")
+    a = g.fault(1)
+    g.fault(1, g.mmap(1), reuse=a)
+    g.fork(1, 2)
+    g.exit(2)
+    r, lz, te = lazy_of(g, tmp_path)
+    assert r["models"]["eager"][AV]["allocated"] == 1 + 2
+    assert lz[AV]["allocated"] == 2 and lz[AVC]["allocated"] == 2 + 2
+    assert lz[AV]["peak_live"] == 2
+    assert te[AV]["allocated"] == 1 and te[AV]["allocated_range"] == [1, 2]
+    assert_within(lz, te)
+
+
+def test_unattributed_objects_are_kept(tmp_path):
+    """Objects without vma_id (made outside the probed functions) are kept
+    as in eager and counted."""
+    g = fp(M.zygote, 3, 0, 2, 0)
+    v = g.mmap(100)
+    n0 = len(g.rows)
+    g.fault(100, v)
+    for row in g.rows[n0:]:
+        row.pop("vma_id", None)
+    r, lz, _ = lazy_of(g, tmp_path)
+    assert lz["vmas"]["unattributed_objects"] == 2
+    assert lz[AV]["allocated"] == 3 + 1 and lz[AVC]["allocated"] == 3 + 2 * 3 + 1
+
+
+def test_report_formats_and_keys(tmp_path):
+    r, lz, _ = lazy_of(fp(M.zygote, 4, 1, 3, 1), tmp_path)
+    for o in (AV, AVC):
+        for k in ("allocated", "bytes", "allocated_range"):
+            assert k in lz[o]
+    assert set(lz["saved_pct"]) == {AV, AVC}
+    assert {"fork", "mremap"} <= set(lz["upgrades"])
+    assert lz["extra_costs"]["repointed_pages"]["fidelity"] == "not measurable"
+    text = render.render(r, "text")
+    assert "exact (function probes)" in text
+    assert "lazy is the exact per-VMA replay" in text and "exact within its bounds: yes" in text
+    md = render.render(r, "markdown")
+    assert "exact per-VMA replay (function probes" in md

@@ -1,0 +1,195 @@
+"""Walk-cost section per design (docs/models.md#walks-recorded): walk rows
+from the generator's own rmap (eventgen.Gen.walk), expected visits derived
+from the scenario: eager from the chains, CoW context = live descendants
++ 1, lazy = 1 for folios of never-upgraded VMAs."""
+
+import math
+import os
+
+import pytest
+
+from anonscope.analyzer import load, render, report
+from eventgen import Gen
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KSWAPD = 2
+
+
+def build(g, tmp_path, name="run.parquet"):
+    return report.build(load.load(g.write(str(tmp_path / name))))
+
+
+def nearest_rank(values, p):
+    v = sorted(values)
+    return v[max(1, math.ceil(p / 100 * len(v))) - 1]
+
+
+def pcts(values):
+    return {"p50": nearest_rank(values, 50), "p99": nearest_rank(values, 99), "max": max(values)}
+
+
+def fanout(V, C, K, E, wp, wc, fprobes=True):
+    """Parent 100 faults V VMAs, forks C children; child k faults K VMAs of
+    its own. kswapd walks every parent VMA (waiting wp ns for the root each
+    time) and every child VMA (waiting wc ns); then E children exit and the
+    parent VMAs are walked again (no wait)."""
+    g = Gen(fprobes=fprobes)
+    g.process(KSWAPD, "kswapd0")
+    g.process(100, "parent")
+    pv = g.faults(100, V)
+    kids = [200 + k for k in range(C)]
+    for k in kids:
+        g.fork(100, k, comm="child")
+    cv = [v for k in kids for v in g.faults(k, K)]
+    visits = {"first": [g.walk(KSWAPD, v, lock_wait_ns=wp) for v in pv],
+              "kids": [g.walk(KSWAPD, v, lock_wait_ns=wc) for v in cv]}
+    for k in kids[:E]:
+        g.exit(k)
+    visits["after"] = [g.walk(KSWAPD, v) for v in pv]
+    return g, visits
+
+
+@pytest.mark.parametrize("V,C,K,E", [(4, 3, 1, 1), (10, 7, 2, 7), (1, 1, 1, 0), (30, 5, 3, 2)])
+@pytest.mark.parametrize("fprobes", [True, False], ids=["exact", "estimate"])
+def test_fanout(tmp_path, V, C, K, E, fprobes):
+    wp, wc = 700, 50
+    g, seen = fanout(V, C, K, E, wp, wc, fprobes)
+    # the generator's own walks follow from the chains: the parent's folio
+    # is in its root, which every child's copy links
+    assert seen["first"] == [1 + C] * V and seen["kids"] == [1] * (C * K)
+    assert seen["after"] == [1 + C - E] * V
+    w = build(g, tmp_path)["walks"]
+    n = 2 * V + C * K
+    assert w["available"] and w["walks"] == n
+
+    e = w["eager"]
+    eager = [1 + C] * V + [1] * (C * K) + [1 + C - E] * V
+    assert e["count"] == n and e["visits"] == pcts(eager) and e["avcs_visited"] == pcts(eager)
+    assert e["unit"] == "VMA" and e["time_ns"] == pcts([3 * g.step] * n)
+    assert e["lock_wait_ns"] == V * wp + C * K * wc
+    assert e["lock_waits"] == e["lock_waits_matched"] == V + C * K
+    assert e["by_kind"]["reclaim"]["count"] == n
+
+    # lazy: the parent forked (its VMAs upgraded: as eager); the children's
+    # own VMAs were never upgraded: 1 VMA, no lock
+    lz = w["lazy"]
+    assert lz["lazy_walks"] == C * K
+    assert lz["visits"] == pcts(eager)          # the lazy walks visit 1 VMA anyway here
+    assert lz["lock_wait_ns"] == V * wp
+    assert lz["time_walks"] == 2 * V
+    assert lz["lazy_state"].startswith("exact" if fprobes else "tracepoint estimate")
+
+    # CoW context: live descendants + 1
+    cw = w["cow_context"]
+    cow = [C + 1] * V + [1] * (C * K) + [C - E + 1] * V
+    assert cw["unit"] == "mm" and cw["count"] == n and cw["visits"] == pcts(cow)
+    assert cw["descendant_mms"] == pcts([c - 1 for c in cow])
+    assert cw["lock_wait_ns"] == 0 and cw["time_ns"] == {"p50": None, "p99": None, "max": None}
+
+    # nofork: children are leaves; their own folios walk 1 VMA
+    nf = w["nofork"]
+    assert nf["leaf_walks"] == C * K and nf["lock_wait_ns"] == V * wp
+
+
+def adversarial(V, C):
+    """domain.md: a parent with V VMAs forks C children, child k keeps only
+    VMA k mod V; then one walk per parent VMA."""
+    g = Gen(fprobes=True)
+    g.process(KSWAPD, "kswapd0")
+    g.process(1, "parent")
+    pv = g.faults(1, V)
+    for k in range(C):
+        child = 1000 + k
+        g.fork(1, child, comm="child")
+        keep = g.procs[child].vmas[k % V]
+        for v in list(g.procs[child].vmas):
+            if v is not keep:
+                g.unmap(child, v)
+    return g, [g.walk(KSWAPD, v) for v in pv]
+
+
+@pytest.mark.parametrize("V,C", [(50, 50), (20, 40), (10, 3)])
+def test_adversarial(tmp_path, V, C):
+    """Eager walks visit the parent and the children that kept the VMA
+    (2 when C = V); the CoW context visits all C + 1 mms."""
+    g, seen = adversarial(V, C)
+    kept = [1 + sum(1 for k in range(C) if k % V == i) for i in range(V)]
+    assert seen == kept
+    w = build(g, tmp_path)["walks"]
+    assert w["eager"]["visits"] == pcts(kept)
+    if C == V:
+        assert w["eager"]["visits"] == {"p50": 2, "p99": 2, "max": 2}
+    assert w["cow_context"]["visits"] == {"p50": C + 1, "p99": C + 1, "max": C + 1}
+    assert w["cow_context"]["descendant_mms"]["max"] == C
+    assert w["lazy"]["visits"] == pcts(kept) and w["lazy"]["lazy_walks"] == 0
+    assert w["nofork"]["leaf_walks"] == 0
+
+
+def test_lazy_walk_until_the_upgrade(tmp_path):
+    """A child's folio (in its own anon_vma, inherited VMA) walks lazily
+    until the child forks; then its VMA is upgraded and the walk is eager's."""
+    g = Gen(fprobes=True)
+    g.process(KSWAPD, "kswapd0")
+    g.process(1, "a")
+    g.faults(1, 1)
+    g.fork(1, 2)
+    c = g.procs[2].vmas[0]
+    before = g.walk(KSWAPD, c, lock_wait_ns=10)
+    g.fork(2, 3)
+    after = g.walk(KSWAPD, c, lock_wait_ns=1000)
+    assert (before, after) == (1, 2)
+    w = build(g, tmp_path)["walks"]
+    assert w["lazy"]["lazy_walks"] == 1
+    assert w["lazy"]["visits"] == pcts([1, 2])
+    assert w["lazy"]["lock_wait_ns"] == 1000 and w["eager"]["lock_wait_ns"] == 1010
+    # the folio's context is the child's: itself and the grandchild after the fork
+    assert w["cow_context"]["visits"] == pcts([1, 2])
+    assert w["nofork"]["leaf_walks"] == 0          # fork-path anon_vma: kept (N2)
+
+
+def test_walk_of_prerun_anon_vma(tmp_path):
+    g = Gen(fprobes=True)
+    g.process(KSWAPD, "kswapd0")
+    g.process(1, "old")
+    pre = g.prerun_vma(1)
+    g.fork(1, 2)
+    assert g.walk(KSWAPD, pre) == 2
+    w = build(g, tmp_path)["walks"]
+    assert w["eager"]["visits"]["max"] == 2
+    assert w["lazy"]["unknown_anon_vma"] == 1 and w["lazy"]["lazy_walks"] == 0
+    assert w["cow_context"]["count"] == 0 and w["cow_context"]["unknown_context"] == 1
+
+
+def test_rendered_sections(tmp_path):
+    g, _ = fanout(3, 2, 1, 1, 100, 10)
+    r = build(g, tmp_path)
+    text = render.render(r, "text")
+    assert "rmap walks per design" in text and "CoW context" in text
+    md = render.render(r, "markdown")
+    assert "| design | walks | visits p50/p99/max | unit | time p50/p99/max | lock wait |" in md
+    assert '"cow_context"' in render.render(r, "json")
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "fixtures"))
+                                        if f.endswith(".parquet")))
+def test_fixtures_have_no_walks_and_say_so(name):
+    r = report.build(load.load(os.path.join(ROOT, "fixtures", name)))
+    assert r["walks"]["available"] is False and "not recorded" in r["walks"]["note"]
+    assert r["locks"]["status"] in ("no waits", "recorded")
+    assert "tracepoint_estimate" not in r["models"]["lazy"]
+    for fmt in ("text", "markdown", "json"):
+        render.render(r, fmt)
+
+
+@pytest.mark.parametrize("V,C,K", [(4, 3, 1), (9, 2, 5)])
+def test_call_rows(tmp_path, V, C, K):
+    """anon_vma function calls: one __anon_vma_prepare per faulted VMA (2
+    objects), one anon_vma_fork per parent VMA with an anon_vma and child
+    (chain of 1 cloned + own anon_vma + AVC = 3 objects)."""
+    g, _ = fanout(V, C, K, 0, 0, 0)
+    c = build(g, tmp_path)["calls"]
+    p, f = c["by_func"]["__anon_vma_prepare"], c["by_func"]["anon_vma_fork"]
+    assert (p["calls"], p["objects"], p["reused"]) == (V + C * K, 2 * (V + C * K), 0)
+    assert (f["calls"], f["objects"]) == (C * V, 3 * C * V)
+    assert f["duration_ns"] == {"p50": g.step // 2, "p99": g.step // 2, "max": g.step // 2}
+    assert "anon_vma_clone" not in c["by_func"]          # no split, merge or mremap
