@@ -7,7 +7,7 @@ performance" would be measured against."""
 
 import numpy as np
 
-from .objlookup import stats
+from .objlookup import categories, stats
 
 SECTION = "docs/models.md#walks-recorded"
 
@@ -17,7 +17,7 @@ def summary(rec):
     if c is None or not len(c):
         return {"available": False, "see": SECTION,
                 "note": "no call rows (function probes did not attach or schema before v3)"}
-    func = c["func"].astype(object).where(c["func"].notna(), "unknown").to_numpy()
+    fnames, fcode = categories(c["func"], "unknown")
     dur = np.maximum(c["duration_ns"].to_numpy().astype(np.int64), 0)
     objs = np.maximum(c["call_objects"].to_numpy().astype(np.int64), 0)
     reused = c["reused"].fillna(False).to_numpy(dtype=bool)
@@ -25,8 +25,11 @@ def summary(rec):
            "fidelity": "exact (measured: entry to return of each call, the objects it "
                        "allocated or, for unlink_anon_vmas, freed)",
            "by_func": {}}
-    for f in sorted(set(func)):
-        m = func == f
+    for i in np.argsort(fnames):
+        m = fcode == i
+        if not m.any():
+            continue
+        f = fnames[i]
         e = {"calls": int(m.sum()), "duration_ns": stats(dur[m]),
              "total_duration_ns": int(dur[m].sum()), "objects": int(objs[m].sum()),
              "objects_per_call": stats(objs[m])}

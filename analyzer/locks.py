@@ -11,7 +11,7 @@ acquisitions and to optimistic spinning.
 
 import numpy as np
 
-from .objlookup import last_alloc, stats
+from .objlookup import categories, last_alloc, stats
 
 SECTION = "docs/models.md#locks"
 PROBE = "tracepoint:lock:contention_begin+contention_end"
@@ -71,8 +71,8 @@ def summary(rp, top=20):
     wait = lk["wait_ns"].to_numpy().astype(np.int64)
     wait = np.maximum(wait, 0)
     write = lk["lock_write"].fillna(False).to_numpy(dtype=bool)
-    func = lk["lock_func"].astype(object).where(lk["lock_func"].notna(), "unknown").to_numpy()
-    comm = lk["comm"].astype(object).where(lk["comm"].notna(), "?").to_numpy()
+    fnames, fcode = categories(lk["lock_func"], "unknown")
+    cnames, ccode = categories(lk["comm"], "?")
     lock_id = lk["lock_id"].to_numpy().astype(np.int64)
     pos = lk["pos"].to_numpy().astype(np.int64)
     pre = lk["preexisting"].fillna(False).to_numpy(dtype=bool)
@@ -85,8 +85,12 @@ def summary(rp, top=20):
         out["note"] = "lock rows present although the metadata says the probe did not attach"
 
     by_func = {}
-    for f in sorted(set(func), key=lambda f: -int(wait[func == f].sum())):
-        m = func == f
+    ftot = np.bincount(fcode, weights=wait, minlength=len(fnames))
+    for i in np.argsort(-ftot, kind="stable"):             # one entry per lock taker
+        m = fcode == i
+        if not m.any():
+            continue
+        f = fnames[i]
         g = _group(wait[m])
         g["write_waits"] = int((write & m).sum())
         g["meaning"] = FUNC_MEANING.get(f, f)
@@ -124,11 +128,11 @@ def summary(rp, top=20):
     out["top_roots"] = roots
 
     # waiters by command name
-    ucomm, cinv = np.unique(comm.astype(str), return_inverse=True)
-    ctot = np.bincount(cinv, weights=wait, minlength=len(ucomm)).astype(np.int64)
-    corder = np.argsort(-ctot, kind="stable")[:top]
-    out["by_comm"] = [dict(comm=str(ucomm[i]), **_group(wait[cinv == i])) for i in corder]
-    out["comms"] = int(len(ucomm))
+    ctot = np.bincount(ccode, weights=wait, minlength=len(cnames)).astype(np.int64)
+    ccnt = np.bincount(ccode, minlength=len(cnames))
+    corder = [i for i in np.argsort(-ctot, kind="stable") if ccnt[i]][:top]
+    out["by_comm"] = [dict(comm=cnames[i], **_group(wait[ccode == i])) for i in corder]
+    out["comms"] = int((ccnt > 0).sum())
     return out
 
 

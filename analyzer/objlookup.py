@@ -9,6 +9,7 @@ rows are filtered to those ids with one ``np.isin`` before any sort.
 import math
 
 import numpy as np
+import pandas as pd
 
 _SHIFT = 40                      # positions stay below 2**40 rows
 
@@ -58,3 +59,15 @@ def stats(values):
     if not len(v):
         return {"p50": None, "p99": None, "max": None}
     return {"p50": int(percentile(v, 50)), "p99": int(percentile(v, 99)), "max": int(v[-1])}
+
+
+def categories(series, null_name):
+    """(names, codes) of a string column of a small frame: codes index
+    ``names``; nulls get ``null_name``. No Python pass over the rows."""
+    cat = pd.Categorical(series)
+    names = [str(c) for c in cat.categories]
+    codes = np.asarray(cat.codes, dtype=np.int64)
+    if (codes < 0).any():
+        codes = np.where(codes < 0, len(names), codes)
+        names.append(null_name)
+    return names, codes

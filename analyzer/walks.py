@@ -28,7 +28,7 @@ import pandas as pd
 
 from .live import NEVER
 from .load import PATH_CODE
-from .objlookup import last_alloc, stats
+from .objlookup import categories, last_alloc, stats
 
 SECTION = "docs/models.md#walks-recorded"
 DESIGNS = ("eager", "lazy", "cow_context", "nofork")
@@ -123,7 +123,7 @@ def _match_locks(walks, locks):
     or -1): same task, inside [walk end - duration, walk end]."""
     if locks is None or not len(locks):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    lk = locks[locks["lock_func"].astype(object) == "walk"]
+    lk = locks[(locks["lock_func"] == "walk").to_numpy(dtype=bool)]
     if not len(lk):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     wait = np.maximum(lk["wait_ns"].to_numpy().astype(np.int64), 0)
@@ -169,7 +169,7 @@ def summary(rp):
     vmas = _int(w, "vmas_visited")
     avcs = _int(w, "avcs_visited")
     dur = _int(w, "duration_ns")
-    kind = w["walk_kind"].astype(object).where(w["walk_kind"].notna(), "other").to_numpy()
+    knames, kcode = categories(w["walk_kind"], "other")
     order = _int(w, "folio_order")
     locked = w["walk_locked"].fillna(False).to_numpy(dtype=bool)
     avid = w["anon_vma_id"].to_numpy().astype(np.int64)
@@ -178,7 +178,7 @@ def summary(rp):
     known = g >= 0
     ob = rp.ob
     gs = np.maximum(g, 0)
-    ksm = kind == "ksm"
+    ksm = kcode == (knames.index("ksm") if "ksm" in knames else -2)
 
     wait, widx = _match_locks(w, rec.locks)
     total_wait = int(wait.sum())
@@ -192,9 +192,12 @@ def summary(rp):
 
     # ------------------------------------------------------------- eager
     by_kind = {}
-    for k in sorted(set(kind), key=lambda k: -int((kind == k).sum())):
-        s = kind == k
-        by_kind[k] = {"count": int(s.sum()), "visits": stats(vmas[s]),
+    kcnt = np.bincount(kcode, minlength=len(knames))
+    for i in np.argsort(-kcnt, kind="stable"):
+        if not kcnt[i]:
+            continue
+        s = kcode == i
+        by_kind[knames[i]] = {"count": int(s.sum()), "visits": stats(vmas[s]),
                       "avcs_visited": stats(avcs[s]), "time_ns": stats(dur[s]),
                       "lock_wait_ns": int(wait_of_walk[s].sum())}
     eager = _design(n, vmas, "VMA", stats(dur), total_wait, time_walks=int(n),
