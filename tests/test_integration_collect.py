@@ -210,15 +210,22 @@ def test_counts_equal_bpftrace_for_the_same_run(tmp_path, workload):
     assert dict(ours) == dict(theirs)
 
 
-def test_ctrl_c_leaves_a_readable_file_with_metadata(tmp_path, workload):
-    out = tmp_path / "sigint.parquet"
-    proc = subprocess.Popen(ANONCOLLECT + ["-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+def start_recording(out, *args):
+    """anoncollect in the background, returned once it records (the
+    .partial file appears when the kernel side is enabled)."""
+    proc = subprocess.Popen(ANONCOLLECT + ["-o", str(out), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     partial = Path(str(out) + ".partial")
     deadline = time.monotonic() + 120
     while not partial.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert partial.exists(), proc.stderr.read() if proc.poll() is not None else "collector did not start"
+    return proc, partial
+
+
+def test_ctrl_c_leaves_a_readable_file_with_metadata(tmp_path, workload):
+    out = tmp_path / "sigint.parquet"
+    proc, partial = start_recording(out)
     subprocess.run([str(WORKLOAD), *shape_args(5, 1, 1, 2)], check=True)
     time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
@@ -239,12 +246,7 @@ def test_ctrl_c_leaves_a_readable_file_with_metadata(tmp_path, workload):
 def test_pid_filter_records_only_that_process_and_its_children(tmp_path, workload):
     target = subprocess.Popen([str(WORKLOAD), "-w", *shape_args(8, 2, 1, 3)], stdin=subprocess.PIPE)
     out = tmp_path / "pid.parquet"
-    coll = subprocess.Popen(ANONCOLLECT + ["-q", "-o", str(out), "-p", str(target.pid)],
-                            stderr=subprocess.PIPE, text=True)
-    partial = Path(str(out) + ".partial")
-    deadline = time.monotonic() + 120
-    while not partial.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    coll, _ = start_recording(out, "-q", "-p", str(target.pid))
     time.sleep(0.5)
     subprocess.run(["/bin/true"])  # another process: must not appear
     target.communicate(b"\n", timeout=60)
@@ -266,12 +268,7 @@ def test_pid_filter_records_only_that_process_and_its_children(tmp_path, workloa
 
 def test_comm_filter_in_the_kernel(tmp_path, workload):
     out = tmp_path / "comm.parquet"
-    coll = subprocess.Popen(ANONCOLLECT + ["-q", "-o", str(out), "--comm", "anonshape", "--duration", "60"],
-                            stderr=subprocess.PIPE, text=True)
-    partial = Path(str(out) + ".partial")
-    deadline = time.monotonic() + 120
-    while not partial.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    coll, _ = start_recording(out, "-q", "--comm", "anonshape", "--duration", "60")
     time.sleep(0.5)
     subprocess.run([str(WORKLOAD), *shape_args(6, 0, 0, 2)], check=True)
     subprocess.run(["/bin/sh", "-c", "true"], check=True)
