@@ -7,6 +7,12 @@ file is read once, in record batches of the columns the analyzer uses, so a
 large recording never sits in memory as one wide table (docs/performance.md,
 "Analyzer (P3)"). Every row carries ``pos``: its place in the replay order
 (``ts_ns`` ascending, ties in file order), which all models compare.
+
+Rows of later schema versions are read only when the file has them (Parquet
+column statistics say whether a column is null throughout): ``lock`` rows
+(v2), ``call`` and ``walk`` rows and the object rows' ``vma_id`` /
+``src_vma_id`` (v3, function probes). A tracepoint-only recording reads the
+same columns as before.
 """
 
 import json
