@@ -6,8 +6,9 @@ import sys
 
 import click
 
-from . import session
-from .session import CollectError, RunConfig
+from . import probes, session
+from .config import RunConfig
+from .errors import EXIT_FAILURE, CollectError
 
 EPILOG = """\b
 Examples:
@@ -68,7 +69,7 @@ def main(duration, output, system_wide, pid, comm, slab_interval, buffer_mb, max
                     argv=sys.argv)
     try:
         if ebpf:
-            click.echo(session.prepare(cfg, need_kernel=False).source)
+            click.echo(probes.prepare(cfg, need_kernel=False).source)
             return
         summary = session.run(cfg)
     except CollectError as e:
@@ -76,13 +77,13 @@ def main(duration, output, system_wide, pid, comm, slab_interval, buffer_mb, max
         sys.exit(e.code)
     except OSError as e:
         click.echo(f"anoncollect: error: {e.filename or ''}: {e.strerror}", err=True)
-        sys.exit(session.EXIT_FAILURE)
+        sys.exit(EXIT_FAILURE)
     except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback on request
         if os.environ.get("ANONSCOPE_DEBUG"):
             raise
         click.echo(f"anoncollect: internal error: {type(e).__name__}: {e} "
                    "(ANONSCOPE_DEBUG=1 shows the traceback)", err=True)
-        sys.exit(session.EXIT_FAILURE)
+        sys.exit(EXIT_FAILURE)
     except KeyboardInterrupt:
         click.echo("anoncollect: interrupted before recording started", err=True)
         sys.exit(130)

@@ -8,7 +8,6 @@ and in every case drains the buffer and writes a complete file.
 """
 
 import ctypes
-import dataclasses
 import datetime
 import os
 import platform
@@ -16,241 +15,23 @@ import resource
 import signal
 import sys
 import time
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import numpy as np
 
-from . import events, fprobes, headers, kallsyms, program, progstats, slab, sites
-from .btf import BTF, BTFError
+from . import events, headers, progstats, slab, sites
+from .config import RunConfig
 from .consumer import BufferConsumer
+from .errors import CollectError
+from .probes import Prepared, check_privileges, import_bcc, load, prepare
 from .spawn import HeldCommand, SpawnError
 from .writer import RecordingWriter
-
-EXIT_FAILURE = 1
-EXIT_ENVIRONMENT = 3   # missing root, bcc, tracefs, BTF, kallsyms, headers
 
 DECODE_EVERY_S = 0.2
 TICK_S = 1.0
 LOOP_S = 0.05
 
-
-class CollectError(Exception):
-    """A one-line reason to stop, with the exit code to use."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILURE):
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class RunConfig:
-    output: str
-    duration: Optional[float] = None
-    command: List[str] = field(default_factory=list)
-    system_wide: bool = False
-    pid: Optional[int] = None
-    comm: Optional[str] = None
-    raw_pointers: bool = False
-    slab_interval: float = 5.0
-    buffer_mb: int = 64
-    max_live: int = 1 << 20
-    perf_buffer: bool = False
-    backend: str = "auto"             # auto, tracepoint, kprobe, fentry
-    progress: bool = False
-    argv: List[str] = field(default_factory=list)
-
-    @property
-    def tracked(self) -> bool:
-        return bool(self.pid or (self.command and not self.system_wide))
-
-    def target(self) -> Dict[str, object]:
-        mode = "command" if self.command and not self.system_wide else \
-            "pid" if self.pid else "comm" if self.comm else "system"
-        return {"mode": mode, "command": self.command or None, "pid": self.pid, "comm": self.comm}
-
-
-def kernel_has_ringbuf(release: str) -> bool:
-    """BPF ring buffer: Linux 5.8+."""
-    parts = release.split(".")
-    try:
-        return (int(parts[0]), int(parts[1].split("-")[0])) >= (5, 8)
-    except (ValueError, IndexError):
-        return True
-
-
-def ring_pages(mb: int) -> int:
-    """Pages for a buffer of about ``mb`` MiB: a power of two, as the BPF
-    ring buffer requires."""
-    pages = max(1, mb * 1024 * 1024 // os.sysconf("SC_PAGE_SIZE"))
-    return 1 << (pages.bit_length() - 1)
-
-
-# -- preparation -----------------------------------------------------------
-
-@dataclass
-class Prepared:
-    facts: program.KernelFacts
-    classifier: sites.Classifier
-    options: program.Options
-    source: str
-    btf: Optional[BTF]
-    headers: Optional[headers.HeadersChoice]
-    aliases: Dict[str, List[str]]
-    probes: List[Dict[str, object]]
-    backends: List[str]               # function-probe modes to try, best first
-    backend_notes: List[Dict[str, object]]  # modes not tried, and why
-    backend: str = "tracepoint"       # what attached (set by load())
-
-    def with_backend(self, mode: str) -> "Prepared":
-        """The same preparation with the program built for ``mode``."""
-        opts = dataclasses.replace(self.options, func_probes=mode != "tracepoint", kfunc=mode == "fentry")
-        return dataclasses.replace(self, options=opts, source=program.build(self.facts, self.classifier, opts))
-
-
-def choose_backends(cfg: RunConfig, facts: program.KernelFacts, tracing: Optional[str]):
-    """Function-probe modes to try in order (tracepoint-only last), and why
-    the others are not tried."""
-    notes, modes = [], []
-    if cfg.backend == "tracepoint":
-        notes.append({"name": "function probes", "attached": False, "reason": "--backend tracepoint"})
-    elif facts.fprobe_offsets is None:
-        notes.append({"name": "function probes", "attached": False,
-                      "reason": f"BTF lacks what they read: {facts.fprobe_missing}"})
-    else:
-        if cfg.backend in ("auto", "fentry"):
-            if facts.arch == "x86_64" and bcc_supports_kfunc():
-                modes.append("fentry")
-            else:
-                notes.append({"name": "fentry/fexit", "attached": False,
-                              "reason": "bcc has no kfunc support here" + (" (arm64)" if facts.arch == "aarch64" else "")})
-        if cfg.backend in ("auto", "kprobe"):
-            ok, why = fprobes.kprobes_available(tracing)
-            if ok:
-                modes.append("kprobe")
-            else:
-                notes.append({"name": "kprobe/kretprobe", "attached": False, "reason": why})
-    return modes + ["tracepoint"], notes
-
-
-def bcc_supports_kfunc() -> bool:
-    try:
-        from bcc import BPF
-        with warnings.catch_warnings():  # bcc 0.26 warns about its own str argument
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return bool(BPF.support_kfunc())
-    except Exception:  # noqa: BLE001 - no bcc, or an old one
-        return False
-
-
-def probe_list(facts: program.KernelFacts, cfg: RunConfig) -> List[Dict[str, object]]:
-    """Every probe the program uses or could use, with why it was skipped."""
-    probes = [
-        {"name": "raw_tracepoint:kmem_cache_alloc", "attached": True,
-         "reason": "object allocations; sizes from " + ("struct kmem_cache" if facts.kmem_args["KA_CACHE"] >= 0
-                                                        else "bytes_req/bytes_alloc")},
-        {"name": "raw_tracepoint:kmem_cache_free", "attached": True,
-         "reason": "object frees; cache from " + ("struct kmem_cache" if facts.kmem_args["KF_CACHE"] >= 0 else
-                                                 "its name" if facts.kmem_args["KF_NAME"] >= 0 else
-                                                 "the call site only (kernel < 5.12): pre-run objects typed by call site")},
-        {"name": "raw_tracepoint:sched_process_fork", "attached": True, "reason": "fork rows, child pids"},
-        {"name": "tracepoint:sched:sched_process_exec", "attached": True, "reason": "exec rows"},
-        {"name": "tracepoint:sched:sched_process_exit", "attached": True, "reason": "exit rows"},
-    ]
-    probes.append({"name": "tracepoint:lock:contention_begin+contention_end", "attached": facts.lock_contention,
-                   "reason": "waits for anon_vma rwsems" if facts.lock_contention else
-                   "tracepoints absent (kernel < 5.19 or CONFIG_LOCKDEP-free build without them): no lock rows"})
-    if cfg.tracked:
-        probes.append({"name": "tracepoint:task:task_rename", "attached": facts.task_rename,
-                       "reason": "starts recording the command at its exec rename" if facts.task_rename
-                       else "tracepoint absent: the command is recorded from sched_process_exec"})
-    for s in program.FORK_SYSCALLS:
-        ok = s in facts.fork_syscalls
-        probes.append({"name": f"tracepoint:syscalls:sys_enter_{s}+sys_exit_{s}", "attached": ok,
-                       "reason": "fork window" if ok else
-                       "tracepoint absent: fork paths found from the kernel stack instead"})
-    return probes
-
-
-def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
-    """Read the host (BTF, tracefs, kallsyms, slab) and build the program.
-
-    With ``need_kernel`` false (``--ebpf`` without root), facts that cannot
-    be read are replaced by those of an example kernel and kallsyms by
-    placeholder ranges; the program is then for reading, not loading.
-    """
-    tracing = program.tracefs()
-    btf = None
-    try:
-        btf = BTF.from_file()
-    except BTFError as e:
-        if need_kernel:
-            raise CollectError(f"no usable BTF ({e}): anoncollect reads kernel struct layouts from "
-                               "/sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF=y)", EXIT_ENVIRONMENT)
-    if need_kernel and not tracing:
-        raise CollectError("tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing",
-                           EXIT_ENVIRONMENT)
-    aliases = slab.all_aliases()
-    merged = {c: bool(a) for c, a in aliases.items()}
-    try:
-        lines = slab.read_slabinfo(caches=None)
-    except OSError:
-        lines = {}
-    free_names = {c: slab.reported_name(c, aliases[c], lines) for c in slab.CACHES}
-    if btf is not None and tracing:
-        try:
-            facts = program.KernelFacts.probe(btf, merged, free_names, tracing)
-        except (program.LayoutError, BTFError) as e:
-            raise CollectError(f"kernel layout not usable: {e}", EXIT_ENVIRONMENT)
-        for cat, ev in (("kmem", "kmem_cache_alloc"), ("kmem", "kmem_cache_free"),
-                        ("sched", "sched_process_fork"), ("sched", "sched_process_exec"),
-                        ("sched", "sched_process_exit")):
-            if program.tracepoint_fields(cat, ev, tracing) is None and need_kernel:
-                raise CollectError(f"tracepoint {cat}:{ev} not found in {tracing}", EXIT_ENVIRONMENT)
-    else:
-        facts = program.KernelFacts.example()
-    try:
-        classifier = sites.Classifier.from_ranges(kallsyms.read_function_ranges(sites.wanted_functions()))
-    except kallsyms.KallsymsError as e:
-        if need_kernel:
-            raise CollectError(str(e), EXIT_ENVIRONMENT)
-        classifier = sites.placeholder()
-    missing = [f for f in sites.REQUIRED if f in classifier.missing]
-    if missing and need_kernel:
-        raise CollectError(f"kernel functions not in kallsyms: {', '.join(missing)}", EXIT_ENVIRONMENT)
-    opts = program.Options(
-        tracked=cfg.tracked, comm=cfg.comm,
-        ringbuf=not cfg.perf_buffer and kernel_has_ringbuf(facts.release),
-        ringbuf_pages=ring_pages(cfg.buffer_mb),
-        max_live=cfg.max_live, raw_pointers=cfg.raw_pointers)
-    choice = None
-    if need_kernel:
-        try:
-            choice = headers.choose()
-        except headers.HeadersError as e:
-            raise CollectError(str(e), EXIT_ENVIRONMENT)
-    modes, notes = choose_backends(cfg, facts, tracing)
-    prep = Prepared(facts, classifier, opts, "", btf, choice, aliases, probe_list(facts, cfg), modes, notes)
-    return prep.with_backend(modes[0])
-
-
-def check_privileges() -> None:
-    if os.geteuid() != 0:
-        raise CollectError("needs root to load BPF programs: run it with sudo", EXIT_ENVIRONMENT)
-
-
-def import_bcc():
-    try:
-        from bcc import BPF  # noqa: F401
-    except ImportError:
-        raise CollectError(
-            f"bcc is not importable by {sys.executable}: install python3-bpfcc and run anoncollect "
-            "from the venv scripts/setup makes (it sees Debian's bcc)", EXIT_ENVIRONMENT) from None
-    return BPF
-
-
-# -- the run ---------------------------------------------------------------
 
 def slab_rows(ts_ns: int, aliases: Dict[str, List[str]]) -> List[dict]:
     try:
@@ -325,63 +106,6 @@ def run(cfg: RunConfig) -> Summary:
         pass  # kernels since 5.11 charge BPF memory to the cgroup instead
     bpf, prep = load(BPF, prep, held)
     return Recording(cfg, prep, bpf, held).run()
-
-
-class captured_stderr:
-    """Collect what C code (libbpf, clang) writes to fd 2 meanwhile."""
-
-    def __enter__(self):
-        import tempfile
-        self._file = tempfile.TemporaryFile()
-        self._saved = os.dup(2)
-        sys.stderr.flush()
-        os.dup2(self._file.fileno(), 2)
-        return self
-
-    def __exit__(self, *exc):
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        return False
-
-    def text(self) -> str:
-        self._file.seek(0)
-        return self._file.read().decode("utf-8", "replace")
-
-
-def load(BPF, prep: Prepared, held: Optional[HeldCommand]):
-    """Compile and load the program for the best function-probe mode that
-    works (fentry, then kprobe, then tracepoints only), attach the function
-    probes, and note in ``prep.probes`` what happened to each."""
-    for mode in prep.backends:
-        attempt = prep.with_backend(mode)
-        try:
-            if mode == "tracepoint":
-                bpf = BPF(text=attempt.source)
-            else:  # a refusal is expected on some hosts: keep libbpf's words for the metadata
-                with captured_stderr() as said:
-                    bpf = BPF(text=attempt.source)
-        except Exception as e:  # bcc raises plain Exception for compile and load failures
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            if mode != "tracepoint":
-                kernel = " ".join(line.strip() for line in said.text().splitlines() if "bpf:" in line)
-                prep.backend_notes.append({"name": f"{mode} function probes", "attached": False,
-                                           "reason": f"program did not load: {kernel or reason}"})
-                continue
-            if held:
-                held.cancel()
-            raise CollectError(f"cannot load the BPF program: {reason} (run with --ebpf to see it)",
-                               EXIT_ENVIRONMENT) from None
-        if mode == "kprobe":
-            results = fprobes.attach_kprobes(bpf)
-        elif mode == "fentry":
-            results = fprobes.kfunc_report(bpf)
-        else:
-            results = []
-        attempt.probes = attempt.probes + prep.backend_notes + results
-        attached = [r for r in results if r["attached"]]
-        attempt.backend = mode if attached else "tracepoint"
-        return bpf, attempt
-    raise AssertionError("the tracepoint mode is always tried last")
 
 
 class Recording:

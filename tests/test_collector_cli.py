@@ -8,7 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from anonscope.collector import cli, session
+from anonscope.collector import cli, probes, session
 
 
 def run(args, **kw):
@@ -71,15 +71,15 @@ def test_no_btf_is_one_line(monkeypatch):
     monkeypatch.setattr(session, "import_bcc", lambda: object)
     monkeypatch.setattr(session.os, "geteuid", lambda: 0)
     def unreadable(*_a, **_kw):
-        raise session.BTFError("cannot read /sys/kernel/btf/vmlinux: No such file or directory")
-    monkeypatch.setattr(session.BTF, "from_file", unreadable)
+        raise probes.BTFError("cannot read /sys/kernel/btf/vmlinux: No such file or directory")
+    monkeypatch.setattr(probes.BTF, "from_file", unreadable)
     _one_line_error(run(["--duration", "1"]), 3, "BTF")
 
 
 def test_no_tracefs_is_one_line(monkeypatch):
     monkeypatch.setattr(session, "import_bcc", lambda: object)
     monkeypatch.setattr(session.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(session.program, "tracefs", lambda: None)
+    monkeypatch.setattr(probes.program, "tracefs", lambda: None)
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         pytest.skip("no BTF here: that error comes first")
     _one_line_error(run(["--duration", "1"]), 3, "tracefs")
@@ -92,14 +92,14 @@ def test_bad_usage_exits_2():
 
 def test_ring_pages_are_a_power_of_two():
     for mb in (1, 3, 16, 100):
-        p = session.ring_pages(mb)
+        p = probes.ring_pages(mb)
         assert p & (p - 1) == 0 and p * os.sysconf("SC_PAGE_SIZE") <= mb * 1024 * 1024
 
 
 def test_ringbuf_needs_5_8():
-    assert session.kernel_has_ringbuf("6.18.44-fc")
-    assert session.kernel_has_ringbuf("5.8.0")
-    assert not session.kernel_has_ringbuf("5.4.0-150-generic")
+    assert probes.kernel_has_ringbuf("6.18.44-fc")
+    assert probes.kernel_has_ringbuf("5.8.0")
+    assert not probes.kernel_has_ringbuf("5.4.0-150-generic")
 
 
 def test_unwritable_output_is_one_line(monkeypatch, tmp_path):

@@ -1,0 +1,34 @@
+"""What one anoncollect run was asked to do."""
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+
+@dataclass
+class RunConfig:
+    output: str
+    duration: Optional[float] = None
+    command: List[str] = field(default_factory=list)
+    system_wide: bool = False
+    pid: Optional[int] = None
+    comm: Optional[str] = None
+    raw_pointers: bool = False
+    slab_interval: float = 5.0
+    buffer_mb: int = 64
+    max_live: int = 1 << 20
+    perf_buffer: bool = False
+    backend: str = "auto"             # auto, tracepoint, kprobe, fentry
+    progress: bool = False
+    argv: List[str] = field(default_factory=list)
+
+    @property
+    def tracked(self) -> bool:
+        return bool(self.pid or (self.command and not self.system_wide))
+
+    def target(self) -> Dict[str, object]:
+        mode = "command" if self.command and not self.system_wide else \
+            "pid" if self.pid else "comm" if self.comm else "system"
+        return {"mode": mode, "command": self.command or None, "pid": self.pid, "comm": self.comm}
+
+
+# -- the run ---------------------------------------------------------------
