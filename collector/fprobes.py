@@ -91,11 +91,17 @@ def attach_rmap_one(bpf) -> List[Dict[str, object]]:
 def kfunc_report(bpf) -> List[Dict[str, object]]:
     """What bcc attached itself in kfunc mode (fentry/fexit programs are
     attached when the program loads: all of them, or the load fails), plus
-    the rmap_one kprobes."""
-    names = {k.decode() if isinstance(k, bytes) else k for k in bpf.funcs}
+    the rmap_one kprobes. bcc 0.26 names them kfunc__FUNC (later versions
+    kfunc__vmlinux__FUNC) and keeps the attached ones in kfunc_entry_fds
+    and kfunc_exit_fds."""
+    def names(fds):
+        return {k.decode() if isinstance(k, bytes) else k for k in fds}
+    entry, exit_ = names(getattr(bpf, "kfunc_entry_fds", {})), names(getattr(bpf, "kfunc_exit_fds", {}))
     out = []
     for func, enter, ret in FUNCTION_PROBES:
-        for kind, wanted, prefix in (("fentry", enter, "kfunc__vmlinux__"), ("fexit", ret, "kretfunc__vmlinux__")):
+        for kind, wanted, attached, prefix in (("fentry", enter, entry, "kfunc__"),
+                                               ("fexit", ret, exit_, "kretfunc__")):
             if wanted is not None:
-                out.append({"name": f"{kind}:{func}", "attached": prefix + func in names, "reason": "bcc kfunc"})
+                ok = prefix + func in attached or prefix + "vmlinux__" + func in attached
+                out.append({"name": f"{kind}:{func}", "attached": ok, "reason": "bcc kfunc"})
     return out + attach_rmap_one(bpf)
