@@ -146,7 +146,10 @@ static __always_inline int fn_return(void *ctx, long ret)
     e.count = c->count;
     e.duration = e.ts - c->t0;
     e.aux1 = (u32)ret;
-    if ((c->fn == FN_PREPARE || c->fn == FN_FORK) && !c->new_anon_vma && ret == 0)
+    // Reused: the call linked the VMA (it made AVCs) without allocating an
+    // anon_vma. anon_vma_fork is called for every VMA dup_mmap copies and
+    // returns at once (no objects) when the parent VMA has no anon_vma.
+    if ((c->fn == FN_PREPARE || c->fn == FN_FORK) && !c->new_anon_vma && ret == 0 && c->count)
         e.flags |= FLAG_REUSED;
     read_vma(&e, c->vma);
     fctx_map.delete(&tid);

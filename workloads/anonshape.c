@@ -113,6 +113,12 @@ int main(int argc, char **argv)
 #define MADV_PAGEOUT 21
 #endif
     if (pageout) {
+        // every page written, so that most folios have left the per-CPU LRU
+        // batches: MADV_PAGEOUT only reclaims folios it can isolate from the LRU
+        for (long i = 0; i < n - m; i++)
+            memset(slot(regions, i), 3, len);
+        for (long i = 0; i < m; i++)
+            memset(slot(moved, i), 3, len);
         for (long i = 0; i < n - m; i++)
             if (madvise(slot(regions, i), len, MADV_PAGEOUT))
                 die("madvise MADV_PAGEOUT");
