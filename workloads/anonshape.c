@@ -19,9 +19,9 @@
 //    anon_vma and one AVC of the child's own (anon_vma_fork).
 // -w waits for a newline on stdin before step 1 (for manual tracing).
 // -P runs the F children at the same time instead of one after the other.
-// -o pages out every region after step 3 (madvise MADV_PAGEOUT; needs
-//    swap): reclaim walks the anon rmap of each written folio (rmap_walk,
-//    from folio_referenced and try_to_unmap).
+// -o after step 3, writes an extra 8 MiB private anonymous mapping and pages
+//    it out (madvise MADV_PAGEOUT; needs swap): reclaim walks the anon rmap
+//    of each folio (try_to_unmap -> rmap_walk). One more fault (anon_vma).
 // -c C makes each child split and re-merge its copy of region 0 C times
 //    (mprotect of its first page to read-only and back): every split and
 //    merge takes the write lock of the parent's root anon_vma, which all
@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #define REGION_PAGES 4
+#define PAGEOUT_MIB 8
 
 static long page;
 
@@ -113,18 +114,16 @@ int main(int argc, char **argv)
 #define MADV_PAGEOUT 21
 #endif
     if (pageout) {
-        // every page written, so that most folios have left the per-CPU LRU
-        // batches: MADV_PAGEOUT only reclaims folios it can isolate from the LRU
-        for (long i = 0; i < n - m; i++)
-            memset(slot(regions, i), 3, len);
-        for (long i = 0; i < m; i++)
-            memset(slot(moved, i), 3, len);
-        for (long i = 0; i < n - m; i++)
-            if (madvise(slot(regions, i), len, MADV_PAGEOUT))
-                die("madvise MADV_PAGEOUT");
-        for (long i = 0; i < m; i++)
-            if (madvise(slot(moved, i), len, MADV_PAGEOUT))
-                die("madvise MADV_PAGEOUT");
+        // One more mapping of PAGEOUT_MIB, every page written, then paged
+        // out: reclaim (shrink_folio_list -> try_to_unmap -> rmap_walk)
+        // walks the anon rmap of each folio it can take off the LRU.
+        size_t plen = (size_t)PAGEOUT_MIB << 20;
+        char *p = mmap(NULL, plen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            die("mmap pageout");
+        memset(p, 3, plen);
+        if (madvise(p, plen, MADV_PAGEOUT))
+            die("madvise MADV_PAGEOUT");
     }
 
     for (long k = 0; k < f; k++) {
