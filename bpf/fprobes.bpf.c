@@ -248,6 +248,8 @@ int fp_enter_unlink(struct pt_regs *ctx, void *vma) { return fn_enter(FN_UNLINK,
 int fp_return_fn(struct pt_regs *ctx) { return fn_return(ctx, PT_REGS_RC(ctx)); }
 int fp_enter_walk(struct pt_regs *ctx, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 0); }
 int fp_enter_walk_locked(struct pt_regs *ctx, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 1); }
+int fp_enter_walk_anon(struct pt_regs *ctx, void *folio, void *rwc, int locked)
+{ return walk_enter((u64)folio, (u64)rwc, locked ? 1 : 0); }
 int fp_return_walk(struct pt_regs *ctx) { return walk_return(ctx); }
 int fp_return_iter(struct pt_regs *ctx) { return walk_avc(PT_REGS_RC(ctx)); }
 #endif

@@ -48,10 +48,23 @@ def symbol(bpf, name: str) -> Optional[str]:
     return found[0] if found else None
 
 
+#: rmap_walk_anon (mm/rmap.c, static) is what both rmap_walk and
+#: rmap_walk_locked run for an anonymous folio; where the kernel keeps it as
+#: a function (Debian's 6.1 does) the walk probes go there, so that no walk
+#: is missed whichever entry point it came through.
+WALK_ANON = ("rmap_walk_anon", "fp_enter_walk_anon", "fp_return_walk")
+
+
 def attach_kprobes(bpf) -> List[Dict[str, object]]:
     """Attach every probe as a kprobe/kretprobe; report each one."""
     out = []
-    for func, enter, ret in FUNCTION_PROBES:
+    probes = FUNCTION_PROBES
+    anon_sym = symbol(bpf, WALK_ANON[0])
+    if anon_sym is not None:
+        probes = [p for p in FUNCTION_PROBES if p[0] not in ("rmap_walk", "rmap_walk_locked")] + [WALK_ANON]
+        out.append({"name": "kprobe:rmap_walk+rmap_walk_locked", "attached": False,
+                    "reason": f"walks probed in {anon_sym} instead (not inlined here)"})
+    for func, enter, ret in probes:
         sym = symbol(bpf, func)
         for kind, fn in (("kprobe", enter), ("kretprobe", ret)):
             if fn is None:

@@ -103,10 +103,6 @@ def _bpftrace_walks(name: str):
 
 
 @pytest.mark.skipif(shutil.which("bpftrace") is None, reason="bpftrace not installed")
-@pytest.mark.xfail(strict=False, reason=(
-    "open (issue 4): in the Debian 6.1 x86_64 guest we recorded 1536 walks for 2048 pages swapped out "
-    "while bpftrace counted 5635 rmap_walk_anon calls; suspected: walks through rmap_walk_locked "
-    "(THP split, remove_migration_ptes) not recorded"))
 def test_walks_equal_bpftrace(tmp_path, workload):
     """MADV_PAGEOUT of written anonymous pages (swap needed) makes reclaim
     walk the anon rmap of each folio it can take off the LRU (try_to_unmap ->
