@@ -1,8 +1,9 @@
 """rmap walk cost per design on a recording with ``walk`` rows (schema v3,
 function probes; docs/models.md#walks-recorded).
 
-Eager is measured: each walk row is one ``rmap_walk()`` /
-``rmap_walk_locked()`` of an anonymous or KSM folio with the AVCs the
+Eager is measured: each walk row is one ``rmap_walk_anon()`` /
+``rmap_walk_ksm()`` (or ``rmap_walk()`` / ``rmap_walk_locked()``) of an
+anonymous or KSM folio with the AVCs the
 interval tree returned, the VMAs ``rmap_one`` ran on and its duration. The
 other designs re-cost the same walks with the rules of docs/models.md
 section 4 (the ones ``anonanalyze simulate`` uses), applied to what the
@@ -205,7 +206,8 @@ def summary(rp):
                     lock={LOCK_EAGER: int(n)}, locked_walks=int(locked.sum()),
                     large_folios=int((order > 0).sum()),
                     lock_waits=int(len(wait)), lock_waits_matched=int(m.sum()),
-                    fidelity="exact (measured by function probes: rmap_walk, rmap_walk_locked, "
+                    fidelity="exact (measured by function probes: rmap_walk_anon and rmap_walk_ksm, "
+                             "or rmap_walk and rmap_walk_locked where rmap_walk_anon is inlined; "
                              "anon_vma_interval_tree_iter_first/_next, rmap_one callbacks)")
 
     # -------------------------------------------------------------- lazy

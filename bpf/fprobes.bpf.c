@@ -9,8 +9,9 @@
 //  - `call` rows for __anon_vma_prepare, anon_vma_fork, anon_vma_clone and
 //    unlink_anon_vmas: the VMA(s), their range and mm, how many objects the
 //    call allocated or freed, whether an anon_vma was reused;
-//  - `walk` rows for rmap walks of anonymous and KSM folios (rmap_walk,
-//    rmap_walk_locked): folio order, duration, kind (from rwc->rmap_one),
+//  - `walk` rows for rmap walks of anonymous and KSM folios (rmap_walk_anon
+//    and rmap_walk_ksm where rmap_walk_anon is a function, rmap_walk and
+//    rmap_walk_locked otherwise): folio order, duration, kind (from rwc->rmap_one),
 //    AVCs the interval tree returned, VMAs the callback ran on.
 // Struct offsets are #defines from BTF (FP_* in collector/program.py).
 
@@ -232,10 +233,22 @@ KFUNC_PROBE(anon_vma_clone, void *dst, void *src) { return fn_enter(FN_CLONE, (u
 KRETFUNC_PROBE(anon_vma_clone, void *dst, void *src, int ret) { return fn_return(ctx, ret); }
 KFUNC_PROBE(unlink_anon_vmas, void *vma) { return fn_enter(FN_UNLINK, (u64)vma, 0); }
 KRETFUNC_PROBE(unlink_anon_vmas, void *vma) { return fn_return(ctx, 0); }
+#if FP_WALK_ANON
+// rmap_walk_anon (static) is where rmap_walk and rmap_walk_locked meet for
+// anonymous folios; KSM folios take rmap_walk_ksm instead.
+KFUNC_PROBE(rmap_walk_anon, void *folio, void *rwc, u8 locked)
+{ return walk_enter((u64)folio, (u64)rwc, locked ? 1 : 0); }
+KRETFUNC_PROBE(rmap_walk_anon, void *folio, void *rwc, u8 locked) { return walk_return(ctx); }
+#if FP_WALK_KSM
+KFUNC_PROBE(rmap_walk_ksm, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 0); }
+KRETFUNC_PROBE(rmap_walk_ksm, void *folio, void *rwc) { return walk_return(ctx); }
+#endif
+#else
 KFUNC_PROBE(rmap_walk, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 0); }
 KRETFUNC_PROBE(rmap_walk, void *folio, void *rwc) { return walk_return(ctx); }
 KFUNC_PROBE(rmap_walk_locked, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 1); }
 KRETFUNC_PROBE(rmap_walk_locked, void *folio, void *rwc) { return walk_return(ctx); }
+#endif
 KRETFUNC_PROBE(anon_vma_interval_tree_iter_first, void *root, unsigned long first, unsigned long last, void *ret)
 { return walk_avc((long)ret); }
 KRETFUNC_PROBE(anon_vma_interval_tree_iter_next, void *node, unsigned long first, unsigned long last, void *ret)
@@ -248,7 +261,7 @@ int fp_enter_unlink(struct pt_regs *ctx, void *vma) { return fn_enter(FN_UNLINK,
 int fp_return_fn(struct pt_regs *ctx) { return fn_return(ctx, PT_REGS_RC(ctx)); }
 int fp_enter_walk(struct pt_regs *ctx, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 0); }
 int fp_enter_walk_locked(struct pt_regs *ctx, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 1); }
-int fp_enter_walk_anon(struct pt_regs *ctx, void *folio, void *rwc, int locked)
+int fp_enter_walk_anon(struct pt_regs *ctx, void *folio, void *rwc, u8 locked)
 { return walk_enter((u64)folio, (u64)rwc, locked ? 1 : 0); }
 int fp_return_walk(struct pt_regs *ctx) { return walk_return(ctx); }
 int fp_return_iter(struct pt_regs *ctx) { return walk_avc(PT_REGS_RC(ctx)); }

@@ -15,7 +15,7 @@ VMLINUX = "/sys/kernel/btf/vmlinux"
 
 _MAGIC = 0xEB9F
 _STRUCT, _UNION = 4, 5
-_PTR, _TYPEDEF, _VOLATILE, _CONST, _RESTRICT, _FUNC_PROTO = 2, 8, 9, 10, 11, 13
+_PTR, _TYPEDEF, _VOLATILE, _CONST, _RESTRICT, _FUNC, _FUNC_PROTO = 2, 8, 9, 10, 11, 12, 13
 # Bytes that follow the 12-byte btf_type for each kind, as a function of vlen.
 _EXTRA = {
     1: lambda v: 4,        # INT
@@ -122,6 +122,14 @@ class BTF:
         while self._types[type_id][0] in (_TYPEDEF, _VOLATILE, _CONST, _RESTRICT):
             type_id = self._types[type_id][2]
         return type_id
+
+    def has_func(self, name: str) -> bool:
+        """Whether BTF describes function ``name`` (a FUNC type). pahole
+        emits one for every function the kernel keeps out of line with a
+        consistent prototype, static ones included; fentry/fexit can attach
+        only to those."""
+        return any(kind == _FUNC and name_off and self._str(name_off) == name
+                   for kind, name_off, _size, _vlen, _p in self._types)
 
     def enum_value(self, enum: str, name: str) -> int:
         """Value of enumerator ``name`` of ``enum enum`` (e.g. pageflags)."""

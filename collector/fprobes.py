@@ -50,20 +50,30 @@ def symbol(bpf, name: str) -> Optional[str]:
 
 #: rmap_walk_anon (mm/rmap.c, static) is what both rmap_walk and
 #: rmap_walk_locked run for an anonymous folio; where the kernel keeps it as
-#: a function (Debian's 6.1 does) the walk probes go there, so that no walk
-#: is missed whichever entry point it came through.
-WALK_ANON = ("rmap_walk_anon", "fp_enter_walk_anon", "fp_return_walk")
+#: a function (Debian's 6.1 and 6.18 do) the walk probes go there, so that no
+#: walk is missed whichever entry point it came through. KSM folios are
+#: walked by rmap_walk_ksm (mm/ksm.c) instead, probed alongside.
+WALK_ENTRIES = ("rmap_walk", "rmap_walk_locked")
+WALK_ANON = [("rmap_walk_anon", "fp_enter_walk_anon", "fp_return_walk"),
+             ("rmap_walk_ksm", "fp_enter_walk", "fp_return_walk")]
+
+
+def walk_probes(walk_anon: bool, walk_ksm: bool):
+    """FUNCTION_PROBES with the walk probed in rmap_walk_anon (and
+    rmap_walk_ksm, where the kernel has it) when ``walk_anon``, plus a note
+    for the metadata; as they are, with no note, otherwise."""
+    if not walk_anon:
+        return FUNCTION_PROBES, []
+    probes = [p for p in FUNCTION_PROBES if p[0] not in WALK_ENTRIES] + WALK_ANON[:1 + int(walk_ksm)]
+    return probes, [{"name": "rmap_walk+rmap_walk_locked", "attached": False,
+                     "reason": "walks probed in rmap_walk_anon" + (" and rmap_walk_ksm" if walk_ksm else "")
+                     + " instead (functions in this kernel)"}]
 
 
 def attach_kprobes(bpf) -> List[Dict[str, object]]:
     """Attach every probe as a kprobe/kretprobe; report each one."""
-    out = []
-    probes = FUNCTION_PROBES
-    anon_sym = symbol(bpf, WALK_ANON[0])
-    if anon_sym is not None:
-        probes = [p for p in FUNCTION_PROBES if p[0] not in ("rmap_walk", "rmap_walk_locked")] + [WALK_ANON]
-        out.append({"name": "kprobe:rmap_walk+rmap_walk_locked", "attached": False,
-                    "reason": f"walks probed in {anon_sym} instead (not inlined here)"})
+    probes, out = walk_probes(symbol(bpf, "rmap_walk_anon") is not None,
+                              symbol(bpf, "rmap_walk_ksm") is not None)
     for func, enter, ret in probes:
         sym = symbol(bpf, func)
         for kind, fn in (("kprobe", enter), ("kretprobe", ret)):
@@ -101,17 +111,18 @@ def attach_rmap_one(bpf) -> List[Dict[str, object]]:
     return out
 
 
-def kfunc_report(bpf) -> List[Dict[str, object]]:
+def kfunc_report(bpf, walk_anon: bool, walk_ksm: bool) -> List[Dict[str, object]]:
     """What bcc attached itself in kfunc mode (fentry/fexit programs are
     attached when the program loads: all of them, or the load fails), plus
-    the rmap_one kprobes. bcc 0.26 names them kfunc__FUNC (later versions
-    kfunc__vmlinux__FUNC) and keeps the attached ones in kfunc_entry_fds
-    and kfunc_exit_fds."""
+    the rmap_one kprobes. ``walk_anon``/``walk_ksm`` say which walk
+    functions the program was built with (FP_WALK_ANON/FP_WALK_KSM). bcc
+    0.26 names the programs kfunc__FUNC (later versions kfunc__vmlinux__FUNC)
+    and keeps the attached ones in kfunc_entry_fds and kfunc_exit_fds."""
     def names(fds):
         return {k.decode() if isinstance(k, bytes) else k for k in fds}
     entry, exit_ = names(getattr(bpf, "kfunc_entry_fds", {})), names(getattr(bpf, "kfunc_exit_fds", {}))
-    out = []
-    for func, enter, ret in FUNCTION_PROBES:
+    probes, out = walk_probes(walk_anon, walk_ksm)
+    for func, enter, ret in probes:
         for kind, wanted, attached, prefix in (("fentry", enter, entry, "kfunc__"),
                                                ("fexit", ret, exit_, "kretfunc__")):
             if wanted is not None:

@@ -246,7 +246,8 @@ def load(BPF, prep: Prepared, held: Optional[HeldCommand]):
         if mode == "kprobe":
             results = fprobes.attach_kprobes(bpf)
         elif mode == "fentry":
-            results = fprobes.kfunc_report(bpf)
+            offsets = attempt.facts.fprobe_offsets
+            results = fprobes.kfunc_report(bpf, bool(offsets["FP_WALK_ANON"]), bool(offsets["FP_WALK_KSM"]))
         else:
             results = []
         attempt.probes = attempt.probes + prep.backend_notes + results

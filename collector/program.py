@@ -97,7 +97,10 @@ def fprobe_layout(btf: BTF) -> Dict[str, int]:
     """Offsets the function probes read, from BTF (5.10 to 6.18):
     vm_area_struct's range, mm and file; the folio's flags, mapping and
     order (``_folio_order`` before 6.4ish, the low byte of ``_flags_1``
-    after, both only valid with PG_head set); rmap_walk_control.rmap_one."""
+    after, both only valid with PG_head set); rmap_walk_control.rmap_one.
+    Also FP_WALK_ANON: whether BTF has rmap_walk_anon (mm/rmap.c, static)
+    as a function, so that fentry can probe the walk there, and
+    FP_WALK_KSM: whether it has rmap_walk_ksm (mm/ksm.c, CONFIG_KSM)."""
     vma = {f"VMA_{m.upper().replace('VM_', '')}_OFF": btf.offsetof("vm_area_struct", m)
            for m in ("vm_start", "vm_end", "vm_mm", "vm_pgoff", "vm_file")}
     try:
@@ -107,7 +110,9 @@ def fprobe_layout(btf: BTF) -> Dict[str, int]:
     return dict(vma, FOLIO_FLAGS_OFF=btf.offsetof("folio", "flags"),
                 FOLIO_MAPPING_OFF=btf.offsetof("folio", "mapping"), FOLIO_ORDER_OFF=order,
                 PG_HEAD_BIT=btf.enum_value("pageflags", "PG_head"),
-                RWC_RMAP_ONE_OFF=btf.offsetof("rmap_walk_control", "rmap_one"))
+                RWC_RMAP_ONE_OFF=btf.offsetof("rmap_walk_control", "rmap_one"),
+                FP_WALK_ANON=int(btf.has_func("rmap_walk_anon")),
+                FP_WALK_KSM=int(btf.has_func("rmap_walk_ksm")))
 
 
 def _fprobe_facts(btf: BTF) -> Dict[str, object]:
@@ -175,7 +180,8 @@ class KernelFacts:
             anon_vma_offsets={"root": 0, "rwsem": 8}, lock_contention=True,
             fprobe_offsets={"VMA_START_OFF": 0, "VMA_END_OFF": 8, "VMA_MM_OFF": 16, "VMA_PGOFF_OFF": 80,
                             "VMA_FILE_OFF": 88, "FOLIO_FLAGS_OFF": 0, "FOLIO_MAPPING_OFF": 24,
-                            "FOLIO_ORDER_OFF": 64, "PG_HEAD_BIT": 6, "RWC_RMAP_ONE_OFF": 16})
+                            "FOLIO_ORDER_OFF": 64, "PG_HEAD_BIT": 6, "RWC_RMAP_ONE_OFF": 16, "FP_WALK_ANON": 1,
+                            "FP_WALK_KSM": 1})
 
 
 @dataclass

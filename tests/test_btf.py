@@ -6,9 +6,11 @@ import pytest
 from anonscope.collector.btf import BTF, BTFError
 
 
-def make_btf(structs):
-    """A minimal BTF blob: one INT type and the given structs
-    {name: (size, [(member, bit_offset)])}, members typed INT."""
+def make_btf(structs, funcs=(), enums=None):
+    """A minimal BTF blob: one INT type, the given structs
+    {name: (size, [(member, bit_offset)])}, members typed INT, FUNC types
+    named ``funcs`` (their prototype left as the INT: has_func reads names
+    only) and enums {name: {enumerator: value}}."""
     strings = b"\0"
     def s(name):
         nonlocal strings
@@ -20,6 +22,12 @@ def make_btf(structs):
         types += struct.pack("<III", s(name), (4 << 24) | len(members), size)
         for m, bits in members:
             types += struct.pack("<III", s(m), 1, bits)
+    for name in funcs:
+        types += struct.pack("<III", s(name), 12 << 24, 1)
+    for name, values in (enums or {}).items():
+        types += struct.pack("<III", s(name), (6 << 24) | len(values), 4)
+        for v_name, v in values.items():
+            types += struct.pack("<Ii", s(v_name), v)
     hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
     return hdr + types + strings
 
@@ -38,6 +46,14 @@ def test_sizes_and_offsets():
         b.sizeof("task_struct")
 
 
+def test_functions_are_found_by_name():
+    b = BTF(make_btf({"rmap_walk_control": (48, [("rmap_one", 128)])}, funcs=["rmap_walk_anon", "rmap_walk"]))
+    assert b.has_func("rmap_walk_anon") and b.has_func("rmap_walk")
+    assert not b.has_func("rmap_walk_ksm")
+    assert not b.has_func("rmap_walk_control")  # a struct, not a function
+    assert b.offsetof("rmap_walk_control", "rmap_one") == 16  # members after FUNCs still parse
+
+
 def test_bad_blob():
     with pytest.raises(BTFError, match="magic"):
         BTF(b"\0" * 64)
@@ -51,3 +67,4 @@ def test_running_kernel_has_our_structs():
     for s in ("anon_vma", "anon_vma_chain", "vm_area_struct", "task_struct"):
         assert b.sizeof(s) > 0
     assert b.offsetof("task_struct", "tgid") == b.offsetof("task_struct", "pid") + 4
+    assert b.has_func("anon_vma_fork")  # mm/rmap.c, called from kernel/fork.c: never inlined

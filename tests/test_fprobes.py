@@ -1,0 +1,69 @@
+"""Which functions the walk probes go to (collector/fprobes.py) and the
+fentry program built for each case (collector/program.py), without root."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from anonscope import bpf
+from anonscope.collector import fprobes, program
+from anonscope.collector.btf import BTF
+
+from test_btf import make_btf
+
+
+def test_walks_go_to_rmap_walk_anon_and_ksm_where_they_are_functions():
+    probes, notes = fprobes.walk_probes(walk_anon=True, walk_ksm=True)
+    names = [p[0] for p in probes]
+    assert "rmap_walk_anon" in names and "rmap_walk_ksm" in names
+    assert "rmap_walk" not in names and "rmap_walk_locked" not in names
+    assert notes and not notes[0]["attached"] and "rmap_walk_anon and rmap_walk_ksm" in notes[0]["reason"]
+    # the non-walk probes are all still there
+    assert set(names) - {"rmap_walk_anon", "rmap_walk_ksm"} == \
+        {p[0] for p in fprobes.FUNCTION_PROBES} - set(fprobes.WALK_ENTRIES)
+
+
+def test_without_ksm_only_rmap_walk_anon():
+    probes, _ = fprobes.walk_probes(walk_anon=True, walk_ksm=False)
+    assert [p[0] for p in probes if "walk" in p[0]] == ["rmap_walk_anon"]
+
+
+def test_inlined_rmap_walk_anon_keeps_the_entry_points():
+    probes, notes = fprobes.walk_probes(walk_anon=False, walk_ksm=True)
+    assert probes == fprobes.FUNCTION_PROBES and notes == []
+
+
+def kfunc_probes(**defines):
+    """The KFUNC_PROBE/KRETFUNC_PROBE functions bpf/fprobes.bpf.c declares
+    with these defines, as the C preprocessor selects them."""
+    d = {"FP_KFUNC": 1, "FP_WALK_ANON": 1, "FP_WALK_KSM": 1, **defines}
+    out = subprocess.run(["cpp", "-P"] + [f"-D{k}={v}" for k, v in d.items()],
+                         input=bpf.source("fprobes.bpf.c"), capture_output=True, text=True, check=True).stdout
+    return re.findall(r"\b(KFUNC_PROBE|KRETFUNC_PROBE)\((\w+)", out)
+
+
+@pytest.mark.skipif(shutil.which("cpp") is None, reason="no C preprocessor")
+def test_fentry_program_selects_the_walk_functions_by_define():
+    both = kfunc_probes()
+    assert ("KFUNC_PROBE", "rmap_walk_anon") in both and ("KRETFUNC_PROBE", "rmap_walk_ksm") in both
+    assert not {f for _k, f in both} & set(fprobes.WALK_ENTRIES)
+    assert {f for _k, f in kfunc_probes(FP_WALK_KSM=0)} & {"rmap_walk_ksm", "rmap_walk"} == set()
+    inlined = {f for _k, f in kfunc_probes(FP_WALK_ANON=0)}
+    assert {"rmap_walk", "rmap_walk_locked"} <= inlined and "rmap_walk_anon" not in inlined
+    # every fentry probe kfunc_report looks for is one the program declares
+    for walk_anon, walk_ksm in ((1, 1), (1, 0), (0, 1)):
+        declared = {f for _k, f in kfunc_probes(FP_WALK_ANON=walk_anon, FP_WALK_KSM=walk_ksm)}
+        wanted = {p[0] for p in fprobes.walk_probes(bool(walk_anon), bool(walk_ksm))[0]}
+        assert declared == wanted
+
+
+def test_kernel_facts_say_which_walk_functions_btf_has():
+    layout = program.fprobe_layout(BTF(make_btf(
+        {"vm_area_struct": (192, [(m, 64 * i) for i, m in enumerate(
+            ("vm_start", "vm_end", "vm_mm", "vm_pgoff", "vm_file"))]),
+         "folio": (64, [("flags", 0), ("mapping", 192), ("_flags_1", 512)]),
+         "rmap_walk_control": (48, [("rmap_one", 128)])},
+        funcs=["rmap_walk_anon"], enums={"pageflags": {"PG_head": 6}})))
+    assert layout["FP_WALK_ANON"] == 1 and layout["FP_WALK_KSM"] == 0
