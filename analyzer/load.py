@@ -49,9 +49,9 @@ KIND_COLUMNS = {
 KIND_EVENTS = {"object": ("alloc", "free"), "fork": ("fork",),
                "exit": ("exit",), "exec": ("exec",), "slab": ("slab",),
                "lost": ("lost",), "lock": ("lock",), "call": ("call",),
-               "walk": ("walk",)}
+               "walk": ("walk",), "census": ("census",)}
 
-#: Kinds of later schema versions (v2: lock, v3: call and walk), read only
+#: Kinds of later schema versions (v2: lock, v3: call and walk, v4: census), read only
 #: when the file has rows of them: their key column exists and is not null
 #: in every row group (Parquet column statistics). Tracepoint-only recordings
 #: then read exactly the columns of KIND_COLUMNS.
@@ -62,8 +62,11 @@ OPTIONAL_KIND_COLUMNS = {
              "call_objects", "duration_ns", "vma_file"),
     "walk": ("pid", "tgid", "comm", "walk_kind", "folio_order", "duration_ns",
              "avcs_visited", "vmas_visited", "walk_locked", "anon_vma_id"),
+    "census": ("pid", "tgid", "comm", "object", "obj_id", "vma_id", "mm_id", "vm_start", "vm_end",
+               "vma_file", "anon_vma_id", "chain_avcs", "chain_truncated", "root_id",
+               "num_children", "num_active_vmas"),
 }
-OPTIONAL_KEY = {"lock": "lock_id", "call": "func", "walk": "walk_kind"}
+OPTIONAL_KEY = {"lock": "lock_id", "call": "func", "walk": "walk_kind", "census": "chain_avcs"}
 
 #: Function-probe columns of the object rows (schema v3), read when present
 #: and not all null: the VMA each anon_vma/AVC was made or freed for.
@@ -145,6 +148,7 @@ class Recording:
     locks: pd.DataFrame = None   # schema v2 lock rows (empty frame when none)
     calls: pd.DataFrame = None   # schema v3 call rows
     walks: pd.DataFrame = None   # schema v3 walk rows
+    census: pd.DataFrame = None  # schema v4 census rows (the topology at start)
     end_ts_ns: int = 0
     positions: int = 0          # rows in the replay order (pos is 0 .. positions-1)
     notes: list = field(default_factory=list)
@@ -542,7 +546,8 @@ def _read(pf, path, meta):
     rec = Recording(path=path, meta=meta, rows=offset, objects=objects,
                     forks=frames["fork"], exits=frames["exit"], execs=frames["exec"],
                     slab=frames["slab"], lost=frames["lost"], locks=frames["lock"],
-                    calls=frames["call"], walks=frames["walk"], end_ts_ns=end_ts,
+                    calls=frames["call"], walks=frames["walk"], census=frames["census"],
+                    end_ts_ns=end_ts,
                     positions=positions)
     if offset == 0:
         rec.notes.append("the recording has no rows")

@@ -194,7 +194,41 @@ def render_text(r):
     if r.get("calls", {}).get("available"):
         lines.append("")
         lines.extend(_calls_text(r["calls"]))
+    if "census" in r:
+        lines.append("")
+        lines.extend(_census_lines(r["census"]))
     return "\n".join(lines) + "\n"
+
+
+def _census_lines(c, md=False):
+    """The census section: the same sentences in text and Markdown."""
+    title = "Anon rmap at the start of the run (census, docs/models.md#census)"
+    if c["status"] != "done":
+        return [f"{title}: {c['status']} ({c['reason']})" + ("." if md else "")]
+    av, avc = c["anon_vma"], c["anon_vma_chain"]
+    out = [f"{title}: {c['processes']} processes, {c['vmas']} VMAs with an anon_vma "
+           f"({c['file_vmas']} MAP_PRIVATE file), {av['count']} anon_vmas ({kb(av['bytes'])} KB; "
+           f"{av['only_linked']} reachable only through AVCs) in {c['trees']} trees, "
+           f"{avc['count']} AVCs ({kb(avc['bytes'])} KB); AVCs per VMA "
+           f"p50 {c['chain_avcs']['p50']}, p99 {c['chain_avcs']['p99']}, max {c['chain_avcs']['max']}"
+           + (f"; {c['truncated_chains']} chains longer than the iterator follows" if c["truncated_chains"] else "")
+           + (f"; {c['lost']} census rows LOST" if c["lost"] else "") + "."]
+    d = c.get("designs")
+    if d is None:
+        out.append(("" if md else "  ") + f"Designs: not computed ({c['designs_note']}).")
+        return out
+    lz, nf = d["lazy"], d["nofork"]
+
+    def part(m):
+        p = m["saved_pct"]
+        return (f"anon_vma {_rng(m['anon_vma_saved'])} ({_rng(p['anon_vma'])} %), AVC "
+                f"{_rng(m['anon_vma_chain_saved'])} ({_rng(p['anon_vma_chain'])} %), "
+                f"{kb(m['bytes_saved'][1])} KB at most")
+    out.append(("" if md else "  ") + "Saved in steady state (0 when every VMA was upgraded before the run; "
+               f"the high end from structure alone): lazy ({lz['candidate_vmas']} candidate VMAs, rule "
+               f"C2) {part(lz)}; leaf/no-fork ({nf['candidate_processes']} candidate processes, rule C3) "
+               f"{part(nf)}.")
+    return out
 
 
 WALK_TITLE = {"eager": "eager (measured)", "lazy": "ANON_VMA_LAZY", "cow_context": "CoW context",
@@ -411,5 +445,8 @@ def render_markdown(r):
     if "walks" in r:
         lines.append("")
         lines.extend(_walks_markdown(r["walks"]))
+    if "census" in r:
+        lines.append("")
+        lines.extend(_census_lines(r["census"], md=True))
     lines.append("")
     return "\n".join(lines)

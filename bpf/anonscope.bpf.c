@@ -20,6 +20,7 @@
 #define EV_LOCK 6
 #define EV_CALL 7
 #define EV_WALK 8
+#define EV_CENSUS 9
 
 // Objects (schema.OBJECTS order + 1).
 #define OBJ_ANON_VMA 1
@@ -169,7 +170,9 @@ static __always_inline int is_enabled(void)
 }
 
 // A per-run id: a per-CPU sequence number with the CPU in the low 12 bits,
-// unique without atomics (which need kernel 5.12 to return a value).
+// unique without atomics (which need kernel 5.12 to return a value). A
+// census-only program tags its ids with bit 61 (ID_TAG) so that they never
+// equal the main program's.
 static __always_inline u64 new_id(void)
 {
     u32 zero = 0;
@@ -177,7 +180,7 @@ static __always_inline u64 new_id(void)
     if (!seq)
         return 0;
     (*seq)++;
-    return (*seq << 12) | (bpf_get_smp_processor_id() & 0xfff);
+    return (*seq << 12) | (bpf_get_smp_processor_id() & 0xfff) | ID_TAG;
 }
 
 static __always_inline int want_task(u32 tgid, const char *comm)
@@ -312,6 +315,10 @@ static __always_inline u64 fork_of(void *ctx, u32 tid, u8 site, u8 *caller)
 }
 
 // FPROBES: bpf/fprobes.bpf.c goes here when FUNC_PROBES
+
+#if !CENSUS_ONLY
+// Everything below is probes; a census-only program (collector/census.py,
+// tracepoint-only runs) stops here.
 
 // kmem tracepoints are used raw: no trace record is formatted (the classic
 // tracepoint copies every field, the cache name included, for every slab
@@ -692,3 +699,4 @@ TRACEPOINT_PROBE(lock, contention_end)
     return 0;
 }
 #endif
+#endif  // !CENSUS_ONLY

@@ -269,3 +269,107 @@ int fp_return_iter(struct pt_regs *ctx) { return walk_avc(PT_REGS_RC(ctx)); }
 // The rmap_one callbacks are probed with kprobes in both modes (they are
 // static functions bcc's fentry cannot always resolve): one VMA visited.
 int fp_enter_rmap_one(struct pt_regs *ctx) { return walk_vma(); }
+
+#if FP_CENSUS
+// The anon_vma topology that exists when the run starts: a task_vma
+// iterator (kernel/bpf/task_iter.c, 5.12+) that collector/census.py runs
+// once, before the recorded command starts. One `census` row per VMA with
+// an anon_vma (its range, its anon_vma, the AVCs on its anon_vma_chain) and
+// one per anon_vma some VMA points at (root, num_children, num_active_vmas).
+// VMAs and anon_vmas get their run ids here (pre-run entries in `live`), so
+// later call, free and walk rows name the same objects. Anon_vmas reached
+// only through AVCs (their own VMAs gone) are counted in census_anon_vmas,
+// not given rows.
+struct bpf_iter__task_vma {
+    u64 meta;
+    u64 task;
+    u64 vma;
+};
+#define CENSUS_MAX 262144
+#define CENSUS_MAX_CHAIN 1024
+#define FLAG_TRUNCATED 16
+BPF_F_TABLE("hash", u64, u8, census_vmas, CENSUS_MAX, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", u64, u8, census_anon_vmas, CENSUS_MAX, BPF_F_NO_PREALLOC);
+
+static __always_inline u64 pre_id_of(u64 ptr, u8 object)
+{
+    struct live_val *v = live.lookup(&ptr);
+    if (v)
+        return v->id;
+    struct live_val n = {.id = new_id(), .object = object, .pre = 1};
+    if (live.update(&ptr, &n) < 0)
+        count(C_LIVE_FULL, 1);
+    return n.id;
+}
+
+int bpf_iter__task_vma(struct bpf_iter__task_vma *ctx)
+{
+    u64 task = 0, vma = 0, av = 0;
+    bpf_probe_read_kernel(&task, sizeof(task), (u64 *)ctx + 1);  // ctx->task
+    bpf_probe_read_kernel(&vma, sizeof(vma), (u64 *)ctx + 2);   // ctx->vma
+    if (!task || !vma)
+        return 0;
+    bpf_probe_read_kernel(&av, sizeof(av), (void *)(vma + VMA_ANON_VMA_OFF));
+    if (!av)
+        return 0;
+    u8 one = 1;
+    if (census_vmas.lookup(&vma))
+        return 0;  // a thread of a process already seen
+
+    struct event e = {};
+    e.ts = bpf_ktime_get_ns();
+    e.kind = EV_CENSUS;
+    e.cpu = bpf_get_smp_processor_id();
+    bpf_probe_read_kernel(&e.pid, sizeof(e.pid), (void *)(task + TASK_PID_OFF));
+    bpf_probe_read_kernel(&e.tgid, sizeof(e.tgid), (void *)(task + TASK_TGID_OFF));
+    bpf_probe_read_kernel(&e.comm, sizeof(e.comm), (void *)(task + TASK_COMM_OFF));
+    if (!want_task(e.tgid, e.comm))
+        return 0;
+    census_vmas.update(&vma, &one);
+
+    // the anon_vma_chain: AVCs linked through same_vma (mm/rmap.c)
+    u64 head = vma + VMA_CHAIN_OFF, node = 0, avc_av = 0;
+    u32 avcs = 0;
+    bpf_probe_read_kernel(&node, sizeof(node), (void *)head);
+    for (int i = 0; i < CENSUS_MAX_CHAIN; i++) {
+        if (!node || node == head)
+            break;
+        avcs++;
+        bpf_probe_read_kernel(&avc_av, sizeof(avc_av), (void *)(node - AVC_SAME_VMA_OFF + AVC_ANON_VMA_OFF));
+        if (avc_av)
+            census_anon_vmas.insert(&avc_av, &one);  // keeps a 2 (row written)
+        bpf_probe_read_kernel(&node, sizeof(node), (void *)node);
+    }
+    e.object = OBJ_VMA;
+    e.vma_id = vma_id_of(vma);
+    e.obj_id = pre_id_of(av, OBJ_ANON_VMA);
+    e.count = avcs;
+    if (node && node != head)
+        e.flags |= FLAG_TRUNCATED;
+    read_vma(&e, vma);
+    emit(ctx, &e);
+
+    // the VMA's anon_vma, once
+    u8 two = 2;
+    u8 *seen = census_anon_vmas.lookup(&av);
+    if (seen && *seen == 2)
+        return 0;
+    census_anon_vmas.update(&av, &two);
+    u64 root = 0;
+    u32 children = (u32)-1, active = (u32)-1;
+    bpf_probe_read_kernel(&root, sizeof(root), (void *)(av + ANON_VMA_ROOT_OFF));
+#if ANON_VMA_NUM_CHILDREN_OFF >= 0
+    bpf_probe_read_kernel(&children, sizeof(children), (void *)(av + ANON_VMA_NUM_CHILDREN_OFF));
+#endif
+#if ANON_VMA_NUM_ACTIVE_VMAS_OFF >= 0
+    bpf_probe_read_kernel(&active, sizeof(active), (void *)(av + ANON_VMA_NUM_ACTIVE_VMAS_OFF));
+#endif
+    e.object = OBJ_ANON_VMA;
+    e.fork_id = root ? pre_id_of(root, OBJ_ANON_VMA) : 0;
+    e.aux1 = children;
+    e.aux2 = active;
+    e.flags = 0;
+    emit(ctx, &e);
+    return 0;
+}
+#endif

@@ -48,13 +48,16 @@ def default_output() -> str:
               show_default=True,
               help="Function probes (VMA of each object, rmap walks): fentry, else kprobes, where the kernel "
                    "allows; tracepoints always. 'tracepoint' records without function probes.")
+@click.option("--census/--no-census", default=True, show_default=True,
+              help="At start, record the anon_vma topology that already exists (task_vma iterator; "
+                   "needs function probes and a kernel that accepts BPF tracing programs).")
 @click.option("--raw-pointers", is_flag=True,
               help="Write kernel addresses as object ids (default: per-run ids, no kernel pointer).")
 @click.option("--ebpf", is_flag=True, help="Print the BPF program for this kernel and exit (no root needed).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line and no summary.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARGS]...]")
 def main(duration, output, system_wide, pid, comm, slab_interval, buffer_mb, max_live,
-         perf_buffer, backend, raw_pointers, ebpf, quiet, command):
+         perf_buffer, backend, census, raw_pointers, ebpf, quiet, command):
     """Record the life of every anon_vma and anon_vma_chain, with the VMAs,
     forks, execs and exits around them, into a Parquet file.
 
@@ -65,7 +68,7 @@ def main(duration, output, system_wide, pid, comm, slab_interval, buffer_mb, max
     cfg = RunConfig(output=output or default_output(), duration=duration, command=list(command),
                     system_wide=system_wide, pid=pid, comm=comm, raw_pointers=raw_pointers,
                     slab_interval=slab_interval, buffer_mb=buffer_mb, max_live=max_live,
-                    perf_buffer=perf_buffer, backend=backend, progress=not quiet and sys.stderr.isatty(),
+                    perf_buffer=perf_buffer, backend=backend, census=census, progress=not quiet and sys.stderr.isatty(),
                     argv=sys.argv)
     try:
         if ebpf:

@@ -18,6 +18,7 @@ class RunConfig:
     max_live: int = 1 << 20
     perf_buffer: bool = False
     backend: str = "auto"             # auto, tracepoint, kprobe, fentry
+    census: bool = True               # run the task_vma census at start where possible
     progress: bool = False
     argv: List[str] = field(default_factory=list)
 

@@ -9,6 +9,7 @@ from typing import Dict
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import schema
 
@@ -35,9 +36,11 @@ BATCH_HEAD_SIZE = 16
 FLUSH_HZ = 20  # flush_batches() timer frequency per CPU
 
 # Codes of the C program (EV_*, OBJ_*, CALLER_*: schema tuple order + 1).
-EV_ALLOC, EV_FREE, EV_FORK, EV_EXEC, EV_EXIT, EV_LOCK, EV_CALL, EV_WALK = range(1, 9)
+EV_ALLOC, EV_FREE, EV_FORK, EV_EXEC, EV_EXIT, EV_LOCK, EV_CALL, EV_WALK, EV_CENSUS = range(1, 10)
 FLAG_PREEXISTING, FLAG_SHARES_MM, FLAG_GROUP_DEAD, FLAG_GROUP_DEAD_KNOWN, FLAG_LOCK_WRITE = 1, 2, 4, 8, 16
 FLAG_REUSED, FLAG_FILE, FLAG_LOCKED = 32, 64, 128
+FLAG_TRUNCATED = 16  # census rows (the bit is FLAG_LOCK_WRITE on lock rows)
+NOT_IN_KERNEL = 0xFFFFFFFF  # census: the kernel has no such anon_vma field
 
 #: PATH_* code of the C program -> schema path string.
 PATH_NAMES = {
@@ -66,7 +69,8 @@ def _lookup_table(size: int, mapping: Dict[int, int]) -> np.ndarray:
     return table
 
 
-_EVENT_INDEX = _lookup_table(256, {i + 1: i for i in range(8)})      # alloc..walk
+_EVENT_INDEX = _lookup_table(256, {**{i + 1: i for i in range(8)},  # alloc..walk
+                                   EV_CENSUS: schema.EVENTS.index("census")})
 _OBJECT_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.OBJECTS))})
 _CALLER_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.CALLERS))})
 _LOCK_FUNC_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.LOCK_FUNCS))})
@@ -97,6 +101,7 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
     is_alloc, is_free, is_fork, is_exit = (kind == EV_ALLOC), (kind == EV_FREE), (kind == EV_FORK), (kind == EV_EXIT)
     is_lock = kind == EV_LOCK
     is_obj = is_alloc | is_free
+    is_census = kind == EV_CENSUS
     flags = ev["flags"]
     has_fork_id = (ev["fork_id"] != 0) & (is_alloc | is_fork)
     n = len(ev)
@@ -107,10 +112,11 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
         "pid": pa.array(ev["pid"].astype(np.int32), pa.int32()),
         "tgid": pa.array(ev["tgid"].astype(np.int32), pa.int32()),
         "comm": comm_array(ev["comm"]),
-        "object": _dictionary(np.where(is_obj, ev["object"], 0), schema.OBJECTS, _OBJECT_INDEX),
+        "object": _dictionary(np.where(is_obj | is_census, ev["object"], 0), schema.OBJECTS, _OBJECT_INDEX),
         "path": _dictionary(np.where(is_obj, ev["path"], 0), PATH_DICTIONARY, _PATH_INDEX),
         "caller": _dictionary(np.where(is_alloc, ev["caller"], 0), schema.CALLERS, _CALLER_INDEX),
-        "obj_id": _masked(ev["obj_id"].astype(np.int64), is_obj, pa.int64()),
+        "obj_id": _masked(ev["obj_id"].astype(np.int64),
+                          is_obj | (is_census & (ev["object"] == 1)), pa.int64()),
         "preexisting": _masked((flags & FLAG_PREEXISTING) != 0, is_free | is_lock, pa.bool_()),
         "bytes": _masked(ev["aux1"].astype(np.int32), is_alloc, pa.int32()),
         "owner_pid": _masked(owner_pid.astype(np.int32), is_alloc & owner_known, pa.int32()),
@@ -127,7 +133,11 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
         "lock_func": _dictionary(np.where(is_lock, ev["caller"], 0), schema.LOCK_FUNCS, _LOCK_FUNC_INDEX),
     }
     if "vma_id" in ev.dtype.names:
-        cols.update(_fprobe_columns(ev, is_alloc | is_free, kind == EV_CALL, kind == EV_WALK, flags))
+        fp = _fprobe_columns(ev, is_alloc | is_free, kind == EV_CALL, kind == EV_WALK, flags)
+        for name, arr in _census_columns(ev, is_census, flags).items():
+            # columns census rows share with call/walk rows: each row has one kind
+            fp[name] = pc.coalesce(fp[name], arr) if name in fp else arr
+        cols.update(fp)
     for name in schema.SCHEMA.names:
         if name not in cols:
             cols[name] = pa.nulls(n, schema.SCHEMA.field(name).type)
@@ -158,6 +168,30 @@ def _fprobe_columns(ev, is_obj, is_call, is_walk, flags) -> Dict[str, pa.Array]:
         "vmas_visited": _masked(ev["count2"].astype(np.int32), is_walk, pa.int32()),
         "walk_locked": _masked((flags & FLAG_LOCKED) != 0, is_walk, pa.bool_()),
         "anon_vma_id": _masked(ev["obj_id"].astype(np.int64), is_walk & (ev["obj_id"] != 0), i64),
+    }
+
+
+def _census_columns(ev, is_census, flags) -> Dict[str, pa.Array]:
+    """Columns of census rows (docs/schema.md#census, version 4): VMA rows
+    (object vm_area_struct) share the call rows' VMA columns; anon_vma rows
+    (object anon_vma) have obj_id, root_id and the two counters."""
+    i64, i32 = pa.int64(), pa.int32()
+    vma_row = is_census & (ev["object"] == 3)
+    av_row = is_census & (ev["object"] == 1)
+    children, active = ev["aux1"], ev["aux2"]
+    return {
+        "vma_id": _masked(ev["vma_id"].astype(np.int64), vma_row, i64),
+        "mm_id": _masked(ev["mm_id"].astype(np.int64), vma_row, i64),
+        "vm_start": _masked(ev["vm_start"].astype(np.int64), vma_row, i64),
+        "vm_end": _masked(ev["vm_end"].astype(np.int64), vma_row, i64),
+        "vm_pgoff": _masked(ev["vm_pgoff"].astype(np.int64), vma_row, i64),
+        "vma_file": _masked((flags & FLAG_FILE) != 0, vma_row, pa.bool_()),
+        "anon_vma_id": _masked(ev["obj_id"].astype(np.int64), vma_row, i64),
+        "chain_avcs": _masked(ev["count"].astype(np.int32), vma_row, i32),
+        "chain_truncated": _masked((flags & FLAG_TRUNCATED) != 0, vma_row, pa.bool_()),
+        "root_id": _masked(ev["fork_id"].astype(np.int64), av_row & (ev["fork_id"] != 0), i64),
+        "num_children": _masked(children.astype(np.int32), av_row & (children != NOT_IN_KERNEL), i32),
+        "num_active_vmas": _masked(active.astype(np.int32), av_row & (active != NOT_IN_KERNEL), i32),
     }
 
 

@@ -8,14 +8,14 @@ key changes meaning, appears or disappears.
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Prefix of every key this tool writes into the Parquet key-value metadata.
 META_PREFIX = "anonscope."
 
 # Values of the dictionary-encoded string columns. The analyzer must accept
 # only these; the collector must write only these.
-EVENTS = ("alloc", "free", "fork", "exec", "exit", "lock", "call", "walk", "slab", "lost")
+EVENTS = ("alloc", "free", "fork", "exec", "exit", "lock", "call", "walk", "slab", "lost", "census")
 OBJECTS = ("anon_vma", "anon_vma_chain", "vm_area_struct")
 ALLOC_PATHS = ("fault", "fork", "clone_fork", "clone_vma", "other")
 VMA_ALLOC_PATHS = ("alloc", "fork", "dup")
@@ -69,7 +69,13 @@ COLUMNS = {
     "avcs_visited": (pa.int32(), "walk: AVCs the anon_vma interval tree returned"),
     "vmas_visited": (pa.int32(), "walk: VMAs the rmap_one callback ran on"),
     "walk_locked": (pa.bool_(), "walk: rmap_walk_locked (the caller holds the anon_vma lock)"),
-    "anon_vma_id": (pa.int64(), "walk: obj_id of the folio's anon_vma (null when allocated before the run)"),
+    "anon_vma_id": (pa.int64(), "walk: obj_id of the folio's anon_vma (null when allocated before the run "
+                                "and not in the census); census VMA rows: the VMA's anon_vma"),
+    "root_id": (pa.int64(), "census anon_vma rows: id of its root anon_vma"),
+    "num_children": (pa.int32(), "census anon_vma rows: anon_vma.num_children (6.0+, else null)"),
+    "num_active_vmas": (pa.int32(), "census anon_vma rows: anon_vma.num_active_vmas (6.0+, else null)"),
+    "chain_avcs": (pa.int32(), "census VMA rows: AVCs on the VMA's anon_vma_chain"),
+    "chain_truncated": (pa.bool_(), "census VMA rows: the chain was longer than the iterator follows (1024)"),
     "slab_cache": (_dict, "slab: cache name as in /proc/slabinfo"),
     "slab_active": (pa.int64(), "slab: active objects (/proc/slabinfo active_objs)"),
     "slab_total": (pa.int64(), "slab: allocated object slots (/proc/slabinfo num_objs)"),
@@ -111,4 +117,6 @@ METADATA = {
     "buffer": "ringbuf or perfbuf",
     "caches_known_at_start": "{object: bool}: frees into that cache were recognised from the start (null: told by name or call site)",
     "python": "Python version of the collector",
+    "census": "{status, reason, vma_rows, anon_vma_rows, anon_vmas_linked, avcs, seconds}: the task_vma "
+              "iterator run at start (docs/schema.md#census)",
 }

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from . import events, headers, progstats, slab, sites
+from . import census, events, headers, program, progstats, slab, sites
 from .config import RunConfig
 from .consumer import BufferConsumer
 from .errors import CollectError
@@ -116,6 +116,7 @@ class Recording:
         self.by_object = np.zeros(8, dtype=np.int64)
         self.stop_reason: Optional[str] = None
         self.exit_status: Optional[int] = None
+        self.census: Dict[str, object] = census.not_run("the run stopped before it")
 
     def _on_signal(self, signum, _frame):
         self.stop_reason = signal.Signals(signum).name
@@ -137,6 +138,23 @@ class Recording:
         objs = ev["object"][(ev["kind"] == events.EV_ALLOC)]
         self.by_object += np.bincount(objs, minlength=8)[:8]
         self.writer.add_events(ev)
+
+    def _census(self) -> Dict[str, object]:
+        """The start-of-run census where this program carries it."""
+        if not self.cfg.census:
+            return census.not_run("--no-census")
+        if self.cfg.tracked and not self.cfg.pid:
+            return census.not_run("the recorded command starts after the census, so none of its VMAs "
+                                  "exist yet (-a or -p for a census)")
+        if self.prep.backend == "tracepoint":
+            from bcc import BPF
+            entry, rows = census.run_alone(self.prep, BPF, [self.cfg.pid] if self.cfg.pid else [])
+            self.writer.add_census(rows)
+            return entry
+        why = program.census_possible(self.prep.facts, self.prep.options)
+        if why:
+            return census.not_run(why)
+        return census.run(self.bpf)
 
     def _lost_rows(self, ts_ns: int) -> List[dict]:
         counts = self._counters()
@@ -193,6 +211,7 @@ class Recording:
         try:
             self.writer.add_user_rows(start_slab)
             self.consumer.start()
+            self.census = self._census()
             if self.held:
                 try:
                     self.held.release()
@@ -306,6 +325,7 @@ class Recording:
             "buffer": "ringbuf" if prep.options.ringbuf else "perfbuf",
             "caches_known_at_start": self.caches_known,
             "python": platform.python_version(),
+            "census": self.census,
         }
 
 

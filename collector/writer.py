@@ -112,6 +112,12 @@ class RecordingWriter:
             check_no_pointers(ev)
         self._append(events.to_record_batch(ev, self.t0_ns, owner_pid, owner_tgid, known))
 
+    def add_census(self, ev: np.ndarray) -> None:
+        """Add census rows made by a program of their own (events.FPROBE_DTYPE
+        in any run): they need no fork owner, so they are written at once."""
+        if len(ev):
+            self._emit(ev, ev["pid"], ev["tgid"], np.ones(len(ev), dtype=bool))
+
     # -- user-space rows -------------------------------------------------
     def add_user_rows(self, rows: list) -> None:
         """Add rows made in user space (dicts of schema columns)."""

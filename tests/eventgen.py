@@ -56,6 +56,7 @@ class AnonVma:
     avcs: set = field(default_factory=set)
     children: int = 0           # live non-root anon_vmas whose root is this one
     freed: bool = False
+    parent: "AnonVma" = None    # anon_vma->parent (pre-run forks only)
 
 
 @dataclass(eq=False)
@@ -93,6 +94,7 @@ class Gen:
         self.arch = arch
         self._losing = None
         self.live = {o: 0 for o in S.OBJECTS}   # objects of the simulated kernel (incl. pre-run)
+        self.census_meta = None         # metadata census entry once census() ran
 
     # ---------------------------------------------------------------- rows
     def _new_id(self):
@@ -190,6 +192,66 @@ class Gen:
             self.live[o] += 1
         self.procs[pid].vmas.append(vma)
         return vma
+
+    def prerun_fork(self, parent, child, comm=None):
+        """A fork made before the run (no rows): each child VMA copies the
+        parent VMA's chain and gets an anon_vma of its own whose parent is
+        the parent VMA's (anon_vma_fork)."""
+        pp = self.procs[parent]
+        cp = Proc(child, comm or pp.comm)
+        self.procs[child] = cp
+        for vma in pp.vmas:
+            new = Vma(self._new_id(), pre=True, span=vma.span)
+            if vma.anon_vma is not None:
+                for _avc, av, _pre in vma.chain:
+                    self._prerun_link(new, av)
+                own = AnonVma(self._new_id(), root=vma.anon_vma.root, pre=True, parent=vma.anon_vma)
+                own.root.children += 1
+                self.live["anon_vma"] += 1
+                self._prerun_link(new, own)
+                new.anon_vma = own
+            self.live["vm_area_struct"] += 1
+            cp.vmas.append(new)
+        return child
+
+    def prerun_exit(self, pid):
+        """A process that exited before the run: its VMAs and their AVCs are
+        gone; its anon_vmas stay while a child's chain links them."""
+        for vma in self.procs.pop(pid).vmas:
+            for avc, av, _pre in vma.chain:
+                av.avcs.discard(avc)
+                self.live["anon_vma_chain"] -= 1
+            self.live["vm_area_struct"] -= 1
+
+    def _prerun_link(self, vma, av):
+        avc = self._new_id()
+        av.avcs.add(avc)
+        self.avc_vma[avc] = vma
+        vma.chain.append((avc, av, True))
+        self.live["anon_vma_chain"] += 1
+
+    def census(self):
+        """The rows the collector's task_vma iterator writes for the current
+        state (docs/schema.md#census), and the metadata entry."""
+        vmas = [(pid, v) for pid, p in self.procs.items() for v in p.vmas if v.anon_vma is not None]
+        linked = {av for _pid, v in vmas for _avc, av, _pre in v.chain}
+        seen = set()
+        for pid, vma in vmas:
+            av = vma.anon_vma
+            start = 0x10000000 + vma.span * 0x10000
+            self._emit(event="census", object="vm_area_struct", vma_id=vma.id, mm_id=1_000_000 + pid,
+                       vm_start=start, vm_end=start + 0x1000, vm_pgoff=start >> 12, vma_file=False,
+                       anon_vma_id=av.id, chain_avcs=len(vma.chain), chain_truncated=False,
+                       **self._ctx(pid))
+            if av in seen:
+                continue
+            seen.add(av)
+            self._emit(event="census", object="anon_vma", obj_id=av.id, root_id=av.root.id,
+                       num_children=(av.root is av) + sum(1 for o in linked if o.parent is av),
+                       num_active_vmas=sum(1 for _p, w in vmas if w.anon_vma is av), **self._ctx(pid))
+        self.census_meta = {"status": "done", "reason": "eventgen", "vma_rows": len(vmas),
+                            "anon_vma_rows": len(seen), "anon_vmas_linked": len(linked),
+                            "seconds": 0.0, "lost": 0}
 
     def fault(self, pid, vma=None, reuse=None):
         """First anonymous fault: __anon_vma_prepare. ``reuse``: a neighbour VMA
@@ -400,6 +462,8 @@ class Gen:
             "classification": {},
             "raw_pointers": False,
         }
+        if self.census_meta is not None:
+            meta["census"] = self.census_meta
         meta.update(overrides)
         return meta
 

@@ -124,3 +124,57 @@ def test_kernel_addresses_are_never_written_as_ids(tmp_path):
     w.add_events(ok)
     w.close({})
     assert read(tmp_path / "r.parquet").obj_id[0] == (123456 << 12) | 1
+
+
+def census_rows(tag=0):
+    """What bpf_iter__task_vma writes for one VMA and its anon_vma, plus a
+    call row of the same VMA (function-probe layout)."""
+    ev = np.zeros(3, dtype=events.FPROBE_DTYPE)
+    ev["kind"] = [events.EV_CENSUS, events.EV_CENSUS, events.EV_CALL]
+    ev["ts"] = [10, 10, 20]
+    ev["pid"] = ev["tgid"] = 7
+    ev["object"] = [OBJ["vm_area_struct"], OBJ["anon_vma"], 0]
+    ev["obj_id"] = [tag | 4097, tag | 4097, 0]          # the VMA row names its anon_vma
+    ev["fork_id"] = [0, tag | 4097, 0]                  # anon_vma row: its root (itself)
+    ev["aux1"] = [0, 1, 0]                              # num_children
+    ev["aux2"] = [0, events.NOT_IN_KERNEL, 0]           # num_active_vmas unknown (before 6.0)
+    ev["vma_id"] = [tag | 8193, 0, tag | 8193]
+    ev["mm_id"] = [tag | 12289, 0, tag | 12289]
+    ev["vm_start"], ev["vm_end"] = [0x1000, 0, 0x1000], [0x3000, 0, 0x3000]
+    ev["count"] = [3, 0, 2]
+    ev["flags"] = [events.FLAG_TRUNCATED | events.FLAG_FILE, 0, 0]
+    ev["path"] = [0, 0, 4]                              # call: unlink_anon_vmas
+    return ev
+
+
+def test_census_rows_decode_beside_call_rows(tmp_path):
+    w = RecordingWriter(str(tmp_path / "r.parquet"), t0_ns=0, dtype=events.FPROBE_DTYPE)
+    w.add_events(census_rows())
+    w.close({})
+    df = read(tmp_path / "r.parquet")
+    vma, av, call = df.iloc[0], df.iloc[1], df.iloc[2]
+    assert list(df.event) == ["census", "census", "call"]
+    assert vma.object == "vm_area_struct" and vma.vma_id == 8193 and vma.anon_vma_id == 4097
+    assert vma.chain_avcs == 3 and bool(vma.chain_truncated) and bool(vma.vma_file)
+    assert vma.vm_start == 0x1000 and vma.vm_end == 0x3000 and vma.mm_id == 12289
+    assert np.isnan(vma.obj_id) and np.isnan(vma.root_id)
+    assert av.object == "anon_vma" and av.obj_id == 4097 and av.root_id == 4097
+    assert av.num_children == 1 and np.isnan(av.num_active_vmas)  # not in this kernel: null
+    assert np.isnan(av.vma_id) and np.isnan(av.chain_avcs)
+    assert call.func == "unlink_anon_vmas" and call.vma_id == vma.vma_id and call.call_objects == 2
+    assert np.isnan(call.chain_avcs) and np.isnan(call.anon_vma_id)
+
+
+def test_census_of_its_own_program_is_added_in_any_run(tmp_path):
+    """A tracepoint-only run writes 64-byte events; the census program's
+    rows (128 bytes, ids tagged) go in through add_census."""
+    from anonscope.collector.program import CENSUS_ID_TAG
+    w = RecordingWriter(str(tmp_path / "r.parquet"), t0_ns=0)
+    w.add_events(record(events.EV_ALLOC, 5, obj=OBJ["anon_vma"], path=1, obj_id=4097, aux1=104))
+    w.add_census(census_rows(CENSUS_ID_TAG)[:2])
+    w.close({})
+    df = read(tmp_path / "r.parquet").sort_values("ts_ns", kind="stable")
+    assert list(df.event) == ["alloc", "census", "census"]
+    census = df[df.event == "census"]
+    assert (census.anon_vma_id.dropna() == CENSUS_ID_TAG | 4097).all()
+    assert int(df.obj_id.iloc[0]) != int(census.obj_id.dropna().iloc[0])  # the tag keeps ids apart

@@ -338,3 +338,66 @@ def test_anon_vma_lock_waits_equal_bpftrace(tmp_path, workload):
     # split/merge and the clone it makes, and the children's exit (unlink,
     # and __put_anon_vma's lock/unlock before freeing a child anon_vma)
     assert set(locks.lock_func) <= {"clone", "unlink", "split_merge", "put"}
+
+
+CENSUS_TARGET = Path(__file__).parent / "census_target.py"
+
+
+def smaps_ranges(pid):
+    """(start, end) of every VMA of ``pid``, and of those with anonymous
+    pages (smaps ``Anonymous:`` above 0 kB: such a VMA must have an anon_vma)."""
+    every, anon, current = set(), set(), None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) ", line)
+        if m:
+            current = (int(m.group(1), 16), int(m.group(2), 16))
+            every.add(current)
+        elif line.startswith("Anonymous:") and int(line.split()[1]) > 0:
+            anon.add(current)
+    return every, anon
+
+
+def start_census_target(n):
+    target = subprocess.Popen([sys.executable, str(CENSUS_TARGET), str(n)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    return target, [tuple(r) for r in json.loads(target.stdout.readline())]
+
+
+def test_census_matches_proc_smaps(tmp_path):
+    """The start-of-run census of one idle process (-p) against the kernel's
+    own /proc/PID/smaps: every VMA with anonymous pages has a row, every row
+    is a VMA of the process, and the N regions the target made have one AVC
+    and an anon_vma of their own each."""
+    n = 8
+    target, regions = start_census_target(n)
+    try:
+        every, anon = smaps_ranges(target.pid)
+        out = tmp_path / "census.parquet"
+        proc = subprocess.run(ANONCOLLECT + ["-q", "-o", str(out), "-p", str(target.pid), "--duration", "0.5"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert (every, anon) == smaps_ranges(target.pid), "the target changed during the run"
+    finally:
+        target.stdin.close()
+        target.wait(timeout=30)
+    meta = metadata(out)
+    if meta["census"]["status"] != "done":
+        pytest.skip(f"no census on this kernel: {meta['census']['reason']}")
+    df = pq.read_table(out).to_pandas()
+    c = df[df.event == "census"]
+    assert set(c.tgid) == {target.pid}
+    v, a = c[c.object == "vm_area_struct"], c[c.object == "anon_vma"]
+    ranges = set(zip(v.vm_start.astype(int), v.vm_end.astype(int)))
+    assert len(ranges) == len(v), "one row per VMA"
+    assert anon <= ranges <= every
+    assert set(regions) <= ranges
+    mine = v[[r in set(regions) for r in zip(v.vm_start.astype(int), v.vm_end.astype(int))]]
+    assert (mine.chain_avcs == 1).all() and mine.anon_vma_id.nunique() == n
+    assert set(v.anon_vma_id) == set(a.obj_id) and a.obj_id.is_unique
+    own = a.set_index("obj_id").loc[mine.anon_vma_id]
+    assert (own.root_id == own.index).all(), "each region's anon_vma is its own root"
+    if own.num_active_vmas.notna().all():  # 6.0+
+        assert (own.num_active_vmas == 1).all() and (own.num_children == 1).all()
+    assert (v.chain_avcs >= 1).all() and not v.chain_truncated.any()
+    assert meta["census"]["vma_rows"] == len(v) and meta["census"]["anon_vma_rows"] == len(a)
+    assert meta["census"]["lost"] == 0

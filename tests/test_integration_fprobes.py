@@ -19,8 +19,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from test_integration_collect import (WORKLOAD, _skip_reason, collect, metadata,  # noqa: F401
-                                      shape_args, workload)  # workload: a fixture used by name
+from test_integration_collect import (ANONCOLLECT, WORKLOAD, _skip_reason, collect, metadata,  # noqa: F401
+                                      shape_args, start_census_target,
+                                      workload)  # workload: a fixture used by name
 
 
 def _fprobe_skip_reason():
@@ -90,20 +91,76 @@ def test_every_object_has_its_vma_and_calls_follow_the_shape(tmp_path, workload)
     assert (forks.vm_end > forks.vm_start).all()
 
 
-def _bpftrace_walks(name: str):
-    # rmap_walk_anon (static, not inlined in Debian's 6.1): what rmap_walk
-    # runs for an anonymous folio; bpftrace's kprobe on rmap_walk itself saw
-    # nothing in the 6.1 guest while ours fired
-    prog = ('kprobe:rmap_walk_anon /comm == "%s"/ { @walks = count(); @in[tid] = 1; } '
-            'kretprobe:rmap_walk_anon /@in[tid]/ { delete(@in[tid]); } '
-            'kretprobe:anon_vma_interval_tree_iter_first, kretprobe:anon_vma_interval_tree_iter_next '
-            '/@in[tid] && retval != 0/ { @avcs = count(); }' % name)
+def test_census_ids_are_the_ids_later_rows_use(tmp_path):
+    """With function probes the census is part of their program: a VMA that
+    existed before the run and is unmapped during it has the same vma_id in
+    its census row and in the unlink_anon_vmas call row, and its anon_vma's
+    free carries the census row's id, marked preexisting."""
+    import time
+    target, regions = start_census_target(4)
+    out = tmp_path / "census.parquet"
+    rec = subprocess.Popen(ANONCOLLECT + ["-q", "-o", str(out), "-p", str(target.pid)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        partial = Path(str(out) + ".partial")
+        deadline = time.monotonic() + 600  # compiling under emulation takes a while
+        while not partial.exists() and rec.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert partial.exists(), rec.communicate()[1] if rec.poll() is not None else "collector did not start"
+        time.sleep(3)  # the census runs right after the file appears
+        target.stdin.write("unmap 2\n")
+        target.stdin.flush()
+        assert target.stdout.readline().strip() == "done"
+        time.sleep(2)
+    finally:
+        rec.send_signal(signal.SIGINT)
+        _, err = rec.communicate(timeout=300)
+        target.stdin.close()
+        target.wait(timeout=30)
+    assert rec.returncode == 0, err
+    meta = metadata(out)
+    assert meta["census"]["status"] == "done", meta["census"]
+    df = rows(out)
+    c = df[(df.event == "census") & (df.object == "vm_area_struct")]
+    start, end = regions[2]
+    row = c[(c.vm_start == start) & (c.vm_end == end)]
+    assert len(row) == 1, c[["vm_start", "vm_end"]]
+    vma_id, av_id = int(row.vma_id.iloc[0]), int(row.anon_vma_id.iloc[0])
+    unlink = df[(df.event == "call") & (df.func == "unlink_anon_vmas") & (df.vma_id == vma_id)]
+    assert len(unlink) == 1 and int(unlink.vm_start.iloc[0]) == start
+    freed = df[(df.event == "free") & (df.object == "anon_vma") & (df.obj_id == av_id)]
+    assert len(freed) == 1 and bool(freed.preexisting.iloc[0])
+
+
+def _bpftrace_walks(name: str, backend: str):
+    """bpftrace counting the walks (rmap_walk_anon: static, not inlined in
+    Debian's 6.1, what rmap_walk runs for an anonymous folio) and the AVCs
+    the interval tree returns in them, through the same kind of probe as
+    ``backend``: on 6.1 a BPF trampoline (fentry) and an ftrace-based kprobe
+    on the same function did not both fire."""
+    enter, ret = ("kprobe", "kretprobe") if backend == "kprobe" else ("kfunc", "kretfunc")
+    prog = (f'{enter}:rmap_walk_anon /comm == "{name}"/ {{ @walks = count(); @in[tid] = 1; }} '
+            f'{ret}:rmap_walk_anon /@in[tid]/ {{ delete(@in[tid]); }} '
+            f'{ret}:anon_vma_interval_tree_iter_first, {ret}:anon_vma_interval_tree_iter_next '
+            '/@in[tid] && retval != 0/ { @avcs = count(); }')
     return subprocess.Popen(["bpftrace", "-f", "json", "-e", prog], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
+def _fentry_skip_reason():
+    try:
+        from bcc import BPF
+        if os.uname().machine == "x86_64" and BPF.support_kfunc():
+            return None
+    except ImportError:
+        pass
+    return "bcc has no kfunc support here (arm64 bcc has none): kprobes only"
+
+
 @pytest.mark.skipif(shutil.which("bpftrace") is None, reason="bpftrace not installed")
-def test_walks_equal_bpftrace(tmp_path, workload):
+@pytest.mark.parametrize("backend", ["kprobe", pytest.param("fentry", marks=pytest.mark.skipif(
+    _fentry_skip_reason() is not None, reason=str(_fentry_skip_reason())))])
+def test_walks_equal_bpftrace(tmp_path, workload, backend):
     """MADV_PAGEOUT of written anonymous pages (swap needed) makes reclaim
     walk the anon rmap of each folio it can take off the LRU (try_to_unmap ->
     rmap_walk); walks and AVCs visited must equal what an independent
@@ -118,16 +175,14 @@ def test_walks_equal_bpftrace(tmp_path, workload):
     def pswpout():
         return int(next(line.split()[1] for line in open("/proc/vmstat") if line.startswith("pswpout ")))
     swapped_before = pswpout()
-    bt = _bpftrace_walks(name)
+    bt = _bpftrace_walks(name, backend)
     try:
         line = ""
         while "attached_probes" not in line:
             line = bt.stdout.readline()
             if not line:
                 pytest.fail("bpftrace did not attach: " + bt.stderr.read())
-        # kprobes, as bpftrace uses: on 6.1 a BPF trampoline (fentry) and an
-        # ftrace-based kprobe on the same function did not both fire here
-        path = collect(tmp_path, "walks", ["-n", "8", "-f", "2", "-o"], extra=["--backend", "kprobe"],
+        path = collect(tmp_path, "walks", ["-n", "8", "-f", "2", "-o"], extra=["--backend", backend],
                        binary=binary)
     finally:
         bt.send_signal(signal.SIGINT)
@@ -138,6 +193,7 @@ def test_walks_equal_bpftrace(tmp_path, workload):
             msg = json.loads(line)
             counts.update({k: v for k, v in msg["data"].items() if isinstance(v, int)})
     df = rows(path)
+    assert metadata(path)["backend"] == backend
     walks = df[(df.event == "walk") & (df.comm == name)]
     assert len(walks) > 0, f"no walk recorded; pswpout +{pswpout() - swapped_before}; {metadata(path)['probes']}"
     assert counts.get("@walks", 0) > 0, \

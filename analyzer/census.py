@@ -1,0 +1,114 @@
+"""The anon_vma topology when the run started, and what each design would
+hold of it (docs/models.md#census).
+
+Reads the ``census`` rows (schema v4, docs/schema.md#census): one row per
+VMA with an anon_vma (its chain length) and one per anon_vma a VMA points
+at (root, num_children, num_active_vmas). What happened before the run is
+not recorded, so the designs' steady-state savings are ranges whose low end
+is zero (every VMA may have been upgraded by a past fork or mremap) and
+whose high end follows from the structure alone:
+
+- C1 eager: the counts as the iterator found them (anon_vmas: every
+  distinct one a chain links, ``census.anon_vmas_linked``; AVCs: the sum of
+  the chain lengths, each AVC being on one VMA's ``anon_vma_chain``).
+- C2 lazy candidate VMA: its chain is one AVC (a root VMA: no parent tree,
+  mm/rmap.c ``anon_vma_fork()`` links a child VMA to every anon_vma of the
+  parent's chain plus its own) and its anon_vma has no child anon_vma
+  (``num_children`` at most 1, the root's self-link of
+  ``__anon_vma_prepare()``): no process shares its pages through it. At most
+  its AVC is saved; its anon_vma is saved when every VMA pointing at it
+  (``num_active_vmas``) is a candidate in the census.
+- C3 nofork candidate process: every VMA of it in the census is a lazy
+  candidate (it shares no anonymous pages with a child or a parent). At
+  most all its anon_vmas and AVCs are saved.
+
+Kernels before 6.0 have no num_children/num_active_vmas (``degree``): the
+columns are null and C2/C3 are not computed.
+"""
+
+import numpy as np
+
+from .objlookup import stats
+from .eager import saved_pct
+
+SECTION = "docs/models.md#census"
+FIDELITY = ("counts: exact for the lists the iterator read (without their locks, at the start of the run); "
+            "design savings: [0, upper bound], history before the run unknown")
+
+
+def _not(status, reason):
+    return {"status": status, "reason": reason, "see": SECTION}
+
+
+def summary(rec, sizes):
+    """The ``census`` section of the report. ``sizes``: {object: bytes}."""
+    meta = rec.meta.get("census")
+    c = rec.census
+    if c is None or not len(c):
+        if isinstance(meta, dict):
+            return _not(meta.get("status", "not run"), meta.get("reason", ""))
+        return _not("not recorded", "the recording has no census rows: schema version 3 or older")
+    obj = c["object"].astype(str).to_numpy()
+    v, a = c[obj == "vm_area_struct"], c[obj == "anon_vma"]
+    chain = v["chain_avcs"].to_numpy(dtype=np.int64)
+    linked = int(meta.get("anon_vmas_linked", len(a))) if isinstance(meta, dict) else len(a)
+    avcs = int(chain.sum())
+    out = {
+        "status": "done", "see": SECTION, "fidelity": FIDELITY,
+        "processes": int(v["tgid"].nunique()),
+        "vmas": int(len(v)),
+        "file_vmas": int(v["vma_file"].fillna(False).astype(bool).sum()),
+        "anon_vma": {"count": linked, "bytes": linked * sizes["anon_vma"],
+                     "with_rows": int(len(a)), "only_linked": linked - int(len(a))},
+        "anon_vma_chain": {"count": avcs, "bytes": avcs * sizes["anon_vma_chain"]},
+        "chain_avcs": stats(chain),
+        "truncated_chains": int(v["chain_truncated"].fillna(False).astype(bool).sum()),
+        "trees": int(a["root_id"].nunique()),
+        "lost": int(meta.get("lost", 0)) if isinstance(meta, dict) else 0,
+    }
+    children = a["num_children"].to_numpy(dtype=np.int64)
+    if not len(a) or (children < 0).any():  # null (load fills int nulls with a negative)
+        out["designs"] = None
+        out["designs_note"] = "kernel without anon_vma num_children/num_active_vmas (before 6.0)"
+        return out
+    out["largest_num_children"] = int(children.max())
+    out["designs"] = _designs(v, a, chain, linked, avcs, sizes)
+    return out
+
+
+def _designs(v, a, chain, linked, avcs, sizes):
+    """C2 and C3: upper bounds of what lazy and nofork would not hold."""
+    av_ids = a["obj_id"].to_numpy(dtype=np.int64)
+    alone = a["num_children"].to_numpy(dtype=np.int64) <= 1
+    vma_av = v["anon_vma_id"].to_numpy(dtype=np.int64)
+    order = np.argsort(av_ids)
+    pos = order[np.minimum(np.searchsorted(av_ids, vma_av, sorter=order), len(order) - 1)]
+    # every VMA row's anon_vma has a row (the iterator writes it with the first)
+    assert (av_ids[pos] == vma_av).all(), "census VMA row without its anon_vma row"
+    cand = (chain == 1) & alone[pos]
+
+    # an anon_vma goes with its VMAs only when all of them are candidates
+    n_cand = np.bincount(pos[cand], minlength=len(a))
+    active = a["num_active_vmas"].to_numpy(dtype=np.int64)
+    av_saved = alone & (n_cand == active) & (active > 0)
+
+    tgid = v["tgid"].to_numpy(dtype=np.int64)
+    procs, inv = np.unique(tgid, return_inverse=True)
+    leaf = np.bincount(inv, weights=(~cand).astype(float), minlength=len(procs)) == 0
+    in_leaf = leaf[inv]
+    # an anon_vma of leaf processes goes when no other VMA points at it
+    n_leaf = np.bincount(pos[in_leaf], minlength=len(a))
+    leaf_avs = (n_leaf > 0) & (n_leaf == active)
+
+    def saved(n_av, n_avc):
+        b = n_av * sizes["anon_vma"] + n_avc * sizes["anon_vma_chain"]
+        return {"anon_vma_saved": [0, int(n_av)], "anon_vma_chain_saved": [0, int(n_avc)],
+                "bytes_saved": [0, int(b)],
+                "saved_pct": {"anon_vma": [0.0, saved_pct(linked, linked - int(n_av))],
+                              "anon_vma_chain": [0.0, saved_pct(avcs, avcs - int(n_avc))]}}
+    return {
+        "lazy": dict(saved(av_saved.sum(), cand.sum()), candidate_vmas=int(cand.sum()),
+                     rule="C2", see=SECTION),
+        "nofork": dict(saved(leaf_avs.sum(), chain[in_leaf].sum()), candidate_processes=int(leaf.sum()),
+                       rule="C3", see=SECTION),
+    }

@@ -1,0 +1,115 @@
+"""The start-of-run census of the anon_vma topology (docs/schema.md#census).
+
+bpf/fprobes.bpf.c carries a ``task_vma`` BPF iterator (FP_CENSUS). With
+function probes it is part of their program, so its rows share their VMA
+and anon_vma ids and leave through the same buffer (:func:`run`). In a
+tracepoint-only run it is built as a program of its own (CENSUS_ONLY, ids
+tagged so that no other row uses them), run once and drained here
+(:func:`run_alone`).
+bcc's Python API has no iterator call (0.26), but libbcc has
+``bcc_iter_attach`` and ``bcc_iter_create`` and loads a function named
+``bpf_iter__<target>`` as an iterator of that target; the iterator runs
+while its file is read. Kernels 5.12+ (task_vma); the kernel must accept
+BPF tracing programs: this project's 6.18 host runs iterators although it
+refuses fentry.
+"""
+
+import ctypes
+import dataclasses
+import os
+import time
+from typing import Dict, Tuple
+
+import numpy as np
+
+from . import events, program
+
+ITERATOR = b"bpf_iter__task_vma"
+
+
+def _lib():
+    from bcc.libbcc import lib
+    lib.bcc_iter_attach.restype = ctypes.c_int
+    lib.bcc_iter_attach.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+    lib.bcc_iter_create.restype = ctypes.c_int
+    lib.bcc_iter_create.argtypes = [ctypes.c_int]
+    return lib
+
+
+def not_run(reason: str) -> Dict[str, object]:
+    return {"status": "not run", "reason": reason, "vma_rows": 0, "anon_vma_rows": 0,
+            "anon_vmas_linked": 0, "seconds": 0.0, "lost": 0}
+
+
+def run(bpf) -> Dict[str, object]:
+    """Run the iterator once; its rows go out through the ring buffer like
+    any event. Returns the metadata's ``census`` entry."""
+    from bcc import BPF
+    t0 = time.monotonic()
+    try:
+        fn = bpf.load_func(ITERATOR, BPF.TRACING)
+    except Exception as e:  # noqa: BLE001 - bcc raises plain Exception
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "super-user" in why:  # bcc's words for any EPERM
+            why = "the kernel refused the BPF tracing program (EPERM)"
+        return not_run(f"iterator did not load: {why}")
+    lib = _lib()
+    link = lib.bcc_iter_attach(fn.fd, None, 0)
+    if link < 0:
+        return not_run(f"iterator did not attach: {os.strerror(ctypes.get_errno() or -link)}")
+    try:
+        it = lib.bcc_iter_create(link)
+        if it < 0:
+            return not_run(f"iterator did not start: {os.strerror(ctypes.get_errno() or -it)}")
+        try:
+            while os.read(it, 1 << 16):  # the program writes nothing to the file
+                pass
+        finally:
+            os.close(it)
+    finally:
+        os.close(link)
+    vmas = bpf["census_vmas"]
+    anon_vmas = bpf["census_anon_vmas"]
+    marks = [v.value for v in anon_vmas.values()]
+    out = {"status": "done", "reason": "task_vma iterator run once at start",
+           "vma_rows": len(list(vmas.keys())), "anon_vma_rows": sum(1 for m in marks if m == 2),
+           "anon_vmas_linked": len(marks), "seconds": round(time.monotonic() - t0, 3), "lost": 0}
+    vmas.clear()
+    anon_vmas.clear()
+    return out
+
+
+def run_alone(prep, BPF, pids=()) -> Tuple[Dict[str, object], np.ndarray]:
+    """Build, load and run the census as a program of its own; its rows
+    (events.FPROBE_DTYPE), all of them read before this returns. Events
+    the ring buffer could not take are counted in the entry's ``lost``.
+    ``pids``: the processes a tracked run records (-p)."""
+    why = program.census_possible(prep.facts, dataclasses.replace(prep.options, ringbuf=True))
+    if why:
+        return not_run(why), np.empty(0, events.FPROBE_DTYPE)
+    opts = dataclasses.replace(prep.options, func_probes=True, kfunc=False, census_only=True, ringbuf=True)
+    try:
+        bpf = BPF(text=program.build(prep.facts, prep.classifier, opts))
+    except Exception as e:  # noqa: BLE001 - bcc raises plain Exception
+        return not_run(f"census program did not load: {str(e).splitlines()[0]}"), np.empty(0, events.FPROBE_DTYPE)
+    size = events.FPROBE_DTYPE.itemsize
+    chunks = []
+
+    def on_record(_ctx, data, _size):
+        n = ctypes.cast(data, ctypes.POINTER(ctypes.c_uint32))[0]
+        chunks.append(ctypes.string_at(data + events.BATCH_HEAD_SIZE, n * size))
+    try:
+        if prep.options.tracked:
+            tracked = bpf["tracked"]
+            for pid in pids:
+                tracked[tracked.Key(pid)] = tracked.Leaf(1)
+        bpf["events"].open_ring_buffer(on_record)
+        entry = run(bpf)
+        bpf.ring_buffer_consume()
+        for b in bpf["batches"].getvalue(0):  # per-CPU batches not yet submitted
+            if b.head.n:
+                chunks.append(ctypes.string_at(ctypes.addressof(b.ev), b.head.n * size))
+        entry["lost"] = int(sum(bpf["counters"].getvalue(0)))  # C_LOST is counter 0
+    finally:
+        bpf.cleanup()
+    return entry, np.frombuffer(b"".join(chunks), dtype=events.FPROBE_DTYPE)
