@@ -31,6 +31,7 @@ from . import live
 from .eager import RMAP_OBJECTS, rmap_allocs, saved_pct
 from .lazy import _next_in_group, vma_growth
 from .live import NEVER
+from .objlookup import stats
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 
 SECTION = "docs/models.md#lazy-exact"
@@ -167,6 +168,84 @@ class VmaReplay:
         return np.where(self.deferred, np.where(self.upgraded, up, NEVER), -1)
 
 
+def _last_before(keys, pos, q_keys, q_pos):
+    """Index of the last row with key ``q_keys[i]`` and a position below
+    ``q_pos[i]`` (-1 when none); ``keys``/``pos`` are the rows'. One sorted
+    search on (key rank, position) composites."""
+    if not len(keys) or not len(q_keys):
+        return np.full(len(q_keys), -1, dtype=np.int64)
+    uniq, rank = np.unique(np.concatenate([keys, q_keys]), return_inverse=True)
+    r_rows, r_q = rank[:len(keys)], rank[len(keys):]
+    span = int(max(pos.max(), q_pos.max())) + 2
+    comp = r_rows * span + pos
+    order = np.argsort(comp, kind="stable")
+    j = np.searchsorted(comp[order], r_q * span + q_pos, side="left") - 1
+    cand = order[np.maximum(j, 0)]
+    ok = (j >= 0) & (r_rows[cand] == r_q)
+    return np.where(ok, cand, -1)
+
+
+def _first(keys, pos, q_keys):
+    """Index of the first row (lowest position) with key ``q_keys[i]``, -1 when none."""
+    order = np.lexsort((pos, keys))
+    k = keys[order]
+    i = np.minimum(np.searchsorted(k, q_keys), max(len(k) - 1, 0))
+    ok = (len(k) > 0) & (k[i] == q_keys)
+    return np.where(ok, order[i], -1)
+
+
+def repointed_pages(rp, x, fork_up, mremap_up, pre_src):
+    """Anonymous pages the upgrades re-point (docs/models.md#lazy-costs): at
+    a fork upgrade, the pages of each upgraded piece that copy_page_range()
+    copied to the child at that fork (``anon_pages`` of its call row); at an
+    mremap upgrade only a bound, the pieces' sizes. ``fork_up``/``mremap_up``:
+    the upgraded AVC rows of x; ``pre_src``: VMAs from before the run copied
+    at their process's first fork (the range's high end)."""
+    c = rp.rec.calls
+    copy = c[c["func"].astype(str) == "copy_page_range"]
+    attached = any(isinstance(p, dict) and p.get("attached") and str(p.get("name", "")).endswith(":copy_page_range")
+                   for p in rp.rec.meta.get("probes") or [])
+    if not len(copy) and not attached:
+        return {"fork": None, "fidelity": "not measurable",
+                "reason": "no copy_page_range rows (schema before 4, or the probe did not attach): "
+                          "an upgrade re-points every anonymous folio of the token",
+                "see": COSTS}
+    src = copy["src_vma_id"].to_numpy().astype(np.int64)
+    cpos = copy["pos"].to_numpy().astype(np.int64)
+    pages = copy["anon_pages"].to_numpy().astype(np.int64)
+    vi = x.vi
+    up_at = x.row_upgrade_at
+
+    fr = np.flatnonzero(fork_up)
+    hit = _last_before(src, cpos, x.vmas[vi[fr]], up_at[fr])
+    got = pages[hit[hit >= 0]]
+    n_fork = int(got.sum())
+    # pre-run parent VMAs copied at their process's first fork in the run
+    extra = 0
+    if len(pre_src):
+        first = _first(src, cpos, pre_src.astype(np.int64))
+        extra = int(pages[first[first >= 0]].sum())
+
+    # mremap: the pieces' sizes at their last call row before the upgrade
+    page = int(rp.rec.meta.get("page_size") or 4096)
+    mr = np.flatnonzero(mremap_up)
+    vma_of_call = c["vma_id"].to_numpy().astype(np.int64)
+    last = _last_before(vma_of_call, c["pos"].to_numpy().astype(np.int64), x.vmas[vi[mr]], up_at[mr])
+    size = (c["vm_end"].to_numpy().astype(np.int64) - c["vm_start"].to_numpy().astype(np.int64)) // page
+    bound = int(size[last[last >= 0]].sum())
+    return {
+        "fork": n_fork, "fork_range": [n_fork, n_fork + extra],
+        "per_fork_upgrade": stats(got),
+        "fork_upgrades_without_copy_row": int((hit < 0).sum()),
+        "mremap": None, "mremap_upper_bound": bound,
+        "mremap_upgrades_without_size": int((last < 0).sum()),
+        "unit": "base pages (a large folio counts each page: folios re-pointed <= pages)",
+        "fidelity": "exact for fork upgrades (copy_page_range: the child mm's MM_ANONPAGES gain, "
+                    "present pages, swapped-out ones not counted); mremap: upper bound (VMA sizes)",
+        "see": COSTS,
+    }
+
+
 def _first_fork_ids(forks):
     fid = forks["fork_id"].to_numpy().astype(np.int64)
     first = forks["first"].to_numpy(dtype=bool)
@@ -259,13 +338,7 @@ def model(rp, eager_model, tracepoint=None):
                     "lazy clone_fork + fork upgrades (one AVC per VMA, one anon_vma per token)",
             "fidelity": FIDELITY, "see": COSTS,
         },
-        "repointed_pages": {
-            "value": None,
-            "fidelity": "not measurable",
-            "reason": "no column records the anon pages a VMA maps; an upgrade re-points "
-                      "every anon folio of the token",
-            "see": COSTS,
-        },
+        "repointed_pages": repointed_pages(rp, x, avc_up & x.by_fork[rr], avc_up & ~x.by_fork[rr], pre_src),
     }
     kinds = np.bincount(x.kind, minlength=len(KIND_NAMES))
     out["vmas"] = {

@@ -59,7 +59,7 @@ OPTIONAL_KIND_COLUMNS = {
     "lock": ("pid", "tgid", "comm", "lock_id", "wait_ns", "lock_write", "lock_func",
              "preexisting"),
     "call": ("pid", "tgid", "func", "vma_id", "src_vma_id", "mm_id", "reused",
-             "call_objects", "duration_ns", "vma_file"),
+             "call_objects", "duration_ns", "vma_file", "anon_pages", "vm_start", "vm_end"),
     "walk": ("pid", "tgid", "comm", "walk_kind", "folio_order", "duration_ns",
              "avcs_visited", "vmas_visited", "walk_locked", "anon_vma_id"),
     "census": ("pid", "tgid", "comm", "object", "obj_id", "vma_id", "mm_id", "vm_start", "vm_end",
@@ -67,6 +67,10 @@ OPTIONAL_KIND_COLUMNS = {
                "num_children", "num_active_vmas"),
 }
 OPTIONAL_KEY = {"lock": "lock_id", "call": "func", "walk": "walk_kind", "census": "chain_avcs"}
+
+#: Columns a later version added to a kind of an earlier one: read when the
+#: file has them, else null (filled like any null).
+LATER_COLUMNS = {"anon_pages": 4}
 
 #: Function-probe columns of the object rows (schema v3), read when present
 #: and not all null: the VMA each anon_vma/AVC was made or freed for.
@@ -267,7 +271,7 @@ def _has_values(pf, name):
 def optional_kinds(pf):
     """(optional kinds with rows in the file, object rows carry VMA ids)."""
     kinds = [k for k, key in OPTIONAL_KEY.items()
-             if all(c in pf.schema_arrow.names for c in OPTIONAL_KIND_COLUMNS[k])
+             if all(c in pf.schema_arrow.names for c in OPTIONAL_KIND_COLUMNS[k] if c not in LATER_COLUMNS)
              and _has_values(pf, key)]
     vma = all(c in pf.schema_arrow.names for c in OBJECT_VMA_COLUMNS) \
         and _has_values(pf, "vma_id")
@@ -380,7 +384,8 @@ def _read(pf, path, meta):
     n_rows = pf.metadata.num_rows
     extra_kinds, with_vma = optional_kinds(pf)
     kind_columns = dict(KIND_COLUMNS)
-    kind_columns.update({k: OPTIONAL_KIND_COLUMNS[k] for k in extra_kinds})
+    kind_columns.update({k: tuple(c for c in OPTIONAL_KIND_COLUMNS[k]
+                                  if c not in LATER_COLUMNS or c in schema.names) for k in extra_kinds})
     kinds = list(kind_columns)                    # kind code = index; "object" is 0
     kind_of_event = {e: kinds.index(k) for k, evs in KIND_EVENTS.items() for e in evs
                      if k in kind_columns}
@@ -540,6 +545,9 @@ def _read(pf, path, meta):
         take = np.searchsorted(frame["__row"].to_numpy(), frows)
         frame = frame.take(take).reset_index(drop=True).drop(columns="__row")
         frame["pos"] = pos
+        for c in OPTIONAL_KIND_COLUMNS.get(kname, ()):
+            if c not in frame:  # a column of a later version: null in this file
+                frame[c] = _INT_FILL
         frames[kname] = frame
     pa.default_memory_pool().release_unused()
 

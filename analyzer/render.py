@@ -155,9 +155,7 @@ def render_text(r):
                  + (f", +{kb(g['slabinfo_extra_bytes_peak'])} KB for slabinfo's peak of "
                     f"{g['slabinfo_vmas_peak']} VMAs" if "slabinfo_vmas_peak" in g else ""))
     lines.append(f"  lazy fork-time objects: eager {ft['eager']}, lazy {ft['lazy']}; "
-                 "re-pointed anon pages: " + ("not measurable (no column gives a VMA's pages)"
-                                              if "tracepoint_estimate" in lz
-                                              else "not measurable from tracepoints"))
+                 "re-pointed anon pages: " + _repointed(lz))
     if "tracepoint_estimate" in lz:
         te = lz["tracepoint_estimate"]
         lines.append("  lazy is the exact per-VMA replay (function probes); the tracepoint "
@@ -355,6 +353,18 @@ def _locks_markdown(lk):
 
 # ----------------------------------------------------------------- markdown
 
+def _repointed(lz):
+    """Re-pointed anonymous pages of the lazy upgrades, in words."""
+    rp = lz["extra_costs"].get("repointed_pages")
+    if "tracepoint_estimate" not in lz or rp is None:
+        return "not measurable from tracepoints"
+    if rp["fork"] is None:
+        return "not measurable (" + rp["reason"].split(":")[0] + ")"
+    return (f"{rp['fork']} {_rng(rp['fork_range'])} at fork upgrades (per upgrade "
+            + ", ".join(f"{k} {v}" for k, v in rp["per_fork_upgrade"].items() if v is not None)
+            + f"), at most {rp['mremap_upper_bound']} at mremap upgrades; base pages")
+
+
 def _cover_table(r, model):
     o = r["objects"]
     ev, m = r["models"]["eager"], r["models"][model]
@@ -421,9 +431,7 @@ def render_markdown(r):
                  f"{up['mremap']} at mremap; VMAs grow by {g['bytes_per_vma']} B "
                  f"(+{kb(g['peak_extra_bytes'])} KB at the run's VMA peak); objects allocated "
                  f"inside fork: {ft['eager']} eager, {ft['lazy']} lazy; anon pages re-pointed by "
-                 "upgrades: not measurable" + (" (no column gives a VMA's pages)."
-                                               if "tracepoint_estimate" in lz
-                                               else " from tracepoints."))
+                 "upgrades: " + _repointed(lz) + ".")
     if "tracepoint_estimate" in lz:
         te = lz["tracepoint_estimate"]
         lines.append(f"Lazy numbers are an exact per-VMA replay (function probes, "

@@ -10,6 +10,7 @@ built with CONFIG_DEBUG_INFO_BTF.
 """
 
 import struct
+from typing import Optional
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 
@@ -131,15 +132,18 @@ class BTF:
         return any(kind == _FUNC and name_off and self._str(name_off) == name
                    for kind, name_off, _size, _vlen, _p in self._types)
 
-    def enum_value(self, enum: str, name: str) -> int:
-        """Value of enumerator ``name`` of ``enum enum`` (e.g. pageflags)."""
+    def enumerator(self, name: str, enum: Optional[str] = None) -> int:
+        """Value of enumerator ``name``: in ``enum enum`` (e.g. pageflags),
+        or in whichever enum declares it, named or not (the kernel's
+        anonymous enums, e.g. MM_ANONPAGES)."""
         for kind, name_off, _size, vlen, p in self._types:
-            if kind == 6 and name_off and self._str(name_off) == enum:
-                for i in range(vlen):
-                    e_name, e_val = struct.unpack_from("<Ii", self._data, p + 8 * i)
-                    if self._str(e_name) == name:
-                        return e_val
-        raise BTFError(f"enum {enum} has no {name}")
+            if kind != 6 or (enum is not None and not (name_off and self._str(name_off) == enum)):
+                continue
+            for i in range(vlen):
+                e_name, e_val = struct.unpack_from("<Ii", self._data, p + 8 * i)
+                if self._str(e_name) == name:
+                    return e_val
+        raise BTFError(f"enum {enum} has no {name}" if enum else f"no enumerator {name}")
 
     def type_name(self, type_id: int) -> str:
         """C spelling of a type, e.g. ``const struct kmem_cache *``."""

@@ -39,6 +39,7 @@ FLUSH_HZ = 20  # flush_batches() timer frequency per CPU
 EV_ALLOC, EV_FREE, EV_FORK, EV_EXEC, EV_EXIT, EV_LOCK, EV_CALL, EV_WALK, EV_CENSUS = range(1, 10)
 FLAG_PREEXISTING, FLAG_SHARES_MM, FLAG_GROUP_DEAD, FLAG_GROUP_DEAD_KNOWN, FLAG_LOCK_WRITE = 1, 2, 4, 8, 16
 FLAG_REUSED, FLAG_FILE, FLAG_LOCKED = 32, 64, 128
+FN_COPY = 5  # call rows: copy_page_range (schema.CALL_FUNCS order + 1)
 FLAG_TRUNCATED = 16  # census rows (the bit is FLAG_LOCK_WRITE on lock rows)
 NOT_IN_KERNEL = 0xFFFFFFFF  # census: the kernel has no such anon_vma field
 
@@ -161,6 +162,7 @@ def _fprobe_columns(ev, is_obj, is_call, is_walk, flags) -> Dict[str, pa.Array]:
         "func": _dictionary(np.where(is_call, ev["path"], 0), schema.CALL_FUNCS, _CALL_INDEX),
         "reused": _masked((flags & FLAG_REUSED) != 0, is_call & (ev["path"] <= 2), pa.bool_()),
         "call_objects": _masked(ev["count"].astype(np.int32), is_call, pa.int32()),
+        "anon_pages": _masked(ev["count2"].astype(np.int64), is_call & (ev["path"] == FN_COPY), i64),
         "duration_ns": _masked(dur, is_call | is_walk, i64),
         "walk_kind": _dictionary(np.where(is_walk, ev["caller"], 0), schema.WALK_KINDS, _WALK_INDEX),
         "folio_order": _masked(ev["aux1"].astype(np.int16), is_walk, pa.int16()),

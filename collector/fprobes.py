@@ -58,6 +58,14 @@ WALK_ANON = [("rmap_walk_anon", "fp_enter_walk_anon", "fp_return_walk"),
              ("rmap_walk_ksm", "fp_enter_walk", "fp_return_walk")]
 
 
+#: The pages copy_page_range() gives a child at fork (bpf/fprobes.bpf.c
+#: copy_enter): with an atomic counter (up to 6.1) the copy alone, with a
+#: percpu_counter (6.2+) also the counter's adds.
+RSS_PROBES = {1: [("copy_page_range", "fp_enter_copy", "fp_return_fn")],
+              2: [("copy_page_range", "fp_enter_copy", "fp_return_fn"),
+                  ("percpu_counter_add_batch", "fp_enter_rss_add", None)]}
+
+
 def walk_probes(walk_anon: bool, walk_ksm: bool):
     """FUNCTION_PROBES with the walk probed in rmap_walk_anon (and
     rmap_walk_ksm, where the kernel has it) when ``walk_anon``, plus a note
@@ -70,10 +78,12 @@ def walk_probes(walk_anon: bool, walk_ksm: bool):
                      + " instead (functions in this kernel)"}]
 
 
-def attach_kprobes(bpf) -> List[Dict[str, object]]:
-    """Attach every probe as a kprobe/kretprobe; report each one."""
+def attach_kprobes(bpf, fp_rss: int) -> List[Dict[str, object]]:
+    """Attach every probe as a kprobe/kretprobe; report each one.
+    ``fp_rss``: the program's FP_RSS (which copy probes it has)."""
     probes, out = walk_probes(symbol(bpf, "rmap_walk_anon") is not None,
                               symbol(bpf, "rmap_walk_ksm") is not None)
+    probes = probes + RSS_PROBES.get(fp_rss, [])
     for func, enter, ret in probes:
         sym = symbol(bpf, func)
         for kind, fn in (("kprobe", enter), ("kretprobe", ret)):
@@ -111,18 +121,18 @@ def attach_rmap_one(bpf) -> List[Dict[str, object]]:
     return out
 
 
-def kfunc_report(bpf, walk_anon: bool, walk_ksm: bool) -> List[Dict[str, object]]:
+def kfunc_report(bpf, walk_anon: bool, walk_ksm: bool, fp_rss: int) -> List[Dict[str, object]]:
     """What bcc attached itself in kfunc mode (fentry/fexit programs are
     attached when the program loads: all of them, or the load fails), plus
-    the rmap_one kprobes. ``walk_anon``/``walk_ksm`` say which walk
-    functions the program was built with (FP_WALK_ANON/FP_WALK_KSM). bcc
+    the rmap_one kprobes. ``walk_anon``/``walk_ksm``/``fp_rss`` say which
+    functions the program was built with (FP_WALK_ANON/FP_WALK_KSM/FP_RSS). bcc
     0.26 names the programs kfunc__FUNC (later versions kfunc__vmlinux__FUNC)
     and keeps the attached ones in kfunc_entry_fds and kfunc_exit_fds."""
     def names(fds):
         return {k.decode() if isinstance(k, bytes) else k for k in fds}
     entry, exit_ = names(getattr(bpf, "kfunc_entry_fds", {})), names(getattr(bpf, "kfunc_exit_fds", {}))
     probes, out = walk_probes(walk_anon, walk_ksm)
-    for func, enter, ret in probes:
+    for func, enter, ret in probes + RSS_PROBES.get(fp_rss, []):
         for kind, wanted, attached, prefix in (("fentry", enter, entry, "kfunc__"),
                                                ("fexit", ret, exit_, "kretfunc__")):
             if wanted is not None:

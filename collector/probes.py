@@ -244,10 +244,11 @@ def load(BPF, prep: Prepared, held: Optional[HeldCommand]):
             raise CollectError(f"cannot load the BPF program: {reason} (run with --ebpf to see it)",
                                EXIT_ENVIRONMENT) from None
         if mode == "kprobe":
-            results = fprobes.attach_kprobes(bpf)
+            results = fprobes.attach_kprobes(bpf, attempt.facts.fprobe_offsets["FP_RSS"])
         elif mode == "fentry":
             offsets = attempt.facts.fprobe_offsets
-            results = fprobes.kfunc_report(bpf, bool(offsets["FP_WALK_ANON"]), bool(offsets["FP_WALK_KSM"]))
+            results = fprobes.kfunc_report(bpf, bool(offsets["FP_WALK_ANON"]), bool(offsets["FP_WALK_KSM"]),
+                                           offsets["FP_RSS"])
         else:
             results = []
         attempt.probes = attempt.probes + prep.backend_notes + results

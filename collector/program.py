@@ -98,7 +98,8 @@ def fprobe_layout(btf: BTF) -> Dict[str, int]:
     vm_area_struct's range, mm and file; the folio's flags, mapping and
     order (``_folio_order`` before 6.4ish, the low byte of ``_flags_1``
     after, both only valid with PG_head set); rmap_walk_control.rmap_one.
-    Also FP_WALK_ANON: whether BTF has rmap_walk_anon (mm/rmap.c, static)
+    The anonymous-page counter of an mm (rss_layout). Also FP_WALK_ANON:
+    whether BTF has rmap_walk_anon (mm/rmap.c, static)
     as a function, so that fentry can probe the walk there, and
     FP_WALK_KSM: whether it has rmap_walk_ksm (mm/ksm.c, CONFIG_KSM)."""
     vma = {f"VMA_{m.upper().replace('VM_', '')}_OFF": btf.offsetof("vm_area_struct", m)
@@ -107,9 +108,10 @@ def fprobe_layout(btf: BTF) -> Dict[str, int]:
         order = btf.offsetof("folio", "_folio_order")
     except BTFError:
         order = btf.offsetof("folio", "_flags_1")
-    return dict(vma, FOLIO_FLAGS_OFF=btf.offsetof("folio", "flags"),
+    return dict(vma, **rss_layout(btf), VMA_ANON_VMA_OFF=btf.offsetof("vm_area_struct", "anon_vma"),
+                FOLIO_FLAGS_OFF=btf.offsetof("folio", "flags"),
                 FOLIO_MAPPING_OFF=btf.offsetof("folio", "mapping"), FOLIO_ORDER_OFF=order,
-                PG_HEAD_BIT=btf.enum_value("pageflags", "PG_head"),
+                PG_HEAD_BIT=btf.enumerator("PG_head", "pageflags"),
                 RWC_RMAP_ONE_OFF=btf.offsetof("rmap_walk_control", "rmap_one"),
                 FP_WALK_ANON=int(btf.has_func("rmap_walk_anon")),
                 FP_WALK_KSM=int(btf.has_func("rmap_walk_ksm")))
@@ -136,6 +138,29 @@ def census_layout(btf: BTF) -> Dict[str, int]:
             "AVC_ANON_VMA_OFF": btf.offsetof("anon_vma_chain", "anon_vma"),
             "ANON_VMA_NUM_CHILDREN_OFF": maybe("num_children"),
             "ANON_VMA_NUM_ACTIVE_VMAS_OFF": maybe("num_active_vmas")}
+
+
+RSS_NONE, RSS_ATOMIC, RSS_PERCPU = 0, 1, 2
+
+
+def rss_layout(btf: BTF) -> Dict[str, int]:
+    """Where an mm's count of anonymous pages is (MM_ANONPAGES of
+    ``mm->rss_stat``), for the pages copy_page_range() copies at fork:
+    RSS_ATOMIC up to 6.1 (``struct mm_rss_stat``: an atomic_long_t per
+    counter; add_mm_counter() adds to it directly), RSS_PERCPU from 6.2 (a
+    ``struct percpu_counter`` per counter; add_mm_counter() calls
+    percpu_counter_add_batch(), which the probes follow), RSS_NONE when BTF
+    has neither (the copy probe is then left out)."""
+    try:
+        anon = btf.enumerator("MM_ANONPAGES")
+        base = btf.offsetof("mm_struct", "rss_stat")
+        try:
+            off = base + btf.offsetof("mm_rss_stat", "count") + 8 * anon
+            return {"FP_RSS": RSS_ATOMIC, "MM_ANON_RSS_OFF": off}
+        except BTFError:
+            return {"FP_RSS": RSS_PERCPU, "MM_ANON_RSS_OFF": base + btf.sizeof("percpu_counter") * anon}
+    except BTFError:
+        return {"FP_RSS": RSS_NONE, "MM_ANON_RSS_OFF": -1}
 
 
 def _fprobe_facts(btf: BTF) -> Dict[str, object]:
@@ -212,7 +237,7 @@ class KernelFacts:
             fprobe_offsets={"VMA_START_OFF": 0, "VMA_END_OFF": 8, "VMA_MM_OFF": 16, "VMA_PGOFF_OFF": 80,
                             "VMA_FILE_OFF": 88, "FOLIO_FLAGS_OFF": 0, "FOLIO_MAPPING_OFF": 24,
                             "FOLIO_ORDER_OFF": 64, "PG_HEAD_BIT": 6, "RWC_RMAP_ONE_OFF": 16, "FP_WALK_ANON": 1,
-                            "FP_WALK_KSM": 1},
+                            "FP_WALK_KSM": 1, "FP_RSS": 2, "MM_ANON_RSS_OFF": 1000, "VMA_ANON_VMA_OFF": 64},
             census_offsets={"TASK_COMM_OFF": 1752, "VMA_ANON_VMA_OFF": 64, "VMA_CHAIN_OFF": 48,
                             "AVC_SAME_VMA_OFF": 16, "AVC_ANON_VMA_OFF": 8, "ANON_VMA_NUM_CHILDREN_OFF": 56,
                             "ANON_VMA_NUM_ACTIVE_VMAS_OFF": 64})

@@ -22,7 +22,7 @@ VMA_ALLOC_PATHS = ("alloc", "fork", "dup")
 FREE_PATHS = ("unlink", "put", "error", "vma_free", "other")
 CALLERS = ("split", "merge", "mremap", "fork")
 LOCK_FUNCS = ("fault", "fork", "clone", "unlink", "put", "walk", "split_merge", "mremap", "thp")
-CALL_FUNCS = ("__anon_vma_prepare", "anon_vma_fork", "anon_vma_clone", "unlink_anon_vmas")
+CALL_FUNCS = ("__anon_vma_prepare", "anon_vma_fork", "anon_vma_clone", "unlink_anon_vmas", "copy_page_range")
 WALK_KINDS = ("reclaim", "migration", "ksm", "idle", "other")
 
 _dict = pa.dictionary(pa.int8(), pa.string())
@@ -63,6 +63,7 @@ COLUMNS = {
     "func": (_dict, "call: " + ", ".join(CALL_FUNCS)),
     "reused": (pa.bool_(), "call: __anon_vma_prepare/anon_vma_fork returned 0 without allocating an anon_vma"),
     "call_objects": (pa.int32(), "call: anon_vmas and AVCs the call allocated (unlink: freed)"),
+    "anon_pages": (pa.int64(), "call copy_page_range: present anonymous pages the child's copy of the VMA got"),
     "duration_ns": (pa.int64(), "call, walk: nanoseconds from entry to return"),
     "walk_kind": (_dict, "walk: " + ", ".join(WALK_KINDS) + " (from rmap_walk_control.rmap_one)"),
     "folio_order": (pa.int16(), "walk: order of the folio walked"),

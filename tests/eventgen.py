@@ -66,6 +66,7 @@ class Vma:
     anon_vma: AnonVma = None
     chain: list = field(default_factory=list)   # [(avc id, AnonVma, pre)]
     span: int = 0               # address range identity: fork/mremap copies share it
+    pages: int = 0              # anonymous pages present (copy_page_range copies them at fork)
 
 
 @dataclass
@@ -139,15 +140,16 @@ class Gen:
         if not pre:
             self._free_ids.append(oid)
 
-    def _call(self, pid, func, vma, src=None, objects=0, reused=None):
-        """The call row a probed anon_vma function writes when it returns."""
+    def _call(self, pid, func, vma, src=None, objects=0, reused=None, anon_pages=None):
+        """The call row a probed function writes when it returns (VMAs are
+        one page long in call rows)."""
         if not self.fprobes:
             return
         start = 0x10000000 + vma.span * 0x10000
         self._emit(event="call", func=func, vma_id=vma.id,
                    src_vma_id=None if src is None else src.id, mm_id=1_000_000 + pid,
                    vm_start=start, vm_end=start + 0x1000, vm_pgoff=start >> 12,
-                   vma_file=False, reused=reused, call_objects=objects,
+                   vma_file=False, reused=reused, call_objects=objects, anon_pages=anon_pages,
                    duration_ns=self.step // 2, **self._ctx(pid))
 
     def _new_span(self):
@@ -253,11 +255,13 @@ class Gen:
                             "anon_vma_rows": len(seen), "anon_vmas_linked": len(linked),
                             "seconds": 0.0, "lost": 0}
 
-    def fault(self, pid, vma=None, reuse=None):
-        """First anonymous fault: __anon_vma_prepare. ``reuse``: a neighbour VMA
-        whose anon_vma find_mergeable_anon_vma() returns (no anon_vma row)."""
+    def fault(self, pid, vma=None, reuse=None, pages=1):
+        """First anonymous fault: __anon_vma_prepare, ``pages`` written.
+        ``reuse``: a neighbour VMA whose anon_vma find_mergeable_anon_vma()
+        returns (no anon_vma row)."""
         if vma is None:
             vma = self.mmap(pid)
+        vma.pages += pages
         if vma.anon_vma is not None:
             return vma
         avc = self._alloc(pid, "anon_vma_chain", "fault", vma=vma)
@@ -372,6 +376,8 @@ class Gen:
                 new.anon_vma = av
                 self._call(parent, "anon_vma_fork", new, vma, objects=len(new.chain) + 1,
                            reused=False)
+                new.pages = vma.pages  # shared copy-on-write
+                self._call(parent, "copy_page_range", new, vma, anon_pages=vma.pages)
             cp.vmas.append(new)
         self._emit(event="fork", child_pid=child, child_tgid=child, shares_mm=False,
                    fork_id=fid, **self._ctx(parent))
@@ -473,7 +479,7 @@ class Gen:
                 "reason": "waits for anon_vma rwsems" if self.lock_probe
                 else "kernel without lock:contention_begin (needs 5.19)"}]
         for name in ("__anon_vma_prepare", "anon_vma_fork", "anon_vma_clone",
-                     "unlink_anon_vmas", "rmap_walk", "rmap_walk_locked"):
+                     "unlink_anon_vmas", "rmap_walk", "rmap_walk_locked", "copy_page_range"):
             out.append({"name": f"kprobe:{name}", "attached": self.fprobes,
                         "reason": "function probe" if self.fprobes
                         else "kernel without kprobe events"})

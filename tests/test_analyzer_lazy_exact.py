@@ -207,9 +207,53 @@ def test_report_formats_and_keys(tmp_path):
             assert k in lz[o]
     assert set(lz["saved_pct"]) == {AV, AVC}
     assert {"fork", "mremap"} <= set(lz["upgrades"])
-    assert lz["extra_costs"]["repointed_pages"]["fidelity"] == "not measurable"
+    assert lz["extra_costs"]["repointed_pages"]["fidelity"].startswith("exact for fork upgrades")
     text = render.render(r, "text")
     assert "exact (function probes)" in text
     assert "lazy is the exact per-VMA replay" in text and "exact within its bounds: yes" in text
     md = render.render(r, "markdown")
     assert "exact per-VMA replay (function probes" in md
+
+
+# ------------------------------------------------------ re-pointed pages
+
+def test_repointed_pages_are_the_pages_copied_at_the_upgrading_fork(tmp_path):
+    """Three VMAs with 2, 5 and 7 pages written; the first fork upgrades all
+    three tokens and copy_page_range copies 14 pages; a second fork finds
+    them upgraded (nothing re-pointed, though 14 pages are copied again);
+    a VMA faulted after it (3 pages) is upgraded at the third fork."""
+    g = Gen(fprobes=True)
+    g.process(1)
+    vmas = [g.fault(1, pages=n) for n in (2, 5, 7)]
+    g.fork(1, 2)
+    g.fork(1, 3)
+    late = g.fault(1, pages=3)
+    g.fork(1, 4)
+    rp = lazy_of(g, tmp_path)[1]["extra_costs"]["repointed_pages"]
+    assert rp["fork"] == sum(v.pages for v in vmas) + late.pages == 17
+    assert rp["fork_range"] == [17, 17]
+    assert rp["per_fork_upgrade"] == {"p50": 3, "p99": 7, "max": 7}
+    assert rp["fork_upgrades_without_copy_row"] == 0
+    assert rp["mremap"] is None and rp["mremap_upper_bound"] == 0
+
+
+def test_mremap_upgrades_get_a_size_bound_only(tmp_path):
+    g = Gen(fprobes=True)
+    g.process(1)
+    v = g.fault(1, pages=4)
+    g.mremap(1, v)
+    rp = lazy_of(g, tmp_path)[1]["extra_costs"]["repointed_pages"]
+    assert rp["fork"] == 0 and rp["mremap"] is None
+    assert rp["mremap_upper_bound"] == 1  # eventgen's call rows span one page
+
+
+def test_no_copy_rows_is_not_measurable(tmp_path):
+    g = Gen(fprobes=True)
+    g.process(1)
+    g.fault(1, pages=4)
+    g.fork(1, 2)
+    g.rows = [r for r in g.rows if r.get("func") != "copy_page_range"]
+    probes = [p for p in g.probes() if "copy_page_range" not in p["name"]]  # schema v3: no such probe
+    r = report.build(load.load(g.write(str(tmp_path / "v3.parquet"), probes=probes)))
+    rp = r["models"]["lazy"]["extra_costs"]["repointed_pages"]
+    assert rp["fork"] is None and rp["fidelity"] == "not measurable"

@@ -38,7 +38,7 @@ def test_inlined_rmap_walk_anon_keeps_the_entry_points():
 def kfunc_probes(**defines):
     """The KFUNC_PROBE/KRETFUNC_PROBE functions bpf/fprobes.bpf.c declares
     with these defines, as the C preprocessor selects them."""
-    d = {"FP_KFUNC": 1, "FP_WALK_ANON": 1, "FP_WALK_KSM": 1, **defines}
+    d = {"FP_KFUNC": 1, "FP_WALK_ANON": 1, "FP_WALK_KSM": 1, "FP_RSS": 0, **defines}
     out = subprocess.run(["cpp", "-P"] + [f"-D{k}={v}" for k, v in d.items()],
                          input=bpf.source("fprobes.bpf.c"), capture_output=True, text=True, check=True).stdout
     return re.findall(r"\b(KFUNC_PROBE|KRETFUNC_PROBE)\((\w+)", out)
@@ -59,11 +59,37 @@ def test_fentry_program_selects_the_walk_functions_by_define():
         assert declared == wanted
 
 
+VMA_MEMBERS = [(m, 64 * i) for i, m in enumerate(("vm_start", "vm_end", "vm_mm", "vm_pgoff", "vm_file", "anon_vma"))]
+FP_STRUCTS = {"vm_area_struct": (192, VMA_MEMBERS),
+              "folio": (64, [("flags", 0), ("mapping", 192), ("_flags_1", 512)]),
+              "rmap_walk_control": (48, [("rmap_one", 128)])}
+MM_ENUM = {"": {"MM_FILEPAGES": 0, "MM_ANONPAGES": 1, "MM_SWAPENTS": 2, "MM_SHMEMPAGES": 3}}
+
+
 def test_kernel_facts_say_which_walk_functions_btf_has():
-    layout = program.fprobe_layout(BTF(make_btf(
-        {"vm_area_struct": (192, [(m, 64 * i) for i, m in enumerate(
-            ("vm_start", "vm_end", "vm_mm", "vm_pgoff", "vm_file"))]),
-         "folio": (64, [("flags", 0), ("mapping", 192), ("_flags_1", 512)]),
-         "rmap_walk_control": (48, [("rmap_one", 128)])},
-        funcs=["rmap_walk_anon"], enums={"pageflags": {"PG_head": 6}})))
+    layout = program.fprobe_layout(BTF(make_btf(FP_STRUCTS, funcs=["rmap_walk_anon"],
+                                                enums={"pageflags": {"PG_head": 6}})))
     assert layout["FP_WALK_ANON"] == 1 and layout["FP_WALK_KSM"] == 0
+    assert layout["VMA_ANON_VMA_OFF"] == 40
+
+
+def test_anon_rss_counter_up_to_6_1_and_from_6_2():
+    # 6.1: struct mm_rss_stat { atomic_long_t count[4]; } at mm_struct.rss_stat
+    old = BTF(make_btf({"mm_struct": (1024, [("rss_stat", 8 * 700)]),
+                        "mm_rss_stat": (32, [("count", 0)])}, enums=MM_ENUM))
+    assert program.rss_layout(old) == {"FP_RSS": program.RSS_ATOMIC, "MM_ANON_RSS_OFF": 700 + 8}
+    # 6.2+: struct percpu_counter rss_stat[NR_MM_COUNTERS]
+    new = BTF(make_btf({"mm_struct": (1200, [("rss_stat", 8 * 960)]),
+                        "percpu_counter": (40, [("count", 64), ("counters", 256)])}, enums=MM_ENUM))
+    assert program.rss_layout(new) == {"FP_RSS": program.RSS_PERCPU, "MM_ANON_RSS_OFF": 960 + 40}
+    # neither: the copy probe is left out, the rest goes on
+    assert program.rss_layout(BTF(make_btf({"mm_struct": (8, [])})))["FP_RSS"] == program.RSS_NONE
+
+
+@pytest.mark.skipif(shutil.which("cpp") is None, reason="no C preprocessor")
+def test_copy_probes_follow_the_counter_kind():
+    for fp_rss, want in ((0, set()), (1, {"copy_page_range"}), (2, {"copy_page_range", "percpu_counter_add_batch"})):
+        declared = {f for _k, f in kfunc_probes(FP_RSS=fp_rss)} - {p[0] for p in fprobes.FUNCTION_PROBES} \
+            - {p[0] for p in fprobes.WALK_ANON}
+        assert declared == want
+        assert {p[0] for p in fprobes.RSS_PROBES.get(fp_rss, [])} == want
