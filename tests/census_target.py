@@ -4,12 +4,16 @@ Maps N private anonymous regions, each between two read-only ones (so no
 two of them merge and none can reuse a neighbour's anon_vma), writes one
 byte in each (__anon_vma_prepare gives each its own anon_vma and AVC),
 prints the regions' ranges as JSON and waits for lines on stdin: "unmap K"
-unmaps region K, anything else or EOF exits.
+unmaps region K; "fork" forks a child that exits at once, repeating until
+the process's anonymous memory (smaps_rollup ``Anonymous:``) is the same
+just before and just after the fork, and prints "forked CHILD KB"; anything
+else or EOF exits.
 """
 
 import ctypes
 import json
 import mmap
+import os
 import sys
 
 PAGE = mmap.PAGESIZE
@@ -36,11 +40,36 @@ def main(n: int) -> None:
     print(json.dumps(regions), flush=True)
     for line in sys.stdin:
         words = line.split()
-        if words[:1] != ["unmap"]:
+        if words[:1] == ["unmap"]:
+            start, end = regions[int(words[1])]
+            libc.munmap(start, end - start)
+            print("done", flush=True)
+        elif words[:1] == ["fork"]:
+            print("forked %d %d" % fork_steady(), flush=True)
+        else:
             break
-        start, end = regions[int(words[1])]
-        libc.munmap(start, end - start)
-        print("done", flush=True)
+
+
+def anonymous_kb() -> int:
+    with open("/proc/self/smaps_rollup", "rb") as f:
+        for line in f:
+            if line.startswith(b"Anonymous:"):
+                return int(line.split()[1])
+    raise RuntimeError("no Anonymous: in smaps_rollup")
+
+
+def fork_steady(tries: int = 20):
+    """Fork until no anonymous page appeared between the two readings."""
+    for _ in range(tries):
+        before = anonymous_kb()
+        child = os.fork()
+        if child == 0:
+            os._exit(0)
+        after = anonymous_kb()
+        os.waitpid(child, 0)
+        if before == after:
+            return child, before
+    raise RuntimeError("anonymous memory kept changing around fork")
 
 
 if __name__ == "__main__":

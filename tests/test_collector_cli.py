@@ -18,7 +18,8 @@ def run(args, **kw):
 def test_help_names_the_modes_and_exit_codes():
     r = run(["--help"])
     assert r.exit_code == 0
-    for text in ("--duration", "-- CMD", "--ebpf", "--raw-pointers", "-p, --pid", "--comm", "Exit status"):
+    for text in ("--duration", "-- CMD", "--ebpf", "--raw-pointers", "-p, --pid", "--comm", "--no-census",
+                 "Exit status"):
         assert text in r.output
 
 

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -91,16 +92,14 @@ def test_every_object_has_its_vma_and_calls_follow_the_shape(tmp_path, workload)
     assert (forks.vm_end > forks.vm_start).all()
 
 
-def test_census_ids_are_the_ids_later_rows_use(tmp_path):
-    """With function probes the census is part of their program: a VMA that
-    existed before the run and is unmapped during it has the same vma_id in
-    its census row and in the unlink_anon_vmas call row, and its anon_vma's
-    free carries the census row's id, marked preexisting."""
-    import time
-    target, regions = start_census_target(4)
-    out = tmp_path / "census.parquet"
+def record_target(tmp_path, commands, n=4):
+    """Start census_target with ``n`` regions, record it (-p) with function
+    probes, send ``commands`` once recording runs; the file and the replies."""
+    target, regions = start_census_target(n)
+    out = tmp_path / "target.parquet"
     rec = subprocess.Popen(ANONCOLLECT + ["-q", "-o", str(out), "-p", str(target.pid)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    replies = []
     try:
         partial = Path(str(out) + ".partial")
         deadline = time.monotonic() + 600  # compiling under emulation takes a while
@@ -108,9 +107,10 @@ def test_census_ids_are_the_ids_later_rows_use(tmp_path):
             time.sleep(0.5)
         assert partial.exists(), rec.communicate()[1] if rec.poll() is not None else "collector did not start"
         time.sleep(3)  # the census runs right after the file appears
-        target.stdin.write("unmap 2\n")
-        target.stdin.flush()
-        assert target.stdout.readline().strip() == "done"
+        for cmd in commands:
+            target.stdin.write(cmd + "\n")
+            target.stdin.flush()
+            replies.append(target.stdout.readline().split())
         time.sleep(2)
     finally:
         rec.send_signal(signal.SIGINT)
@@ -118,6 +118,16 @@ def test_census_ids_are_the_ids_later_rows_use(tmp_path):
         target.stdin.close()
         target.wait(timeout=30)
     assert rec.returncode == 0, err
+    return out, target.pid, regions, replies
+
+
+def test_census_ids_are_the_ids_later_rows_use(tmp_path):
+    """With function probes the census is part of their program: a VMA that
+    existed before the run and is unmapped during it has the same vma_id in
+    its census row and in the unlink_anon_vmas call row, and its anon_vma's
+    free carries the census row's id, marked preexisting."""
+    out, _pid, regions, replies = record_target(tmp_path, ["unmap 2"])
+    assert replies == [["done"]]
     meta = metadata(out)
     assert meta["census"]["status"] == "done", meta["census"]
     df = rows(out)
@@ -130,6 +140,38 @@ def test_census_ids_are_the_ids_later_rows_use(tmp_path):
     assert len(unlink) == 1 and int(unlink.vm_start.iloc[0]) == start
     freed = df[(df.event == "free") & (df.object == "anon_vma") & (df.obj_id == av_id)]
     assert len(freed) == 1 and bool(freed.preexisting.iloc[0])
+
+
+def test_copy_rows_count_the_anonymous_pages_a_fork_copies(tmp_path):
+    """copy_page_range rows of one fork add up to the parent's anonymous
+    memory as /proc/PID/smaps_rollup gave it just before and after the fork
+    (the target forks until the two agree); the report's re-pointed pages
+    for the upgrade that fork would be (the VMAs predate the run, so it is
+    the high end of fork_range) are the same number."""
+    out, pid, _regions, replies = record_target(tmp_path, ["fork"])
+    (word, child, kb), = replies
+    assert word == "forked"
+    meta = metadata(out)
+    assert any(p["attached"] and p["name"].endswith(":copy_page_range") for p in meta["probes"]), meta["probes"]
+    df = rows(out)
+    fork = df[(df.event == "fork") & (df.child_pid == int(child))]
+    assert len(fork) == 1
+    t_fork = int(fork.ts_ns.iloc[0])
+    earlier = df[(df.event == "fork") & (df.tgid == pid) & (df.ts_ns < t_fork)].ts_ns
+    t_prev = int(earlier.max()) if len(earlier) else -1
+    copies = df[(df.event == "call") & (df.func == "copy_page_range") & (df.tgid == pid)
+                & (df.ts_ns > t_prev) & (df.ts_ns < t_fork)]
+    page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
+    assert len(copies) > 0
+    assert int(copies.anon_pages.sum()) * page_kb == int(kb)
+    rep = subprocess.run([os.path.join(os.path.dirname(sys.executable), "anonanalyze"), "report", str(out),
+                          "--format", "json"], capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0, rep.stderr
+    rp = json.loads(rep.stdout)["models"]["lazy"]["extra_costs"]["repointed_pages"]
+    assert rp["fork"] == 0, "no VMA was born in the run"
+    all_copies = df[(df.event == "call") & (df.func == "copy_page_range") & (df.tgid == pid)]
+    first = all_copies.sort_values("ts_ns").drop_duplicates("src_vma_id")  # each VMA's first fork
+    assert rp["fork_range"][1] == int(first.anon_pages.sum())
 
 
 def _bpftrace_walks(name: str, backend: str):

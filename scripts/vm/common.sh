@@ -58,17 +58,42 @@ vm_host_packages() {
     fi
 }
 
+# Where the guest kernel comes from (ANONSCOPE_VM_KERNEL): "stable" (the
+# default: bookworm's, from the host's own apt lists, which carry the
+# security suite) or "backports" (bookworm-backports, a newer kernel: 6.12
+# in 2026), through a private apt configuration in the cache, so the host's
+# apt sources are not changed. VM_APT holds the apt options for either.
+vm_kernel_source() {
+    VM_KERNEL=${ANONSCOPE_VM_KERNEL:-stable}
+    VM_APT=()
+    case $VM_KERNEL in
+        stable) ;;
+        backports)
+            local d; d=$(vm_cache_root)/apt-backports
+            mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
+            echo "deb [arch=$VM_DEBARCH] $(vm_mirror) bookworm-backports main" > "$d/sources.list"
+            VM_APT=(-o "Dir::Etc::SourceList=$d/sources.list" -o "Dir::Etc::SourceParts=-"
+                    -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache"
+                    -o "APT::Architectures::=$VM_DEBARCH")
+            # refreshed once a day
+            if [ -z "$(find "$d/lists" -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null)" ]; then
+                apt-get "${VM_APT[@]}" update -qq || vm_die "cannot read bookworm-backports from $(vm_mirror)"
+            fi ;;
+        *) vm_die "ANONSCOPE_VM_KERNEL is '$VM_KERNEL': stable or backports" ;;
+    esac
+}
+
 # The guest kernel: the ABI version Debian's linux-image-<flavour> points at.
 vm_kernel_version() {
     local k
-    k=$(apt-cache depends "linux-image-$VM_DEBARCH:$VM_DEBARCH" 2>/dev/null \
+    k=$(apt-cache "${VM_APT[@]}" depends "linux-image-$VM_DEBARCH:$VM_DEBARCH" 2>/dev/null \
         | awk '/Depends: linux-image-[0-9]/{sub("linux-image-","",$2); sub(":.*","",$2); print $2; exit}')
     if [ -z "$k" ]; then
-        apt-get update -qq
-        k=$(apt-cache depends "linux-image-$VM_DEBARCH:$VM_DEBARCH" 2>/dev/null \
+        apt-get "${VM_APT[@]}" update -qq
+        k=$(apt-cache "${VM_APT[@]}" depends "linux-image-$VM_DEBARCH:$VM_DEBARCH" 2>/dev/null \
             | awk '/Depends: linux-image-[0-9]/{sub("linux-image-","",$2); sub(":.*","",$2); print $2; exit}')
     fi
-    [ -n "$k" ] || vm_die "cannot resolve linux-image-$VM_DEBARCH from the host's apt lists"
+    [ -n "$k" ] || vm_die "cannot resolve linux-image-$VM_DEBARCH from the apt lists ($VM_KERNEL)"
     echo "$k"
 }
 
@@ -90,7 +115,7 @@ EOF
 # Cache key: everything that goes into the image.
 vm_cache_key() {
     local root=$1 kver=$2 kvers
-    kvers=$(apt-cache show "linux-image-$kver:$VM_DEBARCH" 2>/dev/null | awk '/^Version:/{print $2; exit}')
+    kvers=$(apt-cache "${VM_APT[@]}" show "linux-image-$kver:$VM_DEBARCH" 2>/dev/null | awk '/^Version:/{print $2; exit}')
     {
         echo "arch=$VM_ARCH kernel=$kver version=$kvers mirror=$(vm_mirror)"
         vm_python_requirements "$root"
