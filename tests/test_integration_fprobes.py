@@ -181,10 +181,12 @@ def _bpftrace_walks(name: str, backend: str):
     ``backend``: on 6.1 a BPF trampoline (fentry) and an ftrace-based kprobe
     on the same function did not both fire."""
     enter, ret = ("kprobe", "kretprobe") if backend == "kprobe" else ("kfunc", "kretfunc")
+    # one block per iterator: bpftrace refuses kretfunc attach points with
+    # different arguments in one probe
     prog = (f'{enter}:rmap_walk_anon /comm == "{name}"/ {{ @walks = count(); @in[tid] = 1; }} '
             f'{ret}:rmap_walk_anon /@in[tid]/ {{ delete(@in[tid]); }} '
-            f'{ret}:anon_vma_interval_tree_iter_first, {ret}:anon_vma_interval_tree_iter_next '
-            '/@in[tid] && retval != 0/ { @avcs = count(); }')
+            + " ".join(f'{ret}:anon_vma_interval_tree_iter_{it} /@in[tid] && retval != 0/ {{ @avcs = count(); }}'
+                       for it in ("first", "next")))
     return subprocess.Popen(["bpftrace", "-f", "json", "-e", prog], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
