@@ -36,6 +36,14 @@ def _lib():
     return lib
 
 
+def describe(entry: Dict[str, object]) -> str:
+    """One line for the terminal once the census is over."""
+    if entry["status"] != "done":
+        return f"census not run: {entry['reason']}"
+    return (f"census: {entry['vma_rows']} VMAs with an anon_vma, {entry['anon_vmas_linked']} anon_vmas "
+            f"in {entry['seconds']:.1f} s" + (f", {entry['lost']} rows LOST" if entry["lost"] else ""))
+
+
 def not_run(reason: str) -> Dict[str, object]:
     return {"status": "not run", "reason": reason, "vma_rows": 0, "anon_vma_rows": 0,
             "anon_vmas_linked": 0, "seconds": 0.0, "lost": 0}

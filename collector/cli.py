@@ -54,7 +54,7 @@ def default_output() -> str:
 @click.option("--raw-pointers", is_flag=True,
               help="Write kernel addresses as object ids (default: per-run ids, no kernel pointer).")
 @click.option("--ebpf", is_flag=True, help="Print the BPF program for this kernel and exit (no root needed).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress line and no summary.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress line, census line or summary.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARGS]...]")
 def main(duration, output, system_wide, pid, comm, slab_interval, buffer_mb, max_live,
          perf_buffer, backend, census, raw_pointers, ebpf, quiet, command):
@@ -68,7 +68,7 @@ def main(duration, output, system_wide, pid, comm, slab_interval, buffer_mb, max
     cfg = RunConfig(output=output or default_output(), duration=duration, command=list(command),
                     system_wide=system_wide, pid=pid, comm=comm, raw_pointers=raw_pointers,
                     slab_interval=slab_interval, buffer_mb=buffer_mb, max_live=max_live,
-                    perf_buffer=perf_buffer, backend=backend, census=census, progress=not quiet and sys.stderr.isatty(),
+                    perf_buffer=perf_buffer, backend=backend, census=census, progress=not quiet and sys.stderr.isatty(), quiet=quiet,
                     argv=sys.argv)
     try:
         if ebpf:

@@ -20,6 +20,7 @@ class RunConfig:
     backend: str = "auto"             # auto, tracepoint, kprobe, fentry
     census: bool = True               # run the task_vma census at start where possible
     progress: bool = False
+    quiet: bool = False               # no census line, no summary (-q)
     argv: List[str] = field(default_factory=list)
 
     @property

@@ -212,6 +212,9 @@ class Recording:
             self.writer.add_user_rows(start_slab)
             self.consumer.start()
             self.census = self._census()
+            if not cfg.quiet:
+                sys.stderr.write("anoncollect: " + census.describe(self.census) + "\n")
+                sys.stderr.flush()
             if self.held:
                 try:
                     self.held.release()

@@ -97,16 +97,16 @@ def record_target(tmp_path, commands, n=4):
     probes, send ``commands`` once recording runs; the file and the replies."""
     target, regions = start_census_target(n)
     out = tmp_path / "target.parquet"
-    rec = subprocess.Popen(ANONCOLLECT + ["-q", "-o", str(out), "-p", str(target.pid)],
+    rec = subprocess.Popen(ANONCOLLECT + ["-o", str(out), "-p", str(target.pid)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     replies = []
     try:
-        partial = Path(str(out) + ".partial")
-        deadline = time.monotonic() + 600  # compiling under emulation takes a while
-        while not partial.exists() and rec.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert partial.exists(), rec.communicate()[1] if rec.poll() is not None else "collector did not start"
-        time.sleep(3)  # the census runs right after the file appears
+        # the collector says when the census is over: recording runs from then on
+        said = []
+        while not any(line.startswith("anoncollect: census") for line in said):
+            line = rec.stderr.readline()
+            assert line, "collector ended before the census: " + "".join(said)
+            said.append(line)
         for cmd in commands:
             target.stdin.write(cmd + "\n")
             target.stdin.flush()
