@@ -318,8 +318,10 @@ def test_anon_vma_lock_waits_equal_bpftrace(tmp_path, workload):
         bt = subprocess.Popen(["bpftrace", "-f", "json", "-e", script], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
         try:
-            while "attached_probes" not in bt.stdout.readline():
-                time.sleep(0.01)
+            line = " "
+            while line and "attached_probes" not in line:  # "" once bpftrace has exited
+                line = bt.stdout.readline()
+            assert line, "bpftrace did not attach: " + bt.stderr.read()
             path = collect(tmp_path, "locks", ["-n", "4", "-f", "8", "-P", "-c", churn], binary=binary)
         finally:
             bt.send_signal(signal.SIGINT)
