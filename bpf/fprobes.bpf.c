@@ -10,7 +10,7 @@
 //    unlink_anon_vmas: the VMA(s), their range and mm, how many objects the
 //    call allocated or freed, whether an anon_vma was reused; and for
 //    copy_page_range of a VMA with an anon_vma (dup_mmap at fork): the
-//    anonymous pages the child's copy got (FP_RSS);
+//    anonymous pages the child's copy got (FP_RSS: how to read the count);
 //  - `walk` rows for rmap walks of anonymous and KSM folios (rmap_walk_anon
 //    and rmap_walk_ksm where rmap_walk_anon is a function, rmap_walk and
 //    rmap_walk_locked otherwise): folio order, duration, kind (from rwc->rmap_one),
@@ -43,7 +43,7 @@ struct fctx {
     u64 src;
     u64 t0;
     u64 target;   // copy_page_range: the child mm's MM_ANONPAGES counter
-    s64 pages;    // copy_page_range: what was added to it
+    s64 pages;    // copy_page_range: minus its value at entry
     u32 count;
     u8 fn;
     u8 depth;
@@ -127,11 +127,31 @@ static __always_inline int fn_enter(u8 fn, u64 vma, u64 src)
 #if FP_RSS
 // copy_page_range(dst_vma, src_vma) (mm/memory.c), called by dup_mmap for
 // every VMA it copies; only VMAs with an anon_vma have anonymous pages
-// (vma_needs_copy()). The child's mm is not running yet, so what its
-// MM_ANONPAGES counter gains during the call is the present anonymous
-// pages of the parent VMA: up to 6.1 the counter is an atomic_long_t, read
-// at entry and return; from 6.2 a percpu_counter, whose adds
-// (percpu_counter_add_batch) are summed while the call runs.
+// (vma_needs_copy()). The child's mm is not running yet and only this task
+// changes it, so what its MM_ANONPAGES counter gains during the call is the
+// present anonymous pages of the parent VMA. The counter is read at entry
+// and at return: up to 6.1 an atomic_long_t; from 6.2 a percpu_counter,
+// whose value is its count plus every possible CPU's share (the per-CPU
+// address of the share is counters + __per_cpu_offset[cpu]).
+static __always_inline s64 anon_rss(u64 counter)
+{
+    s64 value = 0;
+#if FP_RSS == RSS_ATOMIC
+    bpf_probe_read_kernel(&value, sizeof(value), (void *)counter);
+#else
+    u64 shares = 0, off = 0;
+    bpf_probe_read_kernel(&value, sizeof(value), (void *)(counter + PCC_COUNT_OFF));
+    bpf_probe_read_kernel(&shares, sizeof(shares), (void *)(counter + PCC_COUNTERS_OFF));
+    for (int cpu = 0; cpu < NR_CPUS_POSSIBLE; cpu++) {
+        s32 share = 0;
+        bpf_probe_read_kernel(&off, sizeof(off), (void *)(PER_CPU_OFFSET_ADDR + 8ULL * cpu));
+        bpf_probe_read_kernel(&share, sizeof(share), (void *)(shares + off));
+        value += share;
+    }
+#endif
+    return value;
+}
+
 static __always_inline int copy_enter(u64 dst, u64 src)
 {
     if (!is_enabled())
@@ -146,23 +166,8 @@ static __always_inline int copy_enter(u64 dst, u64 src)
     bpf_probe_read_kernel(&mm, sizeof(mm), (void *)(dst + VMA_MM_OFF));
     struct fctx n = {.vma = dst, .src = src, .t0 = bpf_ktime_get_ns(), .fn = FN_COPY, .depth = 1,
                      .target = mm + MM_ANON_RSS_OFF};
-#if FP_RSS == RSS_ATOMIC
-    s64 before = 0;
-    bpf_probe_read_kernel(&before, sizeof(before), (void *)n.target);
-    n.pages = -before;
-#endif
+    n.pages = -anon_rss(n.target);
     fctx_map.update(&tid, &n);
-    return 0;
-}
-#endif
-
-#if FP_RSS == RSS_PERCPU
-static __always_inline int rss_add(u64 fbc, s64 amount)
-{
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct fctx *c = fctx_map.lookup(&tid);
-    if (c && c->fn == FN_COPY && c->target == fbc)
-        c->pages += amount;
     return 0;
 }
 #endif
@@ -197,15 +202,12 @@ static __always_inline int fn_return(void *ctx, long ret)
     e.src_vma_id = vma_id_of(c->src);
     e.count = c->count;
     e.duration = e.ts - c->t0;
-#if FP_RSS == RSS_ATOMIC
+#if FP_RSS
     if (c->fn == FN_COPY) {
-        s64 now = 0;
-        bpf_probe_read_kernel(&now, sizeof(now), (void *)c->target);
-        c->pages += now;
+        s64 pages = c->pages + anon_rss(c->target);
+        e.count2 = pages > 0 ? (u32)pages : 0;
     }
 #endif
-    if (c->fn == FN_COPY)
-        e.count2 = c->pages > 0 ? (u32)c->pages : 0;
     e.aux1 = (u32)ret;
     // Reused: the call linked the VMA (it made AVCs) without allocating an
     // anon_vma. anon_vma_fork is called for every VMA dup_mmap copies and
@@ -313,9 +315,6 @@ KRETFUNC_PROBE(rmap_walk_locked, void *folio, void *rwc) { return walk_return(ct
 KFUNC_PROBE(copy_page_range, void *dst, void *src) { return copy_enter((u64)dst, (u64)src); }
 KRETFUNC_PROBE(copy_page_range, void *dst, void *src, int ret) { return fn_return(ctx, ret); }
 #endif
-#if FP_RSS == RSS_PERCPU
-KFUNC_PROBE(percpu_counter_add_batch, void *fbc, s64 amount, s32 batch) { return rss_add((u64)fbc, amount); }
-#endif
 KRETFUNC_PROBE(anon_vma_interval_tree_iter_first, void *root, unsigned long first, unsigned long last, void *ret)
 { return walk_avc((long)ret); }
 KRETFUNC_PROBE(anon_vma_interval_tree_iter_next, void *node, unsigned long first, unsigned long last, void *ret)
@@ -329,9 +328,7 @@ int fp_return_fn(struct pt_regs *ctx) { return fn_return(ctx, PT_REGS_RC(ctx)); 
 #if FP_RSS
 int fp_enter_copy(struct pt_regs *ctx, void *dst, void *src) { return copy_enter((u64)dst, (u64)src); }
 #endif
-#if FP_RSS == RSS_PERCPU
-int fp_enter_rss_add(struct pt_regs *ctx, void *fbc, s64 amount) { return rss_add((u64)fbc, amount); }
-#endif
+
 int fp_enter_walk(struct pt_regs *ctx, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 0); }
 int fp_enter_walk_locked(struct pt_regs *ctx, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 1); }
 int fp_enter_walk_anon(struct pt_regs *ctx, void *folio, void *rwc, u8 locked)

@@ -59,11 +59,9 @@ WALK_ANON = [("rmap_walk_anon", "fp_enter_walk_anon", "fp_return_walk"),
 
 
 #: The pages copy_page_range() gives a child at fork (bpf/fprobes.bpf.c
-#: copy_enter): with an atomic counter (up to 6.1) the copy alone, with a
-#: percpu_counter (6.2+) also the counter's adds.
+#: copy_enter), probed when the program can read the count (FP_RSS).
 RSS_PROBES = {1: [("copy_page_range", "fp_enter_copy", "fp_return_fn")],
-              2: [("copy_page_range", "fp_enter_copy", "fp_return_fn"),
-                  ("percpu_counter_add_batch", "fp_enter_rss_add", None)]}
+              2: [("copy_page_range", "fp_enter_copy", "fp_return_fn")]}
 
 
 def walk_probes(walk_anon: bool, walk_ksm: bool):

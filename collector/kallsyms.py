@@ -74,3 +74,18 @@ def read_function_ranges(wanted: Iterable[str], path: str = KALLSYMS) -> Dict[st
             return function_ranges(f, wanted)
     except OSError as e:
         raise KallsymsError(f"cannot read {path}: {e.strerror}") from None
+
+
+def symbol_address(name: str, path: str = KALLSYMS) -> int:
+    """Address of symbol ``name`` (any type: data symbols are listed when the
+    kernel has CONFIG_KALLSYMS_ALL, as Debian's do); 0 when it is not
+    listed or addresses are hidden."""
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] == name:
+                    return int(parts[0], 16)
+    except OSError:
+        return 0
+    return 0

@@ -79,6 +79,9 @@ def choose_backends(cfg: RunConfig, facts: program.KernelFacts, tracing: Optiona
                 modes.append("kprobe")
             else:
                 notes.append({"name": "kprobe/kretprobe", "attached": False, "reason": why})
+        if modes and facts.rss_missing:
+            notes.append({"name": "copy_page_range", "attached": False,
+                          "reason": f"anon pages copied at fork not recorded: {facts.rss_missing}"})
     return modes + ["tracepoint"], notes
 
 

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 
 from anonscope import bpf
 
+from . import kallsyms
 from .btf import BTF, BTFError
 from .sites import Classifier
 
@@ -147,10 +148,10 @@ def rss_layout(btf: BTF) -> Dict[str, int]:
     """Where an mm's count of anonymous pages is (MM_ANONPAGES of
     ``mm->rss_stat``), for the pages copy_page_range() copies at fork:
     RSS_ATOMIC up to 6.1 (``struct mm_rss_stat``: an atomic_long_t per
-    counter; add_mm_counter() adds to it directly), RSS_PERCPU from 6.2 (a
-    ``struct percpu_counter`` per counter; add_mm_counter() calls
-    percpu_counter_add_batch(), which the probes follow), RSS_NONE when BTF
-    has neither (the copy probe is then left out)."""
+    counter), RSS_PERCPU from 6.2 (a ``struct percpu_counter`` per counter:
+    its ``count`` plus every CPU's share in ``counters``), RSS_NONE when BTF
+    has neither (the copy probe is then left out). MM_ANON_RSS_OFF is the
+    offset of the counter in struct mm_struct."""
     try:
         anon = btf.enumerator("MM_ANONPAGES")
         base = btf.offsetof("mm_struct", "rss_stat")
@@ -158,15 +159,49 @@ def rss_layout(btf: BTF) -> Dict[str, int]:
             off = base + btf.offsetof("mm_rss_stat", "count") + 8 * anon
             return {"FP_RSS": RSS_ATOMIC, "MM_ANON_RSS_OFF": off}
         except BTFError:
-            return {"FP_RSS": RSS_PERCPU, "MM_ANON_RSS_OFF": base + btf.sizeof("percpu_counter") * anon}
+            return {"FP_RSS": RSS_PERCPU, "MM_ANON_RSS_OFF": base + btf.sizeof("percpu_counter") * anon,
+                    "PCC_COUNT_OFF": btf.offsetof("percpu_counter", "count"),
+                    "PCC_COUNTERS_OFF": btf.offsetof("percpu_counter", "counters")}
     except BTFError:
         return {"FP_RSS": RSS_NONE, "MM_ANON_RSS_OFF": -1}
 
 
-def _fprobe_facts(btf: BTF) -> Dict[str, object]:
+def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
+    """nr_cpu_ids: one more than the highest possible CPU ("0-3,8-11")."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return 0
+    return max(int(part.split("-")[-1]) for part in text.split(",")) + 1 if text else 0
+
+
+def percpu_facts(layout: Dict[str, int], per_cpu_offset: int, cpus: int) -> Dict[str, int]:
+    """Add what summing a percpu_counter needs (the __per_cpu_offset array's
+    address from kallsyms, the possible CPUs) to an RSS_PERCPU layout; an
+    RSS_PERCPU layout without them becomes RSS_NONE (RSS_NO_PERCPU_REASON
+    says why)."""
+    if layout["FP_RSS"] != RSS_PERCPU:
+        return layout
+    if not per_cpu_offset or not 0 < cpus <= MAX_CPUS:
+        return {"FP_RSS": RSS_NONE, "MM_ANON_RSS_OFF": -1}
+    return dict(layout, PER_CPU_OFFSET_ADDR=per_cpu_offset, NR_CPUS_POSSIBLE=cpus)
+
+
+#: Per-CPU shares the program sums at most (a bound for the verifier).
+MAX_CPUS = 1024
+RSS_NO_PERCPU_REASON = ("the kernel keeps RSS in percpu_counters (6.2+) and /proc/kallsyms does not list "
+                        "__per_cpu_offset (CONFIG_KALLSYMS_ALL off), or more than 1024 possible CPUs")
+
+
+def _fprobe_facts(btf: BTF, per_cpu_offset: int, cpus: int) -> Dict[str, object]:
     out: Dict[str, object] = {}
     try:
-        out["fprobe_offsets"] = fprobe_layout(btf)
+        layout = fprobe_layout(btf)
+        out["fprobe_offsets"] = dict(layout, **percpu_facts(layout, per_cpu_offset, cpus))
+        if not out["fprobe_offsets"]["FP_RSS"]:
+            out["rss_missing"] = RSS_NO_PERCPU_REASON if layout["FP_RSS"] == RSS_PERCPU else \
+                "BTF has no MM_ANONPAGES rss_stat counter in struct mm_struct"
     except BTFError as e:
         out.update(fprobe_offsets=None, fprobe_missing=str(e))
     try:
@@ -193,6 +228,7 @@ class KernelFacts:
     lock_contention: bool              # lock:contention_begin/end with lock_addr, flags
     fprobe_offsets: Optional[Dict[str, int]] = None  # fprobe_layout(), None if BTF lacks something
     fprobe_missing: Optional[str] = None  # why fprobe_offsets is None
+    rss_missing: Optional[str] = None  # why the copy_page_range probe is left out (FP_RSS 0)
     census_offsets: Optional[Dict[str, int]] = None  # census_layout(), None without a task_vma iterator
     census_missing: Optional[str] = None  # why census_offsets is None
     release: str = field(default_factory=platform.release)
@@ -218,7 +254,7 @@ class KernelFacts:
             merged=merged, free_names=free_names,
             anon_vma_offsets={m: btf.offsetof("anon_vma", m) for m in ("root", "rwsem")},
             lock_contention={"lock_addr", "flags"} <= set(begin) and "lock_addr" in end,
-            **_fprobe_facts(btf))
+            **_fprobe_facts(btf, kallsyms.symbol_address("__per_cpu_offset"), possible_cpus()))
 
     @classmethod
     def example(cls) -> "KernelFacts":
@@ -237,7 +273,9 @@ class KernelFacts:
             fprobe_offsets={"VMA_START_OFF": 0, "VMA_END_OFF": 8, "VMA_MM_OFF": 16, "VMA_PGOFF_OFF": 80,
                             "VMA_FILE_OFF": 88, "FOLIO_FLAGS_OFF": 0, "FOLIO_MAPPING_OFF": 24,
                             "FOLIO_ORDER_OFF": 64, "PG_HEAD_BIT": 6, "RWC_RMAP_ONE_OFF": 16, "FP_WALK_ANON": 1,
-                            "FP_WALK_KSM": 1, "FP_RSS": 2, "MM_ANON_RSS_OFF": 1000, "VMA_ANON_VMA_OFF": 64},
+                            "FP_WALK_KSM": 1, "FP_RSS": 2, "MM_ANON_RSS_OFF": 1000, "VMA_ANON_VMA_OFF": 64,
+                            "PCC_COUNT_OFF": 8, "PCC_COUNTERS_OFF": 32, "PER_CPU_OFFSET_ADDR": 0,
+                            "NR_CPUS_POSSIBLE": 2},
             census_offsets={"TASK_COMM_OFF": 1752, "VMA_ANON_VMA_OFF": 64, "VMA_CHAIN_OFF": 48,
                             "AVC_SAME_VMA_OFF": 16, "AVC_ANON_VMA_OFF": 8, "ANON_VMA_NUM_CHILDREN_OFF": 56,
                             "ANON_VMA_NUM_ACTIVE_VMAS_OFF": 64})

@@ -73,6 +73,13 @@ def test_kernel_facts_say_which_walk_functions_btf_has():
     assert layout["VMA_ANON_VMA_OFF"] == 40
 
 
+def test_possible_cpus(tmp_path):
+    for text, n in (("0-1\n", 2), ("0\n", 1), ("0-3,8-11\n", 12)):
+        (tmp_path / "possible").write_text(text)
+        assert program.possible_cpus(str(tmp_path / "possible")) == n
+    assert program.possible_cpus(str(tmp_path / "absent")) == 0
+
+
 def test_anon_rss_counter_up_to_6_1_and_from_6_2():
     # 6.1: struct mm_rss_stat { atomic_long_t count[4]; } at mm_struct.rss_stat
     old = BTF(make_btf({"mm_struct": (1024, [("rss_stat", 8 * 700)]),
@@ -81,14 +88,21 @@ def test_anon_rss_counter_up_to_6_1_and_from_6_2():
     # 6.2+: struct percpu_counter rss_stat[NR_MM_COUNTERS]
     new = BTF(make_btf({"mm_struct": (1200, [("rss_stat", 8 * 960)]),
                         "percpu_counter": (40, [("count", 64), ("counters", 256)])}, enums=MM_ENUM))
-    assert program.rss_layout(new) == {"FP_RSS": program.RSS_PERCPU, "MM_ANON_RSS_OFF": 960 + 40}
+    layout = program.rss_layout(new)
+    assert layout == {"FP_RSS": program.RSS_PERCPU, "MM_ANON_RSS_OFF": 960 + 40,
+                      "PCC_COUNT_OFF": 8, "PCC_COUNTERS_OFF": 32}
+    # summing the per-CPU shares needs __per_cpu_offset and the possible CPUs
+    full = program.percpu_facts(layout, 0xFFFFFFFF82000000, 4)
+    assert full["FP_RSS"] == program.RSS_PERCPU and full["NR_CPUS_POSSIBLE"] == 4
+    assert program.percpu_facts(layout, 0, 4)["FP_RSS"] == program.RSS_NONE
+    assert program.percpu_facts(layout, 0xFFFFFFFF82000000, 5000)["FP_RSS"] == program.RSS_NONE
     # neither: the copy probe is left out, the rest goes on
     assert program.rss_layout(BTF(make_btf({"mm_struct": (8, [])})))["FP_RSS"] == program.RSS_NONE
 
 
 @pytest.mark.skipif(shutil.which("cpp") is None, reason="no C preprocessor")
 def test_copy_probes_follow_the_counter_kind():
-    for fp_rss, want in ((0, set()), (1, {"copy_page_range"}), (2, {"copy_page_range", "percpu_counter_add_batch"})):
+    for fp_rss, want in ((0, set()), (1, {"copy_page_range"}), (2, {"copy_page_range"})):
         declared = {f for _k, f in kfunc_probes(FP_RSS=fp_rss)} - {p[0] for p in fprobes.FUNCTION_PROBES} \
             - {p[0] for p in fprobes.WALK_ANON}
         assert declared == want
