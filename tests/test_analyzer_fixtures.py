@@ -447,3 +447,36 @@ def test_system_slabinfo_aliases(system, system_rows):
     text = _report("system-anonshape.parquet", "text")
     assert f"anon_vma_chain: slabinfo change {avc['slab_change']:+d}" in text
     assert f"aliases 2; slabinfo overstates by [{lo}, {hi}] objects" in text
+
+
+def test_census_of_the_real_system_recording():
+    """The system-wide fixture starts with a census (schema v4, made by the
+    census program of its own on the tracepoint-only host): the report's
+    counts are the rows' (read here with pyarrow) and the metadata's, and
+    the design bounds stay inside them."""
+    path = fixture("system-anonshape.parquet")
+    meta = json.loads(pq.read_metadata(path).metadata[b"anonscope.census"])
+    t = pq.read_table(path, columns=["event", "object", "chain_avcs", "tgid", "num_children"]).to_pandas()
+    c = t[t.event == "census"]
+    v, a = c[c.object == VMA], c[c.object == AV]
+    cen = report("system-anonshape.parquet")["census"]
+    assert cen["status"] == "done" == meta["status"]
+    assert cen["vmas"] == len(v) == meta["vma_rows"] > 0
+    assert cen["anon_vma"]["with_rows"] == len(a) == meta["anon_vma_rows"]
+    assert cen["anon_vma"]["count"] == meta["anon_vmas_linked"] >= len(a)
+    assert cen["anon_vma_chain"]["count"] == int(v.chain_avcs.sum()) >= len(v)
+    assert cen["processes"] == v.tgid.nunique()
+    assert cen["largest_num_children"] == int(a.num_children.max())
+    lz, nf = cen["designs"]["lazy"], cen["designs"]["nofork"]
+    for m in (lz, nf):
+        assert m["anon_vma_saved"][0] == 0 and m["anon_vma_saved"][1] <= cen["anon_vma"]["with_rows"]
+        assert m["anon_vma_chain_saved"][0] == 0 and m["anon_vma_chain_saved"][1] <= cen["anon_vma_chain"]["count"]
+    # C3 candidates are C2 candidates of whole processes: never more saved
+    assert nf["anon_vma_chain_saved"][1] <= lz["anon_vma_chain_saved"][1] == lz["candidate_vmas"]
+    assert "rule C2" in _report("system-anonshape.parquet", "text")
+
+
+@pytest.mark.parametrize("name", [BASE, RUN, "anonshape-n100-f10.parquet"])
+def test_command_runs_say_why_there_is_no_census(name):
+    cen = report(name)["census"]
+    assert cen["status"] == "not run" and "recorded command starts after the census" in cen["reason"]
