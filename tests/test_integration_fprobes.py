@@ -258,6 +258,9 @@ def test_walks_equal_bpftrace(tmp_path, workload, backend):
     for design in ("eager", "lazy", "cow_context", "nofork"):
         assert report["walks"][design]["visits"]["max"] is not None
     assert report["models"]["lazy"]["fidelity"].startswith("exact")
+    # the tracepoint-only bounds of the same recording contain the exact answer
+    within = report["models"]["lazy"]["tracepoint_estimate"]["exact_within_bounds"]
+    assert within and all(within.values()), within
     assert "status" in report["locks"]
     text = subprocess.run([os.path.join(os.path.dirname(sys.executable), "anonanalyze"), "report", str(path)],
                           capture_output=True, text=True, timeout=300).stdout
