@@ -118,6 +118,6 @@ METADATA = {
     "buffer": "ringbuf or perfbuf",
     "caches_known_at_start": "{object: bool}: frees into that cache were recognised from the start (null: told by name or call site)",
     "python": "Python version of the collector",
-    "census": "{status, reason, vma_rows, anon_vma_rows, anon_vmas_linked, avcs, seconds}: the task_vma "
+    "census": "{status, reason, vma_rows, anon_vma_rows, anon_vmas_linked, seconds, lost}: the task_vma "
               "iterator run at start (docs/schema.md#census)",
 }
