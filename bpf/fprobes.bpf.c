@@ -65,20 +65,23 @@ BPF_HASH(wctx_map, u32, struct wctx, 16384);
 
 BPF_HASH(mm_ids, u64, u64, 65536);
 
-// Per-run id of a VMA: its alloc id when it was allocated in the run,
+// Per-run id of an object: its alloc id when it was allocated in the run,
 // otherwise a new id, entered in `live` (flagged pre-run) so that its free
 // carries the same id.
-static __always_inline u64 vma_id_of(u64 vma)
+static __always_inline u64 pre_id_of(u64 ptr, u8 object)
 {
-    if (!vma)
-        return 0;
-    struct live_val *v = live.lookup(&vma);
+    struct live_val *v = live.lookup(&ptr);
     if (v)
         return v->id;
-    struct live_val n = {.id = new_id(), .object = OBJ_VMA, .pre = 1};
-    if (live.update(&vma, &n) < 0)
+    struct live_val n = {.id = new_id(), .object = object, .pre = 1};
+    if (live.update(&ptr, &n) < 0)
         count(C_LIVE_FULL, 1);
     return n.id;
+}
+
+static __always_inline u64 vma_id_of(u64 vma)
+{
+    return vma ? pre_id_of(vma, OBJ_VMA) : 0;
 }
 
 static __always_inline u64 mm_id_of(u64 mm)
@@ -360,17 +363,6 @@ struct bpf_iter__task_vma {
 #define FLAG_TRUNCATED 16
 BPF_F_TABLE("hash", u64, u8, census_vmas, CENSUS_MAX, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", u64, u8, census_anon_vmas, CENSUS_MAX, BPF_F_NO_PREALLOC);
-
-static __always_inline u64 pre_id_of(u64 ptr, u8 object)
-{
-    struct live_val *v = live.lookup(&ptr);
-    if (v)
-        return v->id;
-    struct live_val n = {.id = new_id(), .object = object, .pre = 1};
-    if (live.update(&ptr, &n) < 0)
-        count(C_LIVE_FULL, 1);
-    return n.id;
-}
 
 int bpf_iter__task_vma(struct bpf_iter__task_vma *ctx)
 {

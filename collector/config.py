@@ -31,6 +31,3 @@ class RunConfig:
         mode = "command" if self.command and not self.system_wide else \
             "pid" if self.pid else "comm" if self.comm else "system"
         return {"mode": mode, "command": self.command or None, "pid": self.pid, "comm": self.comm}
-
-
-# -- the run ---------------------------------------------------------------

@@ -135,9 +135,10 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
     }
     if "vma_id" in ev.dtype.names:
         fp = _fprobe_columns(ev, is_alloc | is_free, kind == EV_CALL, kind == EV_WALK, flags)
-        for name, arr in _census_columns(ev, is_census, flags).items():
-            # columns census rows share with call/walk rows: each row has one kind
-            fp[name] = pc.coalesce(fp[name], arr) if name in fp else arr
+        if is_census.any():  # once per run, at start: not worth the work on other batches
+            for name, arr in _census_columns(ev, is_census, flags).items():
+                # columns census rows share with call/walk rows: each row has one kind
+                fp[name] = pc.coalesce(fp[name], arr) if name in fp else arr
         cols.update(fp)
     for name in schema.SCHEMA.names:
         if name not in cols:

@@ -59,9 +59,13 @@ WALK_ANON = [("rmap_walk_anon", "fp_enter_walk_anon", "fp_return_walk"),
 
 
 #: The pages copy_page_range() gives a child at fork (bpf/fprobes.bpf.c
-#: copy_enter), probed when the program can read the count (FP_RSS).
-RSS_PROBES = {1: [("copy_page_range", "fp_enter_copy", "fp_return_fn")],
-              2: [("copy_page_range", "fp_enter_copy", "fp_return_fn")]}
+#: copy_enter).
+COPY_PROBE = ("copy_page_range", "fp_enter_copy", "fp_return_fn")
+
+
+def copy_probes(fp_rss: int):
+    """The copy probe when the program can read the count (FP_RSS != 0)."""
+    return [COPY_PROBE] if fp_rss else []
 
 
 def walk_probes(walk_anon: bool, walk_ksm: bool):
@@ -81,7 +85,7 @@ def attach_kprobes(bpf, fp_rss: int) -> List[Dict[str, object]]:
     ``fp_rss``: the program's FP_RSS (which copy probes it has)."""
     probes, out = walk_probes(symbol(bpf, "rmap_walk_anon") is not None,
                               symbol(bpf, "rmap_walk_ksm") is not None)
-    probes = probes + RSS_PROBES.get(fp_rss, [])
+    probes = probes + copy_probes(fp_rss)
     for func, enter, ret in probes:
         sym = symbol(bpf, func)
         for kind, fn in (("kprobe", enter), ("kretprobe", ret)):
@@ -130,7 +134,7 @@ def kfunc_report(bpf, walk_anon: bool, walk_ksm: bool, fp_rss: int) -> List[Dict
         return {k.decode() if isinstance(k, bytes) else k for k in fds}
     entry, exit_ = names(getattr(bpf, "kfunc_entry_fds", {})), names(getattr(bpf, "kfunc_exit_fds", {}))
     probes, out = walk_probes(walk_anon, walk_ksm)
-    for func, enter, ret in probes + RSS_PROBES.get(fp_rss, []):
+    for func, enter, ret in probes + copy_probes(fp_rss):
         for kind, wanted, attached, prefix in (("fentry", enter, entry, "kfunc__"),
                                                ("fexit", ret, exit_, "kretfunc__")):
             if wanted is not None:

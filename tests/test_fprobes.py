@@ -106,4 +106,4 @@ def test_copy_probes_follow_the_counter_kind():
         declared = {f for _k, f in kfunc_probes(FP_RSS=fp_rss)} - {p[0] for p in fprobes.FUNCTION_PROBES} \
             - {p[0] for p in fprobes.WALK_ANON}
         assert declared == want
-        assert {p[0] for p in fprobes.RSS_PROBES.get(fp_rss, [])} == want
+        assert {p[0] for p in fprobes.copy_probes(fp_rss)} == want
