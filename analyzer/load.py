@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from anonscope.collector import schema as S
 
+from . import files
 from .errors import (EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_UNREADABLE,
                      AnalyzerError)
 
@@ -156,6 +156,15 @@ class Recording:
     end_ts_ns: int = 0
     positions: int = 0          # rows in the replay order (pos is 0 .. positions-1)
     notes: list = field(default_factory=list)
+    gaps: list = field(default_factory=list)   # files.Gap: rows that could not be read
+    rows_missing: int = None    # rows the metadata counts that were not read (None: unknown)
+    segmented: bool = False     # read from the segments of a run that was never joined
+
+    @property
+    def cut_short(self):
+        """The collector did not finish the recording (schema v5 ``complete``
+        false: killed, crashed, lost power, or failed while recording)."""
+        return self.meta.get("complete") is False
 
     @property
     def schema_version(self):
@@ -173,12 +182,10 @@ class Recording:
         return 0, "missing"
 
 
-def read_metadata(pf):
-    """Decode the anonscope.* key-value metadata; raise when not a run."""
-    # the collector writes the footer's key-value metadata at the end of the
-    # run (docs/schema.md); files written with Arrow schema metadata have it too
-    raw = dict(pf.schema_arrow.metadata or {})
-    raw.update(pf.metadata.metadata or {})
+def read_metadata(src):
+    """Decode the anonscope.* key-value metadata of a files.RecordingFiles
+    (its newest file's footer); raise when not a run."""
+    raw = src.metadata
     meta = {}
     for key, value in raw.items():
         key = key.decode("utf-8", "replace")
@@ -217,6 +224,7 @@ def read_metadata(pf):
 
 
 def _check_columns(pf):
+    """``pf``: a files.RecordingFiles (or anything with ``schema_arrow``)."""
     names = set(pf.schema_arrow.names)
     needed = {"ts_ns", "event"}
     for cols in KIND_COLUMNS.values():
@@ -242,22 +250,16 @@ def _check_columns(pf):
                                 EXIT_NOT_A_RUN)
 
 
-def _has_values(pf, name):
+def _has_values(src, name):
     """Whether column ``name`` exists and may hold a non-null value: False
     only when it is missing or every row group's statistics count all of its
     rows as null (the collector writes statistics; without them: True)."""
-    if name not in pf.schema_arrow.names:
+    if name not in src.schema_arrow.names:
         return False
-    md = pf.metadata
-    idx = None
-    for i in range(md.num_columns):
-        if md.schema.column(i).name == name:
-            idx = i
-            break
-    if idx is None:
-        return True
-    for g in range(md.num_row_groups):
-        rg = md.row_group(g)
+    for pf, _g, rg in src.row_groups():
+        idx = src.column_index(pf, name)
+        if idx is None:
+            return True
         if rg.num_rows == 0:
             continue
         col = rg.column(idx)
@@ -310,30 +312,32 @@ def _to_frame(table, kind):
 
 
 def load(path):
-    """Read ``path`` into a :class:`Recording`; raise AnalyzerError on bad input."""
+    """Read ``path`` (a recording file, or the segments of one: docs/schema.md,
+    "Segments") into a :class:`Recording`; raise AnalyzerError on bad input."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise AnalyzerError(f"{path}: no such file", EXIT_UNREADABLE)
-    if os.path.isdir(path):
-        raise AnalyzerError(f"{path}: is a directory, not a recording", EXIT_UNREADABLE)
-    if os.path.getsize(path) == 0:
-        raise AnalyzerError(f"{path}: empty file", EXIT_UNREADABLE)
-    hint = " (a .partial file from a killed collector has no footer)" \
-        if path.endswith(".partial") else ""
     try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise AnalyzerError(f"{path}: not a readable Parquet file{hint}: "
-                            f"{_one_line(exc)}", EXIT_UNREADABLE)
-    meta = read_metadata(pf)
-    _check_columns(pf)
+        src = files.RecordingFiles(path)
+    except OSError as exc:
+        raise AnalyzerError(f"{path}: cannot read: {exc.strerror or exc}", EXIT_UNREADABLE) from None
+    meta = read_metadata(src)
+    _check_columns(src)
     try:
-        return _read(pf, path, meta)
+        rec = _read(src, path, meta)
     except AnalyzerError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise AnalyzerError(f"{path}: cannot read the data (truncated or corrupt?): "
                             f"{_one_line(exc)}", EXIT_UNREADABLE)
+    rec.segmented = src.segmented
+    rec.gaps = list(src.gaps)
+    events = meta.get("events")
+    if isinstance(events, int) and not isinstance(events, bool) and not src.unknown_tail:
+        rec.rows_missing = max(events - rec.rows, 0)   # the metadata counts every row before it
+        unaccounted = rec.rows_missing - sum(g.rows or 0 for g in rec.gaps)
+        if unaccounted > 0 and all(g.rows is not None for g in rec.gaps):
+            rec.gaps.append(files.Gap(f"{unaccounted} rows the metadata counts are not in the file",
+                                      unaccounted))
+    return rec
 
 
 def _one_line(exc):
@@ -374,14 +378,14 @@ def _numpy(col, fill, dtype):
 
 
 def _read(pf, path, meta):
-    """One pass over the row groups: the object rows' columns are appended,
+    """One pass over the row groups of ``pf`` (a files.RecordingFiles): the object rows' columns are appended,
     in file order, to preallocated arrays (pages past the end are never
     touched); the other kinds' rows are collected into small frames. Files
     are written in time order (the collector sorts each row group), so the
     file order usually is the replay order; otherwise the object columns are
     permuted once, one column at a time."""
     schema = pf.schema_arrow
-    n_rows = pf.metadata.num_rows
+    n_rows = pf.num_rows
     extra_kinds, with_vma = optional_kinds(pf)
     kind_columns = dict(KIND_COLUMNS)
     kind_columns.update({k: tuple(c for c in OPTIONAL_KIND_COLUMNS[k]

@@ -1,6 +1,7 @@
 """Render the report dict (report.py) as text, Markdown or JSON.
 
-Lost events are announced on the first lines of every format.
+Its banners (lost object events, a recording cut short, rows missing) are
+the first lines of every format.
 """
 
 import json
@@ -20,12 +21,18 @@ def render(report, fmt):
 
 
 def render_json(report):
-    lost = report["run"]["lost_events"]
     data = dict(report)
-    if lost:
-        # first key in the file, so the first lines say so
-        data = {"lost_events_warning": report["warnings"][0], **report}
+    if report["banners"]:
+        # first keys in the file, so the first lines say so
+        data = {"banners": report["banners"], **report}
+        if report["run"]["object_events_lost"]:
+            data = {"lost_events_warning": report["banners"][0], **data}
     return json.dumps(data, indent=2, default=_jsonable) + "\n"
+
+
+def _plain_warnings(r):
+    """Warnings that are not banners."""
+    return r["warnings"][len(r["banners"]):]
 
 
 def _jsonable(value):
@@ -83,22 +90,21 @@ def _run_line(run):
 # --------------------------------------------------------------------- text
 
 def render_text(r):
-    lines = []
-    lost = r["run"]["lost_events"]
-    if lost:
-        lines.append("!! " + r["warnings"][0])
+    lines = ["!! " + b for b in r["banners"]]
+    if lines:
         lines.append("")
     lines.append(f"anonscope report: {r['source']}")
     lines.append("run: " + _run_line(r["run"]))
     tgt = r["run"].get("target")
     if isinstance(tgt, dict):
         lines.append("target: " + ", ".join(f"{k}={v}" for k, v in tgt.items() if v is not None))
-    for w in r["warnings"][1 if lost else 0:]:
+    for w in _plain_warnings(r):
         lines.append("warning: " + w)
     lines.append("")
 
     o = r["objects"]
-    lines.append("Objects, eager replay (the kernel today; exact; live = change since run start)")
+    exact = "exact" if not r["banners"] else "exact for what was recorded, see above"
+    lines.append(f"Objects, eager replay (the kernel today; {exact}; live = change since run start)")
     cols = ("anon_vma", "anon_vma_chain", "vm_area_struct")
     lines.append(f"  {'':28}" + "".join(f"{c:>16}" for c in cols))
 
@@ -378,10 +384,9 @@ def _cover_table(r, model):
 
 
 def render_markdown(r):
-    lines = []
+    lines = [f"> **Warning: {b}**" for b in r["banners"]]
     run = r["run"]
-    if run["lost_events"]:
-        lines.append(f"> **Warning: {r['warnings'][0]}**")
+    if lines:
         lines.append("")
     lines.append(f"### anonscope: anon_vma / anon_vma_chain on {run.get('kernel_release')} "
                  f"({run.get('arch')})")
@@ -392,7 +397,7 @@ def render_markdown(r):
         what = ", ".join(f"{k} `{v}`" for k, v in tgt.items() if v is not None) + "; "
     lines.append(f"Recording: {what}{_run_line(run)}. Object sizes: "
                  + ", ".join(f"{k} {v['object_size']} B" for k, v in r["objects"].items()) + ".")
-    for w in r["warnings"][1 if run["lost_events"] else 0:]:
+    for w in _plain_warnings(r):
         lines.append(f"- warning: {w}")
     lines.append("")
     lines.append("Peak of objects allocated during the run and live at once (KB = objects x "

@@ -24,6 +24,13 @@ def _int(value, default=0):
         return default
 
 
+#: Event kinds whose loss makes the object counts lower bounds.
+OBJECT_KINDS = ("alloc", "free")
+#: Rows still on their way when a segment was committed (collector
+#: writer.FORK_WAIT_NS plus the batches' flush, docs/schema.md "Segments").
+IN_FLIGHT_S = 1.2
+
+
 def lost_summary(rec):
     lost = rec.meta.get("lost") or {}
     by_source = {str(k): _int(v) for k, v in lost.items()}
@@ -32,18 +39,77 @@ def lost_summary(rec):
     return by_source, total, rows_total
 
 
-def warnings(rec, objects):
-    out = []
+def _kinds(value):
+    """A {kind: count} metadata entry (schema v5), or None when absent."""
+    if not isinstance(value, dict):
+        return None
+    return {str(k): _int(v) for k, v in value.items()}
+
+
+def loss(rec):
+    """What was lost: per source (``lost``), per event kind where the
+    recording says (v5 ``lost_by_event``: the buffer, exact;
+    ``prog_misses_by_event``: skipped program runs that may have been events),
+    and how many of them were object events (None: unknown kinds, every
+    lost event may have been one)."""
     by_source, total, rows_total = lost_summary(rec)
-    if total or rows_total:
-        parts = ", ".join(f"{k}: {v}" for k, v in by_source.items() if v)
-        n = max(total, rows_total)
-        out.append(f"LOST EVENTS: {n} events were lost ({parts or 'lost rows'}); "
+    by_event = _kinds(rec.meta.get("lost_by_event"))
+    possibly = _kinds(rec.meta.get("prog_misses_by_event"))
+    if by_event is None:
+        objects = max(total, rows_total)
+    else:
+        objects = sum(by_event.get(k, 0) for k in OBJECT_KINDS)
+        objects += sum((possibly or {}).get(k, 0) for k in OBJECT_KINDS) if possibly is not None \
+            else _int(by_source.get("prog_misses"))
+    return {"by_source": by_source, "total": max(total, rows_total), "by_event": by_event,
+            "possibly_by_event": possibly, "objects": objects}
+
+
+def completeness(rec):
+    """Whether the recording holds the whole run: cut short (the collector
+    never finished it) and rows that could not be read (files.Gap)."""
+    gaps = [g.as_dict() for g in rec.gaps]
+    return {"complete": not rec.cut_short and not gaps, "cut_short": rec.cut_short,
+            "segmented": rec.segmented, "recorded_until_s": rec.meta.get("duration_s"),
+            "data_missing": gaps, "rows_missing": rec.rows_missing if gaps else 0}
+
+
+def banners(rec, lost, whole):
+    """Lines every format shows first: what makes the numbers below partial."""
+    out = []
+    if lost["objects"]:
+        parts = ", ".join(f"{k}: {v}" for k, v in (lost["by_event"] or lost["by_source"]).items()
+                          if v and (lost["by_event"] is None or k in OBJECT_KINDS))
+        out.append(f"LOST EVENTS: {lost['objects']} events were lost ({parts or 'lost rows'}); "
                    "every count below is a lower bound and frees of lost allocations "
                    "are unmatched")
-    meta_events = rec.meta.get("events")
-    if isinstance(meta_events, int) and meta_events != rec.rows:
-        out.append(f"metadata says {meta_events} events, the file has {rec.rows} rows")
+    if whole["cut_short"]:
+        until = whole["recorded_until_s"]
+        until = f"{until:.1f} s" if isinstance(until, (int, float)) else "its last commit"
+        out.append(f"CUT SHORT: the collector did not finish this recording (killed, crashed, out of "
+                   f"space, or the machine went down); it covers the run up to {until}, its last "
+                   f"committed segment, and events of the last {IN_FLIGHT_S} s before that may not "
+                   "have reached it; live-at-end numbers are at that point")
+    if whole["data_missing"]:
+        n = whole["rows_missing"]
+        what = "; ".join(g["what"] for g in whole["data_missing"])
+        bound = (f"every count below is a lower bound, at most {n} below the truth, and live and "
+                 f"peak values are within {n} of it" if n is not None else
+                 "every count below is a lower bound by an unknown amount")
+        out.append(f"DATA MISSING: {what}; {bound}")
+    return out
+
+
+def warnings(rec, objects, lost):
+    out = []
+    other = {k: v for k, v in (lost["by_event"] or {}).items() if v and k not in OBJECT_KINDS}
+    if other:
+        out.append("events of other kinds lost (the buffer was full): "
+                   + ", ".join(f"{k} {v}" for k, v in other.items()))
+    maybe = {k: v for k, v in (lost["possibly_by_event"] or {}).items() if v and k not in OBJECT_KINDS}
+    if maybe:
+        out.append("program runs the kernel skipped (recursion_misses), events of other kinds: "
+                   + ", ".join(f"{k} {v}" for k, v in maybe.items()))
     for obj, st in objects.items():
         if st["object_size_source"] != "slab_size":
             out.append(f"{obj}: no slab_size in metadata object_sizes, bytes use "
@@ -55,12 +121,41 @@ def warnings(rec, objects):
     return out
 
 
+def qualify(node, note):
+    """Append ``note`` to every ``fidelity`` of the report (in place)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "fidelity" and isinstance(value, str):
+                node[key] = f"{value}; {note}"
+            else:
+                qualify(value, note)
+    elif isinstance(node, list):
+        for value in node:
+            qualify(value, note)
+
+
+def fidelity_note(lost, whole):
+    """What every fidelity must add when the recording is partial, or None."""
+    parts = []
+    if whole["cut_short"]:
+        parts.append("for the run up to its cut (see run.cut_short)")
+    if whole["data_missing"]:
+        n = whole["rows_missing"]
+        parts.append(f"for the rows read: {n if n is not None else 'some'} rows missing "
+                     "(run.data_missing), counts are lower bounds")
+    if lost["objects"]:
+        parts.append(f"{lost['objects']} object events lost (run.lost_by_event), counts are lower bounds")
+    return "; ".join(parts) or None
+
+
 def build(rec):
     rp = eager.prepare(rec)
     meta = rec.meta
     objects = {obj: eager.object_stats(rp, obj)
                for obj in ("anon_vma", "anon_vma_chain", "vm_area_struct")}
-    by_source, total, rows_total = lost_summary(rec)
+    lost = loss(rec)
+    whole = completeness(rec)
+    top = banners(rec, lost, whole)
     ev = eager.model(rp)
     procs = dict(rp.tree.summary())
     procs.update(eager.processes(rp))
@@ -69,7 +164,8 @@ def build(rec):
         "schema_version": rec.schema_version,
         "analyzer_version": _tool_version(),
         "source": rec.path,
-        "warnings": warnings(rec, objects),
+        "banners": top,
+        "warnings": top + warnings(rec, objects, lost),
         "run": {
             "kernel_release": meta.get("kernel_release"),
             "arch": meta.get("arch"),
@@ -77,8 +173,12 @@ def build(rec):
             "duration_s": meta.get("duration_s"),
             "events": meta.get("events"),
             "rows": rec.rows,
-            "lost_events": max(total, rows_total),
-            "lost_by_source": by_source,
+            "lost_events": lost["total"],
+            "lost_by_source": lost["by_source"],
+            "lost_by_event": lost["by_event"],
+            "possibly_lost_by_event": lost["possibly_by_event"],
+            "object_events_lost": lost["objects"],
+            **whole,
             "alias_frees_skipped": meta.get("alias_frees_skipped"),
             "page_size": meta.get("page_size"),
             "target": meta.get("target"),
@@ -107,4 +207,7 @@ def build(rec):
     report["walks"] = walks.summary(rp)
     report["calls"] = calls.summary(rec)
     report["census"] = census.summary(rec, {o: rp.sizes[o][0] for o in ("anon_vma", "anon_vma_chain")})
+    note = fidelity_note(lost, whole)
+    if note:
+        qualify(report, note)
     return report

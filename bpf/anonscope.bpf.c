@@ -70,11 +70,10 @@
 #define LCB_F_PERCPU (1U << 4)
 #define LCB_F_MUTEX (1U << 5)
 
-// Per-CPU counters, read by user space (events.COUNTERS order).
-#define C_LOST 0
-#define C_LIVE_FULL 1
-#define C_ALIAS_SKIPPED 2
-#define NR_COUNTERS 3
+// Per-CPU counters, read by user space: C_LOST + kind - 1 counts the events
+// of each kind (EV_ALLOC..EV_CENSUS) the buffer could not take; then
+// C_LIVE_FULL, C_ALIAS_SKIPPED and NR_COUNTERS. collector/program.py
+// defines them from events.COUNTERS.
 
 // GENERATED: alloc_site(), free_site(), caller_site(), lock_site(), object_by_name()
 
@@ -214,14 +213,34 @@ static __always_inline int output(void *ctx, void *data, u32 size)
 #endif
 }
 
-// Submit a batch and start a new one; the caller holds head.busy.
+static __always_inline void count_lost(u8 kind)
+{
+    if (kind >= EV_ALLOC && kind <= EV_CENSUS)
+        count(C_LOST + kind - EV_ALLOC, 1);
+}
+
+// Submit a batch and start a new one; the caller holds head.busy. Events the
+// buffer could not take are counted by kind.
 static __always_inline void submit(void *ctx, struct batch *b)
 {
     u32 n = b->head.n;
     if (!n)
         return;
-    if (output(ctx, b, sizeof(*b)) < 0)
-        count(C_LOST, n);
+    if (output(ctx, b, sizeof(*b)) < 0) {
+        u32 lost[EV_CENSUS] = {};
+        if (n > BATCH)
+            n = BATCH;
+#pragma unroll
+        for (int i = 0; i < BATCH; i++) {
+            u8 k = b->ev[i].kind - EV_ALLOC;
+            if (i < n && k < EV_CENSUS)
+                lost[k]++;
+        }
+#pragma unroll
+        for (int k = 0; k < EV_CENSUS; k++)
+            if (lost[k])
+                count(C_LOST + k, lost[k]);
+    }
     b->head.n = 0;
 }
 
@@ -232,7 +251,7 @@ static __always_inline void emit(void *ctx, struct event *e)
     if (!b || *(volatile u32 *)&b->head.busy) {
         struct single one = {.head = {.n = 1}, .ev = *e};
         if (output(ctx, &one, sizeof(one)) < 0)
-            count(C_LOST, 1);
+            count_lost(e->kind);
         return;
     }
     *(volatile u32 *)&b->head.busy = 1;
@@ -448,7 +467,12 @@ RAW_TRACEPOINT_PROBE(kmem_cache_free)
     u8 site = free_site(ctx->args[KF_CALL_SITE]);
     struct live_val *v = live.lookup(&ptr);
     if (v) {
-        // Allocated during the run by a recorded task: record wherever freed.
+        // Allocated during the run by a recorded task: record wherever freed,
+        // while recording (one window for every kind of event).
+        if (!is_enabled()) {
+            live.delete(&ptr);
+            return 0;
+        }
         e.object = v->object;
         e.obj_id = v->id;
         if (v->pre)
@@ -686,6 +710,10 @@ TRACEPOINT_PROBE(lock, contention_end)
         return 0;
     if (c->lock != (u64)args->lock_addr)
         return 0;  // another lock's end inside this wait (the rwsem's wait_lock)
+    if (!is_enabled()) {
+        contending.delete(&tid);
+        return 0;
+    }
     struct event e = {};
     fill_task(&e, EV_LOCK);
     e.obj_id = c->root_id;

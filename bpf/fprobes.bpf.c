@@ -198,6 +198,10 @@ static __always_inline int fn_return(void *ctx, long ret)
         c->depth--;
         return 0;
     }
+    if (!is_enabled()) {  // entered while recording, returned after
+        fctx_map.delete(&tid);
+        return 0;
+    }
     struct event e = {};
     fill_task(&e, EV_CALL);
     e.path = c->fn;
@@ -252,6 +256,10 @@ static __always_inline int walk_return(void *ctx)
     struct wctx *w = wctx_map.lookup(&tid);
     if (!w)
         return 0;
+    if (!is_enabled()) {
+        wctx_map.delete(&tid);
+        return 0;
+    }
     struct event e = {};
     fill_task(&e, EV_WALK);
     e.duration = e.ts - w->t0;

@@ -4,8 +4,8 @@ bpf/fprobes.bpf.c carries a ``task_vma`` BPF iterator (FP_CENSUS). With
 function probes it is part of their program, so its rows share their VMA
 and anon_vma ids and leave through the same buffer (:func:`run`). In a
 tracepoint-only run it is built as a program of its own (CENSUS_ONLY, ids
-tagged so that no other row uses them), run once and drained here
-(:func:`run_alone`).
+tagged so that no other row uses them) before recording starts, then run
+once and drained here (:class:`Alone`).
 bcc's Python API has no iterator call (0.26), but libbcc has
 ``bcc_iter_attach`` and ``bcc_iter_create`` and loads a function named
 ``bpf_iter__<target>`` as an iterator of that target; the iterator runs
@@ -87,37 +87,54 @@ def run(bpf) -> Dict[str, object]:
     return out
 
 
-def run_alone(prep, BPF, pids=()) -> Tuple[Dict[str, object], np.ndarray]:
-    """Build, load and run the census as a program of its own; its rows
-    (events.FPROBE_DTYPE), all of them read before this returns. Events
-    the ring buffer could not take are counted in the entry's ``lost``.
-    ``pids``: the processes a tracked run records (-p)."""
-    why = program.census_possible(prep.facts, dataclasses.replace(prep.options, ringbuf=True))
-    if why:
-        return not_run(why), np.empty(0, events.FPROBE_DTYPE)
-    opts = dataclasses.replace(prep.options, func_probes=True, kfunc=False, census_only=True, ringbuf=True)
-    try:
-        bpf = BPF(text=program.build(prep.facts, prep.classifier, opts))
-    except Exception as e:  # noqa: BLE001 - bcc raises plain Exception
-        return not_run(f"census program did not load: {str(e).splitlines()[0]}"), np.empty(0, events.FPROBE_DTYPE)
-    size = events.FPROBE_DTYPE.itemsize
-    chunks = []
+class Alone:
+    """The census as a program of its own (tracepoint-only runs), built and
+    loaded before recording starts (its compile takes seconds) and run
+    once recording has started. ``why_not`` is set when it cannot run."""
 
-    def on_record(_ctx, data, _size):
-        n = ctypes.cast(data, ctypes.POINTER(ctypes.c_uint32))[0]
-        chunks.append(ctypes.string_at(data + events.BATCH_HEAD_SIZE, n * size))
-    try:
+    def __init__(self, prep, BPF, pids=()):
+        """``pids``: the processes a tracked run records (-p and its descendants)."""
+        self.bpf, self.why_not = None, None
+        why = program.census_possible(prep.facts, dataclasses.replace(prep.options, ringbuf=True))
+        if why:
+            self.why_not = why
+            return
+        opts = dataclasses.replace(prep.options, func_probes=True, kfunc=False, census_only=True, ringbuf=True)
+        try:
+            self.bpf = BPF(text=program.build(prep.facts, prep.classifier, opts))
+        except Exception as e:  # noqa: BLE001 - bcc raises plain Exception
+            self.why_not = f"census program did not load: {str(e).splitlines()[0]}"
+            return
         if prep.options.tracked:
-            tracked = bpf["tracked"]
+            tracked = self.bpf["tracked"]
             for pid in pids:
                 tracked[tracked.Key(pid)] = tracked.Leaf(1)
-        bpf["events"].open_ring_buffer(on_record)
-        entry = run(bpf)
-        bpf.ring_buffer_consume()
-        for b in bpf["batches"].getvalue(0):  # per-CPU batches not yet submitted
-            if b.head.n:
-                chunks.append(ctypes.string_at(ctypes.addressof(b.ev), b.head.n * size))
-        entry["lost"] = int(sum(bpf["counters"].getvalue(0)))  # C_LOST is counter 0
-    finally:
-        bpf.cleanup()
-    return entry, np.frombuffer(b"".join(chunks), dtype=events.FPROBE_DTYPE)
+
+    def run(self) -> Tuple[Dict[str, object], np.ndarray]:
+        """Run it once; (metadata entry, its rows in events.FPROBE_DTYPE),
+        every row read before this returns. Rows the ring buffer could not
+        take are counted in the entry's ``lost``. Frees the program."""
+        if self.bpf is None:
+            return not_run(self.why_not), np.empty(0, events.FPROBE_DTYPE)
+        bpf, size, chunks = self.bpf, events.FPROBE_DTYPE.itemsize, []
+
+        def on_record(_ctx, data, _size):
+            n = ctypes.cast(data, ctypes.POINTER(ctypes.c_uint32))[0]
+            chunks.append(ctypes.string_at(data + events.BATCH_HEAD_SIZE, n * size))
+        try:
+            bpf["events"].open_ring_buffer(on_record)
+            entry = run(bpf)
+            bpf.ring_buffer_consume()
+            for b in bpf["batches"].getvalue(0):  # per-CPU batches not yet submitted
+                if b.head.n:
+                    chunks.append(ctypes.string_at(ctypes.addressof(b.ev), b.head.n * size))
+            counters = bpf["counters"]
+            entry["lost"] = int(counters.sum(counters.Key(events.KINDS.index("census"))).value)
+        finally:
+            self.close()
+        return entry, np.frombuffer(b"".join(chunks), dtype=events.FPROBE_DTYPE)
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None

@@ -6,9 +6,10 @@ import sys
 
 import click
 
-from . import probes, session
+from . import checks, probes, session
 from .config import RunConfig
 from .errors import EXIT_FAILURE, CollectError
+from .signals import Interrupted, Stop
 
 EPILOG = """\b
 Examples:
@@ -18,8 +19,17 @@ Examples:
   anoncollect --ebpf                          print the BPF program (no root)
 
 \b
-Exit status: 0 recorded; 1 failure during the run; 2 bad usage;
-3 host not ready (not root, no bcc, no tracefs, no BTF, no headers).
+The output is committed every few seconds: if anoncollect is killed, the
+machine crashes or the disk fills, FILE.partial/ keeps what was committed
+and `anonanalyze report FILE` reads it, flagged as cut short. An existing
+FILE is kept as FILE.old (unless --force). As root, tracefs is mounted
+when it is not.
+
+\b
+Exit status: 0 recorded; 1 failure during the run; 2 bad usage (checked
+before anything slow: the command, -p, --comm, -o); 3 host not ready (not
+root, no bcc, no tracefs, no BTF, no headers); 128+N interrupted by signal
+N before recording started.
 The file format is docs/schema.md; analyse it with `anonanalyze report FILE`.
 """
 
@@ -35,8 +45,14 @@ def default_output() -> str:
               help="Parquet file to write (default: anonscope-DATE-TIME.parquet here).")
 @click.option("-a", "--all-cpus", "system_wide", is_flag=True,
               help="Record the whole system, also while a command runs.")
-@click.option("-p", "--pid", type=click.IntRange(min=1), help="Record only this process and its descendants.")
-@click.option("--comm", metavar="NAME", help="Record only tasks with this command name (filtered in the kernel).")
+@click.option("-p", "--pid", type=click.IntRange(min=1),
+              help="Record only this process and its descendants (those alive at start included).")
+@click.option("--comm", metavar="NAME",
+              help="Record only tasks with this command name (at most 15 bytes, as the kernel keeps it; "
+                   "filtered in the kernel).")
+@click.option("-f", "--force", is_flag=True,
+              help="Replace an existing FILE (and FILE.partial/ left by a run that did not finish) "
+                   "instead of keeping it as FILE.old.")
 @click.option("--slab-interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               metavar="SECONDS", help="How often to sample /proc/slabinfo.")
 @click.option("--buffer-mb", type=click.IntRange(min=1), default=64, show_default=True,
@@ -56,7 +72,7 @@ def default_output() -> str:
 @click.option("--ebpf", is_flag=True, help="Print the BPF program for this kernel and exit (no root needed).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, census line or summary.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARGS]...]")
-def main(duration, output, system_wide, pid, comm, slab_interval, buffer_mb, max_live,
+def main(duration, output, system_wide, pid, comm, force, slab_interval, buffer_mb, max_live,
          perf_buffer, backend, census, raw_pointers, ebpf, quiet, command):
     """Record the life of every anon_vma and anon_vma_chain, with the VMAs,
     forks, execs and exits around them, into a Parquet file.
@@ -66,15 +82,23 @@ def main(duration, output, system_wide, pid, comm, slab_interval, buffer_mb, max
     until CMD exits, as `perf record -- CMD` does.
     """
     cfg = RunConfig(output=output or default_output(), duration=duration, command=list(command),
-                    system_wide=system_wide, pid=pid, comm=comm, raw_pointers=raw_pointers,
+                    system_wide=system_wide, pid=pid, comm=comm, force=force, raw_pointers=raw_pointers,
                     slab_interval=slab_interval, buffer_mb=buffer_mb, max_live=max_live,
-                    perf_buffer=perf_buffer, backend=backend, census=census, progress=not quiet and sys.stderr.isatty(), quiet=quiet,
-                    argv=sys.argv)
+                    perf_buffer=perf_buffer, backend=backend, census=census,
+                    progress=not quiet and sys.stderr.isatty(), quiet=quiet, argv=sys.argv)
+    stop = Stop().install()
     try:
         if ebpf:
+            if comm is not None:
+                checks.comm(comm)
             click.echo(probes.prepare(cfg, need_kernel=False).source)
             return
-        summary = session.run(cfg)
+        checks.all_arguments(cfg.command, pid, comm, cfg.output, force)
+        summary = session.run(cfg, stop)
+    except Interrupted as e:
+        click.echo(f"anoncollect: interrupted by {e.name} before recording started; nothing was written",
+                   err=True)
+        sys.exit(128 + e.signum)
     except CollectError as e:
         click.echo(f"anoncollect: error: {e}", err=True)
         sys.exit(e.code)
@@ -87,9 +111,6 @@ def main(duration, output, system_wide, pid, comm, slab_interval, buffer_mb, max
         click.echo(f"anoncollect: internal error: {type(e).__name__}: {e} "
                    "(ANONSCOPE_DEBUG=1 shows the traceback)", err=True)
         sys.exit(EXIT_FAILURE)
-    except KeyboardInterrupt:
-        click.echo("anoncollect: interrupted before recording started", err=True)
-        sys.exit(130)
     if not quiet:
         print_summary(summary)
 
@@ -102,6 +123,9 @@ def print_summary(s: session.Summary) -> None:
         lines.append(f"headers: {s.headers_note}")
     lines.append(f"wrote {s.path}: {s.events:,} rows in {s.duration_s:.1f} s (stopped: {s.stop_reason})")
     lines.append("allocated: " + ", ".join(f"{n} {c:,}" for n, c in s.by_object.items()))
+    by_kind = {k: v for k, v in s.lost_by_event.items() if v}
+    if by_kind:
+        lines.append("lost by event kind: " + ", ".join(f"{k} {v:,}" for k, v in by_kind.items()))
     lines.append("lost events: " + (", ".join(f"{k} {v:,}" for k, v in lost.items()) if lost else "none")
                  + (f" (not measurable here: {', '.join(unknown)})" if unknown else "")
                  + (f"; {s.misses_not_ours:,} skipped runs were slab operations in interrupt context, "

@@ -12,6 +12,7 @@ class RunConfig:
     system_wide: bool = False
     pid: Optional[int] = None
     comm: Optional[str] = None
+    force: bool = False               # replace an existing output instead of keeping FILE.old
     raw_pointers: bool = False
     slab_interval: float = 5.0
     buffer_mb: int = 64

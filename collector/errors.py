@@ -1,6 +1,7 @@
 """The collector's one-line errors and its exit codes."""
 
 EXIT_FAILURE = 1
+EXIT_USAGE = 2         # bad arguments (click's code for bad options too)
 EXIT_ENVIRONMENT = 3   # missing root, bcc, tracefs, BTF, kallsyms, headers
 
 

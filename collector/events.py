@@ -51,8 +51,19 @@ PATH_NAMES = {
 }
 PATH_DICTIONARY = sorted(set(PATH_NAMES.values()))
 
-#: Per-CPU counters of the C program (C_*), by index.
-COUNTERS = ("ringbuf", "live_map_full", "alias_frees_skipped")
+#: Event kinds by their EV_* code - 1 (schema.EVENTS minus the user-space rows).
+KINDS = ("alloc", "free", "fork", "exec", "exit", "lock", "call", "walk", "census")
+#: Per-CPU counters of the C program, by index: events of each kind the
+#: buffer could not take (C_LOST + kind - 1), then C_LIVE_FULL and
+#: C_ALIAS_SKIPPED. program.counter_defines() makes the C names.
+COUNTERS = tuple(f"lost_{k}" for k in KINDS) + ("live_map_full", "alias_frees_skipped")
+assert len(KINDS) == EV_CENSUS
+
+
+def counter_defines() -> Dict[str, int]:
+    """The C program's counter indices (C_LOST, C_LIVE_FULL, C_ALIAS_SKIPPED, NR_COUNTERS)."""
+    return {"C_LOST": 0, "C_LIVE_FULL": COUNTERS.index("live_map_full"),
+            "C_ALIAS_SKIPPED": COUNTERS.index("alias_frees_skipped"), "NR_COUNTERS": len(COUNTERS)}
 
 
 def _dictionary(codes: np.ndarray, names, code_to_index: np.ndarray) -> pa.DictionaryArray:

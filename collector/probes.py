@@ -13,11 +13,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from . import fprobes, headers, kallsyms, program, slab, sites
+from . import fprobes, headers, kallsyms, program, slab, sites, tracefs
 from .btf import BTF, BTFError
 from .config import RunConfig
 from .errors import EXIT_ENVIRONMENT, CollectError
-from .spawn import HeldCommand
 
 
 def kernel_has_ringbuf(release: str) -> bool:
@@ -50,6 +49,7 @@ class Prepared:
     backends: List[str]               # function-probe modes to try, best first
     backend_notes: List[Dict[str, object]]  # modes not tried, and why
     backend: str = "tracepoint"       # what attached (set by load())
+    host_notes: List[str] = dataclasses.field(default_factory=list)  # what was done to the host (mounts)
 
     def with_backend(self, mode: str) -> "Prepared":
         """The same preparation with the program built for ``mode``."""
@@ -131,7 +131,10 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
     be read are replaced by those of an example kernel and kallsyms by
     placeholder ranges; the program is then for reading, not loading.
     """
-    tracing = program.tracefs()
+    if need_kernel:
+        tracing, tracefs_note = tracefs.ensure()
+    else:
+        tracing, tracefs_note = tracefs.find(), None
     btf = None
     try:
         btf = BTF.from_file()
@@ -140,8 +143,7 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
             raise CollectError(f"no usable BTF ({e}): anoncollect reads kernel struct layouts from "
                                "/sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF=y)", EXIT_ENVIRONMENT)
     if need_kernel and not tracing:
-        raise CollectError("tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing",
-                           EXIT_ENVIRONMENT)
+        raise CollectError(tracefs_note, EXIT_ENVIRONMENT)
     aliases = slab.all_aliases()
     merged = {c: bool(a) for c, a in aliases.items()}
     try:
@@ -182,7 +184,8 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
         except headers.HeadersError as e:
             raise CollectError(str(e), EXIT_ENVIRONMENT)
     modes, notes = choose_backends(cfg, facts, tracing)
-    prep = Prepared(facts, classifier, opts, "", btf, choice, aliases, probe_list(facts, cfg), modes, notes)
+    prep = Prepared(facts, classifier, opts, "", btf, choice, aliases, probe_list(facts, cfg), modes, notes,
+                    host_notes=[tracefs_note] if tracefs_note else [])
     return prep.with_backend(modes[0])
 
 
@@ -223,7 +226,7 @@ class captured_stderr:
         return self._file.read().decode("utf-8", "replace")
 
 
-def load(BPF, prep: Prepared, held: Optional[HeldCommand]):
+def load(BPF, prep: Prepared):
     """Compile and load the program for the best function-probe mode that
     works (fentry, then kprobe, then tracepoints only), attach the function
     probes, and note in ``prep.probes`` what happened to each."""
@@ -242,8 +245,6 @@ def load(BPF, prep: Prepared, held: Optional[HeldCommand]):
                 prep.backend_notes.append({"name": f"{mode} function probes", "attached": False,
                                            "reason": f"program did not load: {kernel or reason}"})
                 continue
-            if held:
-                held.cancel()
             raise CollectError(f"cannot load the BPF program: {reason} (run with --ebpf to see it)",
                                EXIT_ENVIRONMENT) from None
         if mode == "kprobe":

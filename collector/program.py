@@ -13,21 +13,12 @@ from typing import Dict, List, Optional
 
 from anonscope import bpf
 
-from . import kallsyms
+from . import events, kallsyms
 from .btf import BTF, BTFError
 from .sites import Classifier
 
-TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 FORK_SYSCALLS = ("clone", "clone3", "fork", "vfork")
 STACK_DEPTH = 12
-
-
-def tracefs() -> Optional[str]:
-    """Mounted tracefs directory, or None."""
-    for d in TRACEFS_CANDIDATES:
-        if os.path.isdir(os.path.join(d, "events")):
-            return d
-    return None
 
 
 def tracepoint_fields(category: str, event: str, tracing: Optional[str]) -> Optional[List[str]]:
@@ -363,6 +354,7 @@ def build(facts: KernelFacts, classifier: Classifier, opts: Options) -> str:
         "MERGED_ANON_VMA": int(facts.merged.get("anon_vma", False)),
         "MERGED_AVC": int(facts.merged.get("anon_vma_chain", False)),
         "MERGED_VMA": int(facts.merged.get("vm_area_struct", False)),
+        **events.counter_defines(),
     }
     defines["FUNC_PROBES"] = int(opts.func_probes)
     defines["CENSUS_ONLY"] = int(opts.census_only)

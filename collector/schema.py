@@ -8,7 +8,7 @@ key changes meaning, appears or disappears.
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Prefix of every key this tool writes into the Parquet key-value metadata.
 META_PREFIX = "anonscope."
@@ -100,14 +100,18 @@ METADATA = {
     "btf": "true when /sys/kernel/btf/vmlinux was present and used",
     "backend": "tracepoint, kprobe or fentry: how the function probes attached (tracepoint: none did)",
     "probes": "[{name, attached, reason}] every probe tried, attached or skipped with the reason",
-    "target": "{mode: system|command|pid|comm, command, pid, comm}: what was recorded",
+    "target": "{mode: system|command|pid|comm, command, pid, comm[, descendants_at_start]}: what was recorded",
     "start_time": "ISO 8601 wall-clock time of ts_ns == 0",
     "end_time": "ISO 8601 wall-clock time the run stopped",
     "duration_s": "seconds between start and stop",
-    "stop_reason": "duration, command-exited, SIGINT, SIGTERM",
+    "stop_reason": "duration, command-exited, SIGINT, SIGTERM, SIGHUP; null in a segment that is not the last",
     "command_exit_status": "exit status of the recorded command (command mode), else null",
-    "events": "rows written",
+    "events": "rows written (in a segment: rows of the recording up to and including it)",
+    "complete": "true in the last segment of a run that finished (and in the joined file); false before",
+    "segment": "{index, rows, final}: the segment this footer closed (docs/schema.md#segments)",
     "lost": "{source: count} events lost, per source, over the whole run",
+    "lost_by_event": "{kind: count} events of each kind the buffer could not take (exact, counted in the kernel)",
+    "prog_misses_by_event": "{kind: count} program runs the kernel skipped that may have been events of that kind",
     "slab_aliases": "{cache: [aliases]} merged caches at start, from /sys/kernel/slab",
     "alias_frees_skipped": "frees from merged-cache aliases that were not frees of our objects",
     "prog_misses_by_program": "{program: recursion_misses} of every program the kernel skipped at least once",

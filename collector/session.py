@@ -1,36 +1,51 @@
 """One recording: check the host, load the program, stream, stop cleanly.
 
 The loop polls the BPF ring buffer (perf buffer on kernels before 5.8),
-decodes records in bulk, hands them to the writer, samples /proc/slabinfo,
-records lost-event counts and prints a progress line. It stops at the end
-of ``--duration``, when the recorded command exits, or on SIGINT/SIGTERM,
-and in every case drains the buffer and writes a complete file.
+decodes records in bulk, hands them to the writer, commits a segment every
+COMMIT_S (docs/schema.md, "Segments"), samples /proc/slabinfo, records
+lost-event counts and prints a progress line. Every kind of event is
+recorded in one window: from the moment the program is enabled to the
+moment it is disabled (``--duration`` counts from there). The run stops at
+the end of ``--duration``, when the recorded command exits, or on
+SIGINT/SIGTERM/SIGHUP, and then drains the buffer, commits the last
+segment and joins the segments into the output file. A failure (a write
+error, a bug) stops the recording with one line: the committed segments
+stay readable and the recorded command is not left running unsaid.
 """
 
 import ctypes
 import datetime
 import os
-import platform
 import resource
-import signal
+import shutil
 import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import numpy as np
+import pyarrow as pa
 
-from . import census, events, headers, program, progstats, slab, sites
+from . import census, events, headers, proctree, program, progstats, runmeta, segments, slab
 from .config import RunConfig
 from .consumer import BufferConsumer
-from .errors import CollectError
+from .errors import EXIT_FAILURE, CollectError
 from .probes import Prepared, check_privileges, import_bcc, load, prepare
+from .signals import Interrupted, Stop
 from .spawn import HeldCommand, SpawnError
 from .writer import RecordingWriter
 
 DECODE_EVERY_S = 0.2
 TICK_S = 1.0
 LOOP_S = 0.05
+#: A segment is committed this often: a crash loses at most this much, plus
+#: the events still on their way (FORK_WAIT_NS, the batches' FLUSH_NS).
+COMMIT_S = 4.0
+
+
+def say(line: str) -> None:
+    sys.stderr.write(f"anoncollect: {line}\n")
+    sys.stderr.flush()
 
 
 def slab_rows(ts_ns: int, aliases: Dict[str, List[str]]) -> List[dict]:
@@ -70,6 +85,7 @@ class Summary:
     events: int
     duration_s: float
     lost: Dict[str, int]
+    lost_by_event: Dict[str, int]
     stop_reason: str
     by_object: Dict[str, int]
     command_exit_status: Optional[int]
@@ -77,94 +93,107 @@ class Summary:
     misses_not_ours: int = 0
 
 
-def check_output(path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise CollectError(f"cannot write {path}: no directory {directory}")
-    if not os.access(directory, os.W_OK):
-        raise CollectError(f"cannot write {path}: {directory} is not writable")
-    if os.path.isdir(path):
-        raise CollectError(f"cannot write {path}: it is a directory")
-
-
-def run(cfg: RunConfig) -> Summary:
+def run(cfg: RunConfig, stop: Stop) -> Summary:
     BPF = import_bcc()
     check_privileges()
-    check_output(cfg.output)
     prep = prepare(cfg)
+    for note in prep.host_notes:
+        say(note)
     if prep.headers:
         headers.apply(prep.headers)
-    held = None
-    if cfg.command:
-        try:
-            held = HeldCommand(cfg.command)
-        except OSError as e:
-            raise CollectError(f"cannot start {cfg.command[0]}: {e.strerror}")
+    held = bpf = alone = None
     try:
-        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    except (ValueError, OSError):
-        pass  # kernels since 5.11 charge BPF memory to the cgroup instead
-    bpf, prep = load(BPF, prep, held)
-    return Recording(cfg, prep, bpf, held).run()
+        if cfg.command:
+            try:
+                held = HeldCommand(cfg.command)
+            except OSError as e:
+                raise CollectError(f"cannot start {cfg.command[0]}: {e.strerror}")
+        try:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        except (ValueError, OSError):
+            pass  # kernels since 5.11 charge BPF memory to the cgroup instead
+        bpf, prep = load(BPF, prep)
+        pids = tracked_pids(cfg)
+        if wants_census(cfg) is None and prep.backend == "tracepoint":
+            alone = census.Alone(prep, BPF, pids)   # compiled before recording starts
+        return Recording(cfg, prep, bpf, held, stop, pids, alone).run()
+    finally:
+        if alone is not None:
+            alone.close()
+        if held is not None:
+            held.cancel()   # a child never released exits without exec'ing
+        if bpf is not None:
+            bpf.cleanup()   # detach while the process is whole, not at interpreter exit
+
+
+def tracked_pids(cfg: RunConfig) -> List[int]:
+    """``-p PID``: PID and its descendants alive now."""
+    return [cfg.pid] + proctree.descendants(cfg.pid) if cfg.pid else []
+
+
+def wants_census(cfg: RunConfig) -> Optional[str]:
+    """None when the run records a census, else why not."""
+    if not cfg.census:
+        return "--no-census"
+    if cfg.tracked and not cfg.pid:
+        return ("the recorded command starts after the census, so none of its VMAs exist yet "
+                "(-a or -p for a census)")
+    return None
 
 
 class Recording:
-    def __init__(self, cfg: RunConfig, prep: Prepared, bpf, held: Optional[HeldCommand]):
-        self.cfg, self.prep, self.bpf, self.held = cfg, prep, bpf, held
+    def __init__(self, cfg: RunConfig, prep: Prepared, bpf, held: Optional[HeldCommand], stop: Stop,
+                 pids: List[int], alone: Optional[census.Alone]):
+        self.cfg, self.prep, self.bpf, self.held, self.stop = cfg, prep, bpf, held, stop
+        self.pids, self.alone = pids, alone
         self.dtype = events.FPROBE_DTYPE if prep.options.func_probes else events.EVENT_DTYPE
         self.lost_reported = {"ringbuf": 0, "perfbuf": 0, "live_map_full": 0}
         self.by_object = np.zeros(8, dtype=np.int64)
         self.stop_reason: Optional[str] = None
         self.exit_status: Optional[int] = None
         self.census: Dict[str, object] = census.not_run("the run stopped before it")
+        self.consumer: Optional[BufferConsumer] = None
+        self.writer: Optional[RecordingWriter] = None
+        self.t0 = 0
+        self.end_ns: Optional[int] = None
+        self.moved_old = None
 
-    def _on_signal(self, signum, _frame):
-        self.stop_reason = signal.Signals(signum).name
+    # -- the kernel side ---------------------------------------------------
+    def _set_enabled(self, on: int) -> None:
+        self.bpf["enabled"][self.bpf["enabled"].Key(0)] = self.bpf["enabled"].Leaf(on)
 
     def _counters(self) -> Dict[str, int]:
         table = self.bpf["counters"]
-        vals = {name: int(table.sum(table.Key(i)).value) for i, name in enumerate(events.COUNTERS)}
-        vals["perfbuf"] = self.consumer.perf_lost
-        if not self.prep.options.ringbuf:
-            vals["perfbuf"] += vals.pop("ringbuf")
-            vals["ringbuf"] = 0
-        return vals
+        return {name: int(table.sum(table.Key(i)).value) for i, name in enumerate(events.COUNTERS)}
 
-    def _decode(self) -> None:
-        items = self.consumer.take()
-        if not items:
-            return
-        ev = np.frombuffer(items[0] if len(items) == 1 else b"".join(items), dtype=self.dtype)
-        objs = ev["object"][(ev["kind"] == events.EV_ALLOC)]
-        self.by_object += np.bincount(objs, minlength=8)[:8]
-        self.writer.add_events(ev)
-
-    def _census(self) -> Dict[str, object]:
-        """The start-of-run census where this program carries it."""
-        if not self.cfg.census:
-            return census.not_run("--no-census")
-        if self.cfg.tracked and not self.cfg.pid:
-            return census.not_run("the recorded command starts after the census, so none of its VMAs "
-                                  "exist yet (-a or -p for a census)")
-        if self.prep.backend == "tracepoint":
-            from bcc import BPF
-            entry, rows = census.run_alone(self.prep, BPF, [self.cfg.pid] if self.cfg.pid else [])
-            self.writer.add_census(rows)
-            return entry
-        why = program.census_possible(self.prep.facts, self.prep.options)
-        if why:
-            return census.not_run(why)
-        return census.run(self.bpf)
-
-    def _lost_rows(self, ts_ns: int) -> List[dict]:
+    def lost_by_event(self) -> Dict[str, int]:
+        """Events of each kind the buffer could not take (exact: counted in the kernel)."""
         counts = self._counters()
-        rows = []
-        for src in self.lost_reported:
-            delta = counts[src] - self.lost_reported[src]
-            if delta > 0:
-                rows.append({"ts_ns": ts_ns, "event": "lost", "cpu": -1, "lost_source": src, "count": delta})
-                self.lost_reported[src] = counts[src]
-        return rows
+        return {k: counts[f"lost_{k}"] for k in events.KINDS}
+
+    def _buffer_lost(self) -> Dict[str, int]:
+        """Lost events per source, as the ``lost`` rows and metadata give them."""
+        counts = self._counters()
+        total = sum(counts[f"lost_{k}"] for k in events.KINDS)
+        ring = self.prep.options.ringbuf
+        return {"ringbuf": total if ring else 0, "perfbuf": 0 if ring else total,
+                "live_map_full": counts["live_map_full"]}
+
+    def _track_targets(self) -> None:
+        if not self.cfg.tracked:
+            return
+        tracked = self.bpf["tracked"]
+        for pid in self.pids:
+            tracked[tracked.Key(pid)] = tracked.Leaf(1)
+        if self.cfg.pid:
+            # a child forked before its parent was in the map: seen in /proc now
+            # (later ones are tracked by the fork probe)
+            for pid in proctree.descendants(self.cfg.pid):
+                if pid not in self.pids:
+                    self.pids.append(pid)
+                    tracked[tracked.Key(pid)] = tracked.Leaf(1)
+        if self.held and not self.cfg.system_wide:
+            tracked[tracked.Key(self.held.pid)] = tracked.Leaf(2)
 
     def _attach_flush_timer(self) -> None:
         """flush_batches() on every CPU, FLUSH_HZ times a second."""
@@ -175,6 +204,15 @@ class Recording:
             self.flush_timer = True
         except Exception:  # noqa: BLE001 - bcc raises plain Exception
             self.flush_timer = False  # batches then flush when full, old, or at the end
+
+    def _decode(self) -> None:
+        items = self.consumer.take()
+        if not items:
+            return
+        ev = np.frombuffer(items[0] if len(items) == 1 else b"".join(items), dtype=self.dtype)
+        objs = ev["object"][(ev["kind"] == events.EV_ALLOC)]
+        self.by_object += np.bincount(objs, minlength=8)[:8]
+        self.writer.add_events(ev, now_ns=time.monotonic_ns())
 
     def _drain(self) -> None:
         """After recording is disabled: everything still in the kernel."""
@@ -189,165 +227,205 @@ class Recording:
             if b.head.n:
                 self.consumer.add(ctypes.string_at(ctypes.addressof(b.ev), b.head.n * size))
 
+    def _census(self) -> Dict[str, object]:
+        """The start-of-run census where this run records one."""
+        why = wants_census(self.cfg)
+        if why:
+            return census.not_run(why)
+        if self.alone is not None:
+            entry, rows = self.alone.run()
+            self.writer.add_census(rows)
+            return entry
+        why = program.census_possible(self.prep.facts, self.prep.options)
+        return census.not_run(why) if why else census.run(self.bpf)
+
+    def _lost_rows(self, ts_ns: int) -> List[dict]:
+        counts = self._buffer_lost()
+        rows = []
+        for src in self.lost_reported:
+            delta = counts[src] - self.lost_reported[src]
+            if delta > 0:
+                rows.append({"ts_ns": ts_ns, "event": "lost", "cpu": -1, "lost_source": src, "count": delta})
+                self.lost_reported[src] = counts[src]
+        return rows
+
+    # -- the run -----------------------------------------------------------
     def run(self) -> Summary:
-        cfg, bpf = self.cfg, self.bpf
         self._attach_flush_timer()
-        self.consumer = BufferConsumer(bpf, self.prep.options.ringbuf, self.prep.options.ringbuf_pages,
+        self.consumer = BufferConsumer(self.bpf, self.prep.options.ringbuf, self.prep.options.ringbuf_pages,
                                        self.dtype.itemsize)
-        if cfg.tracked:
-            tracked = bpf["tracked"]
-            if cfg.pid:
-                tracked[tracked.Key(cfg.pid)] = tracked.Leaf(1)
-            if self.held and not cfg.system_wide:
-                tracked[tracked.Key(self.held.pid)] = tracked.Leaf(2)
-        self.caches_known = learn_caches(bpf) if self.prep.facts.kmem_args["KF_CACHE"] >= 0 else None
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        t0 = time.monotonic_ns()
-        start_wall = datetime.datetime.now(datetime.timezone.utc)
-        start_slab = slab_rows(0, self.prep.aliases)
-        bpf["enabled"][bpf["enabled"].Key(0)] = bpf["enabled"].Leaf(1)
-        # The .partial file appears once the kernel side records.
-        self.writer = RecordingWriter(cfg.output, t0, raw_pointers=cfg.raw_pointers, dtype=self.dtype)
+        self._track_targets()
+        self.caches_known = learn_caches(self.bpf) if self.prep.facts.kmem_args["KF_CACHE"] >= 0 else None
+        self.moved_old = make_room(self.cfg.output, self.cfg.force)
+        if self.moved_old:
+            say(self.moved_old)
+        self.start_wall = datetime.datetime.now(datetime.timezone.utc)
         try:
-            self.writer.add_user_rows(start_slab)
-            self.consumer.start()
-            self.census = self._census()
-            if not cfg.quiet:
-                sys.stderr.write("anoncollect: " + census.describe(self.census) + "\n")
-                sys.stderr.flush()
-            if self.held:
-                try:
-                    self.held.release()
-                except SpawnError as e:
-                    raise CollectError(str(e))
-            self._loop(t0)
-            bpf["enabled"][bpf["enabled"].Key(0)] = bpf["enabled"].Leaf(0)
-            self._drain()
-            self._decode()
-            end_ns = time.monotonic_ns() - t0
-            self.writer.add_user_rows(slab_rows(end_ns, self.prep.aliases) + self._lost_rows(end_ns))
-            lost = self._lost_totals()
-            if lost.get("prog_misses"):
-                self.writer.add_user_rows([{"ts_ns": end_ns, "event": "lost", "cpu": -1,
-                                            "lost_source": "prog_misses", "count": lost["prog_misses"]}])
-            meta = self._metadata(start_wall, end_ns, lost)
-            path = self.writer.close(meta)
-        except BaseException:
-            partial = self.writer.abort()
-            if partial:
-                sys.stderr.write(f"anoncollect: rows so far are in {partial} (no run metadata)\n")
-            raise
+            path = self._record()
+        except BaseException as e:
+            raise self._failed(e)
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+            if self.consumer.is_alive():
+                self.consumer.stop()   # before bcc frees the buffer it reads
         give_to_invoking_user(path)
         names = ("anon_vma", "anon_vma_chain", "vm_area_struct")
-        return Summary(path, self.writer.rows, end_ns / 1e9, lost, self.stop_reason or "duration",
+        return Summary(path, self.writer.rows, self.end_ns / 1e9, self.lost, self.lost_by_event(),
+                       self.stop_reason or "duration",
                        {n: int(self.by_object[i + 1]) for i, n in enumerate(names)},
                        self.exit_status, self.prep.headers.how if self.prep.headers else None,
                        self.misses_not_ours)
 
-    def _loop(self, t0: int) -> None:
+    def _record(self) -> str:
+        start_slab = slab_rows(0, self.prep.aliases)
+        self.t0 = time.monotonic_ns()
+        self._set_enabled(1)
+        self.stop.recording = True
+        self.writer = RecordingWriter(self.cfg.output, self.t0, raw_pointers=self.cfg.raw_pointers,
+                                      dtype=self.dtype)
+        self.writer.add_user_rows(start_slab)
+        self.consumer.start()
+        self.census = self._census()
+        if not self.cfg.quiet:
+            say(census.describe(self.census))
+        if self.held:
+            try:
+                self.held.release()
+            except SpawnError as e:
+                raise CollectError(str(e))
+        self._loop()
+        self._set_enabled(0)
+        self.end_ns = time.monotonic_ns() - self.t0
+        self._drain()
+        self._decode()
+        self.writer.add_user_rows(slab_rows(self.end_ns, self.prep.aliases) + self._lost_rows(self.end_ns))
+        self.lost = self._lost_totals()
+        if self.lost.get("prog_misses"):
+            self.writer.add_user_rows([{"ts_ns": self.end_ns, "event": "lost", "cpu": -1,
+                                        "lost_source": "prog_misses", "count": self.lost["prog_misses"]}])
+        try:
+            return self.writer.close(self._metadata(self.end_ns, final=True))
+        except segments.JoinError as e:
+            give_to_invoking_user(self.writer.partial)
+            raise CollectError(f"{e}; the complete recording is in {self.writer.partial} "
+                               f"(anonanalyze report {self.cfg.output} reads it)") from None
+
+    def _loop(self) -> None:
         cfg = self.cfg
         progress = Progress(cfg.progress)
         start = time.monotonic()
         next_decode = start + DECODE_EVERY_S
         next_tick = start + TICK_S
         next_slab = start + cfg.slab_interval
+        next_commit = start + COMMIT_S
         while self.stop_reason is None:
             time.sleep(LOOP_S)
             now = time.monotonic()
+            if self.stop.reason:
+                self.stop_reason = self.stop.reason
             if now >= next_decode:
                 self._decode()
                 next_decode = now + DECODE_EVERY_S
             if now >= next_tick:
-                ts = time.monotonic_ns() - t0
-                self.writer.add_user_rows(self._lost_rows(ts))
+                self.writer.add_user_rows(self._lost_rows(time.monotonic_ns() - self.t0))
                 progress.show(now - start, self.writer.rows + self.writer.buffered,
                               sum(self.lost_reported.values()))
                 next_tick = now + TICK_S
             if now >= next_slab:
-                self.writer.add_user_rows(slab_rows(time.monotonic_ns() - t0, self.prep.aliases))
+                self.writer.add_user_rows(slab_rows(time.monotonic_ns() - self.t0, self.prep.aliases))
                 next_slab = now + cfg.slab_interval
+            if now >= next_commit:
+                self.lost = self._lost_totals()
+                self.writer.commit(self._metadata(time.monotonic_ns() - self.t0, final=False))
+                next_commit = now + COMMIT_S
             if self.held and self.exit_status is None:
                 status = self.held.poll()
                 if status is not None:
                     self.exit_status = status
-                    self.stop_reason = "command-exited"
-            if cfg.duration is not None and now - start >= cfg.duration and self.stop_reason is None:
+                    if self.stop_reason is None:
+                        self.stop_reason = self.stop.reason or "command-exited"
+            elapsed_s = (time.monotonic_ns() - self.t0) / 1e9
+            if cfg.duration is not None and elapsed_s >= cfg.duration and self.stop_reason is None:
                 self.stop_reason = "duration"
         progress.done()
         if self.held and self.exit_status is None:
             self.exit_status = self.held.terminate()
 
+    def _failed(self, exc: BaseException) -> BaseException:
+        """Stop everything after ``exc``; the exception to raise instead: one
+        line with the cause, what was kept, and what became of the command."""
+        stopped_ns = time.monotonic_ns() - self.t0 if self.t0 else 0
+        try:
+            self._set_enabled(0)
+        except Exception:  # noqa: BLE001 - the program may be the problem
+            pass
+        if self.consumer.is_alive():
+            self.consumer.stop()
+        kept = self.writer.abort() if self.writer else None
+        if kept:
+            give_to_invoking_user(kept)
+        command = self.held.stop() if self.held else None
+        if isinstance(exc, Interrupted) and not kept:
+            return exc
+        cause = describe_failure(exc, self.writer)
+        parts = [cause]
+        if self.t0:
+            parts.append(f"recording stopped at {stopped_ns / 1e9:.1f} s")
+        if kept:
+            parts.append(f"{self.writer.segments.count} committed segment(s) ({self.writer.rows:,} rows) "
+                         f"kept in {kept} (anonanalyze report {self.cfg.output} reads them)")
+        elif self.writer:
+            parts.append("nothing had been committed")
+        if command:
+            parts.append(command)
+        code = exc.code if isinstance(exc, CollectError) else EXIT_FAILURE
+        return CollectError("; ".join(parts), code)
+
+    # -- what the file says about the run -----------------------------------
     def _lost_totals(self) -> Dict[str, int]:
-        counts = self._counters()
-        lost = {"ringbuf": counts["ringbuf"], "perfbuf": counts["perfbuf"],
-                "live_map_full": counts["live_map_full"]}
+        lost = self._buffer_lost()
         # a skipped flush_batches() loses nothing: the next flush takes the batch
         fds = {name: fn.fd for name, fn in self.bpf.funcs.items() if name != "flush_batches"}
         misses = progstats.recursion_misses(fds, self.prep.btf)
         self.misses_by_program = {(k.decode() if isinstance(k, bytes) else k): v
                                   for k, v in (misses or {}).items() if v}
-        not_ours = interrupt_only_programs(self.prep.classifier)
+        not_ours = runmeta.interrupt_only_programs(self.prep.classifier)
         self.misses_not_ours = sum(v for k, v in self.misses_by_program.items() if k in not_ours)
         lost["prog_misses"] = (sum(self.misses_by_program.values()) - self.misses_not_ours
                                if misses is not None else None)
-        self.alias_skipped = counts["alias_frees_skipped"]
+        self.alias_skipped = self._counters()["alias_frees_skipped"]
         return lost
 
-    def _metadata(self, start_wall, end_ns: int, lost: Dict[str, int]) -> Dict[str, object]:
-        prep = self.prep
-        sizes = slab.read_slabinfo()
-        return {
-            "tool_version": tool_version(),
-            "command_line": self.cfg.argv,
-            "kernel_release": prep.facts.release,
-            "arch": prep.facts.arch,
-            "page_size": os.sysconf("SC_PAGE_SIZE"),
-            "object_sizes": {o: {"btf_size": prep.facts.sizes[o],
-                                 "slab_size": sizes[o].objsize if o in sizes else None}
-                             for o in prep.facts.sizes},
-            "btf": prep.btf is not None,
-            "backend": prep.backend,
-            "probes": prep.probes,
-            "target": self.cfg.target(),
-            "start_time": start_wall.isoformat(),
-            "end_time": (start_wall + datetime.timedelta(microseconds=end_ns / 1000)).isoformat(),
-            "duration_s": end_ns / 1e9,
-            "stop_reason": self.stop_reason or "duration",
-            "command_exit_status": self.exit_status,
-            "lost": lost,
-            "alias_frees_skipped": self.alias_skipped,
-            "prog_misses_by_program": self.misses_by_program,
-            "prog_misses_not_ours": self.misses_not_ours,
-            "slab_aliases": prep.aliases,
-            "classification": prep.classifier.describe(),
-            "raw_pointers": self.cfg.raw_pointers,
-            "headers": prep.headers.how if prep.headers else None,
-            "buffer": "ringbuf" if prep.options.ringbuf else "perfbuf",
-            "caches_known_at_start": self.caches_known,
-            "python": platform.python_version(),
-            "census": self.census,
-        }
+    def _metadata(self, end_ns: int, final: bool) -> Dict[str, object]:
+        return runmeta.metadata(self, end_ns, final)
 
 
-def interrupt_only_programs(classifier: sites.Classifier) -> set:
-    """Programs whose skipped runs cannot have been our objects' events.
+def describe_failure(exc: BaseException, writer: Optional[RecordingWriter]) -> str:
+    """One line: what went wrong, naming the file for write errors."""
+    if isinstance(exc, CollectError):
+        return str(exc)
+    if isinstance(exc, Interrupted):
+        return f"interrupted by {exc.name}"
+    if isinstance(exc, (OSError, pa.ArrowException)):
+        target = writer.path if writer else "the output"
+        why = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0] or type(exc).__name__
+        return f"cannot write {target}: {why}"
+    text = str(exc).strip().splitlines()
+    return f"internal error: {type(exc).__name__}: {text[0] if text else ''} (ANONSCOPE_DEBUG=1 shows the traceback)"
 
-    A raw tracepoint program is skipped only when it interrupts itself on
-    one CPU (__bpf_trace_run's per-program guard; tracepoints run with
-    preemption disabled), so every skipped run was an allocation or free in
-    interrupt context. anon_vma, AVC and VMA allocations never happen there
-    (anon_vma_alloc, anon_vma_chain_alloc, vm_area_alloc/_dup use
-    GFP_KERNEL); their frees neither, except VMAs on kernels that free them
-    from an RCU callback (vm_area_free_rcu_cb). Classic tracepoint and kprobe
-    programs share a global guard and are always counted as possible losses.
-    """
-    progs = {"raw_tracepoint__kmem_cache_alloc"}
-    if sites.VMA_RCU_FREE in classifier.missing:
-        progs.add("raw_tracepoint__kmem_cache_free")
-    return progs
+
+def make_room(path: str, force: bool) -> Optional[str]:
+    """An earlier recording at ``path`` becomes ``path.old`` (perf's
+    convention) unless ``force``; what was done, for the user."""
+    partial = segments.partial_dir(path)
+    if force and os.path.isdir(partial):
+        shutil.rmtree(partial)
+    if not os.path.exists(path):
+        return None
+    if force:
+        os.unlink(path)
+        return f"replaced {path} (--force)"
+    os.replace(path, path + ".old")
+    return f"moved the existing {path} to {path}.old"
 
 
 def learn_caches(bpf) -> Dict[str, bool]:
@@ -367,19 +445,17 @@ def learn_caches(bpf) -> Dict[str, bool]:
     return {name: bool(known[i + 1]) for i, name in enumerate(("anon_vma", "anon_vma_chain", "vm_area_struct"))}
 
 
-def tool_version() -> str:
-    try:
-        from importlib.metadata import version
-        return version("anonscope")
-    except Exception:  # noqa: BLE001 - running from a tree that is not installed
-        return "unknown"
-
-
 def give_to_invoking_user(path: str) -> None:
-    """Under sudo, the output belongs to the user who ran sudo."""
+    """Under sudo, the output (a file, or a directory of segments) belongs
+    to the user who ran sudo."""
     uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
-    if os.geteuid() == 0 and uid and gid:
+    if os.geteuid() != 0 or not uid or not gid:
+        return
+    paths = [path]
+    if os.path.isdir(path):
+        paths += [os.path.join(path, n) for n in os.listdir(path)]
+    for p in paths:
         try:
-            os.chown(path, int(uid), int(gid))
+            os.chown(p, int(uid), int(gid))
         except (OSError, ValueError):
             pass

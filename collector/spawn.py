@@ -4,11 +4,15 @@ As ``perf record -- CMD`` does, the child is forked first and waits on a
 pipe; the collector arms its pid in the kernel (it becomes recorded at its
 exec, so the teardown of the collector's copied address space is not
 recorded), then releases it. An exec failure is reported back through a
-second, close-on-exec pipe.
+second, close-on-exec pipe. Whatever happens to the collector, the child
+is either released, cancelled (it exits without exec'ing) or stopped
+(:meth:`HeldCommand.stop`), never left behind unsaid.
 """
 
 import os
-from typing import List
+import signal
+import time
+from typing import List, Optional
 
 
 class SpawnError(Exception):
@@ -20,11 +24,15 @@ class HeldCommand:
 
     def __init__(self, argv: List[str]):
         self.argv = argv
+        self.released = False
+        self.status: Optional[int] = None    # exit status once reaped
         go_r, self._go_w = os.pipe()
         self._err_r, err_w = os.pipe2(os.O_CLOEXEC)
         self.pid = os.fork()
         if self.pid == 0:  # child
             try:
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(s, signal.SIG_DFL)  # not the collector's handlers
                 os.close(self._go_w)
                 os.close(self._err_r)
                 if os.read(go_r, 1) != b"g":
@@ -40,42 +48,63 @@ class HeldCommand:
 
     def release(self) -> None:
         """Let the child exec; raise SpawnError if the exec failed."""
+        self.released = True
         os.write(self._go_w, b"g")
         os.close(self._go_w)
         err = os.read(self._err_r, 64)
         os.close(self._err_r)
         if err:
-            os.waitpid(self.pid, 0)
-            errno = int(err)
-            raise SpawnError(f"cannot execute {self.argv[0]}: {os.strerror(errno)}")
+            self._wait(0)
+            raise SpawnError(f"cannot execute {self.argv[0]}: {os.strerror(int(err))}")
 
     def cancel(self) -> None:
-        """Make the child exit without exec'ing (setup failed)."""
+        """Make a child not yet released exit without exec'ing (set-up failed)."""
+        if self.released or self.status is not None:
+            return
+        self.released = True
         os.close(self._go_w)
         os.close(self._err_r)
-        os.waitpid(self.pid, 0)
+        self._wait(0)
 
-    def poll(self):
+    def _wait(self, flags: int) -> Optional[int]:
+        try:
+            pid, status = os.waitpid(self.pid, flags)
+        except ChildProcessError:
+            return self.status
+        if pid:
+            self.status = os.waitstatus_to_exitcode(status)
+        return self.status
+
+    def poll(self) -> Optional[int]:
         """Exit status (negative: killed by that signal) or None while running."""
-        pid, status = os.waitpid(self.pid, os.WNOHANG)
-        if pid == 0:
-            return None
-        return os.waitstatus_to_exitcode(status)
+        if self.status is not None:
+            return self.status
+        return self._wait(os.WNOHANG)
 
-    def terminate(self, wait_s: float = 5.0):
+    def terminate(self, wait_s: float = 5.0) -> int:
         """SIGTERM the command (SIGKILL after ``wait_s``); its exit status."""
-        import signal
-        import time
+        if self.poll() is not None:
+            return self.status
         try:
             os.kill(self.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            status = self.poll()
-            if status is not None:
-                return status
+            if self.poll() is not None:
+                return self.status
             time.sleep(0.05)
         os.kill(self.pid, signal.SIGKILL)
-        _, status = os.waitpid(self.pid, 0)
-        return os.waitstatus_to_exitcode(status)
+        return self._wait(0)
+
+    def stop(self) -> Optional[str]:
+        """Leave nothing behind after a failure: cancel a held child, or
+        terminate a running command; what was done, for the user (None when
+        the command had already exited)."""
+        if not self.released:
+            self.cancel()
+            return None
+        if self.poll() is not None:
+            return None
+        status = self.terminate()
+        return f"the recorded command (pid {self.pid}) was stopped (exit status {status})"

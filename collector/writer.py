@@ -1,15 +1,19 @@
-"""Stream decoded events to Parquet, bounded in memory.
+"""Stream decoded events to Parquet in committed segments, bounded in memory.
 
-Rows are buffered until a row group is full (ROW_GROUP rows) and then
-written; the file is ``NAME.partial`` until ``close`` writes the footer with
-the run metadata and renames it. Fork-path allocations are held back until
-the ``fork`` row of their fork arrives, so that they can be charged to the
-child (their ``owner_pid``); the ring buffer delivers a task's events in
-order, so the wait is short.
+While a run records, ``NAME.partial/`` is a directory of segments
+(docs/schema.md, "Segments"): rows are buffered until a row group is full
+(ROW_GROUP rows) and written to the open segment; ``commit`` closes it with
+the metadata known so far (its footer), fsyncs it and renames it into place,
+so that a killed collector leaves every committed segment readable.
+``close`` commits the last segment with the final metadata and joins the
+segments into ``NAME`` (segments.join). Fork-path allocations are held back
+until the ``fork`` row of their fork arrives, so that they can be charged to
+the child (their ``owner_pid``); the wait is at most FORK_WAIT_NS.
 """
 
 import json
 import os
+import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -17,14 +21,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import events, schema
+from . import events, schema, segments
 
 ROW_GROUP = 65536
 #: Nearly increasing integers: delta-encoded instead of dictionary-encoded.
 DELTA_COLUMNS = ("ts_ns", "obj_id", "fork_id")
-#: A fork-path allocation whose fork row has not come within this much event
-#: time is written with an unknown owner (the fork failed).
-FORK_WAIT_NS = 5_000_000_000
+#: How every segment and the joined recording are written.
+PARQUET_OPTIONS = dict(
+    compression="zstd", write_statistics=True,
+    use_dictionary=[c for c in schema.SCHEMA.names if c not in DELTA_COLUMNS],
+    column_encoding={c: "DELTA_BINARY_PACKED" for c in DELTA_COLUMNS})
+#: A fork-path allocation whose fork row has not come within this much time
+#: (CLOCK_MONOTONIC, the events' clock) is written with an unknown owner (the
+#: fork failed). Batches reach user space within 0.2 s (FLUSH_NS, FLUSH_HZ).
+FORK_WAIT_NS = 1_000_000_000
 
 
 #: Kernel addresses on 64-bit Linux (x86_64, arm64) have the top bit set;
@@ -45,28 +55,29 @@ def check_no_pointers(ev: np.ndarray) -> None:
 
 
 class RecordingWriter:
-    """Writes one recording; ``add_events`` / ``add_user_rows``, then ``close``."""
+    """Writes one recording: ``add_events`` / ``add_user_rows``, ``commit``
+    now and then, and ``close`` (or ``abort`` after a failure)."""
 
     def __init__(self, path: str, t0_ns: int, raw_pointers: bool = False,
                  dtype: np.dtype = events.EVENT_DTYPE):
         self.path = path
         self.raw_pointers = raw_pointers
         self.dtype = dtype
-        self.partial = path + ".partial"
+        self.partial = segments.partial_dir(path)
         self.t0_ns = t0_ns
-        self.rows = 0
-        self._writer = pq.ParquetWriter(
-            self.partial, schema.SCHEMA, compression="zstd", write_statistics=True,
-            use_dictionary=[c for c in schema.SCHEMA.names if c not in DELTA_COLUMNS],
-            column_encoding={c: "DELTA_BINARY_PACKED" for c in DELTA_COLUMNS})
+        self.rows = 0                       # rows in committed segments
+        self.segments = segments.SegmentDir(self.partial, create=True)
+        self._writer: Optional[pq.ParquetWriter] = None
+        self._segment_rows = 0
         self._buffer: List[pa.RecordBatch] = []
         self._buffered = 0
         self._pending = np.empty(0, dtype=dtype)
         self._children: Dict[int, Tuple[int, int, int]] = {}   # fork_id -> (pid, tgid, ts)
 
     # -- kernel events ---------------------------------------------------
-    def add_events(self, ev: np.ndarray) -> None:
-        """Add decoded kernel events (events.EVENT_DTYPE), in arrival order."""
+    def add_events(self, ev: np.ndarray, now_ns: Optional[int] = None) -> None:
+        """Add decoded kernel events (events.EVENT_DTYPE), in arrival order.
+        ``now_ns``: CLOCK_MONOTONIC now (default: the newest event's time)."""
         if len(self._pending):
             ev = np.concatenate([self._pending, ev])
         if not len(ev):
@@ -76,14 +87,14 @@ class RecordingWriter:
                                         forks["aux2"].tolist(), forks["ts"].tolist()):
             if fid:
                 self._children[fid] = (cpid, ctgid, ts)
+        now = int(ev["ts"].max()) if now_ns is None else max(now_ns, int(ev["ts"].max()))
         owner_pid, owner_tgid, known = self._owners(ev)
-        waiting = ~known & (ev["ts"] + FORK_WAIT_NS > ev["ts"].max())
+        waiting = ~known & (ev["ts"].astype(np.int64) + FORK_WAIT_NS > now)
         cut = int(np.argmax(waiting)) if waiting.any() else len(ev)
         self._pending = ev[cut:].copy()
         if cut:
             self._emit(ev[:cut], owner_pid[:cut], owner_tgid[:cut], known[:cut])
-        self._forget_children(int(ev["ts"].max()))
-
+        self._forget_children(now)
     def _owners(self, ev: np.ndarray):
         """Owner pid/tgid of each row and whether it is known."""
         owner_pid = ev["pid"].astype(np.int64)
@@ -131,35 +142,56 @@ class RecordingWriter:
         if self._buffered >= ROW_GROUP:
             self.flush()
 
+    def _open_segment(self) -> pq.ParquetWriter:
+        return pq.ParquetWriter(self.segments.open_next(), schema.SCHEMA, **PARQUET_OPTIONS)
+
     def flush(self) -> None:
-        """Write buffered rows (row groups of at most ROW_GROUP rows)."""
+        """Write buffered rows into the open segment (row groups of at most
+        ROW_GROUP rows); they are on disk for good at the next commit."""
         if not self._buffered:
             return
         table = pa.Table.from_batches(self._buffer, schema.SCHEMA)
         # Per-CPU batches arrive out of time order; a row group sorted by
         # time (stably) delta-encodes its timestamps and ids in ~1.5 bytes.
         table = table.take(pc.sort_indices(table, [("ts_ns", "ascending")]))
+        if self._writer is None:
+            self._writer = self._open_segment()
         self._writer.write_table(table, row_group_size=ROW_GROUP)
-        self.rows += table.num_rows
+        self._segment_rows += table.num_rows
         self._buffer, self._buffered = [], 0
 
+    def commit(self, metadata: Dict[str, object], final: bool = False) -> None:
+        """Write what is buffered and close the open segment with
+        ``metadata`` (what is known so far) in its footer; once this returns,
+        the segment survives a crash of the collector or of the machine."""
+        self.flush()
+        if self._writer is None:
+            if not final:
+                return                      # nothing new since the last commit
+            self._writer = self._open_segment()   # the final metadata needs a footer
+        index = self.segments.count + 1
+        meta = dict(metadata, events=self.rows + self._segment_rows, schema_version=schema.SCHEMA_VERSION,
+                    complete=final, segment={"index": index, "rows": self._segment_rows, "final": final})
+        self._writer.add_key_value_metadata({schema.META_PREFIX + k: json.dumps(v) for k, v in meta.items()})
+        self._writer.close()
+        self._writer = None
+        self.segments.commit()
+        self.rows += self._segment_rows
+        self._segment_rows = 0
+
     def close(self, metadata: Dict[str, object]) -> str:
-        """Write everything held back, the footer and ``metadata``; return the path."""
+        """Write everything held back, commit the last segment with the final
+        ``metadata``, and join the segments into the recording; its path."""
         if len(self._pending):
             ev, self._pending = self._pending, np.empty(0, dtype=self.dtype)
             self._emit(ev, *self._owners(ev))
-        self.flush()
-        meta = dict(metadata, events=self.rows, schema_version=schema.SCHEMA_VERSION)
-        self._writer.add_key_value_metadata(
-            {schema.META_PREFIX + k: json.dumps(v) for k, v in meta.items()})
-        self._writer.close()
-        os.replace(self.partial, self.path)
-        return self.path
+        self.commit(metadata, final=True)
+        return segments.join(self.partial, self.path, PARQUET_OPTIONS)
 
     @property
     def buffered(self) -> int:
-        """Rows not yet written to the file."""
-        return self._buffered + len(self._pending)
+        """Rows not yet in a committed segment."""
+        return self._buffered + len(self._pending) + self._segment_rows
 
     @property
     def held_back(self) -> int:
@@ -167,9 +199,13 @@ class RecordingWriter:
         return len(self._pending)
 
     def abort(self) -> Optional[str]:
-        """Close without metadata after a failure; leaves the .partial file."""
-        try:
-            self._writer.close()
-        except Exception:  # noqa: BLE001 - best effort on an error path
-            return None
-        return self.partial
+        """After a failure: drop the segment being written, keep the committed
+        ones; the partial directory when it holds any (it reads as a
+        recording cut short), else None (and nothing is left behind)."""
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # noqa: BLE001 - best effort on an error path (disk full, say)
+                pass
+            self._writer = None
+        return self.segments.abandon()

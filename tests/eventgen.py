@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from anonscope.collector import schema as S
+from anonscope.collector.events import KINDS
 
 SIZES = {"anon_vma": {"btf_size": 88, "slab_size": 104},
          "anon_vma_chain": {"btf_size": 40, "slab_size": 64},
@@ -92,6 +93,7 @@ class Gen:
         self._fork_id = 0
         self.procs = {}
         self.lost = {"ringbuf": 0, "perfbuf": 0, "live_map_full": 0, "prog_misses": 0}
+        self.lost_by_event = {k: 0 for k in KINDS}   # rows dropped by losing() (v5)
         self.arch = arch
         self._losing = None
         self.live = {o: 0 for o in S.OBJECTS}   # objects of the simulated kernel (incl. pre-run)
@@ -108,6 +110,8 @@ class Gen:
         self.ts += self.step
         if self._losing:
             self.lost[self._losing] += 1
+            if self._losing in ("ringbuf", "perfbuf"):
+                self.lost_by_event[row["event"]] += 1
             return
         row.setdefault("cpu", 0)
         row["ts_ns"] = self.ts
@@ -165,9 +169,12 @@ class Gen:
         finally:
             self._losing = None
 
-    def lose(self, source, count):
-        """A lost row (and metadata count) without dropping any simulated row."""
+    def lose(self, source, count, kind="alloc"):
+        """A lost row (and metadata count) without dropping any simulated row;
+        buffer losses (ringbuf, perfbuf) are of ``kind`` (lost_by_event)."""
         self.lost[source] += count
+        if source in ("ringbuf", "perfbuf"):
+            self.lost_by_event[kind] += count
         self._emit(event="lost", cpu=-1, lost_source=source, count=count)
 
     # ------------------------------------------------------------ processes
@@ -463,6 +470,8 @@ class Gen:
             "stop_reason": "command-exited",
             "events": len(self.rows),
             "lost": dict(self.lost),
+            "lost_by_event": dict(self.lost_by_event),
+            "complete": True,
             "alias_frees_skipped": 0,
             "slab_aliases": {"anon_vma_chain": ["fs_cache", "eventpoll_pwq"]},
             "classification": {},

@@ -121,9 +121,11 @@ def _bad_inputs(tmp_path):
     trunc = tmp_path / "trunc.parquet"
     trunc.write_bytes(raw[:len(raw) // 2])
     cases["truncated"] = (str(trunc), EXIT_UNREADABLE, "not a readable Parquet file")
-    partial = tmp_path / "run.parquet.partial"
-    partial.write_bytes(raw[:len(raw) - 8])
-    cases["partial"] = (str(partial), EXIT_UNREADABLE, "has no footer")
+    segdir = tmp_path / "killed.parquet.partial"
+    segdir.mkdir()
+    (segdir / ".seg-000001.parquet.tmp").write_bytes(raw[:len(raw) - 8])
+    cases["killed before the first commit"] = (str(tmp_path / "killed.parquet"), EXIT_UNREADABLE,
+                                               "no committed segment")
     rnd = tmp_path / "random.parquet"
     rnd.write_bytes(os.urandom(4096))
     cases["random"] = (str(rnd), EXIT_UNREADABLE, "not a readable Parquet file")

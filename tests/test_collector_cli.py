@@ -80,7 +80,7 @@ def test_no_btf_is_one_line(monkeypatch):
 def test_no_tracefs_is_one_line(monkeypatch):
     monkeypatch.setattr(session, "import_bcc", lambda: object)
     monkeypatch.setattr(session.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(probes.program, "tracefs", lambda: None)
+    monkeypatch.setattr(probes.tracefs, "ensure", lambda: (None, "tracefs is not mounted and could not be: test"))
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         pytest.skip("no BTF here: that error comes first")
     _one_line_error(run(["--duration", "1"]), 3, "tracefs")
@@ -106,5 +106,5 @@ def test_ringbuf_needs_5_8():
 def test_unwritable_output_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setattr(session, "import_bcc", lambda: object)
     monkeypatch.setattr(session.os, "geteuid", lambda: 0)
-    _one_line_error(run(["-o", str(tmp_path / "no" / "such" / "r.parquet"), "--duration", "1"]), 1,
+    _one_line_error(run(["-o", str(tmp_path / "no" / "such" / "r.parquet"), "--duration", "1"]), 2,
                     "no directory")

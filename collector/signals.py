@@ -1,0 +1,42 @@
+"""SIGINT, SIGTERM and SIGHUP over a whole run.
+
+Before recording starts, a signal raises :class:`Interrupted`, so that
+everything set up so far is undone on the way out (the held command, the
+BPF programs, the private headers directory); Python runs the handler once
+the current C call returns (a bcc compile finishes first). While recording,
+a signal only asks the loop to stop: the run ends cleanly with the signal's
+name as ``stop_reason``.
+"""
+
+import signal
+from typing import Optional
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(Exception):
+    """A signal arrived before recording started."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)
+
+
+class Stop:
+    """What the signals asked for; ``recording`` switches the behaviour."""
+
+    def __init__(self):
+        self.reason: Optional[str] = None
+        self.recording = False
+
+    def install(self) -> "Stop":
+        for s in SIGNALS:
+            signal.signal(s, self._handler)
+        return self
+
+    def _handler(self, signum, _frame):
+        if not self.recording:
+            raise Interrupted(signum)
+        if self.reason is None:
+            self.reason = signal.Signals(signum).name
