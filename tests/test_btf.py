@@ -61,7 +61,7 @@ def test_bad_blob():
         BTF.from_file("/nonexistent/vmlinux")
 
 
-@pytest.mark.skipif(not os.access("/sys/kernel/btf/vmlinux", os.R_OK), reason="no /sys/kernel/btf/vmlinux")
+@pytest.mark.skipif(not os.access("/sys/kernel/btf/vmlinux", os.R_OK), reason="host lacks: /sys/kernel/btf/vmlinux")
 def test_running_kernel_has_our_structs():
     b = BTF.from_file()
     for s in ("anon_vma", "anon_vma_chain", "vm_area_struct", "task_struct"):

@@ -19,27 +19,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+import hostcaps
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "build" / "anonshape"
 BT_SCRIPT = Path(__file__).parent / "bpftrace" / "rmap_allocs.bt"
 ANONCOLLECT = [sys.executable, "-m", "anonscope.collector.cli"]
 
 
-def _skip_reason():
-    if os.geteuid() != 0:
-        return "integration tests need root (BPF)"
-    if not os.path.isdir("/sys/kernel/tracing/events/kmem"):
-        return "no tracefs with kmem tracepoints"
-    if not os.path.exists("/sys/kernel/btf/vmlinux"):
-        return "no BTF"
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        return "bcc not importable (run scripts/setup)"
-    return None
-
-
-pytestmark = [pytest.mark.root, pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))]
+SKIP = hostcaps.integration()
+pytestmark = [pytest.mark.root, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +165,7 @@ def _bpftrace_counts(output: str) -> Counter:
     return counts
 
 
-@pytest.mark.skipif(shutil.which("bpftrace") is None, reason="bpftrace not installed (scripts/setup installs it)")
+@pytest.mark.skipif(hostcaps.bpftrace() is not None, reason=str(hostcaps.bpftrace()))
 def test_counts_equal_bpftrace_for_the_same_run(tmp_path, workload):
     # a name of its own, so that no other anonshape on the machine is counted
     name = f"abt{os.getpid()}"[:15]
@@ -300,9 +289,8 @@ def test_output_belongs_to_the_sudo_user(tmp_path, workload):
     assert (st.st_uid, st.st_gid) == (65534, 65534)
 
 
-@pytest.mark.skipif(not os.path.exists("/sys/kernel/tracing/events/lock/contention_begin"),
-                    reason="no lock:contention_* tracepoints (kernel < 5.19)")
-@pytest.mark.skipif(shutil.which("bpftrace") is None, reason="bpftrace not installed")
+@pytest.mark.skipif(hostcaps.lock_tracepoints() is not None, reason=str(hostcaps.lock_tracepoints()))
+@pytest.mark.skipif(hostcaps.bpftrace() is not None, reason=str(hostcaps.bpftrace()))
 def test_anon_vma_lock_waits_equal_bpftrace(tmp_path, workload):
     """Children that split and re-merge their copy of one region at the same
     time wait for the write lock of the parent's root anon_vma, which they

@@ -20,23 +20,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from test_integration_collect import (ANONCOLLECT, WORKLOAD, _skip_reason, collect, metadata,  # noqa: F401
+import hostcaps
+from test_integration_collect import (ANONCOLLECT, WORKLOAD, collect, metadata,  # noqa: F401
                                       shape_args, start_census_target,
                                       workload)  # workload: a fixture used by name
 
-
-def _fprobe_skip_reason():
-    base = _skip_reason()
-    if base:
-        return base
-    tracing = "/sys/kernel/tracing"
-    if not os.path.exists(os.path.join(tracing, "kprobe_events")):
-        return "kernel without kprobes: function probes cannot attach here (scripts/vm-test runs them)"
-    return None
-
-
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(_fprobe_skip_reason() is not None, reason=str(_fprobe_skip_reason()))]
+SKIP = hostcaps.kprobes()
+pytestmark = [pytest.mark.root, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
 
 
 def rows(path):
@@ -191,19 +181,9 @@ def _bpftrace_walks(name: str, backend: str):
                             stderr=subprocess.PIPE, text=True)
 
 
-def _fentry_skip_reason():
-    try:
-        from bcc import BPF
-        if os.uname().machine == "x86_64" and BPF.support_kfunc():
-            return None
-    except ImportError:
-        pass
-    return "bcc has no kfunc support here (arm64 bcc has none): kprobes only"
-
-
-@pytest.mark.skipif(shutil.which("bpftrace") is None, reason="bpftrace not installed")
+@pytest.mark.skipif(hostcaps.bpftrace() is not None, reason=str(hostcaps.bpftrace()))
 @pytest.mark.parametrize("backend", ["kprobe", pytest.param("fentry", marks=pytest.mark.skipif(
-    _fentry_skip_reason() is not None, reason=str(_fentry_skip_reason())))])
+    hostcaps.fentry() is not None, reason=str(hostcaps.fentry())))])
 def test_walks_equal_bpftrace(tmp_path, workload, backend):
     """MADV_PAGEOUT of written anonymous pages (swap needed) makes reclaim
     walk the anon rmap of each folio it can take off the LRU (try_to_unmap ->
@@ -212,7 +192,8 @@ def test_walks_equal_bpftrace(tmp_path, workload, backend):
     the same task."""
     swaps = Path("/proc/swaps").read_text().splitlines()
     if len(swaps) < 2:
-        pytest.skip("no swap: MADV_PAGEOUT leaves anonymous pages alone (scripts/vm-test adds a swap file)")
+        pytest.skip(hostcaps.lacks("swap: MADV_PAGEOUT leaves anonymous pages alone (scripts/vm-test adds "
+                                   "a swap file)"))
     name = f"awk{os.getpid()}"[:15]
     binary = tmp_path / name
     shutil.copy(WORKLOAD, binary)
