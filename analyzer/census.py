@@ -44,7 +44,8 @@ def summary(rec, sizes):
     """The ``census`` section of the report. ``sizes``: {object: bytes}."""
     meta = rec.meta.get("census")
     c = rec.census
-    if c is None or not len(c):
+    ran = isinstance(meta, dict) and meta.get("status") == "done"
+    if c is None or (not len(c) and not ran):
         if isinstance(meta, dict):
             return _not(meta.get("status", "not run"), meta.get("reason", ""))
         return _not("not recorded", "the recording has no census rows: schema version 3 or older")
@@ -69,7 +70,8 @@ def summary(rec, sizes):
     children = a["num_children"].to_numpy(dtype=np.int64)
     if not len(a) or (children < 0).any():  # null (load fills int nulls with a negative)
         out["designs"] = None
-        out["designs_note"] = "kernel without anon_vma num_children/num_active_vmas (before 6.0)"
+        out["designs_note"] = ("the census found no VMA with an anon_vma" if not len(a) else
+                               "kernel without anon_vma num_children/num_active_vmas (before 6.0)")
         return out
     out["largest_num_children"] = int(children.max())
     out["designs"] = _designs(v, a, chain, linked, avcs, sizes)

@@ -213,8 +213,9 @@ def _census_lines(c, md=False):
     out = [f"{title}: {c['processes']} processes, {c['vmas']} VMAs with an anon_vma "
            f"({c['file_vmas']} MAP_PRIVATE file), {av['count']} anon_vmas ({kb(av['bytes'])} KB; "
            f"{av['only_linked']} reachable only through AVCs) in {c['trees']} trees, "
-           f"{avc['count']} AVCs ({kb(avc['bytes'])} KB); AVCs per VMA "
-           f"p50 {c['chain_avcs']['p50']}, p99 {c['chain_avcs']['p99']}, max {c['chain_avcs']['max']}"
+           f"{avc['count']} AVCs ({kb(avc['bytes'])} KB)"
+           + (f"; AVCs per VMA p50 {c['chain_avcs']['p50']}, p99 {c['chain_avcs']['p99']}, "
+              f"max {c['chain_avcs']['max']}" if c["vmas"] else "")
            + (f"; {c['truncated_chains']} chains longer than the iterator follows" if c["truncated_chains"] else "")
            + (f"; {c['lost']} census rows LOST" if c["lost"] else "") + "."]
     d = c.get("designs")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from . import checks, probes, session
+from . import checks
 from .config import RunConfig
 from .errors import EXIT_FAILURE, CollectError
 from .signals import Interrupted, Stop
@@ -91,9 +91,11 @@ def main(duration, output, system_wide, pid, comm, force, slab_interval, buffer_
         if ebpf:
             if comm is not None:
                 checks.comm(comm)
+            from . import probes
             click.echo(probes.prepare(cfg, need_kernel=False).source)
             return
         checks.all_arguments(cfg.command, pid, comm, cfg.output, force)
+        from . import session   # numpy, pyarrow: after the checks
         summary = session.run(cfg, stop)
     except Interrupted as e:
         click.echo(f"anoncollect: interrupted by {e.name} before recording started; nothing was written",
@@ -115,7 +117,8 @@ def main(duration, output, system_wide, pid, comm, force, slab_interval, buffer_
         print_summary(summary)
 
 
-def print_summary(s: session.Summary) -> None:
+def print_summary(s) -> None:
+    """``s``: a session.Summary."""
     lost = {k: v for k, v in s.lost.items() if v}
     unknown = [k for k, v in s.lost.items() if v is None]
     lines = []

@@ -27,6 +27,8 @@ import platform
 from dataclasses import dataclass
 from typing import Optional
 
+from .signals import deferred
+
 # Debian/Ubuntu name arch-specific header trees by flavour.
 _FLAVOURS = {"x86_64": ("amd64", "generic"), "aarch64": ("arm64", "generic")}
 
@@ -82,8 +84,9 @@ def merged_tree(tree: str) -> str:
     src = source_tree(tree)
     if _complete(tree) or not src:
         return tree
-    dst = tempfile.mkdtemp(prefix="anonscope-headers-")
-    atexit.register(shutil.rmtree, dst, True)
+    with deferred():   # a signal between the two would leave the directory behind
+        dst = tempfile.mkdtemp(prefix="anonscope-headers-")
+        atexit.register(shutil.rmtree, dst, True)
     overlay(dst, [tree, src])
     return dst
 

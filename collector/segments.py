@@ -17,9 +17,8 @@ import re
 import shutil
 from typing import List, Optional
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+# pyarrow is imported by the functions that join: the argument checks
+# (collector/checks.py) use this module's names before anything slow.
 
 SUFFIX = ".partial"
 _NAME = re.compile(r"^seg-(\d{6,})\.parquet$")
@@ -137,6 +136,8 @@ def join(directory: str, path: str, writer_options: Optional[dict] = None) -> st
 
 
 def _rewrite(segs: List[str], path: str, options: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     needed = sum(os.path.getsize(s) for s in segs)
     st = os.statvfs(os.path.dirname(os.path.abspath(path)))
     if st.f_bavail * st.f_frsize < needed + (1 << 20):
@@ -176,9 +177,11 @@ def _rewrite(segs: List[str], path: str, options: dict) -> None:
         raise JoinError(f"cannot join segments into {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
-def _write_sorted(writer: pq.ParquetWriter, tables: List[pa.Table]) -> None:
-    """One row group of ``tables``, stably sorted by time (as the collector
-    writes every row group)."""
+def _write_sorted(writer, tables) -> None:
+    """One row group of ``tables`` (pyarrow Tables), stably sorted by time
+    (as the collector writes every row group)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     if not tables:
         return
     table = pa.concat_tables(tables)

@@ -8,14 +8,17 @@ a signal only asks the loop to stop: the run ends cleanly with the signal's
 name as ``stop_reason``.
 """
 
+import contextlib
 import signal
 from typing import Optional
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-class Interrupted(Exception):
-    """A signal arrived before recording started."""
+class Interrupted(BaseException):
+    """A signal arrived before recording started. A BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` on the way (bcc's
+    probing, a fallback) takes it for an error it can handle."""
 
     def __init__(self, signum: int):
         self.signum = signum
@@ -40,3 +43,15 @@ class Stop:
             raise Interrupted(signum)
         if self.reason is None:
             self.reason = signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def deferred():
+    """Hold SIGINT, SIGTERM and SIGHUP back meanwhile (for a step that must
+    not be cut in two, such as making a temporary directory and registering
+    its removal); they are delivered when it ends."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
