@@ -63,7 +63,7 @@ def main():
 
 
 @main.command(epilog=EPILOG)
-@click.argument("path", type=click.Path(dir_okay=True, path_type=str))
+@click.argument("path", type=click.Path(dir_okay=True, readable=False, path_type=str))  # load() says why not
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]),
               default="text", show_default=True, help="output format")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=str),

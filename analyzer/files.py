@@ -79,12 +79,21 @@ class RecordingFiles:
         self.metadata = self._newest_metadata()
 
     def _open(self, file: str, single: bool = False) -> Optional[pq.ParquetFile]:
+        try:
+            with open(file, "rb"):
+                pass
+        except OSError as exc:
+            if single:
+                raise AnalyzerError(f"{file}: cannot read: {exc.strerror}", EXIT_UNREADABLE) from None
+            self.gaps.append(Gap(f"segment {os.path.basename(file)} cannot be read: {exc.strerror}"))
+            return None
         if os.path.getsize(file) == 0:
             if single:
                 raise AnalyzerError(f"{file}: empty file", EXIT_UNREADABLE)
+            self.gaps.append(Gap(f"segment {os.path.basename(file)} is empty"))
             return None
         try:
-            return pq.ParquetFile(file)
+            return pq.ParquetFile(file, page_checksum_verification=True)
         except (pa.ArrowException, OSError, ValueError) as exc:
             if single:
                 raise AnalyzerError(f"{file}: not a readable Parquet file: {_one_line(exc)}",

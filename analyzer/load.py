@@ -334,7 +334,10 @@ def load(path):
     if isinstance(events, int) and not isinstance(events, bool) and not src.unknown_tail:
         rec.rows_missing = max(events - rec.rows, 0)   # the metadata counts every row before it
         unaccounted = rec.rows_missing - sum(g.rows or 0 for g in rec.gaps)
-        if unaccounted > 0 and all(g.rows is not None for g in rec.gaps):
+        unsized = [g for g in rec.gaps if g.rows is None]
+        if unaccounted > 0 and len(unsized) == 1:
+            unsized[0].rows = unaccounted              # the one gap whose size no footer gave
+        elif unaccounted > 0 and not unsized:
             rec.gaps.append(files.Gap(f"{unaccounted} rows the metadata counts are not in the file",
                                       unaccounted))
     return rec
@@ -563,6 +566,8 @@ def _read(pf, path, meta):
                     positions=positions)
     if offset == 0:
         rec.notes.append("the recording has no rows")
+    elif n_obj == 0:
+        rec.notes.append("no alloc or free rows: nothing recorded made or freed an anon_vma, AVC or VMA")
     return rec
 
 

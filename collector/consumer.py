@@ -2,15 +2,20 @@
 
 The buffer must be emptied continuously: while the writer encodes a row
 group, a fork-heavy workload fills megabytes. This thread only drains and
-keeps the bytes of each batch record (bcc calls back once per record, that
-is once per BATCH events); each round it hands what it has, joined into one
-bytes object, to the writer's thread through a queue. ctypes releases the
+copies the events of each batch record (bcc calls back once per record,
+that is once per BATCH events) into one buffer per round, which it hands to
+the writer's thread through a queue. ctypes releases the
 GIL while bcc copies, and pyarrow while it encodes, so the threads overlap.
 
 The ring buffer is drained every DRAIN_S without waiting for wakeups: the
 program submits with BPF_RB_NO_WAKEUP, because a wakeup per batch costs the
 traced workload an interrupt and this thread a context switch each time.
 The perf buffer (kernels before 5.8) is polled as usual.
+
+What waits for the writer is bounded (MAX_QUEUED bytes): when the writer
+falls behind, this thread stops draining, the kernel's buffer fills and the
+program counts what it cannot submit, per event kind (lost_by_event). So
+memory stays bounded under any load, and every loss is counted.
 """
 
 import ctypes
@@ -22,6 +27,14 @@ from . import events
 
 POLL_MS = 50
 DRAIN_S = 0.01
+#: Bytes handed over and not yet taken by the writer, at most (about half a
+#: million events): past it the thread waits instead of draining.
+MAX_QUEUED = 32 << 20
+#: Bytes read from the ring buffer in one round at most: the record callback
+#: then returns a negative value, on which libbpf's ring_buffer__consume()
+#: stops (the record itself is consumed), so that one round of a full 64 MiB
+#: buffer is not held twice in memory.
+ROUND_BYTES = 4 << 20
 
 
 class BufferConsumer(threading.Thread):
@@ -32,7 +45,9 @@ class BufferConsumer(threading.Thread):
         self.ringbuf = ringbuf
         self.out: "queue.SimpleQueue[bytes]" = queue.SimpleQueue()
         self.perf_lost = 0
-        self._chunks: List[bytes] = []
+        self._queued = 0                     # bytes in self.out
+        self._lock = threading.Lock()
+        self._round = bytearray()            # records read since the last hand-over
         self._halt = threading.Event()
         if ringbuf:
             bpf["events"].open_ring_buffer(self._on_record)
@@ -43,7 +58,8 @@ class BufferConsumer(threading.Thread):
     # record's: the record's own count says how many events it holds.
     def _on_record(self, _ctx, data, _size):
         n = ctypes.cast(data, ctypes.POINTER(ctypes.c_uint32))[0]
-        self._chunks.append(ctypes.string_at(data + events.BATCH_HEAD_SIZE, n * self.itemsize))
+        self._round += (ctypes.c_char * (n * self.itemsize)).from_address(data + events.BATCH_HEAD_SIZE)
+        return -1 if self.ringbuf and len(self._round) >= ROUND_BYTES else 0
 
     def _on_lost(self, count):
         self.perf_lost += count
@@ -54,19 +70,31 @@ class BufferConsumer(threading.Thread):
         else:
             self.bpf.perf_buffer_poll(timeout_ms)
 
-    def _hand_over(self) -> None:
-        if self._chunks:
-            chunks, self._chunks = self._chunks, []
-            self.out.put(b"".join(chunks))
+    def _hand_over(self) -> bool:
+        """Queue this round's records; whether the round was cut at ROUND_BYTES."""
+        full = len(self._round) >= ROUND_BYTES
+        if self._round:
+            data, self._round = self._round, bytearray()
+            self._put(data)
+        return full
+
+    def _put(self, data: bytes) -> None:
+        with self._lock:
+            self._queued += len(data)
+        self.out.put(data)
 
     def run(self) -> None:
         while not self._halt.is_set():
+            if self._queued > MAX_QUEUED:    # the writer is behind: let the kernel count losses
+                self._halt.wait(DRAIN_S)
+                continue
             if self.ringbuf:
                 self.bpf.ring_buffer_consume()
-                self._halt.wait(DRAIN_S)
+                if not self._hand_over():    # drained: wait for more
+                    self._halt.wait(DRAIN_S)
             else:
                 self._poll(POLL_MS)
-            self._hand_over()
+                self._hand_over()
 
     def stop(self) -> None:
         """Stop polling; then ``drain`` reads what is left."""
@@ -77,15 +105,17 @@ class BufferConsumer(threading.Thread):
         """Read everything left in the buffer (after ``stop``)."""
         if self.ringbuf:
             self.bpf.ring_buffer_consume()
+            while self._hand_over():
+                self.bpf.ring_buffer_consume()
         else:
             for _ in range(3):
                 self._poll(0)
-        self._hand_over()
+            self._hand_over()
 
     def add(self, data: bytes) -> None:
         """Queue bytes read another way (batches left in the kernel map)."""
         if data:
-            self.out.put(data)
+            self._put(data)
 
     def take(self) -> List[bytes]:
         """Everything handed over so far."""
@@ -94,4 +124,6 @@ class BufferConsumer(threading.Thread):
             try:
                 items.append(self.out.get_nowait())
             except queue.Empty:
+                with self._lock:
+                    self._queued -= sum(len(i) for i in items)
                 return items

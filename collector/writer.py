@@ -27,8 +27,9 @@ ROW_GROUP = 65536
 #: Nearly increasing integers: delta-encoded instead of dictionary-encoded.
 DELTA_COLUMNS = ("ts_ns", "obj_id", "fork_id")
 #: How every segment and the joined recording are written.
+#: (Page checksums let a reader tell a damaged page from data.)
 PARQUET_OPTIONS = dict(
-    compression="zstd", write_statistics=True,
+    compression="zstd", write_statistics=True, write_page_checksum=True,
     use_dictionary=[c for c in schema.SCHEMA.names if c not in DELTA_COLUMNS],
     column_encoding={c: "DELTA_BINARY_PACKED" for c in DELTA_COLUMNS})
 #: A fork-path allocation whose fork row has not come within this much time

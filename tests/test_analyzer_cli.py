@@ -181,3 +181,21 @@ def test_help_documents_exit_codes():
     for code in (EXIT_UNREADABLE, EXIT_NOT_A_RUN, EXIT_NEWER_SCHEMA):
         assert f"  {code}  " in res.output
     assert "--format" in res.output and "markdown" in res.output
+
+
+def test_only_object_losses_make_the_banner(tmp_path):
+    """Lock events the buffer lost and skipped runs of the lock programs are
+    listed as warnings; the LOST EVENTS banner is for alloc/free losses."""
+    g = chain(1, 1, 1, 1)
+    g.lose("ringbuf", 4, kind="lock")
+    path = g.write(str(tmp_path / "locklost.parquet"), prog_misses_by_event={"lock": 2})
+    data = json.loads(run("report", path, "--format", "json").stdout)
+    assert data["banners"] == [] and "lost_events_warning" not in data
+    assert data["run"]["lost_by_event"]["lock"] == 4 and data["run"]["object_events_lost"] == 0
+    assert "events of other kinds lost (the buffer was full): lock 4" in data["warnings"]
+    assert any("skipped" in w and "lock 2" in w for w in data["warnings"])
+    assert data["objects"]["anon_vma"]["fidelity"] == "exact"
+    g.lose("ringbuf", 1, kind="free")
+    data = json.loads(run("report", g.write(str(tmp_path / "freelost.parquet")), "--format", "json").stdout)
+    assert data["banners"][0] == data["lost_events_warning"]
+    assert data["banners"][0].startswith("LOST EVENTS: 1 events were lost (free: 1)")
