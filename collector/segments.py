@@ -180,10 +180,13 @@ def _rewrite(segs: List[str], path: str, options: dict) -> None:
 def _write_sorted(writer, tables) -> None:
     """One row group of ``tables`` (pyarrow Tables), stably sorted by time
     (as the collector writes every row group)."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     if not tables:
         return
     table = pa.concat_tables(tables)
-    table = table.take(pc.sort_indices(table, [("ts_ns", "ascending")]))
+    ts = table.column("ts_ns").to_numpy()
+    if len(ts) > 1 and (ts[1:] < ts[:-1]).any():
+        table = table.take(pc.sort_indices(table, [("ts_ns", "ascending")]))
     writer.write_table(table, row_group_size=max(table.num_rows, 1))

@@ -43,6 +43,8 @@ LOOP_S = 0.05
 #: A segment is committed this often: a crash loses at most this much, plus
 #: the events still on their way (FORK_WAIT_NS, the batches' FLUSH_NS).
 COMMIT_S = 4.0
+#: Joining this many rows takes seconds: it is said first.
+SAY_JOIN_ROWS = 1_000_000
 
 
 def say(line: str) -> None:
@@ -313,6 +315,9 @@ class Recording:
         if self.lost.get("prog_misses"):
             self.writer.add_user_rows([{"ts_ns": self.end_ns, "event": "lost", "cpu": -1,
                                         "lost_source": "prog_misses", "count": self.lost["prog_misses"]}])
+        rows = self.writer.rows + self.writer.buffered
+        if not self.cfg.quiet and self.writer.segments.count and rows >= SAY_JOIN_ROWS:
+            say(f"joining {self.writer.segments.count + 1} segments ({rows:,} rows) into {self.cfg.output}")
         try:
             return self.writer.close(self._metadata(self.end_ns, final=True))
         except segments.JoinError as e:

@@ -1,6 +1,6 @@
 """The real collector under faults: killed, out of space, an exec that
 fails, signals during start-up, overload (docs/schema.md "Segments",
-docs/collector.md "Faults"). Needs root and BPF tracepoints, like
+docs/collector.md "Segments, and what a failure leaves"). Needs root and BPF tracepoints, like
 tests/test_integration_collect.py.
 """
 
@@ -268,10 +268,11 @@ def _bpftrace_by_kind(name):
 
 
 def test_loss_is_counted_exactly_by_kind(tmp_path, workload):
-    """A 1 MiB buffer against a fork-heavy command: events are lost, and for
-    each kind bpftrace counts, recorded + lost_by_event equals bpftrace's
-    count of the same run (allocations at our call sites of our objects'
-    sizes, forks, exits)."""
+    """A 1 MiB buffer, a fork-heavy command, and the collector stopped
+    (SIGSTOP) for 1.5 s while the command runs, as a descheduled collector
+    would be: events are lost, and for each kind bpftrace counts, recorded +
+    lost_by_event equals bpftrace's count of the same run (allocations at
+    our call sites of our objects' sizes, forks, exits)."""
     if hostcaps.bpftrace():
         pytest.skip(hostcaps.bpftrace())
     from anonscope.collector.btf import BTF
@@ -287,9 +288,14 @@ def test_loss_is_counted_exactly_by_kind(tmp_path, workload):
             line = bt.stdout.readline()
         assert line, "bpftrace did not attach: " + bt.stderr.read()
         out = tmp_path / "loss.parquet"
-        p = subprocess.run(ANONCOLLECT + ["-q", "-o", str(out), "--buffer-mb", "1", "--", str(binary), "-n", "200",
-                                          "-f", "300", "-t"], capture_output=True, text=True, timeout=600)
-        assert p.returncode == 0, p.stderr
+        coll = subprocess.Popen(ANONCOLLECT + ["-q", "-o", str(out), "--buffer-mb", "1", "--", str(binary),
+                                               "-n", "200", "-f", "3000", "-t"], stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: processes_named(name) or coll.poll() is not None, 120, "the command")
+        coll.send_signal(signal.SIGSTOP)
+        time.sleep(1.5)
+        coll.send_signal(signal.SIGCONT)
+        _, err = coll.communicate(timeout=600)
+        assert coll.returncode == 0, err
     finally:
         bt.send_signal(signal.SIGINT)
         stdout, _ = bt.communicate(timeout=60)
@@ -308,9 +314,9 @@ def test_loss_is_counted_exactly_by_kind(tmp_path, workload):
     lost = meta["lost_by_event"]
     df = pq.read_table(out, columns=["event", "cpu"]).to_pandas()
     ours = {k: int(((df.event == k) & (df.cpu >= 0)).sum()) for k in theirs}
-    assert sum(lost.values()) > 0, "the buffer was big enough: nothing exercised"
+    assert lost["alloc"] > 0, "nothing lost: the run did not exercise what it tests"
     assert {k: ours[k] + lost[k] for k in theirs} == theirs, (ours, lost)
     assert meta["lost"]["ringbuf"] == sum(lost.values())
     r = report(out)
     assert r["run"]["lost_by_event"] == lost
-    assert r["banners"][0].startswith("LOST EVENTS") == bool(lost["alloc"] or lost["free"])
+    assert r["banners"][0].startswith("LOST EVENTS")
