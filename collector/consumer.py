@@ -21,7 +21,7 @@ memory stays bounded under any load, and every loss is counted.
 import ctypes
 import queue
 import threading
-from typing import List
+from typing import List, Optional
 
 from . import events
 
@@ -117,13 +117,16 @@ class BufferConsumer(threading.Thread):
         if data:
             self._put(data)
 
-    def take(self) -> List[bytes]:
-        """Everything handed over so far."""
-        items = []
-        while True:
+    def take(self, max_bytes: Optional[int] = None) -> List[bytes]:
+        """What was handed over, in order: everything, or the first items
+        that reach ``max_bytes``."""
+        items, size = [], 0
+        while max_bytes is None or size < max_bytes:
             try:
                 items.append(self.out.get_nowait())
             except queue.Empty:
-                with self._lock:
-                    self._queued -= sum(len(i) for i in items)
-                return items
+                break
+            size += len(items[-1])
+        with self._lock:
+            self._queued -= size
+        return items

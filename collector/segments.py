@@ -180,7 +180,6 @@ def _rewrite(segs: List[str], path: str, options: dict) -> None:
 def _write_sorted(writer, tables) -> None:
     """One row group of ``tables`` (pyarrow Tables), stably sorted by time
     (as the collector writes every row group)."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     if not tables:

@@ -38,6 +38,12 @@ from .writer import RecordingWriter
 DECODE_EVERY_S = 0.2
 #: Bytes of records decoded together: about a row group of events.
 DECODE_BYTES = 4 << 20
+#: Longest the loop decodes at a time, so that --duration, commits and
+#: signals keep their times under any load.
+DECODE_BUDGET_S = 0.25
+#: After recording is disabled, a program that saw it enabled has finished
+#: (BPF tracing programs do not sleep) well within this: the window ends here.
+DISABLE_GRACE_S = 0.01
 TICK_S = 1.0
 LOOP_S = 0.05
 #: A segment is committed this often: a crash loses at most this much, plus
@@ -209,23 +215,23 @@ class Recording:
         except Exception:  # noqa: BLE001 - bcc raises plain Exception
             self.flush_timer = False  # batches then flush when full, old, or at the end
 
-    def _decode(self) -> None:
-        """What the consumer handed over, a row group's worth at a time (so
-        that what decoding holds at once stays small)."""
-        group, size = [], 0
-        for item in self.consumer.take() + [None]:
-            if item is not None:
-                group.append(item)
-                size += len(item)
-            if group and (item is None or size >= DECODE_BYTES):
-                ev = np.frombuffer(group[0] if len(group) == 1 else b"".join(group), dtype=self.dtype)
-                group, size = [], 0
-                objs = ev["object"][(ev["kind"] == events.EV_ALLOC)]
-                self.by_object += np.bincount(objs, minlength=8)[:8]
-                self.writer.add_events(ev, now_ns=time.monotonic_ns())
-                # Arrow's allocator (mimalloc) keeps what was freed: under a
-                # heavy load the collector's RSS doubled to 1.3 GB without this.
-                pa.default_memory_pool().release_unused()
+    def _decode(self, budget_s: Optional[float] = None) -> None:
+        """Decode what the consumer handed over, DECODE_BYTES at a time (so
+        that what decoding holds at once stays small); with ``budget_s``,
+        stop once that long has passed (the loop must keep its times: the
+        rest waits, and past consumer.MAX_QUEUED the kernel counts losses)."""
+        deadline = None if budget_s is None else time.monotonic() + budget_s
+        while deadline is None or time.monotonic() < deadline:
+            items = self.consumer.take(DECODE_BYTES)
+            if not items:
+                return
+            ev = np.frombuffer(items[0] if len(items) == 1 else b"".join(items), dtype=self.dtype)
+            objs = ev["object"][(ev["kind"] == events.EV_ALLOC)]
+            self.by_object += np.bincount(objs, minlength=8)[:8]
+            self.writer.add_events(ev, now_ns=time.monotonic_ns())
+            # Arrow's allocator (mimalloc) keeps what was freed: under a heavy
+            # load the collector's RSS doubled to 1.3 GB without this.
+            pa.default_memory_pool().release_unused()
 
     def _drain(self) -> None:
         """After recording is disabled: everything still in the kernel."""
@@ -307,6 +313,7 @@ class Recording:
                 raise CollectError(str(e))
         self._loop()
         self._set_enabled(0)
+        time.sleep(DISABLE_GRACE_S)
         self.end_ns = time.monotonic_ns() - self.t0
         self._drain()
         self._decode()
@@ -339,7 +346,7 @@ class Recording:
             if self.stop.reason:
                 self.stop_reason = self.stop.reason
             if now >= next_decode:
-                self._decode()
+                self._decode(budget_s=DECODE_BUDGET_S)
                 next_decode = now + DECODE_EVERY_S
             if now >= next_tick:
                 self.writer.add_user_rows(self._lost_rows(time.monotonic_ns() - self.t0))

@@ -14,6 +14,8 @@ import signal
 import time
 from typing import List, Optional
 
+from .signals import SIGNALS, deferred
+
 
 class SpawnError(Exception):
     """The command could not be executed."""
@@ -28,11 +30,13 @@ class HeldCommand:
         self.status: Optional[int] = None    # exit status once reaped
         go_r, self._go_w = os.pipe()
         self._err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        self.pid = os.fork()
+        with deferred():   # a signal now reaches the child with the default action, not Python's handler
+            self.pid = os.fork()
+            if self.pid == 0:
+                for s in SIGNALS:
+                    signal.signal(s, signal.SIG_DFL)
         if self.pid == 0:  # child
             try:
-                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                    signal.signal(s, signal.SIG_DFL)  # not the collector's handlers
                 os.close(self._go_w)
                 os.close(self._err_r)
                 if os.read(go_r, 1) != b"g":
@@ -49,8 +53,12 @@ class HeldCommand:
     def release(self) -> None:
         """Let the child exec; raise SpawnError if the exec failed."""
         self.released = True
-        os.write(self._go_w, b"g")
-        os.close(self._go_w)
+        try:
+            os.write(self._go_w, b"g")
+        except BrokenPipeError:
+            pass  # a signal ended the child first (Ctrl-C to the group): poll() says so
+        finally:
+            os.close(self._go_w)
         err = os.read(self._err_r, 64)
         os.close(self._err_r)
         if err:

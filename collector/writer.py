@@ -12,8 +12,6 @@ the child (their ``owner_pid``); the wait is at most FORK_WAIT_NS.
 """
 
 import json
-import os
-import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -96,6 +94,7 @@ class RecordingWriter:
         if cut:
             self._emit(ev[:cut], owner_pid[:cut], owner_tgid[:cut], known[:cut])
         self._forget_children(now)
+
     def _owners(self, ev: np.ndarray):
         """Owner pid/tgid of each row and whether it is known."""
         owner_pid = ev["pid"].astype(np.int64)

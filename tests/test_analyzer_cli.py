@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -199,3 +200,16 @@ def test_only_object_losses_make_the_banner(tmp_path):
     data = json.loads(run("report", g.write(str(tmp_path / "freelost.parquet")), "--format", "json").stdout)
     assert data["banners"][0] == data["lost_events_warning"]
     assert data["banners"][0].startswith("LOST EVENTS: 1 events were lost (free: 1)")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="needs root to switch to nobody")
+def test_unreadable_input_is_one_line(zyg, tmp_path):
+    from test_collector_cli import traversable_by_others
+    secret = tmp_path / "secret.parquet"
+    secret.write_bytes(open(zyg, "rb").read())
+    secret.chmod(0o600)
+    with traversable_by_others(ANONANALYZE), traversable_by_others(str(secret)):
+        res = subprocess.run(["runuser", "-u", "nobody", "--", ANONANALYZE, "report", str(secret)],
+                             capture_output=True, text=True, timeout=120, cwd="/")
+    assert res.returncode == EXIT_UNREADABLE, res.stderr
+    assert res.stderr.strip() == f"anonanalyze: error: {secret}: cannot read: Permission denied"

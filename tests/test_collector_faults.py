@@ -64,3 +64,14 @@ def test_a_write_error_names_the_file_and_nothing_is_left_when_nothing_was_commi
     assert msg.startswith(f"cannot write {out}: No space left on device")
     assert "nothing had been committed" in msg
     assert not os.path.exists(f"{out}.partial")
+
+
+def test_a_held_command_killed_before_its_release_is_not_an_error():
+    """Ctrl-C reaches the held child too (same process group) before the
+    collector releases it: release() does not fail, poll() gives the signal."""
+    import signal
+    held = HeldCommand(["/bin/true"])
+    os.kill(held.pid, signal.SIGINT)
+    os.waitid(os.P_PID, held.pid, os.WEXITED | os.WNOWAIT)   # dead, not yet reaped
+    held.release()
+    assert held.poll() == -signal.SIGINT

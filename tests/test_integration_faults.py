@@ -320,3 +320,19 @@ def test_loss_is_counted_exactly_by_kind(tmp_path, workload):
     r = report(out)
     assert r["run"]["lost_by_event"] == lost
     assert r["banners"][0].startswith("LOST EVENTS")
+
+
+def test_a_run_that_matched_nothing_reports_in_every_format(tmp_path):
+    """--comm of a task that does not exist: no object rows, a census that
+    found no VMA; every format still reports (it was an internal error). The
+    second run keeps the first as FILE.old."""
+    out = tmp_path / "nothing.parquet"
+    for run in range(2):
+        p = subprocess.run(ANONCOLLECT + ["-o", str(out), "--comm", "nosuchtask", "--duration", "0.5"],
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+    assert f"moved the existing {out} to {out}.old" in p.stderr
+    assert metadata(Path(str(out) + ".old"))["start_time"] < metadata(out)["start_time"]
+    for fmt in ("text", "markdown", "json"):
+        text = report(out, fmt)
+        assert (json.dumps(text) if fmt == "json" else text).count("no alloc or free rows") == 1, fmt
