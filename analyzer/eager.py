@@ -224,7 +224,10 @@ def rmap_allocs(rp):
 
 
 def processes(rp, top=50):
-    """Per-owner and per-comm allocations of anon_vma and AVC (exact)."""
+    """Per-process and per-comm allocations of anon_vma and AVC (exact). A
+    process row has what it owns (the child's for fork paths) and what its
+    forks made for its children (``for_children``, the fork paths it ran),
+    and is ordered by both, so that a fork server shows."""
     ob = rp.ob
     a = rmap_allocs(rp)
     tree = rp.tree
@@ -232,25 +235,33 @@ def processes(rp, top=50):
     result = {"by_process": [], "by_comm": [], "top": top}
     if len(a):
         is_avc = (ob.object[a] == OBJECT_CODE["anon_vma_chain"]).astype(np.int64)
-        codes, owners = pd.factorize(ob.owner[a], sort=True)
-        nown = len(owners)
-        cnt = np.bincount(codes * 2 + is_avc, minlength=2 * nown).reshape(nown, 2)
+        fork_path = ob.fork_id[a] >= 0
+        maker = np.where(fork_path, ob.tgid[a], -1)
+        codes, procs = pd.factorize(np.concatenate([ob.owner[a], maker[fork_path]]), sort=True)
+        own_codes, made_codes = codes[:len(a)], codes[len(a):]
+        n = len(procs)
+        cnt = np.bincount(own_codes * 2 + is_avc, minlength=2 * n).reshape(n, 2)
+        made = np.bincount(made_codes * 2 + is_avc[fork_path], minlength=2 * n).reshape(n, 2)
         nbytes = cnt[:, 0] * av_size + cnt[:, 1] * avc_size
-        last = np.full(nown, -1, dtype=np.int64)          # the owner's last allocation
-        np.maximum.at(last, codes, np.arange(len(a)))
-        comm = ob.comm[a][last]
+        made_bytes = made[:, 0] * av_size + made[:, 1] * avc_size
+        last = np.full(n, -1, dtype=np.int64)             # the process's last row, for its comm
+        np.maximum.at(last, own_codes, np.arange(len(a)))
+        np.maximum.at(last, made_codes, np.flatnonzero(fork_path))
+        comm = ob.comm[a][np.maximum(last, 0)]
         forks = tree.forks.groupby("tgid").size()
         forking = set(tree.forking.tolist())
-        order = np.argsort(-nbytes, kind="stable")
-        result["processes_with_objects"] = int(nown)
+        order = np.argsort(-(nbytes + made_bytes), kind="stable")
+        result["processes_with_objects"] = int((cnt.sum(axis=1) > 0).sum())
         for i in order[:top]:                             # at most `top` rows
-            tgid = int(owners[i])
+            tgid = int(procs[i])
             result["by_process"].append({
                 "tgid": tgid,
                 "comm": ob.comm_name(int(comm[i])),
                 "anon_vma": int(cnt[i, 0]),
                 "anon_vma_chain": int(cnt[i, 1]),
                 "bytes": int(nbytes[i]),
+                "for_children": {"anon_vma": int(made[i, 0]), "anon_vma_chain": int(made[i, 1]),
+                                 "bytes": int(made_bytes[i])},
                 "process_forks": int(forks.get(tgid, 0)),
                 "leaf": tgid not in forking,
             })
@@ -271,8 +282,9 @@ def processes(rp, top=50):
         result["processes_with_objects"] = 0
         result["comms_with_objects"] = 0
     result["fidelity"] = "exact"
-    result["note"] = ("owner = the process an object serves (the child for fork paths); "
-                      "comm = the allocating task's command name")
+    result["note"] = ("owner = the process an object serves (the child for fork paths); for_children = "
+                      "what the process's forks made for its children; comm = the allocating task's "
+                      "command name")
     return result
 
 

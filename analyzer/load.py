@@ -72,6 +72,11 @@ OPTIONAL_KEY = {"lock": "lock_id", "call": "func", "walk": "walk_kind", "census"
 #: file has them, else null (filled like any null).
 LATER_COLUMNS = {"anon_pages": 4}
 
+#: Columns later versions added to a base kind: read when the file has the
+#: column, else filled with -1 (v5: exec rows' duration_ns, the time from
+#: execve() entry to the exec tracepoint).
+LATER_KIND_COLUMNS = {"exec": ("duration_ns",)}
+
 #: Function-probe columns of the object rows (schema v3), read when present
 #: and not all null: the VMA each anon_vma/AVC was made or freed for.
 OBJECT_VMA_COLUMNS = ("vma_id", "src_vma_id")
@@ -393,6 +398,8 @@ def _read(pf, path, meta):
     kind_columns = dict(KIND_COLUMNS)
     kind_columns.update({k: tuple(c for c in OPTIONAL_KIND_COLUMNS[k]
                                   if c not in LATER_COLUMNS or c in schema.names) for k in extra_kinds})
+    for k, cols in LATER_KIND_COLUMNS.items():
+        kind_columns[k] += tuple(c for c in cols if c in schema.names)
     kinds = list(kind_columns)                    # kind code = index; "object" is 0
     kind_of_event = {e: kinds.index(k) for k, evs in KIND_EVENTS.items() for e in evs
                      if k in kind_columns}
@@ -552,7 +559,7 @@ def _read(pf, path, meta):
         take = np.searchsorted(frame["__row"].to_numpy(), frows)
         frame = frame.take(take).reset_index(drop=True).drop(columns="__row")
         frame["pos"] = pos
-        for c in OPTIONAL_KIND_COLUMNS.get(kname, ()):
+        for c in OPTIONAL_KIND_COLUMNS.get(kname, ()) + LATER_KIND_COLUMNS.get(kname, ()):
             if c not in frame:  # a column of a later version: null in this file
                 frame[c] = _INT_FILL
         frames[kname] = frame

@@ -1,67 +1,158 @@
-"""Leaf / no-fork model, the PR_SET_NOFORK idea (docs/models.md section 3).
+"""Leaf / no-fork designs, the PR_SET_NOFORK idea (docs/models.md section 3).
 
-A process (tgid) that makes no process fork during the run opts out: its own
-anon_vma and AVC allocations (mm/rmap.c __anon_vma_prepare, anon_vma_clone
-outside fork) are not made (N1). Objects its forking parent made for it in
-kernel/fork.c dup_mmap -> anon_vma_fork are kept in the best estimate (N2)
-and dropped at the low end of the range.
+A process generation (analyzer/generations.py: a tgid from its birth or an
+exec to the next exec or its exit) that makes no process fork may opt out of
+the anon rmap for the anonymous pages only it maps. Two designs:
+
+- ``nofork``: the process opts out after it starts (a prctl of its own).
+  Its fault-path anon_vma and AVC (mm/rmap.c __anon_vma_prepare) are not
+  made, and of each anon_vma_clone() call outside fork (split, merge,
+  mremap: mm/vma.c) one AVC, the link to its own anon_vma; the other n-1
+  link the VMA into its ancestors' anon_vmas, which their rmap walks need.
+  Objects its parent's fork made for it stay.
+- ``nofork_clone``: the flag is set at clone by the fork server. Also the
+  child's own anon_vma and AVC of anon_vma_fork() (``fork`` path) are not
+  made; the ``clone_fork`` AVCs stay in every design, because
+  anon_vma_fork() clones the parent's chain "so rmap can find non-COWed
+  pages in child processes" (reclaim, migration, folio_referenced and
+  memory-failure walk the parent's anon_vmas).
+
+Neither design has a folio-to-VMA pointer for a VMA moved by mremap or a
+MAP_PRIVATE file VMA (the ANON_VMA_LAZY series' own minimal variant needs
+vma_mapping_base == 0): mremap copies keep every AVC, and on function-probe
+recordings the VMAs that were moved or map a file keep their objects
+(tracepoint recordings cannot tell a file VMA: said in the fidelity).
 """
 
 import numpy as np
 
-from . import live
+from . import generations, live
 from .eager import RMAP_OBJECTS, rmap_allocs, saved_pct
-from .load import OBJECT_CODE, PATH_CODE
+from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
+from .order import stable_argsort
 
 SECTION = "docs/models.md#nofork"
 RULES = "docs/models.md#nofork-rules"
 BOUNDS = "docs/models.md#nofork-bounds"
+VARIANTS = ("nofork", "nofork_clone")
+
+
+def clone_calls(rp, a):
+    """For the alloc rows ``a`` (replay order): True on one AVC of each
+    anon_vma_clone() call outside fork (split, merge: not mremap), the one
+    the designs drop. A call's AVCs are the rows with its VMA (``vma_id``,
+    function probes) or, on tracepoint recordings, a run of ``clone_vma``
+    rows of one task with no other allocation of that task between them
+    (__split_vma and copy_vma allocate the new VMA, vm_area_dup, first; a
+    merge clones one AVC)."""
+    ob = rp.ob
+    n = len(a)
+    clone = (ob.path[a] == PATH_CODE["clone_vma"]) & (ob.caller[a] != CALLER_CODE["mremap"])
+    first = np.zeros(n, dtype=bool)
+    if not clone.any():
+        return first
+    if ob.has_vma and (ob.vma_id[a][clone] >= 0).all():
+        idx = np.flatnonzero(clone)
+        _, at = np.unique(ob.vma_id[a][idx], return_index=True)
+        first[idx[at]] = True
+        return first
+    # every allocation row of the tasks, in replay order per task
+    every = np.flatnonzero(ob.is_alloc)
+    order = every[stable_argsort(ob.pid[every])]
+    is_clone = (ob.path[order] == PATH_CODE["clone_vma"]) & (ob.caller[order] != CALLER_CODE["mremap"])
+    start = is_clone.copy()
+    same_task = ob.pid[order][1:] == ob.pid[order][:-1]
+    cont = same_task & is_clone[:-1] & is_clone[1:] & (ob.caller[order][1:] == ob.caller[order][:-1]) \
+        & (ob.caller[order][1:] != CALLER_CODE["merge"])
+    start[1:] &= ~cont
+    starts = np.sort(order[start])
+    first[np.isin(a, starts)] = True
+    return first & clone
+
+
+def _kept_vmas(rp, a):
+    """Rows of VMAs no no-fork design can opt out (function probes only):
+    VMAs that map a file (``vma_file`` on their call rows) and VMAs that an
+    mremap copy moved (a ``clone_vma`` mremap row names them as source)."""
+    ob = rp.ob
+    keep = np.zeros(len(a), dtype=bool)
+    if not ob.has_vma:
+        return keep, None
+    calls = rp.rec.calls
+    vma = ob.vma_id[a]
+    file_vmas = calls.loc[calls["vma_file"].fillna(False).astype(bool), "vma_id"].to_numpy() \
+        if len(calls) else np.zeros(0, np.int64)
+    mremap = (ob.path[a] == PATH_CODE["clone_vma"]) & (ob.caller[a] == CALLER_CODE["mremap"])
+    moved = np.unique(ob.src_vma_id[a][mremap])
+    keep = np.isin(vma, file_vmas) | np.isin(vma, moved)
+    keep &= vma >= 0
+    return keep, {"file_vma_objects": int(np.isin(vma, file_vmas).sum()),
+                  "moved_vma_objects": int((np.isin(vma, moved) & (vma >= 0)).sum())}
+
+
+def saved_rows(rp, a, g):
+    """{variant: {"best", "high"}: boolean masks over ``a`` of the objects
+    the design does not make}. ``high`` (most allocated) saves only in leaf
+    generations whose whole life is in the run."""
+    ob = rp.ob
+    path = ob.path[a]
+    leaf = ~g.forking[g.gen]
+    whole = g.whole_life[g.gen]
+    fault = path == PATH_CODE["fault"]     # `other` (an unknown call site) is kept: not known to be the fault path
+    own_fork = path == PATH_CODE["fork"]
+    one_per_clone = clone_calls(rp, a)
+    keep, _ = _kept_vmas(rp, a)
+    base = {"nofork": fault | one_per_clone, "nofork_clone": fault | one_per_clone | own_fork}
+    return {v: {"best": m & leaf & ~keep, "high": m & leaf & whole & ~keep} for v, m in base.items()}
 
 
 def model(rp, eager_model):
-    ob = rp.ob
+    """{variant: the model's numbers in the common layout}."""
     a = rmap_allocs(rp)
-    tree = rp.tree
-    owner = ob.owner[a]
-    leaf = np.isin(owner, tree.leaf)
-    certain = np.isin(owner, np.intersect1d(tree.born, tree.exited))
-    path = ob.path[a]
-    own = np.isin(path, [PATH_CODE["fault"], PATH_CODE["clone_vma"], PATH_CODE["other"]])
-    forkpath = np.isin(path, [PATH_CODE["fork"], PATH_CODE["clone_fork"]])
-    saved = {"best": own & leaf,
-             "low": (own | forkpath) & leaf,       # fewest allocated
-             "high": own & leaf & certain}         # most allocated
+    g = generations.build(rp, a)
+    saved = saved_rows(rp, a, g)
+    _, kept_info = _kept_vmas(rp, a)
+    fidelity = ("exact for the run window's generations (function probes: file and mremap-moved VMAs kept)"
+                if kept_info is not None else
+                "exact for the run window's generations, except MAP_PRIVATE file VMAs: tracepoint "
+                "recordings cannot tell them, their objects are counted as saved")
+    return {v: _variant(rp, a, g, saved[v], eager_model, fidelity, kept_info) for v in VARIANTS}
+
+
+def _variant(rp, a, g, saved, ev, fidelity, kept_info):
+    ob = rp.ob
     is_av = ob.object[a] == OBJECT_CODE["anon_vma"]
     pos, free = ob.pos[a], rp.free_pos(a)
+    fork_exec = g.fork_exec[g.gen]
     out = {"fidelity": "exact (best), bounds (range)", "see": SECTION}
     for obj, sel in (("anon_vma", is_av), ("anon_vma_chain", ~is_av)):
         size = rp.sizes[obj][0]
-        n = {k: int((sel & ~v).sum()) for k, v in saved.items()}
+        best = int((sel & ~saved["best"]).sum())
+        high = int((sel & ~saved["high"]).sum())
         keep = sel & ~saved["best"]
         s = live.summary_intervals(pos[keep], free[keep])
         out[obj] = {
-            "allocated": n["best"], "bytes": n["best"] * size,
-            "allocated_range": [n["low"], n["high"]],
-            "bytes_range": [n["low"] * size, n["high"] * size],
+            "allocated": best, "bytes": best * size,
+            "allocated_range": [best, high], "bytes_range": [best * size, high * size],
             "peak_live": s["peak"], "peak_live_bytes": s["peak"] * size,
-            "fidelity": "exact for the run window's leaves", "see": RULES,
-            "range_see": BOUNDS,
+            "saved": int((sel & saved["best"]).sum()),
+            "saved_in_fork_then_exec": int((sel & saved["best"] & fork_exec).sum()),
+            "fidelity": fidelity, "see": RULES, "range_see": BOUNDS,
         }
-    ev = eager_model
     out["vm_area_struct"] = dict(ev["vm_area_struct"], fidelity="exact (unchanged)", see=RULES)
     out["saved_pct"] = {o: saved_pct(ev[o]["allocated"], out[o]["allocated"]) for o in RMAP_OBJECTS}
     out["saved_pct_range"] = {
         o: [saved_pct(ev[o]["allocated"], out[o]["allocated_range"][1]),
             saved_pct(ev[o]["allocated"], out[o]["allocated_range"][0])] for o in RMAP_OBJECTS}
     out["peak_saved_pct"] = {o: saved_pct(ev[o]["peak_live"], out[o]["peak_live"]) for o in RMAP_OBJECTS}
-    out["leaf_processes"] = int(len(tree.leaf))
-    out["leaf_processes_whole_life_in_run"] = int(len(np.intersect1d(
-        tree.leaf, np.intersect1d(tree.born, tree.exited))))
-    out["forking_processes"] = int(len(tree.forking))
+    out["generations"] = g.summary()
+    out["leaf_processes"] = int(len(np.unique(g.tgid[~g.forking])))
+    out["forking_processes"] = int(len(rp.tree.forking))
+    out["kept_vmas"] = kept_info
     out["extra_costs"] = {
         "slab_bytes": 0,
-        "note": ("no slab memory; a process that opts in can no longer fork, and rmap of its "
-                 "pages needs another way to find the VMA (not counted)"),
+        "note": ("no slab memory; a process that opts out can no longer fork, and rmap of its pages "
+                 "needs another way to find the VMA (a folio-to-VMA pointer, not priced here)"),
         "see": BOUNDS,
     }
     return out

@@ -9,7 +9,7 @@ import json
 OBJS = ("anon_vma", "anon_vma_chain")
 SHORT = {"anon_vma": "anon_vma", "anon_vma_chain": "AVC", "vm_area_struct": "VMA"}
 MODEL_TITLE = {"eager": "eager (kernel today)", "lazy": "ANON_VMA_LAZY",
-               "nofork": "leaf/no-fork"}
+               "nofork": "no-fork (opt-out)", "nofork_clone": "no-fork set at clone"}
 
 
 def render(report, fmt):
@@ -133,10 +133,13 @@ def render_text(r):
                  f"{p['process_forks']} process forks, {p['threads_or_vforks']} threads/vforks, "
                  f"fork depth {p['max_fork_depth']})")
     if p["by_process"]:
-        lines.append(f"  {'tgid':>8} {'comm':16} {'anon_vma':>9} {'AVC':>9} {'KB':>10} {'forks':>6}")
+        lines.append(f"  {'tgid':>8} {'comm':16} {'anon_vma':>9} {'AVC':>9} {'KB':>10} {'forks':>6}"
+                     f"  {'for children: anon_vma':>23} {'AVC':>9} {'KB':>10}")
         for e in p["by_process"][:10]:
+            c = e["for_children"]
             lines.append(f"  {e['tgid']:>8} {str(e['comm'])[:16]:16} {e['anon_vma']:>9} "
-                         f"{e['anon_vma_chain']:>9} {kb(e['bytes']):>10} {e['process_forks']:>6}")
+                         f"{e['anon_vma_chain']:>9} {kb(e['bytes']):>10} {e['process_forks']:>6}"
+                         f"  {c['anon_vma']:>23} {c['anon_vma_chain']:>9} {kb(c['bytes']):>10}")
     lines.append("")
 
     lines.append("Models: objects allocated over the run (saved vs eager) [range], peak live KB")
@@ -172,9 +175,16 @@ def render_text(r):
                      "exact within its bounds: "
                      + ("yes" if all(te["exact_within_bounds"].values()) else
                         "no (" + ", ".join(k for k, v in te["exact_within_bounds"].items() if not v) + ")"))
-    nf = r["models"]["nofork"]
-    lines.append(f"  no-fork: {nf['leaf_processes']} leaf processes opt out "
-                 f"({nf['leaf_processes_whole_life_in_run']} with their whole life in the run)")
+    gens = r["models"]["nofork"]["generations"]
+    lines.append(f"  no-fork: {gens['leaf']} of {gens['generations']} process generations make no fork and "
+                 f"opt out ({gens['leaf_whole_life_in_run']} with their whole life in the run, "
+                 f"{gens['fork_then_exec']} forked children that exec: what is saved in those dies at the "
+                 "exec anyway); clone_fork links stay in both no-fork designs")
+    for v in ("nofork", "nofork_clone"):
+        m = r["models"][v]
+        lines.append(f"  {MODEL_TITLE[v]}: saved anon_vma {m['anon_vma']['saved']} "
+                     f"({m['anon_vma']['saved_in_fork_then_exec']} in fork-then-exec children), AVC "
+                     f"{m['anon_vma_chain']['saved']} ({m['anon_vma_chain']['saved_in_fork_then_exec']})")
     lines.append("  rules and fidelity: docs/models.md")
     lines.append("")
 
@@ -407,11 +417,12 @@ def render_markdown(r):
     lines.append("")
     lines.extend(_cover_table(r, "lazy"))
     lines.append("")
-    lines.append("Same, eager vs **leaf/no-fork** (processes that do not fork in the run opt "
-                 "out; docs/models.md#nofork):")
-    lines.append("")
-    lines.extend(_cover_table(r, "nofork"))
-    lines.append("")
+    for v, how in (("nofork", "processes that make no fork opt out after they start"),
+                   ("nofork_clone", "the fork server sets the opt-out at clone")):
+        lines.append(f"Same, eager vs **{MODEL_TITLE[v]}** ({how}; docs/models.md#nofork):")
+        lines.append("")
+        lines.extend(_cover_table(r, v))
+        lines.append("")
     lines.append("Objects allocated over the run:")
     lines.append("")
     lines.append("| model | anon_vma | range | saved | anon_vma_chain | range | saved | fidelity |")

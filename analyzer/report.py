@@ -81,8 +81,9 @@ def banners(rec, lost, whole):
         parts = ", ".join(f"{k}: {v}" for k, v in (lost["by_event"] or lost["by_source"]).items()
                           if v and (lost["by_event"] is None or k in OBJECT_KINDS))
         out.append(f"LOST EVENTS: {lost['objects']} events were lost ({parts or 'lost rows'}); "
-                   "every count below is a lower bound and frees of lost allocations "
-                   "are unmatched")
+                   "every count below is a lower bound, frees of lost allocations are unmatched, "
+                   f"and live and peak values may be up to {lost['objects']} off either way (a lost "
+                   "free leaves its object live)")
     if whole["cut_short"]:
         until = whole["recorded_until_s"]
         until = f"{until:.1f} s" if isinstance(until, (int, float)) else "its last commit"
@@ -144,7 +145,8 @@ def fidelity_note(lost, whole):
         parts.append(f"for the rows read: {n if n is not None else 'some'} rows missing "
                      "(run.data_missing), counts are lower bounds")
     if lost["objects"]:
-        parts.append(f"{lost['objects']} object events lost (run.lost_by_event), counts are lower bounds")
+        parts.append(f"{lost['objects']} object events lost (run.lost_by_event): counts are lower bounds, "
+                     f"live and peak values within {lost['objects']} of the truth")
     return "; ".join(parts) or None
 
 
@@ -198,11 +200,7 @@ def build(rec):
         # function probes: each object's VMA is known; the tracepoint estimate
         # stays in the output (models.lazy.tracepoint_estimate)
         lz = lazy_exact.model(rp, ev, tracepoint=lz)
-    report["models"] = {
-        "eager": ev,
-        "lazy": lz,
-        "nofork": nofork.model(rp, ev),
-    }
+    report["models"] = {"eager": ev, "lazy": lz, **nofork.model(rp, ev)}
     report["locks"] = locks.summary(rp)
     report["walks"] = walks.summary(rp)
     report["calls"] = calls.summary(rec)

@@ -602,12 +602,46 @@ TRACEPOINT_PROBE(task, task_rename)
 }
 #endif
 
+#if HAVE_EXEC_SYSCALLS
+// When an exec began: from execve()/execveat() entry on, what the task
+// allocates is for the new mm (fs/exec.c bprm_mm_init makes it first, the
+// new stack's VMA and argument pages included), while sched_process_exec
+// fires only once the image is loaded. The exec row carries the time
+// between the two (`fork_id` of the record, `duration_ns` of the row).
+BPF_HASH(execing, u32, u64, 16384);
+
+static __always_inline int exec_enter(void)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 ts = bpf_ktime_get_ns();
+    execing.update(&tid, &ts);
+    return 0;
+}
+
+static __always_inline int exec_exit(void)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    execing.delete(&tid);
+    return 0;
+}
+
+EXEC_SYSCALL_PROBES
+#endif
+
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     struct event e = {};
     fill_task(&e, EV_EXEC);
 #if TARGET_TRACKED
     arm_to_tracked(e.tgid);
+#endif
+#if HAVE_EXEC_SYSCALLS
+    u32 old = args->old_pid;   // the thread that called execve, before de_thread()
+    u64 *start = execing.lookup(&old);
+    if (start) {
+        e.fork_id = e.ts - *start;
+        execing.delete(&old);
+    }
 #endif
     if (!is_enabled() || !want_task(e.tgid, e.comm))
         return 0;

@@ -144,8 +144,11 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
         "lock_write": _masked((flags & FLAG_LOCK_WRITE) != 0, is_lock, pa.bool_()),
         "lock_func": _dictionary(np.where(is_lock, ev["caller"], 0), schema.LOCK_FUNCS, _LOCK_FUNC_INDEX),
     }
+    is_exec = (kind == EV_EXEC) & (ev["fork_id"] != 0)     # ns from execve() entry
+    cols["duration_ns"] = _masked(ev["fork_id"].astype(np.int64), is_exec, pa.int64())
     if "vma_id" in ev.dtype.names:
         fp = _fprobe_columns(ev, is_alloc | is_free, kind == EV_CALL, kind == EV_WALK, flags)
+        fp["duration_ns"] = pc.coalesce(fp["duration_ns"], cols["duration_ns"])
         if is_census.any():  # once per run, at start: not worth the work on other batches
             for name, arr in _census_columns(ev, is_census, flags).items():
                 # columns census rows share with call/walk rows: each row has one kind

@@ -121,6 +121,11 @@ def probe_list(facts: program.KernelFacts, cfg: RunConfig) -> List[Dict[str, obj
         probes.append({"name": f"tracepoint:syscalls:sys_enter_{s}+sys_exit_{s}", "attached": ok,
                        "reason": "fork window" if ok else
                        "tracepoint absent: fork paths found from the kernel stack instead"})
+    for s in program.EXEC_SYSCALLS:
+        ok = s in facts.exec_syscalls
+        probes.append({"name": f"tracepoint:syscalls:sys_enter_{s}+sys_exit_{s}", "attached": ok,
+                       "reason": "when an exec began (exec rows' duration_ns)" if ok else
+                       "tracepoint absent: exec rows have no duration_ns; the exec row is the boundary"})
     return probes
 
 

@@ -18,6 +18,7 @@ from .btf import BTF, BTFError
 from .sites import Classifier
 
 FORK_SYSCALLS = ("clone", "clone3", "fork", "vfork")
+EXEC_SYSCALLS = ("execve", "execveat")
 STACK_DEPTH = 12
 
 
@@ -212,6 +213,7 @@ class KernelFacts:
     kmem_cache_offsets: Dict[str, int]  # struct kmem_cache object_size, size
     exit_has_group_dead: bool          # sched_process_exit has `group_dead`
     fork_syscalls: List[str]           # syscalls with enter/exit tracepoints
+    exec_syscalls: List[str]           # execve, execveat with enter/exit tracepoints
     task_rename: bool                  # task:task_rename exists
     merged: Dict[str, bool]            # cache merged with others
     free_names: Dict[str, str]         # name the kernel gives each object's cache
@@ -238,9 +240,8 @@ class KernelFacts:
                                       btf.raw_tracepoint_args("kmem_cache_free")),
             kmem_cache_offsets={m: btf.offsetof("kmem_cache", m) for m in ("object_size", "size")},
             exit_has_group_dead="group_dead" in exit_fields,
-            fork_syscalls=[s for s in FORK_SYSCALLS
-                           if tracepoint_fields("syscalls", f"sys_enter_{s}", tracing) is not None
-                           and tracepoint_fields("syscalls", f"sys_exit_{s}", tracing) is not None],
+            fork_syscalls=[s for s in FORK_SYSCALLS if _syscall_traced(s, tracing)],
+            exec_syscalls=[s for s in EXEC_SYSCALLS if _syscall_traced(s, tracing)],
             task_rename=tracepoint_fields("task", "task_rename", tracing) is not None,
             merged=merged, free_names=free_names,
             anon_vma_offsets={m: btf.offsetof("anon_vma", m) for m in ("root", "rwsem")},
@@ -257,7 +258,8 @@ class KernelFacts:
             kmem_args=kmem_arg_layout(["long unsigned int", "const void *", "struct kmem_cache *", "gfp_t", "int"],
                                       ["long unsigned int", "const void *", "const struct kmem_cache *"]),
             kmem_cache_offsets={"object_size": 36, "size": 32},
-            exit_has_group_dead=True, fork_syscalls=list(FORK_SYSCALLS), task_rename=True,
+            exit_has_group_dead=True, fork_syscalls=list(FORK_SYSCALLS), exec_syscalls=list(EXEC_SYSCALLS),
+            task_rename=True,
             merged={"anon_vma": False, "anon_vma_chain": True, "vm_area_struct": False},
             free_names={o: o for o in ("anon_vma", "anon_vma_chain", "vm_area_struct")},
             anon_vma_offsets={"root": 0, "rwsem": 8}, lock_contention=True,
@@ -285,11 +287,17 @@ class Options:
     census_only: bool = False        # only the census iterator (collector/census.py)
 
 
-def _fork_syscall_probes(syscalls: List[str]) -> str:
+def _syscall_traced(name: str, tracing: Optional[str]) -> bool:
+    return all(tracepoint_fields("syscalls", f"sys_{side}_{name}", tracing) is not None
+               for side in ("enter", "exit"))
+
+
+def _syscall_probes(syscalls: List[str], enter: str, leave: str) -> str:
+    """TRACEPOINT_PROBE pairs calling ``enter()`` at entry and ``leave()`` at exit."""
     out = []
     for s in syscalls:
-        out.append(f"TRACEPOINT_PROBE(syscalls, sys_enter_{s}) {{ return fork_enter(); }}")
-        out.append(f"TRACEPOINT_PROBE(syscalls, sys_exit_{s}) {{ return fork_exit(); }}")
+        out.append(f"TRACEPOINT_PROBE(syscalls, sys_enter_{s}) {{ return {enter}(); }}")
+        out.append(f"TRACEPOINT_PROBE(syscalls, sys_exit_{s}) {{ return {leave}(); }}")
     return " \\\n".join(out) if out else ""
 
 
@@ -347,6 +355,7 @@ def build(facts: KernelFacts, classifier: Classifier, opts: Options) -> str:
         "KMEM_CACHE_SIZE_OFF": facts.kmem_cache_offsets["size"],
         "HAVE_GROUP_DEAD": int(facts.exit_has_group_dead),
         "HAVE_FORK_SYSCALLS": int(bool(facts.fork_syscalls)),
+        "HAVE_EXEC_SYSCALLS": int(bool(facts.exec_syscalls)),
         "HAVE_TASK_RENAME": int(facts.task_rename),
         "HAVE_LOCK_CONTENTION": int(facts.lock_contention),
         "ANON_VMA_ROOT_OFF": facts.anon_vma_offsets["root"],
@@ -369,7 +378,8 @@ def build(facts: KernelFacts, classifier: Classifier, opts: Options) -> str:
     head += [f"#define {k} {v}" for k, v in defines.items()]
     if opts.comm:
         head.append(f"#define COMM_FILTER {c_string(opts.comm)}")
-    head.append("#define FORK_SYSCALL_PROBES " + _fork_syscall_probes(facts.fork_syscalls))
+    head.append("#define FORK_SYSCALL_PROBES " + _syscall_probes(facts.fork_syscalls, "fork_enter", "fork_exit"))
+    head.append("#define EXEC_SYSCALL_PROBES " + _syscall_probes(facts.exec_syscalls, "exec_enter", "exec_exit"))
     # The generated functions use the program's types and OBJ_* codes.
     marker = "// GENERATED: alloc_site(), free_site(), caller_site(), lock_site(), object_by_name()\n"
     generated = classifier.c_functions() + name_matcher(facts.free_names)

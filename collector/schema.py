@@ -64,7 +64,7 @@ COLUMNS = {
     "reused": (pa.bool_(), "call: __anon_vma_prepare/anon_vma_fork returned 0 without allocating an anon_vma"),
     "call_objects": (pa.int32(), "call: anon_vmas and AVCs the call allocated (unlink: freed)"),
     "anon_pages": (pa.int64(), "call copy_page_range: present anonymous pages the child's copy of the VMA got"),
-    "duration_ns": (pa.int64(), "call, walk: nanoseconds from entry to return"),
+    "duration_ns": (pa.int64(), "call, walk: nanoseconds from entry to return; exec: from execve() entry"),
     "walk_kind": (_dict, "walk: " + ", ".join(WALK_KINDS) + " (from rmap_walk_control.rmap_one)"),
     "folio_order": (pa.int16(), "walk: order of the folio walked"),
     "avcs_visited": (pa.int32(), "walk: AVCs the anon_vma interval tree returned"),

@@ -75,6 +75,7 @@ class Proc:
     tgid: int
     comm: str
     vmas: list = field(default_factory=list)
+    shared_mm: bool = False     # a vfork child before its exec
 
 
 class Gen:
@@ -396,13 +397,28 @@ class Gen:
         self._emit(event="fork", child_pid=tid, child_tgid=pid, shares_mm=True,
                    fork_id=self._fork_id, **self._ctx(pid))
 
+    def vfork(self, parent, child, comm=None):
+        """clone(CLONE_VM|CLONE_VFORK), posix_spawn: a new process on the
+        parent's mm (its faults land in the parent's VMAs) until it execs."""
+        self._fork_id += 1
+        cp = Proc(child, comm or self.procs[parent].comm)
+        cp.vmas = self.procs[parent].vmas          # the same mm
+        cp.shared_mm = True
+        self.procs[child] = cp
+        self._emit(event="fork", child_pid=child, child_tgid=child, shares_mm=True,
+                   fork_id=self._fork_id, **self._ctx(parent))
+        return child
+
     def exit(self, pid):
         for vma in list(self.procs[pid].vmas):
             self.unmap(pid, vma)
         self._emit(event="exit", group_dead=True, **self._ctx(pid))
 
     def exec(self, pid, filename="/bin/true", comm=None):
-        for vma in list(self.procs[pid].vmas):
+        p = self.procs[pid]
+        if p.shared_mm:                            # a vfork child leaves the parent's mm alone
+            p.vmas, p.shared_mm = [], False
+        for vma in list(p.vmas):
             self.unmap(pid, vma)
         if comm:
             self.procs[pid].comm = comm

@@ -82,7 +82,7 @@ def test_markdown_cover_letter_table(zyg):
     before, after = (V + C * V + C * K) * 104, V * 104
     assert lines[i + 4] == (f"| anon_vma | {before / 1024:.2f} | {after / 1024:.2f} | "
                             f"{100.0 * (after - before) / before:+.1f}% |")
-    assert lines.count(head) == 2          # lazy and no-fork
+    assert lines.count(head) == 3          # lazy and the two no-fork designs
 
 
 def test_text_and_output_file(zyg, tmp_path):
@@ -91,7 +91,7 @@ def test_text_and_output_file(zyg, tmp_path):
     assert res.returncode == 0 and res.stdout == ""
     text = out.read_text()
     assert text.startswith("anonscope report: ")
-    assert "ANON_VMA_LAZY" in text and "leaf/no-fork" in text
+    assert "ANON_VMA_LAZY" in text and "no-fork (opt-out)" in text and "no-fork set at clone" in text
 
 
 def test_lost_events_on_first_lines_of_every_format(tmp_path):

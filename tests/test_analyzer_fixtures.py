@@ -249,35 +249,32 @@ def test_lazy_vma_growth(run):
 # ----------------------------------------------------------------- nofork
 
 def test_nofork(run, base):
-    """docs/models.md section 3. The children are the leaves; they allocate
-    nothing of their own (no fault, no split), so the best estimate keeps
-    everything (N1 saves nothing, N2 keeps their fork-path objects) and the
-    low end drops the fork-path objects of all F children. They are born and
-    exit in the run, so the high end equals the best."""
-    nz, nb = run["models"]["nofork"], base["models"]["nofork"]
-    ez = run["models"]["eager"]
+    """docs/models.md section 3. The children are the leaf generations; they
+    allocate nothing of their own (no fault, no split), so ``nofork`` (opt-out
+    after start) saves nothing, and ``nofork_clone`` (set at clone) saves the
+    child's own anon_vma and AVC of each of the N + S parent VMAs with an
+    anon_vma it inherits, per fork: F (N + S) each, while the F (N + S)
+    clone_fork links into the parent's anon_vmas stay. They are born and
+    exit in the run, so each range is one value."""
     for r in (base, run):
-        n = r["models"]["nofork"]
-        assert (n["leaf_processes"], n["leaf_processes_whole_life_in_run"],
-                n["forking_processes"]) == (F, F, 1)
+        for v in ("nofork", "nofork_clone"):
+            n = r["models"][v]
+            g = n["generations"]
+            assert (g["forking"], g["leaf"], g["leaf_whole_life_in_run"], g["fork_then_exec"]) == (1, F, F, 0)
+            for obj in RMAP:
+                assert n[obj]["allocated_range"] == [n[obj]["allocated"]] * 2
         for obj in RMAP:
-            e = r["models"]["eager"][obj]
-            assert n[obj]["allocated"] == e["allocated"]
-            assert n[obj]["allocated_range"][1] == e["allocated"]
-            assert n[obj]["peak_live"] == e["peak_live"]
-            assert n["saved_pct"][obj] == 0.0
-    # low: what the parent allocated for itself
-    assert nz[AV]["allocated_range"][0] - nb[AV]["allocated_range"][0] == N
-    assert nz[AVC]["allocated_range"][0] - nb[AVC]["allocated_range"][0] == N + S + M
-    for r in (base, run):
-        n, o = r["models"]["nofork"], r["objects"]
-        assert n[AV]["allocated_range"][0] == o[AV]["allocated"]["fault"]
-        assert n[AVC]["allocated_range"][0] == o[AVC]["allocated"]["fault"] + \
-            o[AVC]["allocated"]["clone_vma"]
+            e, n = r["models"]["eager"][obj], r["models"]["nofork"][obj]
+            assert (n["allocated"], n["peak_live"], n["saved"]) == (e["allocated"], e["peak_live"], 0)
+    diff = {v: {obj: run["models"][v][obj]["allocated"] - base["models"][v][obj]["allocated"] for obj in RMAP}
+            for v in ("eager", "nofork_clone")}
+    assert diff["eager"] == {AV: N + F * (N + S), AVC: N + S + M + 2 * F * (N + S)}
+    assert diff["nofork_clone"] == {AV: N, AVC: N + S + M + F * (N + S)}
+    assert run["models"]["nofork_clone"][AVC]["allocated"] >= run["objects"][AVC]["allocated"]["clone_fork"]
     for obj in RMAP:
-        lo, hi = nz[obj]["allocated_range"]
-        assert nz["saved_pct_range"][obj] == [pct(ez[obj]["allocated"], hi),
-                                             pct(ez[obj]["allocated"], lo)]
+        n, e = run["models"]["nofork_clone"], run["models"]["eager"][obj]["allocated"]
+        lo, hi = n[obj]["allocated_range"]
+        assert n["saved_pct_range"][obj] == [pct(e, hi), pct(e, lo)]
 
 
 # --------------------------------------------------------------- markdown
@@ -305,9 +302,9 @@ def test_markdown_cover_letter_table():
     lines = md.splitlines()
     starts = [i for i, line in enumerate(lines)
               if line.startswith("| object | before (active KB) | after (active KB) | change |")]
-    assert len(starts) == 2                    # eager vs lazy, eager vs nofork
+    assert len(starts) == 3                    # eager vs lazy, vs the two no-fork designs
     ev = r["models"]["eager"]
-    for start, model in zip(starts, ("lazy", "nofork")):
+    for start, model in zip(starts, ("lazy", "nofork", "nofork_clone")):
         header, rows = _table(lines, start)
         assert header == ["object", "before (active KB)", "after (active KB)", "change"]
         assert [row[0] for row in rows] == [VMA, AVC, AV]

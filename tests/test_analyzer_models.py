@@ -62,6 +62,12 @@ def test_zygote(tmp_path, V, N, C, K):
 
     p = r["processes"]
     assert (p["seen"], p["forking"], p["leaf"], p["max_fork_depth"]) == (C + 1, 1, C, 1)
+    # the fork server heads the table with what its forks made for the children
+    top = p["by_process"][0]
+    assert top["tgid"] == 100 and (top["anon_vma"], top["anon_vma_chain"]) == (V, V)
+    assert top["for_children"] == {"anon_vma": C * V, "anon_vma_chain": 2 * C * V,
+                                   "bytes": C * V * SIZES[AV]["slab_size"] + 2 * C * V * SIZES[AVC]["slab_size"]}
+    assert all(e["for_children"]["anon_vma"] == 0 for e in p["by_process"][1:])
 
     eager, lazy, nofork = models(r)
     e_av, e_avc = V + C * V + C * K, V + 2 * C * V + C * K
@@ -83,12 +89,21 @@ def test_zygote(tmp_path, V, N, C, K):
     assert g["peak_extra_bytes"] == 12 * (V + N + C * (V + N) + C * K)
     assert lazy["extra_costs"]["fork_time_objects"] == {
         **lazy["extra_costs"]["fork_time_objects"], "eager": 3 * C * V, "lazy": C * V + 2 * V}
-    # nofork: children are leaves; own faults saved, fork-path kept (best),
-    # dropped at the low end; children live wholly in the run, so high = best
+    # nofork: the children are leaf generations; their own faults are saved,
+    # what the parent's fork made for them stays; they live wholly in the
+    # run, so the range is one value
     assert nofork[AV]["allocated"] == V + C * V
     assert nofork[AVC]["allocated"] == V + 2 * C * V
-    assert nofork[AV]["allocated_range"] == [V, V + C * V]
-    assert nofork[AVC]["allocated_range"] == [V, V + 2 * C * V]
+    assert nofork[AV]["allocated_range"] == [V + C * V, V + C * V]
+    assert nofork[AVC]["allocated_range"] == [V + 2 * C * V, V + 2 * C * V]
+    assert nofork[AV]["saved"] == C * K and nofork[AV]["saved_in_fork_then_exec"] == 0
+    # nofork_clone: also each child's own anon_vma and AVC per inherited VMA;
+    # the C * V clone_fork links into the parent's anon_vmas stay
+    clone = r["models"]["nofork_clone"]
+    assert clone[AV]["allocated"] == V and clone[AVC]["allocated"] == V + C * V
+    assert clone[AV]["allocated_range"] == [V, V] and clone[AVC]["allocated_range"] == [V + C * V, V + C * V]
+    assert clone["generations"] == {"generations": C + 1, "forking": 1, "leaf": C,
+                                    "leaf_whole_life_in_run": C, "fork_then_exec": 0, "after_exec": 0}
 
 
 def test_domain_example(tmp_path):
@@ -150,10 +165,13 @@ def test_split_merge_leaf(tmp_path, F, S, M, X):
     assert lazy["saved_pct"] == {AV: 100.0, AVC: 100.0}
     assert lazy[AVC]["allocated_range"] == [0, S + X]   # high: splits of upgraded VMAs
     assert lazy[AV]["peak_live_bytes"] == 0
-    # nofork: a leaf; it was alive before the run, so the high end keeps it
-    assert nofork[AV]["allocated"] == 0 and nofork[AVC]["allocated"] == 0
-    assert nofork[AV]["allocated_range"] == [0, F]
-    assert nofork[AVC]["allocated_range"] == [0, F + S + X]
+    # nofork: a leaf; each split and merge clones one AVC (its VMAs are its
+    # own: chains of one), which is the link the design drops; it was alive
+    # before the run, so the high end keeps it
+    for m in (nofork, r["models"]["nofork_clone"]):
+        assert m[AV]["allocated"] == 0 and m[AVC]["allocated"] == 0
+        assert m[AV]["allocated_range"] == [0, F]
+        assert m[AVC]["allocated_range"] == [0, F + S + X]
 
 
 # ------------------------------------------------------------------ mremap
@@ -236,15 +254,17 @@ def test_fork_chain_three_deep(tmp_path, VA, VB, VC, VD):
     assert lazy[AVC]["allocated"] == own + clones
     assert lazy[AV]["allocated_range"] == [own, own]
     assert lazy[AVC]["allocated_range"] == [own + clones, own + clones]
-    # nofork: D (born and dead in the run) is the only leaf
+    # nofork: D (born and dead in the run) is the only leaf: its VD faults
     assert nofork[AV]["allocated"] == fault + own - VD
     assert nofork[AVC]["allocated"] == fault + own + clones - VD
-    d_forkpath_av = VA + VB + VC
-    d_clones = 3 * VA + 2 * VB + VC
-    assert nofork[AV]["allocated_range"] == [fault + own - VD - d_forkpath_av,
-                                             fault + own - VD]
-    assert nofork[AVC]["allocated_range"] == [
-        fault + own + clones - VD - d_forkpath_av - d_clones, fault + own + clones - VD]
+    assert nofork[AV]["allocated_range"] == [fault + own - VD] * 2
+    # nofork_clone: also D's own anon_vma and AVC for each of the VA + VB + VC
+    # VMAs it inherits; the 3VA + 2VB + VC clone_fork links of D stay
+    d_own = VA + VB + VC
+    clone = r["models"]["nofork_clone"]
+    assert clone[AV]["allocated"] == fault + own - VD - d_own
+    assert clone[AVC]["allocated"] == fault + own + clones - VD - d_own
+    assert clone[AVC]["allocated_range"] == [fault + own + clones - VD - d_own] * 2
 
 
 def test_child_fault_after_parent_forked_twice(tmp_path):
@@ -418,3 +438,59 @@ def test_mremap_of_split_piece_then_fork(tmp_path):
     assert lazy[AV]["allocated"] == F + F
     # fork upgrade AVCs, mremap upgrade AVCs, mremap copies, clone_fork
     assert lazy[AVC]["allocated"] == F + F + F + 2 * F
+
+
+# ------------------------------------------------- generations, vfork, exec
+
+def shell(V, K1, K2):
+    """A shell (alive before the run) with V faulted VMAs forks a child that
+    faults K1, execs, faults K2 in the new image and exits."""
+    g = Gen()
+    g.process(60, "sh")
+    g.faults(60, V)
+    g.fork(60, 61)
+    g.faults(61, K1)
+    g.exec(61, comm="tool")
+    g.faults(61, K2)
+    g.exit(61)
+    return g
+
+
+@pytest.mark.parametrize("V,K1,K2", [(5, 2, 3), (1, 0, 4), (8, 3, 0)])
+def test_fork_then_exec_is_a_category_of_its_own(tmp_path, V, K1, K2):
+    """The child before its exec and the image after it are two generations
+    (rule N0): the first is a fork-then-exec child, whose savings die at the
+    exec anyway; both are leaves."""
+    r = build(shell(V, K1, K2), tmp_path)
+    e_av = V + V + K1 + K2
+    nf, nc = r["models"]["nofork"], r["models"]["nofork_clone"]
+    after = 1 if K2 else 0                                  # generations that own objects
+    assert nf["generations"] == {"generations": 2 + after, "forking": 1, "leaf": 1 + after,
+                                 "leaf_whole_life_in_run": 1 + after, "fork_then_exec": 1,
+                                 "after_exec": after}
+    assert nf[AV]["saved"] == K1 + K2 and nf[AV]["saved_in_fork_then_exec"] == K1
+    assert nf[AV]["allocated"] == e_av - K1 - K2
+    assert nc[AV]["saved"] == K1 + K2 + V and nc[AV]["saved_in_fork_then_exec"] == K1 + V
+    assert nc[AVC]["saved"] == K1 + K2 + V            # the V clone_fork links stay
+    assert nc[AVC]["allocated"] == (V + 2 * V + K1 + K2) - (K1 + K2 + V)
+
+
+@pytest.mark.parametrize("K,K2", [(3, 2), (0, 5)])
+def test_a_vfork_child_faults_on_its_parents_mm(tmp_path, K, K2):
+    """A vfork child's faults before its exec land in the parent's mm and are
+    the parent's (kernel/fork.c copy_mm, CLONE_VM); after its exec it is a
+    generation of its own, born and dead in the run. The parent (alive before
+    the run) is a leaf too: only the high end keeps its objects."""
+    g = Gen()
+    g.process(70, "make")
+    g.vfork(70, 71, comm="make")
+    g.faults(71, K)
+    g.exec(71, comm="cc")
+    g.faults(71, K2)
+    g.exit(71)
+    r = build(g, tmp_path)
+    nf = r["models"]["nofork"]
+    assert nf[AV]["allocated"] == 0                        # both generations leaves
+    assert nf[AV]["allocated_range"] == [0, K]              # the parent's K may not be (not born in the run)
+    assert nf["generations"]["generations"] == (2 if K else 1) and nf["generations"]["forking"] == 0
+    assert r["models"]["eager"][AV]["allocated"] == K + K2

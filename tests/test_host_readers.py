@@ -106,13 +106,13 @@ def test_program_takes_layouts_from_facts_not_headers():
         sizes={"anon_vma": 88, "anon_vma_chain": 48, "vm_area_struct": 176},
         task_offsets={"pid": 1000, "tgid": 1004, "mm": 900}, kmem_args=layout,
         kmem_cache_offsets={"object_size": 20, "size": 24}, exit_has_group_dead=False, fork_syscalls=[],
-        task_rename=False, merged={"anon_vma_chain": True},
+        exec_syscalls=[], task_rename=False, merged={"anon_vma_chain": True},
         free_names={"anon_vma": "anon_vma", "anon_vma_chain": "fs_cache", "vm_area_struct": "vm_area_struct"},
         anon_vma_offsets={"root": 0, "rwsem": 8}, lock_contention=False, release="5.10.0-x", arch="aarch64")
     src = program.build(facts, sites.placeholder(), program.Options(tracked=True, comm="a\"b"))
     for line in ("#define ANON_VMA_SIZE 88", "#define AVC_SIZE 48", "#define TASK_TGID_OFF 1004",
                  "#define KA_CACHE -1", "#define KA_BYTES_REQ 2", "#define KF_NAME -1",
-                 "#define HAVE_FORK_SYSCALLS 0", "#define MERGED_AVC 1", "#define HAVE_LOCK_CONTENTION 0",
+                 "#define HAVE_FORK_SYSCALLS 0", "#define HAVE_EXEC_SYSCALLS 0", "#define MERGED_AVC 1", "#define HAVE_LOCK_CONTENTION 0",
                  "#define TARGET_TRACKED 1", '#define COMM_FILTER "a\\x22b"'):
         assert line in src
     assert "u8 alloc_site(u64 ip)" in src and "RAW_TRACEPOINT_PROBE(kmem_cache_alloc)" in src
