@@ -61,6 +61,15 @@ def _rng(r):
     return f"[{r[0]}, {r[1]}]"
 
 
+def _vma_growth(g):
+    """The lazy VMA's growth in the slab's unit, the slot, beside the series' claim."""
+    series = g["series_cover_letter_pct"]
+    return (f"{g['bytes_per_vma']} B more per VMA, slab slot {g['slot_bytes'][0]} -> {g['slot_bytes'][1]} B "
+            f"(+{g['slot_growth_pct']}%, range {_rng(g['slot_growth_range'])} B: 0 if the fields fit in holes; "
+            f"the series' table: +{series['after_boot']}% after boot, +{series['24_apps_launched']}% "
+            "with 24 apps)")
+
+
 def ns(value):
     """Nanoseconds for people: 460 ns, 12.3 us, 50.7 ms, 2.03 s ('-' for None)."""
     if value is None:
@@ -159,7 +168,7 @@ def render_text(r):
     lines.append(f"  lazy upgrades: fork {up['fork']} {_rng(up['fork_range'])}, mremap "
                  f"{up['mremap']} {_rng(up['mremap_range'])}; upgrade objects: "
                  f"{up['objects']['anon_vma']} anon_vma, {up['objects']['anon_vma_chain']} AVC")
-    lines.append(f"  lazy VMA growth: {g['bytes_per_vma']} B/VMA, +{kb(g['peak_extra_bytes'])} KB "
+    lines.append(f"  lazy VMA growth: {_vma_growth(g)}, +{kb(g['peak_extra_bytes'])} KB "
                  f"at the peak of {g['run_vmas_peak_live']} run VMAs"
                  + (f", +{kb(g['slabinfo_extra_bytes_peak'])} KB for slabinfo's peak of "
                     f"{g['slabinfo_vmas_peak']} VMAs" if "slabinfo_vmas_peak" in g else ""))
@@ -445,7 +454,7 @@ def render_markdown(r):
     up, g = lz["upgrades"], lz["extra_costs"]["vma_growth"]
     ft = lz["extra_costs"]["fork_time_objects"]
     lines.append(f"Lazy costs: {up['fork']} VMA upgrades at fork (range {_rng(up['fork_range'])}), "
-                 f"{up['mremap']} at mremap; VMAs grow by {g['bytes_per_vma']} B "
+                 f"{up['mremap']} at mremap; VMAs grow: {_vma_growth(g)} "
                  f"(+{kb(g['peak_extra_bytes'])} KB at the run's VMA peak); objects allocated "
                  f"inside fork: {ft['eager']} eager, {ft['lazy']} lazy; anon pages re-pointed by "
                  "upgrades: " + _repointed(lz) + ".")

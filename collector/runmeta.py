@@ -25,9 +25,7 @@ def metadata(rec, end_ns: int, final: bool) -> Dict[str, object]:
         "kernel_release": prep.facts.release,
         "arch": prep.facts.arch,
         "page_size": os.sysconf("SC_PAGE_SIZE"),
-        "object_sizes": {o: {"btf_size": prep.facts.sizes[o],
-                             "slab_size": sizes[o].objsize if o in sizes else None}
-                         for o in prep.facts.sizes},
+        "object_sizes": {o: object_size(o, prep.facts.sizes[o], sizes) for o in prep.facts.sizes},
         "btf": prep.btf is not None,
         "backend": prep.backend,
         "probes": prep.probes,
@@ -80,6 +78,15 @@ def misses_by_event(by_program: Dict[str, int], not_ours: set) -> Dict[str, int]
             kind = program_kind(name)
             out[kind] = out.get(kind, 0) + n
     return out
+
+
+def object_size(obj: str, btf_size: int, lines) -> Dict[str, object]:
+    """The metadata's object_sizes entry: sizeof from BTF, the slot from
+    /proc/slabinfo, and (schema v5) the cache's object_size and align from
+    /sys/kernel/slab."""
+    geo = slab.geometry(obj)
+    return {"btf_size": btf_size, "slab_size": lines[obj].objsize if obj in lines else None,
+            "object_size": geo.get("object_size"), "align": geo.get("align")}
 
 
 def interrupt_only_programs(classifier: sites.Classifier) -> set:

@@ -96,7 +96,8 @@ METADATA = {
     "kernel_release": "uname -r",
     "arch": "uname -m",
     "page_size": "bytes",
-    "object_sizes": "{object: {btf_size, slab_size}}: sizeof from BTF and slab slot size from /proc/slabinfo",
+    "object_sizes": "{object: {btf_size, slab_size, object_size, align}}: sizeof from BTF, the slab slot from "
+                    "/proc/slabinfo, the cache's object_size and align from /sys/kernel/slab (v5)",
     "btf": "true when /sys/kernel/btf/vmlinux was present and used",
     "backend": "tracepoint, kprobe or fentry: how the function probes attached (tracepoint: none did)",
     "probes": "[{name, attached, reason}] every probe tried, attached or skipped with the reason",

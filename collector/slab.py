@@ -61,6 +61,19 @@ def aliases(cache: str, sys_slab: str = SYS_SLAB) -> List[str]:
                   and os.path.realpath(os.path.join(sys_slab, n)) == target)
 
 
+def geometry(cache: str, sys_slab: str = SYS_SLAB) -> Dict[str, int]:
+    """object_size, align and slab_size (the slot: mm/slub.c calculate_sizes)
+    of a cache from /sys/kernel/slab (empty where SLUB's sysfs is absent)."""
+    out = {}
+    for name in ("object_size", "align", "slab_size"):
+        try:
+            with open(os.path.join(sys_slab, cache, name)) as f:
+                out[name] = int(f.read().strip())
+        except (OSError, ValueError):
+            return {}
+    return out
+
+
 def all_aliases(sys_slab: str = SYS_SLAB) -> Dict[str, List[str]]:
     return {c: aliases(c, sys_slab) for c in CACHES}
 

@@ -44,9 +44,12 @@ import pyarrow.parquet as pq
 from anonscope.collector import schema as S
 from anonscope.collector.events import KINDS
 
-SIZES = {"anon_vma": {"btf_size": 88, "slab_size": 104},
-         "anon_vma_chain": {"btf_size": 40, "slab_size": 64},
-         "vm_area_struct": {"btf_size": 176, "slab_size": 192}}
+#: As on the project's 6.18 host (/sys/kernel/slab): anon_vma's free pointer
+#: is outside the object (SLAB_TYPESAFE_BY_RCU with a constructor), the VMA
+#: cache is SLAB_HWCACHE_ALIGN.
+SIZES = {"anon_vma": {"btf_size": 96, "slab_size": 104, "object_size": 96, "align": 8},
+         "anon_vma_chain": {"btf_size": 64, "slab_size": 64, "object_size": 64, "align": 8},
+         "vm_area_struct": {"btf_size": 192, "slab_size": 192, "object_size": 192, "align": 64}}
 
 
 @dataclass(eq=False)

@@ -35,9 +35,11 @@ def as_json(data):
 TEXTS = ("warnings", "fidelity")
 #: what changed on purpose since the reference was frozen: no-fork per
 #: process generation, clone_fork links kept, two designs (docs/models.md
-#: section 3), and the process table naming what forks made for children
-#: (tests/test_analyzer_models.py derives both)
-CHANGED = ("/models/nofork", "/processes/by_process", "/processes/note")
+#: section 3), the process table naming what forks made for children, the
+#: lazy VMA growth (tests/test_analyzer_models.py derives them)
+CHANGED = ("/models/nofork", "/processes/by_process", "/processes/note",
+           # the lazy VMA priced at the slab slot it needs (docs/models.md#lazy-costs)
+           "/models/lazy/vm_area_struct", "/models/lazy/extra_costs/vma_growth")
 
 
 def differences(ref, new, path=""):

@@ -86,7 +86,14 @@ def test_zygote(tmp_path, V, N, C, K):
     assert lazy[AV]["bytes"] == V * SIZES[AV]["slab_size"]
     g = lazy["extra_costs"]["vma_growth"]
     assert g["bytes_per_vma"] == 12
-    assert g["peak_extra_bytes"] == 12 * (V + N + C * (V + N) + C * K)
+    # priced at the slab slot: object_size + 12, word-aligned, then to the
+    # cache's align (mm/slub.c calculate_sizes); no slack in the slot here
+    v = SIZES[VMA]
+    slot = -(-(-(-(v["object_size"] + 12) // 8) * 8) // v["align"]) * v["align"]
+    assert g["slot_bytes"] == [v["slab_size"], slot] == [192, 256]
+    assert g["slot_growth_range"] == [0, slot - v["slab_size"]]
+    assert g["peak_extra_bytes"] == (slot - v["slab_size"]) * (V + N + C * (V + N) + C * K)
+    assert lazy[VMA]["peak_live_bytes"] == slot * (V + N + C * (V + N) + C * K)
     assert lazy["extra_costs"]["fork_time_objects"] == {
         **lazy["extra_costs"]["fork_time_objects"], "eager": 3 * C * V, "lazy": C * V + 2 * V}
     # nofork: the children are leaf generations; their own faults are saved,
