@@ -256,7 +256,16 @@ def _census_lines(c, md=False):
 
 
 WALK_TITLE = {"eager": "eager (measured)", "lazy": "ANON_VMA_LAZY", "cow_context": "CoW context",
-              "nofork": "leaf/no-fork"}
+              "nofork": "no-fork (opt-out)", "nofork_clone": "no-fork at clone"}
+WALK_DESIGNS = tuple(WALK_TITLE)
+
+
+def _wait(x):
+    """Lock wait of a design: measured, unknown, or measured plus unknown."""
+    n_unknown = x.get("lock_wait_unknown_walks", 0)
+    if x["lock_wait_ns"] is None:
+        return "unknown"
+    return ns(x["lock_wait_ns"]) + (f" + unknown ({n_unknown})" if n_unknown else "")
 
 
 def _v3(st, fmt=str):
@@ -270,10 +279,10 @@ def _walks_text(w):
         return out
     out.append(f"  {'design':18}{'walks':>7}  {'visits p50/p99/max':>20} {'unit':4}  "
                f"{'time p50/p99/max':>28}  {'lock wait':>10}")
-    for d in ("eager", "lazy", "cow_context", "nofork"):
+    for d in WALK_DESIGNS:
         x = w[d]
         out.append(f"  {WALK_TITLE[d]:18}{x['count']:>7}  {_v3(x['visits']):>20} {x['unit']:4}  "
-                   f"{_v3(x['time_ns'], ns):>28}  {ns(x['lock_wait_ns']):>10}")
+                   f"{_v3(x['time_ns'], ns):>28}  {_wait(x):>10}")
     e = w["eager"]
     out.append(f"  eager AVCs visited p50/p99/max {_v3(e['avcs_visited'])}; {e['lock_waits']} lock "
                f"waits in walks ({e['lock_waits_matched']} matched to a walk); "
@@ -282,13 +291,15 @@ def _walks_text(w):
         out.append(f"    {k}: {s['count']} walks, VMAs {_v3(s['visits'])}, AVCs "
                    f"{_v3(s['avcs_visited'])}, time {_v3(s['time_ns'], ns)}, lock wait "
                    f"{ns(s['lock_wait_ns'])}")
-    lz, nf, cw = w["lazy"], w["nofork"], w["cow_context"]
-    out.append(f"  lazy: {lz['lazy_walks']} walks of still-lazy folios (1 VMA, no lock; lazy state: "
-               f"{lz['lazy_state']}); no-fork: {nf['leaf_walks']} walks of leaf-own folios; "
-               f"time of those not modelled")
-    out.append(f"  CoW context: descendant mms {_v3(cw['descendant_mms'])}; "
-               f"{cw['unknown_context']} walks of pre-run anon_vmas left out; lock: assumed none")
-    for d in ("eager", "lazy", "cow_context", "nofork"):
+    lz, nf, nc, cw = w["lazy"], w["nofork"], w["nofork_clone"], w["cow_context"]
+    out.append(f"  lazy: {lz['lazy_walks']} walks of still-lazy folios (through the root VMA; lazy state: "
+               f"{lz['lazy_state']}); no-fork: {nf['leaf_walks']} (opt-out) and {nc['leaf_walks']} (at clone) "
+               "walks of folios without an anon_vma; the lock and time of those are unknown")
+    out.append(f"  CoW context: VMA-tree lookups {_v3(cw['tree_lookups'])}, rmap_one calls "
+               f"{_v3(cw['rmap_one_calls'])}, {cw['exclusive_walks']} exclusive folios stop at their own mm, "
+               f"descendant mms {_v3(cw['descendant_mms'])}; {cw['unknown_context']} walks of pre-run "
+               "anon_vmas left out; lock and time unknown")
+    for d in WALK_DESIGNS:
         out.append(f"  fidelity {d}: {w[d]['fidelity']}")
     return out
 
@@ -312,14 +323,16 @@ def _walks_markdown(w):
            "other designs re-cost the same walks, docs/models.md#walks-recorded):", "",
            "| design | walks | visits p50/p99/max | unit | time p50/p99/max | lock wait |",
            "|---|---|---|---|---|---|"]
-    for d in ("eager", "lazy", "cow_context", "nofork"):
+    for d in WALK_DESIGNS:
         x = w[d]
         out.append(f"| {WALK_TITLE[d]} | {x['count']} | {_v3(x['visits'])} | {x['unit']} | "
-                   f"{_v3(x['time_ns'], ns)} | {ns(x['lock_wait_ns'])} |")
+                   f"{_v3(x['time_ns'], ns)} | {_wait(x)} |")
     out.append("")
-    out.append("Eager is measured; lazy and no-fork walks of folios without an anon_vma visit "
-               "their one VMA without the lock (their time is not modelled); CoW-context visits "
-               "are the live mms under the folio's context, its lock and time are not modelled.")
+    out.append("Eager is measured; lazy and no-fork walks of folios without an anon_vma go through "
+               "the folio's VMA and still visit every VMA that maps it, with a lock and a time that "
+               "are unknown (never 0); CoW-context visits are VMA-tree lookups, one per live mm "
+               "under the folio's context (its own alone for an exclusive folio), lock and time "
+               "unknown.")
     return out
 
 

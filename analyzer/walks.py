@@ -12,11 +12,20 @@ anon_vma's alloc row (owner process, path, VMA) and the process tree:
 
 - lazy (W4): a folio whose anon_vma belongs to a VMA that is still lazy at
   the walk (never upgraded, by the lazy model of the same report) is walked
-  through its VMA: 1 VMA, no anon_vma lock; otherwise as measured;
-- CoW context (W5, C1-C5): the live mms of the subtree of the folio's
-  context (the owner process of its anon_vma) at the walk, its own included;
-- nofork (W6): a folio in an anon_vma a leaf process made for itself (N1)
-  is walked like a lazy folio; everything else as measured.
+  through its root VMA and the pieces of it that map the folio: the
+  measured VMAs (a large folio straddling a split maps more than one); the
+  lock it takes is unknown (the series claims none; disputed on the list);
+  otherwise as measured;
+- CoW context (W5, C1-C5): ``rmap_one`` calls as measured, one VMA-tree
+  lookup per live mm of the subtree of the folio's context (the owner
+  process of its anon_vma) at the walk, its own included and descendants
+  that exec'd since left out (exec starts a new root context), or its own
+  mm alone when the folio is exclusive (the draft's early exit on
+  ``folio_maybe_mapped_shared()``: measured VMAs <= 1); its lock is unknown
+  (RCU with TODOs in the draft);
+- nofork, nofork_clone (W6): a folio in an anon_vma the design does not
+  make (rules N1, N4: leaf generations) is walked through its VMA like a
+  lazy folio; everything else as measured.
 
 Vectorised over the walk rows: the anon_vma of each walk by one sorted
 search (objlookup.last_alloc), subtree sizes by sorted searches over
@@ -27,15 +36,18 @@ search (objlookup.last_alloc), subtree sizes by sorted searches over
 import numpy as np
 import pandas as pd
 
+from . import generations
 from .live import NEVER
 from .load import PATH_CODE
+from .nofork import VARIANTS as NOFORK_VARIANTS
 from .objlookup import categories, last_alloc, stats
 
 SECTION = "docs/models.md#walks-recorded"
-DESIGNS = ("eager", "lazy", "cow_context", "nofork")
+DESIGNS = ("eager", "lazy", "cow_context", "nofork", "nofork_clone")
 LOCK_EAGER = "anon_vma root rwsem (read)"
-LOCK_NONE = "none (walk through the folio's VMA)"
-LOCK_COW = "unspecified (assumed: no anon_vma rwsem; one VMA-tree lookup per mm)"
+LOCK_UNKNOWN = "unknown (the series claims no anon_vma lock; disputed on the list)"
+LOCK_COW = "unknown (the draft: RCU, with TODOs)"
+UNKNOWN = "unknown"
 _SHIFT = 41
 
 
@@ -55,7 +67,9 @@ def _int(frame, col, fill=0):
 class _Subtrees:
     """Live processes in the subtree of a process at a position, from the
     process forks (``fork`` rows without ``shares_mm``) and the last-thread
-    exits of the run. Processes that exist at the start are born at -1."""
+    exits of the run. Processes that exist at the start are born at -1. A
+    descendant leaves its ancestors' subtrees at its first exec (C6: exec
+    starts a new root context)."""
 
     def __init__(self, rp):
         tree = rp.tree
@@ -83,6 +97,15 @@ class _Subtrees:
             ep = ex["pos"].to_numpy().astype(np.int64)[last]
             ok = np.isin(et, procs)
             np.minimum.at(death, np.searchsorted(procs, et[ok]), ep[ok])
+        leave = death.copy()                     # a descendant's membership ends at its exec
+        execs = rp.rec.execs
+        if len(execs):
+            et = execs["tgid"].to_numpy().astype(np.int64)
+            ep = execs["pos"].to_numpy().astype(np.int64)
+            ok = np.isin(et, procs)
+            ei = np.searchsorted(procs, et[ok])
+            after = ep[ok] > birth[ei]
+            np.minimum.at(leave, ei[after], ep[ok][after])
         # (ancestor, descendant) pairs, every process its own ancestor
         anc = [np.arange(n)]
         desc = [np.arange(n)]
@@ -98,7 +121,7 @@ class _Subtrees:
         anc, desc = np.concatenate(anc), np.concatenate(desc)
         base = anc.astype(np.int64) << _SHIFT
         self.births = np.sort(base | (birth[desc] + 1))          # +1: born at -1 -> 0
-        d = death[desc]
+        d = np.where(anc == desc, death[desc], leave[desc])
         self.deaths = np.sort((base | d)[d < NEVER])
         self.birth, self.death = birth, death
 
@@ -221,47 +244,70 @@ def summary(rp):
         lazy_walk = hit & (until[k] > pos) & ~ksm
         source = st["source"]
 
-    def one_vma(mask, name, fidelity, **extra):
-        v = np.where(mask, np.minimum(vmas, 1), vmas)
+    def through_vma(mask, name, fidelity, **extra):
+        """The walks in ``mask`` go through the folio's VMA (and the pieces
+        of it that map the folio): measured VMAs, an unknown lock and time."""
         rest = ~mask
-        return _design(n, v, "VMA", stats(dur[rest]),
-                       int(total_wait - wait_of_walk[mask].sum()), time_walks=int(rest.sum()),
-                       lock={LOCK_NONE: int(mask.sum()), LOCK_EAGER: int(rest.sum())},
+        return _design(n, vmas, "VMA", stats(dur[rest]), int(total_wait - wait_of_walk[mask].sum()),
+                       time_walks=int(rest.sum()), lock_wait_unknown_walks=int(mask.sum()),
+                       lock={LOCK_UNKNOWN: int(mask.sum()), LOCK_EAGER: int(rest.sum())},
                        **{name: int(mask.sum())}, unknown_anon_vma=int((~known).sum()),
                        fidelity=fidelity, **extra)
 
-    lazy = one_vma(lazy_walk, "lazy_walks",
-                   "estimate: measured walks re-costed; a folio still lazy walks 1 VMA without "
-                   "the lock; its time is not modelled (time_ns covers the walks that stay eager)",
-                   lazy_state=source)
+    lazy = through_vma(lazy_walk, "lazy_walks",
+                       "estimate: measured walks re-costed; a folio still lazy is walked through its "
+                       "root VMA and the pieces that map it (measured VMAs: a large folio straddling "
+                       "a split maps several); its lock and time are unknown (lock_wait_ns and "
+                       "time_ns cover the walks that stay eager)", lazy_state=source)
 
     # -------------------------------------------------------- CoW context
     sub = _Subtrees(rp)
     owner = np.where(known, ob.owner[gs], -1).astype(np.int64)
     count, alive = sub.live(owner[known], pos[known])
-    cow = _design(int(known.sum()), count, "mm", {"p50": None, "p99": None, "max": None},
-                  0, time_walks=0, descendant_mms=stats(count - alive.astype(np.int64)),
+    exclusive = vmas[known] <= 1
+    mms = np.where(exclusive, 1, count)
+    cow = _design(int(known.sum()), mms, "mm", {"p50": None, "p99": None, "max": None}, None,
+                  time_walks=0, lock_wait_unknown_walks=int(known.sum()),
+                  tree_lookups=stats(mms), rmap_one_calls=stats(vmas[known]),
+                  exclusive_walks=int(exclusive.sum()),
+                  descendant_mms=stats(np.where(exclusive, 0, count - alive.astype(np.int64))),
                   lock={LOCK_COW: int(known.sum())}, unknown_context=int((~known).sum()),
-                  lookups=None,
-                  fidelity="estimate: context = owner process of the walk's anon_vma (C1); "
-                           "visits = its live subtree incl. itself (C2, C4); lock and time "
-                           "not modelled (C5), lock_wait_ns 0 by that assumption; remap-entry "
-                           "lookups (C3) not counted")
+                  remap_lookups=None,
+                  fidelity="estimate (the draft as described on the list; no commit of it here): "
+                           "context = owner process of the walk's anon_vma (C1); exclusive folios "
+                           "(measured VMAs <= 1) stop at their own mm (C7, folio_maybe_mapped_shared); "
+                           "otherwise one VMA-tree lookup per live mm of its subtree, descendants that "
+                           "exec'd left out (C2, C4, C6); rmap_one calls as measured; lock and time "
+                           "unknown (C5); remap-entry lookups (C3) not counted")
 
-    # ------------------------------------------------------------- nofork
-    path = np.where(known, ob.path[gs], -1)
-    own = np.isin(path, [PATH_CODE["fault"], PATH_CODE["other"]])
-    leaf_own = known & own & np.isin(owner, rp.tree.leaf) & ~ksm
-    nofork = one_vma(leaf_own, "leaf_walks",
-                     "estimate: a folio in an anon_vma a leaf made for itself (N1) walks 1 VMA "
-                     "without the lock (W6); the rest as measured")
+    # ------------------------------------------------------ nofork designs
+    nof = {}
+    rows = gs[known]
+    if len(rows):
+        gen = generations.build(rp, rows)
+        leaf = ~gen.forking[gen.gen]
+        path = ob.path[rows]
+        made_not = {"nofork": path == PATH_CODE["fault"],
+                    "nofork_clone": (path == PATH_CODE["fault"]) | (path == PATH_CODE["fork"])}
+    for v in NOFORK_VARIANTS:
+        mask = np.zeros(n, dtype=bool)
+        if len(rows):
+            mask[np.flatnonzero(known)] = made_not[v] & leaf
+        mask &= ~ksm
+        nof[v] = through_vma(mask, "leaf_walks",
+                             f"estimate: a folio in an anon_vma {v} does not make (section 3: a leaf "
+                             "generation's fault path, and for nofork_clone its own fork path) is "
+                             "walked through its VMA, lock and time unknown (W6); the rest as measured")
 
-    out.update(eager=eager, lazy=lazy, cow_context=cow, nofork=nofork)
+    out.update(eager=eager, lazy=lazy, cow_context=cow, **nof)
     out["notes"] = [
-        "visits: eager = VMAs rmap_one ran on (measured); lazy/nofork the same walks with "
-        "lazy folios at min(1, measured); CoW context = live mms of the folio context's subtree",
+        "visits: eager, lazy and no-fork = VMAs rmap_one ran on (measured: a design that walks "
+        "through the folio's VMA still reaches every VMA mapping it); CoW context = VMA-tree "
+        "lookups, one per mm visited",
+        "lock and time of the walks a design changes are unknown, never 0: the lazy series and "
+        "the CoW-context draft do not settle them",
         "walks whose anon_vma was allocated before the run (anon_vma_id null) stay as measured "
-        "in lazy/nofork and are left out of the CoW context",
+        "in lazy and no-fork and are left out of the CoW context",
         "KSM folios are walked through their stable node's rmap items in every design: as "
         "measured",
     ]

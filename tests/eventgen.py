@@ -443,12 +443,13 @@ class Gen:
                 if a in self.avc_vma and self.avc_vma[a].span == vma.span]
 
     def walk(self, pid, vma, kind="reclaim", order=0, duration_ns=None, locked=False,
-             lock_wait_ns=0):
+             lock_wait_ns=0, straddles=()):
         """rmap_walk of a folio of ``vma`` (in ``vma.anon_vma``) by task ``pid``
         (e.g. kswapd): a v3 walk row; with ``lock_wait_ns`` the walk first
         waits that long for the root's rwsem (a lock row inside the walk).
-        Returns the VMAs visited."""
-        n = len(self.walk_targets(vma))
+        ``straddles``: other VMAs a large folio also maps (the other piece of
+        a split it straddles). Returns the VMAs visited."""
+        n = len(self.walk_targets(vma)) + sum(len(self.walk_targets(p)) for p in straddles)
         if lock_wait_ns:
             self.lock(pid, vma, lock_wait_ns, write=False, func="walk")
         av = vma.anon_vma

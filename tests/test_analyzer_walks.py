@@ -1,7 +1,9 @@
 """Walk-cost section per design (docs/models.md#walks-recorded): walk rows
 from the generator's own rmap (eventgen.Gen.walk), expected visits derived
-from the scenario: eager from the chains, CoW context = live descendants
-+ 1, lazy = 1 for folios of never-upgraded VMAs."""
+from the scenario: eager from the chains; lazy and no-fork the same VMAs
+(a walk through the folio's VMA still reaches every VMA mapping it), with
+an unknown lock; CoW context = live descendants + 1, or 1 for an exclusive
+folio."""
 
 import math
 import os
@@ -71,24 +73,29 @@ def test_fanout(tmp_path, V, C, K, E, fprobes):
     assert e["by_kind"]["reclaim"]["count"] == n
 
     # lazy: the parent forked (its VMAs upgraded: as eager); the children's
-    # own VMAs were never upgraded: 1 VMA, no lock
+    # own VMAs were never upgraded: walked through the VMA, lock unknown
     lz = w["lazy"]
-    assert lz["lazy_walks"] == C * K
-    assert lz["visits"] == pcts(eager)          # the lazy walks visit 1 VMA anyway here
-    assert lz["lock_wait_ns"] == V * wp
+    assert lz["lazy_walks"] == C * K and lz["lock_wait_unknown_walks"] == C * K
+    assert lz["visits"] == pcts(eager)
+    assert lz["lock_wait_ns"] == V * wp               # the walks that stay eager
     assert lz["time_walks"] == 2 * V
     assert lz["lazy_state"].startswith("exact" if fprobes else "tracepoint estimate")
 
-    # CoW context: live descendants + 1
+    # CoW context: live descendants + 1; the children's folios are exclusive
+    # (mapped once: the draft stops at their own mm)
     cw = w["cow_context"]
     cow = [C + 1] * V + [1] * (C * K) + [C - E + 1] * V
     assert cw["unit"] == "mm" and cw["count"] == n and cw["visits"] == pcts(cow)
+    assert cw["tree_lookups"] == pcts(cow) and cw["rmap_one_calls"] == pcts(eager)
+    assert cw["exclusive_walks"] == C * K + (V if E == C else 0)
     assert cw["descendant_mms"] == pcts([c - 1 for c in cow])
-    assert cw["lock_wait_ns"] == 0 and cw["time_ns"] == {"p50": None, "p99": None, "max": None}
+    assert cw["lock_wait_ns"] is None and cw["time_ns"] == {"p50": None, "p99": None, "max": None}
 
-    # nofork: children are leaves; their own folios walk 1 VMA
-    nf = w["nofork"]
-    assert nf["leaf_walks"] == C * K and nf["lock_wait_ns"] == V * wp
+    # nofork: children are leaves; their own folios go through their VMA
+    for v in ("nofork", "nofork_clone"):
+        nf = w[v]
+        assert nf["leaf_walks"] == C * K and nf["lock_wait_ns"] == V * wp
+        assert nf["visits"] == pcts(eager)
 
 
 def adversarial(V, C):
@@ -119,7 +126,8 @@ def test_adversarial(tmp_path, V, C):
     assert w["eager"]["visits"] == pcts(kept)
     if C == V:
         assert w["eager"]["visits"] == {"p50": 2, "p99": 2, "max": 2}
-    assert w["cow_context"]["visits"] == {"p50": C + 1, "p99": C + 1, "max": C + 1}
+    # a folio no child kept is exclusive: the draft stops at the parent's mm
+    assert w["cow_context"]["visits"] == pcts([C + 1 if k > 1 else 1 for k in kept])
     assert w["cow_context"]["descendant_mms"]["max"] == C
     assert w["lazy"]["visits"] == pcts(kept) and w["lazy"]["lazy_walks"] == 0
     assert w["nofork"]["leaf_walks"] == 0
@@ -142,9 +150,27 @@ def test_lazy_walk_until_the_upgrade(tmp_path):
     assert w["lazy"]["lazy_walks"] == 1
     assert w["lazy"]["visits"] == pcts([1, 2])
     assert w["lazy"]["lock_wait_ns"] == 1000 and w["eager"]["lock_wait_ns"] == 1010
+    assert w["lazy"]["lock_wait_unknown_walks"] == 1
     # the folio's context is the child's: itself and the grandchild after the fork
     assert w["cow_context"]["visits"] == pcts([1, 2])
     assert w["nofork"]["leaf_walks"] == 0          # fork-path anon_vma: kept (N2)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_a_large_folio_across_a_split_is_walked_in_both_pieces(tmp_path, order):
+    """A leaf splits a faulted VMA; a large folio straddling the split maps
+    into both pieces: every design that walks through the folio's VMA must
+    visit both (the case a reviewer raised against "one VMA")."""
+    g = Gen(fprobes=True)
+    g.process(KSWAPD, "kswapd0")
+    g.process(5, "leaf")
+    v = g.fault(5)
+    piece = g.split(5, v)
+    assert g.walk(KSWAPD, v, order=order, straddles=[piece]) == 2
+    w = build(g, tmp_path)["walks"]
+    assert w["lazy"]["lazy_walks"] == 1 and w["lazy"]["visits"]["max"] == 2
+    assert w["nofork"]["leaf_walks"] == 1 and w["nofork"]["visits"]["max"] == 2
+    assert w["lazy"]["lock_wait_unknown_walks"] == 1
 
 
 def test_walk_of_prerun_anon_vma(tmp_path):
