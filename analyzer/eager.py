@@ -142,9 +142,46 @@ def match_frees(ob):
     return partner
 
 
+def transient_fork_pairs(rec, partner):
+    """Rows of E2' (docs/models.md#eager): since 7.0 anon_vma_fork() allocates
+    the child's anon_vma and AVC before anon_vma_clone() and frees both at
+    once when that reused an anon_vma (7.3 mm/rmap.c:395-414; 6.x allocates
+    them only when it did not). Such a ``fork``-path object is freed by the
+    allocating task before its fork's ``fork`` row. Returns the mask of those
+    allocs and their frees."""
+    ob = rec.objects
+    mask = np.zeros(len(ob), dtype=bool)
+    f = rec.forks
+    if not len(ob) or not len(f):
+        return mask
+    a = np.flatnonzero(ob.is_alloc & (ob.path == PATH_CODE["fork"]) & (ob.object != OBJECT_CODE["vm_area_struct"])
+                       & (ob.fork_id >= 0) & (partner >= 0))
+    if not len(a):
+        return mask
+    fid = f["fork_id"].to_numpy().astype(np.int64)
+    fpos = f["pos"].to_numpy().astype(np.int64)
+    ok = fid >= 0
+    order = np.argsort(fid[ok])
+    fid, fpos = fid[ok][order], fpos[ok][order]
+    j = np.minimum(np.searchsorted(fid, ob.fork_id[a]), max(len(fid) - 1, 0))
+    has_row = (len(fid) > 0) & (fid[j] == ob.fork_id[a]) if len(fid) else np.zeros(len(a), bool)
+    fr = partner[a]
+    inside = has_row & (ob.pos[fr] < fpos[j]) & (ob.pid[fr] == ob.pid[a])
+    mask[a[inside]] = True
+    mask[fr[inside]] = True
+    return mask
+
+
 def prepare(rec):
     sizes = {obj: rec.object_size(obj) for obj in S.OBJECTS}
-    return Replay(rec, match_frees(rec.objects), forktree.build(rec), sizes)
+    partner = match_frees(rec.objects)
+    transient = transient_fork_pairs(rec, partner)
+    rec.transient = {obj: int((transient & rec.objects.is_alloc
+                               & (rec.objects.object == OBJECT_CODE[obj])).sum()) for obj in RMAP_OBJECTS}
+    if transient.any():          # they never served a VMA: out of every model (kept apart)
+        rec.objects = rec.objects.take(~transient)
+        partner = match_frees(rec.objects)
+    return Replay(rec, partner, forktree.build(rec), sizes)
 
 
 def _counts(codes, table, keys):
@@ -207,6 +244,7 @@ def object_stats(rp, obj):
         "see": SECTION,
     }
     if obj in RMAP_OBJECTS:
+        out["transient_fork_pairs"] = rp.rec.transient.get(obj, 0)
         cv = a[ob.path[a] == PATH_CODE["clone_vma"]]
         caller = ob.caller[cv]
         callers = _counts(caller, CALLER_CODE, ("split", "merge", "mremap", "fork"))

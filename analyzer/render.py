@@ -131,6 +131,10 @@ def render_text(r):
     row("peak live (change)", lambda s: str(s["peak_live"]))
     row("run objects: peak live", lambda s: str(s["run_objects"]["peak_live"]))
     row("run objects: peak KB", lambda s: kb(s["run_objects"]["peak_live_bytes"]))
+    tp = [o[obj].get("transient_fork_pairs", 0) for obj in ("anon_vma", "anon_vma_chain")]
+    if any(tp):
+        lines.append(f"  7.x anon_vma_fork reuse pairs, allocated and freed at once (not counted above, "
+                     f"docs/models.md rule E2'): {tp[0]} anon_vma, {tp[1]} AVC")
     cv = o["anon_vma_chain"].get("clone_vma_callers", {})
     if any(cv.values()):
         lines.append("  clone_vma AVCs by caller: " + ", ".join(f"{k} {v}" for k, v in cv.items() if v))

@@ -98,6 +98,10 @@ static __always_inline u64 mm_id_of(u64 mm)
 
 // Called by the alloc/free programs: tag the object with the VMA of the
 // anon_vma function the task is in, and count it.
+// `count` is what the call allocated (unlink_anon_vmas: freed). Since 7.0
+// anon_vma_fork() allocates the child's anon_vma and AVC before
+// anon_vma_clone() and frees both at once when it reuses an anon_vma (7.3
+// mm/rmap.c:395-414): that pair is not counted and the call is a reuse.
 static __always_inline void fp_tag(struct event *e, u8 is_alloc)
 {
     u32 tid = e->pid;
@@ -106,10 +110,14 @@ static __always_inline void fp_tag(struct event *e, u8 is_alloc)
         return;
     e->vma_id = vma_id_of(c->vma);
     e->src_vma_id = vma_id_of(c->src);
-    if (e->object != OBJ_VMA)
+    if (e->object == OBJ_VMA)
+        return;
+    if (is_alloc || c->fn == FN_UNLINK)
         c->count++;
-    if (is_alloc && e->object == OBJ_ANON_VMA)
-        c->new_anon_vma = 1;
+    else if (c->count)
+        c->count--;
+    if (e->object == OBJ_ANON_VMA)
+        c->new_anon_vma = is_alloc;
 }
 
 static __always_inline int fn_enter(u8 fn, u64 vma, u64 src)

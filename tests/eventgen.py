@@ -362,9 +362,24 @@ class Gen:
             n += self._maybe_put(pid, av.root, vma)
         return n
 
-    def fork(self, parent, child, comm=None):
+    def _fork_reusing_7x(self, parent, child, fid, new, vma):
+        """7.x anon_vma_fork() that reuses an anon_vma: the child's anon_vma
+        and AVC are allocated first, the chain is cloned, then the pair is
+        freed at once (__put_anon_vma: `put`; the AVC at anon_vma_fork's own
+        call site: `error`). The child VMA takes the parent's anon_vma (a
+        shortcut: the kernel picks an ancestor with no VMA and < 2 children)."""
+        av = self._alloc(parent, "anon_vma", "fork", owner=child, fork_id=fid, vma=new, src=vma)
+        avc = self._alloc(parent, "anon_vma_chain", "fork", owner=child, fork_id=fid, vma=new, src=vma)
+        self._clone(parent, new, vma, "clone_fork", owner=child, fork_id=fid)
+        self._free(parent, "anon_vma", "put", av, False, vma=new)
+        self._free(parent, "anon_vma_chain", "error", avc, False, vma=new)
+        new.anon_vma = vma.anon_vma
+        self._call(parent, "anon_vma_fork", new, vma, objects=len(new.chain), reused=True)
+
+    def fork(self, parent, child, comm=None, reuse_7x=False):
         """dup_mmap: per VMA a vm_area_struct copy and, with an anon_vma,
-        anon_vma_fork (clone_fork AVCs, own anon_vma + AVC); then the fork row."""
+        anon_vma_fork (clone_fork AVCs, own anon_vma + AVC); then the fork row.
+        ``reuse_7x``: every anon_vma_fork reuses, as 7.x does it."""
         self._fork_id += 1
         fid = self._fork_id
         pp = self.procs[parent]
@@ -373,7 +388,9 @@ class Gen:
         for vma in list(pp.vmas):
             new = Vma(self._alloc(parent, "vm_area_struct", "fork", owner=child, fork_id=fid),
                       span=vma.span)
-            if vma.anon_vma is not None:
+            if vma.anon_vma is not None and reuse_7x:
+                self._fork_reusing_7x(parent, child, fid, new, vma)
+            elif vma.anon_vma is not None:
                 self._clone(parent, new, vma, "clone_fork", owner=child, fork_id=fid)
                 av = AnonVma(self._alloc(parent, "anon_vma", "fork", owner=child, fork_id=fid,
                                          vma=new, src=vma))

@@ -501,3 +501,28 @@ def test_a_vfork_child_faults_on_its_parents_mm(tmp_path, K, K2):
     assert nf[AV]["allocated_range"] == [0, K]              # the parent's K may not be (not born in the run)
     assert nf["generations"]["generations"] == (2 if K else 1) and nf["generations"]["forking"] == 0
     assert r["models"]["eager"][AV]["allocated"] == K + K2
+
+
+@pytest.mark.parametrize("V", [1, 6])
+def test_7x_fork_reuse_pair_is_not_an_allocation(tmp_path, V):
+    """7.x anon_vma_fork() allocates the child's anon_vma and AVC before
+    cloning and frees both at once when it reuses one (rule E2'): the pair
+    is counted apart, not as allocated, not as the error path, and no model
+    counts it as saved."""
+    g = Gen()
+    g.process(1, "p")
+    g.faults(1, V)
+    g.fork(1, 2, reuse_7x=True)
+    g.exit(2)
+    r = build(g, tmp_path)
+    o = r["objects"]
+    assert o[AV]["allocated"] == {"fault": V, "fork": 0, "clone_fork": 0, "clone_vma": 0, "other": 0}
+    assert o[AVC]["allocated"] == {"fault": V, "fork": 0, "clone_fork": V, "clone_vma": 0, "other": 0}
+    assert o[AV]["transient_fork_pairs"] == V and o[AVC]["transient_fork_pairs"] == V
+    assert o[AVC]["freed_by_path"]["error"] == 0 and o[AV]["freed_by_path"]["put"] == 0
+    eager, lazy, nofork = models(r)
+    assert eager[AV]["allocated"] == V and eager[AVC]["allocated"] == 2 * V
+    # lazy: the parent's V VMAs upgraded at the fork, the V clone links kept
+    assert lazy[AV]["allocated"] == V and lazy[AVC]["allocated"] == 2 * V
+    assert r["models"]["nofork_clone"][AV]["allocated"] == V
+    assert r["models"]["nofork_clone"][AVC]["allocated"] == 2 * V
