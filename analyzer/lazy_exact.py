@@ -151,7 +151,10 @@ class VmaReplay:
         self.upgraded = avc_up | av_up
         self.tok_up = tok_up
         # a fault root that reused a neighbour's anon_vma (no anon_vma row):
-        # the lazy upgrade allocates one (W4), live until its last upgraded AVC
+        # the series does not say whether its upgrade reuses one again (as
+        # eager's find_mergeable_anon_vma did) or allocates one (W4); the best
+        # value reuses, the high end allocates one, live until its last
+        # upgraded AVC (rule X6, one rule with the estimate's U1)
         has_av = np.zeros(nv, dtype=bool)
         np.logical_or.at(has_av, r[vi[deferred & self.is_av]], True)
         extra = np.flatnonzero(tok_up & ~has_av & (kind == FAULT))
@@ -279,18 +282,16 @@ def model(rp, eager_model, tracepoint=None):
     low_drop = int(((x.kind[vi] == PREPIECE) & ~is_av).sum())
 
     per_obj = {}
-    for obj, sel, un_sel, extra in (("anon_vma", is_av, un_is_av, len(x.extra_start)),
-                                    ("anon_vma_chain", ~is_av, ~un_is_av, 0)):
+    for obj, sel, un_sel, new_av in (("anon_vma", is_av, un_is_av, len(x.extra_start)),
+                                     ("anon_vma_chain", ~is_av, ~un_is_av, 0)):
         size = rp.sizes[obj][0]
         live_rows = sel & (start >= 0)
-        s_pos = np.concatenate([start[live_rows], ob.pos[x.unattributed[un_sel]],
-                                x.extra_start if extra else np.zeros(0, np.int64)])
-        s_free = np.concatenate([x.free[live_rows], rp.free_pos(x.unattributed[un_sel]),
-                                 x.extra_end if extra else np.zeros(0, np.int64)])
+        s_pos = np.concatenate([start[live_rows], ob.pos[x.unattributed[un_sel]]])
+        s_free = np.concatenate([x.free[live_rows], rp.free_pos(x.unattributed[un_sel])])
         s = live.summary_intervals(s_pos, s_free)
-        nobj = int((sel & (kept | up)).sum()) + int(un_sel.sum()) + extra
+        nobj = int((sel & (kept | up)).sum()) + int(un_sel.sum())
         lo = nobj - (low_drop if obj == "anon_vma_chain" else 0)
-        hi = nobj + high_extra
+        hi = nobj + high_extra + new_av
         per_obj[obj] = {
             "allocated": nobj, "bytes": nobj * size, "allocated_range": [max(lo, 0), hi],
             "bytes_range": [max(lo, 0) * size, hi * size],
