@@ -221,8 +221,14 @@ def repointed_pages(rp, x, fork_up, mremap_up, pre_src):
 
     fr = np.flatnonzero(fork_up)
     hit = _last_before(src, cpos, x.vmas[vi[fr]], up_at[fr])
-    got = pages[hit[hit >= 0]]
-    n_fork = int(got.sum())
+    got_all = np.where(hit >= 0, pages[np.maximum(hit, 0)], 0) if len(hit) else np.zeros(0, np.int64)
+    got = got_all[hit >= 0]
+    # a fault root's anonymous pages are all its token's: exact; an inherited
+    # root's copy also counts the pages it still shares with its parent,
+    # which point at the parent's (upgraded) anon_vma: [0, pages]
+    fault_root = x.root_kind[fr] == FAULT
+    n_fork = int(got_all[fault_root].sum())
+    inherited = int(got_all[~fault_root].sum())
     # pre-run parent VMAs copied at their process's first fork in the run
     extra = 0
     if len(pre_src):
@@ -237,14 +243,16 @@ def repointed_pages(rp, x, fork_up, mremap_up, pre_src):
     size = (c["vm_end"].to_numpy().astype(np.int64) - c["vm_start"].to_numpy().astype(np.int64)) // page
     bound = int(size[last[last >= 0]].sum())
     return {
-        "fork": n_fork, "fork_range": [n_fork, n_fork + extra],
+        "fork": n_fork, "fork_range": [n_fork, n_fork + inherited + extra],
+        "fork_inherited_roots_upper": inherited,
         "per_fork_upgrade": stats(got),
         "fork_upgrades_without_copy_row": int((hit < 0).sum()),
         "mremap": None, "mremap_upper_bound": bound,
         "mremap_upgrades_without_size": int((last < 0).sum()),
         "unit": "base pages (a large folio counts each page: folios re-pointed <= pages)",
-        "fidelity": "exact for fork upgrades (copy_page_range: the child mm's MM_ANONPAGES gain, "
-                    "present pages, swapped-out ones not counted); mremap: upper bound (VMA sizes)",
+        "fidelity": "exact for fork upgrades of fault roots (copy_page_range: the child mm's MM_ANONPAGES "
+                    "gain, present pages, swapped-out ones not counted); inherited roots: [0, their pages] "
+                    "(pages still shared with the parent point at its anon_vma); mremap: upper bound (VMA sizes)",
         "see": COSTS,
     }
 

@@ -240,6 +240,24 @@ def test_repointed_pages_are_the_pages_copied_at_the_upgrading_fork(tmp_path):
     assert rp["mremap"] is None and rp["mremap_upper_bound"] == 0
 
 
+@pytest.mark.parametrize("pages", [(3,), (2, 6)])
+def test_repointed_pages_of_an_inherited_root_are_a_range(tmp_path, pages):
+    """A child that forks upgrades the VMAs it inherited; the grandchild's
+    copy counts every page, but the ones the child still shares with its
+    parent point at the parent's (upgraded) anon_vma: [0, pages] for those,
+    exact for the parent's own fault roots."""
+    g = Gen(fprobes=True)
+    g.process(1)
+    for n in pages:
+        g.fault(1, pages=n)
+    g.fork(1, 2)
+    g.fork(2, 3)
+    rp = lazy_of(g, tmp_path)[1]["extra_costs"]["repointed_pages"]
+    assert rp["fork"] == sum(pages)                       # the parent's fault roots, at its fork
+    assert rp["fork_inherited_roots_upper"] == sum(pages)  # the child's inherited ones, at its fork
+    assert rp["fork_range"] == [sum(pages), 2 * sum(pages)]
+
+
 def test_mremap_upgrades_get_a_size_bound_only(tmp_path):
     g = Gen(fprobes=True)
     g.process(1)
