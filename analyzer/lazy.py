@@ -10,7 +10,7 @@ object's next fork of its owner, another the source of each mremap copy.
 import numpy as np
 
 from . import live
-from .eager import RMAP_OBJECTS, rmap_allocs, saved_pct
+from .eager import RMAP_OBJECTS, clone_calls, rmap_allocs, saved_pct
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .order import stable_argsort
 
@@ -60,11 +60,17 @@ class _Allocs:
         fpos = forks["pos"].to_numpy().astype(np.int64)
         # first process fork of the owner, and its next one after each row
         self.prior, self.nf_pos = _next_in_group(ftg, fpos, self.owner, self.pos)
+        # a process the census shows to have forked before the run (L5)
+        self.prior |= np.isin(self.owner, forked_before_run(rp.rec))
         P = PATH_CODE
         mremap = self.caller == CALLER_CODE["mremap"]
         clone_vma = self.path == P["clone_vma"]
         self.base_deferred = (self.path == P["fault"]) | (self.path == P["fork"])
         self.splitlike = clone_vma & ~mremap
+        # the one AVC of each split/merge call the lazy kernel may not make
+        # (L3): the link to the token's own anon_vma; the other n-1 link the
+        # piece into the parent's tree (an inherited VMA) and stay
+        self.clone_first = clone_calls(rp, rows)
         self.mremap = clone_vma & mremap
         self.own_av = _fault_pairs(self)
 
@@ -74,6 +80,23 @@ class _Allocs:
     def index_of(self, pos):
         """Index in these arrays of each position ``pos`` (all present)."""
         return np.searchsorted(self.pos, pos)
+
+
+def forked_before_run(rec):
+    """tgids the start-of-run census shows to have forked before the run: a
+    VMA of theirs whose anon_vma has a child anon_vma (``num_children``
+    above the root's self-link, mm/rmap.c __anon_vma_prepare / anon_vma_fork
+    in 6.12 and 7.3); empty without a census or before 6.0 (no num_children)."""
+    c = rec.census
+    if c is None or not len(c):
+        return np.zeros(0, dtype=np.int64)
+    obj = c["object"].astype(str).to_numpy()
+    v, av = c[obj == "vm_area_struct"], c[obj == "anon_vma"]
+    ids = av["obj_id"].to_numpy().astype(np.int64)
+    kids = av["num_children"].to_numpy().astype(np.int64)
+    own = (av["root_id"].to_numpy().astype(np.int64) == ids).astype(np.int64)
+    forked_av = ids[(kids >= 0) & (kids - own > 0)]
+    return np.unique(v.loc[np.isin(v["anon_vma_id"].to_numpy(), forked_av), "tgid"].to_numpy().astype(np.int64))
 
 
 def _next_in_group(gkeys, gpos, keys, pos):
@@ -160,10 +183,11 @@ def _by_key(keys, values_mask, lookup):
 
 def _variant(rp, a, srcs, name):
     """Allocation counts (and best-variant timing) for best / low / high."""
+    own_link = a.splitlike & a.clone_first
     if name == "best":
-        deferred = a.base_deferred | (a.splitlike & ~a.prior)
+        deferred = a.base_deferred | (own_link & ~a.prior)
     elif name == "low":
-        deferred = a.base_deferred | a.splitlike
+        deferred = a.base_deferred | own_link
     else:
         deferred = a.base_deferred.copy()
     nf = a.nf_pos

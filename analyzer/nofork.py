@@ -27,47 +27,13 @@ recordings the VMAs that were moved or map a file keep their objects
 import numpy as np
 
 from . import generations, live
-from .eager import RMAP_OBJECTS, rmap_allocs, saved_pct
+from .eager import RMAP_OBJECTS, clone_calls, rmap_allocs, saved_pct
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
-from .order import stable_argsort
 
 SECTION = "docs/models.md#nofork"
 RULES = "docs/models.md#nofork-rules"
 BOUNDS = "docs/models.md#nofork-bounds"
 VARIANTS = ("nofork", "nofork_clone")
-
-
-def clone_calls(rp, a):
-    """For the alloc rows ``a`` (replay order): True on one AVC of each
-    anon_vma_clone() call outside fork (split, merge: not mremap), the one
-    the designs drop. A call's AVCs are the rows with its VMA (``vma_id``,
-    function probes) or, on tracepoint recordings, a run of ``clone_vma``
-    rows of one task with no other allocation of that task between them
-    (__split_vma and copy_vma allocate the new VMA, vm_area_dup, first; a
-    merge clones one AVC)."""
-    ob = rp.ob
-    n = len(a)
-    clone = (ob.path[a] == PATH_CODE["clone_vma"]) & (ob.caller[a] != CALLER_CODE["mremap"])
-    first = np.zeros(n, dtype=bool)
-    if not clone.any():
-        return first
-    if ob.has_vma and (ob.vma_id[a][clone] >= 0).all():
-        idx = np.flatnonzero(clone)
-        _, at = np.unique(ob.vma_id[a][idx], return_index=True)
-        first[idx[at]] = True
-        return first
-    # every allocation row of the tasks, in replay order per task
-    every = np.flatnonzero(ob.is_alloc)
-    order = every[stable_argsort(ob.pid[every])]
-    is_clone = (ob.path[order] == PATH_CODE["clone_vma"]) & (ob.caller[order] != CALLER_CODE["mremap"])
-    start = is_clone.copy()
-    same_task = ob.pid[order][1:] == ob.pid[order][:-1]
-    cont = same_task & is_clone[:-1] & is_clone[1:] & (ob.caller[order][1:] == ob.caller[order][:-1]) \
-        & (ob.caller[order][1:] != CALLER_CODE["merge"])
-    start[1:] &= ~cont
-    starts = np.sort(order[start])
-    first[np.isin(a, starts)] = True
-    return first & clone
 
 
 def _kept_vmas(rp, a):

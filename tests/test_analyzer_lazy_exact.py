@@ -133,8 +133,9 @@ def test_split_of_inherited_vma(tmp_path, V):
     child's own); its split copies both in eager, but in the lazy kernel the
     child has no own anon_vma: the piece copies 1 and joins the token. At
     the child's fork, 2V VMAs (V inherited + V pieces) are upgraded. The
-    tracepoint estimate defers both split AVCs and counts 2 upgrades per
-    piece (best 4V); its range holds the exact 3V."""
+    tracepoint estimate now follows the same rule (L3: one AVC per split
+    call deferred, the n-1 links into the parent's tree kept) and agrees;
+    its high end keeps every split AVC and gives each piece an anon_vma."""
     _, lz, te = lazy_of(child_split_fork(V), tmp_path)
     assert lz["upgrades"]["fork"] == V + 2 * V
     assert lz["upgrades"]["tokens"]["fork"] == 2 * V
@@ -142,9 +143,9 @@ def test_split_of_inherited_vma(tmp_path, V):
     # parent upgrades V, clone_fork V, split copies kept V, child's fork
     # upgrades 2V, grandchild's clone_fork 2V VMAs x chain 2
     assert lz[AVC]["allocated"] == V + V + V + 2 * V + 4 * V
-    assert te["upgrades"]["fork"] == 4 * V
-    assert te["upgrades"]["fork_range"] == [3 * V, 4 * V]
-    assert te[AVC]["allocated_range"] == [9 * V, 10 * V]
+    assert te["upgrades"]["fork"] == 3 * V and te["upgrades"]["fork_range"] == [3 * V, 3 * V]
+    assert te[AVC]["allocated"] == 9 * V and te[AVC]["allocated_range"] == [9 * V, 10 * V]
+    assert te[AV]["allocated"] == 2 * V and te[AV]["allocated_range"] == [2 * V, 3 * V]
     assert_within(lz, te)
 
 

@@ -526,3 +526,23 @@ def test_7x_fork_reuse_pair_is_not_an_allocation(tmp_path, V):
     assert lazy[AV]["allocated"] == V and lazy[AVC]["allocated"] == 2 * V
     assert r["models"]["nofork_clone"][AV]["allocated"] == V
     assert r["models"]["nofork_clone"][AVC]["allocated"] == 2 * V
+
+
+@pytest.mark.parametrize("S", [1, 4])
+def test_a_process_the_census_shows_forked_keeps_its_splits(tmp_path, S):
+    """L5 with a census: a parent that forked before the run (its anon_vma
+    has a child anon_vma: num_children 2 with the root's self-link) had its
+    VMAs upgraded by that fork, so its splits in the run keep their AVCs;
+    the same splits by a process that never forked are deferred (L3)."""
+    def run(forked):
+        g = Gen()
+        g.process(1, "p")
+        vmas = [g.prerun_vma(1) for _ in range(S)]
+        if forked:
+            g.prerun_fork(1, 2)
+        g.census()
+        for v in vmas:
+            g.split(1, v)
+        return build(g, tmp_path, name=f"split-{forked}.parquet")["models"]["lazy"][AVC]
+    assert run(forked=True)["allocated"] == S
+    assert run(forked=False)["allocated"] == 0
