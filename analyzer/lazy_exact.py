@@ -100,13 +100,13 @@ class VmaReplay:
         capable = (kind == FAULT) | (kind == INHERITED)
         self.capable = capable
 
-        # upgrade triggers: the root process's next process fork after the
-        # root's birth (U1), and the first mremap of a piece (U2)
+        # upgrade triggers: the first process fork after the root's birth
+        # that copies one of its pieces (U1: dup_mmap() skips VM_DONTCOPY and
+        # gives a VM_WIPEONFORK copy no anon_vma; the pieces it copies with
+        # anon_vma_fork() are the sources of that fork's clone_fork AVCs), and
+        # the first mremap of a piece (U2)
         forks = rp.tree.forks
-        ftg = forks["tgid"].to_numpy().astype(np.int64)
-        fpos = forks["pos"].to_numpy().astype(np.int64)
-        _, nf = _next_in_group(ftg, fpos, self.vowner, self.birth)
-        fork_at = np.where(capable & (nf >= 0), nf, NEVER)
+        fork_at = np.where(capable, self._first_copy(rp, src, nv), NEVER)
         mre = kind == MREMAP_COPY
         moved = self.src_index[mre]
         ok = moved >= 0
@@ -162,6 +162,29 @@ class VmaReplay:
         np.maximum.at(end, r[vi[avc_up]], self.free[avc_up])
         self.extra_start = self.upgrade_at[extra]
         self.extra_end = end[extra]
+
+    def _first_copy(self, rp, src, nv):
+        """Per token: the position of the first process fork that copies one
+        of its pieces (NEVER: none). Recordings whose clone_fork rows carry
+        no source VMA fall back to the owner's next process fork."""
+        forks = rp.tree.forks
+        fid = forks["fork_id"].to_numpy().astype(np.int64)
+        fpos = forks["pos"].to_numpy().astype(np.int64)
+        clone_fork = self.path == PATH_CODE["clone_fork"]
+        copies = clone_fork & (src >= 0) & (self.fork_id >= 0)
+        out = np.full(nv, NEVER, dtype=np.int64)
+        if clone_fork.any() and not copies.any():    # no source VMAs recorded
+            ftg = forks["tgid"].to_numpy().astype(np.int64)
+            _, nf = _next_in_group(ftg, fpos, self.vowner, self.birth)
+            return np.where(nf >= 0, nf, NEVER)
+        order = np.argsort(fid)
+        j = np.minimum(np.searchsorted(fid[order], self.fork_id[copies]), max(len(fid) - 1, 0))
+        at = fpos[order][j] if len(fid) else np.zeros(0, np.int64)
+        known = (len(fid) > 0) & (fid[order][j] == self.fork_id[copies]) if len(fid) else at.astype(bool)
+        piece = np.minimum(np.searchsorted(self.vmas, src[copies]), max(nv - 1, 0))
+        ok = known & (self.vmas[piece] == src[copies])
+        np.minimum.at(out, self.root[piece[ok]], at[ok])
+        return out
 
     # ----------------------------------------------------------------- walks
     def lazy_until(self):
@@ -221,7 +244,7 @@ def repointed_pages(rp, x, fork_up, mremap_up, pre_src):
 
     fr = np.flatnonzero(fork_up)
     hit = _last_before(src, cpos, x.vmas[vi[fr]], up_at[fr])
-    got_all = np.where(hit >= 0, pages[np.maximum(hit, 0)], 0) if len(hit) else np.zeros(0, np.int64)
+    got_all = np.where(hit >= 0, pages[np.maximum(hit, 0)], 0) if len(pages) else np.zeros(len(hit), np.int64)
     got = got_all[hit >= 0]
     # a fault root's anonymous pages are all its token's: exact; an inherited
     # root's copy also counts the pages it still shares with its parent,

@@ -376,18 +376,25 @@ class Gen:
         new.anon_vma = vma.anon_vma
         self._call(parent, "anon_vma_fork", new, vma, objects=len(new.chain), reused=True)
 
-    def fork(self, parent, child, comm=None, reuse_7x=False):
+    def fork(self, parent, child, comm=None, reuse_7x=False, dontcopy=(), wipeonfork=()):
         """dup_mmap: per VMA a vm_area_struct copy and, with an anon_vma,
         anon_vma_fork (clone_fork AVCs, own anon_vma + AVC); then the fork row.
-        ``reuse_7x``: every anon_vma_fork reuses, as 7.x does it."""
+        ``reuse_7x``: every anon_vma_fork reuses, as 7.x does it.
+        ``dontcopy``: parent VMAs not copied (VM_DONTCOPY); ``wipeonfork``:
+        copied without anon_vma (VM_WIPEONFORK: no anon_vma_fork)."""
         self._fork_id += 1
         fid = self._fork_id
         pp = self.procs[parent]
         cp = Proc(child, comm or pp.comm)
         self.procs[child] = cp
         for vma in list(pp.vmas):
+            if any(vma is d for d in dontcopy):
+                continue
             new = Vma(self._alloc(parent, "vm_area_struct", "fork", owner=child, fork_id=fid),
                       span=vma.span)
+            if any(vma is w for w in wipeonfork):
+                cp.vmas.append(new)
+                continue
             if vma.anon_vma is not None and reuse_7x:
                 self._fork_reusing_7x(parent, child, fid, new, vma)
             elif vma.anon_vma is not None:

@@ -279,3 +279,21 @@ def test_no_copy_rows_is_not_measurable(tmp_path):
     r = report.build(load.load(g.write(str(tmp_path / "v3.parquet"), probes=probes)))
     rp = r["models"]["lazy"]["extra_costs"]["repointed_pages"]
     assert rp["fork"] is None and rp["fidelity"] == "not measurable"
+
+
+@pytest.mark.parametrize("V,D,W", [(5, 1, 1), (4, 0, 3), (3, 3, 0)])
+def test_fork_upgrades_only_what_it_copies(tmp_path, V, D, W):
+    """dup_mmap() skips VM_DONTCOPY VMAs and gives a VM_WIPEONFORK copy no
+    anon_vma (no anon_vma_fork): only the V - D - W VMAs it copies with their
+    anon_vma are upgraded at the fork (rule X6); the others stay lazy."""
+    g = Gen(fprobes=True)
+    g.process(1, "p")
+    vmas = g.faults(1, V)
+    g.fork(1, 2, dontcopy=vmas[:D], wipeonfork=vmas[D:D + W])
+    g.exit(2)
+    r, lz, te = lazy_of(g, tmp_path)
+    copied = V - D - W
+    e = r["models"]["eager"]
+    assert (e[AV]["allocated"], e[AVC]["allocated"]) == (V + copied, V + 2 * copied)
+    assert lz["upgrades"]["fork"] == copied
+    assert lz[AV]["allocated"] == copied and lz[AVC]["allocated"] == 2 * copied
