@@ -11,16 +11,17 @@ whose high end follows from the structure alone:
 - C1 eager: the counts as the iterator found them (anon_vmas: every
   distinct one a chain links, ``census.anon_vmas_linked``; AVCs: the sum of
   the chain lengths, each AVC being on one VMA's ``anon_vma_chain``).
-- C2 lazy candidate VMA: its chain is one AVC (a root VMA: no parent tree,
-  mm/rmap.c ``anon_vma_fork()`` links a child VMA to every anon_vma of the
-  parent's chain plus its own) and its anon_vma has no child anon_vma
-  (``num_children`` at most 1, the root's self-link of
-  ``__anon_vma_prepare()``): no process shares its pages through it. At most
-  its AVC is saved; its anon_vma is saved when every VMA pointing at it
-  (``num_active_vmas``) is a candidate in the census.
-- C3 nofork candidate process: every VMA of it in the census is a lazy
-  candidate (it shares no anonymous pages with a child or a parent). At
-  most all its anon_vmas and AVCs are saved.
+- C2 lazy candidate VMA, per VMA: a fault root (a chain of one AVC, its
+  anon_vma a root with no child anon_vma: ``num_children`` at most the
+  root's self-link of ``__anon_vma_prepare()``), or an inherited VMA of a
+  process that has not forked since (its own anon_vma is not a root and has
+  no child: ``anon_vma_fork()`` made it for the copy, and the lazy kernel
+  would not, L2). At most one AVC per candidate is saved (the other
+  chain_avcs - 1 link the parent's tree); its anon_vma is saved when every
+  VMA pointing at it (``num_active_vmas``) is a candidate in the census.
+- C3 nofork (opt-out after start): the fault-root candidates of a process
+  none of whose anon_vmas has a child anon_vma (a leaf).
+- C3' nofork_clone (set at clone): every C2 candidate of such a process.
 
 Kernels before 6.0 have no num_children/num_active_vmas (``degree``): the
 columns are null and C2/C3 are not computed.
@@ -79,38 +80,46 @@ def summary(rec, sizes):
 
 
 def _designs(v, a, chain, linked, avcs, sizes):
-    """C2 and C3: upper bounds of what lazy and nofork would not hold."""
+    """C2, C3, C3': upper bounds of what lazy, nofork and nofork_clone would
+    not hold, VMA by VMA."""
     av_ids = a["obj_id"].to_numpy(dtype=np.int64)
-    alone = a["num_children"].to_numpy(dtype=np.int64) <= 1
+    children = a["num_children"].to_numpy(dtype=np.int64)
+    is_root = a["root_id"].to_numpy(dtype=np.int64) == av_ids
+    # child anon_vmas beyond the root's self-link (__anon_vma_prepare sets 1)
+    has_child = children - is_root.astype(np.int64) > 0
     vma_av = v["anon_vma_id"].to_numpy(dtype=np.int64)
     order = np.argsort(av_ids)
     pos = order[np.minimum(np.searchsorted(av_ids, vma_av, sorter=order), len(order) - 1)]
     # every VMA row's anon_vma has a row (the iterator writes it with the first)
     assert (av_ids[pos] == vma_av).all(), "census VMA row without its anon_vma row"
-    cand = (chain == 1) & alone[pos]
-
-    # an anon_vma goes with its VMAs only when all of them are candidates
-    n_cand = np.bincount(pos[cand], minlength=len(a))
+    # a fault root: its own chain of one, no child; an inherited VMA of a
+    # process that has not forked since: its own anon_vma is not a root and
+    # has no child (anon_vma_fork() made it for the copy; the parent's
+    # links are the other chain_avcs - 1 AVCs, which stay)
+    root_cand = (chain == 1) & is_root[pos] & ~has_child[pos]
+    inh_cand = ~is_root[pos] & ~has_child[pos]
     active = a["num_active_vmas"].to_numpy(dtype=np.int64)
-    av_saved = alone & (n_cand == active) & (active > 0)
-
     tgid = v["tgid"].to_numpy(dtype=np.int64)
     procs, inv = np.unique(tgid, return_inverse=True)
-    leaf = np.bincount(inv, weights=(~cand).astype(float), minlength=len(procs)) == 0
-    in_leaf = leaf[inv]
-    # an anon_vma of leaf processes goes when no other VMA points at it
-    n_leaf = np.bincount(pos[in_leaf], minlength=len(a))
-    leaf_avs = (n_leaf > 0) & (n_leaf == active)
+    forked = np.bincount(inv, weights=has_child[pos].astype(float), minlength=len(procs)) > 0
+    leaf = ~forked[inv]
 
-    def saved(n_av, n_avc):
+    def saved(cand):
+        # one AVC per candidate VMA; an anon_vma when every VMA pointing at
+        # it (num_active_vmas) is a candidate of the census
+        n_cand = np.bincount(pos[cand], minlength=len(a))
+        n_av = int(((n_cand > 0) & (n_cand == active)).sum())
+        n_avc = int(cand.sum())
         b = n_av * sizes["anon_vma"] + n_avc * sizes["anon_vma_chain"]
-        return {"anon_vma_saved": [0, int(n_av)], "anon_vma_chain_saved": [0, int(n_avc)],
-                "bytes_saved": [0, int(b)],
-                "saved_pct": {"anon_vma": [0.0, saved_pct(linked, linked - int(n_av))],
-                              "anon_vma_chain": [0.0, saved_pct(avcs, avcs - int(n_avc))]}}
+        return {"anon_vma_saved": [0, n_av], "anon_vma_chain_saved": [0, n_avc], "bytes_saved": [0, int(b)],
+                "saved_pct": {"anon_vma": [0.0, saved_pct(linked, linked - n_av)],
+                              "anon_vma_chain": [0.0, saved_pct(avcs, avcs - n_avc)]}}
+    lazy = root_cand | inh_cand
     return {
-        "lazy": dict(saved(av_saved.sum(), cand.sum()), candidate_vmas=int(cand.sum()),
+        "lazy": dict(saved(lazy), candidate_vmas=int(lazy.sum()), inherited_candidates=int(inh_cand.sum()),
                      rule="C2", see=SECTION),
-        "nofork": dict(saved(leaf_avs.sum(), chain[in_leaf].sum()), candidate_processes=int(leaf.sum()),
+        "nofork": dict(saved(root_cand & leaf), candidate_processes=int((~forked).sum()),
                        rule="C3", see=SECTION),
+        "nofork_clone": dict(saved(lazy & leaf), candidate_processes=int((~forked).sum()),
+                             rule="C3'", see=SECTION),
     }

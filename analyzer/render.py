@@ -245,7 +245,7 @@ def _census_lines(c, md=False):
     if d is None:
         out.append(("" if md else "  ") + f"Designs: not computed ({c['designs_note']}).")
         return out
-    lz, nf = d["lazy"], d["nofork"]
+    lz, nf, nc = d["lazy"], d["nofork"], d["nofork_clone"]
 
     def part(m):
         p = m["saved_pct"]
@@ -253,9 +253,10 @@ def _census_lines(c, md=False):
                 f"{_rng(m['anon_vma_chain_saved'])} ({_rng(p['anon_vma_chain'])} %), "
                 f"{kb(m['bytes_saved'][1])} KB at most")
     out.append(("" if md else "  ") + "Saved in steady state (0 when every VMA was upgraded before the run; "
-               f"the high end from structure alone): lazy ({lz['candidate_vmas']} candidate VMAs, rule "
-               f"C2) {part(lz)}; leaf/no-fork ({nf['candidate_processes']} candidate processes, rule C3) "
-               f"{part(nf)}.")
+               f"the high end from structure alone): lazy ({lz['candidate_vmas']} candidate VMAs, "
+               f"{lz['inherited_candidates']} of them inherited, rule C2) {part(lz)}; no-fork opt-out "
+               f"({nf['candidate_processes']} leaf processes, rule C3) {part(nf)}; no-fork at clone "
+               f"(rule C3') {part(nc)}.")
     return out
 
 

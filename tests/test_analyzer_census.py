@@ -57,18 +57,22 @@ def test_counts_are_the_lists_the_iterator_read(tmp_path):
 
 def test_design_bounds_follow_rules_c2_c3(tmp_path):
     c = run_report(topology(), tmp_path)
-    lz, nf = c["designs"]["lazy"], c["designs"]["nofork"]
-    # C2: chain of one AVC and no child anon_vma: P1's 3 and P2's VMA faulted
-    # after the fork (P2's forked VMAs have a child each, C's and D's VMAs
-    # have chains of 2)
-    assert lz["candidate_vmas"] == 4
-    assert lz["anon_vma_chain_saved"] == [0, 4] and lz["anon_vma_saved"] == [0, 4]
-    assert lz["bytes_saved"] == [0, 4 * SIZE["anon_vma"] + 4 * SIZE["anon_vma_chain"]]
-    assert lz["saved_pct"]["anon_vma"] == [0.0, 40.0]
-    # C3: only P1 has nothing but candidates (C and D share pages with a parent)
-    assert nf["candidate_processes"] == 1
+    lz, nf, nc = c["designs"]["lazy"], c["designs"]["nofork"], c["designs"]["nofork_clone"]
+    # C2, per VMA: fault roots with no child anon_vma (P1's 3, P2's VMA
+    # faulted after its fork) and inherited VMAs whose own anon_vma has no
+    # child (C's 2, D's 1): one AVC and the own anon_vma each; P2's forked
+    # VMAs have a child each
+    assert lz["candidate_vmas"] == 4 + 3 and lz["inherited_candidates"] == 3
+    assert lz["anon_vma_chain_saved"] == [0, 7] and lz["anon_vma_saved"] == [0, 7]
+    assert lz["bytes_saved"] == [0, 7 * SIZE["anon_vma"] + 7 * SIZE["anon_vma_chain"]]
+    assert lz["saved_pct"]["anon_vma"] == [0.0, 70.0]
+    # C3: leaf processes (no anon_vma with a child: P1, C, D); the opt-out
+    # after start saves their fault roots only: P1's 3
+    assert nf["candidate_processes"] == 3
     assert nf["anon_vma_saved"] == [0, 3] and nf["anon_vma_chain_saved"] == [0, 3]
     assert nf["saved_pct"]["anon_vma_chain"] == [0.0, 25.0]
+    # C3': set at clone, also C's and D's own anon_vma and AVC per inherited VMA
+    assert nc["anon_vma_saved"] == [0, 6] and nc["anon_vma_chain_saved"] == [0, 6]
 
 
 def test_an_anon_vma_shared_with_a_non_candidate_stays(tmp_path):
@@ -112,7 +116,7 @@ def test_text_and_markdown_name_the_rules(tmp_path):
     for fmt in ("text", "markdown"):
         out = subprocess.run([sys.executable, "-m", "anonscope.analyzer.cli", "report", path, "--format", fmt],
                              capture_output=True, text=True, check=True).stdout
-        assert "9 VMAs with an anon_vma" in out and "rule C2" in out and "rule C3" in out
+        assert "9 VMAs with an anon_vma" in out and "rule C2" in out and "rule C3)" in out and "rule C3')" in out
     js = json.loads(subprocess.run([sys.executable, "-m", "anonscope.analyzer.cli", "report", path,
                                     "--format", "json"], capture_output=True, text=True, check=True).stdout)
-    assert js["census"]["designs"]["lazy"]["candidate_vmas"] == 4
+    assert js["census"]["designs"]["lazy"]["candidate_vmas"] == 7
