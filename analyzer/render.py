@@ -202,16 +202,21 @@ def render_text(r):
     lines.append("")
 
     s = r["slabinfo"]
-    lines.append(f"Slabinfo cross-check ({s.get('samples', 0)} samples)")
+    lines.append(f"Slabinfo cross-check ({s.get('samples', 0)} samples"
+                 + (f"; {s['mode']} run: checks {s['checks']}" if "mode" in s else "") + ")")
     if not any(k in s for k in ("anon_vma", "anon_vma_chain", "vm_area_struct")):
         lines.append("  " + s.get("note", "no samples of our caches"))
     for obj in ("anon_vma", "anon_vma_chain", "vm_area_struct"):
         if obj not in s:
             continue
         c = s[obj]
+        over = (f"slabinfo overstates by {_rng(c['slabinfo_overstates_range'])} objects"
+                if "slabinfo_overstates_range" in c else "the rest of the system is not traced")
         lines.append(f"  {obj}: slabinfo change {c['slab_change']:+d}, traced change "
                      f"{c['traced_change']:+d}, difference {c['difference']:+d}; aliases "
-                     f"{c['aliases']}; slabinfo overstates by {_rng(c['slabinfo_overstates_range'])} objects")
+                     f"{c['aliases']}; {over}"
+                     + (f"; {c['alias_frees_skipped']} frees of the merged caches' own objects skipped "
+                        "(their allocations are not traced)" if c.get("alias_frees_skipped") else ""))
     if "locks" in r:
         lines.append("")
         lines.extend(_locks_text(r["locks"]))
@@ -485,7 +490,8 @@ def render_markdown(r):
                      f"{te['anon_vma_chain']['allocated']} "
                      f"{_rng(te['anon_vma_chain']['allocated_range'])}.")
     s = r["slabinfo"]
-    if "anon_vma_chain" in s and s["anon_vma_chain"]["aliases"]:
+    if "anon_vma_chain" in s and s["anon_vma_chain"]["aliases"] and \
+            "slabinfo_overstates_range" in s["anon_vma_chain"]:
         c = s["anon_vma_chain"]
         lines.append(f"Note: the anon_vma_chain slab cache is merged with {c['aliases']} other "
                      f"cache(s) ({', '.join(c['alias_names']) or 'aliases'}); /proc/slabinfo "

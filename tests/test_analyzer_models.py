@@ -351,12 +351,18 @@ def test_slabinfo_cross_check_with_aliases(tmp_path):
     g.slab_sample(base, alias_objects=a0)
     g.faults(5, 9)
     g.slab_sample(base, alias_objects=a1)
-    r = build(g, tmp_path)
+    system = {"mode": "system", "command": None, "pid": None, "comm": None}
+    r = build(g, tmp_path, target=system)
     s = r["slabinfo"]
+    assert s["mode"] == "system" and "every object" in s["checks"]
     assert s[AV]["difference"] == 0 and s[AV]["aliases"] == 0
     assert s[AVC]["traced_change"] == 9
     assert s[AVC]["difference"] == a1 - a0
     assert s[AVC]["slabinfo_overstates_range"] == [a1 - a0, base[AVC] + a1]
+    # a command run: slabinfo counts the whole system, the trace one command
+    s = build(g, tmp_path, name="cmd.parquet")["slabinfo"]
+    assert s["mode"] == "command" and s["checks"].startswith("nothing of slabinfo's error")
+    assert "slabinfo_overstates_range" not in s[AVC] and s[AVC]["fidelity"].startswith("not a check")
     assert s[AVC]["alias_names"] == ["fs_cache", "eventpoll_pwq"]
     assert r["models"]["lazy"]["extra_costs"]["vma_growth"]["slabinfo_vmas_last"] == base[VMA] + 9
 
