@@ -286,6 +286,24 @@ def clone_calls(rp, a):
     return first & clone
 
 
+def fork_path_mismatches(rp):
+    """Forks whose own anon_vmas and AVCs (``fork`` path) differ in number:
+    anon_vma_fork() makes them in pairs (rule E2; 7.x reuse pairs are left
+    out already), so a difference means an allocation lost or classified
+    elsewhere. Returns (forks checked, forks that differ)."""
+    ob = rp.ob
+    sel = ob.is_alloc & (ob.path == PATH_CODE["fork"]) & (ob.fork_id >= 0) & \
+        (ob.object != OBJECT_CODE["vm_area_struct"])
+    if not sel.any():
+        return 0, 0
+    fid = ob.fork_id[sel]
+    is_av = ob.object[sel] == OBJECT_CODE["anon_vma"]
+    forks, inv = np.unique(fid, return_inverse=True)
+    av = np.bincount(inv, weights=is_av.astype(float), minlength=len(forks))
+    avc = np.bincount(inv, weights=(~is_av).astype(float), minlength=len(forks))
+    return int(len(forks)), int((av != avc).sum())
+
+
 def rmap_allocs(rp):
     """Alloc rows of anon_vma and AVC, in replay order."""
     ob = rp.ob

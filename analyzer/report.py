@@ -101,8 +101,11 @@ def banners(rec, lost, whole):
     return out
 
 
-def warnings(rec, objects, lost):
+def warnings(rec, objects, lost, mismatched_forks=0):
     out = []
+    if mismatched_forks:
+        out.append(f"{mismatched_forks} forks made unequal numbers of their own anon_vmas and AVCs "
+                   "(anon_vma_fork makes them in pairs): an allocation was lost or not classified")
     other = {k: v for k, v in (lost["by_event"] or {}).items() if v and k not in OBJECT_KINDS}
     if other:
         out.append("events of other kinds lost (the buffer was full): "
@@ -158,6 +161,7 @@ def build(rec):
     lost = loss(rec)
     whole = completeness(rec)
     top = banners(rec, lost, whole)
+    checked, mismatched = eager.fork_path_mismatches(rp)
     ev = eager.model(rp)
     procs = dict(rp.tree.summary())
     procs.update(eager.processes(rp))
@@ -167,7 +171,7 @@ def build(rec):
         "analyzer_version": _tool_version(),
         "source": rec.path,
         "banners": top,
-        "warnings": top + warnings(rec, objects, lost),
+        "warnings": top + warnings(rec, objects, lost, mismatched),
         "run": {
             "kernel_release": meta.get("kernel_release"),
             "arch": meta.get("arch"),
@@ -181,6 +185,7 @@ def build(rec):
             "possibly_lost_by_event": lost["possibly_by_event"],
             "object_events_lost": lost["objects"],
             **whole,
+            "fork_pairs_checked": checked, "fork_pairs_mismatched": mismatched,
             "alias_frees_skipped": meta.get("alias_frees_skipped"),
             "page_size": meta.get("page_size"),
             "target": meta.get("target"),

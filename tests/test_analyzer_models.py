@@ -53,7 +53,7 @@ def test_zygote(tmp_path, V, N, C, K):
                                   "clone_vma": 0, "other": 0}
     assert o[AVC]["allocated"] == {"fault": V + C * K, "fork": C * V, "clone_fork": C * V,
                                    "clone_vma": 0, "other": 0}
-    assert o[VMA]["allocated"] == {"alloc": V + N + C * K, "fork": C * (V + N), "dup": 0}
+    assert o[VMA]["allocated"] == {"alloc": V + N + C * K, "fork": C * (V + N), "dup": 0, "other": 0}
     # children gone: only the parent's objects are live
     assert o[AV]["live_at_end"] == V and o[AVC]["live_at_end"] == V
     assert o[AV]["peak_live"] == V + C * V + C * K
@@ -159,7 +159,7 @@ def test_split_merge_leaf(tmp_path, F, S, M, X):
     assert o[AVC]["allocated"]["clone_vma"] == S + X
     assert o[AVC]["clone_vma_callers"]["split"] == S
     assert o[AVC]["clone_vma_callers"]["merge"] == X
-    assert o[VMA]["allocated"] == {"alloc": F + X, "fork": 0, "dup": S}
+    assert o[VMA]["allocated"] == {"alloc": F + X, "fork": 0, "dup": S, "other": 0}
     for obj in (AV, AVC, VMA):
         assert o[obj]["live_at_end"] == 0
         assert o[obj]["freed_preexisting"] == 0 and o[obj]["unmatched_frees"] == 0
@@ -552,3 +552,17 @@ def test_a_process_the_census_shows_forked_keeps_its_splits(tmp_path, S):
         return build(g, tmp_path, name=f"split-{forked}.parquet")["models"]["lazy"][AVC]
     assert run(forked=True)["allocated"] == S
     assert run(forked=False)["allocated"] == 0
+
+
+def test_fork_path_pairs_are_checked(tmp_path):
+    """anon_vma_fork() makes the child's own anon_vma and AVC in pairs: a
+    fork whose counts differ (a lost row) is named, never passed over."""
+    g = zygote(4, 0, 2, 0)
+    r = build(g, tmp_path)
+    assert (r["run"]["fork_pairs_checked"], r["run"]["fork_pairs_mismatched"]) == (2, 0)
+    drop = next(i for i, row in enumerate(g.rows) if row.get("event") == "alloc" and row.get("path") == "fork"
+                and row.get("object") == "anon_vma")
+    del g.rows[drop]
+    r = build(g, tmp_path, name="dropped.parquet")
+    assert r["run"]["fork_pairs_mismatched"] == 1
+    assert any("1 forks made unequal numbers" in w for w in r["warnings"])
