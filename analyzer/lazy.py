@@ -330,6 +330,10 @@ def model(rp, eager_model):
         "mremap_unknown_sources": best["mremap_unknown_sources"],
         "fidelity": "estimate", "see": RULES,
     }
+    out["file_vmas"] = {"value": None, "fidelity": "not measurable",
+                        "reason": "tracepoint recordings cannot tell a MAP_PRIVATE file VMA from an anonymous "
+                                  "one: its savings are counted with the rest; function probes split them",
+                        "see": SECTION}
     out["extra_costs"] = {
         "vma_growth": growth,
         "upgrades": {"fork": out["upgrades"]["fork"], "mremap": out["upgrades"]["mremap"],

@@ -43,9 +43,11 @@ KIND_NAMES = ("fault", "inherited", "piece", "mremap_copy", "piece_of_prerun_vma
 
 
 class VmaReplay:
-    """The VMAs of a recording and, per VMA, its lazy token and upgrade."""
+    """The VMAs of a recording and, per VMA, its lazy token and upgrade.
+    ``file_eager``: tokens whose root maps a file (MAP_PRIVATE) stay eager,
+    the series' minimal variant."""
 
-    def __init__(self, rp):
+    def __init__(self, rp, file_eager=False):
         ob = rp.ob
         rows = rmap_allocs(rp)
         vid_all = ob.vma_id[rows]
@@ -98,6 +100,12 @@ class VmaReplay:
             anc = nxt
         self.root = anc
         capable = (kind == FAULT) | (kind == INHERITED)
+        calls = rp.rec.calls
+        file_ids = calls.loc[calls["vma_file"].fillna(False).astype(bool), "vma_id"].to_numpy() \
+            if len(calls) else np.zeros(0, np.int64)
+        self.file = np.isin(self.vmas, file_ids)      # a MAP_PRIVATE file VMA (its call rows say)
+        if file_eager:
+            capable &= ~self.file
         self.capable = capable
 
         # upgrade triggers: the first process fork after the root's birth
@@ -137,6 +145,7 @@ class VmaReplay:
         pick = last[(last >= 0)]
         pick = pick[own_root[r[vi[pick]]]]
         deferred[pick] = True
+        deferred &= capable[r[vi]]                     # a token that stays eager defers nothing
         self.deferred = deferred
         self.root_kind = rk
 
@@ -280,6 +289,30 @@ def repointed_pages(rp, x, fork_up, mremap_up, pre_src):
     }
 
 
+def file_vmas(rp, x, kept, up, is_av):
+    """The lazy savings split by the root VMA of each token: anonymous or a
+    MAP_PRIVATE file (whose CoW pages are anonymous; a reviewer called lazy
+    broken for them), and the counts of the series' minimal variant in which
+    file VMAs stay eager (docs/models.md#lazy-exact, X8)."""
+    saved = ~kept & ~up
+    file_row = x.file[x.root[x.vi]]
+    out = {"tokens": {"anon": int((x.capable & ~x.file).sum()), "file": int((x.capable & x.file).sum())},
+           "saved": {o: {"anon": int((saved & sel & ~file_row).sum()), "file": int((saved & sel & file_row).sum())}
+                     for o, sel in (("anon_vma", is_av), ("anon_vma_chain", ~is_av))}}
+    if not (x.capable & x.file).any():
+        out["file_vmas_eager"] = None
+    else:
+        y = VmaReplay(rp, file_eager=True)
+        n_un = {o: int(m.sum()) for o, m in (("anon_vma", rp.ob.object[y.unattributed] == OBJECT_CODE["anon_vma"]),
+                                             ("anon_vma_chain", rp.ob.object[y.unattributed] != OBJECT_CODE["anon_vma"]))}
+        kept_y = ~y.deferred | y.upgraded
+        out["file_vmas_eager"] = {o: int((kept_y & sel).sum()) + n_un[o]
+                                  for o, sel in (("anon_vma", y.is_av), ("anon_vma_chain", ~y.is_av))}
+    out["fidelity"] = FIDELITY + ": file or not from vma_file on the VMA's call rows"
+    out["see"] = SECTION
+    return out
+
+
 def _first_fork_ids(forks):
     fid = forks["fork_id"].to_numpy().astype(np.int64)
     first = forks["first"].to_numpy(dtype=bool)
@@ -372,6 +405,7 @@ def model(rp, eager_model, tracepoint=None):
         },
         "repointed_pages": repointed_pages(rp, x, avc_up & x.by_fork[rr], avc_up & ~x.by_fork[rr], pre_src),
     }
+    out["file_vmas"] = file_vmas(rp, x, kept, up, is_av)
     kinds = np.bincount(x.kind, minlength=len(KIND_NAMES))
     out["vmas"] = {
         "with_anon_objects": int(len(x.vmas)),

@@ -71,6 +71,7 @@ class Vma:
     chain: list = field(default_factory=list)   # [(avc id, AnonVma, pre)]
     span: int = 0               # address range identity: fork/mremap copies share it
     pages: int = 0              # anonymous pages present (copy_page_range copies them at fork)
+    file: bool = False          # a MAP_PRIVATE file mapping (its CoW pages are anonymous)
 
 
 @dataclass
@@ -157,7 +158,7 @@ class Gen:
         self._emit(event="call", func=func, vma_id=vma.id,
                    src_vma_id=None if src is None else src.id, mm_id=1_000_000 + pid,
                    vm_start=start, vm_end=start + 0x1000, vm_pgoff=start >> 12,
-                   vma_file=False, reused=reused, call_objects=objects, anon_pages=anon_pages,
+                   vma_file=vma.file, reused=reused, call_objects=objects, anon_pages=anon_pages,
                    duration_ns=self.step // 2, **self._ctx(pid))
 
     def _new_span(self):
@@ -187,8 +188,9 @@ class Gen:
         self.procs[pid] = Proc(pid, comm)
         return pid
 
-    def mmap(self, pid):
-        vma = Vma(self._alloc(pid, "vm_area_struct", "alloc"), span=self._new_span())
+    def mmap(self, pid, file=False):
+        """A new VMA (``file``: a MAP_PRIVATE file mapping)."""
+        vma = Vma(self._alloc(pid, "vm_area_struct", "alloc"), span=self._new_span(), file=file)
         self.procs[pid].vmas.append(vma)
         return vma
 

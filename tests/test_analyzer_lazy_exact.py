@@ -297,3 +297,23 @@ def test_fork_upgrades_only_what_it_copies(tmp_path, V, D, W):
     assert (e[AV]["allocated"], e[AVC]["allocated"]) == (V + copied, V + 2 * copied)
     assert lz["upgrades"]["fork"] == copied
     assert lz[AV]["allocated"] == copied and lz[AVC]["allocated"] == 2 * copied
+
+
+@pytest.mark.parametrize("A,F", [(3, 2), (0, 4), (5, 0)])
+def test_file_vmas_are_split_out_with_an_eager_variant(tmp_path, A, F):
+    """A process that never forks: every token is saved under lazy. Of those,
+    F map a file (MAP_PRIVATE, CoW pages): the savings are split by kind, and
+    the series' minimal variant (file VMAs eager, rule X8) keeps their F
+    anon_vmas and AVCs."""
+    g = Gen(fprobes=True)
+    g.process(1, "p")
+    for _ in range(A):
+        g.fault(1)
+    for _ in range(F):
+        g.fault(1, g.mmap(1, file=True))
+    _, lz, _ = lazy_of(g, tmp_path)
+    fv = lz["file_vmas"]
+    assert fv["tokens"] == {"anon": A, "file": F}
+    assert fv["saved"][AV] == {"anon": A, "file": F} and fv["saved"][AVC] == {"anon": A, "file": F}
+    assert lz[AV]["allocated"] == 0
+    assert fv["file_vmas_eager"] == ({AV: F, AVC: F} if F else None)
