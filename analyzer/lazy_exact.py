@@ -289,6 +289,35 @@ def repointed_pages(rp, x, fork_up, mremap_up, pre_src):
     }
 
 
+def pinned_roots(rp, x, slot):
+    """Root VMAs the lazy kernel must keep (rule X9): a token's root VMA that
+    eager frees (munmap, a merge that removes it) while a piece of the token
+    is still mapped and the token is still lazy stays allocated, pinned by
+    the pieces' and folios' references, until the last piece goes or the
+    token is upgraded. ``slot``: bytes per lazy VMA."""
+    ob = rp.ob
+    vf = np.flatnonzero(~ob.is_alloc & (ob.object == OBJECT_CODE["vm_area_struct"]))
+    ids, fpos = ob.obj_id[vf], ob.pos[vf].astype(np.int64)
+    order = np.argsort(ids, kind="stable")
+    ids, fpos = ids[order], fpos[order]
+    nv = len(x.vmas)
+    vfree = np.full(nv, NEVER, dtype=np.int64)
+    if len(ids) and nv:
+        i = np.minimum(np.searchsorted(ids, x.vmas), len(ids) - 1)
+        ok = ids[i] == x.vmas
+        vfree[ok] = fpos[i[ok]]
+    last = np.full(nv, -1, dtype=np.int64)                    # the token's last lazy member to go
+    members = np.flatnonzero(x.lazy)
+    np.maximum.at(last, x.root[members], vfree[members])
+    up = x.upgrade_at
+    pinned = x.capable & (vfree < NEVER) & (vfree < last) & (vfree < up)
+    start = vfree[pinned]
+    end = np.minimum(last[pinned], up[pinned])
+    s = live.summary_intervals(start, end)
+    return {"count": int(pinned.sum()), "peak_live": s["peak"], "peak_live_bytes": s["peak"] * slot,
+            "live_at_end": s["end"], "fidelity": FIDELITY, "see": COSTS}
+
+
 def file_vmas(rp, x, kept, up, is_av):
     """The lazy savings split by the root VMA of each token: anonymous or a
     MAP_PRIVATE file (whose CoW pages are anonymous; a reviewer called lazy
@@ -404,6 +433,7 @@ def model(rp, eager_model, tracepoint=None):
             "fidelity": FIDELITY, "see": COSTS,
         },
         "repointed_pages": repointed_pages(rp, x, avc_up & x.by_fork[rr], avc_up & ~x.by_fork[rr], pre_src),
+        "pinned_root_vmas": pinned_roots(rp, x, growth["slot_bytes"][1]),
     }
     out["file_vmas"] = file_vmas(rp, x, kept, up, is_av)
     kinds = np.bincount(x.kind, minlength=len(KIND_NAMES))

@@ -317,3 +317,22 @@ def test_file_vmas_are_split_out_with_an_eager_variant(tmp_path, A, F):
     assert fv["saved"][AV] == {"anon": A, "file": F} and fv["saved"][AVC] == {"anon": A, "file": F}
     assert lz[AV]["allocated"] == 0
     assert fv["file_vmas_eager"] == ({AV: F, AVC: F} if F else None)
+
+
+@pytest.mark.parametrize("V", [1, 4])
+def test_a_root_vma_unmapped_under_its_pieces_stays_pinned(tmp_path, V):
+    """A leaf splits each of V faulted VMAs and unmaps the root part, keeping
+    the piece: under lazy the piece's folios point at the root VMA, which
+    stays allocated (rule X9) until the piece goes at the exit."""
+    g = Gen(fprobes=True)
+    g.process(1, "p")
+    roots = g.faults(1, V)
+    for v in roots:
+        g.split(1, v)
+    for v in roots:
+        g.unmap(1, v)
+    g.exit(1)
+    _, lz, _ = lazy_of(g, tmp_path)
+    pinned = lz["extra_costs"]["pinned_root_vmas"]
+    assert pinned["count"] == V and pinned["peak_live"] == V and pinned["live_at_end"] == 0
+    assert pinned["peak_live_bytes"] == V * lz["extra_costs"]["vma_growth"]["slot_bytes"][1]
