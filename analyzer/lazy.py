@@ -330,9 +330,6 @@ def model(rp, eager_model):
         "mremap_unknown_sources": best["mremap_unknown_sources"],
         "fidelity": "estimate", "see": RULES,
     }
-    out["pinned_root_vmas"] = {"value": None, "fidelity": "not measurable",
-                               "reason": "tracepoint recordings cannot tie a VMA to its pieces (rule X9 needs "
-                                         "function probes)", "see": COSTS}
     out["file_vmas"] = {"value": None, "fidelity": "not measurable",
                         "reason": "tracepoint recordings cannot tell a MAP_PRIVATE file VMA from an anonymous "
                                   "one: its savings are counted with the rest; function probes split them",
@@ -347,6 +344,9 @@ def model(rp, eager_model):
                     "lazy clone_fork + fork upgrades",
             "fidelity": "estimate", "see": COSTS,
         },
+        "pinned_root_vmas": {"value": None, "fidelity": "not measurable",
+                             "reason": "tracepoint recordings cannot tie a VMA to its pieces (rule X9 needs "
+                                       "function probes)", "see": COSTS},
         "repointed_pages": {
             "value": None,
             "fidelity": "not measurable",
