@@ -36,14 +36,36 @@ BOUNDS = "docs/models.md#nofork-bounds"
 VARIANTS = ("nofork", "nofork_clone")
 
 
+def _moved_by_mremap(rp, a):
+    """Tracepoint recordings: the fault AVC and anon_vma of each VMA an mremap
+    moved, found as the lazy estimate finds U2's source (the first AVC the
+    same task frees after the copy, and the anon_vma of the same
+    __anon_vma_prepare() call)."""
+    from .lazy import _Allocs, _mremap_sources
+    keep = np.zeros(len(a), dtype=bool)
+    ob = rp.ob
+    if not ((ob.path[a] == PATH_CODE["clone_vma"]) & (ob.caller[a] == CALLER_CODE["mremap"])).any():
+        return keep
+    A = _Allocs(rp)
+    _, src = _mremap_sources(rp, A)
+    idx = A.index_of(src[src >= 0])
+    idx = idx[A.path[idx] == PATH_CODE["fault"]]
+    keep[idx] = True
+    pair = A.own_av[idx]
+    keep[pair[pair >= 0]] = True
+    return keep
+
+
 def _kept_vmas(rp, a):
-    """Rows of VMAs no no-fork design can opt out (function probes only):
-    VMAs that map a file (``vma_file`` on their call rows) and VMAs that an
-    mremap copy moved (a ``clone_vma`` mremap row names them as source)."""
+    """Rows of VMAs no no-fork design can opt out: VMAs that an mremap copy
+    moved (function probes: a ``clone_vma`` mremap row names them as source;
+    tracepoints: _moved_by_mremap) and VMAs that map a file (``vma_file`` on
+    their call rows; function probes only)."""
     ob = rp.ob
     keep = np.zeros(len(a), dtype=bool)
     if not ob.has_vma:
-        return keep, None
+        keep = _moved_by_mremap(rp, a)
+        return keep, {"file_vma_objects": None, "moved_vma_objects": int(keep.sum())}
     calls = rp.rec.calls
     vma = ob.vma_id[a]
     file_vmas = calls.loc[calls["vma_file"].fillna(False).astype(bool), "vma_id"].to_numpy() \
@@ -79,7 +101,7 @@ def model(rp, eager_model):
     saved = saved_rows(rp, a, g)
     _, kept_info = _kept_vmas(rp, a)
     fidelity = ("exact for the run window's generations (function probes: file and mremap-moved VMAs kept)"
-                if kept_info is not None else
+                if rp.ob.has_vma else
                 "exact for the run window's generations, except MAP_PRIVATE file VMAs: tracepoint "
                 "recordings cannot tell them, their objects are counted as saved")
     return {v: _variant(rp, a, g, saved[v], eager_model, fidelity, kept_info) for v in VARIANTS}

@@ -218,6 +218,14 @@ def test_mremap_heavy(tmp_path, F, R, G):
     # coexist (copy_vma before the source's unlink_anon_vmas), as in eager
     assert lazy[AVC]["peak_live"] == F + 1
     assert eager[AVC]["peak_live"] == F + G + 1
+    # no-fork (N5): a moved VMA has no folio-to-VMA way back: the F moved
+    # VMAs keep their fault anon_vma and AVC and every copy's AVC; the G
+    # unmoved ones are saved; the process predates the run: high keeps all
+    for v in ("nofork", "nofork_clone"):
+        n = r["models"][v]
+        assert n[AV]["allocated"] == F and n[AVC]["allocated"] == F + F * R
+        assert n[AV]["allocated_range"] == [F, F + G]
+    assert r["models"]["nofork"]["kept_vmas"]["moved_vma_objects"] == 2 * F
 
 
 # -------------------------------------------------------- fork chain 3 deep
