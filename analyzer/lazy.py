@@ -26,6 +26,17 @@ POINTER_BYTES = {"x86_64": 8, "aarch64": 8, "arm64": 8, "ppc64le": 8, "ppc64": 8
 REFCOUNT_BYTES = 4
 
 
+#: What the lazy models do not count, and why (docs/models.md#lazy-bounds).
+NOT_MODELLED = [
+    {"what": "KSM merges into lazy VMAs", "effect": "an upgrade or a pin per merged VMA (KSM needs the anon_vma)",
+     "why": "no ksm rows are recorded"},
+    {"what": "UFFDIO_MOVE of lazy folios", "effect": "a re-point to the destination, the series does not say how",
+     "why": "no userfaultfd rows are recorded"},
+    {"what": "partial MREMAP_DONTUNMAP moves", "effect": "the old VMA keeps its links: an upgrade",
+     "why": "mremap flags are not recorded"},
+]
+
+
 def pointer_bytes(arch):
     """(pointer size, how it was found) for a uname -m string."""
     if arch in POINTER_BYTES:
@@ -330,6 +341,7 @@ def model(rp, eager_model):
         "mremap_unknown_sources": best["mremap_unknown_sources"],
         "fidelity": "estimate", "see": RULES,
     }
+    out["not_modelled"] = NOT_MODELLED
     out["file_vmas"] = {"value": None, "fidelity": "not measurable",
                         "reason": "tracepoint recordings cannot tell a MAP_PRIVATE file VMA from an anonymous "
                                   "one: its savings are counted with the rest; function probes split them",

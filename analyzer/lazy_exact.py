@@ -29,7 +29,7 @@ import numpy as np
 
 from . import live
 from .eager import RMAP_OBJECTS, rmap_allocs, saved_pct
-from .lazy import _next_in_group, vma_growth
+from .lazy import NOT_MODELLED, _next_in_group, vma_growth
 from .live import NEVER
 from .objlookup import stats
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
@@ -436,6 +436,7 @@ def model(rp, eager_model, tracepoint=None):
         "pinned_root_vmas": pinned_roots(rp, x, growth["slot_bytes"][1]),
     }
     out["file_vmas"] = file_vmas(rp, x, kept, up, is_av)
+    out["not_modelled"] = NOT_MODELLED
     kinds = np.bincount(x.kind, minlength=len(KIND_NAMES))
     out["vmas"] = {
         "with_anon_objects": int(len(x.vmas)),
