@@ -379,6 +379,27 @@ struct bpf_iter__task_vma {
 #define FLAG_TRUNCATED 16
 BPF_F_TABLE("hash", u64, u8, census_vmas, CENSUS_MAX, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", u64, u8, census_anon_vmas, CENSUS_MAX, BPF_F_NO_PREALLOC);
+// every VMA of a recorded mm, with or without an anon_vma (metadata
+// census.vmas): each mm counted once, in the first task that shows it
+BPF_F_TABLE("hash", u64, u64, census_mms, CENSUS_MAX, BPF_F_NO_PREALLOC);
+BPF_ARRAY(census_all_vmas, u64, 1);
+
+static __always_inline void census_count_vma(u64 task, u64 vma)
+{
+    u64 mm = 0;
+    bpf_probe_read_kernel(&mm, sizeof(mm), (void *)(vma + VMA_MM_OFF));
+    if (!mm)
+        return;
+    u64 *first = census_mms.lookup(&mm);
+    if (!first) {
+        census_mms.update(&mm, &task);
+        first = census_mms.lookup(&mm);
+    }
+    int zero = 0;
+    u64 *n = census_all_vmas.lookup(&zero);
+    if (first && *first == task && n)
+        __sync_fetch_and_add(n, 1);
+}
 
 int bpf_iter__task_vma(struct bpf_iter__task_vma *ctx)
 {
@@ -387,23 +408,23 @@ int bpf_iter__task_vma(struct bpf_iter__task_vma *ctx)
     bpf_probe_read_kernel(&vma, sizeof(vma), (u64 *)ctx + 2);   // ctx->vma
     if (!task || !vma)
         return 0;
+    struct event e = {};
+    bpf_probe_read_kernel(&e.pid, sizeof(e.pid), (void *)(task + TASK_PID_OFF));
+    bpf_probe_read_kernel(&e.tgid, sizeof(e.tgid), (void *)(task + TASK_TGID_OFF));
+    bpf_probe_read_kernel(&e.comm, sizeof(e.comm), (void *)(task + TASK_COMM_OFF));
+    if (!want_task(e.tgid, e.comm))
+        return 0;
+    census_count_vma(task, vma);
     bpf_probe_read_kernel(&av, sizeof(av), (void *)(vma + VMA_ANON_VMA_OFF));
     if (!av)
         return 0;
     u8 one = 1;
     if (census_vmas.lookup(&vma))
         return 0;  // a thread of a process already seen
-
-    struct event e = {};
+    census_vmas.update(&vma, &one);
     e.ts = bpf_ktime_get_ns();
     e.kind = EV_CENSUS;
     e.cpu = bpf_get_smp_processor_id();
-    bpf_probe_read_kernel(&e.pid, sizeof(e.pid), (void *)(task + TASK_PID_OFF));
-    bpf_probe_read_kernel(&e.tgid, sizeof(e.tgid), (void *)(task + TASK_TGID_OFF));
-    bpf_probe_read_kernel(&e.comm, sizeof(e.comm), (void *)(task + TASK_COMM_OFF));
-    if (!want_task(e.tgid, e.comm))
-        return 0;
-    census_vmas.update(&vma, &one);
 
     // the anon_vma_chain: AVCs linked through same_vma (mm/rmap.c)
     u64 head = vma + VMA_CHAIN_OFF, node = 0, avc_av = 0;

@@ -40,13 +40,14 @@ def describe(entry: Dict[str, object]) -> str:
     """One line for the terminal once the census is over."""
     if entry["status"] != "done":
         return f"census not run: {entry['reason']}"
-    return (f"census: {entry['vma_rows']} VMAs with an anon_vma, {entry['anon_vmas_linked']} anon_vmas "
+    return (f"census: {entry['vmas']} VMAs, {entry['vma_rows']} with an anon_vma, "
+            f"{entry['anon_vmas_linked']} anon_vmas "
             f"in {entry['seconds']:.1f} s" + (f", {entry['lost']} rows LOST" if entry["lost"] else ""))
 
 
 def not_run(reason: str) -> Dict[str, object]:
     return {"status": "not run", "reason": reason, "vma_rows": 0, "anon_vma_rows": 0,
-            "anon_vmas_linked": 0, "seconds": 0.0, "lost": 0}
+            "anon_vmas_linked": 0, "vmas": 0, "seconds": 0.0, "lost": 0}
 
 
 def run(bpf) -> Dict[str, object]:
@@ -79,11 +80,13 @@ def run(bpf) -> Dict[str, object]:
     vmas = bpf["census_vmas"]
     anon_vmas = bpf["census_anon_vmas"]
     marks = [v.value for v in anon_vmas.values()]
+    all_vmas = bpf["census_all_vmas"]
     out = {"status": "done", "reason": "task_vma iterator run once at start",
            "vma_rows": len(list(vmas.keys())), "anon_vma_rows": sum(1 for m in marks if m == 2),
-           "anon_vmas_linked": len(marks), "seconds": round(time.monotonic() - t0, 3), "lost": 0}
-    vmas.clear()
-    anon_vmas.clear()
+           "anon_vmas_linked": len(marks), "vmas": int(all_vmas[all_vmas.Key(0)].value),
+           "seconds": round(time.monotonic() - t0, 3), "lost": 0}
+    for table in (vmas, anon_vmas, bpf["census_mms"]):
+        table.clear()
     return out
 
 

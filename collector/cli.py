@@ -9,6 +9,7 @@ import click
 from . import checks
 from .config import RunConfig
 from .errors import EXIT_FAILURE, CollectError
+from .marks import MarkError
 from .signals import Interrupted, Stop
 
 EPILOG = """\b
@@ -24,6 +25,11 @@ machine crashes or the disk fills, FILE.partial/ keeps what was committed
 and `anonanalyze report FILE` reads it, flagged as cut short. An existing
 FILE is kept as FILE.old (unless --force). As root, tracefs is mounted
 when it is not.
+
+\b
+Marks (snapshots of live memory in the report): `kill -USR1 PID` of a
+recording anoncollect writes a mark labelled mark-1, mark-2, ...;
+`sudo anoncollect mark LABEL [--pid PID]` writes one named LABEL.
 
 \b
 Exit status: 0 recorded; 1 failure during the run; 2 bad usage (checked
@@ -139,5 +145,38 @@ def print_summary(s) -> None:
         click.echo(f"anoncollect: {line}", err=True)
 
 
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-p", "--pid", type=click.IntRange(min=1),
+              help="The anoncollect to mark (needed when several are recording).")
+@click.argument("label")
+def mark(pid, label):
+    """Write a mark named LABEL into the recording of the running
+    anoncollect, at this moment: `anonanalyze report` takes a snapshot of
+    live memory per design there (--at LABEL picks it for the table).
+
+    Exit status: 0 marked; 2 no such recording, or a bad label.
+    """
+    from . import marks
+    try:
+        entry = marks.send(label, pid)
+    except MarkError as e:
+        click.echo(f"anoncollect mark: error: {e}", err=True)
+        sys.exit(2)
+    click.echo(f"anoncollect mark: asked pid {entry['pid']} ({entry['output']}) for mark {label!r}", err=True)
+
+
+SUBCOMMANDS = {"mark": mark}
+
+
+def entry(argv=None):
+    """``anoncollect [OPTIONS] [-- CMD]`` records; ``anoncollect mark LABEL``
+    marks a running recording (a command named ``mark`` records as
+    ``anoncollect -- mark``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:], prog_name=f"anoncollect {argv[0]}")
+    return main(argv)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -8,14 +8,14 @@ key changes meaning, appears or disappears.
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: Prefix of every key this tool writes into the Parquet key-value metadata.
 META_PREFIX = "anonscope."
 
 # Values of the dictionary-encoded string columns. The analyzer must accept
 # only these; the collector must write only these.
-EVENTS = ("alloc", "free", "fork", "exec", "exit", "lock", "call", "walk", "slab", "lost", "census")
+EVENTS = ("alloc", "free", "fork", "exec", "exit", "lock", "call", "walk", "slab", "lost", "census", "mark")
 OBJECTS = ("anon_vma", "anon_vma_chain", "vm_area_struct")
 ALLOC_PATHS = ("fault", "fork", "clone_fork", "clone_vma", "other")
 VMA_ALLOC_PATHS = ("alloc", "fork", "dup", "other")
@@ -84,6 +84,7 @@ COLUMNS = {
     "slab_aliases": (pa.int32(), "slab: number of other caches merged into this one (/sys/kernel/slab/*/aliases)"),
     "lost_source": (_dict, "lost: which source lost events"),
     "count": (pa.int64(), "lost: events lost since the previous lost row of the same source"),
+    "mark_label": (_dict32, "mark (v6): the mark's label (mark-N for kill -USR1, else anoncollect mark LABEL)"),
 }
 
 SCHEMA = pa.schema([pa.field(name, typ) for name, (typ, _) in COLUMNS.items()])
@@ -123,6 +124,6 @@ METADATA = {
     "buffer": "ringbuf or perfbuf",
     "caches_known_at_start": "{object: bool}: frees into that cache were recognised from the start (null: told by name or call site)",
     "python": "Python version of the collector",
-    "census": "{status, reason, vma_rows, anon_vma_rows, anon_vmas_linked, seconds, lost}: the task_vma "
-              "iterator run at start (docs/schema.md#census)",
+    "census": "{status, reason, vma_rows, anon_vma_rows, anon_vmas_linked, vmas, seconds, lost}: the "
+              "task_vma iterator run at start (docs/schema.md#census; vmas: v6)",
 }

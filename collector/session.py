@@ -26,7 +26,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import pyarrow as pa
 
-from . import census, events, headers, proctree, program, progstats, runmeta, segments, slab
+from . import census, events, headers, marks, proctree, program, progstats, runmeta, segments, slab
 from .config import RunConfig
 from .consumer import BufferConsumer
 from .errors import EXIT_FAILURE, CollectError
@@ -284,6 +284,8 @@ class Recording:
         except BaseException as e:
             raise self._failed(e)
         finally:
+            self.stop.marks.t0_ns = None
+            marks.withdraw()
             if self.consumer.is_alive():
                 self.consumer.stop()   # before bcc frees the buffer it reads
         give_to_invoking_user(path)
@@ -302,6 +304,11 @@ class Recording:
         self.writer = RecordingWriter(self.cfg.output, self.t0, raw_pointers=self.cfg.raw_pointers,
                                       dtype=self.dtype)
         self.writer.add_user_rows(start_slab)
+        self.stop.marks.t0_ns = self.t0
+        try:
+            marks.publish(self.cfg.output)
+        except OSError as e:
+            say(f"`anoncollect mark` cannot find this run ({e.filename}: {e.strerror}); kill -USR1 still marks")
         self.consumer.start()
         self.census = self._census()
         if not self.cfg.quiet:
@@ -312,6 +319,8 @@ class Recording:
             except SpawnError as e:
                 raise CollectError(str(e))
         self._loop()
+        self._take_marks()
+        self.stop.marks.t0_ns = None
         self._set_enabled(0)
         time.sleep(DISABLE_GRACE_S)
         self.end_ns = time.monotonic_ns() - self.t0
@@ -356,6 +365,8 @@ class Recording:
             if now >= next_slab:
                 self.writer.add_user_rows(slab_rows(time.monotonic_ns() - self.t0, self.prep.aliases))
                 next_slab = now + cfg.slab_interval
+            if self._take_marks():
+                next_commit = now     # a mark reaches the disk at once
             if now >= next_commit:
                 self.lost = self._lost_totals()
                 self.writer.commit(self._metadata(time.monotonic_ns() - self.t0, final=False))
@@ -372,6 +383,16 @@ class Recording:
         progress.done()
         if self.held and self.exit_status is None:
             self.exit_status = self.held.terminate()
+
+    def _take_marks(self) -> int:
+        """Write the mark rows asked for since the last call; how many."""
+        rows = self.stop.marks.rows()
+        if rows:
+            self.writer.add_user_rows(rows)
+            if not self.cfg.quiet:
+                for r in rows:
+                    say(f"mark {r['mark_label']} at {r['ts_ns'] / 1e9:.3f} s")
+        return len(rows)
 
     def _failed(self, exc: BaseException) -> BaseException:
         """Stop everything after ``exc``; the exception to raise instead: one

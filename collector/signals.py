@@ -12,6 +12,8 @@ import contextlib
 import signal
 from typing import Optional
 
+from .marks import Marks
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -27,15 +29,18 @@ class Interrupted(BaseException):
 
 
 class Stop:
-    """What the signals asked for; ``recording`` switches the behaviour."""
+    """What the signals asked for; ``recording`` switches the behaviour.
+    ``marks``: the mark requests of SIGUSR1 and SIGUSR2 (marks.py)."""
 
     def __init__(self):
         self.reason: Optional[str] = None
         self.recording = False
+        self.marks = Marks()
 
     def install(self) -> "Stop":
         for s in SIGNALS:
             signal.signal(s, self._handler)
+        self.marks.install()
         return self
 
     def _handler(self, signum, _frame):
