@@ -64,18 +64,26 @@ def main():
 
 @main.command(epilog=EPILOG)
 @click.argument("path", type=click.Path(dir_okay=True, readable=False, path_type=str))  # load() says why not
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]),
-              default="text", show_default=True, help="output format")
+@click.option("--format", "fmt", type=click.Choice(render.FORMATS), default=None,
+              help="output format: text, markdown, json, or csv (the snapshots' live memory per "
+                   "design as a time series); default: from the -o suffix (.md, .json, .csv), else text")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=str),
               default=None, help="write the report to FILE instead of stdout")
-def report(path, fmt, output):
+@click.option("--at", "at", metavar="LABEL", default=None,
+              help="the snapshot of the cover letter's table (text, markdown): a mark's label, "
+                   "start, end or slab-N; default: the last mark, else the end")
+def report(path, fmt, output, at):
     """Report on the recording PATH (a .parquet file written by anoncollect)."""
     keep_freed_memory()
+    if fmt is None:
+        fmt = render.SUFFIX_FORMAT.get(os.path.splitext(output or "")[1].lower(), "text")
     from . import load, report as report_mod
     try:
         rec = load.load(path)
         data = report_mod.build(rec)
-        text = render.render(data, fmt)
+        text = render.render(data, fmt, at)
+    except render.UnknownSnapshot as exc:
+        fail(f"--at: {exc}", 2)
     except AnalyzerError as exc:
         fail(str(exc).replace("\n", " "), exc.code)
     except MemoryError:

@@ -42,6 +42,9 @@ class Replay:
         self._pos = {}
         self._curves = {}
         self.lazy_state = None   # set by the lazy model for the walk section (walks.py)
+        # {design: {object: live.Spans}} of the run's objects under each
+        # design, set by the models for the snapshots (snapshots.py)
+        self.spans = {}
 
     def free_pos(self, rows):
         p = self.partner[rows]

@@ -290,8 +290,13 @@ def model(rp, eager_model):
     mre_start[a.index_of(found_src)] = found_pos
     start = np.where(kept, pos, np.where(upgraded, nf, mre_start))
     live_mask = start >= 0
+    # the objects every variant makes (low: every split's own link deferred),
+    # at eager times: the run's floor for the snapshots, as if nothing had
+    # been upgraded (docs/models.md#snapshots)
+    floor = ~(a.base_deferred | (a.splitlike & a.clone_first))
     out = {"fidelity": "estimate", "see": SECTION}
     per_obj = {}
+    rp.spans["lazy"], rp.spans["lazy_floor"] = {}, {}
     for obj, sel in (("anon_vma", is_av), ("anon_vma_chain", ~is_av)):
         size = rp.sizes[obj][0]
         s_pos, s_free = start[live_mask & sel], free[live_mask & sel]
@@ -299,6 +304,8 @@ def model(rp, eager_model):
             s_pos = np.concatenate([s_pos, found_pos])
             s_free = np.concatenate([s_free, mre_av_free])
         s = live.summary_intervals(s_pos, s_free)
+        rp.spans["lazy"][obj] = live.Spans(s_pos, s_free)
+        rp.spans["lazy_floor"][obj] = live.Spans(pos[floor & sel], free[floor & sel])
         n = best[obj]
         lo, hi = min(low[obj], n), max(high[obj], n)
         per_obj[obj] = {
@@ -309,6 +316,7 @@ def model(rp, eager_model):
         }
         out[obj] = per_obj[obj]
     ev = eager_model
+    rp.spans["lazy_extra"] = _beyond_eager(a, found_pos, found_src, mre_av_free)
     out["saved_pct"] = {o: saved_pct(ev[o]["allocated"], per_obj[o]["allocated"]) for o in RMAP_OBJECTS}
     out["saved_pct_range"] = {
         o: [saved_pct(ev[o]["allocated"], per_obj[o]["allocated_range"][1]),
@@ -368,6 +376,21 @@ def model(rp, eager_model):
         },
     }
     return out
+
+
+def _beyond_eager(a, found_pos, found_src, mre_av_free):
+    """{object: live.Spans} of anon_vmas a lazy kernel may hold that eager
+    does not (docs/models.md#snapshots S4): an upgrade at the next fork (U1)
+    of a VMA whose fault reused a neighbour's anon_vma, if the upgrade
+    allocates one (the high end of the one reuse rule), and an mremap
+    upgrade (U2) whose source's own anon_vma is not known."""
+    nf, free = a.nf_pos, a.free_pos
+    reuse = (a.path == PATH_CODE["fault"]) & ~a.is_av & (a.own_av < 0) & (nf >= 0) & (free > nf)
+    pair = a.own_av[a.index_of(found_src)] if len(found_src) else np.zeros(0, dtype=np.int64)
+    new = pair < 0
+    starts = np.concatenate([nf[reuse], found_pos[new]])
+    ends = np.concatenate([free[reuse], mre_av_free[new]])
+    return {"anon_vma": live.Spans(starts, ends), "anon_vma_chain": live.Spans([], [])}
 
 
 #: The cover letter's vm_area_struct rows, "after boot" and "24 apps

@@ -375,6 +375,11 @@ def model(rp, eager_model, tracepoint=None):
     low_drop = int(((x.kind[vi] == PREPIECE) & ~is_av).sum())
 
     per_obj = {}
+    rp.spans["lazy"] = {}     # the exact replay replaces the estimate's (lazy_floor stays)
+    # beyond eager: the high end's anon_vma per upgraded fault root that
+    # reused a neighbour's (rule X6)
+    rp.spans["lazy_extra"] = {"anon_vma": live.Spans(x.extra_start, x.extra_end),
+                              "anon_vma_chain": live.Spans([], [])}
     for obj, sel, un_sel, new_av in (("anon_vma", is_av, un_is_av, len(x.extra_start)),
                                      ("anon_vma_chain", ~is_av, ~un_is_av, 0)):
         size = rp.sizes[obj][0]
@@ -382,6 +387,7 @@ def model(rp, eager_model, tracepoint=None):
         s_pos = np.concatenate([start[live_rows], ob.pos[x.unattributed[un_sel]]])
         s_free = np.concatenate([x.free[live_rows], rp.free_pos(x.unattributed[un_sel])])
         s = live.summary_intervals(s_pos, s_free)
+        rp.spans["lazy"][obj] = live.Spans(s_pos, s_free)
         nobj = int((sel & (kept | up)).sum()) + int(un_sel.sum())
         lo = nobj - (low_drop if obj == "anon_vma_chain" else 0)
         hi = nobj + high_extra + new_av

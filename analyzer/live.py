@@ -98,3 +98,22 @@ def summary_intervals(starts, ends):
         after_end = np.searchsorted(s, e, side="right") - np.arange(1, len(e) + 1)
         low = min(int(after_end.min()), 0)
     return {"peak": peak, "end": int(len(s) - len(e)), "min": low}
+
+
+class Spans:
+    """Objects live from ``starts`` to ``ends`` (positions; NEVER: live at
+    the end): :meth:`at` counts those live just after each position (a
+    start at p counts, an end at p does not), as RowCurve.value_at."""
+
+    def __init__(self, starts, ends):
+        self.starts = np.sort(np.asarray(starts, dtype=np.int64))
+        e = np.asarray(ends, dtype=np.int64)
+        self.ends = np.sort(e[e < NEVER])
+
+    def at(self, pos):
+        pos = np.asarray(pos, dtype=np.int64)
+        return (np.searchsorted(self.starts, pos, side="right")
+                - np.searchsorted(self.ends, pos, side="right"))
+
+    def __len__(self):
+        return len(self.starts)

@@ -104,21 +104,25 @@ def model(rp, eager_model):
                 if rp.ob.has_vma else
                 "exact for the run window's generations, except MAP_PRIVATE file VMAs: tracepoint "
                 "recordings cannot tell them, their objects are counted as saved")
-    return {v: _variant(rp, a, g, saved[v], eager_model, fidelity, kept_info) for v in VARIANTS}
+    return {v: _variant(rp, v, a, g, saved[v], eager_model, fidelity, kept_info) for v in VARIANTS}
 
 
-def _variant(rp, a, g, saved, ev, fidelity, kept_info):
+def _variant(rp, name, a, g, saved, ev, fidelity, kept_info):
     ob = rp.ob
     is_av = ob.object[a] == OBJECT_CODE["anon_vma"]
     pos, free = ob.pos[a], rp.free_pos(a)
     fork_exec = g.fork_exec[g.gen]
     out = {"fidelity": "exact (best), bounds (range)", "see": SECTION}
+    spans = rp.spans.setdefault(name, {}), rp.spans.setdefault(name + "_high", {})
     for obj, sel in (("anon_vma", is_av), ("anon_vma_chain", ~is_av)):
         size = rp.sizes[obj][0]
         best = int((sel & ~saved["best"]).sum())
         high = int((sel & ~saved["high"]).sum())
         keep = sel & ~saved["best"]
         s = live.summary_intervals(pos[keep], free[keep])
+        spans[0][obj] = live.Spans(pos[keep], free[keep])
+        keep_high = sel & ~saved["high"]
+        spans[1][obj] = live.Spans(pos[keep_high], free[keep_high])
         out[obj] = {
             "allocated": best, "bytes": best * size,
             "allocated_range": [best, high], "bytes_range": [best * size, high * size],

@@ -12,12 +12,64 @@ MODEL_TITLE = {"eager": "eager (kernel today)", "lazy": "ANON_VMA_LAZY",
                "nofork": "no-fork (opt-out)", "nofork_clone": "no-fork set at clone"}
 
 
-def render(report, fmt):
+FORMATS = ("text", "markdown", "json", "csv")
+#: -o suffix -> format, when --format is not given
+SUFFIX_FORMAT = {".md": "markdown", ".markdown": "markdown", ".json": "json", ".csv": "csv"}
+
+
+def render(report, fmt, at=None):
+    """``at``: the snapshot label of the cover letter's table (markdown,
+    text); None: the last mark, else the end (:func:`pick_snapshot`)."""
     if fmt == "json":
         return render_json(report)
+    if fmt == "csv":
+        return render_csv(report)
     if fmt == "markdown":
-        return render_markdown(report)
-    return render_text(report)
+        return render_markdown(report, at)
+    return render_text(report, at)
+
+
+class UnknownSnapshot(ValueError):
+    """--at names no snapshot of the report."""
+
+
+def pick_snapshot(report, at=None):
+    snaps = report.get("snapshots") or []
+    if at is not None:
+        for s in snaps:
+            if s["label"] == at:
+                return s
+        raise UnknownSnapshot(f"no snapshot labelled {at!r}; the report has: "
+                              + ", ".join(s["label"] for s in snaps))
+    marks = [s for s in snaps if s["source"] == "mark"]
+    return (marks or snaps)[-1] if snaps else None
+
+
+CSV_COLUMNS = ("label", "source", "ts_s", "design", "object", "live", "live_low", "live_high",
+               "kb", "kb_low", "kb_high", "slot_bytes")
+
+
+def render_csv(report):
+    """The snapshots as a time series: one line per snapshot, design and
+    object (live objects and KB, with the range)."""
+    import csv
+    import io
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for snap in report.get("snapshots") or []:
+        for design, d in snap["designs"].items():
+            for obj in SHORT:
+                v = d[obj]
+                w.writerow([snap["label"], snap["source"], f"{snap['ts_ns'] / 1e9:.6f}", design, obj,
+                            _blank(v["live"]), _blank(v["live_range"][0]), _blank(v["live_range"][1]),
+                            _blank(v["kb"]), _blank(v["kb_range"][0]), _blank(v["kb_range"][1]),
+                            v["slot_bytes"]])
+    return buf.getvalue()
+
+
+def _blank(v):
+    return "" if v is None else v
 
 
 def render_json(report):
@@ -98,7 +150,37 @@ def _run_line(run):
 
 # --------------------------------------------------------------------- text
 
-def render_text(r):
+def _snapshots_text(r, at):
+    """Live KB per design at the start, each mark and the end (slab
+    samples: JSON and CSV), and the cover letter's table at one of them."""
+    snaps = r.get("snapshots") or []
+    if not snaps:
+        return []
+    out = ["Live slab memory at snapshots (KB = live objects x slab slot, slabinfo's unit; "
+           "[low, high] where it depends on what is not recorded; docs/models.md#snapshots)"]
+    out.append(f"  {'snapshot':24}{'design':16}{'anon_vma':>22}{'AVC':>22}{'VMA':>22}")
+    shown = [s for s in snaps if s["source"] != "slab"]
+    for snap in shown:
+        where = f"{snap['label']} ({snap['ts_ns'] / 1e9:.1f} s)"
+        for design, d in snap["designs"].items():
+            cells = [_kb_cell(d[o]["kb"], d[o]["kb_range"]) for o in SHORT]
+            out.append(f"  {where:24}{design:16}" + "".join(f"{c:>22}" for c in cells))
+            where = ""
+    n_slab = len(snaps) - len(shown)
+    if n_slab:
+        out.append(f"  and {n_slab} slab samples (--format json or csv)")
+    snap = pick_snapshot(r, at)
+    out.append(f"  at {snapshot_title(snap)}, before -> after (change):")
+    for design in ("lazy", "nofork", "nofork_clone"):
+        ev, d = snap["designs"]["eager"], snap["designs"][design]
+        out.append(f"    {design:14}" + "; ".join(
+            f"{SHORT[o]} {_kb_cell(ev[o]['kb'])} -> {_kb_cell(d[o]['kb'])} ({_snap_change(ev[o]['kb'], d[o]['kb'])})"
+            for o in ("vm_area_struct", "anon_vma_chain", "anon_vma")))
+    out.append("")
+    return out
+
+
+def render_text(r, at=None):
     lines = ["!! " + b for b in r["banners"]]
     if lines:
         lines.append("")
@@ -155,6 +237,7 @@ def render_text(r):
                          f"  {c['anon_vma']:>23} {c['anon_vma_chain']:>9} {kb(c['bytes']):>10}")
     lines.append("")
 
+    lines.extend(_snapshots_text(r, at))
     lines.append("Models: objects allocated over the run (saved vs eager) [range], peak live KB")
     lines.append(f"  {'model':22}{'anon_vma':>26}{'AVC':>28}{'peak KB av/AVC':>22}  fidelity")
     for name, m in r["models"].items():
@@ -414,10 +497,10 @@ def _repointed(lz):
             + f"), at most {rp['mremap_upper_bound']} at mremap upgrades; base pages")
 
 
-def _cover_table(r, model):
-    o = r["objects"]
+def _peak_table(r, model):
+    """The run window's peak of objects made in it: not slabinfo's unit."""
     ev, m = r["models"]["eager"], r["models"][model]
-    out = ["| object | before (active KB) | after (active KB) | change |",
+    out = ["| object | eager window peak (KB) | design window peak (KB) | change |",
            "|---|---|---|---|"]
     for obj in ("vm_area_struct", "anon_vma_chain", "anon_vma"):
         before = ev[obj]["peak_live_bytes"]
@@ -426,7 +509,57 @@ def _cover_table(r, model):
     return out
 
 
-def render_markdown(r):
+def _kb_cell(v, rng=None):
+    if v is None and (rng is None or rng[0] is None):
+        return "n/a"
+    text = "n/a" if v is None else f"{v:.1f}"
+    if rng is not None and rng[0] != rng[1]:
+        hi = "?" if rng[1] is None else f"{rng[1]:.1f}"
+        text += f" [{rng[0]:.1f}, {hi}]"
+    return text
+
+
+def _snap_change(before, after):
+    if before is None or after is None:
+        return "n/a"
+    return pct_change(before, after)
+
+
+def cover_table(snap, design):
+    """The series' table at one snapshot: eager (before) vs ``design``
+    (after), live KB = live objects x slab slot (slabinfo's active KB)."""
+    ev, d = snap["designs"]["eager"], snap["designs"][design]
+    out = ["| object | before (active KB) | after (active KB) | change |", "|---|---|---|---|"]
+    for obj in ("vm_area_struct", "anon_vma_chain", "anon_vma"):
+        b, a = ev[obj], d[obj]
+        out.append(f"| {obj} | {_kb_cell(b['kb'], b['kb_range'])} | {_kb_cell(a['kb'], a['kb_range'])} | "
+                   f"{_snap_change(b['kb'], a['kb'])} |")
+    return out
+
+
+def snapshot_title(snap):
+    return f"`{snap['label']}` ({snap['source']}, {snap['ts_ns'] / 1e9:.1f} s into the run)"
+
+
+def _snapshot_markdown(r, at):
+    snap = pick_snapshot(r, at)
+    if snap is None:
+        return []
+    out = [f"Live slab memory at snapshot {snapshot_title(snap)}: eager kernel (before) vs each design "
+           "(after), KB = live objects x slab slot, slabinfo's active KB; `[low, high]` where the design's "
+           "answer depends on what is not recorded (docs/models.md#snapshots):", ""]
+    for design in ("lazy", "nofork", "nofork_clone"):
+        d = snap["designs"][design]
+        out.append(f"**{MODEL_TITLE[design]}** ({d['fidelity']})")
+        out.append("")
+        out.extend(cover_table(snap, design))
+        out.append("")
+    out.append(f"Eager: {snap['designs']['eager']['fidelity']}.")
+    out.append("")
+    return out
+
+
+def render_markdown(r, at=None):
     lines = [f"> **Warning: {b}**" for b in r["banners"]]
     run = r["run"]
     if lines:
@@ -443,17 +576,18 @@ def render_markdown(r):
     for w in _plain_warnings(r):
         lines.append(f"- warning: {w}")
     lines.append("")
-    lines.append("Peak of objects allocated during the run and live at once (KB = objects x "
-                 "slab slot size), eager kernel vs **ANON_VMA_LAZY** (model, estimate; "
-                 "docs/models.md#lazy):")
+    lines.extend(_snapshot_markdown(r, at))
+    lines.append("Window peak: the most objects made during the run that were live at once "
+                 "(KB = objects x slab slot; not slabinfo's active KB, which counts every live "
+                 "object), eager kernel vs **ANON_VMA_LAZY** (model, estimate; docs/models.md#lazy):")
     lines.append("")
-    lines.extend(_cover_table(r, "lazy"))
+    lines.extend(_peak_table(r, "lazy"))
     lines.append("")
     for v, how in (("nofork", "processes that make no fork opt out after they start"),
                    ("nofork_clone", "the fork server sets the opt-out at clone")):
-        lines.append(f"Same, eager vs **{MODEL_TITLE[v]}** ({how}; docs/models.md#nofork):")
+        lines.append(f"Window peak, eager vs **{MODEL_TITLE[v]}** ({how}; docs/models.md#nofork):")
         lines.append("")
-        lines.extend(_cover_table(r, v))
+        lines.extend(_peak_table(r, v))
         lines.append("")
     lines.append("Objects allocated over the run:")
     lines.append("")

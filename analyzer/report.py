@@ -5,7 +5,7 @@ Every renderer (text, markdown, json) formats this dict and nothing else.
 
 from importlib import metadata as _md
 
-from . import calls, census, eager, lazy, lazy_exact, locks, nofork, slabcheck, walks
+from . import calls, census, eager, lazy, lazy_exact, locks, nofork, slabcheck, snapshots, walks
 
 REPORT_FORMAT = 1
 
@@ -210,6 +210,7 @@ def build(rec):
     report["walks"] = walks.summary(rp)
     report["calls"] = calls.summary(rec)
     report["census"] = census.summary(rec, {o: rp.sizes[o][0] for o in ("anon_vma", "anon_vma_chain")})
+    report["snapshots"] = snapshots.build(rp, report)
     note = fidelity_note(lost, whole)
     if note:
         qualify(report, note)

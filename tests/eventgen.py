@@ -22,6 +22,8 @@ them in metadata ``lost``.
 Later schema versions (docs/schema.md):
 
 - ``lock()`` writes a v2 ``lock`` row: a wait for the root anon_vma's rwsem;
+- ``mark()`` writes a v6 ``mark`` row; the census metadata counts every VMA
+  (``vmas``, v6);
 - with ``Gen(fprobes=True)`` the rows are those of the function-probe
   backend (v3, metadata ``backend`` kprobe): every anon_vma/AVC alloc and
   free made inside ``__anon_vma_prepare``, ``anon_vma_fork``,
@@ -264,9 +266,16 @@ class Gen:
             self._emit(event="census", object="anon_vma", obj_id=av.id, root_id=av.root.id,
                        num_children=(av.root is av) + sum(1 for o in linked if o.parent is av),
                        num_active_vmas=sum(1 for _p, w in vmas if w.anon_vma is av), **self._ctx(pid))
+        every = {id(v) for p in self.procs.values() for v in p.vmas}   # a vfork child shares its parent's
         self.census_meta = {"status": "done", "reason": "eventgen", "vma_rows": len(vmas),
                             "anon_vma_rows": len(seen), "anon_vmas_linked": len(linked),
-                            "seconds": 0.0, "lost": 0}
+                            "vmas": len(every), "seconds": 0.0, "lost": 0}
+
+    def mark(self, label):
+        """A v6 mark row (kill -USR1 / anoncollect mark); the simulated
+        kernel's live objects then (eager's answer)."""
+        self._emit(event="mark", cpu=-1, mark_label=label)
+        return dict(self.live)
 
     def fault(self, pid, vma=None, reuse=None, pages=1):
         """First anonymous fault: __anon_vma_prepare, ``pages`` written.

@@ -310,12 +310,12 @@ def test_markdown_cover_letter_table():
     md = _report(name, "markdown")
     lines = md.splitlines()
     starts = [i for i, line in enumerate(lines)
-              if line.startswith("| object | before (active KB) | after (active KB) | change |")]
+              if line.startswith("| object | eager window peak (KB) | design window peak (KB) | change |")]
     assert len(starts) == 3                    # eager vs lazy, vs the two no-fork designs
     ev = r["models"]["eager"]
     for start, model in zip(starts, ("lazy", "nofork", "nofork_clone")):
         header, rows = _table(lines, start)
-        assert header == ["object", "before (active KB)", "after (active KB)", "change"]
+        assert header == ["object", "eager window peak (KB)", "design window peak (KB)", "change"]
         assert [row[0] for row in rows] == [VMA, AVC, AV]
         m = r["models"][model]
         for obj, before, after, change in rows:

@@ -3,7 +3,7 @@
 // anonshape: an address space of known shape, for checking anoncollect's
 // counts against the kernel's rules (docs/workloads.md derives them).
 //
-//   anonshape -n N -s S -m M -f F [-t] [-w] [-P] [-c C] [-o]
+//   anonshape -n N -s S -m M -f F [-t] [-w] [-P] [-c C] [-o] [-k K] [-H]
 //
 // 1. N private anonymous regions of REGION_PAGES pages each, separated by
 //    PROT_NONE guard pages so that no two can share an anon_vma
@@ -26,9 +26,16 @@
 //    (mprotect of its first page to read-only and back): every split and
 //    merge takes the write lock of the parent's root anon_vma, which all
 //    children share, so with -P they contend for it.
+// -k K makes each child, after the above, fault K regions of its own (a
+//    guarded reservation of its own, as step 1): K anon_vmas and K AVCs per
+//    child.
+// -H holds everything alive for a snapshot: each child, once set up, tells
+//    the parent (a pipe) and waits; when all are, the parent prints "ready"
+//    on stdout and waits for a line on stdin, then kills and reaps them.
 
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,13 +70,29 @@ static char *slot(char *base, long i)
     return base + i * (REGION_PAGES + 1) * page;
 }
 
+// `k` regions of REGION_PAGES pages in a guarded reservation, one byte
+// written in each (step 1's shape).
+static char *fault_regions(long k)
+{
+    char *regions = reserve(k);
+    size_t len = (size_t)REGION_PAGES * page;
+    for (long i = 0; i < k; i++) {
+        char *r = mmap(slot(regions, i), len, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        if (r == MAP_FAILED)
+            die("mmap region");
+        r[0] = 1;
+    }
+    return regions;
+}
+
 int main(int argc, char **argv)
 {
     long n = 0, s = 0, m = 0, f = 0;
-    long churn = 0;
-    int touch = 0, wait_stdin = 0, parallel = 0, pageout = 0, opt;
+    long churn = 0, own = 0;
+    int touch = 0, wait_stdin = 0, parallel = 0, pageout = 0, hold = 0, opt;
 
-    while ((opt = getopt(argc, argv, "n:s:m:f:twPc:o")) != -1) {
+    while ((opt = getopt(argc, argv, "n:s:m:f:twPc:ok:H")) != -1) {
         switch (opt) {
         case 'n': n = atol(optarg); break;
         case 's': s = atol(optarg); break;
@@ -80,12 +103,15 @@ int main(int argc, char **argv)
         case 'P': parallel = 1; break;
         case 'o': pageout = 1; break;
         case 'c': churn = atol(optarg); break;
+        case 'k': own = atol(optarg); break;
+        case 'H': hold = 1; break;
         default:
-            fprintf(stderr, "usage: anonshape -n REGIONS -s SPLITS -m MREMAPS -f FORKS [-t] [-w] [-P] [-c CHURN] [-o]\n");
+            fprintf(stderr, "usage: anonshape -n REGIONS -s SPLITS -m MREMAPS -f FORKS [-t] [-w] [-P] [-c CHURN] [-o] "
+                    "[-k OWN] [-H]\n");
             return 2;
         }
     }
-    if (n < 0 || s < 0 || m < 0 || f < 0 || churn < 0 || s + m > n || (churn && n - m < 1)) {
+    if (n < 0 || s < 0 || m < 0 || f < 0 || churn < 0 || own < 0 || s + m > n || (churn && n - m < 1)) {
         fprintf(stderr, "anonshape: need 0 <= S + M <= N, and a region not moved for -c\n");
         return 2;
     }
@@ -93,15 +119,8 @@ int main(int argc, char **argv)
     if (wait_stdin)
         getchar();
 
-    char *regions = reserve(n), *moved = reserve(m);
+    char *regions = fault_regions(n), *moved = reserve(m);
     size_t len = (size_t)REGION_PAGES * page;
-    for (long i = 0; i < n; i++) {
-        char *r = mmap(slot(regions, i), len, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-        if (r == MAP_FAILED)
-            die("mmap region");
-        r[0] = 1;
-    }
     for (long i = 0; i < s; i++)
         if (mprotect(slot(regions, i), page, PROT_READ))
             die("mprotect");
@@ -126,10 +145,15 @@ int main(int argc, char **argv)
             die("madvise MADV_PAGEOUT");
     }
 
+    int ready[2];
+    pid_t *kids = calloc(f ? f : 1, sizeof(*kids));
+    if (!kids || (hold && pipe(ready)))
+        die("hold");
     for (long k = 0; k < f; k++) {
         pid_t pid = fork();
         if (pid < 0)
             die("fork");
+        kids[k] = pid;
         if (pid == 0) {
             if (touch) {
                 for (long i = 0; i < n - m; i++)
@@ -142,12 +166,33 @@ int main(int argc, char **argv)
                 if (mprotect(r0, page, PROT_READ) || mprotect(r0, page, PROT_READ | PROT_WRITE))
                     die("mprotect churn");
             }
+            if (own)
+                fault_regions(own);
+            if (hold) {
+                if (write(ready[1], "r", 1) != 1)
+                    die("ready");
+                for (;;)
+                    pause();
+            }
             _exit(0);
         }
-        if (!parallel && waitpid(pid, NULL, 0) < 0)
+        if (!parallel && !hold && waitpid(pid, NULL, 0) < 0)
             die("waitpid");
     }
-    if (parallel)
+    if (hold) {
+        char c;
+        int ch;
+        for (long k = 0; k < f; k++)
+            if (read(ready[0], &c, 1) != 1)
+                die("ready");
+        printf("ready\n");
+        fflush(stdout);
+        while ((ch = getchar()) != '\n' && ch != EOF)
+            ;
+        for (long k = 0; k < f; k++)
+            kill(kids[k], SIGKILL);
+    }
+    if (parallel || hold)
         while (wait(NULL) > 0)
             ;
     return 0;

@@ -1,0 +1,225 @@
+"""Live memory per design at named points of the run (docs/models.md#snapshots).
+
+The series' table is live slab memory at points in time ("after boot",
+"after launching 24 apps", slabinfo's active KB). A snapshot is such a
+point: the start of the run (the census), every mark, every slab sample and
+the end. At each, per design and object, the live count is
+
+    live = before-the-run part + run part
+
+- run part: the run's objects live just after the point under the design
+  (live.Spans each model registered in ``rp.spans``);
+- before-the-run part (S1-S3 of docs/models.md#snapshots): eager from the
+  census, minus the run objects already live when it ran and the frees of
+  older objects since; a design holds [that - its census saving (C2, C3,
+  C3'), that].
+
+Each value is a triple (low, best, high); None where it cannot be told.
+"""
+
+import numpy as np
+
+from . import live
+from .eager import RMAP_OBJECTS
+
+SECTION = "docs/models.md#snapshots"
+OBJECTS = RMAP_OBJECTS + ("vm_area_struct",)
+DESIGNS = ("eager", "lazy", "nofork", "nofork_clone")
+#: design -> (spans of the low end, of the best value, of the high end)
+#: of its run part; "eager" is the eager run spans (every deferred object
+#: upgraded at once), to which lazy's high end adds the anon_vmas an upgrade
+#: may allocate where eager reused one (``lazy_extra``, docs/models.md#snapshots S4)
+RUN_SPANS = {"lazy": ("lazy_floor", "lazy", "eager"),
+             "nofork": ("nofork", "nofork", "nofork_high"),
+             "nofork_clone": ("nofork_clone", "nofork_clone", "nofork_clone_high")}
+
+
+def points(rec, census_pos):
+    """[(label, source, ts_ns, pos)] in replay order: start, slab samples,
+    marks, end. ``census_pos``: the last census row's position (None: no census)."""
+    out = [("start", "census" if census_pos is not None else "start",
+            _ts_at(rec, census_pos), census_pos if census_pos is not None else -1)]
+    slab = rec.slab
+    if len(slab):
+        g = slab.groupby("ts_ns", sort=True)["pos"].max()
+        out += [(f"slab-{i + 1}", "slab", int(ts), int(p)) for i, (ts, p) in enumerate(g.items())]
+    marks = rec.marks
+    if marks is not None and len(marks):
+        out += [(str(m.mark_label), "mark", int(m.ts_ns), int(m.pos)) for m in marks.itertuples()]
+    out.append(("end", "end", int(rec.end_ts_ns), int(rec.positions)))
+    return sorted(out, key=lambda p: (p[3], p[1] == "end"))
+
+
+def _ts_at(rec, pos):
+    if pos is None or not len(rec.census):
+        return 0
+    return int(rec.census["ts_ns"].max())
+
+
+def eager_spans(rp):
+    """{object: live.Spans} of the run's objects in the kernel as it is."""
+    return {obj: live.Spans(rp.ob.pos[rp.allocs(obj)], rp.free_pos(rp.allocs(obj))) for obj in OBJECTS}
+
+
+class BeforeRun:
+    """The part of each object's live count made before the run, at any
+    position, as (low, best, high) arrays (S1-S3)."""
+
+    def __init__(self, rp, run, census_section):
+        rec = rp.rec
+        self.meta = rec.meta.get("census") if isinstance(rec.meta.get("census"), dict) else {}
+        c = rec.census
+        self.census_pos = int(c["pos"].max()) if c is not None and len(c) else None
+        self.census_first = int(c["pos"].min()) if self.census_pos is not None else None
+        done = self.meta.get("status") == "done" and census_section.get("status") == "done"
+        target = rec.meta.get("target") or {}
+        self.mode = target.get("mode", "system") if isinstance(target, dict) else "system"
+        self.basis = "census" if done else "command" if self.mode == "command" else "unknown"
+        self.counts = {}
+        if done:
+            self.counts = {"anon_vma": census_section["anon_vma"]["count"],
+                           "anon_vma_chain": census_section["anon_vma_chain"]["count"],
+                           "vm_area_struct": self.meta.get("vmas")}
+        self.run = run
+        self.rp = rp
+        self.prefree = {obj: np.sort(rp.ob.pos[rp.frees(obj)][rp.ob.preexisting[rp.frees(obj)]])
+                        for obj in OBJECTS}
+        self.saved = (census_section.get("designs") or {}) if done else {}
+
+    def _prefreed(self, obj, pos):
+        return np.searchsorted(self.prefree[obj], np.asarray(pos, dtype=np.int64), side="right")
+
+    def churn(self, obj):
+        """Object rows while the census ran: each may or may not be in it."""
+        if self.census_pos is None:
+            return 0
+        p = self.rp.ob.pos[self.rp.rows(obj)]
+        return int(((p >= self.census_first) & (p <= self.census_pos)).sum())
+
+    def eager(self, obj, pos):
+        """(low, best, high) arrays; best/high None where unknown."""
+        pos = np.asarray(pos, dtype=np.int64)
+        freed_total = len(self.prefree[obj])
+        n0 = self.counts.get(obj)
+        if self.basis == "census" and n0 is not None:
+            c = self.census_pos if self.census_pos is not None else -1   # a census that found nothing
+            v = n0 - int(self.run[obj].at(c)) - (self._prefreed(obj, pos) - self._prefreed(obj, c))
+            k = self.churn(obj)
+            return np.maximum(v - k, 0), v, v + k
+        known = freed_total - self._prefreed(obj, pos)   # older objects still live: freed later
+        if self.basis == "command":
+            # the held command's pre-exec mm is all there was; its exec frees it
+            return known, known, known
+        return known, None, None
+
+    def design(self, design, obj, pos):
+        lo, best, hi = self.eager(obj, pos)
+        if obj == "vm_area_struct":
+            return lo, best, hi
+        d = self.saved.get(design)
+        key = "anon_vma_saved" if obj == "anon_vma" else "anon_vma_chain_saved"
+        s = d[key][1] if d else None
+        if s is None:
+            return np.zeros_like(lo), best, hi
+        return (np.maximum(lo - s, 0), None if best is None else np.maximum(best - s, 0), hi)
+
+
+def _kb(n, slot):
+    return None if n is None else round(int(n) * slot / 1024.0, 1)
+
+
+def build(rp, report):
+    """The report's ``snapshots`` list."""
+    run = dict(eager_spans(rp))
+    spans = dict(rp.spans, eager=run)
+    before = BeforeRun(rp, run, report["census"])
+    pts = points(rp.rec, before.census_pos)
+    pos = np.array([p[3] for p in pts], dtype=np.int64)
+    slots = {o: rp.sizes[o][0] for o in OBJECTS}
+    lazy_vma_slot = _lazy_slot(report, slots["vm_area_struct"])
+    values = {}
+    for design in DESIGNS:
+        values[design] = {}
+        for obj in OBJECTS:
+            if design == "eager":
+                r = run[obj].at(pos)
+                run3 = (r, r, r)
+                pre = before.eager(obj, pos)
+            else:
+                names = RUN_SPANS[design] if obj != "vm_area_struct" else ("eager",) * 3
+                lo, best, hi = (spans[n][obj].at(pos) for n in names)
+                if design == "lazy" and obj != "vm_area_struct":
+                    hi = hi + spans["lazy_extra"][obj].at(pos)
+                # the ends hold the best value whatever the model (an exact
+                # replay's value is inside the estimate's range by construction)
+                run3 = (np.minimum(lo, best), best, np.maximum(hi, best))
+                pre = before.design(design, obj, pos)
+            values[design][obj] = tuple(None if p is None else p + r for p, r in zip(pre, run3))
+    slab = _slab_samples(rp)
+    out = []
+    for i, (label, source, ts, p) in enumerate(pts):
+        snap = {"label": label, "source": source, "ts_ns": ts, "designs": {}}
+        for design in DESIGNS:
+            d = {}
+            for obj in OBJECTS:
+                lo, best, hi = (None if v is None else int(v[i]) for v in values[design][obj])
+                slot = lazy_vma_slot if (design == "lazy" and obj == "vm_area_struct") else slots[obj]
+                d[obj] = {"live": best, "live_range": [lo, hi], "kb": _kb(best, slot),
+                          "kb_range": [_kb(lo, slot), _kb(hi, slot)], "slot_bytes": slot}
+            d["fidelity"] = fidelity(design, before)
+            d["see"] = SECTION
+            snap["designs"][design] = d
+        if source == "slab" and ts in slab:
+            snap["slabinfo"] = slabinfo_check(slab[ts], snap["designs"]["eager"], before)
+        out.append(snap)
+    return out
+
+
+def _lazy_slot(report, eager_slot):
+    g = (report.get("models", {}).get("lazy", {}).get("extra_costs") or {}).get("vma_growth") or {}
+    slot = g.get("slot_bytes")
+    return int(slot[1]) if isinstance(slot, list) and len(slot) == 2 and slot[1] else eager_slot
+
+
+def _slab_samples(rp):
+    """{ts_ns: {cache: (active, aliases)}}."""
+    out = {}
+    for r in rp.rec.slab.itertuples():
+        out.setdefault(int(r.ts_ns), {})[str(r.slab_cache)] = (int(r.slab_active), int(r.slab_aliases))
+    return out
+
+
+def slabinfo_check(sample, eager, before):
+    """Eager beside /proc/slabinfo's active objects at one sample (S6)."""
+    out = {}
+    for obj in OBJECTS:
+        if obj not in sample:
+            continue
+        active, aliases = sample[obj]
+        ev = eager[obj]["live"]
+        out[obj] = {"active_objs": active, "aliases": max(aliases, 0), "eager_live": ev,
+                    "slabinfo_minus_eager": None if ev is None else active - ev}
+    out["comparable"] = before.mode == "system" and before.basis == "census"
+    out["note"] = ("slabinfo counts objects of per-CPU slabs as active and objects waiting for an RCU "
+                   "grace period (anon_vma is SLAB_TYPESAFE_BY_RCU: its slab, not the object, waits) "
+                   "as live, and a merged cache's line counts its aliases' objects: slabinfo is "
+                   "above eager by those, never below it by more than the census churn"
+                   if out["comparable"] else
+                   "not comparable: slabinfo counts the whole system, this recording "
+                   + ("only the recorded " + before.mode if before.mode != "system" else "has no census"))
+    return out
+
+
+def fidelity(design, before):
+    pre = {"census": "before the run: census (S1, exact but for objects made or freed while it ran)",
+           "command": "before the run: the held command's own mm, freed at its exec (S2)",
+           "unknown": "before the run: unknown (no census): only objects freed later are counted (S3)"}
+    pre = pre[before.basis]
+    if design == "eager":
+        return f"exact for the run's objects; {pre}"
+    run = {"lazy": ("run: tracepoint estimate (docs/models.md#lazy-rules) or exact replay "
+                    "(function probes); range from the objects every lazy variant makes to eager"),
+           "nofork": "run: exact (best); range to the whole-life-only variant",
+           "nofork_clone": "run: exact (best); range to the whole-life-only variant"}[design]
+    saved = {"lazy": "C2", "nofork": "C3", "nofork_clone": "C3'"}[design]
+    return f"{run}; {pre}; what the design would not hold of it: census {saved} [0, upper bound]"

@@ -1,0 +1,106 @@
+"""Marks on a real recording and the snapshot the report takes there
+(docs/models.md#snapshots): `anoncollect -- anonshape ... -H` holds a parent
+with N regions and F children (each CoW every region and faults K of its
+own) alive; `kill -USR1` and `anoncollect mark` mark that moment.
+
+Expected values: the rmap objects' differences against the same workload
+without regions follow from the shape (docs/workloads.md); the VMAs at the
+mark equal the lines of /proc/PID/maps of the held processes.
+"""
+
+import os
+import select
+import signal
+import subprocess
+import time
+
+import pytest
+
+import hostcaps
+from anonscope.analyzer import load, report
+
+from test_integration_collect import ANONCOLLECT, metadata, workload  # noqa: F401 (fixture)
+
+SKIP = hostcaps.integration()
+pytestmark = [pytest.mark.root, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
+
+N, F, K = 12, 3, 5
+
+
+def maps_vmas(pid):
+    """VMAs of a process as /proc/PID/maps lists them ([vsyscall] is no VMA)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return sum(1 for line in f if not line.rstrip().endswith("[vsyscall]"))
+
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def wait_line(stream, timeout):
+    ready, _, _ = select.select([stream], [], [], timeout)
+    assert ready, "workload did not get ready"
+    return stream.readline()
+
+
+def record_held(tmp_path, binary, name, n, k):
+    """Record the held workload, mark it (USR1, then `anoncollect mark
+    apps`), release it; (path, VMAs of the held tree by /proc)."""
+    out = tmp_path / f"{name}.parquet"
+    args = ["-n", str(n), "-t", "-f", str(F), "-k", str(k), "-H"]
+    proc = subprocess.Popen(ANONCOLLECT + ["-o", str(out), "--", str(binary), *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_line(proc.stdout, 300).strip() == "ready"
+        (shape,) = children(proc.pid)
+        tree = [shape] + children(shape)
+        vmas = sum(maps_vmas(p) for p in tree)
+        os.kill(proc.pid, signal.SIGUSR1)
+        m = subprocess.run(ANONCOLLECT + ["mark", "apps"], capture_output=True, text=True, timeout=60)
+        assert m.returncode == 0, m.stderr
+        time.sleep(1.0)     # the loop takes the marks within 0.1 s
+        _, err = proc.communicate("\n", timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "mark mark-1 at" in err and "mark apps at" in err
+    return out, vmas
+
+
+def test_mark_snapshot_follows_the_shape(tmp_path, workload):  # noqa: F811
+    base, base_vmas = record_held(tmp_path, workload, "base", 0, 0)
+    shaped, shaped_vmas = record_held(tmp_path, workload, "shaped", N, K)
+    reps = [report.build(load.load(str(p))) for p in (base, shaped)]
+    snaps = [{s["label"]: s for s in r["snapshots"]} for r in reps]
+    assert all({"mark-1", "apps"} <= set(s) for s in snaps)
+    assert metadata(shaped)["schema_version"] >= 6
+
+    def live(i, design, obj, label="apps"):
+        return snaps[i][label]["designs"][design][obj]["live"]
+
+    # VMAs: eager at the mark is what /proc lists for the held tree
+    assert live(0, "eager", "vm_area_struct") == base_vmas
+    assert live(1, "eager", "vm_area_struct") == shaped_vmas
+
+    def diff(design, obj):
+        return live(1, design, obj) - live(0, design, obj)
+
+    expected = {
+        # the parent's N faults; per child a clone_fork link, its own
+        # anon_vma and AVC per region, and K faults of its own
+        "eager": (N + F * (N + K), N + F * (2 * N + K)),
+        # U1 upgrades the parent's regions at its first fork; the children's
+        # own objects are never made (L1, L2)
+        "lazy": (N, N + F * N),
+        # the children opt out of their own faults
+        "nofork": (N + F * N, N + 2 * F * N),
+        # and of what the fork made for them, but for the clone_fork links
+        "nofork_clone": (N, N + F * N),
+    }
+    for design, (av, avc) in expected.items():
+        assert (diff(design, "anon_vma"), diff(design, "anon_vma_chain")) == (av, avc), design
+    # both marks are the same held moment
+    for design in expected:
+        assert live(1, design, "anon_vma", "mark-1") == live(1, design, "anon_vma")
