@@ -211,6 +211,7 @@ def build(rec):
     report["calls"] = calls.summary(rec)
     report["census"] = census.summary(rec, {o: rp.sizes[o][0] for o in ("anon_vma", "anon_vma_chain")})
     report["snapshots"] = snapshots.build(rp, report)
+    report["warnings"].extend(snapshots.disagreements(report["snapshots"]))
     note = fidelity_note(lost, whole)
     if note:
         qualify(report, note)

@@ -504,6 +504,9 @@ class Gen:
             self._emit(event="slab", cpu=-1, slab_cache=obj, slab_active=active,
                        slab_total=active + 10, slab_objsize=SIZES[obj]["slab_size"],
                        slab_aliases=aliases)
+        sample = [r for r in self.rows[-len(S.OBJECTS):] if r["event"] == "slab"]
+        for r in sample:                # one sample, one time (collector/session.py slab_rows)
+            r["ts_ns"] = sample[0]["ts_ns"]
 
     # ---------------------------------------------------------------- file
     def metadata(self, **overrides):

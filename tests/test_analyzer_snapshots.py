@@ -184,3 +184,26 @@ def test_lazy_high_end_holds_more_than_eager_where_eager_reused(tmp_path, fprobe
     assert d["eager"]["anon_vma"]["live"] == eager == live["anon_vma"]
     assert d["lazy"]["anon_vma"]["live"] == 1
     assert d["lazy"]["anon_vma"]["live_range"][1] == eager + 1
+
+
+def test_slabinfo_beside_eager(tmp_path):
+    """System-wide with a census: at each slab sample eager's live count is
+    printed beside slabinfo's active objects; above is per-CPU slabs and
+    aliases, below beyond the census churn is a missed object: a warning."""
+    g = Gen(fprobes=True)
+    g.process(1, "p")
+    for _ in range(3):
+        g.prerun_vma(1)
+    g.census()
+    g.faults(1, 2)
+    g.slab_sample(baseline={"anon_vma": 7})              # 7 free objects in per-CPU slabs
+    g.slab_sample(baseline={"anon_vma": -1})             # one fewer than eager holds
+    rep = build(g, tmp_path, target={"mode": "system", "command": None, "pid": None, "comm": None})
+    slabs = [s for s in rep["snapshots"] if s["source"] == "slab"]
+    first, second = slabs[0]["slabinfo"], slabs[1]["slabinfo"]
+    assert first["comparable"] is True
+    assert first["anon_vma"] == {"active_objs": 5 + 7, "aliases": 0, "eager_live": 5,
+                                 "slabinfo_minus_eager": 7, "consistent": True, "allowed_below": 0}
+    assert first["anon_vma_chain"]["slabinfo_minus_eager"] == 0 and first["anon_vma_chain"]["aliases"] == 2
+    assert second["anon_vma"]["consistent"] is False
+    assert any("anon_vma at slab-2: /proc/slabinfo counts 4 active, eager 5 live" in w for w in rep["warnings"])
