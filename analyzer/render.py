@@ -176,6 +176,9 @@ def _snapshots_text(r, at):
         out.append(f"    {design:14}" + "; ".join(
             f"{SHORT[o]} {_kb_cell(ev[o]['kb'])} -> {_kb_cell(d[o]['kb'])} ({_snap_change(ev[o]['kb'], d[o]['kb'])})"
             for o in ("vm_area_struct", "anon_vma_chain", "anon_vma")))
+    who = holders_line(snap, r["processes"].get("fork_shapes"))
+    if who:
+        out.append("  " + who)
     out.append("")
     return out
 
@@ -541,6 +544,34 @@ def snapshot_title(snap):
     return f"`{snap['label']}` ({snap['source']}, {snap['ts_ns'] / 1e9:.1f} s into the run)"
 
 
+def holders_line(snap, shapes):
+    """Who holds the anon rmap at ``snap`` and the fork shapes, in words."""
+    h = snap.get("holders")
+    if not h or not h["processes"]:
+        return None
+    def part(g, name):
+        e = h[g]
+        return f"{name} {e['processes']} ({_pct(e['share_processes'])} of processes, {_pct(e['share_bytes'])} of bytes)"
+    out = (f"Who holds the {h['attributed_bytes'] / 1024:.1f} KB of anon_vma + AVC at `{snap['label']}` "
+           f"({h['processes']} processes): " + "; ".join([
+               part("never_forked", "never forked"), part("never_forked_whole_life", "never forked in a life "
+                                                          "wholly in the run"),
+               part("fork_servers", "fork servers"), part("fork_server_children", "their children"),
+               part("self_forking", "self-forking")]) + ".")
+    if shapes:
+        c = shapes["self_forking_children"]
+        out += (f" Process forks: {shapes['process_forks']}, at least {shapes['by_multithreaded_parent_at_least']} "
+                f"by a multi-threaded parent (up to {shapes['max_threads_at_fork_at_least']} threads); "
+                f"children of self-forking processes: {c['children']}, {c['outlived_fork_by_60s']} outlived "
+                f"the fork by more than 60 s, {c['exited_within_60s']} exited within 60 s, "
+                f"{c['alive_at_end_younger_than_60s']} undecided at the end (docs/models.md#holders).")
+    return out
+
+
+def _pct(v):
+    return "n/a" if v is None else f"{v:.1f}%"
+
+
 def _snapshot_markdown(r, at):
     snap = pick_snapshot(r, at)
     if snap is None:
@@ -556,6 +587,9 @@ def _snapshot_markdown(r, at):
         out.append("")
     out.append(f"Eager: {snap['designs']['eager']['fidelity']}.")
     out.append("")
+    who = holders_line(snap, r["processes"].get("fork_shapes"))
+    if who:
+        out.extend([who, ""])
     return out
 
 

@@ -5,7 +5,7 @@ Every renderer (text, markdown, json) formats this dict and nothing else.
 
 from importlib import metadata as _md
 
-from . import calls, census, eager, lazy, lazy_exact, locks, nofork, slabcheck, snapshots, walks
+from . import calls, census, eager, holders, lazy, lazy_exact, locks, nofork, slabcheck, snapshots, walks
 
 REPORT_FORMAT = 1
 
@@ -212,6 +212,16 @@ def build(rec):
     report["census"] = census.summary(rec, {o: rp.sizes[o][0] for o in ("anon_vma", "anon_vma_chain")})
     report["snapshots"] = snapshots.build(rp, report)
     report["warnings"].extend(snapshots.disagreements(report["snapshots"]))
+    who = holders.Holders(rp, report["census"].get("status") == "done")
+    groups = holders.classes(rp)
+    for snap in report["snapshots"]:
+        if snap["source"] != "slab":
+            ev = snap["designs"]["eager"]
+            live = [ev[o]["live"] for o in ("anon_vma", "anon_vma_chain")]
+            nbytes = None if None in live else live[0] * ev["anon_vma"]["slot_bytes"] + \
+                live[1] * ev["anon_vma_chain"]["slot_bytes"]
+            snap["holders"] = holders.at_snapshot(who, groups, snap["pos"], nbytes)
+    report["processes"]["fork_shapes"] = holders.fork_shapes(rp, groups)
     note = fidelity_note(lost, whole)
     if note:
         qualify(report, note)

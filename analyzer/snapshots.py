@@ -172,7 +172,7 @@ def build(rp, report):
     slab = _slab_samples(rp)
     out = []
     for i, (label, source, ts, p) in enumerate(pts):
-        snap = {"label": label, "source": source, "ts_ns": ts, "designs": {}}
+        snap = {"label": label, "source": source, "ts_ns": ts, "pos": p, "designs": {}}
         for design in DESIGNS:
             d = {}
             for obj in OBJECTS:
