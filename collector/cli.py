@@ -30,6 +30,8 @@ when it is not.
 Marks (snapshots of live memory in the report): `kill -USR1 PID` of a
 recording anoncollect writes a mark labelled mark-1, mark-2, ...;
 `sudo anoncollect mark LABEL [--pid PID]` writes one named LABEL.
+`sudo anoncollect boot install` records every boot from early on and
+marks after-boot (systemd; `anoncollect boot remove` undoes it).
 
 \b
 Exit status: 0 recorded; 1 failure during the run; 2 bad usage (checked
@@ -70,6 +72,8 @@ def default_output() -> str:
               show_default=True,
               help="Function probes (VMA of each object, rmap walks): fentry, else kprobes, where the kernel "
                    "allows; tracepoints always. 'tracepoint' records without function probes.")
+@click.option("--max-mb", type=click.FloatRange(min=0, min_open=True), metavar="MB",
+              help="Stop once the committed segments reach this many MiB (stop reason size-limit).")
 @click.option("--census/--no-census", default=True, show_default=True,
               help="At start, record the anon_vma topology that already exists (task_vma iterator; "
                    "needs function probes and a kernel that accepts BPF tracing programs).")
@@ -79,7 +83,7 @@ def default_output() -> str:
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, census line or summary.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARGS]...]")
 def main(duration, output, system_wide, pid, comm, force, slab_interval, buffer_mb, max_live,
-         perf_buffer, backend, census, raw_pointers, ebpf, quiet, command):
+         perf_buffer, backend, max_mb, census, raw_pointers, ebpf, quiet, command):
     """Record the life of every anon_vma and anon_vma_chain, with the VMAs,
     forks, execs and exits around them, into a Parquet file.
 
@@ -90,7 +94,7 @@ def main(duration, output, system_wide, pid, comm, force, slab_interval, buffer_
     cfg = RunConfig(output=output or default_output(), duration=duration, command=list(command),
                     system_wide=system_wide, pid=pid, comm=comm, force=force, raw_pointers=raw_pointers,
                     slab_interval=slab_interval, buffer_mb=buffer_mb, max_live=max_live,
-                    perf_buffer=perf_buffer, backend=backend, census=census,
+                    perf_buffer=perf_buffer, backend=backend, census=census, max_mb=max_mb,
                     progress=not quiet and sys.stderr.isatty(), quiet=quiet, argv=sys.argv)
     stop = Stop().install()
     try:
@@ -148,8 +152,11 @@ def print_summary(s) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-p", "--pid", type=click.IntRange(min=1),
               help="The anoncollect to mark (needed when several are recording).")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
+              help="Wait up to this long for an anoncollect to start recording (the mark keeps the "
+                   "moment it was asked for; before recording started, it is the start).")
 @click.argument("label")
-def mark(pid, label):
+def mark(pid, wait_s, label):
     """Write a mark named LABEL into the recording of the running
     anoncollect, at this moment: `anonanalyze report` takes a snapshot of
     live memory per design there (--at LABEL picks it for the table).
@@ -158,14 +165,67 @@ def mark(pid, label):
     """
     from . import marks
     try:
-        entry = marks.send(label, pid)
+        entry = marks.send(label, pid, wait_s)
     except MarkError as e:
         click.echo(f"anoncollect mark: error: {e}", err=True)
         sys.exit(2)
     click.echo(f"anoncollect mark: asked pid {entry['pid']} ({entry['output']}) for mark {label!r}", err=True)
 
 
-SUBCOMMANDS = {"mark": mark}
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def boot():
+    """Record from boot: install or remove the systemd units that run
+    anoncollect system-wide from early boot and mark `after-boot` when the
+    system reaches its default target (docs/collector.md#boot)."""
+
+
+@boot.command("install")
+@click.option("-o", "--output-dir", default=None, metavar="DIR",
+              help="Where the recordings go (default /var/lib/anonscope; one anonscope-DATE-TIME.parquet per boot).")
+@click.option("--max-mb", type=click.FloatRange(min=1), default=None, metavar="MB",
+              help="Stop a boot's recording at this size (default 2048 MiB).")
+@click.option("--unit-dir", default=None, metavar="DIR", help="Where to write the units (default /etc/systemd/system).")
+@click.option("--no-enable", is_flag=True, help="Write the units only (no systemctl enable).")
+def boot_install(output_dir, max_mb, unit_dir, no_enable):
+    """Write and enable anonscope-boot.service and anonscope-boot-mark.service."""
+    from . import boot as b
+    try:
+        paths = b.install(output_dir or b.DEFAULT_DIR, max_mb or b.DEFAULT_MAX_MB, unit_dir or b.UNIT_DIR,
+                          enable=not no_enable)
+    except (b.BootError, OSError) as e:
+        _boot_fail(e)
+    for p in paths:
+        click.echo(f"anoncollect boot: wrote {p}", err=True)
+    click.echo("anoncollect boot: " + ("enabled: the next boot is recorded" if not no_enable
+                                       else "not enabled (--no-enable)"), err=True)
+
+
+@boot.command("remove")
+@click.option("--unit-dir", default=None, metavar="DIR", help="Where the units are (default /etc/systemd/system).")
+@click.option("--no-disable", is_flag=True, help="Delete the unit files without systemctl disable.")
+def boot_remove(unit_dir, no_disable):
+    """Disable and delete the boot units (recordings are kept)."""
+    from . import boot as b
+    try:
+        paths = b.remove(unit_dir or b.UNIT_DIR, disable=not no_disable)
+    except (b.BootError, OSError) as e:
+        _boot_fail(e)
+    for p in paths:
+        click.echo(f"anoncollect boot: removed {p}", err=True)
+
+
+def _boot_fail(e):
+    if isinstance(e, PermissionError):
+        msg = f"{e.filename}: permission denied (run as root)"
+    elif isinstance(e, OSError):
+        msg = f"{e.filename or ''}: {e.strerror}"
+    else:
+        msg = str(e)
+    click.echo(f"anoncollect boot: error: {msg}", err=True)
+    sys.exit(2 if not isinstance(e, OSError) else EXIT_FAILURE)
+
+
+SUBCOMMANDS = {"mark": mark, "boot": boot}
 
 
 def entry(argv=None):

@@ -20,6 +20,7 @@ class RunConfig:
     perf_buffer: bool = False
     backend: str = "auto"             # auto, tracepoint, kprobe, fentry
     census: bool = True               # run the task_vma census at start where possible
+    max_mb: Optional[float] = None    # stop once the committed segments reach this size (--max-mb)
     progress: bool = False
     quiet: bool = False               # no census line, no summary (-q)
     argv: List[str] = field(default_factory=list)

@@ -142,12 +142,21 @@ def running() -> List[dict]:
     return out
 
 
-def send(label: str, pid: Optional[int] = None) -> dict:
-    """Ask a running collector for a mark named ``label``; its entry."""
+def send(label: str, pid: Optional[int] = None, wait_s: float = 0.0) -> dict:
+    """Ask a running collector for a mark named ``label`` at this moment;
+    its entry. ``wait_s``: wait that long for a collector to start
+    recording (the mark keeps this moment: one asked for before recording
+    started is at the start of the recording)."""
     check_label(label)
-    live = running()
-    if pid is not None:
-        live = [e for e in live if int(e["pid"]) == pid]
+    ns = time.monotonic_ns()
+    deadline = time.monotonic() + wait_s
+    while True:
+        live = running()
+        if pid is not None:
+            live = [e for e in live if int(e["pid"]) == pid]
+        if live or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
     if not live:
         raise MarkError("no anoncollect is recording" + (f" as pid {pid}" if pid else "")
                         + f" (none announced in {RUN_DIR})")
@@ -155,7 +164,6 @@ def send(label: str, pid: Optional[int] = None) -> dict:
         raise MarkError("several anoncollect runs are recording (pids "
                         + ", ".join(str(e["pid"]) for e in live) + "): choose one with --pid")
     entry = live[0]
-    ns = time.monotonic_ns()
     path = os.path.join(entry["marks"], f"{ns:020d}-{os.getpid()}.json")
     try:
         with open(path + ".tmp", "w") as f:

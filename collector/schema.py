@@ -106,7 +106,7 @@ METADATA = {
     "start_time": "ISO 8601 wall-clock time of ts_ns == 0",
     "end_time": "ISO 8601 wall-clock time the run stopped",
     "duration_s": "seconds between start and stop",
-    "stop_reason": "duration, command-exited, SIGINT, SIGTERM, SIGHUP; null in a segment that is not the last",
+    "stop_reason": "duration, command-exited, size-limit (v6), SIGINT, SIGTERM, SIGHUP; null in a segment that is not the last",
     "command_exit_status": "exit status of the recorded command (command mode), else null",
     "events": "rows written (in a segment: rows of the recording up to and including it)",
     "complete": "true in the last segment of a run that finished (and in the joined file); false before",

@@ -68,6 +68,7 @@ class SegmentDir:
             os.mkdir(directory)
             _fsync_dir(os.path.dirname(os.path.abspath(directory)))
         self.count = len(list_segments(directory))
+        self.bytes = 0          # committed by this writer (--max-mb)
         self._file = None
         self._tmp = None
 
@@ -83,6 +84,7 @@ class SegmentDir:
         f, self._file = self._file, None
         f.flush()
         os.fsync(f.fileno())
+        self.bytes += os.fstat(f.fileno()).st_size
         f.close()
         self.count += 1
         final = os.path.join(self.directory, segment_name(self.count))

@@ -380,6 +380,9 @@ class Recording:
             elapsed_s = (time.monotonic_ns() - self.t0) / 1e9
             if cfg.duration is not None and elapsed_s >= cfg.duration and self.stop_reason is None:
                 self.stop_reason = "duration"
+            if cfg.max_mb is not None and self.writer.segments.bytes >= cfg.max_mb * 2 ** 20 \
+                    and self.stop_reason is None:
+                self.stop_reason = "size-limit"
         progress.done()
         if self.held and self.exit_status is None:
             self.exit_status = self.held.terminate()

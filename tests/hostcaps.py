@@ -77,3 +77,8 @@ def fentry() -> Optional[str]:
     except ImportError:
         return "bcc not importable (run scripts/setup)"
     return lacks("fentry: bcc has no kfunc support here (arm64 bcc has none), kprobes only")
+
+
+def systemd_analyze() -> Optional[str]:
+    """systemd-analyze verify checks unit files without a running systemd."""
+    return None if shutil.which("systemd-analyze") else "systemd-analyze not installed (scripts/setup installs systemd)"

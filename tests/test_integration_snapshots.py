@@ -104,3 +104,34 @@ def test_mark_snapshot_follows_the_shape(tmp_path, workload):  # noqa: F811
     # both marks are the same held moment
     for design in expected:
         assert live(1, design, "anon_vma", "mark-1") == live(1, design, "anon_vma")
+
+
+def test_boot_unit_commands_record_and_mark_after_boot(tmp_path):
+    """What the boot units run, run directly (no systemd boots here): the
+    mark unit's command, started first as at a fast boot, waits for the
+    recording unit's command; the recording stops at its size limit."""
+    from click.testing import CliRunner
+    from anonscope.collector import boot, cli
+    from test_collector_boot import exec_start
+    rec, units = tmp_path / "rec", tmp_path / "units"
+    res = CliRunner().invoke(cli.boot, ["install", "-o", str(rec), "--unit-dir", str(units), "--no-enable",
+                                        "--max-mb", "1"])
+    assert res.exit_code == 0, res.output
+    record = exec_start((units / boot.SERVICE).read_text())
+    mark = exec_start((units / boot.MARK).read_text())
+    # the size limit, made small enough to reach at the first commit
+    record[record.index("--max-mb") + 1] = "0.001"
+    env = dict(os.environ, ANONSCOPE_RUN_DIR=str(tmp_path / "run"))
+    m = subprocess.Popen(mark, env=env, stderr=subprocess.PIPE, text=True)
+    c = subprocess.run(record, cwd=rec, env=env, capture_output=True, text=True, timeout=300)
+    assert c.returncode == 0, c.stderr
+    _, merr = m.communicate(timeout=60)
+    assert m.returncode == 0, merr
+    (out,) = rec.glob("anonscope-*.parquet")
+    meta = metadata(out)
+    assert meta["stop_reason"] == "size-limit" and meta["target"]["mode"] == "system"
+    assert meta["census"]["status"] == "done"
+    rep = report.build(load.load(str(out)))
+    snap = next(s for s in rep["snapshots"] if s["label"] == "after-boot")
+    # asked for before recording started: at its start
+    assert snap["source"] == "mark" and snap["ts_ns"] == 0
