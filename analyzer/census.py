@@ -28,12 +28,14 @@ columns are null and C2/C3 are not computed.
 """
 
 import numpy as np
+import pandas as pd
 
 from .objlookup import stats
 from .eager import saved_pct
 
 SECTION = "docs/models.md#census"
-FIDELITY = ("counts: exact for the lists the iterator read (without their locks, at the start of the run); "
+FIDELITY = ("counts: exact for the lists the iterator read (under each mm's mmap read lock, without anon_vma "
+            "locks, at the start of the run); "
             "design savings: [0, upper bound], history before the run unknown")
 
 
@@ -79,47 +81,90 @@ def summary(rec, sizes):
     return out
 
 
+class Candidates:
+    """Per census VMA row: which design would not hold its objects (C2,
+    C3, C3'), and the anon_vma rows they point at."""
+
+    def __init__(self, v, a, chain):
+        av_ids = a["obj_id"].to_numpy(dtype=np.int64)
+        children = a["num_children"].to_numpy(dtype=np.int64)
+        is_root = a["root_id"].to_numpy(dtype=np.int64) == av_ids
+        # child anon_vmas beyond the root's self-link (__anon_vma_prepare sets 1)
+        has_child = children - is_root.astype(np.int64) > 0
+        vma_av = v["anon_vma_id"].to_numpy(dtype=np.int64)
+        order = np.argsort(av_ids)
+        pos = order[np.minimum(np.searchsorted(av_ids, vma_av, sorter=order), len(order) - 1)]
+        # every VMA row's anon_vma has a row (the iterator writes it with the first)
+        assert (av_ids[pos] == vma_av).all(), "census VMA row without its anon_vma row"
+        # a fault root: its own chain of one, no child; an inherited VMA of a
+        # process that has not forked since: its own anon_vma is not a root and
+        # has no child (anon_vma_fork() made it for the copy; the parent's
+        # links are the other chain_avcs - 1 AVCs, which stay)
+        root_cand = (chain == 1) & is_root[pos] & ~has_child[pos]
+        inh_cand = ~is_root[pos] & ~has_child[pos]
+        self.active = a["num_active_vmas"].to_numpy(dtype=np.int64)
+        self.tgid = v["tgid"].to_numpy(dtype=np.int64)
+        self.av_tgid = a["tgid"].to_numpy(dtype=np.int64)
+        procs, inv = np.unique(self.tgid, return_inverse=True)
+        forked = np.bincount(inv, weights=has_child[pos].astype(float), minlength=len(procs)) > 0
+        leaf = ~forked[inv]
+        self.pos, self.n_av, self.forked = pos, len(a), forked
+        self.inherited = inh_cand
+        lazy = root_cand | inh_cand
+        self.masks = {"lazy": lazy, "nofork": root_cand & leaf, "nofork_clone": lazy & leaf}
+
+    def saved(self, design):
+        """(saved anon_vma mask over the anon_vma rows, saved AVC mask over
+        the VMA rows): one AVC per candidate VMA; an anon_vma when every
+        VMA pointing at it (num_active_vmas) is a candidate of the census."""
+        cand = self.masks[design]
+        n_cand = np.bincount(self.pos[cand], minlength=self.n_av)
+        return (n_cand > 0) & (n_cand == self.active), cand
+
+    def by_process(self, design):
+        """{object: pd.Series {tgid: saved count}} (upper bounds)."""
+        av, avc = self.saved(design)
+        return {"anon_vma": pd.Series(av.astype(np.int64)).groupby(self.av_tgid).sum(),
+                "anon_vma_chain": pd.Series(avc.astype(np.int64)).groupby(self.tgid).sum()}
+
+    def shared_anon_vmas(self):
+        """VMAs beyond the first pointing at one anon_vma: each may get an
+        anon_vma of its own at an upgrade (X6's high end)."""
+        return int(np.maximum(self.active - 1, 0).sum())
+
+
+def candidates(rec):
+    """Candidates of the recording's census, or None (no census rows, or a
+    kernel without num_children)."""
+    c = rec.census
+    if c is None or not len(c):
+        return None
+    obj = c["object"].astype(str).to_numpy()
+    v, a = c[obj == "vm_area_struct"], c[obj == "anon_vma"]
+    if not len(a) or (a["num_children"].to_numpy(dtype=np.int64) < 0).any():
+        return None
+    return Candidates(v, a, v["chain_avcs"].to_numpy(dtype=np.int64))
+
+
 def _designs(v, a, chain, linked, avcs, sizes):
     """C2, C3, C3': upper bounds of what lazy, nofork and nofork_clone would
     not hold, VMA by VMA."""
-    av_ids = a["obj_id"].to_numpy(dtype=np.int64)
-    children = a["num_children"].to_numpy(dtype=np.int64)
-    is_root = a["root_id"].to_numpy(dtype=np.int64) == av_ids
-    # child anon_vmas beyond the root's self-link (__anon_vma_prepare sets 1)
-    has_child = children - is_root.astype(np.int64) > 0
-    vma_av = v["anon_vma_id"].to_numpy(dtype=np.int64)
-    order = np.argsort(av_ids)
-    pos = order[np.minimum(np.searchsorted(av_ids, vma_av, sorter=order), len(order) - 1)]
-    # every VMA row's anon_vma has a row (the iterator writes it with the first)
-    assert (av_ids[pos] == vma_av).all(), "census VMA row without its anon_vma row"
-    # a fault root: its own chain of one, no child; an inherited VMA of a
-    # process that has not forked since: its own anon_vma is not a root and
-    # has no child (anon_vma_fork() made it for the copy; the parent's
-    # links are the other chain_avcs - 1 AVCs, which stay)
-    root_cand = (chain == 1) & is_root[pos] & ~has_child[pos]
-    inh_cand = ~is_root[pos] & ~has_child[pos]
-    active = a["num_active_vmas"].to_numpy(dtype=np.int64)
-    tgid = v["tgid"].to_numpy(dtype=np.int64)
-    procs, inv = np.unique(tgid, return_inverse=True)
-    forked = np.bincount(inv, weights=has_child[pos].astype(float), minlength=len(procs)) > 0
-    leaf = ~forked[inv]
+    cands = Candidates(v, a, chain)
 
-    def saved(cand):
-        # one AVC per candidate VMA; an anon_vma when every VMA pointing at
-        # it (num_active_vmas) is a candidate of the census
-        n_cand = np.bincount(pos[cand], minlength=len(a))
-        n_av = int(((n_cand > 0) & (n_cand == active)).sum())
-        n_avc = int(cand.sum())
+    def saved(design):
+        av, avc = cands.saved(design)
+        n_av, n_avc = int(av.sum()), int(avc.sum())
         b = n_av * sizes["anon_vma"] + n_avc * sizes["anon_vma_chain"]
         return {"anon_vma_saved": [0, n_av], "anon_vma_chain_saved": [0, n_avc], "bytes_saved": [0, int(b)],
                 "saved_pct": {"anon_vma": [0.0, saved_pct(linked, linked - n_av)],
                               "anon_vma_chain": [0.0, saved_pct(avcs, avcs - n_avc)]}}
-    lazy = root_cand | inh_cand
+    lazy = cands.masks["lazy"]
+    forked = cands.forked
     return {
-        "lazy": dict(saved(lazy), candidate_vmas=int(lazy.sum()), inherited_candidates=int(inh_cand.sum()),
+        "lazy": dict(saved("lazy"), candidate_vmas=int(lazy.sum()), inherited_candidates=int(cands.inherited.sum()),
                      rule="C2", see=SECTION),
-        "nofork": dict(saved(root_cand & leaf), candidate_processes=int((~forked).sum()),
+        "nofork": dict(saved("nofork"), candidate_processes=int((~forked).sum()),
                        rule="C3", see=SECTION),
-        "nofork_clone": dict(saved(lazy & leaf), candidate_processes=int((~forked).sum()),
+        "nofork_clone": dict(saved("nofork_clone"), candidate_processes=int((~forked).sum()),
                              rule="C3'", see=SECTION),
     }

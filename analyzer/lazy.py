@@ -316,7 +316,7 @@ def model(rp, eager_model):
         }
         out[obj] = per_obj[obj]
     ev = eager_model
-    rp.spans["lazy_extra"] = _beyond_eager(a, found_pos, found_src, mre_av_free)
+    rp.spans["lazy_extra"] = _beyond_eager(a, found_pos, found_src, mre_av_free, srcs)
     out["saved_pct"] = {o: saved_pct(ev[o]["allocated"], per_obj[o]["allocated"]) for o in RMAP_OBJECTS}
     out["saved_pct_range"] = {
         o: [saved_pct(ev[o]["allocated"], per_obj[o]["allocated_range"][1]),
@@ -378,18 +378,22 @@ def model(rp, eager_model):
     return out
 
 
-def _beyond_eager(a, found_pos, found_src, mre_av_free):
+def _beyond_eager(a, found_pos, found_src, mre_av_free, srcs):
     """{object: live.Spans} of anon_vmas a lazy kernel may hold that eager
     does not (docs/models.md#snapshots S4): an upgrade at the next fork (U1)
     of a VMA whose fault reused a neighbour's anon_vma, if the upgrade
-    allocates one (the high end of the one reuse rule), and an mremap
-    upgrade (U2) whose source's own anon_vma is not known."""
+    allocates one (the high end of the one reuse rule), an mremap upgrade
+    (U2) whose source's own anon_vma is not known, and one per mremap copy
+    whose source is not found (the high variant upgrades each: its
+    anon_vma lives as long as the copy)."""
     nf, free = a.nf_pos, a.free_pos
     reuse = (a.path == PATH_CODE["fault"]) & ~a.is_av & (a.own_av < 0) & (nf >= 0) & (free > nf)
     pair = a.own_av[a.index_of(found_src)] if len(found_src) else np.zeros(0, dtype=np.int64)
     new = pair < 0
-    starts = np.concatenate([nf[reuse], found_pos[new]])
-    ends = np.concatenate([free[reuse], mre_av_free[new]])
+    m, src = srcs
+    unknown = m[src < 0]
+    starts = np.concatenate([nf[reuse], found_pos[new], a.pos[unknown]])
+    ends = np.concatenate([free[reuse], mre_av_free[new], free[unknown]])
     return {"anon_vma": live.Spans(starts, ends), "anon_vma_chain": live.Spans([], [])}
 
 

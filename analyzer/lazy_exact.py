@@ -313,6 +313,7 @@ def pinned_roots(rp, x, slot):
     pinned = x.capable & (vfree < NEVER) & (vfree < last) & (vfree < up)
     start = vfree[pinned]
     end = np.minimum(last[pinned], up[pinned])
+    rp.spans["lazy_pinned"] = {"vm_area_struct": live.Spans(start, end)}
     s = live.summary_intervals(start, end)
     return {"count": int(pinned.sum()), "peak_live": s["peak"], "peak_live_bytes": s["peak"] * slot,
             "live_at_end": s["end"], "fidelity": FIDELITY, "see": COSTS}

@@ -18,8 +18,9 @@ Each value is a triple (low, best, high); None where it cannot be told.
 """
 
 import numpy as np
+import pandas as pd
 
-from . import live
+from . import census, live
 from .eager import RMAP_OBJECTS
 
 SECTION = "docs/models.md#snapshots"
@@ -84,13 +85,20 @@ class BeforeRun:
         self.rp = rp
         self.prefree = {obj: np.sort(rp.ob.pos[rp.frees(obj)][rp.ob.preexisting[rp.frees(obj)]])
                         for obj in OBJECTS}
-        self.saved = (census_section.get("designs") or {}) if done else {}
+        self.cands = census.candidates(rec) if done else None
+        forks = rp.tree.forks
+        first = forks[forks["first"]]
+        self.first_fork = pd.Series(first["pos"].to_numpy(dtype=np.int64), index=first["tgid"].to_numpy())
 
     def _prefreed(self, obj, pos):
         return np.searchsorted(self.prefree[obj], np.asarray(pos, dtype=np.int64), side="right")
 
     def churn(self, obj):
-        """Object rows while the census ran: each may or may not be in it."""
+        """Object rows while the census ran (metadata census started_ns to
+        ended_ns, v6; else its first to last row): each may or may not be in it."""
+        t0, t1 = self.meta.get("started_ns"), self.meta.get("ended_ns")
+        if isinstance(t0, int) and isinstance(t1, int):
+            return _rows_between(self.rp, obj, t0, t1)
         if self.census_pos is None:
             return 0
         p = self.rp.ob.pos[self.rp.rows(obj)]
@@ -105,23 +113,43 @@ class BeforeRun:
             c = self.census_pos if self.census_pos is not None else -1   # a census that found nothing
             v = n0 - int(self.run[obj].at(c)) - (self._prefreed(obj, pos) - self._prefreed(obj, c))
             k = self.churn(obj)
-            return np.maximum(v - k, 0), v, v + k
+            return np.maximum(v - k, 0), np.maximum(v, 0), np.maximum(v + k, 0)
         known = freed_total - self._prefreed(obj, pos)   # older objects still live: freed later
         if self.basis == "command":
             # recorded from its exec on, with a new mm: nothing older (S2)
             return known, known, known
         return known, None, None
 
-    def design(self, design, obj, pos):
+    def saving(self, design, obj, pos):
+        """The census saving still in force at each position (S5): a lazy
+        candidate until its process's first fork in the run (U1 upgrades
+        what the fork copies), a no-fork candidate only if its process
+        makes no fork in the run (its generation never opts out)."""
+        by = self.cands.by_process(design)[obj]
+        ff = self.first_fork.reindex(by.index).to_numpy(dtype=float)
+        never = int(by[np.isnan(ff)].sum())
+        if design != "lazy":
+            return np.full(len(pos), never, dtype=np.int64)
+        forked = ~np.isnan(ff)
+        order = np.argsort(ff[forked])
+        at, n = ff[forked][order].astype(np.int64), by.to_numpy()[forked][order]
+        gone = np.concatenate([[0], np.cumsum(n)])[np.searchsorted(at, pos, side="right")]
+        return never + int(n.sum()) - gone
+
+    def design(self, design, obj, pos, overlap):
+        """(low, best, high) of ``design``'s part before the run.
+        ``overlap``: the run's objects live at the census that the design
+        defers (the census saw them: best does not save them twice)."""
         lo, best, hi = self.eager(obj, pos)
         if obj == "vm_area_struct":
             return lo, best, hi
-        d = self.saved.get(design)
-        key = "anon_vma_saved" if obj == "anon_vma" else "anon_vma_chain_saved"
-        s = d[key][1] if d else None
-        if s is None:
+        if self.cands is None:
             return np.zeros_like(lo), best, hi
-        return (np.maximum(lo - s, 0), None if best is None else np.maximum(best - s, 0), hi)
+        s = self.saving(design, obj, pos)
+        if design == "lazy" and obj == "anon_vma" and hi is not None:
+            hi = hi + self.cands.shared_anon_vmas()      # X6's high end: an upgrade's own anon_vma
+        best = None if best is None else np.maximum(best - np.maximum(s - overlap, 0), 0)
+        return np.maximum(lo - s, 0), best, hi
 
 
 def _kb(n, slot):
@@ -164,11 +192,22 @@ def build(rp, report):
                 lo, best, hi = (spans[n][obj].at(pos) for n in names)
                 if design == "lazy" and obj != "vm_area_struct":
                     hi = hi + spans["lazy_extra"][obj].at(pos)
+                elif design == "lazy" and "lazy_pinned" in spans:
+                    # root VMAs lazy keeps after eager frees them (X9)
+                    pinned = spans["lazy_pinned"][obj].at(pos)
+                    best, hi = best + pinned, hi + pinned
                 # the ends hold the best value whatever the model (an exact
                 # replay's value is inside the estimate's range by construction)
                 run3 = (np.minimum(lo, best), best, np.maximum(hi, best))
-                pre = before.design(design, obj, pos)
+                overlap = 0
+                if before.census_pos is not None and obj != "vm_area_struct":
+                    c = before.census_pos
+                    overlap = int(run[obj].at(c)) - int(spans[names[1]][obj].at(c))
+                pre = before.design(design, obj, pos, max(overlap, 0))
             values[design][obj] = tuple(None if p is None else p + r for p, r in zip(pre, run3))
+            if design == "lazy" and obj == "vm_area_struct" and "lazy_pinned" not in spans:
+                # tracepoints cannot tell the root VMAs lazy would keep (X9): no upper bound
+                values[design][obj] = values[design][obj][:2] + (None,)
     slab = _slab_samples(rp)
     out = []
     for i, (label, source, ts, p) in enumerate(pts):
@@ -184,7 +223,7 @@ def build(rp, report):
             d["see"] = SECTION
             snap["designs"][design] = d
         if source == "slab" and ts in slab:
-            snap["slabinfo"] = slabinfo_check(slab[ts], snap["designs"]["eager"], before,
+            snap["slabinfo"] = slabinfo_check(rp, ts, slab[ts], snap["designs"]["eager"], before,
                                               report["run"]["object_events_lost"])
         out.append(snap)
     return out
@@ -196,34 +235,61 @@ def _lazy_slot(report, eager_slot):
     return int(slot[1]) if isinstance(slot, list) and len(slot) == 2 and slot[1] else eager_slot
 
 
+#: count_partial_free_approx() counts exactly up to this many partial slabs
+#: per node (mm/slub.c MAX_PARTIAL_TO_SCAN, 6.12 and 7.3)
+MAX_PARTIAL_TO_SCAN = 10000
+
+
 def _slab_samples(rp):
-    """{ts_ns: {cache: (active, aliases)}}."""
+    """{ts_ns: {cache: (active, aliases, total, read_ns)}}."""
     out = {}
     for r in rp.rec.slab.itertuples():
-        out.setdefault(int(r.ts_ns), {})[str(r.slab_cache)] = (int(r.slab_active), int(r.slab_aliases))
+        took = int(r.duration_ns) if int(r.duration_ns) >= 0 else 0
+        out.setdefault(int(r.ts_ns), {})[str(r.slab_cache)] = (int(r.slab_active), int(r.slab_aliases),
+                                                              int(r.slab_total), took)
     return out
 
 
-def slabinfo_check(sample, eager, before, lost):
+def _rows_between(rp, obj, t0, t1):
+    """Object rows of ``obj`` with t0 <= ts_ns <= t1."""
+    ts = rp.ob.ts_ns[rp.rows(obj)]
+    return int(np.searchsorted(ts, t1, side="right") - np.searchsorted(ts, t0, side="left"))
+
+
+def slabinfo_check(rp, ts, sample, eager, before, lost):
     """Eager beside /proc/slabinfo's active objects at one sample (S6).
     ``lost``: object events lost in the run (each may move eager by one)."""
+    meta = rp.rec.meta
     out = {"comparable": before.mode == "system" and before.basis == "census"}
+    after_end = ts >= rp.rec.end_ts_ns          # read after recording stopped: unrecorded churn
+    kf = meta.get("kfence") if isinstance(meta.get("kfence"), dict) else {}
+    kfence = (kf.get("num_objects") if kf.get("enabled") else 0)
+    sizes = meta.get("object_sizes") or {}
     for obj in OBJECTS:
         if obj not in sample:
             continue
-        active, aliases = sample[obj]
+        active, aliases, total, took = sample[obj]
         ev = eager[obj]["live"]
         diff = None if ev is None else active - ev
-        slack = before.churn(obj) + lost
+        per_slab = (sizes.get(obj) or {}).get("objs_per_slab") or 1
+        approx = total / per_slab > MAX_PARTIAL_TO_SCAN
+        slack = None if kfence is None else (before.churn(obj) + lost + kfence
+                                             + _rows_between(rp, obj, ts, ts + took))
+        judged = diff is not None and out["comparable"] and not after_end and not approx and slack is not None
         out[obj] = {"active_objs": active, "aliases": max(aliases, 0), "eager_live": ev,
                     "slabinfo_minus_eager": diff,
-                    # slabinfo may be below eager only by the census churn and lost events
-                    "consistent": None if diff is None or not out["comparable"] else diff >= -slack,
-                    "allowed_below": slack}
-    out["note"] = ("slabinfo counts objects of per-CPU slabs as active and objects waiting for an RCU "
-                   "grace period (anon_vma is SLAB_TYPESAFE_BY_RCU: its slab, not the object, waits) "
-                   "as live, and a merged cache's line counts its aliases' objects: slabinfo is "
-                   "above eager by those, never below it by more than the census churn"
+                    # slabinfo may be below eager only by the census churn, lost
+                    # events, KFENCE objects and the rows made while it was read
+                    "consistent": diff >= -slack if judged else None,
+                    "allowed_below": slack,
+                    "not_judged": None if judged or diff is None or not out["comparable"] else
+                    ("read after recording stopped" if after_end else
+                     "more slabs than count_partial_free_approx() counts exactly" if approx else
+                     "KFENCE pool size unknown")}
+    out["note"] = ("slabinfo's active objects include the free objects of per-CPU slabs (6.x) or of "
+                   "per-CPU sheaves and the node's barn (7.x), and a merged cache's aliases' objects: it "
+                   "is above eager by those; below only by the census churn, lost events, KFENCE "
+                   "objects and what changed while it was read (docs/models.md#snapshots S6)"
                    if out["comparable"] else
                    "not comparable: slabinfo counts the whole system, this recording "
                    + ("only the recorded " + before.mode if before.mode != "system" else "has no census"))
@@ -238,7 +304,9 @@ def fidelity(design, before):
     if design == "eager":
         return f"exact for the run's objects; {pre}"
     run = {"lazy": ("run: tracepoint estimate (docs/models.md#lazy-rules) or exact replay "
-                    "(function probes); range from the objects every lazy variant makes to eager"),
+                    "(function probes); range from the objects every lazy variant makes to eager and "
+                    "the anon_vmas an upgrade may add; VMAs: pinned root VMAs (X9) with function probes, "
+                    "else no upper bound"),
            "nofork": "run: exact (best); range to the whole-life-only variant",
            "nofork_clone": "run: exact (best); range to the whole-life-only variant"}[design]
     saved = {"lazy": "C2", "nofork": "C3", "nofork_clone": "C3'"}[design]

@@ -26,6 +26,7 @@ def metadata(rec, end_ns: int, final: bool) -> Dict[str, object]:
         "arch": prep.facts.arch,
         "page_size": os.sysconf("SC_PAGE_SIZE"),
         "object_sizes": {o: object_size(o, prep.facts.sizes[o], sizes) for o in prep.facts.sizes},
+        "kfence": slab.kfence(),
         "btf": prep.btf is not None,
         "backend": prep.backend,
         "probes": prep.probes,
@@ -86,7 +87,7 @@ def object_size(obj: str, btf_size: int, lines) -> Dict[str, object]:
     /sys/kernel/slab."""
     geo = slab.geometry(obj)
     return {"btf_size": btf_size, "slab_size": lines[obj].objsize if obj in lines else None,
-            "object_size": geo.get("object_size"), "align": geo.get("align")}
+            "object_size": geo.get("object_size"), "align": geo.get("align"), **slab.counts(obj)}
 
 
 def interrupt_only_programs(classifier: sites.Classifier) -> set:

@@ -64,7 +64,8 @@ COLUMNS = {
     "reused": (pa.bool_(), "call: __anon_vma_prepare/anon_vma_fork returned 0 without allocating an anon_vma"),
     "call_objects": (pa.int32(), "call: anon_vmas and AVCs the call allocated (unlink: freed)"),
     "anon_pages": (pa.int64(), "call copy_page_range: present anonymous pages the child's copy of the VMA got"),
-    "duration_ns": (pa.int64(), "call, walk: nanoseconds from entry to return; exec: from execve() entry"),
+    "duration_ns": (pa.int64(), "call, walk: nanoseconds from entry to return; exec: from execve() entry; "
+                                "slab (v6): how long the /proc/slabinfo read took"),
     "walk_kind": (_dict, "walk: " + ", ".join(WALK_KINDS) + " (from rmap_walk_control.rmap_one)"),
     "folio_order": (pa.int16(), "walk: order of the folio walked"),
     "avcs_visited": (pa.int32(), "walk: AVCs the anon_vma interval tree returned"),
@@ -124,6 +125,6 @@ METADATA = {
     "buffer": "ringbuf or perfbuf",
     "caches_known_at_start": "{object: bool}: frees into that cache were recognised from the start (null: told by name or call site)",
     "python": "Python version of the collector",
-    "census": "{status, reason, vma_rows, anon_vma_rows, anon_vmas_linked, vmas, seconds, lost}: the "
-              "task_vma iterator run at start (docs/schema.md#census; vmas: v6)",
+    "census": "{status, reason, vma_rows, anon_vma_rows, anon_vmas_linked, vmas, seconds, lost, started_ns, "
+              "ended_ns}: the task_vma iterator run at start (docs/schema.md#census; vmas, started_ns, ended_ns: v6)",
 }

@@ -59,13 +59,17 @@ def say(line: str) -> None:
 
 
 def slab_rows(ts_ns: int, aliases: Dict[str, List[str]]) -> List[dict]:
+    """A /proc/slabinfo sample at ``ts_ns``; ``duration_ns``: how long the
+    read took (the objects made or freed meanwhile may or may not be in it)."""
+    t = time.monotonic_ns()
     try:
         lines = slab.read_slabinfo()
     except OSError:
         return []
+    took = time.monotonic_ns() - t
     return [{"ts_ns": ts_ns, "event": "slab", "cpu": -1, "slab_cache": c, "slab_active": l.active,
-             "slab_total": l.total, "slab_objsize": l.objsize, "slab_aliases": len(aliases.get(c, []))}
-            for c, l in sorted(lines.items())]
+             "slab_total": l.total, "slab_objsize": l.objsize, "slab_aliases": len(aliases.get(c, [])),
+             "duration_ns": took} for c, l in sorted(lines.items())]
 
 
 class Progress:
@@ -247,16 +251,21 @@ class Recording:
                 self.consumer.add(ctypes.string_at(ctypes.addressof(b.ev), b.head.n * size))
 
     def _census(self) -> Dict[str, object]:
-        """The start-of-run census where this run records one."""
+        """The start-of-run census where this run records one, with when it
+        ran (``started_ns``/``ended_ns`` on the run's clock)."""
         why = wants_census(self.cfg)
         if why:
             return census.not_run(why)
+        start = time.monotonic_ns() - self.t0
         if self.alone is not None:
             entry, rows = self.alone.run()
             self.writer.add_census(rows)
-            return entry
-        why = program.census_possible(self.prep.facts, self.prep.options)
-        return census.not_run(why) if why else census.run(self.bpf)
+        else:
+            why = program.census_possible(self.prep.facts, self.prep.options)
+            entry = census.not_run(why) if why else census.run(self.bpf)
+        if entry["status"] == "done":
+            entry.update(started_ns=start, ended_ns=time.monotonic_ns() - self.t0)
+        return entry
 
     def _lost_rows(self, ts_ns: int) -> List[dict]:
         counts = self._buffer_lost()
@@ -321,12 +330,14 @@ class Recording:
         self._loop()
         self._take_marks()
         self.stop.marks.t0_ns = None
+        # the last slab sample while recording: every change after it is in the trace
+        end_slab = slab_rows(time.monotonic_ns() - self.t0, self.prep.aliases)
         self._set_enabled(0)
         time.sleep(DISABLE_GRACE_S)
         self.end_ns = time.monotonic_ns() - self.t0
         self._drain()
         self._decode()
-        self.writer.add_user_rows(slab_rows(self.end_ns, self.prep.aliases) + self._lost_rows(self.end_ns))
+        self.writer.add_user_rows(end_slab + self._lost_rows(self.end_ns))
         self.lost = self._lost_totals()
         if self.lost.get("prog_misses"):
             self.writer.add_user_rows([{"ts_ns": self.end_ns, "event": "lost", "cpu": -1,

@@ -10,7 +10,7 @@ has a constructor and SLAB_TYPESAFE_BY_RCU). Covers SLUB's sysfs layout
 
 import os
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 CACHES = ("anon_vma", "anon_vma_chain", "vm_area_struct")
 SLABINFO = "/proc/slabinfo"
@@ -72,6 +72,40 @@ def geometry(cache: str, sys_slab: str = SYS_SLAB) -> Dict[str, int]:
         except (OSError, ValueError):
             return {}
     return out
+
+
+def counts(cache: str, sys_slab: str = SYS_SLAB) -> Dict[str, Optional[int]]:
+    """objs_per_slab and (7.x SLUB sheaves) sheaf_capacity of a cache, each
+    None where /sys/kernel/slab has no such file."""
+    out = {}
+    for name in ("objs_per_slab", "sheaf_capacity"):
+        try:
+            with open(os.path.join(sys_slab, cache, name)) as f:
+                out[name] = int(f.read().strip())
+        except (OSError, ValueError):
+            out[name] = None
+    return out
+
+
+def kfence(sys_module: str = "/sys/module/kfence", config_dir: str = "/boot") -> Dict[str, object]:
+    """KFENCE serves some slab allocations from its own pool, which
+    /proc/slabinfo does not count (mm/kfence): whether it samples here, and
+    its pool size (CONFIG_KFENCE_NUM_OBJECTS from /boot/config-RELEASE, None
+    when unreadable)."""
+    try:
+        with open(os.path.join(sys_module, "parameters", "sample_interval")) as f:
+            enabled = int(f.read().strip()) > 0
+    except (OSError, ValueError):
+        return {"enabled": False, "num_objects": None}
+    n = None
+    try:
+        with open(os.path.join(config_dir, f"config-{os.uname().release}")) as f:
+            for line in f:
+                if line.startswith("CONFIG_KFENCE_NUM_OBJECTS="):
+                    n = int(line.split("=", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return {"enabled": enabled, "num_objects": n}
 
 
 def all_aliases(sys_slab: str = SYS_SLAB) -> Dict[str, List[str]]:

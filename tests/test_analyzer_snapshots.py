@@ -198,12 +198,39 @@ def test_slabinfo_beside_eager(tmp_path):
     g.faults(1, 2)
     g.slab_sample(baseline={"anon_vma": 7})              # 7 free objects in per-CPU slabs
     g.slab_sample(baseline={"anon_vma": -1})             # one fewer than eager holds
+    g.fault(1)
+    g.slab_sample()                                       # read after the last recorded row: not judged
     rep = build(g, tmp_path, target={"mode": "system", "command": None, "pid": None, "comm": None})
     slabs = [s for s in rep["snapshots"] if s["source"] == "slab"]
     first, second = slabs[0]["slabinfo"], slabs[1]["slabinfo"]
     assert first["comparable"] is True
     assert first["anon_vma"] == {"active_objs": 5 + 7, "aliases": 0, "eager_live": 5,
-                                 "slabinfo_minus_eager": 7, "consistent": True, "allowed_below": 0}
+                                 "slabinfo_minus_eager": 7, "consistent": True, "allowed_below": 0,
+                                 "not_judged": None}
     assert first["anon_vma_chain"]["slabinfo_minus_eager"] == 0 and first["anon_vma_chain"]["aliases"] == 2
     assert second["anon_vma"]["consistent"] is False
+    assert slabs[2]["slabinfo"]["anon_vma"]["not_judged"] == "read after recording stopped"
     assert any("anon_vma at slab-2: /proc/slabinfo counts 4 active, eager 5 live" in w for w in rep["warnings"])
+
+
+def test_census_saving_ends_at_the_first_fork(tmp_path):
+    """P's N regions predate the run (fault roots, no child: C2
+    candidates). Before P forks a lazy kernel would not hold them; its fork
+    in the run upgrades them (U1); a no-fork design never saves them, P's
+    generation forks."""
+    g = Gen(fprobes=True)
+    g.process(1, "p")
+    for _ in range(N):
+        g.prerun_vma(1)
+    g.census()
+    g.mark("before-fork")
+    g.fork(1, 2, "child")
+    g.mark("after-fork")
+    rep = build(g, tmp_path, target={"mode": "system", "command": None, "pid": None, "comm": None})
+    before, after = snapshot(rep, "before-fork"), snapshot(rep, "after-fork")
+    assert counts(before, "eager")["anon_vma"] == N and counts(after, "eager")["anon_vma"] == 2 * N
+    assert counts(before, "lazy")["anon_vma"] == 0 and counts(before, "lazy")["anon_vma_chain"] == 0
+    # upgraded at the fork: P's N pairs; the child: N clone_fork links, its own pair deferred (L2)
+    assert counts(after, "lazy")["anon_vma"] == N and counts(after, "lazy")["anon_vma_chain"] == 2 * N
+    assert after["designs"]["lazy"]["anon_vma"]["live_range"][0] == N
+    assert counts(before, "nofork")["anon_vma"] == N == before["designs"]["nofork"]["anon_vma"]["live_range"][0]
