@@ -251,20 +251,19 @@ class Recording:
                 self.consumer.add(ctypes.string_at(ctypes.addressof(b.ev), b.head.n * size))
 
     def _census(self) -> Dict[str, object]:
-        """The start-of-run census where this run records one, with when it
-        ran (``started_ns``/``ended_ns`` on the run's clock)."""
+        """The start-of-run census where this run records one, with when its
+        iterator ran (``started_ns``/``ended_ns`` on the run's clock)."""
         why = wants_census(self.cfg)
         if why:
             return census.not_run(why)
-        start = time.monotonic_ns() - self.t0
         if self.alone is not None:
             entry, rows = self.alone.run()
             self.writer.add_census(rows)
         else:
             why = program.census_possible(self.prep.facts, self.prep.options)
             entry = census.not_run(why) if why else census.run(self.bpf)
-        if entry["status"] == "done":
-            entry.update(started_ns=start, ended_ns=time.monotonic_ns() - self.t0)
+        if entry["status"] == "done":     # the iterator's window, on the run's clock
+            entry.update(started_ns=entry["started_ns"] - self.t0, ended_ns=entry["ended_ns"] - self.t0)
         return entry
 
     def _lost_rows(self, ts_ns: int) -> List[dict]:
