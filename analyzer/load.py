@@ -77,7 +77,7 @@ LATER_COLUMNS = {"anon_pages": 4}
 #: Columns later versions added to a base kind: read when the file has the
 #: column, else filled with -1 (v5: exec rows' duration_ns, the time from
 #: execve() entry to the exec tracepoint).
-LATER_KIND_COLUMNS = {"exec": ("duration_ns",), "slab": ("duration_ns",)}
+LATER_KIND_COLUMNS = {"exec": ("duration_ns",), "slab": ("duration_ns", "slab_cpu_partial")}
 
 #: Function-probe columns of the object rows (schema v3), read when present
 #: and not all null: the VMA each anon_vma/AVC was made or freed for.

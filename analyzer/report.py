@@ -212,6 +212,9 @@ def build(rec):
     report["census"] = census.summary(rec, {o: rp.sizes[o][0] for o in ("anon_vma", "anon_vma_chain")})
     report["snapshots"] = snapshots.build(rp, report)
     report["warnings"].extend(snapshots.disagreements(report["snapshots"]))
+    missed = snapshots.unvisited_warning(rec.meta)
+    if missed:
+        report["warnings"].append(missed)
     who = holders.Holders(rp, report["census"].get("status") == "done")
     groups = holders.classes(rp)
     for snap in report["snapshots"]:

@@ -104,6 +104,12 @@ class BeforeRun:
         p = self.rp.ob.pos[self.rp.rows(obj)]
         return int(((p >= self.census_first) & (p <= self.census_pos)).sum())
 
+    def unvisited(self):
+        """Processes with an address space the census did not visit (v6
+        metadata census.unvisited; 0 when not recorded)."""
+        u = self.meta.get("unvisited")
+        return int(u.get("count", 0)) if isinstance(u, dict) else 0
+
     def eager(self, obj, pos):
         """(low, best, high) arrays; best/high None where unknown."""
         pos = np.asarray(pos, dtype=np.int64)
@@ -113,7 +119,9 @@ class BeforeRun:
             c = self.census_pos if self.census_pos is not None else -1   # a census that found nothing
             v = n0 - int(self.run[obj].at(c)) - (self._prefreed(obj, pos) - self._prefreed(obj, c))
             k = self.churn(obj)
-            return np.maximum(v - k, 0), np.maximum(v, 0), np.maximum(v + k, 0)
+            # processes the iterator did not visit: their older objects are not in it
+            hi = None if self.unvisited() else np.maximum(v + k, 0)
+            return np.maximum(v - k, 0), np.maximum(v, 0), hi
         known = freed_total - self._prefreed(obj, pos)   # older objects still live: freed later
         if self.basis == "command":
             # recorded from its exec on, with a new mm: nothing older (S2)
@@ -156,6 +164,18 @@ def _kb(n, slot):
     return None if n is None else round(int(n) * slot / 1024.0, 1)
 
 
+def unvisited_warning(meta):
+    """A warning naming the processes the census did not visit, or None."""
+    c = meta.get("census") if isinstance(meta.get("census"), dict) else {}
+    u = c.get("unvisited")
+    if not isinstance(u, dict) or not u.get("count"):
+        return None
+    names = ", ".join(f"pid {p['pid']} {p['comm']} ({p['rss_anon_kb']} KB anon)" for p in u["processes"])
+    return (f"the census did not visit {u['count']} process(es) with an address space that existed when it "
+            f"ran ({names}): eager's objects from before the run leave theirs out, so every snapshot's "
+            "count is low by them and has no upper bound (docs/models.md#snapshots S1)")
+
+
 def disagreements(snaps):
     """Warnings for slab samples where slabinfo is below eager by more than
     the census churn and lost events allow (S6)."""
@@ -163,10 +183,16 @@ def disagreements(snaps):
     for snap in snaps:
         for obj, c in (snap.get("slabinfo") or {}).items():
             if isinstance(c, dict) and c.get("consistent") is False:
+                d = c["slabinfo_minus_eager"]
+                why = (f"slabinfo can be below eager only by the census churn, lost events, KFENCE and the "
+                       f"read ({c['allowed_below']}): an object the census or the trace counts was not there"
+                       if d < 0 else
+                       f"slabinfo can be above eager only by the free slots of the CPUs' slabs and sheaves "
+                       f"and the churn ({c['allowed_above']}): at least {c['census_missed_at_least']} objects "
+                       "eager does not count (processes the census did not visit, exiting ones, anon_vmas "
+                       "held only by a reference)")
                 out.append(f"{obj} at {snap['label']}: /proc/slabinfo counts {c['active_objs']} active, "
-                           f"eager {c['eager_live']} live; slabinfo can be below eager only by the census "
-                           f"churn and lost events ({c['allowed_below']}): an object was missed "
-                           "(docs/models.md#snapshots S6)")
+                           f"eager {c['eager_live']} live; {why} (docs/models.md#snapshots S6)")
     return out
 
 
@@ -238,16 +264,33 @@ def _lazy_slot(report, eager_slot):
 #: count_partial_free_approx() counts exactly up to this many partial slabs
 #: per node (mm/slub.c MAX_PARTIAL_TO_SCAN, 6.12 and 7.3)
 MAX_PARTIAL_TO_SCAN = 10000
+#: full sheaves a node's barn keeps (7.3 mm/slub.c MAX_FULL_SHEAVES)
+MAX_FULL_SHEAVES = 10
 
 
 def _slab_samples(rp):
-    """{ts_ns: {cache: (active, aliases, total, read_ns)}}."""
+    """{ts_ns: {cache: (active, aliases, total, read_ns, cpu partial slabs or None)}}."""
     out = {}
     for r in rp.rec.slab.itertuples():
         took = int(r.duration_ns) if int(r.duration_ns) >= 0 else 0
+        cpu = int(r.slab_cpu_partial) if int(r.slab_cpu_partial) >= 0 else None
         out.setdefault(int(r.ts_ns), {})[str(r.slab_cache)] = (int(r.slab_active), int(r.slab_aliases),
-                                                              int(r.slab_total), took)
+                                                              int(r.slab_total), took, cpu)
     return out
+
+
+def hidden_free(meta, obj, cpu_partial):
+    """The most free objects slabinfo can count as active for ``obj`` (S6):
+    every slot of one active slab per CPU and of the CPUs' partial slabs,
+    and of the per-CPU sheaves (main and spare) and the barns' full
+    sheaves; None when not known."""
+    size = (meta.get("object_sizes") or {}).get(obj) or {}
+    topo = meta.get("topology") if isinstance(meta.get("topology"), dict) else {}
+    per_slab, sheaf = size.get("objs_per_slab"), size.get("sheaf_capacity")
+    cpus, nodes = topo.get("cpus"), topo.get("nodes")
+    if cpu_partial is None or not per_slab or sheaf is None or not cpus or not nodes:
+        return None
+    return (cpus + cpu_partial) * per_slab + (2 * cpus + MAX_FULL_SHEAVES * nodes) * sheaf
 
 
 def _rows_between(rp, obj, t0, t1):
@@ -268,20 +311,27 @@ def slabinfo_check(rp, ts, sample, eager, before, lost):
     for obj in OBJECTS:
         if obj not in sample:
             continue
-        active, aliases, total, took = sample[obj]
+        active, aliases, total, took, cpu = sample[obj]
         ev = eager[obj]["live"]
         diff = None if ev is None else active - ev
         per_slab = (sizes.get(obj) or {}).get("objs_per_slab") or 1
         approx = total / per_slab > MAX_PARTIAL_TO_SCAN
-        slack = None if kfence is None else (before.churn(obj) + lost + kfence
-                                             + _rows_between(rp, obj, ts, ts + took))
+        churn = before.churn(obj) + lost + _rows_between(rp, obj, ts, ts + took)
+        slack = None if kfence is None else churn + kfence
+        hidden = hidden_free(meta, obj, cpu) if aliases <= 0 else None
+        above = None if hidden is None else hidden + churn
         judged = diff is not None and out["comparable"] and not after_end and not approx and slack is not None
         out[obj] = {"active_objs": active, "aliases": max(aliases, 0), "eager_live": ev,
                     "slabinfo_minus_eager": diff,
                     # slabinfo may be below eager only by the census churn, lost
-                    # events, KFENCE objects and the rows made while it was read
-                    "consistent": diff >= -slack if judged else None,
-                    "allowed_below": slack,
+                    # events, KFENCE objects and the rows made while it was read;
+                    # above by the free slots of the CPUs' slabs and sheaves
+                    # (unbounded for a merged cache: its aliases' objects)
+                    "consistent": (diff >= -slack and (above is None or diff <= above)) if judged else None,
+                    "allowed_below": slack, "allowed_above": above,
+                    # above by more: objects eager's census did not see, at least this many
+                    "census_missed_at_least": diff - above if judged and above is not None and diff > above
+                    else None,
                     "not_judged": None if judged or diff is None or not out["comparable"] else
                     ("read after recording stopped" if after_end else
                      "more slabs than count_partial_free_approx() counts exactly" if approx else
@@ -297,7 +347,8 @@ def slabinfo_check(rp, ts, sample, eager, before, lost):
 
 
 def fidelity(design, before):
-    pre = {"census": "before the run: census (S1, exact but for objects made or freed while it ran)",
+    pre = {"census": "before the run: census (S1, exact for the processes it visited, but for objects made or "
+                     "freed while it ran)",
            "command": "before the run: nothing, the command is recorded from its exec on (S2)",
            "unknown": "before the run: unknown (no census): only objects freed later are counted (S3)"}
     pre = pre[before.basis]

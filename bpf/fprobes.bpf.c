@@ -383,9 +383,13 @@ BPF_F_TABLE("hash", u64, u8, census_anon_vmas, CENSUS_MAX, BPF_F_NO_PREALLOC);
 // census.vmas): each mm counted once, in the first task that shows it
 BPF_F_TABLE("hash", u64, u64, census_mms, CENSUS_MAX, BPF_F_NO_PREALLOC);
 BPF_ARRAY(census_all_vmas, u64, 1);
+// the processes whose VMAs the iterator visited (metadata census.unvisited)
+BPF_F_TABLE("hash", u32, u8, census_tgids, CENSUS_MAX, BPF_F_NO_PREALLOC);
 
-static __always_inline void census_count_vma(u64 task, u64 vma)
+static __always_inline void census_count_vma(u64 task, u64 vma, u32 tgid)
 {
+    u8 one = 1;
+    census_tgids.update(&tgid, &one);
     u64 mm = 0;
     bpf_probe_read_kernel(&mm, sizeof(mm), (void *)(vma + VMA_MM_OFF));
     if (!mm)
@@ -414,7 +418,7 @@ int bpf_iter__task_vma(struct bpf_iter__task_vma *ctx)
     bpf_probe_read_kernel(&e.comm, sizeof(e.comm), (void *)(task + TASK_COMM_OFF));
     if (!want_task(e.tgid, e.comm))
         return 0;
-    census_count_vma(task, vma);
+    census_count_vma(task, vma, e.tgid);
     bpf_probe_read_kernel(&av, sizeof(av), (void *)(vma + VMA_ANON_VMA_OFF));
     if (!av)
         return 0;

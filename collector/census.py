@@ -18,7 +18,7 @@ import ctypes
 import dataclasses
 import os
 import time
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -47,12 +47,13 @@ def describe(entry: Dict[str, object]) -> str:
 
 def not_run(reason: str) -> Dict[str, object]:
     return {"status": "not run", "reason": reason, "vma_rows": 0, "anon_vma_rows": 0,
-            "anon_vmas_linked": 0, "vmas": 0, "seconds": 0.0, "lost": 0}
+            "anon_vmas_linked": 0, "vmas": 0, "seconds": 0.0, "lost": 0, "unvisited": None}
 
 
-def run(bpf) -> Dict[str, object]:
+def run(bpf, scope: Optional["Scope"] = None) -> Dict[str, object]:
     """Run the iterator once; its rows go out through the ring buffer like
-    any event. Returns the metadata's ``census`` entry."""
+    any event. Returns the metadata's ``census`` entry. ``scope``: which
+    processes it should have visited (for ``unvisited``; None: all)."""
     from bcc import BPF
     t0 = time.monotonic()
     try:
@@ -88,9 +89,61 @@ def run(bpf) -> Dict[str, object]:
            "anon_vmas_linked": len(marks), "vmas": int(all_vmas[all_vmas.Key(0)].value),
            "seconds": round(time.monotonic() - t0, 3), "lost": 0,
            "started_ns": started, "ended_ns": ended}   # CLOCK_MONOTONIC: the session makes them run-relative
-    for table in (vmas, anon_vmas, bpf["census_mms"]):
+    tgids = bpf["census_tgids"]
+    out["unvisited"] = unvisited({k.value for k in tgids.keys()}, started, scope or Scope())
+    for table in (vmas, anon_vmas, bpf["census_mms"], tgids):
         table.clear()
     return out
+
+
+#: processes listed by name in census.unvisited (the rest only counted)
+UNVISITED_LISTED = 20
+
+
+@dataclasses.dataclass
+class Scope:
+    """The processes a census should visit: all, those of ``pids``, or
+    those named ``comm``."""
+    pids: Optional[set] = None
+    comm: Optional[str] = None
+
+    def wants(self, pid: int, comm: str) -> bool:
+        return (self.pids is None or pid in self.pids) and (self.comm is None or comm == self.comm)
+
+
+def unvisited(visited, started_ns, scope: Scope, proc="/proc"):
+    """Processes with an address space that existed when the census began
+    but whose VMAs it did not visit (their objects are not in it):
+    {"count", "processes": [{"pid", "comm", "rss_anon_kb"}]}. Kernel
+    threads (no mm: statm size 0) are not counted. ``started_ns``:
+    CLOCK_MONOTONIC of the census start; a process started later is not
+    counted (CLOCK_MONOTONIC and /proc/PID/stat starttime both count from
+    boot, suspend aside)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    out = []
+    for name in os.listdir(proc):
+        if not name.isdigit() or int(name) in visited:
+            continue
+        try:
+            with open(f"{proc}/{name}/statm") as f:
+                if int(f.read().split()[0]) == 0:
+                    continue
+            with open(f"{proc}/{name}/stat") as f:
+                stat = f.read()
+            start_ns = int(stat[stat.rindex(")") + 2:].split()[19]) * 10 ** 9 // hz
+            if start_ns > started_ns:
+                continue
+            with open(f"{proc}/{name}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except (OSError, ValueError, IndexError):
+            continue
+        rss = fields.get("RssAnon", "").split()
+        if not scope.wants(int(name), fields.get("Name", "").strip()):
+            continue
+        out.append({"pid": int(name), "comm": fields.get("Name", "").strip(),
+                    "rss_anon_kb": int(rss[0]) if rss else None})
+    out.sort(key=lambda e: -(e["rss_anon_kb"] or 0))
+    return {"count": len(out), "processes": out[:UNVISITED_LISTED]}
 
 
 class Alone:
@@ -98,9 +151,10 @@ class Alone:
     loaded before recording starts (its compile takes seconds) and run
     once recording has started. ``why_not`` is set when it cannot run."""
 
-    def __init__(self, prep, BPF, pids=()):
-        """``pids``: the processes a tracked run records (-p and its descendants)."""
-        self.bpf, self.why_not = None, None
+    def __init__(self, prep, BPF, pids=(), scope: Optional[Scope] = None):
+        """``pids``: the processes a tracked run records (-p and its descendants);
+        ``scope``: which processes the census should visit."""
+        self.bpf, self.why_not, self.scope = None, None, scope
         why = program.census_possible(prep.facts, dataclasses.replace(prep.options, ringbuf=True))
         if why:
             self.why_not = why
@@ -129,7 +183,7 @@ class Alone:
             chunks.append(ctypes.string_at(data + events.BATCH_HEAD_SIZE, n * size))
         try:
             bpf["events"].open_ring_buffer(on_record)
-            entry = run(bpf)
+            entry = run(bpf, self.scope)
             bpf.ring_buffer_consume()
             for b in bpf["batches"].getvalue(0):  # per-CPU batches not yet submitted
                 if b.head.n:

@@ -27,6 +27,7 @@ def metadata(rec, end_ns: int, final: bool) -> Dict[str, object]:
         "page_size": os.sysconf("SC_PAGE_SIZE"),
         "object_sizes": {o: object_size(o, prep.facts.sizes[o], sizes) for o in prep.facts.sizes},
         "kfence": slab.kfence(),
+        "topology": slab.topology(),
         "btf": prep.btf is not None,
         "backend": prep.backend,
         "probes": prep.probes,

@@ -83,6 +83,7 @@ COLUMNS = {
     "slab_total": (pa.int64(), "slab: allocated object slots (/proc/slabinfo num_objs)"),
     "slab_objsize": (pa.int32(), "slab: object slot size in bytes"),
     "slab_aliases": (pa.int32(), "slab: number of other caches merged into this one (/sys/kernel/slab/*/aliases)"),
+    "slab_cpu_partial": (pa.int32(), "slab (v6): slabs on the CPUs' partial lists (/sys/kernel/slab/*/slabs_cpu_partial)"),
     "lost_source": (_dict, "lost: which source lost events"),
     "count": (pa.int64(), "lost: events lost since the previous lost row of the same source"),
     "mark_label": (_dict32, "mark (v6): the mark's label (mark-N for kill -USR1, else anoncollect mark LABEL)"),
@@ -126,5 +127,5 @@ METADATA = {
     "caches_known_at_start": "{object: bool}: frees into that cache were recognised from the start (null: told by name or call site)",
     "python": "Python version of the collector",
     "census": "{status, reason, vma_rows, anon_vma_rows, anon_vmas_linked, vmas, seconds, lost, started_ns, "
-              "ended_ns}: the task_vma iterator run at start (docs/schema.md#census; vmas, started_ns, ended_ns: v6)",
+              "ended_ns, unvisited}: the task_vma iterator run at start (docs/schema.md#census; the last four: v6)",
 }

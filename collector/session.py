@@ -69,7 +69,7 @@ def slab_rows(ts_ns: int, aliases: Dict[str, List[str]]) -> List[dict]:
     took = time.monotonic_ns() - t
     return [{"ts_ns": ts_ns, "event": "slab", "cpu": -1, "slab_cache": c, "slab_active": l.active,
              "slab_total": l.total, "slab_objsize": l.objsize, "slab_aliases": len(aliases.get(c, [])),
-             "duration_ns": took} for c, l in sorted(lines.items())]
+             "slab_cpu_partial": slab.cpu_partial_slabs(c), "duration_ns": took} for c, l in sorted(lines.items())]
 
 
 class Progress:
@@ -129,7 +129,7 @@ def run(cfg: RunConfig, stop: Stop) -> Summary:
         bpf, prep = load(BPF, prep)
         pids = tracked_pids(cfg)
         if wants_census(cfg) is None and prep.backend == "tracepoint":
-            alone = census.Alone(prep, BPF, pids)   # compiled before recording starts
+            alone = census.Alone(prep, BPF, pids, census_scope(cfg, pids))   # compiled before recording starts
         return Recording(cfg, prep, bpf, held, stop, pids, alone).run()
     finally:
         if alone is not None:
@@ -143,6 +143,11 @@ def run(cfg: RunConfig, stop: Stop) -> Summary:
 def tracked_pids(cfg: RunConfig) -> List[int]:
     """``-p PID``: PID and its descendants alive now."""
     return [cfg.pid] + proctree.descendants(cfg.pid) if cfg.pid else []
+
+
+def census_scope(cfg: RunConfig, pids: List[int]) -> census.Scope:
+    """The processes the census should visit (system-wide: all)."""
+    return census.Scope(pids=set(pids) if cfg.pid else None, comm=cfg.comm)
 
 
 def wants_census(cfg: RunConfig) -> Optional[str]:
@@ -261,7 +266,7 @@ class Recording:
             self.writer.add_census(rows)
         else:
             why = program.census_possible(self.prep.facts, self.prep.options)
-            entry = census.not_run(why) if why else census.run(self.bpf)
+            entry = census.not_run(why) if why else census.run(self.bpf, census_scope(self.cfg, self.pids))
         if entry["status"] == "done":     # the iterator's window, on the run's clock
             entry.update(started_ns=entry["started_ns"] - self.t0, ended_ns=entry["ended_ns"] - self.t0)
         return entry
@@ -305,13 +310,13 @@ class Recording:
                        self.misses_not_ours)
 
     def _record(self) -> str:
-        start_slab = slab_rows(0, self.prep.aliases)
         self.t0 = time.monotonic_ns()
         self._set_enabled(1)
         self.stop.recording = True
         self.writer = RecordingWriter(self.cfg.output, self.t0, raw_pointers=self.cfg.raw_pointers,
                                       dtype=self.dtype)
-        self.writer.add_user_rows(start_slab)
+        # the first slab sample once recording: every change after it is in the trace
+        self.writer.add_user_rows(slab_rows(time.monotonic_ns() - self.t0, self.prep.aliases))
         self.stop.marks.t0_ns = self.t0
         try:
             marks.publish(self.cfg.output)

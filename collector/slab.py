@@ -87,6 +87,38 @@ def counts(cache: str, sys_slab: str = SYS_SLAB) -> Dict[str, Optional[int]]:
     return out
 
 
+def cpu_partial_slabs(cache: str, sys_slab: str = SYS_SLAB) -> Optional[int]:
+    """Slabs on the CPUs' partial lists of a cache (the count in
+    parentheses of /sys/kernel/slab/NAME/slabs_cpu_partial, summed over the
+    online CPUs: 6.12 mm/slub.c slabs_cpu_partial_show()); with one active
+    slab per CPU, their free objects are the ones /proc/slabinfo counts as
+    active. (``cpu_slabs`` would not do: it skips a CPU's partial list when
+    the CPU has no active slab.) None where absent."""
+    try:
+        with open(os.path.join(sys_slab, cache, "slabs_cpu_partial")) as f:
+            first = f.read().split()[0]
+        return int(first[first.index("(") + 1:first.index(")")])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def topology() -> Dict[str, Optional[int]]:
+    """CPUs and NUMA nodes online (bounds on the per-CPU and per-node
+    caches of free objects); None where unreadable."""
+    def count(path):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            return None
+        n = 0
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            n += int(hi or lo) - int(lo) + 1
+        return n
+    return {"cpus": count("/sys/devices/system/cpu/online"), "nodes": count("/sys/devices/system/node/online")}
+
+
 def kfence(sys_module: str = "/sys/module/kfence", config_dir: str = "/boot") -> Dict[str, object]:
     """KFENCE serves some slab allocations from its own pool, which
     /proc/slabinfo does not count (mm/kfence): whether it samples here, and

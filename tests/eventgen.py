@@ -49,9 +49,12 @@ from anonscope.collector.events import KINDS
 #: As on the project's 6.18 host (/sys/kernel/slab): anon_vma's free pointer
 #: is outside the object (SLAB_TYPESAFE_BY_RCU with a constructor), the VMA
 #: cache is SLAB_HWCACHE_ALIGN.
-SIZES = {"anon_vma": {"btf_size": 96, "slab_size": 104, "object_size": 96, "align": 8},
-         "anon_vma_chain": {"btf_size": 64, "slab_size": 64, "object_size": 64, "align": 8},
-         "vm_area_struct": {"btf_size": 192, "slab_size": 192, "object_size": 192, "align": 64}}
+SIZES = {"anon_vma": {"btf_size": 96, "slab_size": 104, "object_size": 96, "align": 8,
+                      "objs_per_slab": 39, "sheaf_capacity": 0},
+         "anon_vma_chain": {"btf_size": 64, "slab_size": 64, "object_size": 64, "align": 8,
+                            "objs_per_slab": 64, "sheaf_capacity": 0},
+         "vm_area_struct": {"btf_size": 192, "slab_size": 192, "object_size": 192, "align": 64,
+                            "objs_per_slab": 21, "sheaf_capacity": 32}}
 
 
 @dataclass(eq=False)
@@ -494,16 +497,18 @@ class Gen:
                    anon_vma_id=None if av.pre else av.id, **self._ctx(pid))
         return n
 
-    def slab_sample(self, baseline=None, alias_objects=0):
+    def slab_sample(self, baseline=None, alias_objects=0, cpu_partial=None):
         """slab rows: active = simulated live objects + baseline; the AVC cache
-        has 2 aliases and ``alias_objects`` of their objects."""
+        has 2 aliases and ``alias_objects`` of their objects; ``cpu_partial``:
+        {cache: slabs on the CPUs' partial lists} (v6)."""
         baseline = baseline or {}
+        cpu_partial = cpu_partial or {}
         for obj in S.OBJECTS:
             aliases = 2 if obj == "anon_vma_chain" else 0
             active = self.live[obj] + baseline.get(obj, 0) + (alias_objects if aliases else 0)
             self._emit(event="slab", cpu=-1, slab_cache=obj, slab_active=active,
                        slab_total=active + 10, slab_objsize=SIZES[obj]["slab_size"],
-                       slab_aliases=aliases)
+                       slab_aliases=aliases, slab_cpu_partial=cpu_partial.get(obj))
         sample = [r for r in self.rows[-len(S.OBJECTS):] if r["event"] == "slab"]
         for r in sample:                # one sample, one time (collector/session.py slab_rows)
             r["ts_ns"] = sample[0]["ts_ns"]
@@ -533,6 +538,8 @@ class Gen:
             "alias_frees_skipped": 0,
             "slab_aliases": {"anon_vma_chain": ["fs_cache", "eventpoll_pwq"]},
             "classification": {},
+            "kfence": {"enabled": False, "num_objects": None},
+            "topology": {"cpus": 2, "nodes": 1},
             "raw_pointers": False,
         }
         if self.census_meta is not None:

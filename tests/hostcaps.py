@@ -82,3 +82,10 @@ def fentry() -> Optional[str]:
 def systemd_analyze() -> Optional[str]:
     """systemd-analyze verify checks unit files without a running systemd."""
     return None if shutil.which("systemd-analyze") else "systemd-analyze not installed (scripts/setup installs systemd)"
+
+
+def emulated() -> bool:
+    """Inside a scripts/vm-test guest: software emulation (TCG), 10-20x
+    slower than the host, so the collector's loop takes longer to notice a
+    deadline."""
+    return bool(os.environ.get("ANONSCOPE_VM"))

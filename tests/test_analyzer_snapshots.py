@@ -196,8 +196,11 @@ def test_slabinfo_beside_eager(tmp_path):
         g.prerun_vma(1)
     g.census()
     g.faults(1, 2)
-    g.slab_sample(baseline={"anon_vma": 7})              # 7 free objects in per-CPU slabs
-    g.slab_sample(baseline={"anon_vma": -1})             # one fewer than eager holds
+    cpu = {"anon_vma": 1, "vm_area_struct": 1}           # one partial slab on the CPUs' lists
+    g.slab_sample(baseline={"anon_vma": 7}, cpu_partial=cpu)     # 7 free objects in a CPU's slab
+    g.slab_sample(baseline={"anon_vma": -1}, cpu_partial=cpu)    # one fewer than eager holds
+    # more free than 2 CPU slabs, the partial one and the sheaves hold: 3 x 21 + (2 x 2 + 10) x 32 = 511
+    g.slab_sample(baseline={"vm_area_struct": 512}, cpu_partial=cpu)
     g.fault(1)
     g.slab_sample()                                       # read after the last recorded row: not judged
     rep = build(g, tmp_path, target={"mode": "system", "command": None, "pid": None, "comm": None})
@@ -206,10 +209,16 @@ def test_slabinfo_beside_eager(tmp_path):
     assert first["comparable"] is True
     assert first["anon_vma"] == {"active_objs": 5 + 7, "aliases": 0, "eager_live": 5,
                                  "slabinfo_minus_eager": 7, "consistent": True, "allowed_below": 0,
+                                 "allowed_above": (2 + 1) * 39, "census_missed_at_least": None,
                                  "not_judged": None}
+    assert first["vm_area_struct"]["allowed_above"] == (2 + 1) * 21 + (2 * 2 + 10 * 1) * 32
     assert first["anon_vma_chain"]["slabinfo_minus_eager"] == 0 and first["anon_vma_chain"]["aliases"] == 2
     assert second["anon_vma"]["consistent"] is False
-    assert slabs[2]["slabinfo"]["anon_vma"]["not_judged"] == "read after recording stopped"
+    assert slabs[2]["slabinfo"]["vm_area_struct"]["consistent"] is False
+    assert slabs[2]["slabinfo"]["vm_area_struct"]["census_missed_at_least"] == 1
+    assert any("vm_area_struct at slab-3" in w and "at least 1 objects eager does not count" in w
+               for w in rep["warnings"])
+    assert slabs[3]["slabinfo"]["anon_vma"]["not_judged"] == "read after recording stopped"
     assert any("anon_vma at slab-2: /proc/slabinfo counts 4 active, eager 5 live" in w for w in rep["warnings"])
 
 
@@ -234,3 +243,19 @@ def test_census_saving_ends_at_the_first_fork(tmp_path):
     assert counts(after, "lazy")["anon_vma"] == N and counts(after, "lazy")["anon_vma_chain"] == 2 * N
     assert after["designs"]["lazy"]["anon_vma"]["live_range"][0] == N
     assert counts(before, "nofork")["anon_vma"] == N == before["designs"]["nofork"]["anon_vma"]["live_range"][0]
+
+
+def test_processes_the_census_did_not_visit(tmp_path):
+    """Metadata census.unvisited (v6): a process with an address space the
+    iterator did not visit (this host's pid 1): eager's count before the
+    run leaves its objects out; the high end is unknown, and a warning names it."""
+    g = Gen(fprobes=True)
+    g.process(1, "p")
+    g.prerun_vma(1)
+    g.census()
+    g.census_meta["unvisited"] = {"count": 1, "processes": [{"pid": 7, "comm": "agent", "rss_anon_kb": 3136}]}
+    g.mark("m")
+    rep = build(g, tmp_path, target={"mode": "system", "command": None, "pid": None, "comm": None})
+    av = snapshot(rep, "m")["designs"]["eager"]["anon_vma"]
+    assert av["live"] == 1 and av["live_range"] == [1, None]
+    assert any("did not visit 1 process(es)" in w and "pid 7 agent (3136 KB anon)" in w for w in rep["warnings"])

@@ -213,7 +213,9 @@ def test_one_window_and_duration_from_attach(tmp_path, workload):
         churn.wait()
     assert p.returncode == 0, p.stderr
     meta = metadata(out)
-    assert 2.0 <= meta["duration_s"] <= max(3.0, meta["census"]["seconds"] + 1.0), meta["census"]
+    # one loop iteration late at most: 1 s here, 4 s under emulation (scripts/vm-test)
+    late = 4.0 if hostcaps.emulated() else 1.0
+    assert 2.0 <= meta["duration_s"] <= max(2.0 + late, meta["census"]["seconds"] + late), meta["census"]
     df = pq.read_table(out, columns=["ts_ns", "event", "cpu"]).to_pandas()
     kernel = df[df.cpu >= 0]
     assert len(kernel[kernel.event == "free"]) > 0

@@ -19,7 +19,7 @@ import pytest
 import hostcaps
 from anonscope.analyzer import load, report
 
-from test_integration_collect import ANONCOLLECT, metadata, workload  # noqa: F401 (fixture)
+from test_integration_collect import ANONCOLLECT, metadata, start_recording, workload  # noqa: F401 (fixture)
 
 SKIP = hostcaps.integration()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
@@ -135,3 +135,38 @@ def test_boot_unit_commands_record_and_mark_after_boot(tmp_path):
     snap = next(s for s in rep["snapshots"] if s["label"] == "after-boot")
     # asked for before recording started: at its start
     assert snap["source"] == "mark" and snap["ts_ns"] == 0
+
+
+def test_slabinfo_beside_eager_on_a_real_recording(tmp_path, workload):  # noqa: F811
+    """System-wide with a census: at every slab sample taken while
+    recording, /proc/slabinfo's active anon_vmas and VMAs are eager's live
+    count plus at most the free slots of the CPUs' slabs and sheaves, and
+    never fewer beyond the churn (S6): both sides of the check hold on a
+    real kernel, the count the census and the trace give is the kernel's."""
+    out = tmp_path / "slab.parquet"
+    proc, _ = start_recording(out, "-q", "--duration", "4", "--slab-interval", "0.5")
+    subprocess.run([str(workload), "-n", "30", "-s", "5", "-m", "3", "-f", "4", "-t"], check=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    rep = report.build(load.load(str(out)))
+    unvisited = metadata(out)["census"]["unvisited"]
+    judged = 0
+    for snap in rep["snapshots"]:
+        s = snap.get("slabinfo")
+        if not s:
+            continue
+        assert s["comparable"] is True
+        for obj in ("anon_vma", "vm_area_struct"):
+            c = s[obj]
+            assert c["allowed_above"] is not None and c["consistent"] is not None or c["not_judged"]
+            if c["consistent"] is None:
+                continue
+            judged += 1
+            # never below beyond the churn; above beyond the free slots only by
+            # what the census did not see, which it then says (this host's pid 1)
+            assert c["slabinfo_minus_eager"] >= -c["allowed_below"], (snap["label"], obj, c)
+            if c["census_missed_at_least"] is not None:
+                assert unvisited["count"] > 0, (snap["label"], obj, c)
+    assert judged >= 2 * 6, rep["snapshots"]
+    if unvisited["count"]:
+        assert any("census did not visit" in w for w in rep["warnings"])
