@@ -104,6 +104,13 @@ def test_mark_snapshot_follows_the_shape(tmp_path, workload):  # noqa: F811
     # both marks are the same held moment
     for design in expected:
         assert live(1, design, "anon_vma", "mark-1") == live(1, design, "anon_vma")
+    # and the Markdown's cover-letter table at that mark prints them
+    from anonscope.analyzer import render
+    md = render.render(reps[1], "markdown", "apps")
+    d = snaps[1]["apps"]["designs"]
+    assert "snapshot `apps` (mark" in md
+    row = f"| anon_vma | {d['eager']['anon_vma']['kb']:.1f} | {d['lazy']['anon_vma']['kb']:.1f} "
+    assert row in md
 
 
 def test_boot_unit_commands_record_and_mark_after_boot(tmp_path):
@@ -170,3 +177,48 @@ def test_slabinfo_beside_eager_on_a_real_recording(tmp_path, workload):  # noqa:
     assert judged >= 2 * 6, rep["snapshots"]
     if unvisited["count"]:
         assert any("census did not visit" in w for w in rep["warnings"])
+
+
+def record_prerun_tree(tmp_path, binary, name, n, k):
+    """The held tree made before recording (`-p` of its parent: the census
+    sees it), marked, released; (path, VMAs of the tree by /proc)."""
+    tree = subprocess.Popen([str(binary), "-n", str(n), "-t", "-f", str(F), "-k", str(k), "-H"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    out = tmp_path / f"{name}.parquet"
+    coll = None
+    try:
+        assert wait_line(tree.stdout, 120).strip() == "ready"
+        vmas = sum(maps_vmas(p) for p in [tree.pid] + children(tree.pid))
+        coll, _ = start_recording(out, "-p", str(tree.pid))
+        time.sleep(0.5)
+        os.kill(coll.pid, signal.SIGUSR1)
+        time.sleep(1.0)
+        coll.send_signal(signal.SIGINT)
+        _, err = coll.communicate(timeout=120)
+        assert coll.returncode == 0, err
+    finally:
+        tree.communicate("\n", timeout=60)
+        if coll is not None and coll.poll() is None:
+            coll.kill()
+    return out, vmas
+
+
+def test_census_gives_the_same_live_counts_as_the_trace(tmp_path, workload):  # noqa: F811
+    """The same held tree recorded twice: made in the run (`-- CMD`, every
+    object traced) and made before it (`-p`, its objects from the census).
+    At the mark eager's live counts agree exactly; the lazy and
+    nofork_clone ranges of the census run contain the values the traced
+    run gives (where the tree's history is known)."""
+    traced, _ = record_held(tmp_path, workload, "traced", N, K)
+    census_run, vmas = record_prerun_tree(tmp_path, workload, "census", N, K)
+    t = {s["label"]: s for s in report.build(load.load(str(traced)))["snapshots"]}["apps"]["designs"]
+    rep = report.build(load.load(str(census_run)))
+    assert metadata(census_run)["census"]["status"] == "done"
+    c = {s["label"]: s for s in rep["snapshots"]}["mark-1"]["designs"]
+    for obj in ("anon_vma", "anon_vma_chain", "vm_area_struct"):
+        assert c["eager"][obj]["live"] == t["eager"][obj]["live"], obj
+    assert c["eager"]["vm_area_struct"]["live"] == vmas
+    for design in ("lazy", "nofork_clone"):
+        for obj in ("anon_vma", "anon_vma_chain"):
+            lo, hi = c[design][obj]["live_range"]
+            assert lo <= t[design][obj]["live"] <= (hi if hi is not None else float("inf")), (design, obj)
