@@ -288,8 +288,10 @@ def hidden_free(meta, obj, cpu_partial):
     topo = meta.get("topology") if isinstance(meta.get("topology"), dict) else {}
     per_slab, sheaf = size.get("objs_per_slab"), size.get("sheaf_capacity")
     cpus, nodes = topo.get("cpus"), topo.get("nodes")
-    if cpu_partial is None or not per_slab or sheaf is None or not cpus or not nodes:
+    if cpu_partial is None or not per_slab or not cpus or not nodes:
         return None
+    # no sheaf_capacity file: a SLUB before sheaves (6.18 added them with it)
+    sheaf = sheaf or 0
     return (cpus + cpu_partial) * per_slab + (2 * cpus + MAX_FULL_SHEAVES * nodes) * sheaf
 
 

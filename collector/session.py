@@ -364,13 +364,18 @@ class Recording:
         next_tick = start + TICK_S
         next_slab = start + cfg.slab_interval
         next_commit = start + COMMIT_S
+        deadline = None if cfg.duration is None else self.t0 / 1e9 + cfg.duration   # monotonic s
         while self.stop_reason is None:
             time.sleep(LOOP_S)
             now = time.monotonic()
             if self.stop.reason:
                 self.stop_reason = self.stop.reason
+            if deadline is not None and now >= deadline:
+                self.stop_reason = self.stop_reason or "duration"
+                break      # the window ends now: what is left is drained after disable
+            left = float("inf") if deadline is None else deadline - now
             if now >= next_decode:
-                self._decode(budget_s=DECODE_BUDGET_S)
+                self._decode(budget_s=min(DECODE_BUDGET_S, left))
                 next_decode = now + DECODE_EVERY_S
             if now >= next_tick:
                 self.writer.add_user_rows(self._lost_rows(time.monotonic_ns() - self.t0))
@@ -382,7 +387,7 @@ class Recording:
                 next_slab = now + cfg.slab_interval
             if self._take_marks():
                 next_commit = now     # a mark reaches the disk at once
-            if now >= next_commit:
+            if now >= next_commit and left > COMMIT_S / 4:   # not just before the end: the close writes
                 self.lost = self._lost_totals()
                 self.writer.commit(self._metadata(time.monotonic_ns() - self.t0, final=False))
                 next_commit = now + COMMIT_S
@@ -392,9 +397,6 @@ class Recording:
                     self.exit_status = status
                     if self.stop_reason is None:
                         self.stop_reason = self.stop.reason or "command-exited"
-            elapsed_s = (time.monotonic_ns() - self.t0) / 1e9
-            if cfg.duration is not None and elapsed_s >= cfg.duration and self.stop_reason is None:
-                self.stop_reason = "duration"
             if cfg.max_mb is not None and self.writer.segments.bytes >= cfg.max_mb * 2 ** 20 \
                     and self.stop_reason is None:
                 self.stop_reason = "size-limit"

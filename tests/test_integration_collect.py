@@ -205,7 +205,7 @@ def start_recording(out, *args):
     proc = subprocess.Popen(ANONCOLLECT + ["-o", str(out), *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     partial = Path(str(out) + ".partial")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300       # the compile: minutes under TCG
     while not partial.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert partial.exists(), proc.stderr.read() if proc.poll() is not None else "collector did not start"

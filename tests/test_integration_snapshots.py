@@ -81,8 +81,10 @@ def test_mark_snapshot_follows_the_shape(tmp_path, workload):  # noqa: F811
         return snaps[i][label]["designs"][design][obj]["live"]
 
     # VMAs: eager at the mark is what /proc lists for the held tree
-    assert live(0, "eager", "vm_area_struct") == base_vmas
-    assert live(1, "eager", "vm_area_struct") == shaped_vmas
+    for i, vmas in ((0, base_vmas), (1, shaped_vmas)):
+        o = reps[i]["objects"]["vm_area_struct"]
+        assert live(i, "eager", "vm_area_struct") == vmas, (o["allocated"], o["freed_by_path"],
+                                                             o["freed_preexisting"], o["unmatched_frees"])
 
     def diff(design, obj):
         return live(1, design, obj) - live(0, design, obj)
@@ -165,7 +167,8 @@ def test_slabinfo_beside_eager_on_a_real_recording(tmp_path, workload):  # noqa:
         assert s["comparable"] is True
         for obj in ("anon_vma", "vm_area_struct"):
             c = s[obj]
-            assert c["allowed_above"] is not None and c["consistent"] is not None or c["not_judged"]
+            assert c["allowed_above"] is not None and c["consistent"] is not None or c["not_judged"], \
+                (snap["label"], obj, c)
             if c["consistent"] is None:
                 continue
             judged += 1
