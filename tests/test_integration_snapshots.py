@@ -177,7 +177,14 @@ def test_slabinfo_beside_eager_on_a_real_recording(tmp_path, workload):  # noqa:
             assert c["slabinfo_minus_eager"] >= -c["allowed_below"], (snap["label"], obj, c)
             if c["census_missed_at_least"] is not None:
                 assert unvisited["count"] > 0, (snap["label"], obj, c)
-    assert judged >= 2 * 6, rep["snapshots"]
+    kfence = metadata(out)["kfence"]
+    if kfence["enabled"] and kfence["num_objects"] is None:
+        # KFENCE samples here and its pool size is unknown (no /boot/config-*,
+        # as in the scripts/vm-test guests): below-side slack unknown, not judged
+        assert all(s["slabinfo"][o]["not_judged"] in ("KFENCE pool size unknown", "read after recording stopped")
+                   for s in rep["snapshots"] if s.get("slabinfo") for o in ("anon_vma", "vm_area_struct"))
+    else:
+        assert judged >= 2 * 6, rep["snapshots"]
     if unvisited["count"]:
         assert any("census did not visit" in w for w in rep["warnings"])
 
