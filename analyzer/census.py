@@ -112,6 +112,7 @@ class Candidates:
         self.inherited = inh_cand
         lazy = root_cand | inh_cand
         self.masks = {"lazy": lazy, "nofork": root_cand & leaf, "nofork_clone": lazy & leaf}
+        self._by = {}
 
     def saved(self, design):
         """(saved anon_vma mask over the anon_vma rows, saved AVC mask over
@@ -122,10 +123,12 @@ class Candidates:
         return (n_cand > 0) & (n_cand == self.active), cand
 
     def by_process(self, design):
-        """{object: pd.Series {tgid: saved count}} (upper bounds)."""
-        av, avc = self.saved(design)
-        return {"anon_vma": pd.Series(av.astype(np.int64)).groupby(self.av_tgid).sum(),
-                "anon_vma_chain": pd.Series(avc.astype(np.int64)).groupby(self.tgid).sum()}
+        """{object: pd.Series {tgid: saved count}} (upper bounds), computed once."""
+        if design not in self._by:
+            av, avc = self.saved(design)
+            self._by[design] = {"anon_vma": pd.Series(av.astype(np.int64)).groupby(self.av_tgid).sum(),
+                                "anon_vma_chain": pd.Series(avc.astype(np.int64)).groupby(self.tgid).sum()}
+        return self._by[design]
 
     def shared_anon_vmas(self):
         """VMAs beyond the first pointing at one anon_vma: each may get an

@@ -83,6 +83,7 @@ class BeforeRun:
                            "vm_area_struct": self.meta.get("vmas")}
         self.run = run
         self.rp = rp
+        self._ts, self._churn = {}, {}       # per object: row times, census churn (computed once)
         self.prefree = {obj: np.sort(rp.ob.pos[rp.frees(obj)][rp.ob.preexisting[rp.frees(obj)]])
                         for obj in OBJECTS}
         self.cands = census.candidates(rec) if done else None
@@ -93,12 +94,24 @@ class BeforeRun:
     def _prefreed(self, obj, pos):
         return np.searchsorted(self.prefree[obj], np.asarray(pos, dtype=np.int64), side="right")
 
+    def rows_between(self, obj, t0, t1):
+        """Object rows of ``obj`` with t0 <= ts_ns <= t1 (rows are in replay order)."""
+        if obj not in self._ts:
+            self._ts[obj] = self.rp.ob.ts_ns[self.rp.rows(obj)]
+        ts = self._ts[obj]
+        return int(np.searchsorted(ts, t1, side="right") - np.searchsorted(ts, t0, side="left"))
+
     def churn(self, obj):
         """Object rows while the census ran (metadata census started_ns to
         ended_ns, v6; else its first to last row): each may or may not be in it."""
+        if obj not in self._churn:
+            self._churn[obj] = self._count_churn(obj)
+        return self._churn[obj]
+
+    def _count_churn(self, obj):
         t0, t1 = self.meta.get("started_ns"), self.meta.get("ended_ns")
         if isinstance(t0, int) and isinstance(t1, int):
-            return _rows_between(self.rp, obj, t0, t1)
+            return self.rows_between(obj, t0, t1)
         if self.census_pos is None:
             return 0
         p = self.rp.ob.pos[self.rp.rows(obj)]
@@ -295,12 +308,6 @@ def hidden_free(meta, obj, cpu_partial):
     return (cpus + cpu_partial) * per_slab + (2 * cpus + MAX_FULL_SHEAVES * nodes) * sheaf
 
 
-def _rows_between(rp, obj, t0, t1):
-    """Object rows of ``obj`` with t0 <= ts_ns <= t1."""
-    ts = rp.ob.ts_ns[rp.rows(obj)]
-    return int(np.searchsorted(ts, t1, side="right") - np.searchsorted(ts, t0, side="left"))
-
-
 def slabinfo_check(rp, ts, sample, eager, before, lost):
     """Eager beside /proc/slabinfo's active objects at one sample (S6).
     ``lost``: object events lost in the run (each may move eager by one)."""
@@ -318,7 +325,7 @@ def slabinfo_check(rp, ts, sample, eager, before, lost):
         diff = None if ev is None else active - ev
         per_slab = (sizes.get(obj) or {}).get("objs_per_slab") or 1
         approx = total / per_slab > MAX_PARTIAL_TO_SCAN
-        churn = before.churn(obj) + lost + _rows_between(rp, obj, ts, ts + took)
+        churn = before.churn(obj) + lost + before.rows_between(obj, ts, ts + took)
         slack = None if kfence is None else churn + kfence
         hidden = hidden_free(meta, obj, cpu) if aliases <= 0 else None
         above = None if hidden is None else hidden + churn

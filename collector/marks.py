@@ -13,6 +13,7 @@ output and mark directory: :func:`publish`), so that ``anoncollect mark``
 finds it; the entry goes when the run ends.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -95,17 +96,9 @@ class Marks:
             except (OSError, ValueError, KeyError, MarkError):
                 continue   # a request torn by a crash of the sender: `send` reported it
             finally:
-                with _ignore_missing():
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
         return out
-
-
-class _ignore_missing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, typ, _value, _tb):
-        return typ is not None and issubclass(typ, FileNotFoundError)
 
 
 def publish(output: str) -> None:
@@ -120,7 +113,7 @@ def publish(output: str) -> None:
 
 def withdraw() -> None:
     pid = os.getpid()
-    with _ignore_missing():
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(_entry(pid))
     shutil.rmtree(_mark_dir(pid), ignore_errors=True)
 
