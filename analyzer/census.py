@@ -30,8 +30,8 @@ columns are null and C2/C3 are not computed.
 import numpy as np
 import pandas as pd
 
-from .objlookup import stats
 from .eager import saved_pct
+from .objlookup import stats
 
 SECTION = "docs/models.md#census"
 FIDELITY = ("counts: exact for the lists the iterator read (under each mm's mmap read lock, without anon_vma "

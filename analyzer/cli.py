@@ -14,8 +14,7 @@ os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 import click  # noqa: E402
 
 from . import render
-from .errors import (EXIT_INTERNAL, EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_OUTPUT,
-                     EXIT_UNREADABLE, AnalyzerError)
+from .errors import EXIT_INTERNAL, EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_OUTPUT, EXIT_UNREADABLE, AnalyzerError
 
 EPILOG = f"""\b
 Exit codes:
@@ -77,7 +76,8 @@ def report(path, fmt, output, at):
     keep_freed_memory()
     if fmt is None:
         fmt = render.SUFFIX_FORMAT.get(os.path.splitext(output or "")[1].lower(), "text")
-    from . import load, report as report_mod
+    from . import load
+    from . import report as report_mod
     try:
         rec = load.load(path)
         data = report_mod.build(rec)
@@ -102,6 +102,7 @@ def report(path, fmt, output, at):
 
 
 from .simulate import simulate as _simulate  # noqa: E402  (built-in scenarios, docs/models.md#walks)
+
 main.add_command(_simulate)
 
 

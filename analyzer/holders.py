@@ -175,6 +175,7 @@ def _outliving(rec, forks):
     alive = np.isnan(ends)
     age_at_end = rec.end_ts_ns - forks["ts_ns"].to_numpy()
     return {"children": int(len(forks)),
-            "outlived_fork_by_60s": int(((~alive) & (life > OUTLIVE_NS)).sum() + (alive & (age_at_end > OUTLIVE_NS)).sum()),
+            "outlived_fork_by_60s": int(((~alive) & (life > OUTLIVE_NS)).sum()
+                                        + (alive & (age_at_end > OUTLIVE_NS)).sum()),
             "exited_within_60s": int(((~alive) & (life <= OUTLIVE_NS)).sum()),
             "alive_at_end_younger_than_60s": int((alive & (age_at_end <= OUTLIVE_NS)).sum())}

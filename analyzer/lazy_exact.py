@@ -31,8 +31,8 @@ from . import live
 from .eager import RMAP_OBJECTS, rmap_allocs, saved_pct
 from .lazy import NOT_MODELLED, _next_in_group, vma_growth
 from .live import NEVER
-from .objlookup import stats
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
+from .objlookup import stats
 
 SECTION = "docs/models.md#lazy-exact"
 COSTS = "docs/models.md#lazy-costs"
@@ -113,7 +113,6 @@ class VmaReplay:
         # gives a VM_WIPEONFORK copy no anon_vma; the pieces it copies with
         # anon_vma_fork() are the sources of that fork's clone_fork AVCs), and
         # the first mremap of a piece (U2)
-        forks = rp.tree.forks
         fork_at = np.where(capable, self._first_copy(rp, src, nv), NEVER)
         mre = kind == MREMAP_COPY
         moved = self.src_index[mre]
@@ -333,8 +332,8 @@ def file_vmas(rp, x, kept, up, is_av):
         out["file_vmas_eager"] = None
     else:
         y = VmaReplay(rp, file_eager=True)
-        n_un = {o: int(m.sum()) for o, m in (("anon_vma", rp.ob.object[y.unattributed] == OBJECT_CODE["anon_vma"]),
-                                             ("anon_vma_chain", rp.ob.object[y.unattributed] != OBJECT_CODE["anon_vma"]))}
+        is_av = rp.ob.object[y.unattributed] == OBJECT_CODE["anon_vma"]
+        n_un = {"anon_vma": int(is_av.sum()), "anon_vma_chain": int((~is_av).sum())}
         kept_y = ~y.deferred | y.upgraded
         out["file_vmas_eager"] = {o: int((kept_y & sel).sum()) + n_un[o]
                                   for o, sel in (("anon_vma", y.is_av), ("anon_vma_chain", ~y.is_av))}

@@ -27,8 +27,7 @@ import pyarrow.compute as pc
 from anonscope.collector import schema as S
 
 from . import files
-from .errors import (EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_UNREADABLE,
-                     AnalyzerError)
+from .errors import EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_UNREADABLE, AnalyzerError
 
 #: Metadata keys (without the prefix) the report cannot do without.
 REQUIRED_METADATA = ("schema_version", "kernel_release", "arch", "backend",
@@ -205,7 +204,7 @@ def read_metadata(src):
             meta[name] = json.loads(value.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise AnalyzerError(
-                f"metadata key {key} is not valid JSON ({exc})", EXIT_NOT_A_RUN)
+                f"metadata key {key} is not valid JSON ({exc})", EXIT_NOT_A_RUN) from exc
     if "schema_version" not in meta:
         raise AnalyzerError(
             "not an anonscope recording: no anonscope.schema_version metadata",
@@ -336,7 +335,7 @@ def load(path):
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise AnalyzerError(f"{path}: cannot read the data (truncated or corrupt?): "
-                            f"{_one_line(exc)}", EXIT_UNREADABLE)
+                            f"{_one_line(exc)}", EXIT_UNREADABLE) from exc
     rec.segmented = src.segmented
     rec.gaps = list(src.gaps)
     events = meta.get("events")
@@ -388,6 +387,20 @@ def _numpy(col, fill, dtype):
         col = pc.fill_null(col, fill)
     return col.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
 
+
+
+def _put(arrays, name, dst, sel, values):
+    """Store a batch's object-row values (``sel``: which rows are object rows,
+    None for all) into the slice ``dst`` of the column ``name``."""
+    arrays[name][dst] = values if sel is None else values[sel]
+
+
+def _file_rows(pos, order, kept_rows):
+    """File row numbers of replay positions ``pos`` (``order``: position ->
+    kept row, None when in order; ``kept_rows``: kept row -> file row, None
+    when every row is kept)."""
+    r = pos if order is None else order[pos]
+    return r if kept_rows is None else kept_rows[r]
 
 def _read(pf, path, meta):
     """One pass over the row groups of ``pf`` (a files.RecordingFiles): the object rows' columns are appended,
@@ -456,15 +469,13 @@ def _read(pf, path, meta):
             every = m == n
             dst = slice(n_obj, n_obj + m)
 
-            def put(name, values):
-                arrays[name][dst] = values if every else values[is_obj]
-
-            put("is_alloc", ev == alloc_code)
+            sel = None if every else is_obj
+            _put(arrays, "is_alloc", dst, sel, ev == alloc_code)
             for c, fill in int_cols.items():
-                put(c, _numpy(batch.column(ix(c)), fill, arrays[c].dtype))
-            put("preexisting", _numpy(batch.column(ix("preexisting")), False, bool))
+                _put(arrays, c, dst, sel, _numpy(batch.column(ix(c)), fill, arrays[c].dtype))
+            _put(arrays, "preexisting", dst, sel, _numpy(batch.column(ix("preexisting")), False, bool))
             for c, cc in codes.items():
-                put(c, cc.codes(batch.column(ix(c)), arrays[c].dtype))
+                _put(arrays, c, dst, sel, cc.codes(batch.column(ix(c)), arrays[c].dtype))
             n_obj += m
         if m < n:
             # the few other rows: one filter of the batch, then split by kind
@@ -500,16 +511,12 @@ def _read(pf, path, meta):
         order = np.argsort(kts, kind="stable")    # pos -> kept row
         korder = kkind[order]
 
-    def file_rows(pos):
-        r = pos if order is None else order[pos]
-        return r if keep_all else kept_rows[r]
-
     small = {}                                    # kind -> (positions, file rows)
     other = np.flatnonzero(korder > 0)            # the few rows of the other kinds
     okind = korder[other]
     for code, kname in enumerate(kinds[1:], start=1):
         pos = other[okind == code]
-        small[kname] = (pos, file_rows(pos))
+        small[kname] = (pos, _file_rows(pos, order, kept_rows))
     del other, okind
     obj_pos = np.flatnonzero(korder == 0)
     obj_ts = kts[obj_pos] if order is None else None

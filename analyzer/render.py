@@ -463,6 +463,11 @@ def _locks_text(lk):
     return out
 
 
+def _lock_owner(e):
+    """Who made a heavily waited root anon_vma: its owner, or the run's start."""
+    return f"{e['owner_comm']} {e['owner_tgid']}" if e["in_run"] else "from before the run"
+
+
 def _locks_markdown(lk):
     out = ["Waits for anon_vma root rwsems (`lock:contention_begin`/`_end`, docs/models.md#locks):"]
     if lk["status"] in ("not available", "not recorded", "no waits"):
@@ -481,7 +486,7 @@ def _locks_markdown(lk):
     if top:
         out.append("")
         out.append("Heaviest roots: " + "; ".join(
-            f"{e['lock_id']} ({e['owner_comm'] + ' ' + str(e['owner_tgid']) if e['in_run'] else 'from before the run'}) "
+            f"{e['lock_id']} ({_lock_owner(e)}) "
             f"{e['waits']} waits, {ns(e['total_wait_ns'])}" for e in top) + ".")
     return out
 

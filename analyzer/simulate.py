@@ -11,7 +11,7 @@ import click
 
 from .aspace import SimError, Space
 from .errors import EXIT_INTERNAL, EXIT_OUTPUT
-from .rmapsim import AV, AVC, CowContext, Eager, Lazy, NoFork
+from .rmapsim import CowContext, Eager, Lazy, NoFork
 
 SEE = "docs/models.md#walks"
 DESIGNS = ("eager", "lazy", "cow_context", "nofork")

@@ -31,11 +31,17 @@ BUILD_LIKE_SOURCE = r"""
 #include <stdlib.h>
 #include <string.h>
 struct item { char name[32]; int weight; struct item *next; };
-static int cmp(const void *a, const void *b) { return (*(const struct item **)a)->weight - (*(const struct item **)b)->weight; }
+static int cmp(const void *a, const void *b) {
+    return (*(const struct item **)a)->weight - (*(const struct item **)b)->weight;
+}
 int main(int argc, char **argv) {
     int n = argc > 1 ? atoi(argv[1]) : 1000;
     struct item **v = calloc(n, sizeof(*v));
-    for (int i = 0; i < n; i++) { v[i] = malloc(sizeof(struct item)); snprintf(v[i]->name, 32, "i%d", i); v[i]->weight = (i * 7919) % n; }
+    for (int i = 0; i < n; i++) {
+        v[i] = malloc(sizeof(struct item));
+        snprintf(v[i]->name, 32, "i%d", i);
+        v[i]->weight = (i * 7919) % n;
+    }
     qsort(v, n, sizeof(*v), cmp);
     printf("%s\n", v[0]->name);
     return 0;

@@ -86,7 +86,8 @@ def _systemctl(*args: str) -> None:
         raise BootError("systemctl not found: this host does not run systemd")
     p = subprocess.run(["systemctl", *args], capture_output=True, text=True)
     if p.returncode != 0:
-        raise BootError(f"systemctl {' '.join(args)}: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}")
+        why = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
+        raise BootError(f"systemctl {' '.join(args)}: {why}")
 
 
 def install(out_dir: str, max_mb: float, unit_dir: str = UNIT_DIR, enable: bool = True) -> List[str]:

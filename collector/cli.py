@@ -105,7 +105,7 @@ def main(duration, output, system_wide, pid, comm, force, slab_interval, buffer_
             click.echo(probes.prepare(cfg, need_kernel=False).source)
             return
         checks.all_arguments(cfg.command, pid, comm, cfg.output, force)
-        from . import session   # numpy, pyarrow: after the checks
+        from . import session  # numpy, pyarrow: after the checks
         summary = session.run(cfg, stop)
     except Interrupted as e:
         click.echo(f"anoncollect: interrupted by {e.name} before recording started; nothing was written",

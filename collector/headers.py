@@ -17,13 +17,12 @@ overlays the two, removed when the process exits.
 """
 
 import atexit
-import re
-import shutil
-import tempfile
-
 import glob
 import os
 import platform
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Optional
 

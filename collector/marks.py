@@ -164,7 +164,7 @@ def send(label: str, pid: Optional[int] = None, wait_s: float = 0.0) -> dict:
         os.replace(path + ".tmp", path)
         os.kill(int(entry["pid"]), NAMED)
     except PermissionError as e:
-        raise MarkError(f"{e.filename or 'the collector'}: permission denied (run as root, as the collector)")
+        raise MarkError(f"{e.filename or 'the collector'}: permission denied (run as root, as the collector)") from e
     except OSError as e:
-        raise MarkError(f"{e.filename or 'the collector'}: {e.strerror}")
+        raise MarkError(f"{e.filename or 'the collector'}: {e.strerror}") from e
     return entry

@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from . import fprobes, headers, kallsyms, program, slab, sites, tracefs
+from . import fprobes, headers, kallsyms, program, sites, slab, tracefs
 from .btf import BTF, BTFError
 from .config import RunConfig
 from .errors import EXIT_ENVIRONMENT, CollectError
@@ -71,8 +71,9 @@ def choose_backends(cfg: RunConfig, facts: program.KernelFacts, tracing: Optiona
             if facts.arch == "x86_64" and bcc_supports_kfunc():
                 modes.append("fentry")
             else:
+                where = " (arm64)" if facts.arch == "aarch64" else ""
                 notes.append({"name": "fentry/fexit", "attached": False,
-                              "reason": "bcc has no kfunc support here" + (" (arm64)" if facts.arch == "aarch64" else "")})
+                              "reason": "bcc has no kfunc support here" + where})
         if cfg.backend in ("auto", "kprobe"):
             ok, why = fprobes.kprobes_available(tracing)
             if ok:
@@ -104,7 +105,8 @@ def probe_list(facts: program.KernelFacts, cfg: RunConfig) -> List[Dict[str, obj
         {"name": "raw_tracepoint:kmem_cache_free", "attached": True,
          "reason": "object frees; cache from " + ("struct kmem_cache" if facts.kmem_args["KF_CACHE"] >= 0 else
                                                  "its name" if facts.kmem_args["KF_NAME"] >= 0 else
-                                                 "the call site only (kernel < 5.12): pre-run objects typed by call site")},
+                                                 "the call site only (kernel < 5.12): "
+                                                 "pre-run objects typed by call site")},
         {"name": "raw_tracepoint:sched_process_fork", "attached": True, "reason": "fork rows, child pids"},
         {"name": "tracepoint:sched:sched_process_exec", "attached": True, "reason": "exec rows"},
         {"name": "tracepoint:sched:sched_process_exit", "attached": True, "reason": "exit rows"},
@@ -146,7 +148,7 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
     except BTFError as e:
         if need_kernel:
             raise CollectError(f"no usable BTF ({e}): anoncollect reads kernel struct layouts from "
-                               "/sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF=y)", EXIT_ENVIRONMENT)
+                               "/sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF=y)", EXIT_ENVIRONMENT) from e
     if need_kernel and not tracing:
         raise CollectError(tracefs_note, EXIT_ENVIRONMENT)
     aliases = slab.all_aliases()
@@ -160,7 +162,7 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
         try:
             facts = program.KernelFacts.probe(btf, merged, free_names, tracing)
         except (program.LayoutError, BTFError) as e:
-            raise CollectError(f"kernel layout not usable: {e}", EXIT_ENVIRONMENT)
+            raise CollectError(f"kernel layout not usable: {e}", EXIT_ENVIRONMENT) from e
         for cat, ev in (("kmem", "kmem_cache_alloc"), ("kmem", "kmem_cache_free"),
                         ("sched", "sched_process_fork"), ("sched", "sched_process_exec"),
                         ("sched", "sched_process_exit")):
@@ -172,7 +174,7 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
         classifier = sites.Classifier.from_ranges(kallsyms.read_function_ranges(sites.wanted_functions()))
     except kallsyms.KallsymsError as e:
         if need_kernel:
-            raise CollectError(str(e), EXIT_ENVIRONMENT)
+            raise CollectError(str(e), EXIT_ENVIRONMENT) from e
         classifier = sites.placeholder()
     missing = [f for f in sites.REQUIRED if f in classifier.missing]
     if missing and need_kernel:
@@ -187,7 +189,7 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
         try:
             choice = headers.choose()
         except headers.HeadersError as e:
-            raise CollectError(str(e), EXIT_ENVIRONMENT)
+            raise CollectError(str(e), EXIT_ENVIRONMENT) from e
     modes, notes = choose_backends(cfg, facts, tracing)
     prep = Prepared(facts, classifier, opts, "", btf, choice, aliases, probe_list(facts, cfg), modes, notes,
                     host_notes=[tracefs_note] if tracefs_note else [])

@@ -9,7 +9,7 @@ import os
 import platform
 from typing import Dict
 
-from . import slab, sites
+from . import sites, slab
 
 
 def metadata(rec, end_ns: int, final: bool) -> Dict[str, object]:

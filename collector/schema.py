@@ -40,7 +40,8 @@ COLUMNS = {
     "path": (_dict, "alloc/free: which kernel path made or freed the object (docs/schema.md)"),
     "caller": (_dict, "clone_vma and VMA dup: split, merge, mremap or fork when the kernel stack tells"),
     "obj_id": (pa.int64(), "alloc/free: per-run object id; an alloc and its free share it"),
-    "preexisting": (pa.bool_(), "free: the object was allocated before the run started; lock: so was the root anon_vma"),
+    "preexisting": (pa.bool_(), "free: the object was allocated before the run started; lock: so was the root "
+                                "anon_vma"),
     "bytes": (pa.int32(), "alloc: bytes the slab allocator handed out (bytes_alloc)"),
     "owner_pid": (pa.int32(), "alloc: pid of the process the object serves (the child for fork paths)"),
     "owner_tgid": (pa.int32(), "alloc: tgid of that process"),
@@ -49,7 +50,8 @@ COLUMNS = {
     "child_tgid": (pa.int32(), "fork: tgid of the new task (equal to the parent's for a thread)"),
     "shares_mm": (pa.bool_(), "fork: the child shares the parent's mm (thread or vfork): no mm was copied"),
     "group_dead": (pa.bool_(), "exit: the last thread of the process exited"),
-    "lock_id": (pa.int64(), "lock: per-run id of the root anon_vma whose rwsem was waited for (its obj_id if allocated in the run)"),
+    "lock_id": (pa.int64(), "lock: per-run id of the root anon_vma whose rwsem was waited for (its obj_id if "
+                            "allocated in the run)"),
     "wait_ns": (pa.int64(), "lock: nanoseconds from contention_begin to contention_end"),
     "lock_write": (pa.bool_(), "lock: waited to write (down_write) rather than read"),
     "lock_func": (_dict, "lock: the first anon_vma lock taker on the waiter's stack: " + ", ".join(LOCK_FUNCS)),
@@ -83,7 +85,8 @@ COLUMNS = {
     "slab_total": (pa.int64(), "slab: allocated object slots (/proc/slabinfo num_objs)"),
     "slab_objsize": (pa.int32(), "slab: object slot size in bytes"),
     "slab_aliases": (pa.int32(), "slab: number of other caches merged into this one (/sys/kernel/slab/*/aliases)"),
-    "slab_cpu_partial": (pa.int32(), "slab (v6): slabs on the CPUs' partial lists (/sys/kernel/slab/*/slabs_cpu_partial)"),
+    "slab_cpu_partial": (pa.int32(), "slab (v6): slabs on the CPUs' partial lists "
+                                     "(/sys/kernel/slab/*/slabs_cpu_partial)"),
     "lost_source": (_dict, "lost: which source lost events"),
     "count": (pa.int64(), "lost: events lost since the previous lost row of the same source"),
     "mark_label": (_dict32, "mark (v6): the mark's label (mark-N for kill -USR1, else anoncollect mark LABEL)"),
@@ -108,7 +111,8 @@ METADATA = {
     "start_time": "ISO 8601 wall-clock time of ts_ns == 0",
     "end_time": "ISO 8601 wall-clock time the run stopped",
     "duration_s": "seconds between start and stop",
-    "stop_reason": "duration, command-exited, size-limit (v6), SIGINT, SIGTERM, SIGHUP; null in a segment that is not the last",
+    "stop_reason": "duration, command-exited, size-limit (v6), SIGINT, SIGTERM, SIGHUP; null in a segment that is "
+                   "not the last",
     "command_exit_status": "exit status of the recorded command (command mode), else null",
     "events": "rows written (in a segment: rows of the recording up to and including it)",
     "complete": "true in the last segment of a run that finished (and in the joined file); false before",
@@ -119,12 +123,14 @@ METADATA = {
     "slab_aliases": "{cache: [aliases]} merged caches at start, from /sys/kernel/slab",
     "alias_frees_skipped": "frees from merged-cache aliases that were not frees of our objects",
     "prog_misses_by_program": "{program: recursion_misses} of every program the kernel skipped at least once",
-    "prog_misses_not_ours": "skipped runs that cannot have been our events (docs/collector.md), not in lost.prog_misses",
+    "prog_misses_not_ours": "skipped runs that cannot have been our events (docs/collector.md), not in "
+                            "lost.prog_misses",
     "classification": "{function: path} call-site functions found in kallsyms and what they classify as",
     "raw_pointers": "true when obj_id holds raw kernel addresses (--raw-pointers)",
     "headers": "what bcc compiled against",
     "buffer": "ringbuf or perfbuf",
-    "caches_known_at_start": "{object: bool}: frees into that cache were recognised from the start (null: told by name or call site)",
+    "caches_known_at_start": "{object: bool}: frees into that cache were recognised from the start (null: told by "
+                             "name or call site)",
     "python": "Python version of the collector",
     "census": "{status, reason, vma_rows, anon_vma_rows, anon_vmas_linked, vmas, seconds, lost, started_ns, "
               "ended_ns, unvisited}: the task_vma iterator run at start (docs/schema.md#census; the last four: v6)",

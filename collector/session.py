@@ -67,9 +67,9 @@ def slab_rows(ts_ns: int, aliases: Dict[str, List[str]]) -> List[dict]:
     except OSError:
         return []
     took = time.monotonic_ns() - t
-    return [{"ts_ns": ts_ns, "event": "slab", "cpu": -1, "slab_cache": c, "slab_active": l.active,
-             "slab_total": l.total, "slab_objsize": l.objsize, "slab_aliases": len(aliases.get(c, [])),
-             "slab_cpu_partial": slab.cpu_partial_slabs(c), "duration_ns": took} for c, l in sorted(lines.items())]
+    return [{"ts_ns": ts_ns, "event": "slab", "cpu": -1, "slab_cache": c, "slab_active": s.active,
+             "slab_total": s.total, "slab_objsize": s.objsize, "slab_aliases": len(aliases.get(c, [])),
+             "slab_cpu_partial": slab.cpu_partial_slabs(c), "duration_ns": took} for c, s in sorted(lines.items())]
 
 
 class Progress:
@@ -121,7 +121,7 @@ def run(cfg: RunConfig, stop: Stop) -> Summary:
             try:
                 held = HeldCommand(cfg.command)
             except OSError as e:
-                raise CollectError(f"cannot start {cfg.command[0]}: {e.strerror}")
+                raise CollectError(f"cannot start {cfg.command[0]}: {e.strerror}") from e
         try:
             resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         except (ValueError, OSError):
@@ -295,7 +295,7 @@ class Recording:
         try:
             path = self._record()
         except BaseException as e:
-            raise self._failed(e)
+            raise self._failed(e) from e
         finally:
             self.stop.marks.t0_ns = None
             marks.withdraw()
@@ -330,7 +330,7 @@ class Recording:
             try:
                 self.held.release()
             except SpawnError as e:
-                raise CollectError(str(e))
+                raise CollectError(str(e)) from e
         self._loop()
         self._take_marks()
         self.stop.marks.t0_ns = None

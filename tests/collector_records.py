@@ -23,10 +23,16 @@ def fork_sequence(t, parent=100, child=101, fork_id=7, vmas=2):
     rows, oid = [], 1000 + fork_id * 100
     for _ in range(vmas):
         rows.append(record(events.EV_ALLOC, t, pid=parent, tgid=parent, obj=OBJ["anon_vma_chain"], path=3,
-                           caller=4, obj_id=oid, fork_id=fork_id, aux1=64)); oid += 1; t += 1
+                           caller=4, obj_id=oid, fork_id=fork_id, aux1=64))
+        oid += 1
+        t += 1
         rows.append(record(events.EV_ALLOC, t, pid=parent, tgid=parent, obj=OBJ["anon_vma"], path=2,
-                           obj_id=oid, fork_id=fork_id, aux1=104)); oid += 1; t += 1
+                           obj_id=oid, fork_id=fork_id, aux1=104))
+        oid += 1
+        t += 1
         rows.append(record(events.EV_ALLOC, t, pid=parent, tgid=parent, obj=OBJ["anon_vma_chain"], path=2,
-                           obj_id=oid, fork_id=fork_id, aux1=64)); oid += 1; t += 1
+                           obj_id=oid, fork_id=fork_id, aux1=64))
+        oid += 1
+        t += 1
     rows.append(record(events.EV_FORK, t, pid=parent, tgid=parent, fork_id=fork_id, aux1=child, aux2=child))
     return np.concatenate(rows)

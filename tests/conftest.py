@@ -1,5 +1,7 @@
 """Under CI a skip must name something the host lacks (tests/hostcaps.py)."""
 
+import subprocess
+
 import pytest
 
 import hostcaps
@@ -16,3 +18,13 @@ def pytest_runtest_makereport(item, call):
         rep.outcome = "failed"
         rep.longrepr = (f"skipped under CI for a reason the set-up should have removed: {reason} "
                         f"(only '{hostcaps.HOST_LACKS}...' skips are allowed there)")
+
+
+@pytest.fixture(scope="session")
+def workload():
+    """build/anonshape compiled from workloads/anonshape.c (docs/workloads.md)."""
+    from recording import ROOT, WORKLOAD
+    WORKLOAD.parent.mkdir(exist_ok=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(WORKLOAD), str(ROOT / "workloads" / "anonshape.c")],
+                   check=True)
+    return WORKLOAD

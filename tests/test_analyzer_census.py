@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 from anonscope.analyzer import load, report
-
 from eventgen import SIZES, Gen, Vma
 
 SIZE = {o: SIZES[o]["slab_size"] for o in SIZES}

@@ -12,11 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from anonscope.analyzer import cli
+from anonscope.analyzer.errors import EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_OUTPUT, EXIT_UNREADABLE
 from anonscope.collector.schema import SCHEMA_VERSION
-from anonscope.analyzer.errors import (EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_OUTPUT,
-                                       EXIT_UNREADABLE)
 from eventgen import DROP, Gen
-from test_analyzer_models import chain, zygote
+from scenarios import chain, zygote
 
 ANONANALYZE = os.path.join(os.path.dirname(sys.executable), "anonanalyze")
 

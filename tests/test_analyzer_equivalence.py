@@ -17,11 +17,11 @@ import sys
 
 import pytest
 
-from anonscope.analyzer import load, render, report
 from analyzer_reference import load as ref_load
 from analyzer_reference import report as ref_report
+from anonscope.analyzer import load, render, report
 from eventgen import Gen
-from test_analyzer_models import chain, mremap_heavy, split_merge, zygote
+from scenarios import chain, mremap_heavy, split_merge, zygote
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAKE_SYNTHETIC = os.path.join(ROOT, "scripts", "make-synthetic")
@@ -163,10 +163,11 @@ def test_plain_string_columns(tmp_path):
     check allows it): same report, comm names ordered as pandas orders them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     from anonscope.collector import schema as S
 
     g = zygote(4, 1, 6, 2)
-    for i, row in enumerate(g.rows):            # several names, ties in bytes
+    for _i, row in enumerate(g.rows):            # several names, ties in bytes
         if row.get("comm") == "app":
             row["comm"] = f"app{(row['pid'] * 7) % 5}"
     table = g.table()

@@ -3,7 +3,6 @@
 answer follows from its parameters."""
 
 from anonscope.analyzer import load, report
-
 from eventgen import SIZES, Gen
 
 N, M, K = 5, 2, 3
@@ -58,6 +57,7 @@ def test_holders_at_a_mark(tmp_path):
 
 def test_holders_in_text_and_markdown(tmp_path):
     from click.testing import CliRunner
+
     from anonscope.analyzer import cli
     path = scenario().write(str(tmp_path / "h.parquet"))
     for fmt in ("text", "markdown"):

@@ -6,9 +6,9 @@ on the same recording (issue 4 item 5)."""
 import pytest
 
 import eventgen
+import scenarios as M
 from anonscope.analyzer import load, render, report
 from eventgen import Gen
-import test_analyzer_models as M
 
 AV, AVC = "anon_vma", "anon_vma_chain"
 

@@ -3,46 +3,10 @@ and the rules in docs/models.md (never pasted from a run)."""
 
 import pytest
 
-from anonscope.analyzer import load, report
 from eventgen import SIZES, Gen
-
-AV, AVC, VMA = "anon_vma", "anon_vma_chain", "vm_area_struct"
-
-
-def build(g, tmp_path, name="run.parquet", **meta):
-    path = g.write(str(tmp_path / name), **meta)
-    return report.build(load.load(path))
-
-
-def pct(eager, model):
-    return round(100.0 * (eager - model) / eager, 1)
-
-
-def models(r):
-    return r["models"]["eager"], r["models"]["lazy"], r["models"]["nofork"]
-
+from scenarios import AV, AVC, VMA, build, chain, models, mremap_heavy, pct, split_merge, zygote
 
 # ----------------------------------------------------------------- zygote
-
-def zygote(V, N, C, K, prerun=0):
-    """Parent 100 with V faulted anon VMAs, N VMAs never faulted and
-    ``prerun`` anon VMAs made before the run forks C children; each child
-    faults K VMAs of its own; then all children exit."""
-    g = Gen()
-    g.process(100, "zygote")
-    for _ in range(prerun):
-        g.prerun_vma(100)
-    g.faults(100, V)
-    for _ in range(N):
-        g.mmap(100)
-    kids = [200 + i for i in range(C)]
-    for k in kids:
-        g.fork(100, k, comm="app")
-    for k in kids:
-        g.faults(k, K)
-    for k in kids:
-        g.exit(k)
-    return g
 
 
 @pytest.mark.parametrize("V,N,C,K", [(7, 3, 5, 2), (20, 0, 12, 0), (1, 1, 1, 1)])
@@ -133,23 +97,6 @@ def test_domain_example(tmp_path):
 
 # ------------------------------------------------------ split and merge leaf
 
-def split_merge(F, S, M, X):
-    """Leaf 300 (alive before the run): F faulted VMAs, S of them split, M of
-    the pieces merged back (same anon_vma: no clone), X merges of a fresh VMA
-    over a faulted one (dup_anon_vma: one clone AVC each), then exit."""
-    assert S <= F and M <= S and X <= F
-    g = Gen()
-    g.process(300, "leaf")
-    vmas = g.faults(300, F)
-    pieces = [g.split(300, v) for v in vmas[:S]]
-    for v, piece in zip(vmas[:M], pieces[:M]):
-        g.merge(300, v, piece)
-    for v in vmas[-X:] if X else []:
-        fresh = g.mmap(300)
-        g.merge(300, fresh, v)
-    g.exit(300)
-    return g
-
 
 @pytest.mark.parametrize("F,S,M,X", [(10, 4, 3, 2), (5, 5, 5, 0), (3, 0, 0, 3)])
 def test_split_merge_leaf(tmp_path, F, S, M, X):
@@ -182,17 +129,6 @@ def test_split_merge_leaf(tmp_path, F, S, M, X):
 
 
 # ------------------------------------------------------------------ mremap
-
-def mremap_heavy(F, R, G):
-    """Process 400: F faulted VMAs each moved R times by mremap, G faulted
-    VMAs never moved; never forks."""
-    g = Gen()
-    g.process(400, "mover")
-    moved = g.faults(400, F)
-    g.faults(400, G)
-    for _ in range(R):
-        moved = [g.mremap(400, v) for v in moved]
-    return g
 
 
 @pytest.mark.parametrize("F,R,G", [(4, 5, 3), (1, 1, 0), (6, 2, 10)])
@@ -229,22 +165,6 @@ def test_mremap_heavy(tmp_path, F, R, G):
 
 
 # -------------------------------------------------------- fork chain 3 deep
-
-def chain(VA, VB, VC, VD):
-    """A (alive before the run) faults VA, forks B; B faults VB, forks C;
-    C faults VC, forks D; D faults VD; D, C, B exit."""
-    g = Gen()
-    g.process(1, "a")
-    g.faults(1, VA)
-    g.fork(1, 2, comm="b")
-    g.faults(2, VB)
-    g.fork(2, 3, comm="c")
-    g.faults(3, VC)
-    g.fork(3, 4, comm="d")
-    g.faults(4, VD)
-    for pid in (4, 3, 2):
-        g.exit(pid)
-    return g
 
 
 @pytest.mark.parametrize("VA,VB,VC,VD", [(3, 2, 1, 4), (1, 1, 1, 1), (5, 0, 2, 0)])

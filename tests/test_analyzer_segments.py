@@ -14,7 +14,7 @@ import pytest
 from anonscope.analyzer import load, report
 from anonscope.collector import segments
 from anonscope.collector.writer import RecordingWriter
-from test_analyzer_models import zygote
+from scenarios import zygote
 
 ANONANALYZE = os.path.join(os.path.dirname(sys.executable), "anonanalyze")
 

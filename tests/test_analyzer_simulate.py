@@ -17,10 +17,9 @@ from click.testing import CliRunner
 from anonscope.analyzer import cli
 from anonscope.analyzer import simulate as S
 from anonscope.analyzer.aspace import SimError, Space
-from anonscope.analyzer.rmapsim import (AV, AVC, LOCK_COW, LOCK_NONE_LAZY, LOCK_ROOT,
-                                        CowContext, Eager, Lazy, NoFork)
+from anonscope.analyzer.rmapsim import AV, AVC, LOCK_COW, LOCK_NONE_LAZY, LOCK_ROOT, CowContext, Eager, Lazy, NoFork
 from eventgen import Gen
-from test_analyzer_models import build
+from scenarios import build
 
 
 def nearest_rank(values, p):

@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from anonscope.analyzer import cli, load, report
-
 from eventgen import SIZES, Gen
 
 N, F, M = 4, 3, 2          # parent regions, children, regions each child faults

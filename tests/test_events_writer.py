@@ -6,7 +6,6 @@ import pytest
 
 from anonscope.collector import events, schema
 from anonscope.collector.writer import FORK_WAIT_NS, RecordingWriter
-
 from collector_records import OBJ, fork_sequence, record
 
 

@@ -10,8 +10,7 @@ import pytest
 from anonscope import bpf
 from anonscope.collector import fprobes, program
 from anonscope.collector.btf import BTF
-
-from test_btf import make_btf
+from btfgen import make_btf
 
 
 def test_walks_go_to_rmap_walk_anon_and_ksm_where_they_are_functions():

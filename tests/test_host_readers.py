@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from anonscope.collector import headers, program, slab, sites
+from anonscope.collector import headers, program, sites, slab
 
 
 def _tree(root, files):
@@ -112,7 +112,8 @@ def test_program_takes_layouts_from_facts_not_headers():
     src = program.build(facts, sites.placeholder(), program.Options(tracked=True, comm="a\"b"))
     for line in ("#define ANON_VMA_SIZE 88", "#define AVC_SIZE 48", "#define TASK_TGID_OFF 1004",
                  "#define KA_CACHE -1", "#define KA_BYTES_REQ 2", "#define KF_NAME -1",
-                 "#define HAVE_FORK_SYSCALLS 0", "#define HAVE_EXEC_SYSCALLS 0", "#define MERGED_AVC 1", "#define HAVE_LOCK_CONTENTION 0",
+                 "#define HAVE_FORK_SYSCALLS 0", "#define HAVE_EXEC_SYSCALLS 0", "#define MERGED_AVC 1",
+                 "#define HAVE_LOCK_CONTENTION 0",
                  "#define TARGET_TRACKED 1", '#define COMM_FILTER "a\\x22b"'):
         assert line in src
     assert "u8 alloc_site(u64 ip)" in src and "RAW_TRACEPOINT_PROBE(kmem_cache_alloc)" in src

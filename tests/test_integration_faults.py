@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import hostcaps
-from test_integration_collect import ANONCOLLECT, WORKLOAD, metadata, workload  # noqa: F401 (fixture)
+from recording import ANONCOLLECT, WORKLOAD, metadata
 
 SKIP = hostcaps.integration()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
@@ -331,7 +331,7 @@ def test_a_run_that_matched_nothing_reports_in_every_format(tmp_path):
     found no VMA; every format still reports (it was an internal error). The
     second run keeps the first as FILE.old."""
     out = tmp_path / "nothing.parquet"
-    for run in range(2):
+    for _run in range(2):
         p = subprocess.run(ANONCOLLECT + ["-o", str(out), "--comm", "nosuchtask", "--duration", "0.5"],
                            capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr

@@ -21,9 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import hostcaps
-from test_integration_collect import (ANONCOLLECT, WORKLOAD, collect, metadata,  # noqa: F401
-                                      shape_args, start_census_target,
-                                      workload)  # workload: a fixture used by name
+from recording import ANONCOLLECT, WORKLOAD, collect, metadata, shape_args, start_census_target
 
 SKIP = hostcaps.kprobes()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]

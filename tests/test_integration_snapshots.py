@@ -18,8 +18,7 @@ import pytest
 
 import hostcaps
 from anonscope.analyzer import load, report
-
-from test_integration_collect import ANONCOLLECT, metadata, start_recording, workload  # noqa: F401 (fixture)
+from recording import ANONCOLLECT, metadata, start_recording
 
 SKIP = hostcaps.integration()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
@@ -120,6 +119,7 @@ def test_boot_unit_commands_record_and_mark_after_boot(tmp_path):
     mark unit's command, started first as at a fast boot, waits for the
     recording unit's command; the recording stops at its size limit."""
     from click.testing import CliRunner
+
     from anonscope.collector import boot, cli
     from test_collector_boot import exec_start
     rec, units = tmp_path / "rec", tmp_path / "units"

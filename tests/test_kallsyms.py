@@ -1,5 +1,6 @@
-from anonscope.collector.kallsyms import KallsymsError, base_name, function_ranges
 import pytest
+
+from anonscope.collector.kallsyms import KallsymsError, base_name, function_ranges
 
 LINES = """\
 ffffffff81600200 t __pfx_anon_vma_ctor

@@ -12,7 +12,6 @@ import pandas as pd
 
 from . import live
 from .eager import RMAP_OBJECTS, saved_pct
-from .live import NEVER
 
 SECTION = "docs/models.md#lazy"
 RULES = "docs/models.md#lazy-rules"

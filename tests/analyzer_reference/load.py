@@ -18,8 +18,7 @@ import pyarrow.parquet as pq
 
 from anonscope.collector import schema as S
 
-from .errors import (EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_UNREADABLE,
-                     AnalyzerError)
+from .errors import EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_UNREADABLE, AnalyzerError
 
 #: Metadata keys (without the prefix) the report cannot do without.
 REQUIRED_METADATA = ("schema_version", "kernel_release", "arch", "backend",
@@ -99,7 +98,7 @@ def read_metadata(pf):
             meta[name] = json.loads(value.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise AnalyzerError(
-                f"metadata key {key} is not valid JSON ({exc})", EXIT_NOT_A_RUN)
+                f"metadata key {key} is not valid JSON ({exc})", EXIT_NOT_A_RUN) from exc
     if "schema_version" not in meta:
         raise AnalyzerError(
             "not an anonscope recording: no anonscope.schema_version metadata",
@@ -207,7 +206,7 @@ def load(path):
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise AnalyzerError(f"{path}: not a readable Parquet file{hint}: "
-                            f"{_one_line(exc)}", EXIT_UNREADABLE)
+                            f"{_one_line(exc)}", EXIT_UNREADABLE) from exc
     meta = read_metadata(pf)
     _check_columns(pf)
     try:
@@ -216,7 +215,7 @@ def load(path):
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise AnalyzerError(f"{path}: cannot read the data (truncated or corrupt?): "
-                            f"{_one_line(exc)}", EXIT_UNREADABLE)
+                            f"{_one_line(exc)}", EXIT_UNREADABLE) from exc
 
 
 def _one_line(exc):

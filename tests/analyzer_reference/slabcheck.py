@@ -6,7 +6,6 @@ check reports how far slabinfo's change differs from the traced change and
 the range of slabinfo's overstatement (docs/models.md section 1).
 """
 
-import numpy as np
 
 from . import live
 
