@@ -84,6 +84,15 @@ static __always_inline u64 vma_id_of(u64 vma)
     return vma ? pre_id_of(vma, OBJ_VMA) : 0;
 }
 
+// The id of a VMA without making one: for a task that is not recorded, so
+// that a pre-run VMA it touches is not entered in `live` (whose entries'
+// frees are recorded wherever they happen: docs/collector.md#targets).
+static __always_inline u64 known_vma_id(u64 vma)
+{
+    struct live_val *v = vma ? live.lookup(&vma) : 0;
+    return v ? v->id : 0;
+}
+
 static __always_inline u64 mm_id_of(u64 mm)
 {
     if (!mm)
@@ -108,8 +117,15 @@ static __always_inline void fp_tag(struct event *e, u8 is_alloc)
     struct fctx *c = fctx_map.lookup(&tid);
     if (!c)
         return;
-    e->vma_id = vma_id_of(c->vma);
-    e->src_vma_id = vma_id_of(c->src);
+    // an alloc is only recorded in a recorded task; a free of a run object
+    // is recorded in any task, which may only look ids up
+    if (is_alloc || want_task(e->tgid, e->comm)) {
+        e->vma_id = vma_id_of(c->vma);
+        e->src_vma_id = vma_id_of(c->src);
+    } else {
+        e->vma_id = known_vma_id(c->vma);
+        e->src_vma_id = known_vma_id(c->src);
+    }
     if (e->object == OBJ_VMA)
         return;
     if (is_alloc || c->fn == FN_UNLINK)
@@ -212,6 +228,10 @@ static __always_inline int fn_return(void *ctx, long ret)
     }
     struct event e = {};
     fill_task(&e, EV_CALL);
+    if (!want_task(e.tgid, e.comm)) {  // before any id is made for its VMAs
+        fctx_map.delete(&tid);
+        return 0;
+    }
     e.path = c->fn;
     e.vma_id = vma_id_of(c->vma);
     e.src_vma_id = vma_id_of(c->src);
@@ -231,8 +251,7 @@ static __always_inline int fn_return(void *ctx, long ret)
         e.flags |= FLAG_REUSED;
     read_vma(&e, c->vma);
     fctx_map.delete(&tid);
-    if (want_task(e.tgid, e.comm))
-        emit(ctx, &e);
+    emit(ctx, &e);
     return 0;
 }
 
