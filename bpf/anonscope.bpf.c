@@ -11,58 +11,9 @@
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
 
-// Event kinds (schema.EVENTS order + 1; 0 is never written).
-#define EV_ALLOC 1
-#define EV_FREE 2
-#define EV_FORK 3
-#define EV_EXEC 4
-#define EV_EXIT 5
-#define EV_LOCK 6
-#define EV_CALL 7
-#define EV_WALK 8
-#define EV_CENSUS 9
-
-// Objects (schema.OBJECTS order + 1).
-#define OBJ_ANON_VMA 1
-#define OBJ_AVC 2
-#define OBJ_VMA 3
-
-// Call-site tags produced by the generated classifiers.
-#define SITE_PREPARE 1      // __anon_vma_prepare
-#define SITE_FORK 2         // anon_vma_fork
-#define SITE_CLONE 3        // anon_vma_clone
-#define SITE_VMA_ALLOC 4    // vm_area_alloc
-#define SITE_VMA_DUP 5      // vm_area_dup
-#define SITE_UNLINK 6       // unlink_anon_vmas
-#define SITE_PUT 7          // __put_anon_vma
-#define SITE_OTHER 8        // one of our caches, a call site we do not know
-
-// Paths, as codes; events.py maps (object, path code) to schema strings.
-#define PATH_FAULT 1
-#define PATH_FORK 2
-#define PATH_CLONE_FORK 3
-#define PATH_CLONE_VMA 4
-#define PATH_OTHER 5
-#define PATH_VMA_ALLOC 6
-#define PATH_VMA_FORK 7
-#define PATH_VMA_DUP 8
-#define PATH_UNLINK 9
-#define PATH_PUT 10
-#define PATH_ERROR 11
-#define PATH_VMA_FREE 12
-#define PATH_FREE_OTHER 13
-
-// Callers found on the kernel stack (schema.CALLERS order + 1).
-#define CALLER_SPLIT 1
-#define CALLER_MERGE 2
-#define CALLER_MREMAP 3
-#define CALLER_FORK 4
-
-#define FLAG_PREEXISTING 1
-#define FLAG_SHARES_MM 2
-#define FLAG_GROUP_DEAD 4
-#define FLAG_GROUP_DEAD_KNOWN 8
-#define FLAG_LOCK_WRITE 16
+// The codes written into records (EV_*, OBJ_*, SITE_*, PATH_*, CALLER_*,
+// FLAG_*, FN_*, WALK_*, RSS_*), the counters (C_*), BATCH and FLUSH_NS are
+// #defines from collector/abi.py, which program.build() prepends.
 
 // lock:contention_* flags (include/trace/events/lock.h, 5.19+)
 #define LCB_F_SPIN (1U << 0)
@@ -73,49 +24,17 @@
 
 // Per-CPU counters, read by user space: C_LOST + kind - 1 counts the events
 // of each kind (EV_ALLOC..EV_CENSUS) the buffer could not take; then
-// C_LIVE_FULL, C_ALIAS_SKIPPED and NR_COUNTERS. collector/program.py
-// defines them from events.COUNTERS.
+// C_LIVE_FULL, C_ALIAS_SKIPPED and NR_COUNTERS (abi.COUNTERS).
 
 // GENERATED: alloc_site(), free_site(), caller_site(), lock_site(), object_by_name()
 
-// Keep in step with events.EVENT_DTYPE (64 bytes).
-struct event {
-    u64 ts;
-    u64 obj_id;       // alloc/free; lock: the root anon_vma's id
-    u64 fork_id;      // fork-path allocs, fork; lock: wait in ns
-    u32 pid;
-    u32 tgid;
-    u32 aux1;         // alloc: bytes_alloc; fork: child pid
-    u32 aux2;         // fork: child tgid
-    u16 cpu;
-    u8 kind;
-    u8 object;
-    u8 path;
-    u8 caller;        // lock: lock_site() of the waiter
-    u8 flags;
-    u8 pad;
-    char comm[16];
-#if FUNC_PROBES
-    // Function-probe fields (events.FPROBE_DTYPE, 128 bytes in all).
-    u64 vma_id;       // alloc/free, call: the VMA
-    u64 src_vma_id;   // fork/clone allocs and calls: the source VMA
-    u64 mm_id;        // call: the VMA's mm
-    u64 vm_start;     // call: the VMA's range at return
-    u64 vm_end;
-    u64 vm_pgoff;
-    u32 count;        // call: objects allocated/freed; walk: AVCs visited
-    u32 count2;       // walk: VMAs the rmap_one callback ran on
-    u64 duration;     // call, walk: ns
-#endif
-};
+// STRUCT EVENT: collector/abi.py EVENT_FIELDS and FPROBE_FIELDS go here
 
 // Events travel to user space in per-CPU batches: one ring buffer record
 // (one Python callback) per BATCH events. A batch is submitted when full,
 // when its oldest event is FLUSH_NS old, and by flush_batches(), a per-CPU
 // timer program. An event whose program interrupted another one on the
 // same CPU (the batch is busy) goes out at once as a batch of one.
-#define BATCH 64
-#define FLUSH_NS 100000000ULL
 
 struct batch_head {
     u32 n;

@@ -17,25 +17,8 @@
 //    AVCs the interval tree returned, VMAs the callback ran on.
 // Struct offsets are #defines from BTF (FP_* in collector/program.py).
 
-#define FN_PREPARE 1
-#define FN_FORK 2
-#define FN_CLONE 3
-#define FN_UNLINK 4
-#define FN_COPY 5
-
-#define RSS_ATOMIC 1
-#define RSS_PERCPU 2
-
-// Walk kinds (schema.WALK_KINDS order + 1); walk_kind() is generated.
-#define WALK_RECLAIM 1
-#define WALK_MIGRATION 2
-#define WALK_KSM 3
-#define WALK_IDLE 4
-#define WALK_OTHER 5
-
-#define FLAG_REUSED 32
-#define FLAG_FILE 64
-#define FLAG_LOCKED 128
+// FN_*, RSS_*, WALK_* and FLAG_* codes: collector/abi.py (walk_kind() is
+// generated).
 
 // Per task: the outermost anon_vma function it is in.
 struct fctx {
@@ -395,7 +378,6 @@ struct bpf_iter__task_vma {
 };
 #define CENSUS_MAX 262144
 #define CENSUS_MAX_CHAIN 1024
-#define FLAG_TRUNCATED 16
 BPF_F_TABLE("hash", u64, u8, census_vmas, CENSUS_MAX, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", u64, u8, census_anon_vmas, CENSUS_MAX, BPF_F_NO_PREALLOC);
 // every VMA of a recorded mm, with or without an anon_vma (metadata

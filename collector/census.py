@@ -22,7 +22,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from . import events, program
+from . import abi, events, probes, program
 
 ITERATOR = b"bpf_iter__task_vma"
 
@@ -165,6 +165,7 @@ class Alone:
         except Exception as e:  # noqa: BLE001 - bcc raises plain Exception
             self.why_not = f"census program did not load: {str(e).splitlines()[0]}"
             return
+        probes.check_records(self.bpf, True)
         if prep.options.tracked:
             tracked = self.bpf["tracked"]
             for pid in pids:
@@ -180,7 +181,7 @@ class Alone:
 
         def on_record(_ctx, data, _size):
             n = ctypes.cast(data, ctypes.POINTER(ctypes.c_uint32))[0]
-            chunks.append(ctypes.string_at(data + events.BATCH_HEAD_SIZE, n * size))
+            chunks.append(ctypes.string_at(data + abi.BATCH_HEAD_SIZE, n * size))
         try:
             bpf["events"].open_ring_buffer(on_record)
             entry = run(bpf, self.scope)
@@ -189,7 +190,7 @@ class Alone:
                 if b.head.n:
                     chunks.append(ctypes.string_at(ctypes.addressof(b.ev), b.head.n * size))
             counters = bpf["counters"]
-            entry["lost"] = int(counters.sum(counters.Key(events.KINDS.index("census"))).value)
+            entry["lost"] = int(counters.sum(counters.Key(abi.KINDS.index("census"))).value)
         finally:
             self.close()
         return entry, np.frombuffer(b"".join(chunks), dtype=events.FPROBE_DTYPE)

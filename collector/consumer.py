@@ -23,7 +23,7 @@ import queue
 import threading
 from typing import List, Optional
 
-from . import events
+from . import abi
 
 POLL_MS = 50
 DRAIN_S = 0.01
@@ -58,7 +58,7 @@ class BufferConsumer(threading.Thread):
     # record's: the record's own count says how many events it holds.
     def _on_record(self, _ctx, data, _size):
         n = ctypes.cast(data, ctypes.POINTER(ctypes.c_uint32))[0]
-        self._round += (ctypes.c_char * (n * self.itemsize)).from_address(data + events.BATCH_HEAD_SIZE)
+        self._round += (ctypes.c_char * (n * self.itemsize)).from_address(data + abi.BATCH_HEAD_SIZE)
         return -1 if self.ringbuf and len(self._round) >= ROUND_BYTES else 0
 
     def _on_lost(self, count):

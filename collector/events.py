@@ -11,59 +11,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import schema
+from . import abi, schema
 
-#: Layout of ``struct event`` in bpf/anonscope.bpf.c (64 bytes, native endian).
-EVENT_DTYPE = np.dtype([
-    ("ts", "u8"), ("obj_id", "u8"), ("fork_id", "u8"),
-    ("pid", "u4"), ("tgid", "u4"), ("aux1", "u4"), ("aux2", "u4"),
-    ("cpu", "u2"), ("kind", "u1"), ("object", "u1"), ("path", "u1"),
-    ("caller", "u1"), ("flags", "u1"), ("pad", "u1"), ("comm", "S16"),
-])
-assert EVENT_DTYPE.itemsize == 64
-
-#: With function probes (FUNC_PROBES) the struct carries 64 more bytes.
-FPROBE_DTYPE = np.dtype(EVENT_DTYPE.descr + [
-    ("vma_id", "u8"), ("src_vma_id", "u8"), ("mm_id", "u8"),
-    ("vm_start", "u8"), ("vm_end", "u8"), ("vm_pgoff", "u8"),
-    ("count", "u4"), ("count2", "u4"), ("duration", "u8"),
-])
-assert FPROBE_DTYPE.itemsize == 128
-
-#: ``struct batch_head``: every ring/perf buffer record starts with it and
-#: is followed by ``n`` events.
-BATCH_HEAD_SIZE = 16
-FLUSH_HZ = 20  # flush_batches() timer frequency per CPU
-
-# Codes of the C program (EV_*, OBJ_*, CALLER_*: schema tuple order + 1).
-EV_ALLOC, EV_FREE, EV_FORK, EV_EXEC, EV_EXIT, EV_LOCK, EV_CALL, EV_WALK, EV_CENSUS = range(1, 10)
-FLAG_PREEXISTING, FLAG_SHARES_MM, FLAG_GROUP_DEAD, FLAG_GROUP_DEAD_KNOWN, FLAG_LOCK_WRITE = 1, 2, 4, 8, 16
-FLAG_REUSED, FLAG_FILE, FLAG_LOCKED = 32, 64, 128
-FN_COPY = 5  # call rows: copy_page_range (schema.CALL_FUNCS order + 1)
-FLAG_TRUNCATED = 16  # census rows (the bit is FLAG_LOCK_WRITE on lock rows)
-NOT_IN_KERNEL = 0xFFFFFFFF  # census: the kernel has no such anon_vma field
-
-#: PATH_* code of the C program -> schema path string.
-PATH_NAMES = {
-    1: "fault", 2: "fork", 3: "clone_fork", 4: "clone_vma", 5: "other",
-    6: "alloc", 7: "fork", 8: "dup",
-    9: "unlink", 10: "put", 11: "error", 12: "vma_free", 13: "other",
-}
+# The record layout and codes are collector/abi.py's.
+EVENT_DTYPE, FPROBE_DTYPE = abi.EVENT_DTYPE, abi.FPROBE_DTYPE
+Ev, Flag, Fn = abi.Ev, abi.Flag, abi.Fn
+#: Path code -> schema path string.
+PATH_NAMES = {int(code): name for code, name in abi.PATH_NAMES.items()}
 PATH_DICTIONARY = sorted(set(PATH_NAMES.values()))
-
-#: Event kinds by their EV_* code - 1 (schema.EVENTS minus the user-space rows).
-KINDS = ("alloc", "free", "fork", "exec", "exit", "lock", "call", "walk", "census")
-#: Per-CPU counters of the C program, by index: events of each kind the
-#: buffer could not take (C_LOST + kind - 1), then C_LIVE_FULL and
-#: C_ALIAS_SKIPPED. program.counter_defines() makes the C names.
-COUNTERS = tuple(f"lost_{k}" for k in KINDS) + ("live_map_full", "alias_frees_skipped")
-assert len(KINDS) == EV_CENSUS
-
-
-def counter_defines() -> Dict[str, int]:
-    """The C program's counter indices (C_LOST, C_LIVE_FULL, C_ALIAS_SKIPPED, NR_COUNTERS)."""
-    return {"C_LOST": 0, "C_LIVE_FULL": COUNTERS.index("live_map_full"),
-            "C_ALIAS_SKIPPED": COUNTERS.index("alias_frees_skipped"), "NR_COUNTERS": len(COUNTERS)}
 
 
 def _dictionary(codes: np.ndarray, names, code_to_index: np.ndarray) -> pa.DictionaryArray:
@@ -82,7 +37,7 @@ def _lookup_table(size: int, mapping: Dict[int, int]) -> np.ndarray:
 
 
 _EVENT_INDEX = _lookup_table(256, {**{i + 1: i for i in range(8)},  # alloc..walk
-                                   EV_CENSUS: schema.EVENTS.index("census")})
+                                   Ev.CENSUS: schema.EVENTS.index("census")})
 _OBJECT_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.OBJECTS))})
 _CALLER_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.CALLERS))})
 _LOCK_FUNC_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.LOCK_FUNCS))})
@@ -110,10 +65,10 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
     child); ``owner_known`` is false where a fork never completed.
     """
     kind = ev["kind"]
-    is_alloc, is_free, is_fork, is_exit = (kind == EV_ALLOC), (kind == EV_FREE), (kind == EV_FORK), (kind == EV_EXIT)
-    is_lock = kind == EV_LOCK
+    is_alloc, is_free, is_fork, is_exit = (kind == Ev.ALLOC), (kind == Ev.FREE), (kind == Ev.FORK), (kind == Ev.EXIT)
+    is_lock = kind == Ev.LOCK
     is_obj = is_alloc | is_free
-    is_census = kind == EV_CENSUS
+    is_census = kind == Ev.CENSUS
     flags = ev["flags"]
     has_fork_id = (ev["fork_id"] != 0) & (is_alloc | is_fork)
     n = len(ev)
@@ -129,25 +84,25 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
         "caller": _dictionary(np.where(is_alloc, ev["caller"], 0), schema.CALLERS, _CALLER_INDEX),
         "obj_id": _masked(ev["obj_id"].astype(np.int64),
                           is_obj | (is_census & (ev["object"] == 1)), pa.int64()),
-        "preexisting": _masked((flags & FLAG_PREEXISTING) != 0, is_free | is_lock, pa.bool_()),
+        "preexisting": _masked((flags & Flag.PREEXISTING) != 0, is_free | is_lock, pa.bool_()),
         "bytes": _masked(ev["aux1"].astype(np.int32), is_alloc, pa.int32()),
         "owner_pid": _masked(owner_pid.astype(np.int32), is_alloc & owner_known, pa.int32()),
         "owner_tgid": _masked(owner_tgid.astype(np.int32), is_alloc & owner_known, pa.int32()),
         "fork_id": _masked(ev["fork_id"].astype(np.int64), has_fork_id, pa.int64()),
         "child_pid": _masked(ev["aux1"].astype(np.int32), is_fork, pa.int32()),
         "child_tgid": _masked(ev["aux2"].astype(np.int32), is_fork, pa.int32()),
-        "shares_mm": _masked((flags & FLAG_SHARES_MM) != 0, is_fork, pa.bool_()),
-        "group_dead": _masked((flags & FLAG_GROUP_DEAD) != 0,
-                              is_exit & ((flags & FLAG_GROUP_DEAD_KNOWN) != 0), pa.bool_()),
+        "shares_mm": _masked((flags & Flag.SHARES_MM) != 0, is_fork, pa.bool_()),
+        "group_dead": _masked((flags & Flag.GROUP_DEAD) != 0,
+                              is_exit & ((flags & Flag.GROUP_DEAD_KNOWN) != 0), pa.bool_()),
         "lock_id": _masked(ev["obj_id"].astype(np.int64), is_lock, pa.int64()),
         "wait_ns": _masked(ev["fork_id"].astype(np.int64), is_lock, pa.int64()),
-        "lock_write": _masked((flags & FLAG_LOCK_WRITE) != 0, is_lock, pa.bool_()),
+        "lock_write": _masked((flags & Flag.LOCK_WRITE) != 0, is_lock, pa.bool_()),
         "lock_func": _dictionary(np.where(is_lock, ev["caller"], 0), schema.LOCK_FUNCS, _LOCK_FUNC_INDEX),
     }
-    is_exec = (kind == EV_EXEC) & (ev["fork_id"] != 0)     # ns from execve() entry
+    is_exec = (kind == Ev.EXEC) & (ev["fork_id"] != 0)     # ns from execve() entry
     cols["duration_ns"] = _masked(ev["fork_id"].astype(np.int64), is_exec, pa.int64())
     if "vma_id" in ev.dtype.names:
-        fp = _fprobe_columns(ev, is_alloc | is_free, kind == EV_CALL, kind == EV_WALK, flags)
+        fp = _fprobe_columns(ev, is_alloc | is_free, kind == Ev.CALL, kind == Ev.WALK, flags)
         fp["duration_ns"] = pc.coalesce(fp["duration_ns"], cols["duration_ns"])
         if is_census.any():  # once per run, at start: not worth the work on other batches
             for name, arr in _census_columns(ev, is_census, flags).items():
@@ -173,17 +128,17 @@ def _fprobe_columns(ev, is_obj, is_call, is_walk, flags) -> Dict[str, pa.Array]:
         "vm_start": _masked(ev["vm_start"].astype(np.int64), is_call, i64),
         "vm_end": _masked(ev["vm_end"].astype(np.int64), is_call, i64),
         "vm_pgoff": _masked(ev["vm_pgoff"].astype(np.int64), is_call, i64),
-        "vma_file": _masked((flags & FLAG_FILE) != 0, is_call, pa.bool_()),
+        "vma_file": _masked((flags & Flag.FILE) != 0, is_call, pa.bool_()),
         "func": _dictionary(np.where(is_call, ev["path"], 0), schema.CALL_FUNCS, _CALL_INDEX),
-        "reused": _masked((flags & FLAG_REUSED) != 0, is_call & (ev["path"] <= 2), pa.bool_()),
+        "reused": _masked((flags & Flag.REUSED) != 0, is_call & (ev["path"] <= 2), pa.bool_()),
         "call_objects": _masked(ev["count"].astype(np.int32), is_call, pa.int32()),
-        "anon_pages": _masked(ev["count2"].astype(np.int64), is_call & (ev["path"] == FN_COPY), i64),
+        "anon_pages": _masked(ev["count2"].astype(np.int64), is_call & (ev["path"] == Fn.COPY), i64),
         "duration_ns": _masked(dur, is_call | is_walk, i64),
         "walk_kind": _dictionary(np.where(is_walk, ev["caller"], 0), schema.WALK_KINDS, _WALK_INDEX),
         "folio_order": _masked(ev["aux1"].astype(np.int16), is_walk, pa.int16()),
         "avcs_visited": _masked(ev["count"].astype(np.int32), is_walk, pa.int32()),
         "vmas_visited": _masked(ev["count2"].astype(np.int32), is_walk, pa.int32()),
-        "walk_locked": _masked((flags & FLAG_LOCKED) != 0, is_walk, pa.bool_()),
+        "walk_locked": _masked((flags & Flag.LOCKED) != 0, is_walk, pa.bool_()),
         "anon_vma_id": _masked(ev["obj_id"].astype(np.int64), is_walk & (ev["obj_id"] != 0), i64),
     }
 
@@ -202,13 +157,13 @@ def _census_columns(ev, is_census, flags) -> Dict[str, pa.Array]:
         "vm_start": _masked(ev["vm_start"].astype(np.int64), vma_row, i64),
         "vm_end": _masked(ev["vm_end"].astype(np.int64), vma_row, i64),
         "vm_pgoff": _masked(ev["vm_pgoff"].astype(np.int64), vma_row, i64),
-        "vma_file": _masked((flags & FLAG_FILE) != 0, vma_row, pa.bool_()),
+        "vma_file": _masked((flags & Flag.FILE) != 0, vma_row, pa.bool_()),
         "anon_vma_id": _masked(ev["obj_id"].astype(np.int64), vma_row, i64),
         "chain_avcs": _masked(ev["count"].astype(np.int32), vma_row, i32),
-        "chain_truncated": _masked((flags & FLAG_TRUNCATED) != 0, vma_row, pa.bool_()),
+        "chain_truncated": _masked((flags & Flag.TRUNCATED) != 0, vma_row, pa.bool_()),
         "root_id": _masked(ev["fork_id"].astype(np.int64), av_row & (ev["fork_id"] != 0), i64),
-        "num_children": _masked(children.astype(np.int32), av_row & (children != NOT_IN_KERNEL), i32),
-        "num_active_vmas": _masked(active.astype(np.int32), av_row & (active != NOT_IN_KERNEL), i32),
+        "num_children": _masked(children.astype(np.int32), av_row & (children != abi.NOT_IN_KERNEL), i32),
+        "num_active_vmas": _masked(active.astype(np.int32), av_row & (active != abi.NOT_IN_KERNEL), i32),
     }
 
 

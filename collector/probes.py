@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from . import fprobes, headers, kallsyms, program, sites, slab, tracefs
+from . import abi, fprobes, headers, kallsyms, program, sites, slab, tracefs
 from .btf import BTF, BTFError
 from .config import RunConfig
 from .errors import EXIT_ENVIRONMENT, CollectError
@@ -233,6 +233,15 @@ class captured_stderr:
         return self._file.read().decode("utf-8", "replace")
 
 
+def check_records(bpf, func_probes: bool) -> None:
+    """The loaded program's ``struct event``, as bcc's ctypes of the
+    ``batches`` leaf lay it out, is what the decoder reads (abi.check_layout)."""
+    try:
+        abi.check_layout(bpf["batches"].Leaf, abi.FPROBE_DTYPE if func_probes else abi.EVENT_DTYPE)
+    except abi.InterfaceError as e:
+        raise CollectError(f"the BPF program's record layout is not the decoder's: {e}") from None
+
+
 def load(BPF, prep: Prepared):
     """Compile and load the program for the best function-probe mode that
     works (fentry, then kprobe, then tracepoints only), attach the function
@@ -254,6 +263,7 @@ def load(BPF, prep: Prepared):
                 continue
             raise CollectError(f"cannot load the BPF program: {reason} (run with --ebpf to see it)",
                                EXIT_ENVIRONMENT) from None
+        check_records(bpf, attempt.options.func_probes)
         if mode == "kprobe":
             results = fprobes.attach_kprobes(bpf, attempt.facts.fprobe_offsets["FP_RSS"])
         elif mode == "fentry":

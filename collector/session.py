@@ -26,7 +26,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import pyarrow as pa
 
-from . import census, events, headers, marks, proctree, program, progstats, runmeta, segments, slab
+from . import abi, census, events, headers, marks, proctree, program, progstats, runmeta, segments, slab
 from .config import RunConfig
 from .consumer import BufferConsumer
 from .errors import EXIT_FAILURE, CollectError
@@ -183,17 +183,17 @@ class Recording:
 
     def _counters(self) -> Dict[str, int]:
         table = self.bpf["counters"]
-        return {name: int(table.sum(table.Key(i)).value) for i, name in enumerate(events.COUNTERS)}
+        return {name: int(table.sum(table.Key(i)).value) for i, name in enumerate(abi.COUNTERS)}
 
     def lost_by_event(self) -> Dict[str, int]:
         """Events of each kind the buffer could not take (exact: counted in the kernel)."""
         counts = self._counters()
-        return {k: counts[f"lost_{k}"] for k in events.KINDS}
+        return {k: counts[f"lost_{k}"] for k in abi.KINDS}
 
     def _buffer_lost(self) -> Dict[str, int]:
         """Lost events per source, as the ``lost`` rows and metadata give them."""
         counts = self._counters()
-        total = sum(counts[f"lost_{k}"] for k in events.KINDS)
+        total = sum(counts[f"lost_{k}"] for k in abi.KINDS)
         ring = self.prep.options.ringbuf
         return {"ringbuf": total if ring else 0, "perfbuf": 0 if ring else total,
                 "live_map_full": counts["live_map_full"]}
@@ -219,7 +219,7 @@ class Recording:
         from bcc import PerfSWConfig, PerfType
         try:
             self.bpf.attach_perf_event(ev_type=PerfType.SOFTWARE, ev_config=PerfSWConfig.CPU_CLOCK,
-                                       fn_name="flush_batches", sample_freq=events.FLUSH_HZ)
+                                       fn_name="flush_batches", sample_freq=abi.FLUSH_HZ)
             self.flush_timer = True
         except Exception:  # noqa: BLE001 - bcc raises plain Exception
             self.flush_timer = False  # batches then flush when full, old, or at the end
@@ -235,7 +235,7 @@ class Recording:
             if not items:
                 return
             ev = np.frombuffer(items[0] if len(items) == 1 else b"".join(items), dtype=self.dtype)
-            objs = ev["object"][(ev["kind"] == events.EV_ALLOC)]
+            objs = ev["object"][(ev["kind"] == abi.Ev.ALLOC)]
             self.by_object += np.bincount(objs, minlength=8)[:8]
             self.writer.add_events(ev, now_ns=time.monotonic_ns())
             # Arrow's allocator (mimalloc) keeps what was freed: under a heavy
@@ -245,7 +245,7 @@ class Recording:
     def _drain(self) -> None:
         """After recording is disabled: everything still in the kernel."""
         if self.flush_timer:
-            time.sleep(2.5 / events.FLUSH_HZ)  # two timer periods flush every CPU's batch
+            time.sleep(2.5 / abi.FLUSH_HZ)  # two timer periods flush every CPU's batch
         self.consumer.stop()
         self.consumer.drain()
         # What no timer flushed (no timer, or a CPU that stayed busy):

@@ -10,48 +10,46 @@ simply not found (see ``Classifier.missing``).
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
+from .abi import Caller, Site
 from .kallsyms import Range
 from .schema import LOCK_FUNCS, WALK_KINDS
 
-# Tag values shared with bpf/anonscope.bpf.c (SITE_*).
-SITE_PREPARE, SITE_FORK, SITE_CLONE, SITE_VMA_ALLOC, SITE_VMA_DUP, SITE_UNLINK, SITE_PUT = range(1, 8)
-# Caller values shared with bpf/anonscope.bpf.c (CALLER_*), schema.CALLERS order.
-CALLER_SPLIT, CALLER_MERGE, CALLER_MREMAP, CALLER_FORK = range(1, 5)
+# Tags and callers are the interface's (collector/abi.py Site, Caller).
 
 #: Functions whose call sites allocate our objects.
 ALLOC_SITES = {
-    "__anon_vma_prepare": SITE_PREPARE,   # mm/rmap.c: first anon fault in a VMA
-    "anon_vma_fork": SITE_FORK,           # mm/rmap.c: child's own anon_vma + AVC
-    "anon_vma_clone": SITE_CLONE,         # mm/rmap.c: copy of a VMA's AVC chain
-    "vm_area_alloc": SITE_VMA_ALLOC,      # kernel/fork.c, mm/vma_init.c (6.15+)
-    "vm_area_dup": SITE_VMA_DUP,          # kernel/fork.c, mm/vma_init.c (6.15+)
+    "__anon_vma_prepare": Site.PREPARE,   # mm/rmap.c: first anon fault in a VMA
+    "anon_vma_fork": Site.FORK,           # mm/rmap.c: child's own anon_vma + AVC
+    "anon_vma_clone": Site.CLONE,         # mm/rmap.c: copy of a VMA's AVC chain
+    "vm_area_alloc": Site.VMA_ALLOC,      # kernel/fork.c, mm/vma_init.c (6.15+)
+    "vm_area_dup": Site.VMA_DUP,          # kernel/fork.c, mm/vma_init.c (6.15+)
 }
 
 #: Functions whose call sites free our objects. anon_vma_fork and
 #: anon_vma_clone free on their error paths.
 FREE_SITES = {
-    "unlink_anon_vmas": SITE_UNLINK,      # mm/rmap.c: AVCs of a VMA going away
-    "__put_anon_vma": SITE_PUT,           # mm/rmap.c: last reference of an anon_vma
-    "anon_vma_fork": SITE_FORK,
-    "anon_vma_clone": SITE_CLONE,
+    "unlink_anon_vmas": Site.UNLINK,      # mm/rmap.c: AVCs of a VMA going away
+    "__put_anon_vma": Site.PUT,           # mm/rmap.c: last reference of an anon_vma
+    "anon_vma_fork": Site.FORK,
+    "anon_vma_clone": Site.CLONE,
 }
 
 #: Functions whose presence on the kernel stack of an anon_vma_clone or
 #: vm_area_dup says why the chain or VMA is being copied.
 CALLER_SITES = {
-    "__split_vma": CALLER_SPLIT,          # mm/vma.c (mm/mmap.c before 6.10)
-    "split_vma": CALLER_SPLIT,
-    "vma_expand": CALLER_MERGE,           # mm/vma.c: merge growing a VMA
-    "commit_merge": CALLER_MERGE,         # mm/vma.c 6.12+
-    "dup_anon_vma": CALLER_MERGE,         # mm/vma.c, when not inlined
-    "vma_merge": CALLER_MERGE,            # mm/mmap.c before 6.12
-    "vma_merge_existing_range": CALLER_MERGE,
-    "vma_merge_new_range": CALLER_MERGE,
-    "copy_vma": CALLER_MREMAP,            # mm/vma.c: mremap move
-    "move_vma": CALLER_MREMAP,            # mm/mremap.c
-    "copy_vma_and_data": CALLER_MREMAP,   # mm/mremap.c 6.16+
-    "anon_vma_fork": CALLER_FORK,         # mm/rmap.c
-    "dup_mmap": CALLER_FORK,              # kernel/fork.c, mm/mmap.c (6.15+)
+    "__split_vma": Caller.SPLIT,          # mm/vma.c (mm/mmap.c before 6.10)
+    "split_vma": Caller.SPLIT,
+    "vma_expand": Caller.MERGE,           # mm/vma.c: merge growing a VMA
+    "commit_merge": Caller.MERGE,         # mm/vma.c 6.12+
+    "dup_anon_vma": Caller.MERGE,         # mm/vma.c, when not inlined
+    "vma_merge": Caller.MERGE,            # mm/mmap.c before 6.12
+    "vma_merge_existing_range": Caller.MERGE,
+    "vma_merge_new_range": Caller.MERGE,
+    "copy_vma": Caller.MREMAP,            # mm/vma.c: mremap move
+    "move_vma": Caller.MREMAP,            # mm/mremap.c
+    "copy_vma_and_data": Caller.MREMAP,   # mm/mremap.c 6.16+
+    "anon_vma_fork": Caller.FORK,         # mm/rmap.c
+    "dup_mmap": Caller.FORK,              # kernel/fork.c, mm/mmap.c (6.15+)
 }
 
 #: Functions that take an anon_vma's root rwsem (anon_vma_lock_write/read,
@@ -89,9 +87,9 @@ VMA_RCU_FREE = "vm_area_free_rcu_cb"
 REQUIRED = ("__anon_vma_prepare", "anon_vma_fork", "anon_vma_clone")
 
 _PATH_OF_SITE = {
-    SITE_PREPARE: "fault", SITE_FORK: "fork", SITE_CLONE: "clone",
-    SITE_VMA_ALLOC: "vma alloc", SITE_VMA_DUP: "vma dup",
-    SITE_UNLINK: "unlink", SITE_PUT: "put",
+    Site.PREPARE: "fault", Site.FORK: "fork", Site.CLONE: "clone",
+    Site.VMA_ALLOC: "vma alloc", Site.VMA_DUP: "vma dup",
+    Site.UNLINK: "unlink", Site.PUT: "put",
 }
 
 

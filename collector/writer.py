@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import events, schema, segments
+from . import abi, events, schema, segments
 
 ROW_GROUP = 65536
 #: Nearly increasing integers: delta-encoded instead of dictionary-encoded.
@@ -81,7 +81,7 @@ class RecordingWriter:
             ev = np.concatenate([self._pending, ev])
         if not len(ev):
             return
-        forks = ev[ev["kind"] == events.EV_FORK]
+        forks = ev[ev["kind"] == abi.Ev.FORK]
         for fid, cpid, ctgid, ts in zip(forks["fork_id"].tolist(), forks["aux1"].tolist(),
                                         forks["aux2"].tolist(), forks["ts"].tolist()):
             if fid:
@@ -100,7 +100,7 @@ class RecordingWriter:
         owner_pid = ev["pid"].astype(np.int64)
         owner_tgid = ev["tgid"].astype(np.int64)
         known = np.ones(len(ev), dtype=bool)
-        fork_path = (ev["kind"] == events.EV_ALLOC) & (ev["fork_id"] != 0)
+        fork_path = (ev["kind"] == abi.Ev.ALLOC) & (ev["fork_id"] != 0)
         if fork_path.any():
             idx = np.flatnonzero(fork_path)
             fids = ev["fork_id"][idx]

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from anonscope.collector import events
+from anonscope.collector import abi, events
 
 OBJ = {"anon_vma": 1, "anon_vma_chain": 2, "vm_area_struct": 3}
 
@@ -22,17 +22,17 @@ def fork_sequence(t, parent=100, child=101, fork_id=7, vmas=2):
     then the fork row."""
     rows, oid = [], 1000 + fork_id * 100
     for _ in range(vmas):
-        rows.append(record(events.EV_ALLOC, t, pid=parent, tgid=parent, obj=OBJ["anon_vma_chain"], path=3,
+        rows.append(record(abi.Ev.ALLOC, t, pid=parent, tgid=parent, obj=OBJ["anon_vma_chain"], path=3,
                            caller=4, obj_id=oid, fork_id=fork_id, aux1=64))
         oid += 1
         t += 1
-        rows.append(record(events.EV_ALLOC, t, pid=parent, tgid=parent, obj=OBJ["anon_vma"], path=2,
+        rows.append(record(abi.Ev.ALLOC, t, pid=parent, tgid=parent, obj=OBJ["anon_vma"], path=2,
                            obj_id=oid, fork_id=fork_id, aux1=104))
         oid += 1
         t += 1
-        rows.append(record(events.EV_ALLOC, t, pid=parent, tgid=parent, obj=OBJ["anon_vma_chain"], path=2,
+        rows.append(record(abi.Ev.ALLOC, t, pid=parent, tgid=parent, obj=OBJ["anon_vma_chain"], path=2,
                            obj_id=oid, fork_id=fork_id, aux1=64))
         oid += 1
         t += 1
-    rows.append(record(events.EV_FORK, t, pid=parent, tgid=parent, fork_id=fork_id, aux1=child, aux2=child))
+    rows.append(record(abi.Ev.FORK, t, pid=parent, tgid=parent, fork_id=fork_id, aux1=child, aux2=child))
     return np.concatenate(rows)

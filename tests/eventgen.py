@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from anonscope.collector import schema as S
-from anonscope.collector.events import KINDS
+from anonscope.collector.abi import KINDS
 
 #: As on the project's 6.18 host (/sys/kernel/slab): anon_vma's free pointer
 #: is outside the object (SLAB_TYPESAFE_BY_RCU with a constructor), the VMA

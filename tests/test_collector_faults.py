@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from anonscope.collector import events, session
+from anonscope.collector import abi, session
 from anonscope.collector.config import RunConfig
 from anonscope.collector.errors import CollectError
 from anonscope.collector.spawn import HeldCommand
@@ -33,11 +33,11 @@ def failing_recording(tmp_path, commit=True):
     rec.bpf, rec.consumer = NoBPF(), Stopped()
     rec.t0 = time.monotonic_ns() - 3_000_000_000
     rec.writer = RecordingWriter(str(out), t0_ns=0)
-    rec.writer.add_events(np.concatenate([record(events.EV_ALLOC, i, obj=OBJ["anon_vma"], path=1, obj_id=i + 1,
+    rec.writer.add_events(np.concatenate([record(abi.Ev.ALLOC, i, obj=OBJ["anon_vma"], path=1, obj_id=i + 1,
                                                  aux1=104) for i in range(10)]))
     if commit:
         rec.writer.commit({"lost": {}})
-    rec.writer.add_events(record(events.EV_ALLOC, 20, obj=OBJ["anon_vma"], path=1, obj_id=99, aux1=104))
+    rec.writer.add_events(record(abi.Ev.ALLOC, 20, obj=OBJ["anon_vma"], path=1, obj_id=99, aux1=104))
     rec.writer.flush()                       # an open segment, not committed
     rec.held = HeldCommand(["/bin/sleep", "30"])
     rec.held.release()

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from anonscope.collector import events, schema
+from anonscope.collector import abi, events, schema
 from anonscope.collector.writer import FORK_WAIT_NS, RecordingWriter
 from collector_records import OBJ, fork_sequence, record
 
@@ -15,12 +15,12 @@ def read(path):
 
 def test_decode_alloc_free_exit_rows(tmp_path):
     ev = np.concatenate([
-        record(events.EV_ALLOC, 1_000, obj=OBJ["anon_vma"], path=1, obj_id=4097, aux1=104, comm=b"app\xff"),
-        record(events.EV_FREE, 2_000, obj=OBJ["anon_vma"], path=10, obj_id=4097),
-        record(events.EV_FREE, 2_500, obj=OBJ["anon_vma_chain"], path=9, obj_id=8193,
-               flags=events.FLAG_PREEXISTING),
-        record(events.EV_EXIT, 3_000, flags=events.FLAG_GROUP_DEAD | events.FLAG_GROUP_DEAD_KNOWN),
-        record(events.EV_EXIT, 3_100, flags=0),
+        record(abi.Ev.ALLOC, 1_000, obj=OBJ["anon_vma"], path=1, obj_id=4097, aux1=104, comm=b"app\xff"),
+        record(abi.Ev.FREE, 2_000, obj=OBJ["anon_vma"], path=10, obj_id=4097),
+        record(abi.Ev.FREE, 2_500, obj=OBJ["anon_vma_chain"], path=9, obj_id=8193,
+               flags=abi.Flag.PREEXISTING),
+        record(abi.Ev.EXIT, 3_000, flags=abi.Flag.GROUP_DEAD | abi.Flag.GROUP_DEAD_KNOWN),
+        record(abi.Ev.EXIT, 3_100, flags=0),
     ])
     w = RecordingWriter(str(tmp_path / "r.parquet"), t0_ns=500)
     w.add_events(ev)
@@ -55,8 +55,8 @@ def test_fork_path_objects_belong_to_the_child_even_across_batches(tmp_path):
 
 
 def test_failed_fork_objects_get_no_owner(tmp_path):
-    orphan = record(events.EV_ALLOC, 10, obj=OBJ["anon_vma"], path=2, obj_id=1, fork_id=99, aux1=104)
-    later = record(events.EV_ALLOC, 10 + FORK_WAIT_NS + 1, obj=OBJ["anon_vma"], path=1, obj_id=2, aux1=104)
+    orphan = record(abi.Ev.ALLOC, 10, obj=OBJ["anon_vma"], path=2, obj_id=1, fork_id=99, aux1=104)
+    later = record(abi.Ev.ALLOC, 10 + FORK_WAIT_NS + 1, obj=OBJ["anon_vma"], path=1, obj_id=2, aux1=104)
     w = RecordingWriter(str(tmp_path / "r.parquet"), t0_ns=0)
     w.add_events(orphan)
     w.add_events(later)
@@ -71,7 +71,7 @@ def test_metadata_rename_and_row_groups(tmp_path, monkeypatch):
     path = tmp_path / "r.parquet"
     w = RecordingWriter(str(path), t0_ns=0)
     n = 3500
-    ev = np.concatenate([record(events.EV_ALLOC, i, obj=OBJ["anon_vma_chain"], path=1, obj_id=i + 1, aux1=64)
+    ev = np.concatenate([record(abi.Ev.ALLOC, i, obj=OBJ["anon_vma_chain"], path=1, obj_id=i + 1, aux1=64)
                          for i in range(n)])
     for chunk in np.array_split(ev, 7):
         w.add_events(chunk)
@@ -111,7 +111,7 @@ def test_kernel_addresses_are_never_written_as_ids(tmp_path):
     numbers; anything that looks like a kernel address is refused unless
     --raw-pointers asked for addresses."""
     from anonscope.collector.writer import PointerLeak
-    leak = record(events.EV_ALLOC, 1, obj=OBJ["anon_vma"], path=1, obj_id=0xFFFF888004A1B2C0, aux1=104)
+    leak = record(abi.Ev.ALLOC, 1, obj=OBJ["anon_vma"], path=1, obj_id=0xFFFF888004A1B2C0, aux1=104)
     w = RecordingWriter(str(tmp_path / "r.parquet"), t0_ns=0)
     with pytest.raises(PointerLeak):
         w.add_events(leak)
@@ -119,7 +119,7 @@ def test_kernel_addresses_are_never_written_as_ids(tmp_path):
     raw.add_events(leak)
     raw.close({"raw_pointers": True})
     assert read(tmp_path / "raw.parquet").obj_id[0] == 0xFFFF888004A1B2C0 - (1 << 64)
-    ok = record(events.EV_ALLOC, 1, obj=OBJ["anon_vma"], path=1, obj_id=(123456 << 12) | 1, aux1=104)
+    ok = record(abi.Ev.ALLOC, 1, obj=OBJ["anon_vma"], path=1, obj_id=(123456 << 12) | 1, aux1=104)
     w.add_events(ok)
     w.close({})
     assert read(tmp_path / "r.parquet").obj_id[0] == (123456 << 12) | 1
@@ -129,19 +129,19 @@ def census_rows(tag=0):
     """What bpf_iter__task_vma writes for one VMA and its anon_vma, plus a
     call row of the same VMA (function-probe layout)."""
     ev = np.zeros(3, dtype=events.FPROBE_DTYPE)
-    ev["kind"] = [events.EV_CENSUS, events.EV_CENSUS, events.EV_CALL]
+    ev["kind"] = [abi.Ev.CENSUS, abi.Ev.CENSUS, abi.Ev.CALL]
     ev["ts"] = [10, 10, 20]
     ev["pid"] = ev["tgid"] = 7
     ev["object"] = [OBJ["vm_area_struct"], OBJ["anon_vma"], 0]
     ev["obj_id"] = [tag | 4097, tag | 4097, 0]          # the VMA row names its anon_vma
     ev["fork_id"] = [0, tag | 4097, 0]                  # anon_vma row: its root (itself)
     ev["aux1"] = [0, 1, 0]                              # num_children
-    ev["aux2"] = [0, events.NOT_IN_KERNEL, 0]           # num_active_vmas unknown (before 6.0)
+    ev["aux2"] = [0, abi.NOT_IN_KERNEL, 0]           # num_active_vmas unknown (before 6.0)
     ev["vma_id"] = [tag | 8193, 0, tag | 8193]
     ev["mm_id"] = [tag | 12289, 0, tag | 12289]
     ev["vm_start"], ev["vm_end"] = [0x1000, 0, 0x1000], [0x3000, 0, 0x3000]
     ev["count"] = [3, 0, 2]
-    ev["flags"] = [events.FLAG_TRUNCATED | events.FLAG_FILE, 0, 0]
+    ev["flags"] = [abi.Flag.TRUNCATED | abi.Flag.FILE, 0, 0]
     ev["path"] = [0, 0, 4]                              # call: unlink_anon_vmas
     return ev
 
@@ -169,7 +169,7 @@ def test_census_of_its_own_program_is_added_in_any_run(tmp_path):
     rows (128 bytes, ids tagged) go in through add_census."""
     from anonscope.collector.program import CENSUS_ID_TAG
     w = RecordingWriter(str(tmp_path / "r.parquet"), t0_ns=0)
-    w.add_events(record(events.EV_ALLOC, 5, obj=OBJ["anon_vma"], path=1, obj_id=4097, aux1=104))
+    w.add_events(record(abi.Ev.ALLOC, 5, obj=OBJ["anon_vma"], path=1, obj_id=4097, aux1=104))
     w.add_census(census_rows(CENSUS_ID_TAG)[:2])
     w.close({})
     df = read(tmp_path / "r.parquet").sort_values("ts_ns", kind="stable")

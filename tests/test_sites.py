@@ -1,6 +1,6 @@
 import re
 
-from anonscope.collector import sites
+from anonscope.collector import abi
 from anonscope.collector.sites import Classifier
 
 RANGES = {
@@ -17,23 +17,23 @@ RANGES = {
 
 def test_alloc_sites_by_range():
     c = Classifier.from_ranges(RANGES)
-    assert c.alloc_site(0x1000) == sites.SITE_PREPARE
-    assert c.alloc_site(0x10FF) == sites.SITE_PREPARE
+    assert c.alloc_site(0x1000) == abi.Site.PREPARE
+    assert c.alloc_site(0x10FF) == abi.Site.PREPARE
     assert c.alloc_site(0x1100) == 0  # end is exclusive
-    assert c.alloc_site(0x2050) == sites.SITE_FORK
-    assert c.alloc_site(0x9010) == sites.SITE_CLONE  # the cold part too
-    assert c.alloc_site(0x6010) == sites.SITE_VMA_DUP
+    assert c.alloc_site(0x2050) == abi.Site.FORK
+    assert c.alloc_site(0x9010) == abi.Site.CLONE  # the cold part too
+    assert c.alloc_site(0x6010) == abi.Site.VMA_DUP
     assert c.alloc_site(0x4010) == 0  # a free function is not an alloc site
 
 
 def test_free_and_caller_sites():
     c = Classifier.from_ranges(RANGES)
-    assert c.free_site(0x4010) == sites.SITE_UNLINK
-    assert c.free_site(0x5010) == sites.SITE_PUT
-    assert c.free_site(0x2010) == sites.SITE_FORK  # error path
-    assert c.caller_site(0x7010) == sites.CALLER_SPLIT
-    assert c.caller_site(0x8010) == sites.CALLER_MREMAP
-    assert c.caller_site(0x2010) == sites.CALLER_FORK
+    assert c.free_site(0x4010) == abi.Site.UNLINK
+    assert c.free_site(0x5010) == abi.Site.PUT
+    assert c.free_site(0x2010) == abi.Site.FORK  # error path
+    assert c.caller_site(0x7010) == abi.Caller.SPLIT
+    assert c.caller_site(0x8010) == abi.Caller.MREMAP
+    assert c.caller_site(0x2010) == abi.Caller.FORK
     assert c.caller_site(0x1010) == 0
 
 
