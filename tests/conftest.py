@@ -28,3 +28,13 @@ def workload():
     subprocess.run(["gcc", "-O2", "-Wall", "-o", str(WORKLOAD), str(ROOT / "workloads" / "anonshape.c")],
                    check=True)
     return WORKLOAD
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true",
+                     help="write tests/golden/*.json from the analyzer instead of comparing (tests/golden.py)")
+
+
+@pytest.fixture
+def update_golden(request):
+    return request.config.getoption("--update-golden")
