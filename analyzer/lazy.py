@@ -9,7 +9,7 @@ object's next fork of its owner, another the source of each mremap copy.
 
 import numpy as np
 
-from . import live
+from . import live, moves
 from .eager import RMAP_OBJECTS, clone_calls, rmap_allocs, saved_pct
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .order import stable_argsort
@@ -27,14 +27,6 @@ REFCOUNT_BYTES = 4
 
 
 #: What the lazy models do not count, and why (docs/models.md#lazy-bounds).
-NOT_MODELLED = [
-    {"what": "KSM merges into lazy VMAs", "effect": "an upgrade or a pin per merged VMA (KSM needs the anon_vma)",
-     "why": "no ksm rows are recorded"},
-    {"what": "UFFDIO_MOVE of lazy folios", "effect": "a re-point to the destination, the series does not say how",
-     "why": "no userfaultfd rows are recorded"},
-    {"what": "partial MREMAP_DONTUNMAP moves", "effect": "the old VMA keeps its links: an upgrade",
-     "why": "mremap flags are not recorded"},
-]
 
 
 def pointer_bytes(arch):
@@ -349,7 +341,7 @@ def model(rp, eager_model):
         "mremap_unknown_sources": best["mremap_unknown_sources"],
         "fidelity": "estimate", "see": RULES,
     }
-    out["not_modelled"] = NOT_MODELLED
+    out["not_modelled"] = moves.not_modelled(rp.rec.meta)
     out["file_vmas"] = {"value": None, "fidelity": "not measurable",
                         "reason": "tracepoint recordings cannot tell a MAP_PRIVATE file VMA from an anonymous "
                                   "one: its savings are counted with the rest; function probes split them",

@@ -27,9 +27,9 @@ fork by a sorted search (lazy._next_in_group), per-token minima with
 
 import numpy as np
 
-from . import live
+from . import live, moves
 from .eager import RMAP_OBJECTS, rmap_allocs, saved_pct
-from .lazy import NOT_MODELLED, _next_in_group, vma_growth
+from .lazy import _next_in_group, vma_growth
 from .live import NEVER
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .objlookup import stats
@@ -442,7 +442,7 @@ def model(rp, eager_model, tracepoint=None):
         "pinned_root_vmas": pinned_roots(rp, x, growth["slot_bytes"][1]),
     }
     out["file_vmas"] = file_vmas(rp, x, kept, up, is_av)
-    out["not_modelled"] = NOT_MODELLED
+    out["not_modelled"] = moves.not_modelled(rp.rec.meta)
     kinds = np.bincount(x.kind, minlength=len(KIND_NAMES))
     out["vmas"] = {
         "with_anon_objects": int(len(x.vmas)),

@@ -48,9 +48,9 @@ KIND_COLUMNS = {
 KIND_EVENTS = {"object": ("alloc", "free"), "fork": ("fork",),
                "exit": ("exit",), "exec": ("exec",), "slab": ("slab",),
                "lost": ("lost",), "lock": ("lock",), "call": ("call",),
-               "walk": ("walk",), "census": ("census",), "mark": ("mark",)}
+               "walk": ("walk",), "census": ("census",), "mark": ("mark",), "move": ("move",)}
 
-#: Kinds of later schema versions (v2: lock, v3: call and walk, v4: census, v6: mark), read only
+#: Kinds of later schema versions (v2: lock, v3: call and walk, v4: census, v6: mark, v7: move), read only
 #: when the file has rows of them: their key column exists and is not null
 #: in every row group (Parquet column statistics). Tracepoint-only recordings
 #: then read exactly the columns of KIND_COLUMNS.
@@ -65,9 +65,10 @@ OPTIONAL_KIND_COLUMNS = {
                "vma_file", "anon_vma_id", "chain_avcs", "chain_truncated", "root_id",
                "num_children", "num_active_vmas"),
     "mark": ("mark_label",),
+    "move": ("pid", "tgid", "comm", "move_kind", "owner_tgid", "vm_start", "vm_end"),
 }
 OPTIONAL_KEY = {"lock": "lock_id", "call": "func", "walk": "walk_kind", "census": "chain_avcs",
-                "mark": "mark_label"}
+                "mark": "mark_label", "move": "move_kind"}
 
 #: Columns a later version added to a kind of an earlier one: read when the
 #: file has them, else null (filled like any null).
@@ -160,6 +161,7 @@ class Recording:
     walks: pd.DataFrame = None   # schema v3 walk rows
     census: pd.DataFrame = None  # schema v4 census rows (the topology at start)
     marks: pd.DataFrame = None   # schema v6 mark rows (mark_label)
+    moves: pd.DataFrame = None   # schema v7 move rows (move_kind)
     end_ts_ns: int = 0
     positions: int = 0          # rows in the replay order (pos is 0 .. positions-1)
     notes: list = field(default_factory=list)
@@ -580,7 +582,7 @@ def _read(pf, path, meta):
                     forks=frames["fork"], exits=frames["exit"], execs=frames["exec"],
                     slab=frames["slab"], lost=frames["lost"], locks=frames["lock"],
                     calls=frames["call"], walks=frames["walk"], census=frames["census"],
-                    marks=frames["mark"], end_ts_ns=end_ts,
+                    marks=frames["mark"], moves=frames["move"], end_ts_ns=end_ts,
                     positions=positions)
     if offset == 0:
         rec.notes.append("the recording has no rows")

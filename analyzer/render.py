@@ -315,7 +315,19 @@ def render_text(r, at=None):
     if "census" in r:
         lines.append("")
         lines.extend(_census_lines(r["census"]))
+    if "moves" in r:
+        lines.append("")
+        lines.append(_moves_line(r["moves"]))
     return "\n".join(lines) + "\n"
+
+
+def _moves_line(m):
+    """The move rows (docs/models.md#moves): one sentence in text and Markdown."""
+    n = m["rows"]
+    head = (f"Moves (docs/models.md#moves): {n['ksm_merge']} KSM merges, {n['uffd_move']} UFFDIO_MOVE, "
+            f"{n['mremap_dontunmap']} MREMAP_DONTUNMAP")
+    widen = (" (the lazy and no-fork upper ends include them)" if any(n.values()) else "")
+    return f"{head}{widen}; {m['note']}."
 
 
 def _census_lines(c, md=False):
@@ -679,5 +691,8 @@ def render_markdown(r, at=None):
     if "census" in r:
         lines.append("")
         lines.extend(_census_lines(r["census"], md=True))
+    if "moves" in r:
+        lines.append("")
+        lines.append(_moves_line(r["moves"]))
     lines.append("")
     return "\n".join(lines)

@@ -5,7 +5,7 @@ Every renderer (text, markdown, json) formats this dict and nothing else.
 
 from importlib import metadata as _md
 
-from . import calls, census, eager, holders, lazy, lazy_exact, locks, nofork, slabcheck, snapshots, walks
+from . import calls, census, eager, holders, lazy, lazy_exact, locks, moves, nofork, slabcheck, snapshots, walks
 
 REPORT_FORMAT = 1
 
@@ -205,7 +205,12 @@ def build(rec):
         # function probes: each object's VMA is known; the tracepoint estimate
         # stays in the output (models.lazy.tracepoint_estimate)
         lz = lazy_exact.model(rp, ev, tracepoint=lz)
-    report["models"] = {"eager": ev, "lazy": lz, **nofork.model(rp, ev)}
+    designs = {"lazy": lz, **nofork.model(rp, ev)}
+    n_alloc = sum(n for k, n in moves.counts(rec).items() if k in moves.ALLOCATING)
+    sizes = {o: rp.sizes[o][0] for o in ("anon_vma", "anon_vma_chain")}
+    report["models"] = {"eager": ev, **{d: moves.widened(m, ev, n_alloc, sizes) if n_alloc else m
+                                        for d, m in designs.items()}}
+    report["moves"] = moves.summary(rec)
     report["locks"] = locks.summary(rp)
     report["walks"] = walks.summary(rp)
     report["calls"] = calls.summary(rec)

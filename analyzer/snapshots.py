@@ -20,7 +20,7 @@ Each value is a triple (low, best, high); None where it cannot be told.
 import numpy as np
 import pandas as pd
 
-from . import census, live
+from . import census, live, moves
 from .eager import RMAP_OBJECTS
 
 SECTION = "docs/models.md#snapshots"
@@ -209,6 +209,19 @@ def disagreements(snaps):
     return out
 
 
+def _moves_widened(value, eager_hi, moved):
+    """(lo, best, hi) with the high end raised by the move rows so far
+    (docs/models.md#moves M4): at most eager's count where the high end was
+    below it; no bound stays no bound."""
+    lo, best, hi = value
+    if hi is None:
+        return value
+    raised = hi + moved
+    if eager_hi is not None:
+        raised = np.minimum(raised, np.maximum(hi, eager_hi))
+    return lo, best, raised
+
+
 def build(rp, report):
     """The report's ``snapshots`` list."""
     run = dict(eager_spans(rp))
@@ -218,6 +231,7 @@ def build(rp, report):
     pos = np.array([p[3] for p in pts], dtype=np.int64)
     slots = {o: rp.sizes[o][0] for o in OBJECTS}
     lazy_vma_slot = _lazy_slot(report, slots["vm_area_struct"])
+    moved = moves.spans(rp.rec).at      # one anon_vma and one AVC per move row at most (M1-M4)
     values = {}
     for design in DESIGNS:
         values[design] = {}
@@ -244,6 +258,8 @@ def build(rp, report):
                     overlap = int(run[obj].at(c)) - int(spans[names[1]][obj].at(c))
                 pre = before.design(design, obj, pos, max(overlap, 0))
             values[design][obj] = tuple(None if p is None else p + r for p, r in zip(pre, run3))
+            if design != "eager" and obj != "vm_area_struct":
+                values[design][obj] = _moves_widened(values[design][obj], values["eager"][obj][2], moved(pos))
             if design == "lazy" and obj == "vm_area_struct" and "lazy_pinned" not in spans:
                 # tracepoints cannot tell the root VMAs lazy would keep (X9): no upper bound
                 values[design][obj] = values[design][obj][:2] + (None,)

@@ -620,6 +620,84 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     return 0;
 }
 
+// Move rows (docs/collector.md#moves): what re-points anonymous pages or
+// takes a reference on an anon_vma outside the paths above, which the lazy
+// and no-fork designs must answer for (docs/models.md M1-M3).
+#if HAVE_KSM_MERGE
+// A page merged into a KSM page: its rmap item now holds a reference on
+// the VMA's anon_vma (mm/ksm.c try_to_merge_with_ksm_page(), the only
+// caller of this tracepoint; err 0: merged). ksmd runs it for another
+// process's mm: the row's owner is mm->owner (CONFIG_MEMCG), 0 if unknown.
+TRACEPOINT_PROBE(ksm, ksm_merge_with_ksm_page)
+{
+    if (args->err || !is_enabled())
+        return 0;
+    struct event e = {};
+    fill_task(&e, EV_MOVE);
+    char comm[16] = {};
+    u32 owner_tgid = 0;
+#if MM_OWNER_OFF >= 0
+    u64 owner = 0;
+    bpf_probe_read_kernel(&owner, sizeof(owner), (void *)((u64)args->mm + MM_OWNER_OFF));
+    if (owner) {
+        bpf_probe_read_kernel(&owner_tgid, sizeof(owner_tgid), (void *)(owner + TASK_TGID_OFF));
+        bpf_probe_read_kernel(&comm, sizeof(comm), (void *)(owner + TASK_COMM_OFF));
+    }
+#endif
+    // a filtered run keeps merges it cannot attribute: a bound stays a bound
+    if (owner_tgid && !want_task(owner_tgid, comm))
+        return 0;
+    e.path = MOVE_KSM_MERGE;
+    e.aux1 = owner_tgid;
+    emit(args, &e);
+    return 0;
+}
+#endif
+
+#if HAVE_UFFD_MOVE
+// ioctl(UFFDIO_MOVE) (6.8+, mm/userfaultfd.c move_pages()): the pages of
+// [src, src + len) are re-pointed to the destination VMA's anon_vma
+// (folio_move_anon_rmap()). The row has the destination range.
+TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
+{
+    if (args->cmd != UFFDIO_MOVE_CMD || !is_enabled())
+        return 0;
+    struct event e = {};
+    fill_task(&e, EV_MOVE);
+    if (!want_task(e.tgid, e.comm))
+        return 0;
+    u64 mv[3] = {};   // struct uffdio_move: dst, src, len (then mode, move)
+    bpf_probe_read_user(mv, sizeof(mv), (void *)args->arg);
+    e.path = MOVE_UFFD_MOVE;
+    e.aux1 = e.tgid;
+    e.obj_id = mv[0];
+    e.fork_id = mv[2];
+    emit(args, &e);
+    return 0;
+}
+#endif
+
+#if HAVE_MREMAP_DONTUNMAP
+// mremap(MREMAP_DONTUNMAP): the old range stays mapped, empty; a partial
+// move leaves the old VMA's anon_vma links in place (mm/mremap.c). The row
+// has the old range.
+TRACEPOINT_PROBE(syscalls, sys_enter_mremap)
+{
+    if (!(args->flags & MREMAP_DONTUNMAP_FLAG) || !is_enabled())
+        return 0;
+    struct event e = {};
+    fill_task(&e, EV_MOVE);
+    if (!want_task(e.tgid, e.comm))
+        return 0;
+    e.path = MOVE_MREMAP_DONTUNMAP;
+    e.aux1 = e.tgid;
+    e.obj_id = args->addr;
+    e.fork_id = args->old_len;
+    emit(args, &e);
+    return 0;
+}
+#endif
+
 #if HAVE_LOCK_CONTENTION
 // Contention on an anon_vma's rwsem (always the root's: anon_vma_lock_*
 // lock anon_vma->root->rwsem). A waited-on rwsem is an anon_vma's when

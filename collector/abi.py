@@ -36,6 +36,7 @@ class Ev(IntEnum):
     CALL = 7
     WALK = 8
     CENSUS = 9
+    MOVE = 10
 
 
 class Obj(IntEnum):
@@ -115,6 +116,13 @@ class Walk(IntEnum):
     OTHER = 5
 
 
+class Move(IntEnum):
+    """``struct event.path`` on move rows (v7): schema.MOVE_KINDS order + 1."""
+    KSM_MERGE = 1
+    UFFD_MOVE = 2
+    MREMAP_DONTUNMAP = 3
+
+
 class Rss(IntEnum):
     """How the kernel keeps mm->rss_stat (FP_RSS): an atomic_long_t up to
     6.1, a percpu_counter from 6.2 (commit f1a7941243c1, "mm: convert
@@ -125,7 +133,7 @@ class Rss(IntEnum):
 
 #: C prefix of each enum's #defines.
 C_ENUMS = {"EV": Ev, "OBJ": Obj, "SITE": Site, "PATH": Path, "CALLER": Caller, "FLAG": Flag,
-           "FN": Fn, "WALK": Walk, "RSS": Rss}
+           "FN": Fn, "WALK": Walk, "MOVE": Move, "RSS": Rss}
 
 #: Path code -> schema path string.
 PATH_NAMES = {
@@ -151,6 +159,14 @@ FLUSH_NS = 100_000_000
 BATCH_HEAD_SIZE = 16
 FLUSH_HZ = 20  # flush_batches() timer frequency per CPU
 NOT_IN_KERNEL = 0xFFFFFFFF  # census: the kernel has no such anon_vma field
+
+#: ioctl(2) command of UFFDIO_MOVE (6.8+): _IOWR(UFFDIO 0xAA, _UFFDIO_MOVE
+#: 0x05, struct uffdio_move of 5 x 8 bytes), include/uapi/linux/userfaultfd.h,
+#: in the generic _IOC layout of x86_64 and arm64 (dir << 30 | size << 16 |
+#: type << 8 | nr).
+UFFDIO_MOVE_CMD = (3 << 30) | (40 << 16) | (0xAA << 8) | 0x05
+#: mremap(2) flag (include/uapi/linux/mman.h, 5.7+)
+MREMAP_DONTUNMAP = 4
 
 #: ``struct event``: (name, C type, what the field holds). The function-probe
 #: fields follow under ``#if FUNC_PROBES``.
@@ -207,7 +223,8 @@ def defines() -> Dict[str, int]:
     out = {f"{prefix}_{name}": int(member)
            for prefix, enum in C_ENUMS.items() for name, member in enum.__members__.items()}
     out.update(counter_defines())
-    out.update({"BATCH": BATCH, "FLUSH_NS": f"{FLUSH_NS}ULL"})
+    out.update({"BATCH": BATCH, "FLUSH_NS": f"{FLUSH_NS}ULL", "UFFDIO_MOVE_CMD": f"{UFFDIO_MOVE_CMD:#x}U",
+                "MREMAP_DONTUNMAP_FLAG": MREMAP_DONTUNMAP})
     return out
 
 
@@ -254,11 +271,11 @@ def check_layout(leaf: type, dtype: np.dtype) -> None:
 def _check_orders() -> None:
     """The enums that index schema tuples follow their order."""
     for enum, names in ((Obj, schema.OBJECTS), (Caller, schema.CALLERS), (Walk, schema.WALK_KINDS),
-                        (Fn, schema.CALL_FUNCS)):
+                        (Fn, schema.CALL_FUNCS), (Move, schema.MOVE_KINDS)):
         if len(enum) != len(names):
             raise InterfaceError(f"{enum.__name__} has {len(enum)} codes, schema {len(names)} names")
     kernel_events = [e for e in schema.EVENTS if e in KINDS]
-    if list(KINDS[:8]) != kernel_events[:8] or "census" not in schema.EVENTS:
+    if list(KINDS[:8]) != kernel_events[:8] or not {"census", "move"} <= set(schema.EVENTS):
         raise InterfaceError(f"Ev {KINDS} does not follow schema.EVENTS {schema.EVENTS}")
 
 

@@ -37,12 +37,14 @@ def _lookup_table(size: int, mapping: Dict[int, int]) -> np.ndarray:
 
 
 _EVENT_INDEX = _lookup_table(256, {**{i + 1: i for i in range(8)},  # alloc..walk
-                                   Ev.CENSUS: schema.EVENTS.index("census")})
+                                   Ev.CENSUS: schema.EVENTS.index("census"),
+                                   Ev.MOVE: schema.EVENTS.index("move")})
 _OBJECT_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.OBJECTS))})
 _CALLER_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.CALLERS))})
 _LOCK_FUNC_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.LOCK_FUNCS))})
 _CALL_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.CALL_FUNCS))})
 _WALK_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.WALK_KINDS))})
+_MOVE_INDEX = _lookup_table(256, {i + 1: i for i in range(len(schema.MOVE_KINDS))})
 _PATH_INDEX = _lookup_table(256, {c: PATH_DICTIONARY.index(n) for c, n in PATH_NAMES.items()})
 
 
@@ -69,6 +71,7 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
     is_lock = kind == Ev.LOCK
     is_obj = is_alloc | is_free
     is_census = kind == Ev.CENSUS
+    is_move = kind == Ev.MOVE
     flags = ev["flags"]
     has_fork_id = (ev["fork_id"] != 0) & (is_alloc | is_fork)
     n = len(ev)
@@ -87,7 +90,8 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
         "preexisting": _masked((flags & Flag.PREEXISTING) != 0, is_free | is_lock, pa.bool_()),
         "bytes": _masked(ev["aux1"].astype(np.int32), is_alloc, pa.int32()),
         "owner_pid": _masked(owner_pid.astype(np.int32), is_alloc & owner_known, pa.int32()),
-        "owner_tgid": _masked(owner_tgid.astype(np.int32), is_alloc & owner_known, pa.int32()),
+        "owner_tgid": _masked(np.where(is_move, ev["aux1"], owner_tgid).astype(np.int32),
+                              (is_alloc & owner_known) | (is_move & (ev["aux1"] != 0)), pa.int32()),
         "fork_id": _masked(ev["fork_id"].astype(np.int64), has_fork_id, pa.int64()),
         "child_pid": _masked(ev["aux1"].astype(np.int32), is_fork, pa.int32()),
         "child_tgid": _masked(ev["aux2"].astype(np.int32), is_fork, pa.int32()),
@@ -99,11 +103,13 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
         "lock_write": _masked((flags & Flag.LOCK_WRITE) != 0, is_lock, pa.bool_()),
         "lock_func": _dictionary(np.where(is_lock, ev["caller"], 0), schema.LOCK_FUNCS, _LOCK_FUNC_INDEX),
     }
+    cols.update(_move_columns(ev, is_move))
     is_exec = (kind == Ev.EXEC) & (ev["fork_id"] != 0)     # ns from execve() entry
     cols["duration_ns"] = _masked(ev["fork_id"].astype(np.int64), is_exec, pa.int64())
     if "vma_id" in ev.dtype.names:
         fp = _fprobe_columns(ev, is_alloc | is_free, kind == Ev.CALL, kind == Ev.WALK, flags)
-        fp["duration_ns"] = pc.coalesce(fp["duration_ns"], cols["duration_ns"])
+        for name in ("duration_ns", "vm_start", "vm_end"):   # exec, move rows: set above
+            fp[name] = pc.coalesce(fp[name], cols[name])
         if is_census.any():  # once per run, at start: not worth the work on other batches
             for name, arr in _census_columns(ev, is_census, flags).items():
                 # columns census rows share with call/walk rows: each row has one kind
@@ -113,6 +119,16 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
         if name not in cols:
             cols[name] = pa.nulls(n, schema.SCHEMA.field(name).type)
     return pa.RecordBatch.from_arrays([cols[f] for f in schema.SCHEMA.names], schema=schema.SCHEMA)
+
+
+def _move_columns(ev, is_move) -> Dict[str, pa.Array]:
+    """Columns of move rows (v7): the kind, and the range where known (the
+    record's obj_id and fork_id hold start and length)."""
+    start, length = ev["obj_id"].astype(np.int64), ev["fork_id"].astype(np.int64)
+    ranged = is_move & (start != 0)
+    return {"move_kind": _dictionary(np.where(is_move, ev["path"], 0), schema.MOVE_KINDS, _MOVE_INDEX),
+            "vm_start": _masked(start, ranged, pa.int64()),
+            "vm_end": _masked(start + length, ranged, pa.int64())}
 
 
 def _fprobe_columns(ev, is_obj, is_call, is_walk, flags) -> Dict[str, pa.Array]:

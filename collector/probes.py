@@ -128,7 +128,26 @@ def probe_list(facts: program.KernelFacts, cfg: RunConfig) -> List[Dict[str, obj
         probes.append({"name": f"tracepoint:syscalls:sys_enter_{s}+sys_exit_{s}", "attached": ok,
                        "reason": "when an exec began (exec rows' duration_ns)" if ok else
                        "tracepoint absent: exec rows have no duration_ns; the exec row is the boundary"})
+    for define, (cat, event, _fields) in program.MOVE_PROBES.items():
+        probes.append(move_probe(define, f"tracepoint:{cat}:{event}", facts.move_probes.get(define, False),
+                                 facts.mm_owner_off >= 0))
     return probes
+
+
+#: What each move probe records (docs/schema.md#moves).
+MOVE_REASONS = {"HAVE_KSM_MERGE": "move rows: KSM merges (ksm_merge)",
+                "HAVE_UFFD_MOVE": "move rows: ioctl(UFFDIO_MOVE) (uffd_move)",
+                "HAVE_MREMAP_DONTUNMAP": "move rows: mremap(MREMAP_DONTUNMAP) (mremap_dontunmap)"}
+
+
+def move_probe(define: str, name: str, present: bool, owner_known: bool) -> dict:
+    """The probes entry of one move tracepoint."""
+    reason = MOVE_REASONS[define]
+    if define == "HAVE_KSM_MERGE" and present and not owner_known:
+        reason += "; no mm_struct.owner in BTF: merges are not attributed to a process and are kept in every run"
+    if not present:
+        reason = f"tracepoint absent: no {reason.split(': ', 1)[1]} rows (docs/models.md#moves)"
+    return {"name": name, "attached": present, "reason": reason}
 
 
 def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:

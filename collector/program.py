@@ -219,6 +219,8 @@ class KernelFacts:
     free_names: Dict[str, str]         # name the kernel gives each object's cache
     anon_vma_offsets: Dict[str, int]   # struct anon_vma root, rwsem
     lock_contention: bool              # lock:contention_begin/end with lock_addr, flags
+    move_probes: Dict[str, bool] = field(default_factory=dict)  # MOVE_PROBES present (v7 move rows)
+    mm_owner_off: int = -1             # mm_struct.owner (CONFIG_MEMCG), -1 when absent
     fprobe_offsets: Optional[Dict[str, int]] = None  # fprobe_layout(), None if BTF lacks something
     fprobe_missing: Optional[str] = None  # why fprobe_offsets is None
     rss_missing: Optional[str] = None  # why the copy_page_range probe is left out (FP_RSS 0)
@@ -235,7 +237,7 @@ class KernelFacts:
         end = tracepoint_fields("lock", "contention_end", tracing) or []
         return cls(
             sizes={s: btf.sizeof(s) for s in ("anon_vma", "anon_vma_chain", "vm_area_struct")},
-            task_offsets={m: btf.offsetof("task_struct", m) for m in ("pid", "tgid", "mm")},
+            task_offsets={m: btf.offsetof("task_struct", m) for m in ("pid", "tgid", "mm", "comm")},
             kmem_args=kmem_arg_layout(btf.raw_tracepoint_args("kmem_cache_alloc"),
                                       btf.raw_tracepoint_args("kmem_cache_free")),
             kmem_cache_offsets={m: btf.offsetof("kmem_cache", m) for m in ("object_size", "size")},
@@ -246,6 +248,7 @@ class KernelFacts:
             merged=merged, free_names=free_names,
             anon_vma_offsets={m: btf.offsetof("anon_vma", m) for m in ("root", "rwsem")},
             lock_contention={"lock_addr", "flags"} <= set(begin) and "lock_addr" in end,
+            move_probes=move_probes(tracing), mm_owner_off=_offset_or(btf, "mm_struct", "owner", -1),
             **_fprobe_facts(btf, kallsyms.symbol_address("__per_cpu_offset"), possible_cpus()))
 
     @classmethod
@@ -254,7 +257,8 @@ class KernelFacts:
         tracefs cannot be read."""
         return cls(
             sizes={"anon_vma": 96, "anon_vma_chain": 64, "vm_area_struct": 192},
-            task_offsets={"pid": 1264, "tgid": 1268, "mm": 1136},
+            task_offsets={"pid": 1264, "tgid": 1268, "mm": 1136, "comm": 1752},
+            move_probes=dict.fromkeys(MOVE_PROBES, True), mm_owner_off=1000,
             kmem_args=kmem_arg_layout(["long unsigned int", "const void *", "struct kmem_cache *", "gfp_t", "int"],
                                       ["long unsigned int", "const void *", "const struct kmem_cache *"]),
             kmem_cache_offsets={"object_size": 36, "size": 32},
@@ -285,6 +289,31 @@ class Options:
     func_probes: bool = False        # add bpf/fprobes.bpf.c
     kfunc: bool = False              # ...as fentry/fexit rather than kprobes
     census_only: bool = False        # only the census iterator (collector/census.py)
+
+
+#: Tracepoints of the v7 move rows (docs/collector.md#moves), by the HAVE_*
+#: define that says the program attaches them. ksm: include/trace/events/ksm.h
+#: (in 6.12 and 7.3; added in 6.4, "mm: add tracepoints to ksm"); syscalls:
+#: CONFIG_FTRACE_SYSCALLS.
+MOVE_PROBES = {"HAVE_KSM_MERGE": ("ksm", "ksm_merge_with_ksm_page", ("mm", "err")),
+               "HAVE_UFFD_MOVE": ("syscalls", "sys_enter_ioctl", ("cmd", "arg")),
+               "HAVE_MREMAP_DONTUNMAP": ("syscalls", "sys_enter_mremap", ("addr", "old_len", "flags"))}
+
+
+def move_probes(tracing: Optional[str]) -> Dict[str, bool]:
+    """Which move tracepoints exist with the fields the program reads."""
+    out = {}
+    for define, (cat, event, needs) in MOVE_PROBES.items():
+        fields = tracepoint_fields(cat, event, tracing)
+        out[define] = fields is not None and set(needs) <= set(fields)
+    return out
+
+
+def _offset_or(btf: BTF, struct: str, member: str, default: int) -> int:
+    try:
+        return btf.offsetof(struct, member)
+    except BTFError:
+        return default
 
 
 def _syscall_traced(name: str, tracing: Optional[str]) -> bool:
@@ -350,6 +379,9 @@ def build(facts: KernelFacts, classifier: Classifier, opts: Options) -> str:
         "TASK_PID_OFF": facts.task_offsets["pid"],
         "TASK_TGID_OFF": facts.task_offsets["tgid"],
         "TASK_MM_OFF": facts.task_offsets["mm"],
+        "TASK_COMM_OFF": facts.task_offsets["comm"],
+        "MM_OWNER_OFF": facts.mm_owner_off,
+        **{k: int(facts.move_probes.get(k, False)) for k in MOVE_PROBES},
         **facts.kmem_args,
         "KMEM_CACHE_OBJECT_SIZE_OFF": facts.kmem_cache_offsets["object_size"],
         "KMEM_CACHE_SIZE_OFF": facts.kmem_cache_offsets["size"],

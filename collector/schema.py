@@ -8,14 +8,14 @@ key changes meaning, appears or disappears.
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: Prefix of every key this tool writes into the Parquet key-value metadata.
 META_PREFIX = "anonscope."
 
 # Values of the dictionary-encoded string columns. The analyzer must accept
 # only these; the collector must write only these.
-EVENTS = ("alloc", "free", "fork", "exec", "exit", "lock", "call", "walk", "slab", "lost", "census", "mark")
+EVENTS = ("alloc", "free", "fork", "exec", "exit", "lock", "call", "walk", "slab", "lost", "census", "mark", "move")
 OBJECTS = ("anon_vma", "anon_vma_chain", "vm_area_struct")
 ALLOC_PATHS = ("fault", "fork", "clone_fork", "clone_vma", "other")
 VMA_ALLOC_PATHS = ("alloc", "fork", "dup", "other")
@@ -24,6 +24,8 @@ CALLERS = ("split", "merge", "mremap", "fork")
 LOCK_FUNCS = ("fault", "fork", "clone", "unlink", "put", "walk", "split_merge", "mremap", "thp")
 CALL_FUNCS = ("__anon_vma_prepare", "anon_vma_fork", "anon_vma_clone", "unlink_anon_vmas", "copy_page_range")
 WALK_KINDS = ("reclaim", "migration", "ksm", "idle", "other")
+#: v7 move rows: what re-pointed anonymous pages or took an anon_vma reference
+MOVE_KINDS = ("ksm_merge", "uffd_move", "mremap_dontunmap")
 
 _dict = pa.dictionary(pa.int8(), pa.string())
 _dict32 = pa.dictionary(pa.int32(), pa.string())
@@ -44,7 +46,7 @@ COLUMNS = {
                                 "anon_vma"),
     "bytes": (pa.int32(), "alloc: bytes the slab allocator handed out (bytes_alloc)"),
     "owner_pid": (pa.int32(), "alloc: pid of the process the object serves (the child for fork paths)"),
-    "owner_tgid": (pa.int32(), "alloc: tgid of that process"),
+    "owner_tgid": (pa.int32(), "alloc: tgid of that process; move (v7): the process whose pages moved"),
     "fork_id": (pa.int64(), "fork-path allocs and fork rows: per-run id of the fork"),
     "child_pid": (pa.int32(), "fork: pid of the new task"),
     "child_tgid": (pa.int32(), "fork: tgid of the new task (equal to the parent's for a thread)"),
@@ -58,8 +60,9 @@ COLUMNS = {
     "vma_id": (pa.int64(), "function probes: alloc/free: the VMA the object was made or freed for; call: the VMA"),
     "src_vma_id": (pa.int64(), "function probes: fork/clone allocs and calls: the VMA copied from"),
     "mm_id": (pa.int64(), "call: per-run id of the VMA's mm"),
-    "vm_start": (pa.int64(), "call: the VMA's start address when the call returned"),
-    "vm_end": (pa.int64(), "call: the VMA's end address"),
+    "vm_start": (pa.int64(), "call: the VMA's start address when the call returned; move (v7): start of the "
+                             "range moved"),
+    "vm_end": (pa.int64(), "call: the VMA's end address; move (v7): end of the range moved"),
     "vm_pgoff": (pa.int64(), "call: the VMA's vm_pgoff"),
     "vma_file": (pa.bool_(), "call: the VMA maps a file (MAP_PRIVATE: its CoW copies are anonymous)"),
     "func": (_dict, "call: " + ", ".join(CALL_FUNCS)),
@@ -90,6 +93,7 @@ COLUMNS = {
     "lost_source": (_dict, "lost: which source lost events"),
     "count": (pa.int64(), "lost: events lost since the previous lost row of the same source"),
     "mark_label": (_dict32, "mark (v6): the mark's label (mark-N for kill -USR1, else anoncollect mark LABEL)"),
+    "move_kind": (_dict, "move (v7): " + ", ".join(MOVE_KINDS)),
 }
 
 SCHEMA = pa.schema([pa.field(name, typ) for name, (typ, _) in COLUMNS.items()])

@@ -38,3 +38,13 @@ def pytest_addoption(parser):
 @pytest.fixture
 def update_golden(request):
     return request.config.getoption("--update-golden")
+
+
+@pytest.fixture(scope="session")
+def anonmove():
+    """build/anonmove compiled from workloads/anonmove.c (docs/workloads.md)."""
+    from recording import ROOT
+    out = ROOT / "build" / "anonmove"
+    out.parent.mkdir(exist_ok=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out), str(ROOT / "workloads" / "anonmove.c")], check=True)
+    return out

@@ -89,10 +89,11 @@ class Proc:
 
 class Gen:
     def __init__(self, arch="x86_64", step_ns=1000, reuse_ids=False, fprobes=False,
-                 lock_probe=True):
+                 lock_probe=True, move_probes=True):
         self.reuse_ids = reuse_ids      # like raw_pointers: a freed id is handed out again
         self.fprobes = fprobes          # function-probe backend rows (schema v3)
         self.lock_probe = lock_probe    # metadata: lock:contention_* attached
+        self.move_probes = move_probes  # metadata: the v7 move tracepoints attached
         self.avc_vma = {}               # avc id -> Vma it belongs to
         self._span = 0
         self._free_ids = []
@@ -547,6 +548,16 @@ class Gen:
         meta.update(overrides)
         return meta
 
+    def move(self, pid, kind, owner=None, start=None, length=4096):
+        """A v7 move row (docs/schema.md#moves): ``kind`` ksm_merge (in
+        ksmd's context ``pid``, for ``owner``), uffd_move or mremap_dontunmap
+        (by ``pid`` itself). The simulated kernel's objects do not change:
+        what the move's anon_vma functions make is recorded as their own rows."""
+        ctx = self._ctx(pid)
+        rng = {} if start is None else {"vm_start": start, "vm_end": start + length}
+        self._emit(event="move", move_kind=kind, owner_tgid=owner if owner is not None else ctx["tgid"],
+                   **rng, **ctx)
+
     def probes(self):
         out = [{"name": "tracepoint:lock:contention_begin+contention_end",
                 "attached": bool(self.lock_probe),
@@ -557,6 +568,8 @@ class Gen:
             out.append({"name": f"kprobe:{name}", "attached": self.fprobes,
                         "reason": "function probe" if self.fprobes
                         else "kernel without kprobe events"})
+        for name in ("ksm:ksm_merge_with_ksm_page", "syscalls:sys_enter_ioctl", "syscalls:sys_enter_mremap"):
+            out.append({"name": f"tracepoint:{name}", "attached": self.move_probes, "reason": "move rows"})
         return out
 
     def table(self):

@@ -33,7 +33,8 @@ def test_every_code_the_sources_use_is_defined():
 def test_defines_keep_aliases_and_values():
     d = abi.defines()
     assert d["FLAG_TRUNCATED"] == d["FLAG_LOCK_WRITE"] == 16
-    assert d["EV_CENSUS"] == len(abi.KINDS) == 9
+    assert d["EV_CENSUS"] == 9 and d["EV_MOVE"] == len(abi.KINDS) == 10
+    assert d["MOVE_MREMAP_DONTUNMAP"] == schema.MOVE_KINDS.index("mremap_dontunmap") + 1
     assert d["OBJ_VMA"] == schema.OBJECTS.index("vm_area_struct") + 1
     assert d["NR_COUNTERS"] == len(abi.COUNTERS) and d["C_LIVE_FULL"] == abi.COUNTERS.index("live_map_full")
     assert [abi.PATH_NAMES[p] for p in abi.Path] == [

@@ -99,7 +99,7 @@ def _child_split_fork():
 def _every_section():
     """Function-probe rows of every kind: a tree made before the run (census),
     forks, a thread, a vfork that execs, splits, a merge, an mremap, lock
-    waits, rmap walks, slab samples and marks; then exits."""
+    waits, rmap walks, moves, slab samples and marks; then exits."""
     g = Gen(fprobes=True)
     g.process(1, "kswapd0")
     g.process(100, "zygote")
@@ -122,6 +122,9 @@ def _every_section():
     for v in pre + own[1:]:
         g.walk(1, v, lock_wait_ns=500)
     g.lock(200, own[1], 2000, write=True, func="fork")
+    g.move(1, "ksm_merge", owner=100)
+    g.move(200, "uffd_move", start=0x7f0000000000)
+    g.move(201, "mremap_dontunmap", start=0x7e0000000000, length=8192)
     g.mark("apps")
     g.slab_sample({"anon_vma": 40, "anon_vma_chain": 70, "vm_area_struct": 300})
     for pid in (300, 201, 200, 101):
@@ -188,5 +191,6 @@ def test_the_golden_reports_cover_every_section():
     assert any(s["source"] == "slab" for r in reports for s in r["snapshots"])
     assert any(r["slabinfo"].get("samples") for r in reports)
     assert any(r["run"]["lost_events"] for r in reports)
+    assert any(all(r["moves"]["rows"].values()) for r in reports)
     for section in ("objects", "processes", "models", "banners", "warnings"):
         assert all(section in r for r in reports)

@@ -104,7 +104,7 @@ def test_program_takes_layouts_from_facts_not_headers():
     assert layout["KA_CACHE"] == -1 and layout["KF_CACHE"] == -1 and layout["KF_NAME"] == -1
     facts = program.KernelFacts(
         sizes={"anon_vma": 88, "anon_vma_chain": 48, "vm_area_struct": 176},
-        task_offsets={"pid": 1000, "tgid": 1004, "mm": 900}, kmem_args=layout,
+        task_offsets={"pid": 1000, "tgid": 1004, "mm": 900, "comm": 1500}, kmem_args=layout,
         kmem_cache_offsets={"object_size": 20, "size": 24}, exit_has_group_dead=False, fork_syscalls=[],
         exec_syscalls=[], task_rename=False, merged={"anon_vma_chain": True},
         free_names={"anon_vma": "anon_vma", "anon_vma_chain": "fs_cache", "vm_area_struct": "vm_area_struct"},
