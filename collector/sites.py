@@ -105,6 +105,8 @@ class Classifier:
 
     ranges: Dict[str, List[Range]]
     missing: List[str] = field(default_factory=list)
+    #: made-up ranges (placeholder()), not the running kernel's
+    example: bool = False
 
     @classmethod
     def from_ranges(cls, ranges: Dict[str, List[Range]]) -> "Classifier":
@@ -180,4 +182,4 @@ def placeholder() -> Classifier:
     ranges: Dict[str, List[Tuple[int, int]]] = {}
     for i, name in enumerate(wanted_functions()):
         ranges[name] = [(base + 0x1000 * i, base + 0x1000 * i + 0x100)]
-    return Classifier(ranges, [])
+    return Classifier(ranges, [], example=True)

@@ -149,3 +149,16 @@ def test_fork_syscall_probes_are_generated():
     for s in ("clone", "clone3", "fork", "vfork"):
         assert f"TRACEPOINT_PROBE(syscalls, sys_enter_{s})" in probes
         assert f"TRACEPOINT_PROBE(syscalls, sys_exit_{s})" in probes
+
+
+def test_ebpf_says_when_its_facts_are_not_this_kernels():
+    """--ebpf without root builds from an example kernel's facts and made-up
+    call-site ranges; the program's header says so (and only then)."""
+    src = program.build(program.KernelFacts.example(), sites.placeholder(), program.Options())
+    head = src.split("#define", 1)[0]
+    assert "EXAMPLE FACTS" in head and "PLACEHOLDER CALL SITES" in head
+    real = sites.Classifier.from_ranges({n: [(0x1000, 0x1100)] for n in sites.wanted_functions()})
+    head = program.build(program.KernelFacts.example(), real, program.Options()).split("#define", 1)[0]
+    assert "PLACEHOLDER" not in head and "EXAMPLE FACTS" in head
+    facts = program.KernelFacts(**{**program.KernelFacts.example().__dict__, "is_example": False})
+    assert "EXAMPLE" not in program.build(facts, real, program.Options()).split("#define", 1)[0]
