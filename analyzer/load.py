@@ -18,6 +18,7 @@ same columns as before.
 import json
 import os
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -404,15 +405,48 @@ def _file_rows(pos, order, kept_rows):
     r = pos if order is None else order[pos]
     return r if kept_rows is None else kept_rows[r]
 
-def _read(pf, path, meta):
-    """One pass over the row groups of ``pf`` (a files.RecordingFiles): the object rows' columns are appended,
-    in file order, to preallocated arrays (pages past the end are never
-    touched); the other kinds' rows are collected into small frames. Files
-    are written in time order (the collector sorts each row group), so the
-    file order usually is the replay order; otherwise the object columns are
-    permuted once, one column at a time."""
+
+class _Layout(NamedTuple):
+    """What the pass over the batches reads and how its rows are told apart."""
+    kind_columns: dict    # kind -> columns read for its rows
+    kinds: list           # kind code = index; "object" is 0
+    kind_of_event: dict   # event name -> kind code
+    with_vma: bool        # object rows carry VMA ids (OBJECT_VMA_COLUMNS)
+    columns: list         # columns read from the file
+    small_cols: list      # columns of the other kinds' rows
+
+
+class _ObjectColumns(NamedTuple):
+    """The object rows' columns: ``arrays`` (name -> numpy array, one entry
+    per object row), ``int_cols`` (integer column -> null fill) and
+    ``codes`` (code column -> its _Codes)."""
+    arrays: dict
+    int_cols: dict
+    codes: dict
+
+
+class _FileRows(NamedTuple):
+    """The rows of one pass, in file order."""
+    ts: np.ndarray        # every row's ts_ns
+    kind: np.ndarray      # every row's kind code (-1: a row of no kind)
+    objects: _ObjectColumns
+    parts: dict           # other kind -> arrow tables of its rows (with "__row": file row)
+    rows: int             # rows read
+    n_obj: int            # object rows read
+
+
+class _ReplayOrder(NamedTuple):
+    """The replay order of the kept rows (those of a kind)."""
+    order: np.ndarray     # pos -> kept row; None when the kept rows are in replay order
+    korder: np.ndarray    # pos -> kind code
+    end_ts: int           # the largest ts_ns (0: no rows)
+    positions: int        # kept rows
+
+
+def _layout(pf):
+    """``pf`` (a files.RecordingFiles) -> the _Layout of its pass: the base
+    kinds, plus the optional kinds and later columns the file has."""
     schema = pf.schema_arrow
-    n_rows = pf.num_rows
     extra_kinds, with_vma = optional_kinds(pf)
     kind_columns = dict(KIND_COLUMNS)
     kind_columns.update({k: tuple(c for c in OPTIONAL_KIND_COLUMNS[k]
@@ -422,12 +456,15 @@ def _read(pf, path, meta):
     kinds = list(kind_columns)                    # kind code = index; "object" is 0
     kind_of_event = {e: kinds.index(k) for k, evs in KIND_EVENTS.items() for e in evs
                      if k in kind_columns}
-    ev_codes = _Codes(S.EVENTS)
-    ev_kind = []                                  # event code -> kind code (-1: none)
-    alloc_code = ev_codes.index["alloc"]
+    columns = ["ts_ns", "event"] + sorted({c for cols in kind_columns.values() for c in cols}
+                                          | (set(OBJECT_VMA_COLUMNS) if with_vma else set()))
+    small_cols = list(dict.fromkeys(["ts_ns"] + [c for k in kinds[1:] for c in kind_columns[k]]))
+    return _Layout(kind_columns, kinds, kind_of_event, with_vma, columns, small_cols)
 
-    ts = np.empty(n_rows, dtype=np.int64)         # every row
-    kind = np.empty(n_rows, dtype=np.int8)
+
+def _object_columns(n_rows, schema, with_vma):
+    """Preallocated (uninitialised) object columns for up to ``n_rows`` rows
+    of a file of ``schema`` -> _ObjectColumns."""
     arrays = {"is_alloc": np.empty(n_rows, dtype=bool),
               "preexisting": np.empty(n_rows, dtype=bool)}
     int_cols = {"pid": -1, "tgid": -1, "owner_tgid": -1, "obj_id": -1, "fork_id": -1}
@@ -439,13 +476,73 @@ def _read(pf, path, meta):
              "caller": _Codes(CALLER_NAMES), "comm": _Codes()}
     for c in codes:
         arrays[c] = np.empty(n_rows, dtype=np.int32 if c == "comm" else np.int8)
-    columns = ["ts_ns", "event"] + sorted({c for cols in kind_columns.values() for c in cols}
-                                          | (set(OBJECT_VMA_COLUMNS) if with_vma else set()))
-    small_cols = list(dict.fromkeys(["ts_ns"] + [c for k in kinds[1:] for c in kind_columns[k]]))
-    parts = {k: [] for k in kinds[1:]}
+    return _ObjectColumns(arrays, int_cols, codes)
+
+
+def _batch_kinds(ecol, ev_codes, ev_kind, kind_of_event):
+    """A batch's ``event`` column -> (event codes, kind codes), numpy arrays
+    with one entry per row; refuses events outside schema v1. ``ev_codes``
+    registers the batch's names and ``ev_kind`` (event code -> kind code,
+    -1: none) grows to match."""
+    ev = ev_codes.codes(ecol, np.int16)
+    if len(ev_codes.names) > ev_codes.known:
+        used = set(np.unique(ev).tolist())
+        bad = sorted(ev_codes.names[i] for i in used if i >= ev_codes.known)
+        if bad:
+            raise AnalyzerError("column event has value(s) " + ", ".join(map(repr, bad))
+                                + " not in schema v1", EXIT_NOT_A_RUN)
+    while len(ev_kind) < len(ev_codes.names):
+        ev_kind.append(kind_of_event.get(ev_codes.names[len(ev_kind)], -1))
+    return ev, np.array(ev_kind, dtype=np.int8)[ev]
+
+
+def _put_object_rows(objects, batch, is_alloc, sel, dst):
+    """Store a batch's object rows (``sel``: which rows they are, None for
+    all; ``is_alloc``: per row of the batch) into the slice ``dst`` of the
+    columns of ``objects`` (an _ObjectColumns)."""
+    arrays = objects.arrays
+    ix = batch.schema.get_field_index
+    _put(arrays, "is_alloc", dst, sel, is_alloc)
+    for c, fill in objects.int_cols.items():
+        _put(arrays, c, dst, sel, _numpy(batch.column(ix(c)), fill, arrays[c].dtype))
+    _put(arrays, "preexisting", dst, sel, _numpy(batch.column(ix("preexisting")), False, bool))
+    for c, cc in objects.codes.items():
+        _put(arrays, c, dst, sel, cc.codes(batch.column(ix(c)), arrays[c].dtype))
+
+
+def _collect_other_rows(parts, batch, k, is_obj, offset, layout):
+    """Append a batch's rows of the other kinds (``k``: kind codes,
+    ``is_obj``: object-row mask, ``offset``: file row of the batch's first)
+    to ``parts`` (kind -> arrow tables, each with ``__row``: file row)."""
+    # the few other rows: one filter of the batch, then split by kind
+    rest = ~is_obj
+    idx = np.flatnonzero(rest)
+    few = pa.Table.from_batches([batch.select(layout.small_cols).filter(pa.array(rest))])
+    few = few.append_column("__row", pa.array(idx + offset))
+    kr = k[idx]
+    for code, kname in enumerate(layout.kinds[1:], start=1):
+        mask = kr == code
+        if mask.any():
+            parts[kname].append(few.select(["ts_ns", *layout.kind_columns[kname], "__row"])
+                                .filter(pa.array(mask)))
+
+
+def _read_batches(pf, path, layout):
+    """One pass over the record batches of ``pf`` (a files.RecordingFiles):
+    the object rows' columns are appended, in file order, to preallocated
+    arrays (pages past the end are never touched); the other kinds' rows are
+    collected as arrow tables. Returns the _FileRows."""
+    n_rows = pf.num_rows
+    ts = np.empty(n_rows, dtype=np.int64)         # every row
+    kind = np.empty(n_rows, dtype=np.int8)
+    objects = _object_columns(n_rows, pf.schema_arrow, layout.with_vma)
+    parts = {k: [] for k in layout.kinds[1:]}
+    ev_codes = _Codes(S.EVENTS)
+    ev_kind = []                                  # event code -> kind code (-1: none)
+    alloc_code = ev_codes.index["alloc"]
 
     offset = n_obj = 0
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=layout.columns):
         n = batch.num_rows
         if n == 0:
             continue
@@ -453,56 +550,39 @@ def _read(pf, path, meta):
         tcol, ecol = batch.column(ix("ts_ns")), batch.column(ix("event"))
         if tcol.null_count or ecol.null_count:
             raise AnalyzerError(f"{path}: rows with null ts_ns or event", EXIT_NOT_A_RUN)
-        ev = ev_codes.codes(ecol, np.int16)
-        if len(ev_codes.names) > ev_codes.known:
-            used = set(np.unique(ev).tolist())
-            bad = sorted(ev_codes.names[i] for i in used if i >= ev_codes.known)
-            if bad:
-                raise AnalyzerError("column event has value(s) " + ", ".join(map(repr, bad))
-                                    + " not in schema v1", EXIT_NOT_A_RUN)
-        while len(ev_kind) < len(ev_codes.names):
-            ev_kind.append(kind_of_event.get(ev_codes.names[len(ev_kind)], -1))
-        k = np.array(ev_kind, dtype=np.int8)[ev]
+        ev, k = _batch_kinds(ecol, ev_codes, ev_kind, layout.kind_of_event)
         ts[offset:offset + n] = tcol.to_numpy()
         kind[offset:offset + n] = k
         is_obj = k == 0
         m = int(np.count_nonzero(is_obj))
         if m:
-            every = m == n
-            dst = slice(n_obj, n_obj + m)
-
-            sel = None if every else is_obj
-            _put(arrays, "is_alloc", dst, sel, ev == alloc_code)
-            for c, fill in int_cols.items():
-                _put(arrays, c, dst, sel, _numpy(batch.column(ix(c)), fill, arrays[c].dtype))
-            _put(arrays, "preexisting", dst, sel, _numpy(batch.column(ix("preexisting")), False, bool))
-            for c, cc in codes.items():
-                _put(arrays, c, dst, sel, cc.codes(batch.column(ix(c)), arrays[c].dtype))
+            _put_object_rows(objects, batch, ev == alloc_code, None if m == n else is_obj,
+                             slice(n_obj, n_obj + m))
             n_obj += m
         if m < n:
-            # the few other rows: one filter of the batch, then split by kind
-            rest = ~is_obj
-            idx = np.flatnonzero(rest)
-            few = pa.Table.from_batches([batch.select(small_cols).filter(pa.array(rest))])
-            few = few.append_column("__row", pa.array(idx + offset))
-            kr = k[idx]
-            for code, kname in enumerate(kinds[1:], start=1):
-                mask = kr == code
-                if mask.any():
-                    parts[kname].append(few.select(["ts_ns", *kind_columns[kname], "__row"])
-                                        .filter(pa.array(mask)))
+            _collect_other_rows(parts, batch, k, is_obj, offset, layout)
         offset += n
-    ts, kind = ts[:offset], kind[:offset]
+    arrays = objects.arrays
     for c in arrays:
         arrays[c] = arrays[c][:n_obj]             # a view: the unused tail stays untouched
+    return _FileRows(ts[:offset], kind[:offset], objects, parts, offset, n_obj)
 
-    # replay order: ts_ns, then file order; pos is the rank in that order
+
+def _kept_rows(ts, kind):
+    """Every row's ts_ns and kind code -> (ts_ns and kind code of the kept
+    rows, the rows of a kind; kept row -> file row, None when every row is
+    kept)."""
     kept = kind >= 0
     keep_all = bool(kept.all())
     kept_rows = None if keep_all else np.flatnonzero(kept)
     kts = ts if keep_all else ts[kept_rows]
     kkind = kind if keep_all else kind[kept_rows]
-    del kind, kept
+    return kts, kkind, kept_rows
+
+
+def _replay_order(kts, kkind):
+    """The kept rows' ts_ns and kind codes -> their _ReplayOrder: ts_ns,
+    then file order; pos is the rank in that order."""
     end_ts = int(kts.max()) if len(kts) else 0
     positions = int(len(kts))
     in_order = bool((kts[1:] >= kts[:-1]).all()) if len(kts) > 1 else True
@@ -512,14 +592,27 @@ def _read(pf, path, meta):
     else:
         order = np.argsort(kts, kind="stable")    # pos -> kept row
         korder = kkind[order]
+    return _ReplayOrder(order, korder, end_ts, positions)
 
+
+def _other_positions(replay, kept_rows, kinds):
+    """The positions of the other kinds' rows -> {kind: (positions, file
+    rows)}, both ascending in replay order (``replay``: the _ReplayOrder,
+    ``kept_rows``: kept row -> file row or None, ``kinds``: kind names by code)."""
     small = {}                                    # kind -> (positions, file rows)
-    other = np.flatnonzero(korder > 0)            # the few rows of the other kinds
-    okind = korder[other]
+    other = np.flatnonzero(replay.korder > 0)     # the few rows of the other kinds
+    okind = replay.korder[other]
     for code, kname in enumerate(kinds[1:], start=1):
         pos = other[okind == code]
-        small[kname] = (pos, _file_rows(pos, order, kept_rows))
-    del other, okind
+        small[kname] = (pos, _file_rows(pos, replay.order, kept_rows))
+    return small
+
+
+def _object_replay_order(arrays, kts, kkind, replay):
+    """The object rows' (positions, ts_ns) in replay order. ``arrays`` (the
+    object columns, in file order) is permuted into replay order in place,
+    one column at a time, when the file is not in that order."""
+    korder, order = replay.korder, replay.order
     obj_pos = np.flatnonzero(korder == 0)
     obj_ts = kts[obj_pos] if order is None else None
     if order is not None:
@@ -532,59 +625,103 @@ def _read(pf, path, meta):
         for c in list(arrays):
             arrays[c] = arrays.pop(c)[perm]
         obj_ts = kts[order[korder == 0]]
-        del perm
-    del ts, kts, kkind, korder, order, kept_rows
-    arrays["pos"] = obj_pos
-    arrays["ts_ns"] = obj_ts
+    return obj_pos, obj_ts
 
+
+def _sorted_comm(comm, comm_names):
+    """Codes and names of a plain string ``comm`` column -> (codes, names)
+    with the used names sorted, as pandas would sort the categories."""
+    used = np.unique(comm[comm >= 0])
+    names = sorted(comm_names[i] for i in used)
+    remap = np.full(len(comm_names) + 1, -1, dtype=np.int32)
+    for i, nm in enumerate(names):
+        remap[comm_names.index(nm)] = i
+    return remap[comm], names
+
+
+def _object_rows(objects, schema, with_vma):
+    """The object columns in replay order (an _ObjectColumns whose arrays
+    have ``pos`` and ``ts_ns``; they are consumed) -> ObjectRows; refuses
+    object, path and caller values outside schema v1."""
+    arrays, codes = objects.arrays, objects.codes
     for c in ("object", "path", "caller"):
         _check_codes(arrays[c], codes[c], c)
     comm_names = codes["comm"].names
     comm_is_dict = pa.types.is_dictionary(schema.field("comm").type)
     if not comm_is_dict and len(comm_names):
         # a plain string column: pandas would sort the categories
-        used = np.unique(arrays["comm"][arrays["comm"] >= 0])
-        names = sorted(comm_names[i] for i in used)
-        remap = np.full(len(comm_names) + 1, -1, dtype=np.int32)
-        for i, nm in enumerate(names):
-            remap[comm_names.index(nm)] = i
-        arrays["comm"] = remap[arrays["comm"]]
-        comm_names = names
+        arrays["comm"], comm_names = _sorted_comm(arrays["comm"], comm_names)
     owner = arrays.pop("owner_tgid")
     np.copyto(owner, arrays["tgid"], where=owner == _INT_FILL)
     if with_vma and not (arrays["vma_id"] != _INT_FILL).any():
         for c in OBJECT_VMA_COLUMNS:              # only call rows had them
             del arrays[c]
-    objects = ObjectRows(comm_names, owner=owner, **arrays)
+    return ObjectRows(comm_names, owner=owner, **arrays)
 
+
+def _kind_frame(kname, tables, cols, pos, frows):
+    """The arrow tables of kind ``kname``'s rows (``cols`` when there are
+    none), their positions and file rows -> its frame, sorted by ``pos``,
+    with the columns of later versions the file lacks filled."""
+    if tables:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    else:
+        table = pa.schema([pa.field(c, S.COLUMNS[c][0]) for c in cols]
+                          + [pa.field("__row", pa.int64())]).empty_table()
+    frame = _to_frame(table, kname)
+    del table
+    take = np.searchsorted(frame["__row"].to_numpy(), frows)
+    frame = frame.take(take).reset_index(drop=True).drop(columns="__row")
+    frame["pos"] = pos
+    for c in OPTIONAL_KIND_COLUMNS.get(kname, ()) + LATER_KIND_COLUMNS.get(kname, ()):
+        if c not in frame:  # a column of a later version: null in this file
+            frame[c] = _INT_FILL
+    return frame
+
+
+def _frames(parts, kind_columns, small):
+    """The other kinds' rows (``parts``: kind -> arrow tables, consumed;
+    ``small``: kind -> (positions, file rows)) -> {kind: frame}, one for
+    every kind but "object", empty when the file has none."""
     frames = {}
     for kname in list(KIND_COLUMNS)[1:] + list(OPTIONAL_KIND_COLUMNS):
-        tables = parts.pop(kname, [])
         cols = ["ts_ns"] + list(kind_columns.get(kname, OPTIONAL_KIND_COLUMNS.get(kname, ())))
-        if tables:
-            table = pa.concat_tables(tables, promote_options="permissive")
-        else:
-            table = pa.schema([pa.field(c, S.COLUMNS[c][0]) for c in cols]
-                              + [pa.field("__row", pa.int64())]).empty_table()
-        frame = _to_frame(table, kname)
-        del table
         pos, frows = small.get(kname, (np.zeros(0, dtype=np.int64),) * 2)
-        take = np.searchsorted(frame["__row"].to_numpy(), frows)
-        frame = frame.take(take).reset_index(drop=True).drop(columns="__row")
-        frame["pos"] = pos
-        for c in OPTIONAL_KIND_COLUMNS.get(kname, ()) + LATER_KIND_COLUMNS.get(kname, ()):
-            if c not in frame:  # a column of a later version: null in this file
-                frame[c] = _INT_FILL
-        frames[kname] = frame
+        frames[kname] = _kind_frame(kname, parts.pop(kname, []), cols, pos, frows)
+    return frames
+
+
+def _read(pf, path, meta):
+    """Read ``pf`` (a files.RecordingFiles; ``path`` and ``meta`` its name and
+    metadata) in one pass -> Recording. Files are written in time order (the
+    collector sorts each row group), so the file order usually is the replay
+    order; otherwise the object columns are permuted once, one column at a
+    time."""
+    layout = _layout(pf)
+    ts, kind, objects, parts, rows, n_obj = _read_batches(pf, path, layout)
+
+    # replay order: ts_ns, then file order; pos is the rank in that order
+    kts, kkind, kept_rows = _kept_rows(ts, kind)
+    del ts, kind                                  # from here on only the kept rows count
+    replay = _replay_order(kts, kkind)
+    small = _other_positions(replay, kept_rows, layout.kinds)
+    obj_pos, obj_ts = _object_replay_order(objects.arrays, kts, kkind, replay)
+    end_ts, positions = replay.end_ts, replay.positions
+    del kts, kkind, kept_rows, replay
+    objects.arrays["pos"] = obj_pos
+    objects.arrays["ts_ns"] = obj_ts
+    obj_rows = _object_rows(objects, pf.schema_arrow, layout.with_vma)
+
+    frames = _frames(parts, layout.kind_columns, small)
     pa.default_memory_pool().release_unused()
 
-    rec = Recording(path=path, meta=meta, rows=offset, objects=objects,
+    rec = Recording(path=path, meta=meta, rows=rows, objects=obj_rows,
                     forks=frames["fork"], exits=frames["exit"], execs=frames["exec"],
                     slab=frames["slab"], lost=frames["lost"], locks=frames["lock"],
                     calls=frames["call"], walks=frames["walk"], census=frames["census"],
                     marks=frames["mark"], moves=frames["move"], end_ts_ns=end_ts,
                     positions=positions)
-    if offset == 0:
+    if rows == 0:
         rec.notes.append("the recording has no rows")
     elif n_obj == 0:
         rec.notes.append("no alloc or free rows: nothing recorded made or freed an anon_vma, AVC or VMA")

@@ -6,6 +6,8 @@ the first lines of every format.
 
 import json
 
+from .tables import md_table, text_table
+
 OBJS = ("anon_vma", "anon_vma_chain")
 SHORT = {"anon_vma": "anon_vma", "anon_vma_chain": "AVC", "vm_area_struct": "VMA"}
 MODEL_TITLE = {"eager": "eager (kernel today)", "lazy": "ANON_VMA_LAZY",
@@ -34,6 +36,7 @@ class UnknownSnapshot(ValueError):
 
 
 def pick_snapshot(report, at=None):
+    """The snapshot labelled ``at``; None: the last mark, else the last snapshot (None if none)."""
     snaps = report.get("snapshots") or []
     if at is not None:
         for s in snaps:
@@ -148,178 +151,7 @@ def _run_line(run):
             f"{run.get('lost_events')} lost")
 
 
-# --------------------------------------------------------------------- text
-
-def _snapshots_text(r, at):
-    """Live KB per design at the start, each mark and the end (slab
-    samples: JSON and CSV), and the cover letter's table at one of them."""
-    snaps = r.get("snapshots") or []
-    if not snaps:
-        return []
-    out = ["Live slab memory at snapshots (KB = live objects x slab slot, slabinfo's unit; "
-           "[low, high] where it depends on what is not recorded; docs/models.md#snapshots)"]
-    out.append(f"  {'snapshot':24}{'design':16}{'anon_vma':>22}{'AVC':>22}{'VMA':>22}")
-    shown = [s for s in snaps if s["source"] != "slab"]
-    for snap in shown:
-        where = f"{snap['label']} ({snap['ts_ns'] / 1e9:.1f} s)"
-        for design, d in snap["designs"].items():
-            cells = [_kb_cell(d[o]["kb"], d[o]["kb_range"]) for o in SHORT]
-            out.append(f"  {where:24}{design:16}" + "".join(f"{c:>22}" for c in cells))
-            where = ""
-    n_slab = len(snaps) - len(shown)
-    if n_slab:
-        out.append(f"  and {n_slab} slab samples (--format json or csv)")
-    snap = pick_snapshot(r, at)
-    out.append(f"  at {snapshot_title(snap)}, before -> after (change):")
-    for design in ("lazy", "nofork", "nofork_clone"):
-        ev, d = snap["designs"]["eager"], snap["designs"][design]
-        out.append(f"    {design:14}" + "; ".join(
-            f"{SHORT[o]} {_kb_cell(ev[o]['kb'])} -> {_kb_cell(d[o]['kb'])} ({_snap_change(ev[o]['kb'], d[o]['kb'])})"
-            for o in ("vm_area_struct", "anon_vma_chain", "anon_vma")))
-    who = holders_line(snap, r["processes"].get("fork_shapes"))
-    if who:
-        out.append("  " + who)
-    out.append("")
-    return out
-
-
-def render_text(r, at=None):
-    lines = ["!! " + b for b in r["banners"]]
-    if lines:
-        lines.append("")
-    lines.append(f"anonscope report: {r['source']}")
-    lines.append("run: " + _run_line(r["run"]))
-    tgt = r["run"].get("target")
-    if isinstance(tgt, dict):
-        lines.append("target: " + ", ".join(f"{k}={v}" for k, v in tgt.items() if v is not None))
-    for w in _plain_warnings(r):
-        lines.append("warning: " + w)
-    lines.append("")
-
-    o = r["objects"]
-    exact = "exact" if not r["banners"] else "exact for what was recorded, see above"
-    lines.append(f"Objects, eager replay (the kernel today; {exact}; live = change since run start)")
-    cols = ("anon_vma", "anon_vma_chain", "vm_area_struct")
-    lines.append(f"  {'':28}" + "".join(f"{c:>16}" for c in cols))
-
-    def row(label, fn):
-        lines.append(f"  {label:28}" + "".join(f"{fn(o[c]):>16}" for c in cols))
-
-    row("object size (bytes)", lambda s: str(s["object_size"]))
-    row("allocated", lambda s: str(s["allocated_total"]))
-    for p in ("fault", "fork", "clone_fork", "clone_vma", "other"):
-        row(f"  {p}", lambda s, p=p: str(s["allocated"].get(p, "")) if p in s["allocated"] else "")
-    for p in ("alloc", "dup"):
-        row(f"  {p}", lambda s, p=p: str(s["allocated"][p]) if p in s["allocated"] else "")
-    row("freed (preexisting)", lambda s: f"{s['freed']} ({s['freed_preexisting']})")
-    row("live at end (change)", lambda s: str(s["live_at_end"]))
-    row("peak live (change)", lambda s: str(s["peak_live"]))
-    row("run objects: peak live", lambda s: str(s["run_objects"]["peak_live"]))
-    row("run objects: peak KB", lambda s: kb(s["run_objects"]["peak_live_bytes"]))
-    tp = [o[obj].get("transient_fork_pairs", 0) for obj in ("anon_vma", "anon_vma_chain")]
-    if any(tp):
-        lines.append(f"  7.x anon_vma_fork reuse pairs, allocated and freed at once (not counted above, "
-                     f"docs/models.md rule E2'): {tp[0]} anon_vma, {tp[1]} AVC")
-    cv = o["anon_vma_chain"].get("clone_vma_callers", {})
-    if any(cv.values()):
-        lines.append("  clone_vma AVCs by caller: " + ", ".join(f"{k} {v}" for k, v in cv.items() if v))
-    lines.append("")
-
-    p = r["processes"]
-    lines.append(f"Processes: {p['seen']} seen, {p['forking']} forking, {p['leaf']} leaf "
-                 f"({p['born_in_run']} born and {p['exited_in_run']} exited in the run, "
-                 f"{p['process_forks']} process forks, {p['threads_or_vforks']} threads/vforks, "
-                 f"fork depth {p['max_fork_depth']})")
-    if p["by_process"]:
-        lines.append(f"  {'tgid':>8} {'comm':16} {'anon_vma':>9} {'AVC':>9} {'KB':>10} {'forks':>6}"
-                     f"  {'for children: anon_vma':>23} {'AVC':>9} {'KB':>10}")
-        for e in p["by_process"][:10]:
-            c = e["for_children"]
-            lines.append(f"  {e['tgid']:>8} {str(e['comm'])[:16]:16} {e['anon_vma']:>9} "
-                         f"{e['anon_vma_chain']:>9} {kb(e['bytes']):>10} {e['process_forks']:>6}"
-                         f"  {c['anon_vma']:>23} {c['anon_vma_chain']:>9} {kb(c['bytes']):>10}")
-    lines.append("")
-
-    lines.extend(_snapshots_text(r, at))
-    lines.append("Models: objects allocated over the run (saved vs eager) [range], peak live KB")
-    lines.append(f"  {'model':22}{'anon_vma':>26}{'AVC':>28}{'peak KB av/AVC':>22}  fidelity")
-    for name, m in r["models"].items():
-        cells = []
-        for obj in OBJS:
-            g = m[obj]
-            cells.append(f"{g['allocated']} ({saved(m['saved_pct'][obj])}) {_rng(g['allocated_range'])}")
-        pk = f"{kb(m['anon_vma']['peak_live_bytes'])}/{kb(m['anon_vma_chain']['peak_live_bytes'])}"
-        lines.append(f"  {MODEL_TITLE[name]:22}{cells[0]:>26}{cells[1]:>28}{pk:>22}  "
-                     f"{m['anon_vma']['fidelity']}")
-    lz = r["models"]["lazy"]
-    up = lz["upgrades"]
-    g = lz["extra_costs"]["vma_growth"]
-    ft = lz["extra_costs"]["fork_time_objects"]
-    lines.append(f"  lazy upgrades: fork {up['fork']} {_rng(up['fork_range'])}, mremap "
-                 f"{up['mremap']} {_rng(up['mremap_range'])}; upgrade objects: "
-                 f"{up['objects']['anon_vma']} anon_vma, {up['objects']['anon_vma_chain']} AVC")
-    lines.append(f"  lazy VMA growth: {_vma_growth(g)}, +{kb(g['peak_extra_bytes'])} KB "
-                 f"at the peak of {g['run_vmas_peak_live']} run VMAs"
-                 + (f", +{kb(g['slabinfo_extra_bytes_peak'])} KB for slabinfo's peak of "
-                    f"{g['slabinfo_vmas_peak']} VMAs" if "slabinfo_vmas_peak" in g else ""))
-    lines.append(f"  lazy fork-time objects: eager {ft['eager']}, lazy {ft['lazy']}; "
-                 "re-pointed anon pages: " + _repointed(lz))
-    if "tracepoint_estimate" in lz:
-        te = lz["tracepoint_estimate"]
-        lines.append("  lazy is the exact per-VMA replay (function probes); the tracepoint "
-                     f"estimate on the same rows: anon_vma {te['anon_vma']['allocated']} "
-                     f"{_rng(te['anon_vma']['allocated_range'])}, AVC "
-                     f"{te['anon_vma_chain']['allocated']} {_rng(te['anon_vma_chain']['allocated_range'])}, "
-                     f"fork upgrades {te['upgrades']['fork']} {_rng(te['upgrades']['fork_range'])}; "
-                     "exact within its bounds: "
-                     + ("yes" if all(te["exact_within_bounds"].values()) else
-                        "no (" + ", ".join(k for k, v in te["exact_within_bounds"].items() if not v) + ")"))
-    gens = r["models"]["nofork"]["generations"]
-    lines.append(f"  no-fork: {gens['leaf']} of {gens['generations']} process generations make no fork and "
-                 f"opt out ({gens['leaf_whole_life_in_run']} with their whole life in the run, "
-                 f"{gens['fork_then_exec']} forked children that exec: what is saved in those dies at the "
-                 "exec anyway); clone_fork links stay in both no-fork designs")
-    for v in ("nofork", "nofork_clone"):
-        m = r["models"][v]
-        lines.append(f"  {MODEL_TITLE[v]}: saved anon_vma {m['anon_vma']['saved']} "
-                     f"({m['anon_vma']['saved_in_fork_then_exec']} in fork-then-exec children), AVC "
-                     f"{m['anon_vma_chain']['saved']} ({m['anon_vma_chain']['saved_in_fork_then_exec']})")
-    lines.append("  rules and fidelity: docs/models.md")
-    lines.append("")
-
-    s = r["slabinfo"]
-    lines.append(f"Slabinfo cross-check ({s.get('samples', 0)} samples"
-                 + (f"; {s['mode']} run: checks {s['checks']}" if "mode" in s else "") + ")")
-    if not any(k in s for k in ("anon_vma", "anon_vma_chain", "vm_area_struct")):
-        lines.append("  " + s.get("note", "no samples of our caches"))
-    for obj in ("anon_vma", "anon_vma_chain", "vm_area_struct"):
-        if obj not in s:
-            continue
-        c = s[obj]
-        over = (f"slabinfo overstates by {_rng(c['slabinfo_overstates_range'])} objects"
-                if "slabinfo_overstates_range" in c else "the rest of the system is not traced")
-        lines.append(f"  {obj}: slabinfo change {c['slab_change']:+d}, traced change "
-                     f"{c['traced_change']:+d}, difference {c['difference']:+d}; aliases "
-                     f"{c['aliases']}; {over}"
-                     + (f"; {c['alias_frees_skipped']} frees of the merged caches' own objects skipped "
-                        "(their allocations are not traced)" if c.get("alias_frees_skipped") else ""))
-    if "locks" in r:
-        lines.append("")
-        lines.extend(_locks_text(r["locks"]))
-    if "walks" in r:
-        lines.append("")
-        lines.extend(_walks_text(r["walks"]))
-    if r.get("calls", {}).get("available"):
-        lines.append("")
-        lines.extend(_calls_text(r["calls"]))
-    if "census" in r:
-        lines.append("")
-        lines.extend(_census_lines(r["census"]))
-    if "moves" in r:
-        lines.append("")
-        lines.append(_moves_line(r["moves"]))
-    return "\n".join(lines) + "\n"
-
+# ---------------------------------------------- shared by text and Markdown
 
 def _moves_line(m):
     """The move rows (docs/models.md#moves): one sentence in text and Markdown."""
@@ -380,130 +212,29 @@ def _v3(st, fmt=str):
     return "/".join("-" if st[k] is None else fmt(st[k]) for k in ("p50", "p99", "max"))
 
 
-def _walks_text(w):
-    out = ["rmap walks per design (function probes; docs/models.md#walks-recorded)"]
-    if not w.get("available"):
-        out.append("  " + w["note"])
-        return out
-    out.append(f"  {'design':18}{'walks':>7}  {'visits p50/p99/max':>20} {'unit':4}  "
-               f"{'time p50/p99/max':>28}  {'lock wait':>10}")
+def _walks_table(w):
+    """The rmap walks per design (a table: header, rows), in text and Markdown."""
+    table = [("design", "walks", "visits p50/p99/max", "unit", "time p50/p99/max", "lock wait")]
     for d in WALK_DESIGNS:
         x = w[d]
-        out.append(f"  {WALK_TITLE[d]:18}{x['count']:>7}  {_v3(x['visits']):>20} {x['unit']:4}  "
-                   f"{_v3(x['time_ns'], ns):>28}  {_wait(x):>10}")
-    e = w["eager"]
-    out.append(f"  eager AVCs visited p50/p99/max {_v3(e['avcs_visited'])}; {e['lock_waits']} lock "
-               f"waits in walks ({e['lock_waits_matched']} matched to a walk); "
-               f"{e['locked_walks']} rmap_walk_locked; {e['large_folios']} large folios")
-    for k, s in e["by_kind"].items():
-        out.append(f"    {k}: {s['count']} walks, VMAs {_v3(s['visits'])}, AVCs "
-                   f"{_v3(s['avcs_visited'])}, time {_v3(s['time_ns'], ns)}, lock wait "
-                   f"{ns(s['lock_wait_ns'])}")
-    lz, nf, nc, cw = w["lazy"], w["nofork"], w["nofork_clone"], w["cow_context"]
-    out.append(f"  lazy: {lz['lazy_walks']} walks of still-lazy folios (through the root VMA; lazy state: "
-               f"{lz['lazy_state']}); no-fork: {nf['leaf_walks']} (opt-out) and {nc['leaf_walks']} (at clone) "
-               "walks of folios without an anon_vma; the lock and time of those are unknown")
-    out.append(f"  CoW context: VMA-tree lookups {_v3(cw['tree_lookups'])}, rmap_one calls "
-               f"{_v3(cw['rmap_one_calls'])}, {cw['exclusive_walks']} exclusive folios stop at their own mm, "
-               f"descendant mms {_v3(cw['descendant_mms'])}; {cw['unknown_context']} walks of pre-run "
-               "anon_vmas left out; lock and time unknown")
-    for d in WALK_DESIGNS:
-        out.append(f"  fidelity {d}: {w[d]['fidelity']}")
-    return out
+        table.append((WALK_TITLE[d], x["count"], _v3(x["visits"]), x["unit"], _v3(x["time_ns"], ns), _wait(x)))
+    return table
 
 
-def _calls_text(c):
-    out = ["anon_vma functions, measured (function probes: entry to return)"]
-    out.append(f"  {'function':20}{'calls':>8}{'p50':>10}{'p99':>10}{'max':>10}{'total':>11}"
-               f"{'objects':>9}{'reused':>8}")
-    for f, e in c["by_func"].items():
-        d = e["duration_ns"]
-        out.append(f"  {f:20}{e['calls']:>8}{ns(d['p50']):>10}{ns(d['p99']):>10}"
-                   f"{ns(d['max']):>10}{ns(e['total_duration_ns']):>11}{e['objects']:>9}"
-                   f"{e.get('reused', ''):>8}")
-    return out
-
-
-def _walks_markdown(w):
-    if not w.get("available"):
-        return ["rmap walks: " + w["note"] + "."]
-    out = [f"rmap walks of anonymous folios ({w['walks']} measured with function probes; "
-           "other designs re-cost the same walks, docs/models.md#walks-recorded):", "",
-           "| design | walks | visits p50/p99/max | unit | time p50/p99/max | lock wait |",
-           "|---|---|---|---|---|---|"]
-    for d in WALK_DESIGNS:
-        x = w[d]
-        out.append(f"| {WALK_TITLE[d]} | {x['count']} | {_v3(x['visits'])} | {x['unit']} | "
-                   f"{_v3(x['time_ns'], ns)} | {_wait(x)} |")
-    out.append("")
-    out.append("Eager is measured; lazy and no-fork walks of folios without an anon_vma go through "
-               "the folio's VMA and still visit every VMA that maps it, with a lock and a time that "
-               "are unknown (never 0); CoW-context visits are VMA-tree lookups, one per live mm "
-               "under the folio's context (its own alone for an exclusive folio), lock and time "
-               "unknown.")
-    return out
-
-
-def _locks_text(lk):
-    out = ["Lock waits on anon_vma root rwsems (lock:contention_begin/end; docs/models.md#locks)"]
-    if lk["status"] in ("not available", "not recorded"):
-        out.append(f"  {lk['status']}: {lk['note']}")
-        return out
-    if lk["status"] == "no waits":
-        out.append("  none: " + lk["note"])
-        return out
-    per_s = f" ({ns(lk['wait_ns_per_s'])} per second of run)" if "wait_ns_per_s" in lk else ""
-    out.append(f"  {lk['waits']} waits on {lk['roots']} roots, {ns(lk['total_wait_ns'])} in total"
-               f"{per_s}; wait {_pcts(lk['wait_ns'])}")
-    m = lk["by_mode"]
-    out.append(f"  read (down_read): {m['read']['waits']} waits, {ns(m['read']['total_wait_ns'])}; "
-               f"write (down_write): {m['write']['waits']} waits, {ns(m['write']['total_wait_ns'])}")
-    out.append(f"  {'lock taker':14}{'waits':>8}{'total':>11}{'p50':>10}{'p99':>10}{'max':>10}"
-               f"{'write':>7}")
+def _lock_takers_table(lk):
+    """The lock waits per lock taker (a table: header, rows), in text and Markdown."""
+    table = [("lock taker", "waits", "write", "total", "p50", "p99", "max")]
     for f, g in lk["by_func"].items():
         st = g["wait_ns"]
-        out.append(f"  {f:14}{g['waits']:>8}{ns(g['total_wait_ns']):>11}{ns(st['p50']):>10}"
-                   f"{ns(st['p99']):>10}{ns(st['max']):>10}{g['write_waits']:>7}")
-    out.append(f"  {'root (lock_id)':20}{'owner':>24}{'waits':>8}{'total':>11}{'max':>10}")
-    for e in lk["top_roots"][:10]:
-        owner = f"{e['owner_tgid']} {e['owner_comm']}" if e["in_run"] else "before the run"
-        out.append(f"  {e['lock_id']:<20}{owner[:24]:>24}{e['waits']:>8}"
-                   f"{ns(e['total_wait_ns']):>11}{ns(e['max_wait_ns']):>10}")
-    out.append("  waiters by comm: " + ", ".join(
-        f"{c['comm']} {c['waits']} ({ns(c['total_wait_ns'])})" for c in lk["by_comm"][:10]))
-    out.append("  fidelity: " + lk["fidelity"])
-    return out
+        table.append((f, g["waits"], g["write_waits"], ns(g["total_wait_ns"]),
+                      ns(st["p50"]), ns(st["p99"]), ns(st["max"])))
+    return table
 
 
 def _lock_owner(e):
     """Who made a heavily waited root anon_vma: its owner, or the run's start."""
     return f"{e['owner_comm']} {e['owner_tgid']}" if e["in_run"] else "from before the run"
 
-
-def _locks_markdown(lk):
-    out = ["Waits for anon_vma root rwsems (`lock:contention_begin`/`_end`, docs/models.md#locks):"]
-    if lk["status"] in ("not available", "not recorded", "no waits"):
-        out[0] += " " + lk["note"] + "."
-        return out
-    out[0] += (f" {lk['waits']} waits on {lk['roots']} roots, {ns(lk['total_wait_ns'])} in total, "
-               f"wait {_pcts(lk['wait_ns'])}.")
-    out.append("")
-    out.append("| lock taker | waits | write | total | p50 | p99 | max |")
-    out.append("|---|---|---|---|---|---|---|")
-    for f, g in lk["by_func"].items():
-        st = g["wait_ns"]
-        out.append(f"| {f} | {g['waits']} | {g['write_waits']} | {ns(g['total_wait_ns'])} | "
-                   f"{ns(st['p50'])} | {ns(st['p99'])} | {ns(st['max'])} |")
-    top = lk["top_roots"][:5]
-    if top:
-        out.append("")
-        out.append("Heaviest roots: " + "; ".join(
-            f"{e['lock_id']} ({_lock_owner(e)}) "
-            f"{e['waits']} waits, {ns(e['total_wait_ns'])}" for e in top) + ".")
-    return out
-
-
-# ----------------------------------------------------------------- markdown
 
 def _repointed(lz):
     """Re-pointed anonymous pages of the lazy upgrades, in words."""
@@ -517,19 +248,8 @@ def _repointed(lz):
             + f"), at most {rp['mremap_upper_bound']} at mremap upgrades; base pages")
 
 
-def _peak_table(r, model):
-    """The run window's peak of objects made in it: not slabinfo's unit."""
-    ev, m = r["models"]["eager"], r["models"][model]
-    out = ["| object | eager window peak (KB) | design window peak (KB) | change |",
-           "|---|---|---|---|"]
-    for obj in ("vm_area_struct", "anon_vma_chain", "anon_vma"):
-        before = ev[obj]["peak_live_bytes"]
-        after = m[obj]["peak_live_bytes"]
-        out.append(f"| {obj} | {kb(before)} | {kb(after)} | {pct_change(before, after)} |")
-    return out
-
-
 def _kb_cell(v, rng=None):
+    """Live KB with its ``[low, high]`` range where they differ ('n/a' when unknown)."""
     if v is None and (rng is None or rng[0] is None):
         return "n/a"
     text = "n/a" if v is None else f"{v:.1f}"
@@ -540,24 +260,14 @@ def _kb_cell(v, rng=None):
 
 
 def _snap_change(before, after):
+    """The change of a snapshot's KB, 'n/a' when either is unknown."""
     if before is None or after is None:
         return "n/a"
     return pct_change(before, after)
 
 
-def cover_table(snap, design):
-    """The series' table at one snapshot: eager (before) vs ``design``
-    (after), live KB = live objects x slab slot (slabinfo's active KB)."""
-    ev, d = snap["designs"]["eager"], snap["designs"][design]
-    out = ["| object | before (active KB) | after (active KB) | change |", "|---|---|---|---|"]
-    for obj in ("vm_area_struct", "anon_vma_chain", "anon_vma"):
-        b, a = ev[obj], d[obj]
-        out.append(f"| {obj} | {_kb_cell(b['kb'], b['kb_range'])} | {_kb_cell(a['kb'], a['kb_range'])} | "
-                   f"{_snap_change(b['kb'], a['kb'])} |")
-    return out
-
-
 def snapshot_title(snap):
+    """A snapshot in words: its label, source and time into the run."""
     return f"`{snap['label']}` ({snap['source']}, {snap['ts_ns'] / 1e9:.1f} s into the run)"
 
 
@@ -589,7 +299,335 @@ def _pct(v):
     return "n/a" if v is None else f"{v:.1f}%"
 
 
+# --------------------------------------------------------------------- text
+
+def render_text(r, at=None):
+    """The plain-text report: a section after the other (``at``: the
+    snapshot of the cover letter's lines, :func:`pick_snapshot`)."""
+    lines = _header_text(r)
+    lines += _objects_text(r)
+    lines += _processes_text(r["processes"])
+    lines += _snapshots_text(r, at)
+    lines += _models_text(r["models"])
+    lines += _slabinfo_text(r["slabinfo"])
+    lines += _late_sections_text(r)
+    return "\n".join(lines) + "\n"
+
+
+def _header_text(r):
+    """Banners, the report's title, the run and its target, the other warnings."""
+    lines = ["!! " + b for b in r["banners"]]
+    if lines:
+        lines.append("")
+    lines.append(f"anonscope report: {r['source']}")
+    lines.append("run: " + _run_line(r["run"]))
+    tgt = r["run"].get("target")
+    if isinstance(tgt, dict):
+        lines.append("target: " + ", ".join(f"{k}={v}" for k, v in tgt.items() if v is not None))
+    for w in _plain_warnings(r):
+        lines.append("warning: " + w)
+    lines.append("")
+    return lines
+
+
+def _objects_text(r):
+    """The eager replay's objects: a table per object type, and the
+    anon_vma_fork reuse pairs and clone_vma callers where there are any."""
+    o = r["objects"]
+    exact = "exact" if not r["banners"] else "exact for what was recorded, see above"
+    out = [f"Objects, eager replay (the kernel today; {exact}; live = change since run start)"]
+    out += text_table("  {:28}{:>16}{:>16}{:>16}", _objects_table(o))
+    tp = [o[obj].get("transient_fork_pairs", 0) for obj in ("anon_vma", "anon_vma_chain")]
+    if any(tp):
+        out.append(f"  7.x anon_vma_fork reuse pairs, allocated and freed at once (not counted above, "
+                   f"docs/models.md rule E2'): {tp[0]} anon_vma, {tp[1]} AVC")
+    cv = o["anon_vma_chain"].get("clone_vma_callers", {})
+    if any(cv.values()):
+        out.append("  clone_vma AVCs by caller: " + ", ".join(f"{k} {v}" for k, v in cv.items() if v))
+    out.append("")
+    return out
+
+
+def _objects_table(o):
+    """The objects table: a row per quantity, a column per object type."""
+    cols = ("anon_vma", "anon_vma_chain", "vm_area_struct")
+    cells = [("object size (bytes)", lambda s: str(s["object_size"])),
+             ("allocated", lambda s: str(s["allocated_total"]))]
+    cells += [(f"  {p}", lambda s, p=p: str(s["allocated"][p]) if p in s["allocated"] else "")
+              for p in ("fault", "fork", "clone_fork", "clone_vma", "other", "alloc", "dup")]
+    cells += [("freed (preexisting)", lambda s: f"{s['freed']} ({s['freed_preexisting']})"),
+              ("live at end (change)", lambda s: str(s["live_at_end"])),
+              ("peak live (change)", lambda s: str(s["peak_live"])),
+              ("run objects: peak live", lambda s: str(s["run_objects"]["peak_live"])),
+              ("run objects: peak KB", lambda s: kb(s["run_objects"]["peak_live_bytes"]))]
+    return [("", *cols)] + [(label, *(fn(o[c]) for c in cols)) for label, fn in cells]
+
+
+def _processes_text(p):
+    """The processes: counts, and the ten that hold the most (and made the most for their children)."""
+    out = [f"Processes: {p['seen']} seen, {p['forking']} forking, {p['leaf']} leaf "
+           f"({p['born_in_run']} born and {p['exited_in_run']} exited in the run, "
+           f"{p['process_forks']} process forks, {p['threads_or_vforks']} threads/vforks, "
+           f"fork depth {p['max_fork_depth']})"]
+    if p["by_process"]:
+        table = [("tgid", "comm", "anon_vma", "AVC", "KB", "forks", "for children: anon_vma", "AVC", "KB")]
+        for e in p["by_process"][:10]:
+            c = e["for_children"]
+            table.append((e["tgid"], str(e["comm"])[:16], e["anon_vma"], e["anon_vma_chain"], kb(e["bytes"]),
+                          e["process_forks"], c["anon_vma"], c["anon_vma_chain"], kb(c["bytes"])))
+        out += text_table("  {:>8} {:16} {:>9} {:>9} {:>10} {:>6}  {:>23} {:>9} {:>10}", table)
+    out.append("")
+    return out
+
+
+def _snapshots_text(r, at):
+    """Live KB per design at the start, each mark and the end (slab
+    samples: JSON and CSV), and the cover letter's table at one of them."""
+    snaps = r.get("snapshots") or []
+    if not snaps:
+        return []
+    out = ["Live slab memory at snapshots (KB = live objects x slab slot, slabinfo's unit; "
+           "[low, high] where it depends on what is not recorded; docs/models.md#snapshots)"]
+    shown = [s for s in snaps if s["source"] != "slab"]
+    table = [("snapshot", "design", "anon_vma", "AVC", "VMA")]
+    for snap in shown:
+        where = f"{snap['label']} ({snap['ts_ns'] / 1e9:.1f} s)"
+        for design, d in snap["designs"].items():
+            table.append((where, design, *(_kb_cell(d[o]["kb"], d[o]["kb_range"]) for o in SHORT)))
+            where = ""
+    out += text_table("  {:24}{:16}{:>22}{:>22}{:>22}", table)
+    n_slab = len(snaps) - len(shown)
+    if n_slab:
+        out.append(f"  and {n_slab} slab samples (--format json or csv)")
+    out += _cover_text(r, pick_snapshot(r, at))
+    out.append("")
+    return out
+
+
+def _cover_text(r, snap):
+    """The cover letter's table at ``snap``, a line per design (before ->
+    after), and who holds the anon rmap there."""
+    out = [f"  at {snapshot_title(snap)}, before -> after (change):"]
+    for design in ("lazy", "nofork", "nofork_clone"):
+        ev, d = snap["designs"]["eager"], snap["designs"][design]
+        out.append(f"    {design:14}" + "; ".join(
+            f"{SHORT[o]} {_kb_cell(ev[o]['kb'])} -> {_kb_cell(d[o]['kb'])} ({_snap_change(ev[o]['kb'], d[o]['kb'])})"
+            for o in ("vm_area_struct", "anon_vma_chain", "anon_vma")))
+    who = holders_line(snap, r["processes"].get("fork_shapes"))
+    if who:
+        out.append("  " + who)
+    return out
+
+
+def _models_text(models):
+    """The models: objects allocated over the run per model (a table),
+    then the costs of the lazy design and the savings of the no-fork ones."""
+    out = ["Models: objects allocated over the run (saved vs eager) [range], peak live KB"]
+    table = [("model", "anon_vma", "AVC", "peak KB av/AVC", "fidelity")]
+    for name, m in models.items():
+        cells = [f"{m[obj]['allocated']} ({saved(m['saved_pct'][obj])}) {_rng(m[obj]['allocated_range'])}"
+                 for obj in OBJS]
+        pk = f"{kb(m['anon_vma']['peak_live_bytes'])}/{kb(m['anon_vma_chain']['peak_live_bytes'])}"
+        table.append((MODEL_TITLE[name], *cells, pk, m["anon_vma"]["fidelity"]))
+    out += text_table("  {:22}{:>26}{:>28}{:>22}  {}", table)
+    out += _lazy_text(models["lazy"])
+    out += _nofork_text(models)
+    out.append("  rules and fidelity: docs/models.md")
+    out.append("")
+    return out
+
+
+def _lazy_text(lz):
+    """ANON_VMA_LAZY's costs: upgrades, VMA growth, fork-time objects,
+    re-pointed pages, and the tracepoint estimate beside the exact replay."""
+    up = lz["upgrades"]
+    g = lz["extra_costs"]["vma_growth"]
+    ft = lz["extra_costs"]["fork_time_objects"]
+    out = [f"  lazy upgrades: fork {up['fork']} {_rng(up['fork_range'])}, mremap "
+           f"{up['mremap']} {_rng(up['mremap_range'])}; upgrade objects: "
+           f"{up['objects']['anon_vma']} anon_vma, {up['objects']['anon_vma_chain']} AVC"]
+    out.append(f"  lazy VMA growth: {_vma_growth(g)}, +{kb(g['peak_extra_bytes'])} KB "
+               f"at the peak of {g['run_vmas_peak_live']} run VMAs"
+               + (f", +{kb(g['slabinfo_extra_bytes_peak'])} KB for slabinfo's peak of "
+                  f"{g['slabinfo_vmas_peak']} VMAs" if "slabinfo_vmas_peak" in g else ""))
+    out.append(f"  lazy fork-time objects: eager {ft['eager']}, lazy {ft['lazy']}; "
+               "re-pointed anon pages: " + _repointed(lz))
+    if "tracepoint_estimate" in lz:
+        te = lz["tracepoint_estimate"]
+        out.append("  lazy is the exact per-VMA replay (function probes); the tracepoint "
+                   f"estimate on the same rows: anon_vma {te['anon_vma']['allocated']} "
+                   f"{_rng(te['anon_vma']['allocated_range'])}, AVC "
+                   f"{te['anon_vma_chain']['allocated']} {_rng(te['anon_vma_chain']['allocated_range'])}, "
+                   f"fork upgrades {te['upgrades']['fork']} {_rng(te['upgrades']['fork_range'])}; "
+                   "exact within its bounds: "
+                   + ("yes" if all(te["exact_within_bounds"].values()) else
+                      "no (" + ", ".join(k for k, v in te["exact_within_bounds"].items() if not v) + ")"))
+    return out
+
+
+def _nofork_text(models):
+    """The no-fork designs: the generations that opt out, and what each design saves."""
+    gens = models["nofork"]["generations"]
+    out = [f"  no-fork: {gens['leaf']} of {gens['generations']} process generations make no fork and "
+           f"opt out ({gens['leaf_whole_life_in_run']} with their whole life in the run, "
+           f"{gens['fork_then_exec']} forked children that exec: what is saved in those dies at the "
+           "exec anyway); clone_fork links stay in both no-fork designs"]
+    for v in ("nofork", "nofork_clone"):
+        m = models[v]
+        out.append(f"  {MODEL_TITLE[v]}: saved anon_vma {m['anon_vma']['saved']} "
+                   f"({m['anon_vma']['saved_in_fork_then_exec']} in fork-then-exec children), AVC "
+                   f"{m['anon_vma_chain']['saved']} ({m['anon_vma_chain']['saved_in_fork_then_exec']})")
+    return out
+
+
+def _slabinfo_text(s):
+    """The slabinfo cross-check: slabinfo's change beside the traced one, per cache."""
+    out = [f"Slabinfo cross-check ({s.get('samples', 0)} samples"
+           + (f"; {s['mode']} run: checks {s['checks']}" if "mode" in s else "") + ")"]
+    if not any(k in s for k in ("anon_vma", "anon_vma_chain", "vm_area_struct")):
+        out.append("  " + s.get("note", "no samples of our caches"))
+    for obj in ("anon_vma", "anon_vma_chain", "vm_area_struct"):
+        if obj not in s:
+            continue
+        c = s[obj]
+        over = (f"slabinfo overstates by {_rng(c['slabinfo_overstates_range'])} objects"
+                if "slabinfo_overstates_range" in c else "the rest of the system is not traced")
+        out.append(f"  {obj}: slabinfo change {c['slab_change']:+d}, traced change "
+                   f"{c['traced_change']:+d}, difference {c['difference']:+d}; aliases "
+                   f"{c['aliases']}; {over}"
+                   + (f"; {c['alias_frees_skipped']} frees of the merged caches' own objects skipped "
+                      "(their allocations are not traced)" if c.get("alias_frees_skipped") else ""))
+    return out
+
+
+def _late_sections_text(r):
+    """The sections of the newer row kinds, each after a blank line:
+    locks, walks, calls (when measured), census, moves."""
+    out = []
+    if "locks" in r:
+        out += ["", *_locks_text(r["locks"])]
+    if "walks" in r:
+        out += ["", *_walks_text(r["walks"])]
+    if r.get("calls", {}).get("available"):
+        out += ["", *_calls_text(r["calls"])]
+    if "census" in r:
+        out += ["", *_census_lines(r["census"])]
+    if "moves" in r:
+        out += ["", _moves_line(r["moves"])]
+    return out
+
+
+def _locks_text(lk):
+    """Lock waits on anon_vma root rwsems: totals, by mode, by lock taker,
+    the heaviest roots and the waiters."""
+    out = ["Lock waits on anon_vma root rwsems (lock:contention_begin/end; docs/models.md#locks)"]
+    if lk["status"] in ("not available", "not recorded"):
+        out.append(f"  {lk['status']}: {lk['note']}")
+        return out
+    if lk["status"] == "no waits":
+        out.append("  none: " + lk["note"])
+        return out
+    per_s = f" ({ns(lk['wait_ns_per_s'])} per second of run)" if "wait_ns_per_s" in lk else ""
+    out.append(f"  {lk['waits']} waits on {lk['roots']} roots, {ns(lk['total_wait_ns'])} in total"
+               f"{per_s}; wait {_pcts(lk['wait_ns'])}")
+    m = lk["by_mode"]
+    out.append(f"  read (down_read): {m['read']['waits']} waits, {ns(m['read']['total_wait_ns'])}; "
+               f"write (down_write): {m['write']['waits']} waits, {ns(m['write']['total_wait_ns'])}")
+    # the Markdown's columns, with write last
+    out += text_table("  {0:14}{1:>8}{3:>11}{4:>10}{5:>10}{6:>10}{2:>7}", _lock_takers_table(lk))
+    roots = [("root (lock_id)", "owner", "waits", "total", "max")]
+    for e in lk["top_roots"][:10]:
+        owner = f"{e['owner_tgid']} {e['owner_comm']}" if e["in_run"] else "before the run"
+        roots.append((e["lock_id"], owner[:24], e["waits"], ns(e["total_wait_ns"]), ns(e["max_wait_ns"])))
+    out += text_table("  {:<20}{:>24}{:>8}{:>11}{:>10}", roots)
+    out.append("  waiters by comm: " + ", ".join(
+        f"{c['comm']} {c['waits']} ({ns(c['total_wait_ns'])})" for c in lk["by_comm"][:10]))
+    out.append("  fidelity: " + lk["fidelity"])
+    return out
+
+
+def _walks_text(w):
+    """rmap walks: the table per design, eager's details by kind, what
+    the other designs leave unknown, the fidelity of each."""
+    out = ["rmap walks per design (function probes; docs/models.md#walks-recorded)"]
+    if not w.get("available"):
+        out.append("  " + w["note"])
+        return out
+    out += text_table("  {:18}{:>7}  {:>20} {:4}  {:>28}  {:>10}", _walks_table(w))
+    e = w["eager"]
+    out.append(f"  eager AVCs visited p50/p99/max {_v3(e['avcs_visited'])}; {e['lock_waits']} lock "
+               f"waits in walks ({e['lock_waits_matched']} matched to a walk); "
+               f"{e['locked_walks']} rmap_walk_locked; {e['large_folios']} large folios")
+    for k, s in e["by_kind"].items():
+        out.append(f"    {k}: {s['count']} walks, VMAs {_v3(s['visits'])}, AVCs "
+                   f"{_v3(s['avcs_visited'])}, time {_v3(s['time_ns'], ns)}, lock wait "
+                   f"{ns(s['lock_wait_ns'])}")
+    lz, nf, nc, cw = w["lazy"], w["nofork"], w["nofork_clone"], w["cow_context"]
+    out.append(f"  lazy: {lz['lazy_walks']} walks of still-lazy folios (through the root VMA; lazy state: "
+               f"{lz['lazy_state']}); no-fork: {nf['leaf_walks']} (opt-out) and {nc['leaf_walks']} (at clone) "
+               "walks of folios without an anon_vma; the lock and time of those are unknown")
+    out.append(f"  CoW context: VMA-tree lookups {_v3(cw['tree_lookups'])}, rmap_one calls "
+               f"{_v3(cw['rmap_one_calls'])}, {cw['exclusive_walks']} exclusive folios stop at their own mm, "
+               f"descendant mms {_v3(cw['descendant_mms'])}; {cw['unknown_context']} walks of pre-run "
+               "anon_vmas left out; lock and time unknown")
+    for d in WALK_DESIGNS:
+        out.append(f"  fidelity {d}: {w[d]['fidelity']}")
+    return out
+
+
+def _calls_text(c):
+    """The anon_vma functions measured with function probes: a table of
+    calls, duration percentiles, total, objects made and reused."""
+    out = ["anon_vma functions, measured (function probes: entry to return)"]
+    table = [("function", "calls", "p50", "p99", "max", "total", "objects", "reused")]
+    for f, e in c["by_func"].items():
+        d = e["duration_ns"]
+        table.append((f, e["calls"], ns(d["p50"]), ns(d["p99"]), ns(d["max"]), ns(e["total_duration_ns"]),
+                      e["objects"], e.get("reused", "")))
+    out += text_table("  {:20}{:>8}{:>10}{:>10}{:>10}{:>11}{:>9}{:>8}", table)
+    return out
+
+
+# ----------------------------------------------------------------- markdown
+
+def render_markdown(r, at=None):
+    """The Markdown report, for a cover letter: a section after the other
+    (``at``: the snapshot of the cover letter's table, :func:`pick_snapshot`)."""
+    lines = _header_markdown(r)
+    lines += _snapshot_markdown(r, at)
+    lines += _peaks_markdown(r)
+    lines += _models_markdown(r["models"])
+    lines += _eager_markdown(r)
+    lines += _lazy_markdown(r["models"]["lazy"])
+    lines += _slabinfo_markdown(r["slabinfo"])
+    lines += _late_sections_markdown(r)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _header_markdown(r):
+    """Banners, the title (kernel, arch), the recording and object sizes, the other warnings."""
+    lines = [f"> **Warning: {b}**" for b in r["banners"]]
+    run = r["run"]
+    if lines:
+        lines.append("")
+    lines.append(f"### anonscope: anon_vma / anon_vma_chain on {run.get('kernel_release')} "
+                 f"({run.get('arch')})")
+    lines.append("")
+    tgt = run.get("target")
+    what = ""
+    if isinstance(tgt, dict):
+        what = ", ".join(f"{k} `{v}`" for k, v in tgt.items() if v is not None) + "; "
+    lines.append(f"Recording: {what}{_run_line(run)}. Object sizes: "
+                 + ", ".join(f"{k} {v['object_size']} B" for k, v in r["objects"].items()) + ".")
+    for w in _plain_warnings(r):
+        lines.append(f"- warning: {w}")
+    lines.append("")
+    return lines
+
+
 def _snapshot_markdown(r, at):
+    """The cover letter's table per design at one snapshot, and who holds the anon rmap there."""
     snap = pick_snapshot(r, at)
     if snap is None:
         return []
@@ -610,89 +648,144 @@ def _snapshot_markdown(r, at):
     return out
 
 
-def render_markdown(r, at=None):
-    lines = [f"> **Warning: {b}**" for b in r["banners"]]
-    run = r["run"]
-    if lines:
-        lines.append("")
-    lines.append(f"### anonscope: anon_vma / anon_vma_chain on {run.get('kernel_release')} "
-                 f"({run.get('arch')})")
-    lines.append("")
-    tgt = run.get("target")
-    what = ""
-    if isinstance(tgt, dict):
-        what = ", ".join(f"{k} `{v}`" for k, v in tgt.items() if v is not None) + "; "
-    lines.append(f"Recording: {what}{_run_line(run)}. Object sizes: "
-                 + ", ".join(f"{k} {v['object_size']} B" for k, v in r["objects"].items()) + ".")
-    for w in _plain_warnings(r):
-        lines.append(f"- warning: {w}")
-    lines.append("")
-    lines.extend(_snapshot_markdown(r, at))
-    lines.append("Window peak: the most objects made during the run that were live at once "
-                 "(KB = objects x slab slot; not slabinfo's active KB, which counts every live "
-                 "object), eager kernel vs **ANON_VMA_LAZY** (model, estimate; docs/models.md#lazy):")
-    lines.append("")
-    lines.extend(_peak_table(r, "lazy"))
-    lines.append("")
+def cover_table(snap, design):
+    """The series' table at one snapshot: eager (before) vs ``design``
+    (after), live KB = live objects x slab slot (slabinfo's active KB)."""
+    ev, d = snap["designs"]["eager"], snap["designs"][design]
+    table = [("object", "before (active KB)", "after (active KB)", "change")]
+    for obj in ("vm_area_struct", "anon_vma_chain", "anon_vma"):
+        b, a = ev[obj], d[obj]
+        table.append((obj, _kb_cell(b["kb"], b["kb_range"]), _kb_cell(a["kb"], a["kb_range"]),
+                      _snap_change(b["kb"], a["kb"])))
+    return md_table(table)
+
+
+def _peaks_markdown(r):
+    """The run window's peak, eager vs each design: a paragraph and a table each."""
+    out = ["Window peak: the most objects made during the run that were live at once "
+           "(KB = objects x slab slot; not slabinfo's active KB, which counts every live "
+           "object), eager kernel vs **ANON_VMA_LAZY** (model, estimate; docs/models.md#lazy):", ""]
+    out += _peak_table(r, "lazy")
+    out.append("")
     for v, how in (("nofork", "processes that make no fork opt out after they start"),
                    ("nofork_clone", "the fork server sets the opt-out at clone")):
-        lines.append(f"Window peak, eager vs **{MODEL_TITLE[v]}** ({how}; docs/models.md#nofork):")
-        lines.append("")
-        lines.extend(_peak_table(r, v))
-        lines.append("")
-    lines.append("Objects allocated over the run:")
-    lines.append("")
-    lines.append("| model | anon_vma | range | saved | anon_vma_chain | range | saved | fidelity |")
-    lines.append("|---|---|---|---|---|---|---|---|")
-    for name, m in r["models"].items():
+        out += [f"Window peak, eager vs **{MODEL_TITLE[v]}** ({how}; docs/models.md#nofork):", ""]
+        out += _peak_table(r, v)
+        out.append("")
+    return out
+
+
+def _peak_table(r, model):
+    """The run window's peak of objects made in it: not slabinfo's unit."""
+    ev, m = r["models"]["eager"], r["models"][model]
+    table = [("object", "eager window peak (KB)", "design window peak (KB)", "change")]
+    for obj in ("vm_area_struct", "anon_vma_chain", "anon_vma"):
+        before = ev[obj]["peak_live_bytes"]
+        after = m[obj]["peak_live_bytes"]
+        table.append((obj, kb(before), kb(after), pct_change(before, after)))
+    return md_table(table)
+
+
+def _models_markdown(models):
+    """Objects allocated over the run per model: count, range, saved, fidelity."""
+    table = [("model", "anon_vma", "range", "saved", "anon_vma_chain", "range", "saved", "fidelity")]
+    for name, m in models.items():
         a, c = m["anon_vma"], m["anon_vma_chain"]
-        lines.append(f"| {MODEL_TITLE[name]} | {a['allocated']} | {_rng(a['allocated_range'])} | "
-                     f"{saved(m['saved_pct']['anon_vma'])} | {c['allocated']} | "
-                     f"{_rng(c['allocated_range'])} | {saved(m['saved_pct']['anon_vma_chain'])} | "
-                     f"{a['fidelity']} |")
-    lines.append("")
-    o = r["objects"]
-    lines.append("Eager allocations by path: "
-                 + "; ".join(f"{obj}: " + ", ".join(f"{p} {n}" for p, n in o[obj]["allocated"].items() if n)
-                             for obj in OBJS) + ".")
-    p = r["processes"]
-    lines.append(f"Processes: {p['seen']} seen, {p['forking']} forked, {p['leaf']} leaf "
-                 f"(no fork during the run).")
-    lz = r["models"]["lazy"]
+        table.append((MODEL_TITLE[name], a["allocated"], _rng(a["allocated_range"]),
+                      saved(m["saved_pct"]["anon_vma"]), c["allocated"], _rng(c["allocated_range"]),
+                      saved(m["saved_pct"]["anon_vma_chain"]), a["fidelity"]))
+    return ["Objects allocated over the run:", "", *md_table(table), ""]
+
+
+def _eager_markdown(r):
+    """Eager's allocations by path and the processes, a sentence each."""
+    o, procs = r["objects"], r["processes"]
+    return ["Eager allocations by path: "
+            + "; ".join(f"{obj}: " + ", ".join(f"{p} {n}" for p, n in o[obj]["allocated"].items() if n)
+                        for obj in OBJS) + ".",
+            f"Processes: {procs['seen']} seen, {procs['forking']} forked, {procs['leaf']} leaf "
+            f"(no fork during the run)."]
+
+
+def _lazy_markdown(lz):
+    """ANON_VMA_LAZY's costs in a sentence, and the tracepoint estimate
+    beside the exact replay when there is one."""
     up, g = lz["upgrades"], lz["extra_costs"]["vma_growth"]
     ft = lz["extra_costs"]["fork_time_objects"]
-    lines.append(f"Lazy costs: {up['fork']} VMA upgrades at fork (range {_rng(up['fork_range'])}), "
-                 f"{up['mremap']} at mremap; VMAs grow: {_vma_growth(g)} "
-                 f"(+{kb(g['peak_extra_bytes'])} KB at the run's VMA peak); objects allocated "
-                 f"inside fork: {ft['eager']} eager, {ft['lazy']} lazy; anon pages re-pointed by "
-                 "upgrades: " + _repointed(lz) + ".")
+    out = [f"Lazy costs: {up['fork']} VMA upgrades at fork (range {_rng(up['fork_range'])}), "
+           f"{up['mremap']} at mremap; VMAs grow: {_vma_growth(g)} "
+           f"(+{kb(g['peak_extra_bytes'])} KB at the run's VMA peak); objects allocated "
+           f"inside fork: {ft['eager']} eager, {ft['lazy']} lazy; anon pages re-pointed by "
+           "upgrades: " + _repointed(lz) + "."]
     if "tracepoint_estimate" in lz:
         te = lz["tracepoint_estimate"]
-        lines.append(f"Lazy numbers are an exact per-VMA replay (function probes, "
-                     f"docs/models.md#lazy-exact); the tracepoint-only estimate of the same "
-                     f"recording is anon_vma {te['anon_vma']['allocated']} "
-                     f"{_rng(te['anon_vma']['allocated_range'])}, AVC "
-                     f"{te['anon_vma_chain']['allocated']} "
-                     f"{_rng(te['anon_vma_chain']['allocated_range'])}.")
-    s = r["slabinfo"]
+        out.append(f"Lazy numbers are an exact per-VMA replay (function probes, "
+                   f"docs/models.md#lazy-exact); the tracepoint-only estimate of the same "
+                   f"recording is anon_vma {te['anon_vma']['allocated']} "
+                   f"{_rng(te['anon_vma']['allocated_range'])}, AVC "
+                   f"{te['anon_vma_chain']['allocated']} "
+                   f"{_rng(te['anon_vma_chain']['allocated_range'])}.")
+    return out
+
+
+def _slabinfo_markdown(s):
+    """A note when the anon_vma_chain cache is merged with others and
+    slabinfo overstates AVCs (else nothing)."""
     if "anon_vma_chain" in s and s["anon_vma_chain"]["aliases"] and \
             "slabinfo_overstates_range" in s["anon_vma_chain"]:
         c = s["anon_vma_chain"]
-        lines.append(f"Note: the anon_vma_chain slab cache is merged with {c['aliases']} other "
-                     f"cache(s) ({', '.join(c['alias_names']) or 'aliases'}); /proc/slabinfo "
-                     f"overstates AVCs by {_rng(c['slabinfo_overstates_range'])} objects here. "
-                     "These numbers classify by call site.")
+        return [f"Note: the anon_vma_chain slab cache is merged with {c['aliases']} other "
+                f"cache(s) ({', '.join(c['alias_names']) or 'aliases'}); /proc/slabinfo "
+                f"overstates AVCs by {_rng(c['slabinfo_overstates_range'])} objects here. "
+                "These numbers classify by call site."]
+    return []
+
+
+def _late_sections_markdown(r):
+    """The sections of the newer row kinds, each after a blank line:
+    locks, walks, census, moves."""
+    out = []
     if "locks" in r:
-        lines.append("")
-        lines.extend(_locks_markdown(r["locks"]))
+        out += ["", *_locks_markdown(r["locks"])]
     if "walks" in r:
-        lines.append("")
-        lines.extend(_walks_markdown(r["walks"]))
+        out += ["", *_walks_markdown(r["walks"])]
     if "census" in r:
-        lines.append("")
-        lines.extend(_census_lines(r["census"], md=True))
+        out += ["", *_census_lines(r["census"], md=True)]
     if "moves" in r:
-        lines.append("")
-        lines.append(_moves_line(r["moves"]))
-    lines.append("")
-    return "\n".join(lines)
+        out += ["", _moves_line(r["moves"])]
+    return out
+
+
+def _locks_markdown(lk):
+    """Waits for anon_vma root rwsems: a sentence, the lock takers' table, the heaviest roots."""
+    out = ["Waits for anon_vma root rwsems (`lock:contention_begin`/`_end`, docs/models.md#locks):"]
+    if lk["status"] in ("not available", "not recorded", "no waits"):
+        out[0] += " " + lk["note"] + "."
+        return out
+    out[0] += (f" {lk['waits']} waits on {lk['roots']} roots, {ns(lk['total_wait_ns'])} in total, "
+               f"wait {_pcts(lk['wait_ns'])}.")
+    out.append("")
+    out += md_table(_lock_takers_table(lk))
+    top = lk["top_roots"][:5]
+    if top:
+        out.append("")
+        out.append("Heaviest roots: " + "; ".join(
+            f"{e['lock_id']} ({_lock_owner(e)}) "
+            f"{e['waits']} waits, {ns(e['total_wait_ns'])}" for e in top) + ".")
+    return out
+
+
+def _walks_markdown(w):
+    """rmap walks: a sentence, the table per design, what the other designs leave unknown."""
+    if not w.get("available"):
+        return ["rmap walks: " + w["note"] + "."]
+    out = [f"rmap walks of anonymous folios ({w['walks']} measured with function probes; "
+           "other designs re-cost the same walks, docs/models.md#walks-recorded):", ""]
+    out += md_table(_walks_table(w))
+    out.append("")
+    out.append("Eager is measured; lazy and no-fork walks of folios without an anon_vma go through "
+               "the folio's VMA and still visit every VMA that maps it, with a lock and a time that "
+               "are unknown (never 0); CoW-context visits are VMA-tree lookups, one per live mm "
+               "under the folio's context (its own alone for an exclusive folio), lock and time "
+               "unknown.")
+    return out

@@ -33,6 +33,8 @@ search (objlookup.last_alloc), subtree sizes by sorted searches over
 ``merge_asof``.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
@@ -173,134 +175,220 @@ def _design(count, visits, unit, time_ns, lock_wait_ns, **extra):
     return out
 
 
-def summary(rp):
-    rec = rp.rec
-    w = rec.walks
-    probe = _probe_state(rec.meta)
-    if w is None or not len(w):
-        if probe:
-            note = "rmap_walk probes attached; no walk of an anonymous folio in the run"
-        elif probe is False or rec.meta.get("backend") == "tracepoint":
-            note = ("not recorded: the rmap_walk function probes did not attach (backend "
-                    f"{rec.meta.get('backend')}; see metadata probes), so walk cost is not "
-                    "measured here; `anonanalyze simulate` models it")
-        else:
-            note = "no walk rows: walk cost needs function probes (schema v3)"
-        return {"available": False, "walks": 0, "note": note, "see": SECTION}
+class _Walks(NamedTuple):
+    """The walk rows as arrays, one entry per walk, and the anon_vma each
+    walk's folio is in (its alloc row, docs/models.md#walks-recorded)."""
+    n: int
+    pos: np.ndarray           # position of the walk row
+    vmas: np.ndarray          # vmas_visited: the VMAs rmap_one ran on
+    avcs: np.ndarray          # avcs_visited: the AVCs the interval tree returned
+    dur: np.ndarray           # duration_ns
+    knames: list              # walk_kind names
+    kcode: np.ndarray         # walk_kind of each walk, an index into knames
+    order: np.ndarray         # folio_order
+    locked: np.ndarray        # walk_locked
+    known: np.ndarray         # the anon_vma was allocated in the run
+    gs: np.ndarray            # its alloc row (0 where not known)
+    ksm: np.ndarray           # walk_kind ksm
 
-    n = len(w)
+
+class _WalkWaits(NamedTuple):
+    """The walk-taker lock rows (lock_func walk) and the walks they happened in."""
+    wait: np.ndarray          # wait_ns of each lock row
+    matched: np.ndarray       # the lock row was matched to a walk
+    total: int                # sum of every lock row's wait_ns
+    of_walk: np.ndarray       # wait_ns per walk, summed over its matched lock rows
+
+
+def _unavailable(meta, probe):
+    """The section of a recording without walk rows. Takes the metadata and
+    the rmap_walk probe state (_probe_state) and returns the
+    ``available: False`` dict, whose note says why walk cost is not measured
+    (section 6 needs walk rows: schema v3, function probes)."""
+    if probe:
+        note = "rmap_walk probes attached; no walk of an anonymous folio in the run"
+    elif probe is False or meta.get("backend") == "tracepoint":
+        note = ("not recorded: the rmap_walk function probes did not attach (backend "
+                f"{meta.get('backend')}; see metadata probes), so walk cost is not "
+                "measured here; `anonanalyze simulate` models it")
+    else:
+        note = "no walk rows: walk cost needs function probes (schema v3)"
+    return {"available": False, "walks": 0, "note": note, "see": SECTION}
+
+
+def _walk_rows(rp, w):
+    """Takes the recording and its non-empty walk rows; returns them as
+    _Walks, with the folio's anon_vma of each walk: the alloc row, the latest
+    with its anon_vma_id before the walk (section 6, "The folio's anon_vma";
+    a null id is an anon_vma allocated before the run: not known)."""
     pos = w["pos"].to_numpy().astype(np.int64)
-    vmas = _int(w, "vmas_visited")
-    avcs = _int(w, "avcs_visited")
-    dur = _int(w, "duration_ns")
     knames, kcode = categories(w["walk_kind"], "other")
-    order = _int(w, "folio_order")
-    locked = w["walk_locked"].fillna(False).to_numpy(dtype=bool)
     avid = w["anon_vma_id"].to_numpy().astype(np.int64)
     g = last_alloc(rp, "anon_vma", avid, pos)
     g[avid < 0] = -1
-    known = g >= 0
-    ob = rp.ob
-    gs = np.maximum(g, 0)
-    ksm = kcode == (knames.index("ksm") if "ksm" in knames else -2)
+    return _Walks(n=len(w), pos=pos, vmas=_int(w, "vmas_visited"), avcs=_int(w, "avcs_visited"),
+                  dur=_int(w, "duration_ns"), knames=knames, kcode=kcode,
+                  order=_int(w, "folio_order"),
+                  locked=w["walk_locked"].fillna(False).to_numpy(dtype=bool),
+                  known=g >= 0, gs=np.maximum(g, 0),
+                  ksm=kcode == (knames.index("ksm") if "ksm" in knames else -2))
 
-    wait, widx = _match_locks(w, rec.locks)
-    total_wait = int(wait.sum())
+
+def _walk_waits(w, locks, n):
+    """Takes the walk rows, the lock rows (or None) and the number of walks;
+    returns _WalkWaits: the walk-taker lock rows matched to a walk by task
+    and time (section 6, "Lock waits in walks"; _match_locks) and the wait
+    of each walk, for eager's lock_wait_ns and the designs that keep the lock."""
+    wait, widx = _match_locks(w, locks)
     wait_of_walk = np.zeros(n, dtype=np.int64)
     m = widx >= 0
     np.add.at(wait_of_walk, widx[m], wait[m])
+    return _WalkWaits(wait=wait, matched=m, total=int(wait.sum()), of_walk=wait_of_walk)
 
-    out = {"available": True, "walks": int(n), "see": SECTION,
-           "lock_source": "lock rows with lock_func walk (waits for the root rwsem inside rmap "
-                          "walks); matched to a walk by task and time"}
 
-    # ------------------------------------------------------------- eager
+# ------------------------------------------------------------- eager
+def _eager_by_kind(walks, waits):
+    """Takes _Walks and _WalkWaits; returns eager per walk_kind, the most
+    frequent first: count, visits, avcs_visited, time_ns, lock_wait_ns
+    (section 6, eager: measured, per walk_kind too)."""
     by_kind = {}
-    kcnt = np.bincount(kcode, minlength=len(knames))
+    kcnt = np.bincount(walks.kcode, minlength=len(walks.knames))
     for i in np.argsort(-kcnt, kind="stable"):
         if not kcnt[i]:
             continue
-        s = kcode == i
-        by_kind[knames[i]] = {"count": int(s.sum()), "visits": stats(vmas[s]),
-                      "avcs_visited": stats(avcs[s]), "time_ns": stats(dur[s]),
-                      "lock_wait_ns": int(wait_of_walk[s].sum())}
-    eager = _design(n, vmas, "VMA", stats(dur), total_wait, time_walks=int(n),
-                    avcs_visited=stats(avcs), by_kind=by_kind,
-                    lock={LOCK_EAGER: int(n)}, locked_walks=int(locked.sum()),
-                    large_folios=int((order > 0).sum()),
-                    lock_waits=int(len(wait)), lock_waits_matched=int(m.sum()),
-                    fidelity="exact (measured by function probes: rmap_walk_anon and rmap_walk_ksm, "
-                             "or rmap_walk and rmap_walk_locked where rmap_walk_anon is inlined; "
-                             "anon_vma_interval_tree_iter_first/_next, rmap_one callbacks)")
+        s = walks.kcode == i
+        by_kind[walks.knames[i]] = {"count": int(s.sum()), "visits": stats(walks.vmas[s]),
+                      "avcs_visited": stats(walks.avcs[s]), "time_ns": stats(walks.dur[s]),
+                      "lock_wait_ns": int(waits.of_walk[s].sum())}
+    return by_kind
 
-    # -------------------------------------------------------------- lazy
-    lazy_walk = np.zeros(n, dtype=bool)
+
+def _eager(walks, waits):
+    """Takes _Walks and _WalkWaits; returns the eager design: the walks as
+    measured (W3: the root rwsem read-locked, rmap_one on every VMA the
+    interval tree returns), with every walk-taker lock wait."""
+    n = walks.n
+    return _design(n, walks.vmas, "VMA", stats(walks.dur), waits.total, time_walks=int(n),
+                   avcs_visited=stats(walks.avcs), by_kind=_eager_by_kind(walks, waits),
+                   lock={LOCK_EAGER: int(n)}, locked_walks=int(walks.locked.sum()),
+                   large_folios=int((walks.order > 0).sum()),
+                   lock_waits=int(len(waits.wait)), lock_waits_matched=int(waits.matched.sum()),
+                   fidelity="exact (measured by function probes: rmap_walk_anon and rmap_walk_ksm, "
+                            "or rmap_walk and rmap_walk_locked where rmap_walk_anon is inlined; "
+                            "anon_vma_interval_tree_iter_first/_next, rmap_one callbacks)")
+
+
+def _through_vma(walks, waits, mask, name, fidelity, **extra):
+    """The walks in ``mask`` go through the folio's VMA (and the pieces
+    of it that map the folio): measured VMAs, an unknown lock and time."""
+    rest = ~mask
+    return _design(walks.n, walks.vmas, "VMA", stats(walks.dur[rest]),
+                   int(waits.total - waits.of_walk[mask].sum()),
+                   time_walks=int(rest.sum()), lock_wait_unknown_walks=int(mask.sum()),
+                   lock={LOCK_UNKNOWN: int(mask.sum()), LOCK_EAGER: int(rest.sum())},
+                   **{name: int(mask.sum())}, unknown_anon_vma=int((~walks.known).sum()),
+                   fidelity=fidelity, **extra)
+
+
+# -------------------------------------------------------------- lazy
+def _lazy_walks(rp, walks):
+    """Takes the recording and _Walks; returns (the walks of a folio whose
+    anon_vma is still lazy at the walk, by the lazy model's lazy_state: lazy
+    until lazy_until, never for KSM folios; which lazy state that was, or
+    None). W4, section 6 "Lazy state"."""
+    lazy_walk = np.zeros(walks.n, dtype=bool)
     st = rp.lazy_state
     source = None
-    if st is not None and known.any():
+    if st is not None and walks.known.any():
+        known, gs, n = walks.known, walks.gs, walks.n
         rows, until = st["rows"], st["lazy_until"]
         k = np.minimum(np.searchsorted(rows, gs), max(len(rows) - 1, 0))
         hit = known & (len(rows) > 0) & (rows[k] == gs) if len(rows) else np.zeros(n, bool)
-        lazy_walk = hit & (until[k] > pos) & ~ksm
+        lazy_walk = hit & (until[k] > walks.pos) & ~walks.ksm
         source = st["source"]
+    return lazy_walk, source
 
-    def through_vma(mask, name, fidelity, **extra):
-        """The walks in ``mask`` go through the folio's VMA (and the pieces
-        of it that map the folio): measured VMAs, an unknown lock and time."""
-        rest = ~mask
-        return _design(n, vmas, "VMA", stats(dur[rest]), int(total_wait - wait_of_walk[mask].sum()),
-                       time_walks=int(rest.sum()), lock_wait_unknown_walks=int(mask.sum()),
-                       lock={LOCK_UNKNOWN: int(mask.sum()), LOCK_EAGER: int(rest.sum())},
-                       **{name: int(mask.sum())}, unknown_anon_vma=int((~known).sum()),
-                       fidelity=fidelity, **extra)
 
-    lazy = through_vma(lazy_walk, "lazy_walks",
-                       "estimate: measured walks re-costed; a folio still lazy is walked through its "
-                       "root VMA and the pieces that map it (measured VMAs: a large folio straddling "
-                       "a split maps several); its lock and time are unknown (lock_wait_ns and "
-                       "time_ns cover the walks that stay eager)", lazy_state=source)
+def _lazy(rp, walks, waits):
+    """Takes the recording, _Walks and _WalkWaits; returns the lazy design
+    (W4): a folio still lazy is walked through its root VMA, lock and time
+    unknown; the other walks as measured."""
+    lazy_walk, source = _lazy_walks(rp, walks)
+    return _through_vma(walks, waits, lazy_walk, "lazy_walks",
+                        "estimate: measured walks re-costed; a folio still lazy is walked through its "
+                        "root VMA and the pieces that map it (measured VMAs: a large folio straddling "
+                        "a split maps several); its lock and time are unknown (lock_wait_ns and "
+                        "time_ns cover the walks that stay eager)", lazy_state=source)
 
-    # -------------------------------------------------------- CoW context
+
+# -------------------------------------------------------- CoW context
+def _cow_context(rp, walks):
+    """Takes the recording and _Walks; returns the CoW-context design (W5)
+    over the walks whose anon_vma is known: context = owner process of the
+    anon_vma (C1); one VMA-tree lookup per live mm of its subtree, its own
+    included, exited contexts linking, exec'd descendants left out (C2, C4,
+    C6; _Subtrees); exclusive folios stop at their own mm (C7); lock and
+    time unknown (C5); remap lookups not counted (C3)."""
+    known, vmas = walks.known, walks.vmas
     sub = _Subtrees(rp)
-    owner = np.where(known, ob.owner[gs], -1).astype(np.int64)
-    count, alive = sub.live(owner[known], pos[known])
+    owner = np.where(known, rp.ob.owner[walks.gs], -1).astype(np.int64)
+    count, alive = sub.live(owner[known], walks.pos[known])
     exclusive = vmas[known] <= 1
     mms = np.where(exclusive, 1, count)
-    cow = _design(int(known.sum()), mms, "mm", {"p50": None, "p99": None, "max": None}, None,
-                  time_walks=0, lock_wait_unknown_walks=int(known.sum()),
-                  tree_lookups=stats(mms), rmap_one_calls=stats(vmas[known]),
-                  exclusive_walks=int(exclusive.sum()),
-                  descendant_mms=stats(np.where(exclusive, 0, count - alive.astype(np.int64))),
-                  lock={LOCK_COW: int(known.sum())}, unknown_context=int((~known).sum()),
-                  remap_lookups=None,
-                  fidelity="estimate (the draft as described on the list; no commit of it here): "
-                           "context = owner process of the walk's anon_vma (C1); exclusive folios "
-                           "(measured VMAs <= 1) stop at their own mm (C7, folio_maybe_mapped_shared); "
-                           "otherwise one VMA-tree lookup per live mm of its subtree, descendants that "
-                           "exec'd left out (C2, C4, C6); rmap_one calls as measured; lock and time "
-                           "unknown (C5); remap-entry lookups (C3) not counted")
+    return _design(int(known.sum()), mms, "mm", {"p50": None, "p99": None, "max": None}, None,
+                   time_walks=0, lock_wait_unknown_walks=int(known.sum()),
+                   tree_lookups=stats(mms), rmap_one_calls=stats(vmas[known]),
+                   exclusive_walks=int(exclusive.sum()),
+                   descendant_mms=stats(np.where(exclusive, 0, count - alive.astype(np.int64))),
+                   lock={LOCK_COW: int(known.sum())}, unknown_context=int((~known).sum()),
+                   remap_lookups=None,
+                   fidelity="estimate (the draft as described on the list; no commit of it here): "
+                            "context = owner process of the walk's anon_vma (C1); exclusive folios "
+                            "(measured VMAs <= 1) stop at their own mm (C7, folio_maybe_mapped_shared); "
+                            "otherwise one VMA-tree lookup per live mm of its subtree, descendants that "
+                            "exec'd left out (C2, C4, C6); rmap_one calls as measured; lock and time "
+                            "unknown (C5); remap-entry lookups (C3) not counted")
 
-    # ------------------------------------------------------ nofork designs
-    nof = {}
-    rows = gs[known]
+
+# ------------------------------------------------------ nofork designs
+def _nofork_leaf_walks(rp, walks):
+    """Takes the recording and _Walks; returns {nofork variant: the walks of
+    a folio in an anon_vma the variant does not make}: a leaf generation's
+    fault anon_vma, and for nofork_clone its fork one too (rules N1, N4;
+    W6); never KSM folios, never anon_vmas allocated before the run."""
+    known, n = walks.known, walks.n
+    rows = walks.gs[known]
     if len(rows):
         gen = generations.build(rp, rows)
         leaf = ~gen.forking[gen.gen]
-        path = ob.path[rows]
+        path = rp.ob.path[rows]
         made_not = {"nofork": path == PATH_CODE["fault"],
                     "nofork_clone": (path == PATH_CODE["fault"]) | (path == PATH_CODE["fork"])}
+    leaf_walks = {}
     for v in NOFORK_VARIANTS:
         mask = np.zeros(n, dtype=bool)
         if len(rows):
             mask[np.flatnonzero(known)] = made_not[v] & leaf
-        mask &= ~ksm
-        nof[v] = through_vma(mask, "leaf_walks",
-                             f"estimate: a folio in an anon_vma {v} does not make (section 3: a leaf "
-                             "generation's fault path, and for nofork_clone its own fork path) is "
-                             "walked through its VMA, lock and time unknown (W6); the rest as measured")
+        mask &= ~walks.ksm
+        leaf_walks[v] = mask
+    return leaf_walks
 
-    out.update(eager=eager, lazy=lazy, cow_context=cow, **nof)
-    out["notes"] = [
+
+def _nofork(rp, walks, waits):
+    """Takes the recording, _Walks and _WalkWaits; returns {nofork variant:
+    its design} (W6): a leaf walk (_nofork_leaf_walks) goes through its VMA
+    like a lazy folio, lock and time unknown; the rest as measured."""
+    return {v: _through_vma(walks, waits, mask, "leaf_walks",
+                            f"estimate: a folio in an anon_vma {v} does not make (section 3: a leaf "
+                            "generation's fault path, and for nofork_clone its own fork path) is "
+                            "walked through its VMA, lock and time unknown (W6); the rest as measured")
+            for v, mask in _nofork_leaf_walks(rp, walks).items()}
+
+
+def _notes():
+    """The notes of the section (section 6: units of visits, unknown never 0,
+    pre-run anon_vmas, KSM)."""
+    return [
         "visits: eager, lazy and no-fork = VMAs rmap_one ran on (measured: a design that walks "
         "through the folio's VMA still reaches every VMA mapping it); CoW context = VMA-tree "
         "lookups, one per mm visited",
@@ -311,4 +399,26 @@ def summary(rp):
         "KSM folios are walked through their stable node's rmap items in every design: as "
         "measured",
     ]
+
+
+def summary(rp):
+    """Takes the analysis of a recording; returns the ``walks`` section of
+    the report (docs/models.md#walks-recorded): the walk rows as measured
+    (eager) and re-costed per design (lazy W4, cow_context W5, nofork and
+    nofork_clone W6), or why there is none."""
+    rec = rp.rec
+    w = rec.walks
+    if w is None or not len(w):
+        return _unavailable(rec.meta, _probe_state(rec.meta))
+    walks = _walk_rows(rp, w)
+    waits = _walk_waits(w, rec.locks, walks.n)
+    out = {"available": True, "walks": int(walks.n), "see": SECTION,
+           "lock_source": "lock rows with lock_func walk (waits for the root rwsem inside rmap "
+                          "walks); matched to a walk by task and time"}
+    eager = _eager(walks, waits)
+    lazy = _lazy(rp, walks, waits)
+    cow = _cow_context(rp, walks)
+    nof = _nofork(rp, walks, waits)
+    out.update(eager=eager, lazy=lazy, cow_context=cow, **nof)
+    out["notes"] = _notes()
     return out
