@@ -8,7 +8,7 @@ designs' upper ends by what it can at most make them allocate.
 import numpy as np
 
 from .eager import saved_pct
-from .live import NEVER, Spans
+from .load import OBJECT_CODE
 
 RULES = "docs/models.md#moves"
 RMAP_OBJECTS = ("anon_vma", "anon_vma_chain")
@@ -45,17 +45,6 @@ def counts(rec):
     return {k: int((np.asarray(kinds) == k).sum()) if m is not None else 0 for k in KINDS}
 
 
-def spans(rec, kinds=KINDS):
-    """Spans from each row of ``kinds`` to the end of the run: what a design
-    may at most hold because of it (one anon_vma and one AVC per row)."""
-    m = _rows(rec)
-    if m is None:
-        pos = np.zeros(0, dtype=np.int64)
-    else:
-        pos = m["pos"].to_numpy()[np.isin(m["move_kind"].astype(str).to_numpy(), kinds)]
-    return Spans(pos, np.full(len(pos), NEVER, dtype=np.int64))
-
-
 def summary(rec):
     """The report's ``moves`` section."""
     m = _rows(rec)
@@ -74,27 +63,115 @@ def summary(rec):
     return out
 
 
-def widened(model, eager_model, n_alloc, sizes):
+#: tokens (lazy VMAs and their split pieces' root) one row can make a design
+#: upgrade: KSM one (M1), UFFDIO_MOVE the destination's and the source's
+#: (M2); MREMAP_DONTUNMAP any of the process's (M3: 7.x moves several VMAs)
+TOKENS_PER_ROW = {"ksm_merge": 1, "uffd_move": 2}
+
+
+class Caps:
+    """Per process, the VMAs it can have as lazy or opted-out tokens over the
+    window (M4): those allocated in the run for it, plus those the census
+    found with an anon_vma or, for the command of a command run, its exec
+    stack (S2); None when the process may predate the run unseen."""
+
+    def __init__(self, rp):
+        rec, ob = rp.rec, rp.ob
+        vma = (ob.object == OBJECT_CODE["vm_area_struct"]) & ob.is_alloc
+        owners, n = np.unique(ob.owner[vma], return_counts=True)
+        self.run = dict(zip(owners.tolist(), n.tolist()))
+        self.pre = _command_stack(rec)
+        self.born = set(_process_fork_children(rec)) | set(self.pre)
+        census = rec.meta.get("census") if isinstance(rec.meta.get("census"), dict) else {}
+        self.census_done = census.get("status") == "done"
+        self.census = _census_vmas(rec.census)
+        u = census.get("unvisited") if isinstance(census.get("unvisited"), dict) else {}
+        self.unvisited = {p["pid"] for p in u.get("processes", [])}
+        self.unvisited_unlisted = (u.get("count") or 0) > len(self.unvisited)
+
+    def vmas(self, tgid):
+        """The bound for one process, or None."""
+        run = self.run.get(tgid, 0)
+        if tgid in self.born:
+            return run + self.pre.get(tgid, 0)
+        if tgid < 0 or not self.census_done or tgid in self.unvisited:
+            return None
+        if tgid not in self.census and self.unvisited_unlisted:
+            return None                 # perhaps one of the unvisited the metadata does not list
+        return run + self.census.get(tgid, 0)
+
+
+def _process_fork_children(rec):
+    """Processes born in the run: children of fork rows without shares_mm."""
+    f = rec.forks
+    if f is None or not len(f):
+        return []
+    proc = ~f["shares_mm"].fillna(False).to_numpy(dtype=bool)
+    return f["child_tgid"].to_numpy()[proc].tolist()
+
+
+def _command_stack(rec):
+    """{tgid: 1} for the command of a command run (its first exec row): the
+    exec's stack VMA predates its recording (S2); else {}."""
+    ex = rec.execs
+    if (rec.meta.get("target") or {}).get("mode") != "command" or ex is None or not len(ex):
+        return {}
+    return {int(ex["tgid"].iloc[0]): 1}
+
+
+def _census_vmas(census):
+    """{tgid: census VMA rows (VMAs with an anon_vma at the start)}."""
+    if census is None or not len(census):
+        return {}
+    rows = census[census["object"].astype(str) == "vm_area_struct"]
+    t, k = np.unique(rows["tgid"].to_numpy(), return_counts=True)
+    return dict(zip(t.tolist(), k.tolist()))
+
+
+def extra(rec, cap, upto=None, kinds=ALLOCATING):
+    """{object: objects at most added by the rows of ``kinds`` (at replay
+    positions <= ``upto``, or all)}, or None for an object when a row's
+    process has no bound (M4) or move rows were lost."""
+    m = _rows(rec)
+    lost = (rec.meta.get("lost_by_event") or {}).get("move", 0)
+    if m is None:
+        return {o: (None if lost else 0) for o in RMAP_OBJECTS}
+    if lost:
+        return {o: None for o in RMAP_OBJECTS}
+    kind = m["move_kind"].astype(str).to_numpy()
+    sel = np.isin(kind, kinds) & (True if upto is None else m["pos"].to_numpy() <= upto)
+    av = avc = 0
+    for tgid in np.unique(m["owner_tgid"].to_numpy()[sel]).tolist():
+        v = cap.vmas(int(tgid))
+        if v is None:
+            return {o: None for o in RMAP_OBJECTS}
+        mine = sel & (m["owner_tgid"].to_numpy() == tgid)
+        tokens = sum(TOKENS_PER_ROW.get(k, v) for k in kind[mine])
+        av += min(tokens, v)
+        avc += v                                # one AVC per piece of every upgraded token
+    return {"anon_vma": av, "anon_vma_chain": avc}
+
+
+def widened(model, eager_model, add, sizes):
     """A copy of a design's model entry with each rmap object's upper end
-    raised by ``n_alloc`` (rows of the allocating kinds), capped at eager's
-    count where the design's high end was below it (M4): such a row makes
-    the design allocate at most what eager allocated for that VMA."""
+    raised by ``add[object]`` (M1, M2, M4; None: no upper end)."""
     out = dict(model)
     for obj in RMAP_OBJECTS:
         entry = dict(model[obj])
         lo, hi = entry["allocated_range"]
-        eager_n = eager_model[obj]["allocated"]
-        new_hi = min(hi + n_alloc, max(hi, eager_n))
+        new_hi = None if add[obj] is None or hi is None else hi + add[obj]
         entry["allocated_range"] = [lo, new_hi]
-        entry["bytes_range"] = [lo * sizes[obj], new_hi * sizes[obj]]
-        if new_hi > hi:
+        entry["bytes_range"] = [lo * sizes[obj], None if new_hi is None else new_hi * sizes[obj]]
+        if new_hi != hi:
             entry["range_see"] = [entry.get("range_see"), RULES] if entry.get("range_see") else RULES
         out[obj] = entry
     ranges = model.get("saved_pct_range")
     if ranges is not None:
-        out["saved_pct_range"] = {o: [saved_pct(eager_model[o]["allocated"], out[o]["allocated_range"][1]),
-                                      ranges[o][1]] for o in RMAP_OBJECTS}
-    out["moves_widening"] = {"rows": n_alloc, "see": RULES}
+        out["saved_pct_range"] = {
+            o: [None if out[o]["allocated_range"][1] is None
+                else saved_pct(eager_model[o]["allocated"], out[o]["allocated_range"][1]), ranges[o][1]]
+            for o in RMAP_OBJECTS}
+    out["moves_widening"] = {"added": add, "see": RULES}
     return out
 
 

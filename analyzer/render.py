@@ -113,7 +113,8 @@ def saved(value):
 
 
 def _rng(r):
-    return f"[{r[0]}, {r[1]}]"
+    """A [low, high] range; an end that is not known (None) prints as ?."""
+    return "[" + ", ".join("?" if v is None else str(v) for v in r) + "]"
 
 
 def _vma_growth(g):

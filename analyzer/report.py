@@ -206,10 +206,10 @@ def build(rec):
         # stays in the output (models.lazy.tracepoint_estimate)
         lz = lazy_exact.model(rp, ev, tracepoint=lz)
     designs = {"lazy": lz, **nofork.model(rp, ev)}
-    n_alloc = sum(n for k, n in moves.counts(rec).items() if k in moves.ALLOCATING)
+    add = moves.extra(rec, moves.Caps(rp))
     sizes = {o: rp.sizes[o][0] for o in ("anon_vma", "anon_vma_chain")}
-    report["models"] = {"eager": ev, **{d: moves.widened(m, ev, n_alloc, sizes) if n_alloc else m
-                                        for d, m in designs.items()}}
+    report["models"] = {"eager": ev, **{d: moves.widened(m, ev, add, sizes) if any(add.values()) or
+                                        None in add.values() else m for d, m in designs.items()}}
     report["moves"] = moves.summary(rec)
     report["locks"] = locks.summary(rp)
     report["walks"] = walks.summary(rp)

@@ -209,16 +209,13 @@ def disagreements(snaps):
     return out
 
 
-def _moves_widened(value, eager_hi, moved):
-    """(lo, best, hi) with the high end raised by the move rows so far
-    (docs/models.md#moves M4): at most eager's count where the high end was
-    below it; no bound stays no bound."""
+def _moves_widened(value, added):
+    """(lo, best, hi) with the high end raised by what the move rows so far
+    may add (docs/models.md#moves M1-M4; None: no upper end at that point)."""
     lo, best, hi = value
-    if hi is None:
+    if hi is None or not any(a != 0 for a in added):
         return value
-    raised = hi + moved
-    if eager_hi is not None:
-        raised = np.minimum(raised, np.maximum(hi, eager_hi))
+    raised = [None if a is None or h is None else h + a for h, a in zip(np.asarray(hi, dtype=object), added)]
     return lo, best, raised
 
 
@@ -231,7 +228,8 @@ def build(rp, report):
     pos = np.array([p[3] for p in pts], dtype=np.int64)
     slots = {o: rp.sizes[o][0] for o in OBJECTS}
     lazy_vma_slot = _lazy_slot(report, slots["vm_area_struct"])
-    moved = moves.spans(rp.rec).at      # one anon_vma and one AVC per move row at most (M1-M4)
+    cap = moves.Caps(rp)
+    added = [moves.extra(rp.rec, cap, upto=int(p), kinds=moves.KINDS) for p in pos]   # M1-M4
     values = {}
     for design in DESIGNS:
         values[design] = {}
@@ -259,7 +257,7 @@ def build(rp, report):
                 pre = before.design(design, obj, pos, max(overlap, 0))
             values[design][obj] = tuple(None if p is None else p + r for p, r in zip(pre, run3))
             if design != "eager" and obj != "vm_area_struct":
-                values[design][obj] = _moves_widened(values[design][obj], values["eager"][obj][2], moved(pos))
+                values[design][obj] = _moves_widened(values[design][obj], [a[obj] for a in added])
             if design == "lazy" and obj == "vm_area_struct" and "lazy_pinned" not in spans:
                 # tracepoints cannot tell the root VMAs lazy would keep (X9): no upper bound
                 values[design][obj] = values[design][obj][:2] + (None,)
@@ -270,7 +268,7 @@ def build(rp, report):
         for design in DESIGNS:
             d = {}
             for obj in OBJECTS:
-                lo, best, hi = (None if v is None else int(v[i]) for v in values[design][obj])
+                lo, best, hi = (None if v is None or v[i] is None else int(v[i]) for v in values[design][obj])
                 slot = lazy_vma_slot if (design == "lazy" and obj == "vm_area_struct") else slots[obj]
                 d[obj] = {"live": best, "live_range": [lo, hi], "kb": _kb(best, slot),
                           "kb_range": [_kb(lo, slot), _kb(hi, slot)], "slot_bytes": slot}

@@ -23,7 +23,7 @@
 #define LCB_F_MUTEX (1U << 5)
 
 // Per-CPU counters, read by user space: C_LOST + kind - 1 counts the events
-// of each kind (EV_ALLOC..EV_CENSUS) the buffer could not take; then
+// of each kind (EV_ALLOC..EV_LAST) the buffer could not take; then
 // C_LIVE_FULL, C_ALIAS_SKIPPED and NR_COUNTERS (abi.COUNTERS).
 
 // GENERATED: alloc_site(), free_site(), caller_site(), lock_site(), object_by_name()
@@ -135,7 +135,7 @@ static __always_inline int output(void *ctx, void *data, u32 size)
 
 static __always_inline void count_lost(u8 kind)
 {
-    if (kind >= EV_ALLOC && kind <= EV_CENSUS)
+    if (kind >= EV_ALLOC && kind <= EV_LAST)
         count(C_LOST + kind - EV_ALLOC, 1);
 }
 
@@ -147,17 +147,17 @@ static __always_inline void submit(void *ctx, struct batch *b)
     if (!n)
         return;
     if (output(ctx, b, sizeof(*b)) < 0) {
-        u32 lost[EV_CENSUS] = {};
+        u32 lost[EV_LAST] = {};
         if (n > BATCH)
             n = BATCH;
 #pragma unroll
         for (int i = 0; i < BATCH; i++) {
             u8 k = b->ev[i].kind - EV_ALLOC;
-            if (i < n && k < EV_CENSUS)
+            if (i < n && k < EV_LAST)
                 lost[k]++;
         }
 #pragma unroll
-        for (int k = 0; k < EV_CENSUS; k++)
+        for (int k = 0; k < EV_LAST; k++)
             if (lost[k])
                 count(C_LOST + k, lost[k]);
     }
@@ -623,6 +623,23 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 // Move rows (docs/collector.md#moves): what re-points anonymous pages or
 // takes a reference on an anon_vma outside the paths above, which the lazy
 // and no-fork designs must answer for (docs/models.md M1-M3).
+// The process an mm belongs to (mm->owner, CONFIG_MEMCG: MM_OWNER_OFF >= 0):
+// its tgid, 0 when unknown, and its comm into ``comm``.
+static __always_inline u32 mm_owner_tgid(u64 mm, char *comm)
+{
+    u32 tgid = 0;
+#if MM_OWNER_OFF >= 0
+    u64 owner = 0;
+    if (mm)
+        bpf_probe_read_kernel(&owner, sizeof(owner), (void *)(mm + MM_OWNER_OFF));
+    if (owner) {
+        bpf_probe_read_kernel(&tgid, sizeof(tgid), (void *)(owner + TASK_TGID_OFF));
+        bpf_probe_read_kernel(comm, 16, (void *)(owner + TASK_COMM_OFF));
+    }
+#endif
+    return tgid;
+}
+
 #if HAVE_KSM_MERGE
 // A page merged into a KSM page: its rmap item now holds a reference on
 // the VMA's anon_vma (mm/ksm.c try_to_merge_with_ksm_page(), the only
@@ -635,15 +652,7 @@ TRACEPOINT_PROBE(ksm, ksm_merge_with_ksm_page)
     struct event e = {};
     fill_task(&e, EV_MOVE);
     char comm[16] = {};
-    u32 owner_tgid = 0;
-#if MM_OWNER_OFF >= 0
-    u64 owner = 0;
-    bpf_probe_read_kernel(&owner, sizeof(owner), (void *)((u64)args->mm + MM_OWNER_OFF));
-    if (owner) {
-        bpf_probe_read_kernel(&owner_tgid, sizeof(owner_tgid), (void *)(owner + TASK_TGID_OFF));
-        bpf_probe_read_kernel(&comm, sizeof(comm), (void *)(owner + TASK_COMM_OFF));
-    }
-#endif
+    u32 owner_tgid = mm_owner_tgid((u64)args->mm, comm);
     // a filtered run keeps merges it cannot attribute: a bound stays a bound
     if (owner_tgid && !want_task(owner_tgid, comm))
         return 0;
@@ -655,21 +664,56 @@ TRACEPOINT_PROBE(ksm, ksm_merge_with_ksm_page)
 #endif
 
 #if HAVE_UFFD_MOVE
+// The mm a userfaultfd works on (its ctx->mm: a handler process may hold
+// another process's uffd): fd -> current->files->fdt->fd[fd]->private_data
+// (struct userfaultfd_ctx) -> mm, at BTF offsets; 0 when an offset is
+// missing or the fd is out of range.
+static __always_inline u64 uffd_mm(u64 fd)
+{
+    u64 mm = 0;
+#if UFFD_MM_KNOWN
+    u64 task = bpf_get_current_task(), files = 0, fdt = 0, fds = 0, file = 0, ctx = 0;
+    u32 max = 0;
+    bpf_probe_read_kernel(&files, sizeof(files), (void *)(task + TASK_FILES_OFF));
+    if (!files)
+        return 0;
+    bpf_probe_read_kernel(&fdt, sizeof(fdt), (void *)(files + FILES_FDT_OFF));
+    if (!fdt)
+        return 0;
+    bpf_probe_read_kernel(&max, sizeof(max), (void *)(fdt + FDT_MAX_FDS_OFF));
+    if (fd >= max)
+        return 0;
+    bpf_probe_read_kernel(&fds, sizeof(fds), (void *)(fdt + FDT_FD_OFF));
+    if (fds)
+        bpf_probe_read_kernel(&file, sizeof(file), (void *)(fds + fd * sizeof(u64)));
+    if (file)
+        bpf_probe_read_kernel(&ctx, sizeof(ctx), (void *)(file + FILE_PRIVATE_DATA_OFF));
+    if (ctx)
+        bpf_probe_read_kernel(&mm, sizeof(mm), (void *)(ctx + UFFD_CTX_MM_OFF));
+#endif
+    return mm;
+}
+
 // ioctl(UFFDIO_MOVE) (6.8+, mm/userfaultfd.c move_pages()): the pages of
-// [src, src + len) are re-pointed to the destination VMA's anon_vma
-// (folio_move_anon_rmap()). The row has the destination range.
+// [src, src + len) of the uffd's mm are re-pointed to the destination VMA's
+// anon_vma (folio_move_anon_rmap()). The row has the destination range;
+// its owner is the uffd's mm's (the caller's when that cannot be read).
+// cmd is compared as the 32 bits the kernel uses: a libc whose ioctl()
+// takes an int request sign-extends it in the register the tracepoint sees.
 TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 {
-    if (args->cmd != UFFDIO_MOVE_CMD || !is_enabled())
+    if ((u32)args->cmd != UFFDIO_MOVE_CMD || !is_enabled())
         return 0;
     struct event e = {};
     fill_task(&e, EV_MOVE);
-    if (!want_task(e.tgid, e.comm))
+    char comm[16] = {};
+    u32 owner_tgid = mm_owner_tgid(uffd_mm(args->fd), comm);
+    if (owner_tgid ? !want_task(owner_tgid, comm) : !want_task(e.tgid, e.comm))
         return 0;
     u64 mv[3] = {};   // struct uffdio_move: dst, src, len (then mode, move)
     bpf_probe_read_user(mv, sizeof(mv), (void *)args->arg);
     e.path = MOVE_UFFD_MOVE;
-    e.aux1 = e.tgid;
+    e.aux1 = owner_tgid ? owner_tgid : e.tgid;
     e.obj_id = mv[0];
     e.fork_id = mv[2];
     emit(args, &e);

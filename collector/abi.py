@@ -222,6 +222,7 @@ def defines() -> Dict[str, int]:
     counters and the batching constants."""
     out = {f"{prefix}_{name}": int(member)
            for prefix, enum in C_ENUMS.items() for name, member in enum.__members__.items()}
+    out["EV_LAST"] = max(Ev)
     out.update(counter_defines())
     out.update({"BATCH": BATCH, "FLUSH_NS": f"{FLUSH_NS}ULL", "UFFDIO_MOVE_CMD": f"{UFFDIO_MOVE_CMD:#x}U",
                 "MREMAP_DONTUNMAP_FLAG": MREMAP_DONTUNMAP})

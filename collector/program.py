@@ -221,6 +221,7 @@ class KernelFacts:
     lock_contention: bool              # lock:contention_begin/end with lock_addr, flags
     move_probes: Dict[str, bool] = field(default_factory=dict)  # MOVE_PROBES present (v7 move rows)
     mm_owner_off: int = -1             # mm_struct.owner (CONFIG_MEMCG), -1 when absent
+    uffd_offsets: Dict[str, int] = field(default_factory=lambda: dict.fromkeys(UFFD_OFFSETS, -1))
     fprobe_offsets: Optional[Dict[str, int]] = None  # fprobe_layout(), None if BTF lacks something
     fprobe_missing: Optional[str] = None  # why fprobe_offsets is None
     rss_missing: Optional[str] = None  # why the copy_page_range probe is left out (FP_RSS 0)
@@ -251,6 +252,7 @@ class KernelFacts:
             anon_vma_offsets={m: btf.offsetof("anon_vma", m) for m in ("root", "rwsem")},
             lock_contention={"lock_addr", "flags"} <= set(begin) and "lock_addr" in end,
             move_probes=move_probes(tracing), mm_owner_off=_offset_or(btf, "mm_struct", "owner", -1),
+            uffd_offsets={d: _offset_or(btf, s, m, -1) for d, (s, m) in UFFD_OFFSETS.items()},
             **_fprobe_facts(btf, kallsyms.symbol_address("__per_cpu_offset"), possible_cpus()))
 
     @classmethod
@@ -300,6 +302,13 @@ class Options:
 MOVE_PROBES = {"HAVE_KSM_MERGE": ("ksm", "ksm_merge_with_ksm_page", ("mm", "err")),
                "HAVE_UFFD_MOVE": ("syscalls", "sys_enter_ioctl", ("cmd", "arg")),
                "HAVE_MREMAP_DONTUNMAP": ("syscalls", "sys_enter_mremap", ("addr", "old_len", "flags"))}
+
+
+#: What the UFFDIO_MOVE probe reads to find the uffd's mm (uffd_mm() in
+#: bpf/anonscope.bpf.c); -1 (BTF without it) falls back to the caller.
+UFFD_OFFSETS = {"TASK_FILES_OFF": ("task_struct", "files"), "FILES_FDT_OFF": ("files_struct", "fdt"),
+                "FDT_MAX_FDS_OFF": ("fdtable", "max_fds"), "FDT_FD_OFF": ("fdtable", "fd"),
+                "FILE_PRIVATE_DATA_OFF": ("file", "private_data"), "UFFD_CTX_MM_OFF": ("userfaultfd_ctx", "mm")}
 
 
 def move_probes(tracing: Optional[str]) -> Dict[str, bool]:
@@ -384,6 +393,8 @@ def build(facts: KernelFacts, classifier: Classifier, opts: Options) -> str:
         "TASK_COMM_OFF": facts.task_offsets["comm"],
         "MM_OWNER_OFF": facts.mm_owner_off,
         **{k: int(facts.move_probes.get(k, False)) for k in MOVE_PROBES},
+        **{k: facts.uffd_offsets.get(k, -1) for k in UFFD_OFFSETS},
+        "UFFD_MM_KNOWN": int(all(facts.uffd_offsets.get(k, -1) >= 0 for k in UFFD_OFFSETS)),
         **facts.kmem_args,
         "KMEM_CACHE_OBJECT_SIZE_OFF": facts.kmem_cache_offsets["object_size"],
         "KMEM_CACHE_SIZE_OFF": facts.kmem_cache_offsets["size"],
