@@ -5,8 +5,10 @@ none on arm64) and the kernel accepts them, kprobe/kretprobe otherwise;
 each probe that cannot attach is skipped with its reason, and the
 recording goes on with the rest (and always with the tracepoints). The
 results go into the metadata's ``probes``. Function names are those of
-mm/rmap.c and mm/interval_tree.c from 5.10 to 6.18; the rmap_one callbacks
-are those of collector/sites.py: WALK_SITES.
+mm/rmap.c and mm/interval_tree.c as read in 6.12 and 7.3 and probed in
+Debian's 6.1 (scripts/vm-test); a kernel that lacks one skips that probe
+with the reason. The rmap_one callbacks are those of collector/sites.py:
+WALK_SITES.
 """
 
 import os

@@ -87,10 +87,14 @@ def kmem_arg_layout(alloc_args: Optional[List[str]], free_args: Optional[List[st
 
 
 def fprobe_layout(btf: BTF) -> Dict[str, int]:
-    """Offsets the function probes read, from BTF (5.10 to 6.18):
-    vm_area_struct's range, mm and file; the folio's flags, mapping and
-    order (``_folio_order`` before 6.4ish, the low byte of ``_flags_1``
-    after, both only valid with PG_head set); rmap_walk_control.rmap_one.
+    """Offsets the function probes read, from BTF: vm_area_struct's range,
+    mm and file; the folio's flags, mapping and order, valid with PG_head
+    set: ``folio._folio_order`` from v6.1 (commit 379708ffde1b, "mm: add the
+    first tail page to struct folio") to v6.5, the low byte of
+    ``folio._flags_1`` from v6.6 (commit ebc1baf5c9b4, "mm: free up a word in
+    the first tail page"), as drgn's ``folio_order()`` reads it; a kernel
+    with neither (before 6.1) has no function probes (``fprobe_missing``);
+    rmap_walk_control.rmap_one.
     The anonymous-page counter of an mm (rss_layout). Also FP_WALK_ANON:
     whether BTF has rmap_walk_anon (mm/rmap.c, static)
     as a function, so that fentry can probe the walk there, and

@@ -3,8 +3,10 @@
 The tracepoints report a ``call_site`` (the return address in the function
 that called the slab allocator); these tables turn the function it lies in
 into a path. Function names are those of mm/rmap.c, mm/vma.c, mm/mremap.c,
-kernel/fork.c and mm/vma_init.c from 5.10 to 6.18; names a kernel lacks are
-simply not found (see ``Classifier.missing``).
+kernel/fork.c and mm/vma_init.c as read in 6.12 and 7.3 and found in the
+kallsyms of Debian's 6.1 (scripts/vm-test) and this project's 6.18 host;
+each table entry's comment says where the name lives; names a kernel lacks
+are simply not found (see ``Classifier.missing``).
 """
 
 from dataclasses import dataclass, field
