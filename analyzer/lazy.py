@@ -7,6 +7,8 @@ Everything is vectorised on numpy columns: one sorted search finds each
 object's next fork of its owner, another the source of each mremap copy.
 """
 
+from typing import NamedTuple, Optional
+
 import numpy as np
 
 from . import live, moves
@@ -184,8 +186,40 @@ def _by_key(keys, values_mask, lookup):
     return np.where(uk[i] == lookup, cnt[i], 0)
 
 
-def _variant(rp, a, srcs, name):
-    """Allocation counts (and best-variant timing) for best / low / high."""
+class Result(NamedTuple):
+    """What a lazy model computes (lazy.model, lazy_exact.model), returned
+    instead of being left on the replay: ``report``, the ``models.lazy``
+    entry of the report; ``spans``, {name: {object: live.Spans}} of its run
+    part for the snapshots (docs/models.md#snapshots S4: ``lazy``,
+    ``lazy_floor``, ``lazy_extra`` and, from the exact replay, X9's
+    ``lazy_pinned``); ``lazy_state``, for the walk section (walks.summary,
+    W4): the alloc rows, until when each object stays lazy and which model
+    said so, or None (a tracepoint recording without walk rows)."""
+    report: dict
+    spans: dict
+    lazy_state: Optional[dict]
+
+
+class _Timing(NamedTuple):
+    """The best variant's per-row state, for the live intervals: objects
+    kept at eager times, upgraded at the next fork (U1), deferred at all,
+    and the mremap upgrades (U2: the move's position, its source and when
+    the upgrade's anon_vma is freed)."""
+    kept: np.ndarray
+    upgraded: np.ndarray
+    found_pos: np.ndarray
+    found_src: np.ndarray
+    deferred: np.ndarray
+    mre_av_free: np.ndarray
+
+
+def _deferred(a, name):
+    """(deferred, upgraded) masks over ``a`` for one variant: L1 (fault) and
+    L2 (the child's own fork objects) always deferred; L3, the own link of
+    each split/merge call, deferred for a process that has not forked (L5:
+    in the run or, by the census, before it) in best, always in low, never
+    in high (docs/models.md#lazy-bounds). U1: a deferred object still live
+    at its owner's next process fork is upgraded there."""
     own_link = a.splitlike & a.clone_first
     if name == "best":
         deferred = a.base_deferred | (own_link & ~a.prior)
@@ -195,7 +229,13 @@ def _variant(rp, a, srcs, name):
         deferred = a.base_deferred.copy()
     nf = a.nf_pos
     upgraded = deferred & (nf >= 0) & (a.free_pos > nf)
+    return deferred, upgraded
 
+
+def _mremap_upgrades(a, srcs, deferred, upgraded):
+    """U2 (L6: the mremap copies themselves are kept): the first mremap AVC
+    of each deferred source not upgraded at a fork. Returns (its index in
+    ``a``, its source's position)."""
     # U2: mremap sources that are deferred and not upgraded at a fork
     m, src = srcs
     dpos = a.pos[deferred & ~upgraded]
@@ -204,7 +244,69 @@ def _variant(rp, a, srcs, name):
     cand = np.flatnonzero(isdef)
     _, first = np.unique(src[cand], return_index=True)
     keep = cand[np.sort(first)]                 # the first mremap AVC of each source
-    found_m, found_src = m[keep], src[keep]
+    return m[keep], src[keep]
+
+
+def _own_av_upgrades(a, deferred, upgraded, found_src, mre_av_free):
+    """Best variant, U2 with U1: where the moved VMA's own fault anon_vma is
+    known (the same __anon_vma_prepare() call, L1), the mremap upgrade
+    allocates that object until its eager free, and U1 does not upgrade it
+    again. Returns (upgraded, mre_av_free), updated."""
+    # ... unless the moved VMA's own fault anon_vma is known: then the
+    # upgrade allocates that object, at the mremap, until its eager
+    # free, and U1 does not upgrade it again at a later fork
+    pair = a.own_av[a.index_of(found_src)]
+    has = pair >= 0
+    has[has] = deferred[pair[has]]
+    upgraded = upgraded.copy()
+    upgraded[pair[has]] = False
+    mre_av_free[has] = a.free_pos[pair[has]]
+    return upgraded, mre_av_free
+
+
+def _fork_bounds(rp, a, name, upgraded, found_m, found_free):
+    """(anon_vma, AVC) fork upgrades (U1) of the low or high variant,
+    bounded per process fork by what that fork can upgrade: low at most its
+    clone_fork AVCs (L4), high at least its fork-path anon_vmas (L2)
+    (docs/models.md#lazy-bounds)."""
+    is_av, nf = a.is_av, a.nf_pos
+    fk = rp.tree.forks
+    # per process fork (keyed by its position): upgrades, clone_fork AVCs,
+    # fork-path anon_vmas of that fork (docs/models.md#lazy-bounds)
+    fpos = fk["pos"].to_numpy().astype(np.int64)
+    fid = fk["fork_id"].to_numpy().astype(np.int64)
+    tagged = fid >= 0
+    uav = _by_key(nf, upgraded & is_av, fpos)
+    uavc = _by_key(nf, upgraded & ~is_av, fpos)
+    tag = a.fork_id >= 0
+    cfv = _by_key(a.fork_id, (a.path == PATH_CODE["clone_fork"]) & tag, fid)
+    favv = np.where(tagged & fk["first"].to_numpy(),
+                    _by_key(a.fork_id, (a.path == PATH_CODE["fork"]) & is_av & tag, fid), 0)
+    if name == "low":
+        uav = np.where(tagged, np.minimum(uav, cfv), uav)
+        uavc = np.where(tagged, np.minimum(uavc, cfv), uavc)
+    else:
+        uav = np.maximum(uavc, favv)
+        uavc = np.maximum(uavc, favv)
+    up_av, up_avc = int(uav.sum()), int(uavc.sum())
+    if name == "low" and len(found_m):
+        # a VMA upgraded at mremap and still mapped at its process's next
+        # fork: its eager fault anon_vma was counted as a fork upgrade too
+        mnf = nf[found_m]
+        twice = int(((mnf >= 0) & (found_free > mnf)).sum())
+        up_av -= min(twice, up_av)
+    return up_av, up_avc
+
+
+def _variant(rp, a, srcs, name):
+    """Allocation counts (and best-variant timing) for best / low / high.
+    Returns (counts, _Timing of the best variant, None for the others): the
+    kept objects (L1-L8, _deferred) plus the upgrades at forks (U1) and
+    mremaps (U2, _mremap_upgrades), per fork bounded in low and high
+    (_fork_bounds)."""
+    deferred, upgraded = _deferred(a, name)
+    found_m, found_src = _mremap_upgrades(a, srcs, deferred, upgraded)
+    src = srcs[1]
     found_pos, found_free = a.pos[found_m], a.free_pos[found_m]
     n_unknown = int((src < 0).sum())
     mremap_up = int(len(found_m))
@@ -214,46 +316,14 @@ def _variant(rp, a, srcs, name):
     # the mremap upgrade's anon_vma lives until the mremap copy is freed ...
     mre_av_free = found_free.astype(np.int64)
     if name == "best" and len(found_m):
-        # ... unless the moved VMA's own fault anon_vma is known: then the
-        # upgrade allocates that object, at the mremap, until its eager
-        # free, and U1 does not upgrade it again at a later fork
-        pair = a.own_av[a.index_of(found_src)]
-        has = pair >= 0
-        has[has] = deferred[pair[has]]
-        upgraded = upgraded.copy()
-        upgraded[pair[has]] = False
-        mre_av_free[has] = a.free_pos[pair[has]]
+        upgraded, mre_av_free = _own_av_upgrades(a, deferred, upgraded, found_src, mre_av_free)
 
     is_av = a.is_av
     kept = ~deferred
     up_av = int((upgraded & is_av).sum())
     up_avc = int((upgraded & ~is_av).sum())
-    fk = rp.tree.forks
-    if name in ("low", "high") and len(fk):
-        # per process fork (keyed by its position): upgrades, clone_fork AVCs,
-        # fork-path anon_vmas of that fork (docs/models.md#lazy-bounds)
-        fpos = fk["pos"].to_numpy().astype(np.int64)
-        fid = fk["fork_id"].to_numpy().astype(np.int64)
-        tagged = fid >= 0
-        uav = _by_key(nf, upgraded & is_av, fpos)
-        uavc = _by_key(nf, upgraded & ~is_av, fpos)
-        tag = a.fork_id >= 0
-        cfv = _by_key(a.fork_id, (a.path == PATH_CODE["clone_fork"]) & tag, fid)
-        favv = np.where(tagged & fk["first"].to_numpy(),
-                        _by_key(a.fork_id, (a.path == PATH_CODE["fork"]) & is_av & tag, fid), 0)
-        if name == "low":
-            uav = np.where(tagged, np.minimum(uav, cfv), uav)
-            uavc = np.where(tagged, np.minimum(uavc, cfv), uavc)
-        else:
-            uav = np.maximum(uavc, favv)
-            uavc = np.maximum(uavc, favv)
-        up_av, up_avc = int(uav.sum()), int(uavc.sum())
-        if name == "low" and len(found_m):
-            # a VMA upgraded at mremap and still mapped at its process's next
-            # fork: its eager fault anon_vma was counted as a fork upgrade too
-            mnf = nf[found_m]
-            twice = int(((mnf >= 0) & (found_free > mnf)).sum())
-            up_av -= min(twice, up_av)
+    if name in ("low", "high") and len(rp.tree.forks):
+        up_av, up_avc = _fork_bounds(rp, a, name, upgraded, found_m, found_free)
     av = int((kept & is_av).sum()) + up_av + mremap_up
     avc = int((kept & ~is_av).sum()) + up_avc + mremap_up
     out = {"anon_vma": av, "anon_vma_chain": avc,
@@ -261,43 +331,46 @@ def _variant(rp, a, srcs, name):
            "fork_upgrade_anon_vma": up_av,
            "mremap_upgrades": mremap_up,
            "mremap_unknown_sources": n_unknown}
+    timing = None
     if name == "best":
-        out["_timing"] = (kept, upgraded, (found_pos, found_src), deferred, mre_av_free)
-    return out
+        timing = _Timing(kept, upgraded, found_pos, found_src, deferred, mre_av_free)
+    return out, timing
 
 
-def model(rp, eager_model):
-    a = _Allocs(rp)
-    srcs = _mremap_sources(rp, a)
-    best = _variant(rp, a, srcs, "best")
-    low = _variant(rp, a, srcs, "low")
-    high = _variant(rp, a, srcs, "high")
-    kept, upgraded, (found_pos, found_src), deferred, mre_av_free = best.pop("_timing")
-
+def _best_starts(a, t):
+    """When each object of ``a`` starts to live under the best variant
+    (-1: never): kept objects at their eager allocation, U1 upgrades at the
+    fork, U2 upgrades at the mremap."""
     # peak live (best estimate): kept at eager times, fork upgrades from the
     # fork, mremap upgrades from the move (their AVC until its eager free,
     # their anon_vma until the mremap copy is freed)
-    pos, free, nf, is_av = a.pos, a.free_pos, a.nf_pos, a.is_av
     mre_start = np.full(len(a), -1, dtype=np.int64)
-    mre_start[a.index_of(found_src)] = found_pos
-    start = np.where(kept, pos, np.where(upgraded, nf, mre_start))
+    mre_start[a.index_of(t.found_src)] = t.found_pos
+    return np.where(t.kept, a.pos, np.where(t.upgraded, a.nf_pos, mre_start))
+
+
+def _objects(rp, a, t, start, best, low, high):
+    """Per object: the best count with the low/high range and the best peak
+    live (L1-L8, U1, U2; docs/models.md#lazy-bounds), and the run spans of
+    the snapshots (S4): ``lazy`` (best) and ``lazy_floor`` (the objects
+    every variant makes, at eager times). Returns (per_obj, spans)."""
+    pos, free, is_av = a.pos, a.free_pos, a.is_av
     live_mask = start >= 0
     # the objects every variant makes (low: every split's own link deferred),
     # at eager times: the run's floor for the snapshots, as if nothing had
     # been upgraded (docs/models.md#snapshots)
     floor = ~(a.base_deferred | (a.splitlike & a.clone_first))
-    out = {"fidelity": "estimate", "see": SECTION}
     per_obj = {}
-    rp.spans["lazy"], rp.spans["lazy_floor"] = {}, {}
+    spans = {"lazy": {}, "lazy_floor": {}}
     for obj, sel in (("anon_vma", is_av), ("anon_vma_chain", ~is_av)):
         size = rp.sizes[obj][0]
         s_pos, s_free = start[live_mask & sel], free[live_mask & sel]
         if obj == "anon_vma":     # one anon_vma per mremap upgrade (U2)
-            s_pos = np.concatenate([s_pos, found_pos])
-            s_free = np.concatenate([s_free, mre_av_free])
+            s_pos = np.concatenate([s_pos, t.found_pos])
+            s_free = np.concatenate([s_free, t.mre_av_free])
         s = live.summary_intervals(s_pos, s_free)
-        rp.spans["lazy"][obj] = live.Spans(s_pos, s_free)
-        rp.spans["lazy_floor"][obj] = live.Spans(pos[floor & sel], free[floor & sel])
+        spans["lazy"][obj] = live.Spans(s_pos, s_free)
+        spans["lazy_floor"][obj] = live.Spans(pos[floor & sel], free[floor & sel])
         n = best[obj]
         lo, hi = min(low[obj], n), max(high[obj], n)
         per_obj[obj] = {
@@ -306,26 +379,38 @@ def model(rp, eager_model):
             "peak_live": s["peak"], "peak_live_bytes": s["peak"] * size,
             "fidelity": "estimate", "see": RULES, "range_see": BOUNDS,
         }
-        out[obj] = per_obj[obj]
-    ev = eager_model
-    rp.spans["lazy_extra"] = _beyond_eager(a, found_pos, found_src, mre_av_free, srcs)
-    out["saved_pct"] = {o: saved_pct(ev[o]["allocated"], per_obj[o]["allocated"]) for o in RMAP_OBJECTS}
-    out["saved_pct_range"] = {
-        o: [saved_pct(ev[o]["allocated"], per_obj[o]["allocated_range"][1]),
-            saved_pct(ev[o]["allocated"], per_obj[o]["allocated_range"][0])] for o in RMAP_OBJECTS}
-    out["peak_saved_pct"] = {o: saved_pct(ev[o]["peak_live"], per_obj[o]["peak_live"]) for o in RMAP_OBJECTS}
+    return per_obj, spans
 
-    out["vm_area_struct"], growth = vma_growth(rp, ev)
 
-    if rp.rec.walks is not None and len(rp.rec.walks):
-        # for the walk section (walks.py): until when each anon_vma stays lazy
-        lazy_until = np.where(deferred, np.where(start >= 0, start, live.NEVER), -1)
-        rp.lazy_state = {"rows": a.rows, "lazy_until": lazy_until,
-                         "source": "tracepoint estimate (docs/models.md#lazy-rules)"}
+def saved_fields(ev, per_obj):
+    """The savings against eager ``ev`` of a lazy model's ``per_obj``
+    counts: ``saved_pct``, ``saved_pct_range`` (from the high end to the low
+    end) and ``peak_saved_pct``."""
+    return {
+        "saved_pct": {o: saved_pct(ev[o]["allocated"], per_obj[o]["allocated"]) for o in RMAP_OBJECTS},
+        "saved_pct_range": {
+            o: [saved_pct(ev[o]["allocated"], per_obj[o]["allocated_range"][1]),
+                saved_pct(ev[o]["allocated"], per_obj[o]["allocated_range"][0])] for o in RMAP_OBJECTS},
+        "peak_saved_pct": {o: saved_pct(ev[o]["peak_live"], per_obj[o]["peak_live"]) for o in RMAP_OBJECTS},
+    }
 
-    fork_eager = int(((a.path == PATH_CODE["fork"]) | (a.path == PATH_CODE["clone_fork"])).sum())
-    fork_lazy = int((a.path == PATH_CODE["clone_fork"]).sum()) + int(upgraded.sum())
-    out["upgrades"] = {
+
+def _lazy_state(rp, a, t, start):
+    """The lazy state of the walk section (W4, docs/models.md section 6
+    "Lazy state"), or None without walk rows: per alloc row, until when it
+    stays lazy (-1: never lazy; NEVER: never upgraded)."""
+    if rp.rec.walks is None or not len(rp.rec.walks):
+        return None
+    # for the walk section (walks.py): until when each anon_vma stays lazy
+    lazy_until = np.where(t.deferred, np.where(start >= 0, start, live.NEVER), -1)
+    return {"rows": a.rows, "lazy_until": lazy_until,
+            "source": "tracepoint estimate (docs/models.md#lazy-rules)"}
+
+
+def _upgrades(best, low, high):
+    """The ``upgrades`` entry: U1 fork and U2 mremap upgrades of the best
+    variant, with their range over the variants."""
+    return {
         "fork": best["fork_upgrades"],
         "mremap": best["mremap_upgrades"],
         # the variants are not monotonic in the upgrade count (the low variant
@@ -341,15 +426,18 @@ def model(rp, eager_model):
         "mremap_unknown_sources": best["mremap_unknown_sources"],
         "fidelity": "estimate", "see": RULES,
     }
-    out["not_modelled"] = moves.not_modelled(rp.rec.meta)
-    out["file_vmas"] = {"value": None, "fidelity": "not measurable",
-                        "reason": "tracepoint recordings cannot tell a MAP_PRIVATE file VMA from an anonymous "
-                                  "one: its savings are counted with the rest; function probes split them",
-                        "see": SECTION}
-    out["extra_costs"] = {
+
+
+def _extra_costs(a, upgraded, upgrades, growth):
+    """The ``extra_costs`` entry (docs/models.md#lazy-costs): the VMA growth
+    (L8), the upgrades (U1, U2), the objects allocated inside fork, and
+    what tracepoints cannot tell (X9's pinned root VMAs, re-pointed pages)."""
+    fork_eager = int(((a.path == PATH_CODE["fork"]) | (a.path == PATH_CODE["clone_fork"])).sum())
+    fork_lazy = int((a.path == PATH_CODE["clone_fork"]).sum()) + int(upgraded.sum())
+    return {
         "vma_growth": growth,
-        "upgrades": {"fork": out["upgrades"]["fork"], "mremap": out["upgrades"]["mremap"],
-                     "objects": out["upgrades"]["objects"]},
+        "upgrades": {"fork": upgrades["fork"], "mremap": upgrades["mremap"],
+                     "objects": upgrades["objects"]},
         "fork_time_objects": {
             "eager": fork_eager, "lazy": fork_lazy,
             "note": "anon_vma + AVC allocated inside fork: eager fork + clone_fork rows; "
@@ -367,7 +455,37 @@ def model(rp, eager_model):
             "see": COSTS,
         },
     }
-    return out
+
+
+def model(rp, eager_model):
+    """The tracepoint estimate (docs/models.md sections 2.1-2.3: L1-L8, U1,
+    U2, its bounds and extra costs) of best, low and high variants
+    (_variant). Returns a Result: the report entry, the run spans for the
+    snapshots (S4) and the lazy state for the walks (W4)."""
+    a = _Allocs(rp)
+    srcs = _mremap_sources(rp, a)
+    best, t = _variant(rp, a, srcs, "best")
+    low, _ = _variant(rp, a, srcs, "low")
+    high, _ = _variant(rp, a, srcs, "high")
+    start = _best_starts(a, t)
+    out = {"fidelity": "estimate", "see": SECTION}
+    per_obj, spans = _objects(rp, a, t, start, best, low, high)
+    out.update(per_obj)
+    ev = eager_model
+    spans["lazy_extra"] = _beyond_eager(a, t.found_pos, t.found_src, t.mre_av_free, srcs)
+    out.update(saved_fields(ev, per_obj))
+
+    out["vm_area_struct"], growth = vma_growth(rp, ev)
+
+    lazy_state = _lazy_state(rp, a, t, start)
+    out["upgrades"] = _upgrades(best, low, high)
+    out["not_modelled"] = moves.not_modelled(rp.rec.meta)
+    out["file_vmas"] = {"value": None, "fidelity": "not measurable",
+                        "reason": "tracepoint recordings cannot tell a MAP_PRIVATE file VMA from an anonymous "
+                                  "one: its savings are counted with the rest; function probes split them",
+                        "see": SECTION}
+    out["extra_costs"] = _extra_costs(a, t.upgraded, out["upgrades"], growth)
+    return Result(out, spans, lazy_state)
 
 
 def _beyond_eager(a, found_pos, found_src, mre_av_free, srcs):

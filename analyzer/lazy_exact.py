@@ -28,8 +28,8 @@ fork by a sorted search (lazy._next_in_group), per-token minima with
 import numpy as np
 
 from . import live, moves
-from .eager import RMAP_OBJECTS, rmap_allocs, saved_pct
-from .lazy import _next_in_group, vma_growth
+from .eager import RMAP_OBJECTS, rmap_allocs
+from .lazy import Result, _next_in_group, saved_fields, vma_growth
 from .live import NEVER
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .objlookup import stats
@@ -68,64 +68,88 @@ class VmaReplay:
 
         # one entry per VMA; rows are in replay order, so a VMA's first row is
         # the first row of its birth call
-        self.vmas, first, vi = np.unique(vid, return_index=True, return_inverse=True)
-        self.vi = vi
+        self.vmas, first, self.vi = np.unique(vid, return_index=True, return_inverse=True)
+        self.birth = self.pos[first]
+        self.vowner = self.owner[first]
+        self.src = src[first].astype(np.int64)
+        self.kind, self.src_index = self._births(ob.caller[rows[first]], first)
+        self.root = _roots(self.kind, self.src_index)
+        self.file, self.capable = self._capable(rp, file_eager)
+        self.upgrade_at, self.by_fork, self.lazy = self._upgrade_times(rp, src)
+        self.deferred, self.root_kind = self._deferred_rows()
+        self.row_upgrade_at, self.upgraded, self.tok_up, avc_up = self._upgrades()
+        self.extra_start, self.extra_end = self._reuse_extra(avc_up)
+
+    def _births(self, fcaller, first):
+        """X1 birth: each VMA's kind by its first row (``first``, with its
+        caller ``fcaller``): a fault root (X2), an inherited root (X3), a
+        piece (X4), an mremap copy (X5), a piece of a VMA from before the
+        run, or other. Returns (kind, src_index: the index of the VMA's
+        source VMA, -1 when it has none in the run)."""
         nv = len(self.vmas)
         fpath = self.path[first]
-        fcaller = ob.caller[rows[first]]
         kind = np.full(nv, OTHER, dtype=np.int8)
         kind[fpath == PATH_CODE["fault"]] = FAULT
         kind[(fpath == PATH_CODE["fork"]) | (fpath == PATH_CODE["clone_fork"])] = INHERITED
         clone = fpath == PATH_CODE["clone_vma"]
         kind[clone] = PIECE
         kind[clone & (fcaller == CALLER_CODE["mremap"])] = MREMAP_COPY
-        self.birth = self.pos[first]
-        self.vowner = self.owner[first]
-        self.src = src[first].astype(np.int64)
         si = np.minimum(np.searchsorted(self.vmas, self.src), max(nv - 1, 0))
         src_in = (self.src >= 0) & (nv > 0) & (self.vmas[si] == self.src) if nv else \
             np.zeros(0, dtype=bool)
-        self.src_index = np.where(src_in, si, -1)
+        src_index = np.where(src_in, si, -1)
         # a piece of a VMA whose first link predates the run: its state unknown
         kind[(kind == PIECE) & ~src_in] = PREPIECE
-        self.kind = kind
+        return kind, src_index
 
-        # tokens: a piece's root is its source's root (pointer doubling)
-        parent = np.where(kind == PIECE, self.src_index, -1)
-        anc = np.where(parent >= 0, parent, np.arange(nv))
-        for _ in range(64):                           # 2**64 levels: always enough
-            nxt = anc[anc]
-            if np.array_equal(nxt, anc):
-                break
-            anc = nxt
-        self.root = anc
+    def _capable(self, rp, file_eager):
+        """The VMAs that can be tokens, fault (X2) and inherited (X3) roots,
+        and those that map a file (X8: with ``file_eager`` they stay eager).
+        Returns (file, capable)."""
+        kind = self.kind
         capable = (kind == FAULT) | (kind == INHERITED)
         calls = rp.rec.calls
         file_ids = calls.loc[calls["vma_file"].fillna(False).astype(bool), "vma_id"].to_numpy() \
             if len(calls) else np.zeros(0, np.int64)
-        self.file = np.isin(self.vmas, file_ids)      # a MAP_PRIVATE file VMA (its call rows say)
+        file = np.isin(self.vmas, file_ids)      # a MAP_PRIVATE file VMA (its call rows say)
         if file_eager:
-            capable &= ~self.file
-        self.capable = capable
+            capable &= ~file
+        return file, capable
 
+    def _upgrade_times(self, rp, src):
+        """X6 upgrade: per token, U(T), the earlier of its first copying
+        fork (U1, _first_copy) and the first mremap of a piece (U2), -1 for
+        a VMA that is no token; whether the fork came first; and which VMAs
+        joined their token while it was lazy (X4). Returns (upgrade_at,
+        by_fork, lazy)."""
+        capable = self.capable
+        nv = len(self.vmas)
         # upgrade triggers: the first process fork after the root's birth
         # that copies one of its pieces (U1: dup_mmap() skips VM_DONTCOPY and
         # gives a VM_WIPEONFORK copy no anon_vma; the pieces it copies with
         # anon_vma_fork() are the sources of that fork's clone_fork AVCs), and
         # the first mremap of a piece (U2)
         fork_at = np.where(capable, self._first_copy(rp, src, nv), NEVER)
-        mre = kind == MREMAP_COPY
+        mre = self.kind == MREMAP_COPY
         moved = self.src_index[mre]
         ok = moved >= 0
         mre_at = np.full(nv, NEVER, dtype=np.int64)
         np.minimum.at(mre_at, self.root[moved[ok]], self.birth[mre][ok])
         mre_at[~capable] = NEVER
-        self.upgrade_at = np.where(capable, np.minimum(fork_at, mre_at), -1)
-        self.by_fork = capable & (fork_at <= mre_at) & (fork_at < NEVER)
+        upgrade_at = np.where(capable, np.minimum(fork_at, mre_at), -1)
+        by_fork = capable & (fork_at <= mre_at) & (fork_at < NEVER)
         # a VMA is in its root's token when it joined before the upgrade
         r = self.root
-        self.lazy = capable[r] & (self.birth < self.upgrade_at[r])
+        lazy = capable[r] & (self.birth < upgrade_at[r])
+        return upgrade_at, by_fork, lazy
 
+    def _deferred_rows(self):
+        """The rows lazy does not allocate when made: a fault root's (L1,
+        X2), an inherited root's own fork-path anon_vma and AVC (L2, X3),
+        one AVC of a lazy piece (L3, X4); none in a token that stays eager.
+        Returns (deferred, root_kind: the kind of each row's root)."""
+        kind, r, vi = self.kind, self.root, self.vi
+        nv, n = len(self.vmas), len(self.rows)
         # deferred rows: a fault root's objects (L1), an inherited root's own
         # fork-path anon_vma and AVC (L2), one AVC of a lazy piece (L3: the
         # link to the token's own anon_vma; the others link the parent's tree)
@@ -144,32 +168,41 @@ class VmaReplay:
         pick = last[(last >= 0)]
         pick = pick[own_root[r[vi[pick]]]]
         deferred[pick] = True
-        deferred &= capable[r[vi]]                     # a token that stays eager defers nothing
-        self.deferred = deferred
-        self.root_kind = rk
+        deferred &= self.capable[r[vi]]                # a token that stays eager defers nothing
+        return deferred, rk
 
+    def _upgrades(self):
+        """X6: each deferred AVC whose VMA is alive at its token's upgrade
+        is allocated then, and the token's deferred anon_vma with it.
+        Returns (row_upgrade_at: each row's token's U(T), upgraded rows,
+        tok_up: upgraded tokens, the upgraded AVC rows)."""
+        r, vi, deferred = self.root, self.vi, self.deferred
         # upgrades: a deferred AVC whose VMA is alive at its token's upgrade;
         # the token's anon_vma when any of its AVCs is upgraded
         up_at = self.upgrade_at[r[vi]]
-        self.row_upgrade_at = up_at
         avc_up = deferred & ~self.is_av & (up_at >= 0) & (up_at < NEVER) & (self.free > up_at)
-        tok_up = np.zeros(nv, dtype=bool)
+        tok_up = np.zeros(len(self.vmas), dtype=bool)
         np.logical_or.at(tok_up, r[vi[avc_up]], True)
         av_up = deferred & self.is_av & tok_up[r[vi]]
-        self.upgraded = avc_up | av_up
-        self.tok_up = tok_up
+        return up_at, avc_up | av_up, tok_up, avc_up
+
+    def _reuse_extra(self, avc_up):
+        """X6's high end: an upgraded fault root without an anon_vma row
+        allocates one at its upgrade, live until its last upgraded AVC
+        (``avc_up``) is freed. Returns (extra_start, extra_end)."""
+        r, vi = self.root, self.vi
+        nv = len(self.vmas)
         # a fault root that reused a neighbour's anon_vma (no anon_vma row):
         # the series does not say whether its upgrade reuses one again (as
         # eager's find_mergeable_anon_vma did) or allocates one (W4); the best
         # value reuses, the high end allocates one, live until its last
         # upgraded AVC (rule X6, one rule with the estimate's U1)
         has_av = np.zeros(nv, dtype=bool)
-        np.logical_or.at(has_av, r[vi[deferred & self.is_av]], True)
-        extra = np.flatnonzero(tok_up & ~has_av & (kind == FAULT))
+        np.logical_or.at(has_av, r[vi[self.deferred & self.is_av]], True)
+        extra = np.flatnonzero(self.tok_up & ~has_av & (self.kind == FAULT))
         end = np.zeros(nv, dtype=np.int64)
         np.maximum.at(end, r[vi[avc_up]], self.free[avc_up])
-        self.extra_start = self.upgrade_at[extra]
-        self.extra_end = end[extra]
+        return self.upgrade_at[extra], end[extra]
 
     def _first_copy(self, rp, src, nv):
         """Per token: the position of the first process fork that copies one
@@ -200,6 +233,20 @@ class VmaReplay:
         is lazy (-1: never lazy; NEVER: never upgraded)."""
         up = self.row_upgrade_at
         return np.where(self.deferred, np.where(self.upgraded, up, NEVER), -1)
+
+
+def _roots(kind, src_index):
+    """Each VMA's token root (X4: a piece joins its source's token; the
+    others are their own root), by pointer doubling."""
+    # tokens: a piece's root is its source's root (pointer doubling)
+    parent = np.where(kind == PIECE, src_index, -1)
+    anc = np.where(parent >= 0, parent, np.arange(len(kind)))
+    for _ in range(64):                           # 2**64 levels: always enough
+        nxt = anc[anc]
+        if np.array_equal(nxt, anc):
+            break
+        anc = nxt
+    return anc
 
 
 def _last_before(keys, pos, q_keys, q_pos):
@@ -293,7 +340,9 @@ def pinned_roots(rp, x, slot):
     eager frees (munmap, a merge that removes it) while a piece of the token
     is still mapped and the token is still lazy stays allocated, pinned by
     the pieces' and folios' references, until the last piece goes or the
-    token is upgraded. ``slot``: bytes per lazy VMA."""
+    token is upgraded. ``slot``: bytes per lazy VMA. Returns (the
+    ``pinned_root_vmas`` entry, {"vm_area_struct": live.Spans} of the pinned
+    roots, the snapshots' ``lazy_pinned``)."""
     ob = rp.ob
     vf = np.flatnonzero(~ob.is_alloc & (ob.object == OBJECT_CODE["vm_area_struct"]))
     ids, fpos = ob.obj_id[vf], ob.pos[vf].astype(np.int64)
@@ -312,10 +361,10 @@ def pinned_roots(rp, x, slot):
     pinned = x.capable & (vfree < NEVER) & (vfree < last) & (vfree < up)
     start = vfree[pinned]
     end = np.minimum(last[pinned], up[pinned])
-    rp.spans["lazy_pinned"] = {"vm_area_struct": live.Spans(start, end)}
     s = live.summary_intervals(start, end)
-    return {"count": int(pinned.sum()), "peak_live": s["peak"], "peak_live_bytes": s["peak"] * slot,
-            "live_at_end": s["end"], "fidelity": FIDELITY, "see": COSTS}
+    return ({"count": int(pinned.sum()), "peak_live": s["peak"], "peak_live_bytes": s["peak"] * slot,
+             "live_at_end": s["end"], "fidelity": FIDELITY, "see": COSTS},
+            {"vm_area_struct": live.Spans(start, end)})
 
 
 def file_vmas(rp, x, kept, up, is_av):
@@ -348,19 +397,11 @@ def _first_fork_ids(forks):
     return fid[first & (fid >= 0)]
 
 
-def model(rp, eager_model, tracepoint=None):
-    """The lazy model on a function-probe recording; ``tracepoint``: the
-    tracepoint estimate (lazy.model) of the same recording, kept in the output
-    with its bounds."""
-    x = VmaReplay(rp)
-    ob = rp.ob
-    n_un = len(x.unattributed)
-    un_is_av = ob.object[x.unattributed] == OBJECT_CODE["anon_vma"]
-    kept = ~x.deferred
-    is_av, up = x.is_av, x.upgraded
-    start = np.where(kept, x.pos, np.where(up, x.row_upgrade_at, -1))
-    out = {"fidelity": FIDELITY, "see": SECTION}
-
+def _prerun_range(rp, x):
+    """The range's VMAs from before the run (docs/models.md#lazy-exact):
+    (pre_src: such parent VMAs copied at their process's first fork in the
+    run, high_extra: their number, low_drop: the AVCs of pieces split off
+    such VMAs)."""
     # range: VMAs whose first anon_vma link predates the run, lazy or not
     # before it (docs/models.md#lazy-exact): high adds one anon_vma and AVC
     # per such parent VMA copied at its process's first fork in the run (the
@@ -372,14 +413,19 @@ def model(rp, eager_model, tracepoint=None):
     row_pre_parent = pre_parent[vi] & first_fork
     pre_src = np.unique(x.src[vi[row_pre_parent]]) if row_pre_parent.any() else np.zeros(0)
     high_extra = int(len(pre_src))
-    low_drop = int(((x.kind[vi] == PREPIECE) & ~is_av).sum())
+    low_drop = int(((x.kind[vi] == PREPIECE) & ~x.is_av).sum())
+    return pre_src, high_extra, low_drop
 
-    per_obj = {}
-    rp.spans["lazy"] = {}     # the exact replay replaces the estimate's (lazy_floor stays)
-    # beyond eager: the high end's anon_vma per upgraded fault root that
-    # reused a neighbour's (rule X6)
-    rp.spans["lazy_extra"] = {"anon_vma": live.Spans(x.extra_start, x.extra_end),
-                              "anon_vma_chain": live.Spans([], [])}
+
+def _objects(rp, x, start, kept, up, high_extra, low_drop):
+    """Per object: the count (the kept and upgraded rows, X2-X6, plus the
+    unattributed ones, kept as in eager, X7), its range (_prerun_range, and
+    X6's high end) and the peak live from ``start``. Returns (per_obj,
+    {object: live.Spans}: the run spans of the snapshots, S4)."""
+    ob = rp.ob
+    is_av = x.is_av
+    un_is_av = ob.object[x.unattributed] == OBJECT_CODE["anon_vma"]
+    per_obj, spans = {}, {}
     for obj, sel, un_sel, new_av in (("anon_vma", is_av, un_is_av, len(x.extra_start)),
                                      ("anon_vma_chain", ~is_av, ~un_is_av, 0)):
         size = rp.sizes[obj][0]
@@ -387,7 +433,7 @@ def model(rp, eager_model, tracepoint=None):
         s_pos = np.concatenate([start[live_rows], ob.pos[x.unattributed[un_sel]]])
         s_free = np.concatenate([x.free[live_rows], rp.free_pos(x.unattributed[un_sel])])
         s = live.summary_intervals(s_pos, s_free)
-        rp.spans["lazy"][obj] = live.Spans(s_pos, s_free)
+        spans[obj] = live.Spans(s_pos, s_free)
         nobj = int((sel & (kept | up)).sum()) + int(un_sel.sum())
         lo = nobj - (low_drop if obj == "anon_vma_chain" else 0)
         hi = nobj + high_extra + new_av
@@ -399,25 +445,25 @@ def model(rp, eager_model, tracepoint=None):
             FIDELITY + "; range: VMAs whose first anon_vma predates the run",
             "see": SECTION,
         }
-        out[obj] = per_obj[obj]
-    ev = eager_model
-    out["saved_pct"] = {o: saved_pct(ev[o]["allocated"], per_obj[o]["allocated"])
-                        for o in RMAP_OBJECTS}
-    out["saved_pct_range"] = {
-        o: [saved_pct(ev[o]["allocated"], per_obj[o]["allocated_range"][1]),
-            saved_pct(ev[o]["allocated"], per_obj[o]["allocated_range"][0])] for o in RMAP_OBJECTS}
-    out["peak_saved_pct"] = {o: saved_pct(ev[o]["peak_live"], per_obj[o]["peak_live"])
-                             for o in RMAP_OBJECTS}
-    out["vm_area_struct"], growth = vma_growth(rp, ev)
+    return per_obj, spans
 
+
+def _upgraded_avcs(x):
+    """(fork_up, mremap_up): the upgraded AVC rows of tokens upgraded at a
+    fork (U1) and at an mremap (U2), X6."""
     # upgrades: VMAs (one AVC each) and tokens (one anon_vma each)
-    avc_up = up & ~is_av
-    rr = x.root[vi]
-    fork_rows = avc_up & x.by_fork[rr]
-    n_fork, n_mre = int(fork_rows.sum()), int((avc_up & ~x.by_fork[rr]).sum())
+    avc_up = x.upgraded & ~x.is_av
+    rr = x.root[x.vi]
+    return avc_up & x.by_fork[rr], avc_up & ~x.by_fork[rr]
+
+
+def _upgrades(x, fork_up, mremap_up, high_extra):
+    """The ``upgrades`` entry (X6): one AVC per upgraded VMA, one anon_vma
+    per upgraded token, by fork (U1) and mremap (U2)."""
+    n_fork, n_mre = int(fork_up.sum()), int(mremap_up.sum())
     tok_fork = int((x.tok_up & x.by_fork).sum())
     tok_mre = int((x.tok_up & ~x.by_fork).sum())
-    out["upgrades"] = {
+    return {
         "fork": n_fork, "mremap": n_mre,
         "fork_range": [n_fork, n_fork + high_extra], "mremap_range": [n_mre, n_mre],
         "objects": {"anon_vma": tok_fork + tok_mre, "anon_vma_chain": n_fork + n_mre},
@@ -425,26 +471,40 @@ def model(rp, eager_model, tracepoint=None):
         "mremap_unknown_sources": 0,
         "fidelity": FIDELITY, "see": SECTION,
     }
+
+
+def _extra_costs(rp, x, growth, upgrades, fork_up, mremap_up, pre_src):
+    """The ``extra_costs`` entry (docs/models.md#lazy-costs): the VMA growth
+    (L8), the upgrades (X6), the objects allocated inside fork, the
+    re-pointed pages and the pinned root VMAs (X9). Returns (the entry, the
+    pinned root VMAs' spans for the snapshots, S4)."""
+    ob = rp.ob
     clone_fork = int((x.path == PATH_CODE["clone_fork"]).sum()) + int(
         (ob.path[x.unattributed] == PATH_CODE["clone_fork"]).sum())
     fork_eager = int(np.isin(x.path, [PATH_CODE["fork"], PATH_CODE["clone_fork"]]).sum()) + int(
         np.isin(ob.path[x.unattributed], [PATH_CODE["fork"], PATH_CODE["clone_fork"]]).sum())
-    out["extra_costs"] = {
+    n_fork, n_mre, tok_fork = upgrades["fork"], upgrades["mremap"], upgrades["tokens"]["fork"]
+    out = {
         "vma_growth": growth,
-        "upgrades": {"fork": n_fork, "mremap": n_mre, "objects": out["upgrades"]["objects"]},
+        "upgrades": {"fork": n_fork, "mremap": n_mre, "objects": upgrades["objects"]},
         "fork_time_objects": {
             "eager": fork_eager, "lazy": clone_fork + n_fork + tok_fork,
             "note": "anon_vma + AVC allocated inside fork: eager fork + clone_fork rows; "
                     "lazy clone_fork + fork upgrades (one AVC per VMA, one anon_vma per token)",
             "fidelity": FIDELITY, "see": COSTS,
         },
-        "repointed_pages": repointed_pages(rp, x, avc_up & x.by_fork[rr], avc_up & ~x.by_fork[rr], pre_src),
-        "pinned_root_vmas": pinned_roots(rp, x, growth["slot_bytes"][1]),
+        "repointed_pages": repointed_pages(rp, x, fork_up, mremap_up, pre_src),
     }
-    out["file_vmas"] = file_vmas(rp, x, kept, up, is_av)
-    out["not_modelled"] = moves.not_modelled(rp.rec.meta)
+    out["pinned_root_vmas"], pinned = pinned_roots(rp, x, growth["slot_bytes"][1])
+    return out, pinned
+
+
+def _vmas(x, high_extra):
+    """The ``vmas`` entry: VMAs by birth (X1-X5), tokens, and the objects
+    without a VMA (X7)."""
+    n_un = len(x.unattributed)
     kinds = np.bincount(x.kind, minlength=len(KIND_NAMES))
-    out["vmas"] = {
+    return {
         "with_anon_objects": int(len(x.vmas)),
         "by_birth": {k: int(kinds[i]) for i, k in enumerate(KIND_NAMES)},
         "tokens": int(x.capable.sum()),
@@ -454,23 +514,65 @@ def model(rp, eager_model, tracepoint=None):
         "note": "objects without vma_id (made outside the probed functions, or probes that "
                 "did not attach) are kept as in eager" if n_un else None,
     }
+
+
+def _tracepoint_estimate(tracepoint, per_obj, upgrades):
+    """The tracepoint estimate of the same recording (lazy.model's report
+    entry), with whether the exact replay lies within its bounds
+    (docs/models.md#lazy-bounds)."""
+    est = {o: {"allocated": tracepoint[o]["allocated"],
+               "allocated_range": tracepoint[o]["allocated_range"],
+               "peak_live": tracepoint[o]["peak_live"]} for o in RMAP_OBJECTS}
+    tu = tracepoint["upgrades"]
+    est["upgrades"] = {k: tu[k] for k in ("fork", "mremap", "fork_range", "mremap_range")}
+    est["fidelity"] = "estimate"
+    est["see"] = "docs/models.md#lazy-bounds"
+    within = {o: est[o]["allocated_range"][0] <= per_obj[o]["allocated"]
+              <= est[o]["allocated_range"][1] for o in RMAP_OBJECTS}
+    # upgrades in total: the estimate calls the pieces left behind by a
+    # moved piece fork upgrades, the exact replay (W4) upgrades the whole
+    # token at the mremap
+    within["upgrades"] = (tu["fork_range"][0] + tu["mremap_range"][0] <= upgrades["fork"] + upgrades["mremap"]
+                          <= tu["fork_range"][1] + tu["mremap_range"][1])
+    est["exact_within_bounds"] = within
+    return est
+
+
+def model(rp, eager_model, tracepoint=None):
+    """The lazy model on a function-probe recording; ``tracepoint``: the
+    tracepoint estimate (lazy.model) of the same recording, kept in the output
+    with its bounds. Per VMA (X1-X9, docs/models.md#lazy-exact): VmaReplay,
+    then the counts (_objects), upgrades and extra costs. Returns a
+    lazy.Result whose spans are ``lazy``, ``lazy_extra`` and ``lazy_pinned``
+    (the estimate's ``lazy_floor`` stays the snapshots' low end) and whose
+    lazy state is the replay's, for the walks (W4)."""
+    x = VmaReplay(rp)
+    kept = ~x.deferred
+    is_av, up = x.is_av, x.upgraded
+    start = np.where(kept, x.pos, np.where(up, x.row_upgrade_at, -1))
+    out = {"fidelity": FIDELITY, "see": SECTION}
+    pre_src, high_extra, low_drop = _prerun_range(rp, x)
+    per_obj, lazy_spans = _objects(rp, x, start, kept, up, high_extra, low_drop)
+    out.update(per_obj)
+    spans = {
+        "lazy": lazy_spans,     # the exact replay replaces the estimate's (lazy_floor stays)
+        # beyond eager: the high end's anon_vma per upgraded fault root that
+        # reused a neighbour's (rule X6)
+        "lazy_extra": {"anon_vma": live.Spans(x.extra_start, x.extra_end),
+                       "anon_vma_chain": live.Spans([], [])},
+    }
+    ev = eager_model
+    out.update(saved_fields(ev, per_obj))
+    out["vm_area_struct"], growth = vma_growth(rp, ev)
+    fork_up, mremap_up = _upgraded_avcs(x)
+    out["upgrades"] = _upgrades(x, fork_up, mremap_up, high_extra)
+    out["extra_costs"], spans["lazy_pinned"] = _extra_costs(rp, x, growth, out["upgrades"],
+                                                            fork_up, mremap_up, pre_src)
+    out["file_vmas"] = file_vmas(rp, x, kept, up, is_av)
+    out["not_modelled"] = moves.not_modelled(rp.rec.meta)
+    out["vmas"] = _vmas(x, high_extra)
     if tracepoint is not None:
-        est = {o: {"allocated": tracepoint[o]["allocated"],
-                   "allocated_range": tracepoint[o]["allocated_range"],
-                   "peak_live": tracepoint[o]["peak_live"]} for o in RMAP_OBJECTS}
-        tu = tracepoint["upgrades"]
-        est["upgrades"] = {k: tu[k] for k in ("fork", "mremap", "fork_range", "mremap_range")}
-        est["fidelity"] = "estimate"
-        est["see"] = "docs/models.md#lazy-bounds"
-        within = {o: est[o]["allocated_range"][0] <= per_obj[o]["allocated"]
-                  <= est[o]["allocated_range"][1] for o in RMAP_OBJECTS}
-        # upgrades in total: the estimate calls the pieces left behind by a
-        # moved piece fork upgrades, the exact replay (W4) upgrades the whole
-        # token at the mremap
-        within["upgrades"] = (tu["fork_range"][0] + tu["mremap_range"][0] <= n_fork + n_mre
-                              <= tu["fork_range"][1] + tu["mremap_range"][1])
-        est["exact_within_bounds"] = within
-        out["tracepoint_estimate"] = est
-    rp.lazy_state = {"rows": x.rows, "lazy_until": x.lazy_until(), "source": FIDELITY,
-                     "replay": x}
-    return out
+        out["tracepoint_estimate"] = _tracepoint_estimate(tracepoint, per_obj, out["upgrades"])
+    lazy_state = {"rows": x.rows, "lazy_until": x.lazy_until(), "source": FIDELITY,
+                  "replay": x}
+    return Result(out, spans, lazy_state)

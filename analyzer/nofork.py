@@ -24,6 +24,8 @@ recordings the VMAs that were moved or map a file keep their objects
 (tracepoint recordings cannot tell a file VMA: said in the fidelity).
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from . import generations, live
@@ -94,8 +96,20 @@ def saved_rows(rp, a, g):
     return {v: {"best": m & leaf & ~keep, "high": m & leaf & whole & ~keep} for v, m in base.items()}
 
 
+class Result(NamedTuple):
+    """What nofork.model computes, returned instead of being left on the
+    replay: ``report``, {variant: the model's numbers in the common layout};
+    ``spans``, {name: {object: live.Spans}} of the run part for the
+    snapshots (docs/models.md#snapshots S4): per variant its best
+    (``nofork``, ``nofork_clone``) and high end (``nofork_high``,
+    ``nofork_clone_high``)."""
+    report: dict
+    spans: dict
+
+
 def model(rp, eager_model):
-    """{variant: the model's numbers in the common layout}."""
+    """{variant: the model's numbers in the common layout} (N1-N8), returned
+    as a Result with the variants' run spans."""
     a = rmap_allocs(rp)
     g = generations.build(rp, a)
     saved = saved_rows(rp, a, g)
@@ -104,16 +118,23 @@ def model(rp, eager_model):
                 if rp.ob.has_vma else
                 "exact for the run window's generations, except MAP_PRIVATE file VMAs: tracepoint "
                 "recordings cannot tell them, their objects are counted as saved")
-    return {v: _variant(rp, v, a, g, saved[v], eager_model, fidelity, kept_info) for v in VARIANTS}
+    report, spans = {}, {}
+    for v in VARIANTS:
+        report[v], spans[v], spans[v + "_high"] = _variant(rp, v, a, g, saved[v], eager_model, fidelity,
+                                                           kept_info)
+    return Result(report, spans)
 
 
 def _variant(rp, name, a, g, saved, ev, fidelity, kept_info):
+    """One variant's numbers, and {object: live.Spans} of what it keeps in
+    its best value and at its high end (section 3.2). Returns (numbers,
+    best spans, high spans)."""
     ob = rp.ob
     is_av = ob.object[a] == OBJECT_CODE["anon_vma"]
     pos, free = ob.pos[a], rp.free_pos(a)
     fork_exec = g.fork_exec[g.gen]
     out = {"fidelity": "exact (best), bounds (range)", "see": SECTION}
-    spans = rp.spans.setdefault(name, {}), rp.spans.setdefault(name + "_high", {})
+    spans = {}, {}
     for obj, sel in (("anon_vma", is_av), ("anon_vma_chain", ~is_av)):
         size = rp.sizes[obj][0]
         best = int((sel & ~saved["best"]).sum())
@@ -147,4 +168,4 @@ def _variant(rp, name, a, g, saved, ev, fidelity, kept_info):
                  "needs another way to find the VMA (a folio-to-VMA pointer, not priced here)"),
         "see": BOUNDS,
     }
-    return out
+    return out, spans[0], spans[1]

@@ -153,13 +153,42 @@ def fidelity_note(lost, whole):
     return "; ".join(parts) or None
 
 
-def build(rec):
-    rp = eager.prepare(rec)
+def _run(rec, lost, whole, checked, mismatched):
+    """The report's ``run`` section: the recording's metadata, what was lost
+    (``loss``), whether it is whole (``completeness``) and the fork pairs
+    checked (docs/models.md section 1, E5)."""
     meta = rec.meta
+    return {
+        "kernel_release": meta.get("kernel_release"),
+        "arch": meta.get("arch"),
+        "backend": meta.get("backend"),
+        "duration_s": meta.get("duration_s"),
+        "events": meta.get("events"),
+        "rows": rec.rows,
+        "lost_events": lost["total"],
+        "lost_by_source": lost["by_source"],
+        "lost_by_event": lost["by_event"],
+        "possibly_lost_by_event": lost["possibly_by_event"],
+        "object_events_lost": lost["objects"],
+        **whole,
+        "fork_pairs_checked": checked, "fork_pairs_mismatched": mismatched,
+        "alias_frees_skipped": meta.get("alias_frees_skipped"),
+        "page_size": meta.get("page_size"),
+        "target": meta.get("target"),
+        "start_time": meta.get("start_time"),
+        "end_time": meta.get("end_time"),
+        "stop_reason": meta.get("stop_reason"),
+        "tool_version": meta.get("tool_version"),
+        "raw_pointers": bool(meta.get("raw_pointers", False)),
+    }
+
+
+def _eager_sections(rec, rp, lost, whole):
+    """The sections from the kernel as it is (docs/models.md section 1,
+    E1-E5): the report up to its models, and the eager model. Returns
+    (report, eager model)."""
     objects = {obj: eager.object_stats(rp, obj)
                for obj in ("anon_vma", "anon_vma_chain", "vm_area_struct")}
-    lost = loss(rec)
-    whole = completeness(rec)
     top = banners(rec, lost, whole)
     checked, mismatched = eager.fork_path_mismatches(rp)
     ev = eager.model(rp)
@@ -172,50 +201,43 @@ def build(rec):
         "source": rec.path,
         "banners": top,
         "warnings": top + warnings(rec, objects, lost, mismatched),
-        "run": {
-            "kernel_release": meta.get("kernel_release"),
-            "arch": meta.get("arch"),
-            "backend": meta.get("backend"),
-            "duration_s": meta.get("duration_s"),
-            "events": meta.get("events"),
-            "rows": rec.rows,
-            "lost_events": lost["total"],
-            "lost_by_source": lost["by_source"],
-            "lost_by_event": lost["by_event"],
-            "possibly_lost_by_event": lost["possibly_by_event"],
-            "object_events_lost": lost["objects"],
-            **whole,
-            "fork_pairs_checked": checked, "fork_pairs_mismatched": mismatched,
-            "alias_frees_skipped": meta.get("alias_frees_skipped"),
-            "page_size": meta.get("page_size"),
-            "target": meta.get("target"),
-            "start_time": meta.get("start_time"),
-            "end_time": meta.get("end_time"),
-            "stop_reason": meta.get("stop_reason"),
-            "tool_version": meta.get("tool_version"),
-            "raw_pointers": bool(meta.get("raw_pointers", False)),
-        },
+        "run": _run(rec, lost, whole, checked, mismatched),
         "objects": objects,
         "processes": procs,
         "slabinfo": slabcheck.check(rp),
     }
-    rp.drop_curves()            # the eager live curves are done with: memory for the models
+    return report, ev
+
+
+def _lazy(rec, rp, ev):
+    """The lazy model (docs/models.md section 2): the tracepoint estimate
+    (L1-L8, U1-U2) and, on function-probe recordings, the exact replay
+    (X1-X9) in its place. Returns a lazy.Result whose spans hold the
+    estimate's ``lazy_floor`` and the exact replay's other spans."""
     lz = lazy.model(rp, ev)
     if rec.objects.has_vma:
         # function probes: each object's VMA is known; the tracepoint estimate
         # stays in the output (models.lazy.tracepoint_estimate)
-        lz = lazy_exact.model(rp, ev, tracepoint=lz)
-    designs = {"lazy": lz, **nofork.model(rp, ev)}
+        exact = lazy_exact.model(rp, ev, tracepoint=lz.report)
+        lz = lazy.Result(exact.report, {**lz.spans, **exact.spans}, exact.lazy_state)
+    return lz
+
+
+def _models(rec, rp, ev, lz, nf):
+    """The report's ``models``: eager, lazy and the no-fork designs (N1-N8),
+    each but eager widened by the move rows (docs/models.md#moves M1-M4)."""
+    designs = {"lazy": lz.report, **nf.report}
     add = moves.extra(rec, moves.Caps(rp))
     sizes = {o: rp.sizes[o][0] for o in ("anon_vma", "anon_vma_chain")}
-    report["models"] = {"eager": ev, **{d: moves.widened(m, ev, add, sizes) if any(add.values()) or
-                                        None in add.values() else m for d, m in designs.items()}}
-    report["moves"] = moves.summary(rec)
-    report["locks"] = locks.summary(rp)
-    report["walks"] = walks.summary(rp)
-    report["calls"] = calls.summary(rec)
-    report["census"] = census.summary(rec, {o: rp.sizes[o][0] for o in ("anon_vma", "anon_vma_chain")})
-    report["snapshots"] = snapshots.build(rp, report)
+    return {"eager": ev, **{d: moves.widened(m, ev, add, sizes) if any(add.values()) or
+                            None in add.values() else m for d, m in designs.items()}}
+
+
+def _snapshots(rec, rp, report, spans):
+    """The report's ``snapshots`` (docs/models.md#snapshots S1-S6) from the
+    models' run ``spans``, their warnings, and who holds the memory at each
+    (docs/models.md#holders H1-H2) with the fork shapes (H3-H4)."""
+    report["snapshots"] = snapshots.build(rp, report, spans)
     report["warnings"].extend(snapshots.disagreements(report["snapshots"]))
     missed = snapshots.unvisited_warning(rec.meta)
     if missed:
@@ -230,6 +252,26 @@ def build(rec):
                 live[1] * ev["anon_vma_chain"]["slot_bytes"]
             snap["holders"] = holders.at_snapshot(who, groups, snap["pos"], nbytes)
     report["processes"]["fork_shapes"] = holders.fork_shapes(rp, groups)
+
+
+def build(rec):
+    """The whole report of a loaded recording. The models return what they
+    compute (lazy.Result, nofork.Result): their run spans go to the
+    snapshots, the lazy state to the walks."""
+    rp = eager.prepare(rec)
+    lost = loss(rec)
+    whole = completeness(rec)
+    report, ev = _eager_sections(rec, rp, lost, whole)
+    rp.drop_curves()            # the eager live curves are done with: memory for the models
+    lz = _lazy(rec, rp, ev)
+    nf = nofork.model(rp, ev)
+    report["models"] = _models(rec, rp, ev, lz, nf)
+    report["moves"] = moves.summary(rec)
+    report["locks"] = locks.summary(rp)
+    report["walks"] = walks.summary(rp, lz.lazy_state)
+    report["calls"] = calls.summary(rec)
+    report["census"] = census.summary(rec, {o: rp.sizes[o][0] for o in ("anon_vma", "anon_vma_chain")})
+    _snapshots(rec, rp, report, {**lz.spans, **nf.spans})
     note = fidelity_note(lost, whole)
     if note:
         qualify(report, note)

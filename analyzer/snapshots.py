@@ -8,7 +8,7 @@ the end. At each, per design and object, the live count is
     live = before-the-run part + run part
 
 - run part: the run's objects live just after the point under the design
-  (live.Spans each model registered in ``rp.spans``);
+  (live.Spans each model returns beside its numbers, passed in by report.build);
 - before-the-run part (S1-S3 of docs/models.md#snapshots): eager from the
   census, minus the run objects already live when it ran and the frees of
   older objects since; a design holds [that - its census saving (C2, C3,
@@ -219,10 +219,54 @@ def _moves_widened(value, added):
     return lo, best, raised
 
 
-def build(rp, report):
-    """The report's ``snapshots`` list."""
+def _design_parts(design, obj, pos, run, spans, before):
+    """(run part, part before the run), each (low, best, high), of a design
+    other than eager at ``pos``: the run part from its RUN_SPANS (S4; lazy's
+    high end adds the anon_vmas of ``lazy_extra``, its VMAs the pinned root
+    VMAs of X9), the part before the run by S5."""
+    names = RUN_SPANS[design] if obj != "vm_area_struct" else ("eager",) * 3
+    lo, best, hi = (spans[n][obj].at(pos) for n in names)
+    if design == "lazy" and obj != "vm_area_struct":
+        hi = hi + spans["lazy_extra"][obj].at(pos)
+    elif design == "lazy" and "lazy_pinned" in spans:
+        # root VMAs lazy keeps after eager frees them (X9)
+        pinned = spans["lazy_pinned"][obj].at(pos)
+        best, hi = best + pinned, hi + pinned
+    # the ends hold the best value whatever the model (an exact
+    # replay's value is inside the estimate's range by construction)
+    run3 = (np.minimum(lo, best), best, np.maximum(hi, best))
+    overlap = 0
+    if before.census_pos is not None and obj != "vm_area_struct":
+        c = before.census_pos
+        overlap = int(run[obj].at(c)) - int(spans[names[1]][obj].at(c))
+    return run3, before.design(design, obj, pos, max(overlap, 0))
+
+
+def _value(design, obj, pos, run, spans, before, added):
+    """(low, best, high) live counts of ``obj`` under ``design`` at the
+    positions ``pos``: the part before the run (S1-S3, S5) plus the run
+    part (S4), the high end raised by the move rows ``added`` (M1-M4)."""
+    if design == "eager":
+        r = run[obj].at(pos)
+        run3 = (r, r, r)
+        pre = before.eager(obj, pos)
+    else:
+        run3, pre = _design_parts(design, obj, pos, run, spans, before)
+    value = tuple(None if p is None else p + r for p, r in zip(pre, run3))
+    if design != "eager" and obj != "vm_area_struct":
+        value = _moves_widened(value, [a[obj] for a in added])
+    if design == "lazy" and obj == "vm_area_struct" and "lazy_pinned" not in spans:
+        # tracepoints cannot tell the root VMAs lazy would keep (X9): no upper bound
+        value = value[:2] + (None,)
+    return value
+
+
+def build(rp, report, spans):
+    """The report's ``snapshots`` list. ``spans``: {name: {object:
+    live.Spans}}, the run parts the models return (lazy.Result.spans and
+    nofork.Result.spans; RUN_SPANS names them, S4)."""
     run = dict(eager_spans(rp))
-    spans = dict(rp.spans, eager=run)
+    spans = dict(spans, eager=run)
     before = BeforeRun(rp, run, report["census"])
     pts = points(rp.rec, before.census_pos)
     pos = np.array([p[3] for p in pts], dtype=np.int64)
@@ -230,37 +274,8 @@ def build(rp, report):
     lazy_vma_slot = _lazy_slot(report, slots["vm_area_struct"])
     cap = moves.Caps(rp)
     added = [moves.extra(rp.rec, cap, upto=int(p), kinds=moves.KINDS) for p in pos]   # M1-M4
-    values = {}
-    for design in DESIGNS:
-        values[design] = {}
-        for obj in OBJECTS:
-            if design == "eager":
-                r = run[obj].at(pos)
-                run3 = (r, r, r)
-                pre = before.eager(obj, pos)
-            else:
-                names = RUN_SPANS[design] if obj != "vm_area_struct" else ("eager",) * 3
-                lo, best, hi = (spans[n][obj].at(pos) for n in names)
-                if design == "lazy" and obj != "vm_area_struct":
-                    hi = hi + spans["lazy_extra"][obj].at(pos)
-                elif design == "lazy" and "lazy_pinned" in spans:
-                    # root VMAs lazy keeps after eager frees them (X9)
-                    pinned = spans["lazy_pinned"][obj].at(pos)
-                    best, hi = best + pinned, hi + pinned
-                # the ends hold the best value whatever the model (an exact
-                # replay's value is inside the estimate's range by construction)
-                run3 = (np.minimum(lo, best), best, np.maximum(hi, best))
-                overlap = 0
-                if before.census_pos is not None and obj != "vm_area_struct":
-                    c = before.census_pos
-                    overlap = int(run[obj].at(c)) - int(spans[names[1]][obj].at(c))
-                pre = before.design(design, obj, pos, max(overlap, 0))
-            values[design][obj] = tuple(None if p is None else p + r for p, r in zip(pre, run3))
-            if design != "eager" and obj != "vm_area_struct":
-                values[design][obj] = _moves_widened(values[design][obj], [a[obj] for a in added])
-            if design == "lazy" and obj == "vm_area_struct" and "lazy_pinned" not in spans:
-                # tracepoints cannot tell the root VMAs lazy would keep (X9): no upper bound
-                values[design][obj] = values[design][obj][:2] + (None,)
+    values = {design: {obj: _value(design, obj, pos, run, spans, before, added) for obj in OBJECTS}
+              for design in DESIGNS}
     slab = _slab_samples(rp)
     out = []
     for i, (label, source, ts, p) in enumerate(pts):

@@ -291,13 +291,13 @@ def _through_vma(walks, waits, mask, name, fidelity, **extra):
 
 
 # -------------------------------------------------------------- lazy
-def _lazy_walks(rp, walks):
-    """Takes the recording and _Walks; returns (the walks of a folio whose
-    anon_vma is still lazy at the walk, by the lazy model's lazy_state: lazy
-    until lazy_until, never for KSM folios; which lazy state that was, or
-    None). W4, section 6 "Lazy state"."""
+def _lazy_walks(walks, lazy_state):
+    """Takes _Walks and the lazy model's lazy state (lazy.Result.lazy_state,
+    or None); returns (the walks of a folio whose anon_vma is still lazy at
+    the walk, by that lazy_state: lazy until lazy_until, never for KSM
+    folios; which lazy state that was, or None). W4, section 6 "Lazy state"."""
     lazy_walk = np.zeros(walks.n, dtype=bool)
-    st = rp.lazy_state
+    st = lazy_state
     source = None
     if st is not None and walks.known.any():
         known, gs, n = walks.known, walks.gs, walks.n
@@ -309,11 +309,11 @@ def _lazy_walks(rp, walks):
     return lazy_walk, source
 
 
-def _lazy(rp, walks, waits):
-    """Takes the recording, _Walks and _WalkWaits; returns the lazy design
-    (W4): a folio still lazy is walked through its root VMA, lock and time
-    unknown; the other walks as measured."""
-    lazy_walk, source = _lazy_walks(rp, walks)
+def _lazy(walks, waits, lazy_state):
+    """Takes _Walks, _WalkWaits and the lazy model's lazy state; returns the
+    lazy design (W4): a folio still lazy is walked through its root VMA,
+    lock and time unknown; the other walks as measured."""
+    lazy_walk, source = _lazy_walks(walks, lazy_state)
     return _through_vma(walks, waits, lazy_walk, "lazy_walks",
                         "estimate: measured walks re-costed; a folio still lazy is walked through its "
                         "root VMA and the pieces that map it (measured VMAs: a large folio straddling "
@@ -401,11 +401,13 @@ def _notes():
     ]
 
 
-def summary(rp):
-    """Takes the analysis of a recording; returns the ``walks`` section of
-    the report (docs/models.md#walks-recorded): the walk rows as measured
-    (eager) and re-costed per design (lazy W4, cow_context W5, nofork and
-    nofork_clone W6), or why there is none."""
+def summary(rp, lazy_state):
+    """Takes the analysis of a recording and the lazy model's lazy state
+    (lazy.Result.lazy_state: the estimate's or the exact replay's, None
+    when it has none); returns the ``walks`` section of the report
+    (docs/models.md#walks-recorded): the walk rows as measured (eager) and
+    re-costed per design (lazy W4, cow_context W5, nofork and nofork_clone
+    W6), or why there is none."""
     rec = rp.rec
     w = rec.walks
     if w is None or not len(w):
@@ -416,7 +418,7 @@ def summary(rp):
            "lock_source": "lock rows with lock_func walk (waits for the root rwsem inside rmap "
                           "walks); matched to a walk by task and time"}
     eager = _eager(walks, waits)
-    lazy = _lazy(rp, walks, waits)
+    lazy = _lazy(walks, waits, lazy_state)
     cow = _cow_context(rp, walks)
     nof = _nofork(rp, walks, waits)
     out.update(eager=eager, lazy=lazy, cow_context=cow, **nof)
