@@ -319,7 +319,13 @@ def processes(rp, top=50):
     """Per-process and per-comm allocations of anon_vma and AVC (exact). A
     process row has what it owns (the child's for fork paths) and what its
     forks made for its children (``for_children``, the fork paths it ran),
-    and is ordered by both, so that a fork server shows."""
+    and is ordered by both, so that a fork server shows.
+
+    Takes the Replay ``rp`` and ``top``, the most rows of each list; returns
+    the report's ``processes`` entries: ``by_process`` (see
+    :func:`_process_rows`), ``by_comm`` (:func:`_comm_rows`), ``top``,
+    ``processes_with_objects``, ``comms_with_objects``, ``fidelity`` and
+    ``note``."""
     ob = rp.ob
     a = rmap_allocs(rp)
     tree = rp.tree
@@ -327,49 +333,9 @@ def processes(rp, top=50):
     result = {"by_process": [], "by_comm": [], "top": top}
     if len(a):
         is_avc = (ob.object[a] == OBJECT_CODE["anon_vma_chain"]).astype(np.int64)
-        fork_path = ob.fork_id[a] >= 0
-        maker = np.where(fork_path, ob.tgid[a], -1)
-        codes, procs = pd.factorize(np.concatenate([ob.owner[a], maker[fork_path]]), sort=True)
-        own_codes, made_codes = codes[:len(a)], codes[len(a):]
-        n = len(procs)
-        cnt = np.bincount(own_codes * 2 + is_avc, minlength=2 * n).reshape(n, 2)
-        made = np.bincount(made_codes * 2 + is_avc[fork_path], minlength=2 * n).reshape(n, 2)
-        nbytes = cnt[:, 0] * av_size + cnt[:, 1] * avc_size
-        made_bytes = made[:, 0] * av_size + made[:, 1] * avc_size
-        last = np.full(n, -1, dtype=np.int64)             # the process's last row, for its comm
-        np.maximum.at(last, own_codes, np.arange(len(a)))
-        np.maximum.at(last, made_codes, np.flatnonzero(fork_path))
-        comm = ob.comm[a][np.maximum(last, 0)]
-        forks = tree.forks.groupby("tgid").size()
-        forking = set(tree.forking.tolist())
-        order = np.argsort(-(nbytes + made_bytes), kind="stable")
-        result["processes_with_objects"] = int((cnt.sum(axis=1) > 0).sum())
-        for i in order[:top]:                             # at most `top` rows
-            tgid = int(procs[i])
-            result["by_process"].append({
-                "tgid": tgid,
-                "comm": ob.comm_name(int(comm[i])),
-                "anon_vma": int(cnt[i, 0]),
-                "anon_vma_chain": int(cnt[i, 1]),
-                "bytes": int(nbytes[i]),
-                "for_children": {"anon_vma": int(made[i, 0]), "anon_vma_chain": int(made[i, 1]),
-                                 "bytes": int(made_bytes[i])},
-                "process_forks": int(forks.get(tgid, 0)),
-                "leaf": tgid not in forking,
-            })
-        cc = ob.comm[a].astype(np.int64)
-        has = cc >= 0
-        ncomm = len(ob.comm_names)
-        ccnt = np.bincount(cc[has] * 2 + is_avc[has], minlength=2 * ncomm).reshape(ncomm, 2)
-        seen = np.flatnonzero(ccnt.sum(axis=1) > 0)       # observed comms, in category order
-        cbytes = ccnt[seen, 0] * av_size + ccnt[seen, 1] * avc_size
-        corder = np.argsort(-cbytes, kind="stable")
-        result["comms_with_objects"] = int(len(seen))
-        for i in corder[:top]:
-            c = seen[i]
-            result["by_comm"].append({"comm": ob.comm_names[c], "anon_vma": int(ccnt[c, 0]),
-                                      "anon_vma_chain": int(ccnt[c, 1]),
-                                      "bytes": int(cbytes[i])})
+        result["by_process"], result["processes_with_objects"] = _process_rows(
+            ob, tree, a, is_avc, (av_size, avc_size), top)
+        result["by_comm"], result["comms_with_objects"] = _comm_rows(ob, a, is_avc, (av_size, avc_size), top)
     else:
         result["processes_with_objects"] = 0
         result["comms_with_objects"] = 0
@@ -378,6 +344,88 @@ def processes(rp, top=50):
                       "what the process's forks made for its children; comm = the allocating task's "
                       "command name")
     return result
+
+
+def _process_counts(ob, a, is_avc):
+    """Counts per process of the rmap alloc rows ``a`` (``is_avc``: 1 on an
+    AVC row, 0 on an anon_vma row).
+
+    Returns ``(procs, cnt, made, comm)``: ``procs`` the processes' tgids,
+    sorted (each owner, and each process that ran a fork path);
+    ``cnt[i]`` = (anon_vmas, AVCs) process ``i`` owns; ``made[i]`` the same
+    for what its forks made for its children; ``comm[i]`` the comm code of
+    the process's last row among ``a``."""
+    fork_path = ob.fork_id[a] >= 0
+    maker = np.where(fork_path, ob.tgid[a], -1)
+    codes, procs = pd.factorize(np.concatenate([ob.owner[a], maker[fork_path]]), sort=True)
+    own_codes, made_codes = codes[:len(a)], codes[len(a):]
+    n = len(procs)
+    cnt = np.bincount(own_codes * 2 + is_avc, minlength=2 * n).reshape(n, 2)
+    made = np.bincount(made_codes * 2 + is_avc[fork_path], minlength=2 * n).reshape(n, 2)
+    last = np.full(n, -1, dtype=np.int64)             # the process's last row, for its comm
+    np.maximum.at(last, own_codes, np.arange(len(a)))
+    np.maximum.at(last, made_codes, np.flatnonzero(fork_path))
+    comm = ob.comm[a][np.maximum(last, 0)]
+    return procs, cnt, made, comm
+
+
+def _process_rows(ob, tree, a, is_avc, sizes, top):
+    """The ``by_process`` list: the ``top`` processes with the most bytes
+    owned plus made for their children, most first (ties in tgid order).
+
+    Takes the object rows ``ob``, the fork tree ``tree`` (forktree.build),
+    the rmap alloc rows ``a`` with ``is_avc`` (as :func:`_process_counts`)
+    and ``sizes`` = (anon_vma size, AVC size). Returns ``(rows,
+    processes_with_objects)``: the rows as the report has them, and how many
+    processes own at least one object."""
+    av_size, avc_size = sizes
+    procs, cnt, made, comm = _process_counts(ob, a, is_avc)
+    nbytes = cnt[:, 0] * av_size + cnt[:, 1] * avc_size
+    made_bytes = made[:, 0] * av_size + made[:, 1] * avc_size
+    forks = tree.forks.groupby("tgid").size()
+    forking = set(tree.forking.tolist())
+    order = np.argsort(-(nbytes + made_bytes), kind="stable")
+    with_objects = int((cnt.sum(axis=1) > 0).sum())
+    rows = []
+    for i in order[:top]:                             # at most `top` rows
+        tgid = int(procs[i])
+        rows.append({
+            "tgid": tgid,
+            "comm": ob.comm_name(int(comm[i])),
+            "anon_vma": int(cnt[i, 0]),
+            "anon_vma_chain": int(cnt[i, 1]),
+            "bytes": int(nbytes[i]),
+            "for_children": {"anon_vma": int(made[i, 0]), "anon_vma_chain": int(made[i, 1]),
+                             "bytes": int(made_bytes[i])},
+            "process_forks": int(forks.get(tgid, 0)),
+            "leaf": tgid not in forking,
+        })
+    return rows, with_objects
+
+
+def _comm_rows(ob, a, is_avc, sizes, top):
+    """The ``by_comm`` list: per command name of the allocating task, the
+    rmap alloc rows ``a`` (``is_avc`` as :func:`_process_counts`) it made;
+    the ``top`` comms with the most bytes (``sizes`` = (anon_vma size, AVC
+    size)), most first (ties in category order).
+
+    Returns ``(rows, comms_with_objects)``: the rows as the report has
+    them, and how many comms made at least one object."""
+    av_size, avc_size = sizes
+    cc = ob.comm[a].astype(np.int64)
+    has = cc >= 0
+    ncomm = len(ob.comm_names)
+    ccnt = np.bincount(cc[has] * 2 + is_avc[has], minlength=2 * ncomm).reshape(ncomm, 2)
+    seen = np.flatnonzero(ccnt.sum(axis=1) > 0)       # observed comms, in category order
+    cbytes = ccnt[seen, 0] * av_size + ccnt[seen, 1] * avc_size
+    corder = np.argsort(-cbytes, kind="stable")
+    rows = []
+    for i in corder[:top]:
+        c = seen[i]
+        rows.append({"comm": ob.comm_names[c], "anon_vma": int(ccnt[c, 0]),
+                     "anon_vma_chain": int(ccnt[c, 1]),
+                     "bytes": int(cbytes[i])})
+    return rows, int(len(seen))
 
 
 def model(rp):

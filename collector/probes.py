@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import abi, fprobes, headers, kallsyms, program, sites, slab, tracefs
 from .btf import BTF, BTFError
@@ -156,6 +156,34 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
     With ``need_kernel`` false (``--ebpf`` without root), facts that cannot
     be read are replaced by those of an example kernel and kallsyms by
     placeholder ranges; the program is then for reading, not loading.
+
+    The start-up steps of docs/collector.md "Start-up" in their order, each
+    failing with a CollectError and EXIT_ENVIRONMENT when ``need_kernel``:
+    host checks (step 1: :func:`_host_checks`), kernel facts (2:
+    :func:`_slab_names`, :func:`_kernel_facts`), call-site classifiers (3:
+    :func:`_call_sites`), the program's options, headers (5:
+    :func:`_choose_headers`), then the function-probe modes. Takes the run's
+    ``cfg``; returns the Prepared, its program built for the best mode.
+    """
+    tracing, tracefs_note, btf = _host_checks(need_kernel)
+    aliases, merged, free_names = _slab_names()
+    facts = _kernel_facts(btf, tracing, merged, free_names, need_kernel)
+    classifier = _call_sites(need_kernel)
+    opts = _program_options(cfg, facts)
+    choice = _choose_headers(need_kernel)
+    modes, notes = choose_backends(cfg, facts, tracing)
+    prep = Prepared(facts, classifier, opts, "", btf, choice, aliases, probe_list(facts, cfg), modes, notes,
+                    host_notes=[tracefs_note] if tracefs_note else [])
+    return prep.with_backend(modes[0])
+
+
+def _host_checks(need_kernel: bool) -> Tuple[Optional[str], Optional[str], Optional[BTF]]:
+    """Start-up step 1's BTF and tracefs: tracefs mounted when it is not
+    (``tracefs.ensure``; only found, never mounted, without ``need_kernel``)
+    and the kernel's BTF read. Returns ``(tracing, tracefs_note, btf)``: the
+    tracefs directory (None: none, without ``need_kernel`` only), the note
+    ``tracefs.ensure`` gave (what was done to the host; None: nothing) and
+    the BTF (None: unreadable, without ``need_kernel`` only).
     """
     if need_kernel:
         tracing, tracefs_note = tracefs.ensure()
@@ -170,6 +198,14 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
                                "/sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF=y)", EXIT_ENVIRONMENT) from e
     if need_kernel and not tracing:
         raise CollectError(tracefs_note, EXIT_ENVIRONMENT)
+    return tracing, tracefs_note, btf
+
+
+def _slab_names() -> Tuple[Dict[str, List[str]], Dict[str, bool], Dict[str, str]]:
+    """Start-up step 2's slab part: which of our caches SLUB merged with
+    others (/sys/kernel/slab) and the name a free reports for each
+    (/proc/slabinfo, none when unreadable). Returns ``(aliases, merged,
+    free_names)``: {cache: alias names}, {cache: merged?}, {cache: name}."""
     aliases = slab.all_aliases()
     merged = {c: bool(a) for c, a in aliases.items()}
     try:
@@ -177,6 +213,16 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
     except OSError:
         lines = {}
     free_names = {c: slab.reported_name(c, aliases[c], lines) for c in slab.CACHES}
+    return aliases, merged, free_names
+
+
+def _kernel_facts(btf: Optional[BTF], tracing: Optional[str], merged: Dict[str, bool],
+                 free_names: Dict[str, str], need_kernel: bool) -> program.KernelFacts:
+    """Start-up step 2: the kernel facts from ``btf`` and the format files
+    under ``tracing``, with the caches' ``merged`` and ``free_names`` (from
+    :func:`_slab_names`), and the required kmem and sched tracepoints
+    checked (with ``need_kernel``). Without BTF or tracefs (only without
+    ``need_kernel``) an example kernel's facts. Returns the KernelFacts."""
     if btf is not None and tracing:
         try:
             facts = program.KernelFacts.probe(btf, merged, free_names, tracing)
@@ -189,6 +235,14 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
                 raise CollectError(f"tracepoint {cat}:{ev} not found in {tracing}", EXIT_ENVIRONMENT)
     else:
         facts = program.KernelFacts.example()
+    return facts
+
+
+def _call_sites(need_kernel: bool) -> sites.Classifier:
+    """Start-up step 3: the call-site classifier from the kallsyms ranges of
+    the functions it needs, every required one present (with
+    ``need_kernel``; without, placeholder ranges when kallsyms shows no
+    addresses). Returns the Classifier."""
     try:
         classifier = sites.Classifier.from_ranges(kallsyms.read_function_ranges(sites.wanted_functions()))
     except kallsyms.KallsymsError as e:
@@ -198,21 +252,30 @@ def prepare(cfg: RunConfig, need_kernel: bool = True) -> Prepared:
     missing = [f for f in sites.REQUIRED if f in classifier.missing]
     if missing and need_kernel:
         raise CollectError(f"kernel functions not in kallsyms: {', '.join(missing)}", EXIT_ENVIRONMENT)
-    opts = program.Options(
+    return classifier
+
+
+def _program_options(cfg: RunConfig, facts: program.KernelFacts) -> program.Options:
+    """The program's options from the run's ``cfg`` and ``facts``: the ring
+    buffer unless ``--perf-buffer`` or a kernel before 5.8. Returns them."""
+    return program.Options(
         tracked=cfg.tracked, comm=cfg.comm,
         ringbuf=not cfg.perf_buffer and kernel_has_ringbuf(facts.release),
         ringbuf_pages=ring_pages(cfg.buffer_mb),
         max_live=cfg.max_live, raw_pointers=cfg.raw_pointers)
+
+
+def _choose_headers(need_kernel: bool) -> Optional[headers.HeadersChoice]:
+    """Start-up step 5: the kernel headers tree bcc compiles with
+    (``headers.choose``), with ``need_kernel`` only. Returns the choice, or
+    None without ``need_kernel``."""
     choice = None
     if need_kernel:
         try:
             choice = headers.choose()
         except headers.HeadersError as e:
             raise CollectError(str(e), EXIT_ENVIRONMENT) from e
-    modes, notes = choose_backends(cfg, facts, tracing)
-    prep = Prepared(facts, classifier, opts, "", btf, choice, aliases, probe_list(facts, cfg), modes, notes,
-                    host_notes=[tracefs_note] if tracefs_note else [])
-    return prep.with_backend(modes[0])
+    return choice
 
 
 def check_privileges() -> None:
