@@ -1,9 +1,10 @@
 """Rmap structures and walks of each design, on the address spaces of
 analyzer/aspace.py (docs/models.md section 4, "rmap walks").
 
-- :class:`Eager`: the kernel today. ``__anon_vma_prepare()`` (with
-  ``find_mergeable_anon_vma()``), ``anon_vma_clone()``, ``anon_vma_fork()``
-  with its reuse rule, ``unlink_anon_vmas()`` / ``__put_anon_vma()``, and
+- :class:`Eager`: the kernel today, the rules of analyzer/kernel.py:
+  ``__anon_vma_prepare()`` (with ``find_mergeable_anon_vma()``, found here),
+  ``anon_vma_clone()``, ``anon_vma_fork()`` with its reuse rule,
+  ``unlink_anon_vmas()`` / ``__put_anon_vma()``, and
   ``rmap_walk_anon()`` iterating the folio's anon_vma interval tree
   (``anon_vma_interval_tree_foreach``), here a list filtered by pgoff.
 - :class:`Lazy`: ANON_VMA_LAZY. A faulted VMA gets no anon_vma; its folios
@@ -20,9 +21,11 @@ analyzer/aspace.py (docs/models.md section 4, "rmap walks").
 
 import itertools
 
+from . import kernel
 from .aspace import Design
 
 AV, AVC = "anon_vma", "anon_vma_chain"
+AnonVma, Avc = kernel.AnonVma, kernel.Avc     # the eager structures
 
 LOCK_ROOT = "anon_vma root rwsem (read)"
 LOCK_NONE_LAZY = "none (folio points at its VMA)"
@@ -59,70 +62,72 @@ class Counts:
 
 # --------------------------------------------------------------------- eager
 
-class AnonVma:
-    __slots__ = ("id", "root", "parent", "num_children", "num_active_vmas", "refcount",
-                 "tree", "members", "freed")
+class Node(kernel.Vma):
+    """A design's own ``vma->anon_vma`` and ``anon_vma_chain`` of a VMA of the
+    address space (every design builds its rmap on the same VMAs)."""
 
-    def __init__(self, aid):
-        self.id = aid
-        self.root = self            # anon_vma_alloc(): root and parent are itself
-        self.parent = self
-        self.num_children = 0
-        self.num_active_vmas = 0
-        self.refcount = 1
-        self.tree = []              # the interval tree (rb_root) of AVCs, as a list
-        self.members = {self}       # on a root: the live anon_vmas whose root it is
-        self.freed = False
+    __slots__ = ("vma",)
 
-    def __repr__(self):
-        return f"AnonVma({self.id})"
-
-
-class Avc:
-    __slots__ = ("vma", "av")
-
-    def __init__(self, vma, av):
+    def __init__(self, vma):
+        super().__init__()
         self.vma = vma
-        self.av = av
-
-
-def _reusable(chain):
-    """``anon_vma_clone()``'s reuse test (6.x): the first (oldest) anon_vma on
-    the source chain with no active VMA and fewer than 2 children, or None."""
-    for avc in chain:
-        av = avc.av
-        if av.num_children < 2 and av.num_active_vmas == 0:
-            return av
-    return None
 
 
 class Eager(Design):
-    """The kernel's anon rmap today."""
+    """The kernel's anon rmap today: the rules of analyzer/kernel.py."""
 
     name = "eager"
     unit = "VMA (AVC iterated)"
 
     def __init__(self):
         self.n = Counts((AV, AVC))
-        self.vav = {}       # vma -> vma->anon_vma
-        self.chain = {}     # vma -> [Avc] oldest first (vma->anon_vma_chain, read in reverse)
+        self.k = kernel.Rmap()
+        self.nodes = {}     # vma -> Node: its anon_vma and chain
         self.fav = {}       # folio -> anon_vma (folio->mapping)
         self._ids = itertools.count(1)
         self._version = 0   # bumped on every link/unlink (root_mms cache)
         self._root_mms = {}
 
     # ---------------------------------------------------------- primitives
-    def _alloc_av(self):
-        self.n.add(AV)
-        return AnonVma(next(self._ids))
+    def node(self, vma):
+        n = self.nodes.get(vma)
+        if n is None:
+            n = self.nodes[vma] = Node(vma)
+        return n
+
+    def av(self, vma):
+        """``vma->anon_vma``, or None."""
+        n = self.nodes.get(vma)
+        return None if n is None else n.anon_vma
+
+    def chain(self, vma):
+        """``vma``'s AVCs, oldest first (empty when it has none)."""
+        n = self.nodes.get(vma)
+        return () if n is None else n.chain
+
+    def _made(self, objs):
+        """Count what a kernel operation allocated."""
+        for o in objs:
+            if isinstance(o, kernel.AnonVma):
+                o.id = next(self._ids)
+                self.n.add(AV)
+            else:
+                self.n.add(AVC)
+                self._version += 1
+
+    def _new_root(self):
+        av = self.k.new_root()
+        self._made((av,))
+        return av
+
+    def _child_av(self, parent_av):
+        av = self.k.new_child(parent_av)
+        self._made((av,))
+        return av
 
     def _link(self, vma, av):
         """``anon_vma_chain_link()``: one AVC, in the VMA's chain and the tree."""
-        avc = Avc(vma, av)
-        self.chain.setdefault(vma, []).append(avc)
-        av.tree.append(avc)
-        self.n.add(AVC)
-        self._version += 1
+        self._made((self.k.link(self.node(vma), av),))
 
     def _find_mergeable(self, vma):
         """``find_mergeable_anon_vma()``: a neighbour's anon_vma when
@@ -135,107 +140,53 @@ class Eager(Design):
                 continue
             if b.pgoff != a.pgoff + (b.start - a.start):
                 continue
-            av = self.vav.get(old)
-            if av is not None and len(self.chain.get(old, ())) == 1:
+            av = self.av(old)
+            if av is not None and len(self.chain(old)) == 1:
                 return av
         return None
 
     def anon_vma_prepare(self, vma):
         """``__anon_vma_prepare()``: one AVC, and a new anon_vma (a root) unless a
         mergeable neighbour's is reused."""
-        av = self._find_mergeable(vma)
-        if av is None:
-            av = self._alloc_av()
-            av.num_children += 1            # self-parent link for new root
-        self.vav[vma] = av
-        self._link(vma, av)
-        av.num_active_vmas += 1
+        self._made(self.k.prepare(self.node(vma), self._find_mergeable(vma)))
 
     def anon_vma_clone(self, dst, src):
         """``anon_vma_clone()`` as split / merge / ``copy_vma()`` call it: an exact
         copy (``dst->anon_vma`` already set, so no reuse)."""
-        av = self.vav.get(src)
-        for avc in self.chain.get(src, ()):
-            self._link(dst, avc.av)
-        if av is not None:
-            self.vav[dst] = av
-            av.num_active_vmas += 1
+        self._made(self.k.clone(self.node(dst), self.node(src)))
 
     def anon_vma_fork(self, pvma, cvma):
         """``anon_vma_fork()``: clone the parent's chain (reusing an anon_vma of
         it when ``anon_vma_clone()``'s rule allows), else a new anon_vma (root =
         parent's root, which it pins) and one more AVC."""
-        pav = self.vav.get(pvma)
-        if pav is None:
+        if self.av(pvma) is None:
             return                           # "Don't bother if the parent has no anon_vma"
-        chain = self.chain[pvma]
-        reuse = _reusable(chain)
-        for avc in chain:
-            self._link(cvma, avc.av)
-        if reuse is not None:
-            self.vav[cvma] = reuse
-            reuse.num_active_vmas += 1
-            return
-        av = self._child_av(pav)
-        self.vav[cvma] = av
-        av.num_active_vmas += 1
-        self._link(cvma, av)
-
-    def _child_av(self, parent_av):
-        av = self._alloc_av()
-        av.root = parent_av.root
-        av.parent = parent_av
-        av.root.refcount += 1               # get_anon_vma(anon_vma->root)
-        av.root.members.add(av)
-        parent_av.num_children += 1
-        return av
+        clones, own, _ = self.k.fork(self.nodes[pvma], self.node(cvma))
+        self._made(clones)
+        self._made(own)
 
     def unlink_anon_vmas(self, vma):
-        """``unlink_anon_vmas()``: every AVC of the VMA freed (newest first); an
-        anon_vma whose tree empties is put (``__put_anon_vma()``)."""
-        chain = self.chain.pop(vma, None)
-        emptied = []
-        if chain:
-            self._version += 1
-            for avc in reversed(chain):
-                av = avc.av
-                av.tree.remove(avc)
-                self.n.sub(AVC)
-                if not av.tree:
-                    av.parent.num_children -= 1
-                    emptied.append(av)
-        av = self.vav.pop(vma, None)
-        if av is not None:
-            av.num_active_vmas -= 1
-        for av in emptied:
-            self._put(av)
-
-    def _put(self, av):
-        av.refcount -= 1
-        if av.refcount:
+        """``unlink_anon_vmas()``: every AVC of the VMA freed; an anon_vma whose
+        tree empties is put (``__put_anon_vma()``)."""
+        n = self.nodes.pop(vma, None)
+        if n is None:
             return
-        self._free_av(av)                   # __put_anon_vma()
-        root = av.root
-        if root is not av:
-            root.refcount -= 1
-            if not root.refcount:
-                self._free_av(root)
-
-    def _free_av(self, av):
-        av.freed = True
-        av.root.members.discard(av)
-        self.n.sub(AV)
+        avcs, avs = self.k.unlink(n)
+        if avcs:
+            self._version += 1
+            self.n.sub(AVC, len(avcs))
+        self.n.sub(AV, len(avs))
 
     # ------------------------------------------------------------------ hooks
     def prepare(self, vma):
-        if vma not in self.vav:
+        if self.av(vma) is None:
             self.anon_vma_prepare(vma)
 
     def new_folio(self, folio, vma):
-        self.fav[folio] = self.vav[vma]     # __folio_set_anon(): vma->anon_vma
+        self.fav[folio] = self.nodes[vma].anon_vma    # __folio_set_anon(): vma->anon_vma
 
     def reuse_folio(self, folio, vma):
-        av = self.vav.get(vma)
+        av = self.av(vma)
         if av is not None:
             self.fav[folio] = av            # folio_move_anon_rmap()
 
@@ -244,12 +195,12 @@ class Eager(Design):
 
     def fork_transient(self, parent, child, pvmas):
         clones = own = 0
-        for pvma in pvmas:
-            if pvma not in self.vav:
+        for n in map(self.nodes.get, pvmas):
+            if n is None or n.anon_vma is None:
                 continue
-            chain = self.chain[pvma]
+            chain = n.chain
             clones += len(chain)
-            if _reusable(chain) is None:
+            if kernel.reusable(chain) is None:
                 own += 1
         # the copies' AVCs and own anon_vmas, all freed again by their munmap:
         # an own anon_vma's tree holds only its AVC (no folio was faulted in it)
@@ -277,7 +228,7 @@ class Eager(Design):
         lo, hi = folio.index, folio.index + folio.nr - 1
         visits = 0
         for avc in av.tree:
-            v = avc.vma
+            v = avc.vma.vma
             if v.pgoff <= hi and v.pgoff + (v.end - v.start) - 1 >= lo:
                 visits += 1
         return {"visits": visits, "lock": LOCK_ROOT, "tree_avcs": len(av.tree),
@@ -289,7 +240,7 @@ class Eager(Design):
         hit = self._root_mms.get(root)
         if hit is not None and hit[0] == self._version:
             return hit[1]
-        mms = {avc.vma.mm for av in root.members for avc in av.tree}
+        mms = {avc.vma.vma.mm for av in root.members for avc in av.tree}
         self._root_mms[root] = (self._version, len(mms))
         return len(mms)
 
@@ -343,12 +294,11 @@ class Lazy(Eager):
         t = self.tok[vma]
         av = t.av
         if av is None:
-            chain = self.chain.get(vma)
+            chain = self.chain(vma)
             if chain:
-                av = _reusable(chain) or self._child_av(self.tparent[vma])
+                av = kernel.reusable(chain) or self._child_av(self.tparent[vma])
             else:
-                av = self._alloc_av()
-                av.num_children += 1        # new root's self-parent link
+                av = self._new_root()
             t.av = av
             for folio in t.folios:
                 self.fav[folio] = av
@@ -359,19 +309,19 @@ class Lazy(Eager):
             self.upgrades[why] += 1
             del self.tok[piece]
             self.tparent.pop(piece, None)
-            self.vav[piece] = av
-            av.num_active_vmas += 1
-            if not any(a.av is av for a in self.chain.get(piece, ())):
+            node = self.node(piece)
+            self.k.set_anon_vma(node, av)
+            if not any(a.av is av for a in node.chain):
                 self._link(piece, av)
         t.vmas = set()
 
     # ------------------------------------------------------------------ hooks
     def prepare(self, vma):
-        if vma not in self.vav:
+        if self.av(vma) is None:
             self._token(vma)                # L1: no anon_vma, no AVC
 
     def new_folio(self, folio, vma):
-        av = self.vav.get(vma)
+        av = self.av(vma)
         if av is not None:
             self.fav[folio] = av
         else:
@@ -380,7 +330,7 @@ class Lazy(Eager):
             t.folios.add(folio)
 
     def reuse_folio(self, folio, vma):
-        av = self.vav.get(vma)
+        av = self.av(vma)
         if av is not None:
             t = self.ftok.pop(folio, None)
             if t is not None:
@@ -389,26 +339,27 @@ class Lazy(Eager):
 
     def fork_begin(self, parent, child):
         for vma in list(parent.vmas):       # U1: a fork upgrades every lazy VMA
-            if vma not in self.vav and vma in self.tok:
+            if vma in self.tok and self.av(vma) is None:
                 self.upgrade(vma, "fork")
 
     def fork_vma(self, pvma, cvma):
-        pav = self.vav.get(pvma)
+        pav = self.av(pvma)
         if pav is None:
             return
-        for avc in self.chain[pvma]:        # L4: the child is linked into the chain
+        for avc in self.nodes[pvma].chain:  # L4: the child is linked into the chain
             self._link(cvma, avc.av)
         self.tparent[cvma] = pav            # L2: no anon_vma of its own
         self._token(cvma)
 
     def fork_transient(self, parent, child, pvmas):
-        self.n.transient(AVC, sum(len(self.chain[p]) for p in pvmas if p in self.vav))
+        self.n.transient(AVC, sum(len(n.chain) for n in map(self.nodes.get, pvmas)
+                                  if n is not None and n.anon_vma is not None))
 
     def split(self, vma, new):
-        if vma in self.vav:
+        if self.av(vma) is not None:
             self.anon_vma_clone(new, vma)
             return
-        for avc in self.chain.get(vma, ()):     # an inherited VMA keeps its chain
+        for avc in self.chain(vma):             # an inherited VMA keeps its chain
             self._link(new, avc.av)
         if vma in self.tparent:
             self.tparent[new] = self.tparent[vma]
@@ -418,7 +369,7 @@ class Lazy(Eager):
             t.vmas.add(new)
 
     def mremap(self, old, new):
-        if old not in self.vav and old in self.tok:
+        if self.av(old) is None and old in self.tok:
             self.upgrade(old, "mremap")         # U2
         self.anon_vma_clone(new, old)
 
@@ -465,7 +416,7 @@ class NoFork(Lazy):
         self.optout = frozenset(optout)
 
     def prepare(self, vma):
-        if vma in self.vav:
+        if self.av(vma) is not None:
             return
         if vma.mm.pid in self.optout:
             self._token(vma)                # N1: never __anon_vma_prepare()

@@ -1,8 +1,9 @@
 """Synthetic schema-v1 recordings for analyzer tests.
 
-A tiny simulator of the kernel's anon rmap (docs/models.md section 1, the
-eager rules E1-E4): processes own VMAs, a VMA has an anon_vma and a chain of
-AVCs, and each operation emits the rows the collector would write for it:
+The kernel's anon rmap (docs/models.md section 1, the eager rules E1-E4, as
+analyzer/kernel.py has them): processes own VMAs, a VMA has an anon_vma and
+a chain of AVCs, and each operation emits the rows the collector would write
+for it:
 
 - ``fault``: ``__anon_vma_prepare`` (AVC + anon_vma, or AVC only when
   reusing a neighbour's anon_vma);
@@ -10,7 +11,8 @@ AVCs, and each operation emits the rows the collector would write for it:
   AVC, caller split / merge / mremap), mremap then unmaps the source;
 - ``fork``: ``dup_mmap`` -> ``anon_vma_fork`` per VMA with an anon_vma
   (``clone_fork`` AVCs, then the child's own anon_vma and AVC), then the
-  ``fork`` row; the generator never produces the anon_vma reuse case;
+  ``fork`` row; the generator never produces the anon_vma reuse case (it
+  forks with ``reuse=False``);
 - ``unmap`` / ``exit``: ``unlink_anon_vmas`` (AVC frees) and
   ``__put_anon_vma`` (an anon_vma is freed when no AVC links it and, for a
   root, no child anon_vma is left).
@@ -43,6 +45,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from anonscope.analyzer import kernel
 from anonscope.collector import schema as S
 from anonscope.collector.abi import KINDS
 
@@ -57,15 +60,25 @@ SIZES = {"anon_vma": {"btf_size": 96, "slab_size": 104, "object_size": 96, "alig
                             "objs_per_slab": 21, "sheaf_capacity": 32}}
 
 
-@dataclass(eq=False)
-class AnonVma:
-    id: int
-    root: "AnonVma" = None
-    pre: bool = False
-    avcs: set = field(default_factory=set)
-    children: int = 0           # live non-root anon_vmas whose root is this one
-    freed: bool = False
-    parent: "AnonVma" = None    # anon_vma->parent (pre-run forks only)
+class AnonVma(kernel.AnonVma):
+    __slots__ = ("pre",)
+
+    def __init__(self):
+        super().__init__()
+        self.pre = False        # made before the run (its free is preexisting)
+
+
+class Avc(kernel.Avc):
+    __slots__ = ("pre",)
+
+    def __init__(self, vma=None, av=None):
+        super().__init__(vma, av)
+        self.pre = False
+
+
+class Rmap(kernel.Rmap):
+    AnonVma = AnonVma
+    Avc = Avc
 
 
 @dataclass(eq=False)
@@ -73,7 +86,7 @@ class Vma:
     id: int
     pre: bool = False
     anon_vma: AnonVma = None
-    chain: list = field(default_factory=list)   # [(avc id, AnonVma, pre)]
+    chain: list = field(default_factory=list)   # [Avc] oldest first
     span: int = 0               # address range identity: fork/mremap copies share it
     pages: int = 0              # anonymous pages present (copy_page_range copies them at fork)
     file: bool = False          # a MAP_PRIVATE file mapping (its CoW pages are anonymous)
@@ -94,7 +107,7 @@ class Gen:
         self.fprobes = fprobes          # function-probe backend rows (schema v3)
         self.lock_probe = lock_probe    # metadata: lock:contention_* attached
         self.move_probes = move_probes  # metadata: the v7 move tracepoints attached
-        self.avc_vma = {}               # avc id -> Vma it belongs to
+        self.k = Rmap()                 # the simulated kernel's rules (analyzer/kernel.py)
         self._span = 0
         self._free_ids = []
         self.rows = []
@@ -146,6 +159,12 @@ class Gen:
                    bytes=SIZES[obj]["slab_size"], owner_pid=owner, owner_tgid=owner,
                    fork_id=fork_id, **self._vma_cols(obj, vma, src), **self._ctx(pid))
         return oid
+
+    def _made(self, pid, objs, path, **cols):
+        """Alloc rows of the anon_vmas and AVCs a kernel operation made."""
+        for o in objs:
+            o.id = self._alloc(pid, "anon_vma" if isinstance(o, AnonVma) else "anon_vma_chain",
+                               path, **cols)
 
     def _free(self, pid, obj, path, oid, pre, vma=None):
         self.live[obj] -= 1
@@ -202,13 +221,11 @@ class Gen:
 
     def prerun_vma(self, pid):
         """A VMA with an anon_vma and one AVC, all made before the run (no rows)."""
-        av = AnonVma(self._new_id(), pre=True)
-        av.root = av
-        vma = Vma(self._new_id(), pre=True, anon_vma=av, span=self._new_span())
-        avc = self._new_id()
-        av.avcs.add(avc)
-        self.avc_vma[avc] = vma
-        vma.chain.append((avc, av, True))
+        aid = self._new_id()
+        vma = Vma(self._new_id(), pre=True, span=self._new_span())
+        avc, av = self.k.prepare(vma)
+        av.id, avc.id = aid, self._new_id()
+        av.pre = avc.pre = True
         for o in S.OBJECTS:
             self.live[o] += 1
         self.procs[pid].vmas.append(vma)
@@ -223,14 +240,10 @@ class Gen:
         self.procs[child] = cp
         for vma in pp.vmas:
             new = Vma(self._new_id(), pre=True, span=vma.span)
-            if vma.anon_vma is not None:
-                for _avc, av, _pre in vma.chain:
-                    self._prerun_link(new, av)
-                own = AnonVma(self._new_id(), root=vma.anon_vma.root, pre=True, parent=vma.anon_vma)
-                own.root.children += 1
-                self.live["anon_vma"] += 1
-                self._prerun_link(new, own)
-                new.anon_vma = own
+            clones, own, _ = self.k.fork(vma, new, reuse=False)
+            for o in clones + own:
+                o.id, o.pre = self._new_id(), True
+                self.live["anon_vma" if isinstance(o, AnonVma) else "anon_vma_chain"] += 1
             self.live["vm_area_struct"] += 1
             cp.vmas.append(new)
         return child
@@ -239,23 +252,20 @@ class Gen:
         """A process that exited before the run: its VMAs and their AVCs are
         gone; its anon_vmas stay while a child's chain links them."""
         for vma in self.procs.pop(pid).vmas:
-            for avc, av, _pre in vma.chain:
-                av.avcs.discard(avc)
-                self.live["anon_vma_chain"] -= 1
+            avcs, _ = self.k.unlink(vma, put=False)   # no anon_vma is put (freed)
+            self.live["anon_vma_chain"] -= len(avcs)
             self.live["vm_area_struct"] -= 1
 
     def _prerun_link(self, vma, av):
-        avc = self._new_id()
-        av.avcs.add(avc)
-        self.avc_vma[avc] = vma
-        vma.chain.append((avc, av, True))
+        avc = self.k.link(vma, av)
+        avc.id, avc.pre = self._new_id(), True
         self.live["anon_vma_chain"] += 1
 
     def census(self):
         """The rows the collector's task_vma iterator writes for the current
         state (docs/schema.md#census), and the metadata entry."""
         vmas = [(pid, v) for pid, p in self.procs.items() for v in p.vmas if v.anon_vma is not None]
-        linked = {av for _pid, v in vmas for _avc, av, _pre in v.chain}
+        linked = {avc.av for _pid, v in vmas for avc in v.chain}
         seen = set()
         for pid, vma in vmas:
             av = vma.anon_vma
@@ -267,8 +277,10 @@ class Gen:
             if av in seen:
                 continue
             seen.add(av)
+            # children counted are those of pre-run forks (prerun_fork), as ever
             self._emit(event="census", object="anon_vma", obj_id=av.id, root_id=av.root.id,
-                       num_children=(av.root is av) + sum(1 for o in linked if o.parent is av),
+                       num_children=(av.root is av) + sum(1 for o in linked if o.pre and o.root is not o
+                                                          and o.parent is av),
                        num_active_vmas=sum(1 for _p, w in vmas if w.anon_vma is av), **self._ctx(pid))
         every = {id(v) for p in self.procs.values() for v in p.vmas}   # a vfork child shares its parent's
         self.census_meta = {"status": "done", "reason": "eventgen", "vma_rows": len(vmas),
@@ -290,39 +302,25 @@ class Gen:
         vma.pages += pages
         if vma.anon_vma is not None:
             return vma
-        avc = self._alloc(pid, "anon_vma_chain", "fault", vma=vma)
-        if reuse is not None:
-            av = reuse.anon_vma
-        else:
-            av = AnonVma(self._alloc(pid, "anon_vma", "fault", vma=vma))
-            av.root = av
-        vma.anon_vma = av
-        av.avcs.add(avc)
-        self.avc_vma[avc] = vma
-        vma.chain.append((avc, av, False))
-        self._call(pid, "__anon_vma_prepare", vma, objects=1 if reuse is not None else 2,
-                   reused=reuse is not None)
+        new = self.k.prepare(vma, None if reuse is None else reuse.anon_vma)
+        self._made(pid, new, "fault", vma=vma)
+        self._call(pid, "__anon_vma_prepare", vma, objects=len(new), reused=reuse is not None)
         return vma
 
     def faults(self, pid, n):
         return [self.fault(pid) for _ in range(n)]
 
-    def _clone(self, pid, dst, src, path, caller=None, owner=None, fork_id=None):
-        for _, av, _ in src.chain:
-            avc = self._alloc(pid, "anon_vma_chain", path, owner=owner, caller=caller,
-                              fork_id=fork_id, vma=dst, src=src)
-            av.avcs.add(avc)
-            self.avc_vma[avc] = dst
-            dst.chain.append((avc, av, False))
-        if path == "clone_vma":
-            self._call(pid, "anon_vma_clone", dst, src, objects=len(src.chain))
+    def _clone(self, pid, dst, src, caller):
+        """anon_vma_clone of split, merge, mremap (caller): clone_vma AVCs."""
+        new = self.k.clone(dst, src)
+        self._made(pid, new, "clone_vma", caller=caller, vma=dst, src=src)
+        self._call(pid, "anon_vma_clone", dst, src, objects=len(new))
 
     def split(self, pid, vma):
         """__split_vma: a new VMA copying the chain (anon_vma_clone, caller split)."""
         new = Vma(self._alloc(pid, "vm_area_struct", "dup", caller="split"),
                   span=self._new_span())
-        new.anon_vma = vma.anon_vma
-        self._clone(pid, new, vma, "clone_vma", caller="split")
+        self._clone(pid, new, vma, "split")
         p = self.procs[pid]
         p.vmas.insert(p.vmas.index(vma) + 1, new)
         return new
@@ -330,8 +328,7 @@ class Gen:
     def merge(self, pid, dst, src):
         """vma_expand/dup_anon_vma: dst absorbs src; dst without anon_vma clones src's chain."""
         if src.anon_vma is not None and dst.anon_vma is None:
-            dst.anon_vma = src.anon_vma
-            self._clone(pid, dst, src, "clone_vma", caller="merge")
+            self._clone(pid, dst, src, "merge")
         elif src.anon_vma is not None and dst.anon_vma is not src.anon_vma:
             raise ValueError("the kernel does not merge VMAs with different anon_vmas")
         self.unmap(pid, src)
@@ -340,8 +337,7 @@ class Gen:
     def mremap(self, pid, vma):
         """move_vma: copy_vma (dup + anon_vma_clone, caller mremap), then unmap the source."""
         new = Vma(self._alloc(pid, "vm_area_struct", "dup", caller="mremap"), span=vma.span)
-        new.anon_vma = vma.anon_vma
-        self._clone(pid, new, vma, "clone_vma", caller="mremap")
+        self._clone(pid, new, vma, "mremap")
         p = self.procs[pid]
         p.vmas.insert(p.vmas.index(vma) + 1, new)
         self.unmap(pid, vma)
@@ -349,33 +345,14 @@ class Gen:
 
     def unmap(self, pid, vma):
         """unlink_anon_vmas + __put_anon_vma, then the VMA itself."""
-        emptied = []
-        freed = 0
-        for avc, av, pre in vma.chain:
-            av.avcs.discard(avc)
-            self.avc_vma.pop(avc, None)
-            self._free(pid, "anon_vma_chain", "unlink", avc, pre, vma=vma)
-            freed += 1
-            if not av.avcs:
-                emptied.append(av)
-        vma.chain = []
-        vma.anon_vma = None
-        for av in emptied:
-            freed += self._maybe_put(pid, av, vma)
-        self._call(pid, "unlink_anon_vmas", vma, objects=freed)
+        avcs, avs = self.k.unlink(vma)
+        for avc in avcs:
+            self._free(pid, "anon_vma_chain", "unlink", avc.id, avc.pre, vma=vma)
+        for av in avs:
+            self._free(pid, "anon_vma", "put", av.id, av.pre, vma=vma)
+        self._call(pid, "unlink_anon_vmas", vma, objects=len(avcs) + len(avs))
         self._free(pid, "vm_area_struct", "vma_free", vma.id, vma.pre)
         self.procs[pid].vmas.remove(vma)
-
-    def _maybe_put(self, pid, av, vma=None):
-        if av.freed or av.avcs or av.children:
-            return 0
-        av.freed = True
-        self._free(pid, "anon_vma", "put", av.id, av.pre, vma=vma)
-        n = 1
-        if av.root is not av:
-            av.root.children -= 1
-            n += self._maybe_put(pid, av.root, vma)
-        return n
 
     def _fork_reusing_7x(self, parent, child, fid, new, vma):
         """7.x anon_vma_fork() that reuses an anon_vma: the child's anon_vma
@@ -383,13 +360,14 @@ class Gen:
         freed at once (__put_anon_vma: `put`; the AVC at anon_vma_fork's own
         call site: `error`). The child VMA takes the parent's anon_vma (a
         shortcut: the kernel picks an ancestor with no VMA and < 2 children)."""
-        av = self._alloc(parent, "anon_vma", "fork", owner=child, fork_id=fid, vma=new, src=vma)
-        avc = self._alloc(parent, "anon_vma_chain", "fork", owner=child, fork_id=fid, vma=new, src=vma)
-        self._clone(parent, new, vma, "clone_fork", owner=child, fork_id=fid)
-        self._free(parent, "anon_vma", "put", av, False, vma=new)
-        self._free(parent, "anon_vma_chain", "error", avc, False, vma=new)
-        new.anon_vma = vma.anon_vma
-        self._call(parent, "anon_vma_fork", new, vma, objects=len(new.chain), reused=True)
+        cols = {"owner": child, "fork_id": fid, "vma": new, "src": vma}
+        clones, own, freed = self.k.fork(vma, new, reuse=vma.anon_vma, prealloc=True)
+        self._made(parent, own, "fork", **cols)
+        self._made(parent, clones, "clone_fork", **cols)
+        av, avc = freed
+        self._free(parent, "anon_vma", "put", av.id, False, vma=new)
+        self._free(parent, "anon_vma_chain", "error", avc.id, False, vma=new)
+        self._call(parent, "anon_vma_fork", new, vma, objects=len(clones), reused=True)
 
     def fork(self, parent, child, comm=None, reuse_7x=False, dontcopy=(), wipeonfork=()):
         """dup_mmap: per VMA a vm_area_struct copy and, with an anon_vma,
@@ -413,18 +391,11 @@ class Gen:
             if vma.anon_vma is not None and reuse_7x:
                 self._fork_reusing_7x(parent, child, fid, new, vma)
             elif vma.anon_vma is not None:
-                self._clone(parent, new, vma, "clone_fork", owner=child, fork_id=fid)
-                av = AnonVma(self._alloc(parent, "anon_vma", "fork", owner=child, fork_id=fid,
-                                         vma=new, src=vma))
-                av.root = vma.anon_vma.root
-                av.root.children += 1
-                avc = self._alloc(parent, "anon_vma_chain", "fork", owner=child, fork_id=fid,
-                                  vma=new, src=vma)
-                av.avcs.add(avc)
-                self.avc_vma[avc] = new
-                new.chain.append((avc, av, False))
-                new.anon_vma = av
-                self._call(parent, "anon_vma_fork", new, vma, objects=len(new.chain) + 1,
+                cols = {"owner": child, "fork_id": fid, "vma": new, "src": vma}
+                clones, own, _ = self.k.fork(vma, new, reuse=False)
+                self._made(parent, clones, "clone_fork", **cols)
+                self._made(parent, own, "fork", **cols)
+                self._call(parent, "anon_vma_fork", new, vma, objects=len(clones) + len(own),
                            reused=False)
                 new.pages = vma.pages  # shared copy-on-write
                 self._call(parent, "copy_page_range", new, vma, anon_pages=vma.pages)
@@ -477,9 +448,8 @@ class Gen:
     def walk_targets(self, vma):
         """The VMAs an rmap walk of a folio of ``vma`` visits: AVCs of the
         folio's anon_vma (``vma.anon_vma``) whose VMA covers the folio (same span)."""
-        av = vma.anon_vma
-        return [self.avc_vma[a] for a in sorted(av.avcs)
-                if a in self.avc_vma and self.avc_vma[a].span == vma.span]
+        return [a.vma for a in sorted(vma.anon_vma.tree, key=lambda a: a.id)
+                if a.vma.span == vma.span]
 
     def walk(self, pid, vma, kind="reclaim", order=0, duration_ns=None, locked=False,
              lock_wait_ns=0, straddles=()):
