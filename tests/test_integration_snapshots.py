@@ -187,7 +187,10 @@ def test_slabinfo_beside_eager_on_a_real_recording(tmp_path, workload):  # noqa:
     else:
         why = Counter(s["slabinfo"][o]["not_judged"] for s in rep["snapshots"] if s.get("slabinfo")
                       for o in ("anon_vma", "vm_area_struct"))
-        assert judged >= 2 * 6, (judged, dict(why), kfence)
+        # every sample read while recording is judged (under TCG the census
+        # and the slow loop leave few in 4 s: at least the first)
+        assert set(why) <= {None, "read after recording stopped"}, (judged, dict(why), kfence)
+        assert judged >= (2 if hostcaps.emulated() else 2 * 6), (judged, dict(why), kfence)
     if unvisited["count"]:
         assert any("census did not visit" in w for w in rep["warnings"])
 
