@@ -238,6 +238,8 @@ static __always_inline int fn_return(void *ctx, long ret)
     return 0;
 }
 
+#if FP_WALKS
+// Walk probes: need struct folio's fields (FP_WALKS 0: BTF lacks them).
 static __always_inline int walk_enter(u64 folio, u64 rwc, u8 locked)
 {
     if (!is_enabled())
@@ -304,6 +306,8 @@ static __always_inline int walk_vma(void)
     return 0;
 }
 
+#endif
+
 // The probes. Each has an entry and/or a return program; FP_KFUNC builds
 // them as fentry/fexit (auto-attached by bcc), otherwise as kprobe and
 // kretprobe functions that collector/fprobes.py attaches one by one.
@@ -316,7 +320,7 @@ KFUNC_PROBE(anon_vma_clone, void *dst, void *src) { return fn_enter(FN_CLONE, (u
 KRETFUNC_PROBE(anon_vma_clone, void *dst, void *src, int ret) { return fn_return(ctx, ret); }
 KFUNC_PROBE(unlink_anon_vmas, void *vma) { return fn_enter(FN_UNLINK, (u64)vma, 0); }
 KRETFUNC_PROBE(unlink_anon_vmas, void *vma) { return fn_return(ctx, 0); }
-#if FP_WALK_ANON
+#if FP_WALKS && FP_WALK_ANON
 // rmap_walk_anon (static) is where rmap_walk and rmap_walk_locked meet for
 // anonymous folios; KSM folios take rmap_walk_ksm instead.
 KFUNC_PROBE(rmap_walk_anon, void *folio, void *rwc, u8 locked)
@@ -326,7 +330,7 @@ KRETFUNC_PROBE(rmap_walk_anon, void *folio, void *rwc, u8 locked) { return walk_
 KFUNC_PROBE(rmap_walk_ksm, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 0); }
 KRETFUNC_PROBE(rmap_walk_ksm, void *folio, void *rwc) { return walk_return(ctx); }
 #endif
-#else
+#elif FP_WALKS
 KFUNC_PROBE(rmap_walk, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 0); }
 KRETFUNC_PROBE(rmap_walk, void *folio, void *rwc) { return walk_return(ctx); }
 KFUNC_PROBE(rmap_walk_locked, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 1); }
@@ -336,10 +340,12 @@ KRETFUNC_PROBE(rmap_walk_locked, void *folio, void *rwc) { return walk_return(ct
 KFUNC_PROBE(copy_page_range, void *dst, void *src) { return copy_enter((u64)dst, (u64)src); }
 KRETFUNC_PROBE(copy_page_range, void *dst, void *src, int ret) { return fn_return(ctx, ret); }
 #endif
+#if FP_WALKS
 KRETFUNC_PROBE(anon_vma_interval_tree_iter_first, void *root, unsigned long first, unsigned long last, void *ret)
 { return walk_avc((long)ret); }
 KRETFUNC_PROBE(anon_vma_interval_tree_iter_next, void *node, unsigned long first, unsigned long last, void *ret)
 { return walk_avc((long)ret); }
+#endif
 #else
 int fp_enter_prepare(struct pt_regs *ctx, void *vma) { return fn_enter(FN_PREPARE, (u64)vma, 0); }
 int fp_enter_fork(struct pt_regs *ctx, void *vma, void *pvma) { return fn_enter(FN_FORK, (u64)vma, (u64)pvma); }
@@ -350,6 +356,7 @@ int fp_return_fn(struct pt_regs *ctx) { return fn_return(ctx, PT_REGS_RC(ctx)); 
 int fp_enter_copy(struct pt_regs *ctx, void *dst, void *src) { return copy_enter((u64)dst, (u64)src); }
 #endif
 
+#if FP_WALKS
 int fp_enter_walk(struct pt_regs *ctx, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 0); }
 int fp_enter_walk_locked(struct pt_regs *ctx, void *folio, void *rwc) { return walk_enter((u64)folio, (u64)rwc, 1); }
 int fp_enter_walk_anon(struct pt_regs *ctx, void *folio, void *rwc, u8 locked)
@@ -357,9 +364,12 @@ int fp_enter_walk_anon(struct pt_regs *ctx, void *folio, void *rwc, u8 locked)
 int fp_return_walk(struct pt_regs *ctx) { return walk_return(ctx); }
 int fp_return_iter(struct pt_regs *ctx) { return walk_avc(PT_REGS_RC(ctx)); }
 #endif
+#endif
+#if FP_WALKS
 // The rmap_one callbacks are probed with kprobes in both modes (they are
 // static functions bcc's fentry cannot always resolve): one VMA visited.
 int fp_enter_rmap_one(struct pt_regs *ctx) { return walk_vma(); }
+#endif
 
 #if FP_CENSUS
 // The anon_vma topology that exists when the run starts: a task_vma

@@ -13,7 +13,7 @@ WALK_SITES.
 
 import os
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from .sites import WALK_SITES
 
@@ -70,10 +70,29 @@ def copy_probes(fp_rss: int):
     return [COPY_PROBE] if fp_rss else []
 
 
-def walk_probes(walk_anon: bool, walk_ksm: bool):
+class Walks(NamedTuple):
+    """Whether the program has the walk probes (FP_WALKS) and, if not, why."""
+    built: bool = True
+    missing: Optional[str] = None
+
+
+#: a program with the walk probes (the default)
+WITH_WALKS = Walks()
+#: the probes of walks: the walk entry points and the interval-tree iterators
+WALK_FUNCTIONS = WALK_ENTRIES + ("anon_vma_interval_tree_iter_first", "anon_vma_interval_tree_iter_next")
+
+
+def walk_probes(walk_anon: bool, walk_ksm: bool, walks: Walks = WITH_WALKS):
     """FUNCTION_PROBES with the walk probed in rmap_walk_anon (and
     rmap_walk_ksm, where the kernel has it) when ``walk_anon``, plus a note
-    for the metadata; as they are, with no note, otherwise."""
+    for the metadata; as they are, with no note, otherwise. Without the walk
+    probes (``walks.built`` false: BTF lacks struct folio's fields) only the
+    call probes, and a note saying why."""
+    if not walks.built:
+        calls = [p for p in FUNCTION_PROBES if p[0] not in WALK_FUNCTIONS]
+        return calls, [{"name": "rmap walk probes", "attached": False,
+                        "reason": f"left out: BTF lacks what they read ({walks.missing}); the call probes "
+                                  "need no struct folio and run"}]
     if not walk_anon:
         return FUNCTION_PROBES, []
     probes = [p for p in FUNCTION_PROBES if p[0] not in WALK_ENTRIES] + WALK_ANON[:1 + int(walk_ksm)]
@@ -82,11 +101,12 @@ def walk_probes(walk_anon: bool, walk_ksm: bool):
                      + " instead (functions in this kernel)"}]
 
 
-def attach_kprobes(bpf, fp_rss: int) -> List[Dict[str, object]]:
+def attach_kprobes(bpf, fp_rss: int, walks: Walks = WITH_WALKS) -> List[Dict[str, object]]:
     """Attach every probe as a kprobe/kretprobe; report each one.
-    ``fp_rss``: the program's FP_RSS (which copy probes it has)."""
+    ``fp_rss``: the program's FP_RSS (which copy probes it has); ``walks``:
+    whether it has the walk probes."""
     probes, out = walk_probes(symbol(bpf, "rmap_walk_anon") is not None,
-                              symbol(bpf, "rmap_walk_ksm") is not None)
+                              symbol(bpf, "rmap_walk_ksm") is not None, walks)
     probes = probes + copy_probes(fp_rss)
     for func, enter, ret in probes:
         sym = symbol(bpf, func)
@@ -106,7 +126,7 @@ def attach_kprobes(bpf, fp_rss: int) -> List[Dict[str, object]]:
                 out.append({"name": name, "attached": True, "reason": f"as {sym}"})
             except Exception as e:  # noqa: BLE001 - bcc raises plain Exception
                 out.append({"name": name, "attached": False, "reason": str(e).splitlines()[0]})
-    return out + attach_rmap_one(bpf)
+    return out + (attach_rmap_one(bpf) if walks.built else [])
 
 
 def attach_rmap_one(bpf) -> List[Dict[str, object]]:
@@ -125,7 +145,8 @@ def attach_rmap_one(bpf) -> List[Dict[str, object]]:
     return out
 
 
-def kfunc_report(bpf, walk_anon: bool, walk_ksm: bool, fp_rss: int) -> List[Dict[str, object]]:
+def kfunc_report(bpf, walk_anon: bool, walk_ksm: bool, fp_rss: int,
+                 walks: Walks = WITH_WALKS) -> List[Dict[str, object]]:
     """What bcc attached itself in kfunc mode (fentry/fexit programs are
     attached when the program loads: all of them, or the load fails), plus
     the rmap_one kprobes. ``walk_anon``/``walk_ksm``/``fp_rss`` say which
@@ -135,11 +156,11 @@ def kfunc_report(bpf, walk_anon: bool, walk_ksm: bool, fp_rss: int) -> List[Dict
     def names(fds):
         return {k.decode() if isinstance(k, bytes) else k for k in fds}
     entry, exit_ = names(getattr(bpf, "kfunc_entry_fds", {})), names(getattr(bpf, "kfunc_exit_fds", {}))
-    probes, out = walk_probes(walk_anon, walk_ksm)
+    probes, out = walk_probes(walk_anon, walk_ksm, walks)
     for func, enter, ret in probes + copy_probes(fp_rss):
         for kind, wanted, attached, prefix in (("fentry", enter, entry, "kfunc__"),
                                                ("fexit", ret, exit_, "kretfunc__")):
             if wanted is not None:
                 ok = prefix + func in attached or prefix + "vmlinux__" + func in attached
                 out.append({"name": f"{kind}:{func}", "attached": ok, "reason": "bcc kfunc"})
-    return out + attach_rmap_one(bpf)
+    return out + (attach_rmap_one(bpf) if walks.built else [])

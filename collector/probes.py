@@ -346,12 +346,13 @@ def load(BPF, prep: Prepared):
             raise CollectError(f"cannot load the BPF program: {reason} (run with --ebpf to see it)",
                                EXIT_ENVIRONMENT) from None
         check_records(bpf, attempt.options.func_probes)
+        offsets = attempt.facts.fprobe_offsets
+        walks = fprobes.Walks(bool(offsets["FP_WALKS"]), attempt.facts.walks_missing) if offsets else None
         if mode == "kprobe":
-            results = fprobes.attach_kprobes(bpf, attempt.facts.fprobe_offsets["FP_RSS"])
+            results = fprobes.attach_kprobes(bpf, offsets["FP_RSS"], walks)
         elif mode == "fentry":
-            offsets = attempt.facts.fprobe_offsets
             results = fprobes.kfunc_report(bpf, bool(offsets["FP_WALK_ANON"]), bool(offsets["FP_WALK_KSM"]),
-                                           offsets["FP_RSS"])
+                                           offsets["FP_RSS"], walks)
         else:
             results = []
         attempt.probes = attempt.probes + prep.backend_notes + results

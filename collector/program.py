@@ -88,30 +88,45 @@ def kmem_arg_layout(alloc_args: Optional[List[str]], free_args: Optional[List[st
 
 def fprobe_layout(btf: BTF) -> Dict[str, int]:
     """Offsets the function probes read, from BTF: vm_area_struct's range,
-    mm and file; the folio's flags, mapping and order, valid with PG_head
-    set: ``folio._folio_order`` from v6.1 (commit 379708ffde1b, "mm: add the
-    first tail page to struct folio") to v6.5, the low byte of
-    ``folio._flags_1`` from v6.6 (commit ebc1baf5c9b4, "mm: free up a word in
-    the first tail page"), as drgn's ``folio_order()`` reads it; a kernel
-    with neither (before 6.1) has no function probes (``fprobe_missing``);
-    rmap_walk_control.rmap_one.
-    The anonymous-page counter of an mm (rss_layout). Also FP_WALK_ANON:
-    whether BTF has rmap_walk_anon (mm/rmap.c, static)
-    as a function, so that fentry can probe the walk there, and
-    FP_WALK_KSM: whether it has rmap_walk_ksm (mm/ksm.c, CONFIG_KSM)."""
+    mm, file and anon_vma, the anonymous-page counter of an mm (rss_layout)
+    and, for the walk probes, walk_layout() (FP_WALKS 0 without it: the
+    call probes need no struct folio). Raises BTFError when the VMA fields
+    are missing (then no function probe can run)."""
     vma = {f"VMA_{m.upper().replace('VM_', '')}_OFF": btf.offsetof("vm_area_struct", m)
            for m in ("vm_start", "vm_end", "vm_mm", "vm_pgoff", "vm_file")}
+    return dict(vma, **rss_layout(btf), **walk_layout(btf),
+                VMA_ANON_VMA_OFF=btf.offsetof("vm_area_struct", "anon_vma"))
+
+
+#: walk_layout()'s offsets when BTF lacks them (FP_WALKS 0: never read).
+NO_WALKS = {"FOLIO_FLAGS_OFF": 0, "FOLIO_MAPPING_OFF": 0, "FOLIO_ORDER_OFF": 0, "PG_HEAD_BIT": 0,
+            "RWC_RMAP_ONE_OFF": 0, "FP_WALK_ANON": 0, "FP_WALK_KSM": 0, "FP_WALKS": 0}
+
+
+def walk_layout(btf: BTF) -> Dict[str, int]:
+    """What the walk probes read: the folio's flags, mapping and order, valid
+    with PG_head set: ``folio._folio_order`` from v6.1 (commit 379708ffde1b,
+    "mm: add the first tail page to struct folio") to v6.5, the low byte of
+    ``folio._flags_1`` from v6.6 (commit ebc1baf5c9b4, "mm: free up a word in
+    the first tail page"), as drgn's ``folio_order()`` reads it;
+    rmap_walk_control.rmap_one; FP_WALK_ANON: whether BTF has rmap_walk_anon
+    (mm/rmap.c, static) as a function, so that fentry can probe the walk
+    there, and FP_WALK_KSM: whether it has rmap_walk_ksm (mm/ksm.c,
+    CONFIG_KSM). A kernel with neither order field (before 6.1; struct folio
+    itself is 5.16+) gets NO_WALKS plus the reason (``WALKS_MISSING``)."""
     try:
-        order = btf.offsetof("folio", "_folio_order")
-    except BTFError:
-        order = btf.offsetof("folio", "_flags_1")
-    return dict(vma, **rss_layout(btf), VMA_ANON_VMA_OFF=btf.offsetof("vm_area_struct", "anon_vma"),
-                FOLIO_FLAGS_OFF=btf.offsetof("folio", "flags"),
-                FOLIO_MAPPING_OFF=btf.offsetof("folio", "mapping"), FOLIO_ORDER_OFF=order,
-                PG_HEAD_BIT=btf.enumerator("PG_head", "pageflags"),
-                RWC_RMAP_ONE_OFF=btf.offsetof("rmap_walk_control", "rmap_one"),
-                FP_WALK_ANON=int(btf.has_func("rmap_walk_anon")),
-                FP_WALK_KSM=int(btf.has_func("rmap_walk_ksm")))
+        try:
+            order = btf.offsetof("folio", "_folio_order")
+        except BTFError:
+            order = btf.offsetof("folio", "_flags_1")
+        return dict(FOLIO_FLAGS_OFF=btf.offsetof("folio", "flags"),
+                    FOLIO_MAPPING_OFF=btf.offsetof("folio", "mapping"), FOLIO_ORDER_OFF=order,
+                    PG_HEAD_BIT=btf.enumerator("PG_head", "pageflags"),
+                    RWC_RMAP_ONE_OFF=btf.offsetof("rmap_walk_control", "rmap_one"),
+                    FP_WALK_ANON=int(btf.has_func("rmap_walk_anon")),
+                    FP_WALK_KSM=int(btf.has_func("rmap_walk_ksm")), FP_WALKS=1)
+    except BTFError as e:
+        return dict(NO_WALKS, WALKS_MISSING=str(e))
 
 
 def census_layout(btf: BTF) -> Dict[str, int]:
@@ -194,6 +209,9 @@ def _fprobe_facts(btf: BTF, per_cpu_offset: int, cpus: int) -> Dict[str, object]
     out: Dict[str, object] = {}
     try:
         layout = fprobe_layout(btf)
+        missing = layout.pop("WALKS_MISSING", None)
+        if missing:
+            out["walks_missing"] = missing
         out["fprobe_offsets"] = dict(layout, **percpu_facts(layout, per_cpu_offset, cpus))
         if not out["fprobe_offsets"]["FP_RSS"]:
             out["rss_missing"] = RSS_NO_PERCPU_REASON if layout["FP_RSS"] == RSS_PERCPU else \
@@ -228,6 +246,7 @@ class KernelFacts:
     uffd_offsets: Dict[str, int] = field(default_factory=lambda: dict.fromkeys(UFFD_OFFSETS, -1))
     fprobe_offsets: Optional[Dict[str, int]] = None  # fprobe_layout(), None if BTF lacks something
     fprobe_missing: Optional[str] = None  # why fprobe_offsets is None
+    walks_missing: Optional[str] = None  # why the walk probes are left out (FP_WALKS 0)
     rss_missing: Optional[str] = None  # why the copy_page_range probe is left out (FP_RSS 0)
     census_offsets: Optional[Dict[str, int]] = None  # census_layout(), None without a task_vma iterator
     census_missing: Optional[str] = None  # why census_offsets is None
@@ -278,6 +297,7 @@ class KernelFacts:
             fprobe_offsets={"VMA_START_OFF": 0, "VMA_END_OFF": 8, "VMA_MM_OFF": 16, "VMA_PGOFF_OFF": 80,
                             "VMA_FILE_OFF": 88, "FOLIO_FLAGS_OFF": 0, "FOLIO_MAPPING_OFF": 24,
                             "FOLIO_ORDER_OFF": 64, "PG_HEAD_BIT": 6, "RWC_RMAP_ONE_OFF": 16, "FP_WALK_ANON": 1,
+                            "FP_WALKS": 1,
                             "FP_WALK_KSM": 1, "FP_RSS": 2, "MM_ANON_RSS_OFF": 1000, "VMA_ANON_VMA_OFF": 64,
                             "PCC_COUNT_OFF": 8, "PCC_COUNTERS_OFF": 32, "PER_CPU_OFFSET_ADDR": 0,
                             "NR_CPUS_POSSIBLE": 2},

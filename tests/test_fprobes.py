@@ -37,7 +37,7 @@ def test_inlined_rmap_walk_anon_keeps_the_entry_points():
 def kfunc_probes(**defines):
     """The KFUNC_PROBE/KRETFUNC_PROBE functions bpf/fprobes.bpf.c declares
     with these defines, as the C preprocessor selects them."""
-    d = {"FP_KFUNC": 1, "FP_WALK_ANON": 1, "FP_WALK_KSM": 1, "FP_RSS": 0, **defines}
+    d = {"FP_KFUNC": 1, "FP_WALKS": 1, "FP_WALK_ANON": 1, "FP_WALK_KSM": 1, "FP_RSS": 0, **defines}
     out = subprocess.run(["cpp", "-P"] + [f"-D{k}={v}" for k, v in d.items()],
                          input=bpf.source("fprobes.bpf.c"), capture_output=True, text=True, check=True).stdout
     return re.findall(r"\b(KFUNC_PROBE|KRETFUNC_PROBE)\((\w+)", out)
@@ -70,6 +70,23 @@ def test_kernel_facts_say_which_walk_functions_btf_has():
                                                 enums={"pageflags": {"PG_head": 6}})))
     assert layout["FP_WALK_ANON"] == 1 and layout["FP_WALK_KSM"] == 0
     assert layout["VMA_ANON_VMA_OFF"] == 40
+
+
+@pytest.mark.skipif(shutil.which("cpp") is None, reason="no C preprocessor")
+def test_without_struct_folio_the_call_probes_still_run():
+    """A BTF without struct folio's fields (kernels before 6.1 have neither
+    order field; before 5.16 no folio): the walk probes are left out with the
+    reason, the call probes are kept, and the program declares exactly those."""
+    structs = {k: v for k, v in FP_STRUCTS.items() if k != "folio"}
+    layout = program.fprobe_layout(BTF(make_btf(structs, enums={"pageflags": {"PG_head": 6}})))
+    assert layout["FP_WALKS"] == 0 and "folio" in layout["WALKS_MISSING"]
+    assert layout["VMA_ANON_VMA_OFF"] == 40                      # the call probes' offsets are there
+    walks = fprobes.Walks(False, layout["WALKS_MISSING"])
+    probes, notes = fprobes.walk_probes(True, True, walks)
+    assert {p[0] for p in probes} == {"__anon_vma_prepare", "anon_vma_fork", "anon_vma_clone", "unlink_anon_vmas"}
+    assert not notes[0]["attached"] and "call probes need no struct folio" in notes[0]["reason"]
+    declared = {f for _k, f in kfunc_probes(FP_WALKS=0)}
+    assert declared == {p[0] for p in probes}
 
 
 def test_possible_cpus(tmp_path):
