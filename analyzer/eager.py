@@ -13,7 +13,7 @@ the object statistics, the eager model and the slabinfo check.
 import numpy as np
 import pandas as pd
 
-from anonscope.collector import schema as S
+from anonscope import schema as S
 
 from . import forktree, live
 from .live import NEVER

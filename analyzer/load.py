@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from anonscope.collector import schema as S
+from anonscope import schema as S
 
 from . import files
 from .errors import EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_UNREADABLE, AnalyzerError

@@ -17,7 +17,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from . import schema
+from anonscope import schema
 
 
 class InterfaceError(Exception):

@@ -2,7 +2,7 @@
 
 Records arrive as bytes, many at a time; they are decoded together with
 numpy (no per-event Python work) and turned into Arrow arrays of the
-schema in collector/schema.py.
+schema in schema/ (anonscope.schema).
 """
 
 from typing import Dict
@@ -11,7 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import abi, schema
+from anonscope import schema
+
+from . import abi
 
 # The record layout and codes are collector/abi.py's.
 EVENT_DTYPE, FPROBE_DTYPE = abi.EVENT_DTYPE, abi.FPROBE_DTYPE

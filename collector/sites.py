@@ -12,9 +12,10 @@ are simply not found (see ``Classifier.missing``).
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
+from anonscope.schema import LOCK_FUNCS, WALK_KINDS
+
 from .abi import Caller, Site
 from .kallsyms import Range
-from .schema import LOCK_FUNCS, WALK_KINDS
 
 # Tags and callers are the interface's (collector/abi.py Site, Caller).
 

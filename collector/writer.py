@@ -19,7 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import abi, events, schema, segments
+from anonscope import schema
+
+from . import abi, events, segments
 
 ROW_GROUP = 65536
 #: Nearly increasing integers: delta-encoded instead of dictionary-encoded.

@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from anonscope import schema as S
 from anonscope.analyzer import kernel
-from anonscope.collector import schema as S
 from anonscope.collector.abi import KINDS
 
 #: As on the project's 6.18 host (/sys/kernel/slab): anon_vma's free pointer

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from anonscope import bpf
-from anonscope.collector import abi, program, schema
+from anonscope import bpf, schema
+from anonscope.collector import abi, program
 
 PREFIXES = tuple(abi.C_ENUMS)
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from anonscope.analyzer import cli
 from anonscope.analyzer.errors import EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_OUTPUT, EXIT_UNREADABLE
-from anonscope.collector.schema import SCHEMA_VERSION
+from anonscope.schema import SCHEMA_VERSION
 from eventgen import DROP, Gen
 from scenarios import chain, zygote
 

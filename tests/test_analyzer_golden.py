@@ -159,7 +159,7 @@ def test_plain_string_columns(tmp_path, update_golden):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from anonscope.collector import schema as S
+    from anonscope import schema as S
 
     g = zygote(4, 1, 6, 2)
     for row in g.rows:                        # several names, ties in bytes

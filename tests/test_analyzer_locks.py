@@ -139,7 +139,7 @@ def test_schema_v1_file_without_lock_or_probe_columns(tmp_path):
 
     import pyarrow.parquet as pq
 
-    from anonscope.collector import schema as S
+    from anonscope import schema as S
 
     g, _, _ = contended(2, 2, 1000, [10], 5)
     g.rows = [r for r in g.rows if r["event"] != "lock"]

@@ -4,7 +4,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from anonscope.collector import abi, events, schema
+from anonscope import schema
+from anonscope.collector import abi, events
 from anonscope.collector.writer import FORK_WAIT_NS, RecordingWriter
 from collector_records import OBJ, fork_sequence, record
 
