@@ -41,10 +41,6 @@ class Replay:
         self._rows = {}
         self._pos = {}
         self._curves = {}
-        self.lazy_state = None   # set by the lazy model for the walk section (walks.py)
-        # {design: {object: live.Spans}} of the run's objects under each
-        # design, set by the models for the snapshots (snapshots.py)
-        self.spans = {}
 
     def free_pos(self, rows):
         p = self.partner[rows]
