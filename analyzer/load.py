@@ -62,7 +62,7 @@ OPTIONAL_KIND_COLUMNS = {
              "call_objects", "duration_ns", "vma_file", "anon_pages", "vm_start", "vm_end"),
     "walk": ("pid", "tgid", "comm", "walk_kind", "folio_order", "duration_ns",
              "avcs_visited", "vmas_visited", "walk_locked", "anon_vma_id"),
-    "census": ("pid", "tgid", "comm", "object", "obj_id", "vma_id", "mm_id", "vm_start", "vm_end",
+    "census": ("pid", "tgid", "comm", "object", "obj_id", "vma_id", "mm_id", "vm_start", "vm_end", "vm_pgoff",
                "vma_file", "anon_vma_id", "chain_avcs", "chain_truncated", "root_id",
                "num_children", "num_active_vmas"),
     "mark": ("mark_label",),

@@ -40,7 +40,7 @@ import pandas as pd
 
 from . import generations
 from .live import NEVER
-from .load import PATH_CODE
+from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .nofork import VARIANTS as NOFORK_VARIANTS
 from .objlookup import categories, last_alloc, stats
 
@@ -126,6 +126,19 @@ class _Subtrees:
         d = np.where(anc == desc, death[desc], leave[desc])
         self.deaths = np.sort((base | d)[d < NEVER])
         self.birth, self.death = birth, death
+        # membership intervals per (ancestor, descendant) pair, for sums
+        # over a subtree's members (remap entries, C3)
+        self.pairs = (anc, desc, birth[desc], d)
+
+    def members(self, tgid):
+        """(descendant tgids, from, until): the processes in ``tgid``'s
+        subtree (itself included) and when they are in it."""
+        i = np.searchsorted(self.procs, tgid)
+        if i >= len(self.procs) or self.procs[i] != tgid:
+            return np.array([tgid]), np.array([-1]), np.array([NEVER])
+        anc, desc, start, end = self.pairs
+        sel = anc == i
+        return self.procs[desc[sel]], start[sel], end[sel]
 
     def live(self, tgids, pos):
         """(live mms in the subtree incl. the process itself, the process alive)."""
@@ -322,32 +335,140 @@ def _lazy(walks, waits, lazy_state):
 
 
 # -------------------------------------------------------- CoW context
+#: walks x subtree members above which the remap bound is not computed
+REMAP_WORK_CAP = 5_000_000
+
+
+class _RemapEntries:
+    """The draft's remap entries (C3), per process, with when each lives:
+    VMAs an mremap moved (VMA ``dup`` rows, caller mremap), MAP_PRIVATE file
+    VMAs with anonymous pages (call rows with ``vma_file``), and the child's
+    copy of an entry at fork (``anon_vma_fork`` call rows whose source VMA is
+    one). Each lives from its first row to its VMA's free."""
+
+    def __init__(self, rp):
+        ob, calls = rp.ob, rp.rec.calls
+        is_vma = ob.object == OBJECT_CODE["vm_area_struct"]
+        alloc = is_vma & ob.is_alloc
+        self.owner = dict(zip(ob.obj_id[alloc].tolist(), ob.owner[alloc].tolist()))
+        freed = is_vma & ~ob.is_alloc
+        self.free_pos = dict(zip(ob.obj_id[freed].tolist(), ob.pos[freed].tolist()))
+        start = {}
+        moved = alloc & (ob.caller == CALLER_CODE["mremap"])
+        for vid, p in zip(ob.obj_id[moved].tolist(), ob.pos[moved].tolist()):
+            start.setdefault(vid, p)
+        self._from_census(rp.rec.census, start, int(rp.rec.meta.get("page_size") or 4096))
+        if calls is not None and len(calls):
+            self._from_calls(calls, start)
+        by = {}
+        for vid, p in start.items():
+            by.setdefault(self.owner.get(vid, -1), []).append((p, self.free_pos.get(vid, NEVER)))
+        self.by_tgid = {t: (np.sort([a for a, _ in v]), np.sort([b for _, b in v])) for t, v in by.items()}
+        self.count = len(start)
+
+    def _from_census(self, census, start, page_size):
+        """Entries that existed at the start: census VMA rows of MAP_PRIVATE
+        file VMAs, and of anonymous VMAs whose page offset is not their
+        address's (an mremap moved them: a new anonymous VMA's vm_pgoff is
+        vm_start >> PAGE_SHIFT, a split keeps the two in step)."""
+        if census is None or not len(census):
+            return
+        rows = census[census["object"].astype(str) == "vm_area_struct"]
+        file = rows["vma_file"].fillna(False).to_numpy(dtype=bool)
+        moved = rows["vm_pgoff"].to_numpy() != rows["vm_start"].to_numpy() // page_size
+        pick = file | moved
+        for v, t in zip(rows["vma_id"].to_numpy()[pick].tolist(), rows["tgid"].to_numpy()[pick].tolist()):
+            start.setdefault(v, -1)
+            self.owner.setdefault(v, t)
+
+    def _from_calls(self, calls, start):
+        """File VMAs and fork copies of entries, in replay order."""
+        func = calls["func"].astype(str).to_numpy()
+        vid, src = calls["vma_id"].to_numpy(), calls["src_vma_id"].to_numpy()
+        tgid, pos = calls["tgid"].to_numpy(), calls["pos"].to_numpy()
+        file = calls["vma_file"].fillna(False).to_numpy(dtype=bool)
+        for f, v, sv, t, p, fl in zip(func, vid.tolist(), src.tolist(), tgid.tolist(), pos.tolist(), file):
+            if v < 0:
+                continue
+            if fl or (f == "anon_vma_fork" and sv in start):
+                start.setdefault(v, p)
+                self.owner.setdefault(v, t if f != "anon_vma_fork" else self.owner.get(v, -1))
+
+    def live(self, tgids, pos):
+        """Entries of each of ``tgids`` live at ``pos``."""
+        out = np.zeros(len(tgids), dtype=np.int64)
+        for i, t in enumerate(np.asarray(tgids).tolist()):
+            e = self.by_tgid.get(t)
+            if e is not None:
+                out[i] = np.searchsorted(e[0], pos, side="right") - np.searchsorted(e[1], pos, side="right")
+        return out
+
+
+def _history_known(rec):
+    """Whether every VMA the run's processes had at its start is known: a
+    command run (its processes begin in it) or a census that visited every
+    process."""
+    census = rec.meta.get("census") if isinstance(rec.meta.get("census"), dict) else {}
+    if (rec.meta.get("target") or {}).get("mode") == "command":
+        return True
+    unvisited = census.get("unvisited") if isinstance(census.get("unvisited"), dict) else {}
+    return census.get("status") == "done" and not unvisited.get("count")
+
+
+def _remap_bound(rp, sub, owner, pos, exclusive):
+    """Per walk, the most remap-entry lookups it can make (C3): one per live
+    entry of every mm it visits (its own only when exclusive, C7); None when
+    the recording has no call rows (MAP_PRIVATE file VMAs cannot be told),
+    the VMAs before the run are not all known (_history_known) or the work
+    would exceed REMAP_WORK_CAP."""
+    if rp.rec.calls is None or not len(rp.rec.calls) or not _history_known(rp.rec):
+        return None
+    entries = _RemapEntries(rp)
+    out = np.zeros(len(owner), dtype=np.int64)
+    work = 0
+    for i, (t, p, ex) in enumerate(zip(owner.tolist(), pos.tolist(), exclusive.tolist())):
+        if ex:
+            out[i] = entries.live([t], p)[0]
+            continue
+        who, since, until = sub.members(t)
+        work += len(who)
+        if work > REMAP_WORK_CAP:
+            return None
+        inside = (since < p) & (until > p)
+        out[i] = int(entries.live(who[inside], p).sum())
+    return out
+
+
 def _cow_context(rp, walks):
     """Takes the recording and _Walks; returns the CoW-context design (W5)
     over the walks whose anon_vma is known: context = owner process of the
     anon_vma (C1); one VMA-tree lookup per live mm of its subtree, its own
     included, exited contexts linking, exec'd descendants left out (C2, C4,
     C6; _Subtrees); exclusive folios stop at their own mm (C7); lock and
-    time unknown (C5); remap lookups not counted (C3)."""
+    time unknown (C5); remap-entry lookups a range (C3, _remap_bound)."""
     known, vmas = walks.known, walks.vmas
     sub = _Subtrees(rp)
     owner = np.where(known, rp.ob.owner[walks.gs], -1).astype(np.int64)
     count, alive = sub.live(owner[known], walks.pos[known])
     exclusive = vmas[known] <= 1
     mms = np.where(exclusive, 1, count)
+    remap = _remap_bound(rp, sub, owner[known], walks.pos[known], exclusive)
     return _design(int(known.sum()), mms, "mm", {"p50": None, "p99": None, "max": None}, None,
                    time_walks=0, lock_wait_unknown_walks=int(known.sum()),
                    tree_lookups=stats(mms), rmap_one_calls=stats(vmas[known]),
                    exclusive_walks=int(exclusive.sum()),
                    descendant_mms=stats(np.where(exclusive, 0, count - alive.astype(np.int64))),
                    lock={LOCK_COW: int(known.sum())}, unknown_context=int((~known).sum()),
-                   remap_lookups=None,
+                   remap_lookups=None if remap is None else {"low": stats(np.zeros_like(remap)),
+                                                              "high": stats(remap)},
                    fidelity="estimate (the draft as described on the list; no commit of it here): "
                             "context = owner process of the walk's anon_vma (C1); exclusive folios "
                             "(measured VMAs <= 1) stop at their own mm (C7, folio_maybe_mapped_shared); "
                             "otherwise one VMA-tree lookup per live mm of its subtree, descendants that "
                             "exec'd left out (C2, C4, C6); rmap_one calls as measured; lock and time "
-                            "unknown (C5); remap-entry lookups (C3) not counted")
+                            "unknown (C5); remap-entry lookups (C3) a range: none at least (the folio's "
+                            "offset may be in no entry), at most one per live entry of every mm visited "
+                            "(null without call rows or without the VMAs from before the run)")
 
 
 # ------------------------------------------------------ nofork designs

@@ -219,3 +219,43 @@ def test_call_rows(tmp_path, V, C, K):
     assert (f["calls"], f["objects"]) == (C * V, 3 * C * V)
     assert f["duration_ns"] == {"p50": g.step // 2, "p99": g.step // 2, "max": g.step // 2}
     assert "anon_vma_clone" not in c["by_func"]          # no split, merge or mremap
+
+
+@pytest.mark.parametrize("F,M,C", [(2, 1, 3), (0, 2, 1), (3, 0, 4), (0, 0, 2)])
+def test_cow_context_remap_lookups_are_bounded_by_the_entries_of_the_mms_walked(tmp_path, F, M, C):
+    """C3: the parent has F MAP_PRIVATE file VMAs with CoW'd pages and M
+    VMAs an mremap moved (remap entries), forks C children (each copies all
+    F + M), and a child faults a region of its own. A walk of a parent
+    folio visits the parent and the C children: at most (C + 1)(F + M)
+    remap lookups, at least none (the folio's offset may be in no entry);
+    the child's own folio is exclusive: at most its F + M."""
+    g = Gen(fprobes=True)
+    g.process(KSWAPD, "kswapd0")
+    g.process(1, "parent")
+    (anon,) = g.faults(1, 1)
+    for _ in range(F):
+        g.fault(1, g.mmap(1, file=True))
+    for v in g.faults(1, M):
+        g.mremap(1, v)
+    kids = [100 + k for k in range(C)]
+    for k in kids:
+        g.fork(1, k, comm="child")
+    (own,) = g.faults(kids[0], 1)
+    assert g.walk(KSWAPD, anon) == C + 1 and g.walk(KSWAPD, own) == 1
+    cw = build(g, tmp_path)["walks"]["cow_context"]
+    assert cw["remap_lookups"]["low"] == pcts([0, 0])
+    assert cw["remap_lookups"]["high"] == pcts([(C + 1) * (F + M), F + M])
+    assert cw["tree_lookups"] == pcts([C + 1, 1])
+
+
+def test_cow_context_remap_lookups_unknown_without_the_vmas_before_the_run(tmp_path):
+    """A system-wide recording without a census: the processes' VMAs from
+    before the run (file VMAs, moved ones) are unknown, so is the bound."""
+    g = Gen(fprobes=True)
+    g.process(KSWAPD, "kswapd0")
+    g.process(1, "parent")
+    (v,) = g.faults(1, 1)
+    g.fork(1, 2)
+    g.walk(KSWAPD, v)
+    path = g.write(str(tmp_path / "r.parquet"), target={"mode": "system", "command": None, "pid": None, "comm": None})
+    assert report.build(load.load(path))["walks"]["cow_context"]["remap_lookups"] is None
