@@ -8,12 +8,11 @@ designs' upper ends by what it can at most make them allocate.
 import numpy as np
 
 from .eager import saved_pct
+from .forktree import is_process_fork
 from .load import OBJECT_CODE
 
 RULES = "docs/models.md#moves"
 RMAP_OBJECTS = ("anon_vma", "anon_vma_chain")
-#: the designs whose high ends the rows widen (eager is exact)
-DESIGNS = ("lazy", "nofork", "nofork_clone")
 #: kinds that can make a design allocate (M1, M2); mremap_dontunmap only
 #: keeps an upgrade's objects alive longer (M3)
 ALLOCATING = ("ksm_merge", "uffd_move")
@@ -102,12 +101,11 @@ class Caps:
 
 
 def _process_fork_children(rec):
-    """Processes born in the run: children of fork rows without shares_mm."""
+    """Processes born in the run: children of the forks that copied an mm."""
     f = rec.forks
     if f is None or not len(f):
         return []
-    proc = ~f["shares_mm"].fillna(False).to_numpy(dtype=bool)
-    return f["child_tgid"].to_numpy()[proc].tolist()
+    return f["child_tgid"].to_numpy()[is_process_fork(f)].tolist()
 
 
 def _command_stack(rec):
@@ -145,8 +143,9 @@ def extra(rec, cap, upto=None, kinds=ALLOCATING):
         v = cap.vmas(int(tgid))
         if v is None:
             return {o: None for o in RMAP_OBJECTS}
-        mine = sel & (m["owner_tgid"].to_numpy() == tgid)
-        tokens = sum(TOKENS_PER_ROW.get(k, v) for k in kind[mine])
+        mine = kind[sel & (m["owner_tgid"].to_numpy() == tgid)]
+        # M3 rows may touch any of the process's tokens: v each
+        tokens = sum(int((mine == k).sum()) * TOKENS_PER_ROW.get(k, v) for k in KINDS)
         av += min(tokens, v)
         avc += v                                # one AVC per piece of every upgraded token
     return {"anon_vma": av, "anon_vma_chain": avc}

@@ -105,13 +105,15 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
         "lock_write": _masked((flags & Flag.LOCK_WRITE) != 0, is_lock, pa.bool_()),
         "lock_func": _dictionary(np.where(is_lock, ev["caller"], 0), schema.LOCK_FUNCS, _LOCK_FUNC_INDEX),
     }
-    cols.update(_move_columns(ev, is_move))
+    if is_move.any():            # rare rows: the other batches get the nulls below
+        cols.update(_move_columns(ev, is_move))
     is_exec = (kind == Ev.EXEC) & (ev["fork_id"] != 0)     # ns from execve() entry
     cols["duration_ns"] = _masked(ev["fork_id"].astype(np.int64), is_exec, pa.int64())
     if "vma_id" in ev.dtype.names:
         fp = _fprobe_columns(ev, is_alloc | is_free, kind == Ev.CALL, kind == Ev.WALK, flags)
         for name in ("duration_ns", "vm_start", "vm_end"):   # exec, move rows: set above
-            fp[name] = pc.coalesce(fp[name], cols[name])
+            if name in cols:
+                fp[name] = pc.coalesce(fp[name], cols[name])
         if is_census.any():  # once per run, at start: not worth the work on other batches
             for name, arr in _census_columns(ev, is_census, flags).items():
                 # columns census rows share with call/walk rows: each row has one kind
