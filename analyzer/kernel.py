@@ -63,8 +63,9 @@ class Vma:
 
 def reusable(chain):
     """``anon_vma_clone()``'s reuse test at fork (6.x; 7.x
-    ``maybe_reuse_anon_vma()`` is the same): the first (oldest) anon_vma of
-    the chain with no active VMA and fewer than 2 children, or None."""
+    ``maybe_reuse_anon_vma()`` is the same): the first anon_vma of ``chain``,
+    in the order the kernel tries them (:meth:`Rmap.clone_order`), with no
+    active VMA and fewer than 2 children, or None."""
     for avc in chain:
         av = avc.av
         if av.num_children < 2 and av.num_active_vmas == 0:
@@ -74,10 +75,34 @@ def reusable(chain):
 
 class Rmap:
     """The operations. ``AnonVma`` and ``Avc`` name the classes made (a
-    subclass adds its own fields)."""
+    subclass adds its own fields). A VMA's ``chain`` lists its AVCs from the
+    tail of the kernel's ``anon_vma_chain`` list to its head
+    (``anon_vma_chain_link()`` / ``_assign()`` do ``list_add()``: a new AVC
+    goes to the head, here to the end).
+
+    ``kernel``: "6.x" or "7.x", the order in which ``anon_vma_clone()`` walks
+    the source chain (:meth:`clone_order`)."""
 
     AnonVma = AnonVma
     Avc = Avc
+
+    def __init__(self, kernel="6.x"):
+        if kernel not in ("6.x", "7.x"):
+            raise ValueError(f"kernel {kernel!r}: 6.x or 7.x")
+        self.kernel = kernel
+
+    def clone_order(self, chain):
+        """The source chain's AVCs in the order ``anon_vma_clone()`` copies
+        them, which is the new chain's order here and the order a fork tries
+        them for reuse. 6.12 ``mm/rmap.c: anon_vma_clone()`` walks the source
+        list from its tail (``list_for_each_entry_reverse``, the root's AVC
+        first) and links each copy at the new list's head: the same order,
+        the oldest anon_vma tried first. 7.2 and 7.3 copy the source list from
+        its head (``list_for_each_entry``) into the new list's head, then
+        try reuse walking the new list from its tail
+        (``list_for_each_entry_reverse`` -> ``maybe_reuse_anon_vma()``):
+        the new chain is the source reversed, tried newest first."""
+        return list(chain) if self.kernel == "6.x" else chain[::-1]
 
     # ---------------------------------------------------------- primitives
     def anon_vma_alloc(self):
@@ -136,7 +161,7 @@ class Rmap:
         """``anon_vma_clone()`` as split, merge and ``copy_vma()`` call it
         (E3): one AVC per AVC of ``src``'s chain; ``dst`` (without an
         anon_vma) takes ``src``'s. Returns the new AVCs."""
-        new = [self.link(dst, avc.av) for avc in src.chain]
+        new = [self.link(dst, avc.av) for avc in self.clone_order(src.chain)]
         if src.anon_vma is not None:
             self.set_anon_vma(dst, src.anon_vma)
         return new
@@ -159,7 +184,7 @@ class Rmap:
         pav = pvma.anon_vma
         if pav is None:
             return [], [], []                # "Don't bother if the parent has no anon_vma"
-        chain = pvma.chain
+        chain = self.clone_order(pvma.chain)
         pick = reusable(chain) if reuse is True else (None if reuse is False else reuse)
         own = [self.anon_vma_alloc(), self.Avc()] if prealloc else []
         clones = [self.link(cvma, avc.av) for avc in chain]

@@ -79,9 +79,9 @@ class Eager(Design):
     name = "eager"
     unit = "VMA (AVC iterated)"
 
-    def __init__(self):
+    def __init__(self, kernel_rules="6.x"):
         self.n = Counts((AV, AVC))
-        self.k = kernel.Rmap()
+        self.k = kernel.Rmap(kernel_rules)   # anon_vma_clone()'s order (kernel.Rmap.clone_order)
         self.nodes = {}     # vma -> Node: its anon_vma and chain
         self.fav = {}       # folio -> anon_vma (folio->mapping)
         self._ids = itertools.count(1)
@@ -200,7 +200,7 @@ class Eager(Design):
                 continue
             chain = n.chain
             clones += len(chain)
-            if kernel.reusable(chain) is None:
+            if kernel.reusable(self.k.clone_order(chain)) is None:
                 own += 1
         # the copies' AVCs and own anon_vmas, all freed again by their munmap:
         # an own anon_vma's tree holds only its AVC (no folio was faulted in it)

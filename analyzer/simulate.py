@@ -153,16 +153,20 @@ def chain(sp, depth, vmas, cow, exit_parents):
 
 # ----------------------------------------------------------------------- run
 
-def run(name, params):
-    """Run scenario ``name`` with ``params`` (complete) and summarise it."""
+def run(name, params, kernel="6.x"):
+    """Run scenario ``name`` with ``params`` (complete) and summarise it;
+    ``kernel``: whose ``anon_vma_clone()`` order the eager model follows
+    (analyzer/kernel.py ``Rmap.clone_order``)."""
     sc = SCENARIOS[name]
     dry = Space()                                   # pass 1: who forks (for nofork)
     sc.fn(dry, **params)
     optout = {pid for pid, mm in dry.mms.items() if mm.forks == 0}
-    designs = [Eager(), Lazy(), CowContext(), NoFork(optout)]
+    designs = [Eager(kernel), Lazy(), CowContext(), NoFork(optout)]
     sp = Space(designs)
     sc.fn(sp, **params)
-    return summarise(name, params, sp, designs)
+    data = summarise(name, params, sp, designs)
+    data["kernel_rules"] = kernel
+    return data
 
 
 def percentile(sorted_values, p):
@@ -233,7 +237,8 @@ def _fmt(v):
 def render_text(data):
     p = data["params"]
     lines = [f"anonanalyze simulate {data['scenario']}  "
-             + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in p.items()),
+             + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in p.items())
+             + f"  --kernel {data.get('kernel_rules', '6.x')}",
              f"processes: {data['processes']['total']} ({data['processes']['forking']} forking, "
              f"{data['processes']['leaf']} leaf); rules and fidelity: {data['see']}", ""]
     for name, d in data["designs"].items():
@@ -305,8 +310,11 @@ def _param_options(fn):
               show_default=True, help="output format")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=str),
               default=None, help="write to FILE instead of stdout")
+@click.option("--kernel", "kernel_rules", type=click.Choice(["6.x", "7.x"]), default="6.x", show_default=True,
+              help="whose anon_vma_clone() the eager model follows: the order it tries anon_vmas for "
+                   "reuse at fork (6.x oldest first, 7.x newest first; docs/models.md E2)")
 @_param_options
-def simulate(name, fmt, output, **given):
+def simulate(name, fmt, output, kernel_rules, **given):
     """Run the built-in scenario NAME through the eager, ANON_VMA_LAZY,
     CoW-context and no-fork rmap models: memory and rmap-walk cost."""
     sc = SCENARIOS[name]
@@ -324,7 +332,7 @@ def simulate(name, fmt, output, **given):
             _fail(f"--{k.replace('_', '-')} must be at most {maximum[0]}", 2)
         params[k] = v
     try:
-        text = render(run(name, params), fmt)
+        text = render(run(name, params, kernel_rules), fmt)
     except SimError as exc:
         _fail(f"scenario {name}: {exc}", EXIT_INTERNAL)
     except MemoryError:

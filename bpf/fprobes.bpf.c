@@ -31,6 +31,7 @@ struct fctx {
     u8 fn;
     u8 depth;
     u8 new_anon_vma;
+    u8 caller;    // anon_vma_clone's operation as a CALLER_* code (FP_CLONE_OP), else 0
 };
 BPF_HASH(fctx_map, u32, struct fctx, 16384);
 
@@ -111,6 +112,10 @@ static __always_inline void fp_tag(struct event *e, u8 is_alloc)
     }
     if (e->object == OBJ_VMA)
         return;
+    // an AVC of a split, merge or mremap clone: the caller from the
+    // operation anon_vma_clone() was given (7.x), not from the stack
+    if (is_alloc && c->caller && e->path == PATH_CLONE_VMA)
+        e->caller = c->caller;
     if (is_alloc || c->fn == FN_UNLINK)
         c->count++;
     else if (c->count)
@@ -119,7 +124,7 @@ static __always_inline void fp_tag(struct event *e, u8 is_alloc)
         c->new_anon_vma = is_alloc;
 }
 
-static __always_inline int fn_enter(u8 fn, u64 vma, u64 src)
+static __always_inline int fn_enter_as(u8 fn, u64 vma, u64 src, u8 caller)
 {
     if (!is_enabled())
         return 0;
@@ -129,9 +134,34 @@ static __always_inline int fn_enter(u8 fn, u64 vma, u64 src)
         c->depth++;  // anon_vma_clone inside anon_vma_fork: same VMAs
         return 0;
     }
-    struct fctx n = {.vma = vma, .src = src, .t0 = bpf_ktime_get_ns(), .fn = fn, .depth = 1};
+    struct fctx n = {.vma = vma, .src = src, .t0 = bpf_ktime_get_ns(), .fn = fn, .depth = 1,
+                     .caller = caller};
     fctx_map.update(&tid, &n);
     return 0;
+}
+
+static __always_inline int fn_enter(u8 fn, u64 vma, u64 src)
+{
+    return fn_enter_as(fn, vma, src, 0);
+}
+
+// anon_vma_clone(dst, src, operation): since 7.x (7.2 and 7.3 mm/internal.h
+// enum vma_operation; 6.18 has no such argument) the caller says why it
+// clones; FP_VMA_OP_* are the enumerators' values from BTF.
+static __always_inline int clone_enter(u64 dst, u64 src, int op)
+{
+    u8 caller = 0;
+#if FP_CLONE_OP
+    if (op == FP_VMA_OP_SPLIT)
+        caller = CALLER_SPLIT;
+    else if (op == FP_VMA_OP_MERGE)
+        caller = CALLER_MERGE;
+    else if (op == FP_VMA_OP_REMAP)
+        caller = CALLER_MREMAP;
+    else if (op == FP_VMA_OP_FORK)
+        caller = CALLER_FORK;
+#endif
+    return fn_enter_as(FN_CLONE, dst, src, caller);
 }
 
 #if FP_RSS
@@ -316,8 +346,14 @@ KFUNC_PROBE(__anon_vma_prepare, void *vma) { return fn_enter(FN_PREPARE, (u64)vm
 KRETFUNC_PROBE(__anon_vma_prepare, void *vma, int ret) { return fn_return(ctx, ret); }
 KFUNC_PROBE(anon_vma_fork, void *vma, void *pvma) { return fn_enter(FN_FORK, (u64)vma, (u64)pvma); }
 KRETFUNC_PROBE(anon_vma_fork, void *vma, void *pvma, int ret) { return fn_return(ctx, ret); }
-KFUNC_PROBE(anon_vma_clone, void *dst, void *src) { return fn_enter(FN_CLONE, (u64)dst, (u64)src); }
+#if FP_CLONE_OP
+// (fexit reads the return value after every argument: the operation must be declared)
+KFUNC_PROBE(anon_vma_clone, void *dst, void *src, int op) { return clone_enter((u64)dst, (u64)src, op); }
+KRETFUNC_PROBE(anon_vma_clone, void *dst, void *src, int op, int ret) { return fn_return(ctx, ret); }
+#else
+KFUNC_PROBE(anon_vma_clone, void *dst, void *src) { return clone_enter((u64)dst, (u64)src, 0); }
 KRETFUNC_PROBE(anon_vma_clone, void *dst, void *src, int ret) { return fn_return(ctx, ret); }
+#endif
 KFUNC_PROBE(unlink_anon_vmas, void *vma) { return fn_enter(FN_UNLINK, (u64)vma, 0); }
 KRETFUNC_PROBE(unlink_anon_vmas, void *vma) { return fn_return(ctx, 0); }
 #if FP_WALKS && FP_WALK_ANON
@@ -341,15 +377,26 @@ KFUNC_PROBE(copy_page_range, void *dst, void *src) { return copy_enter((u64)dst,
 KRETFUNC_PROBE(copy_page_range, void *dst, void *src, int ret) { return fn_return(ctx, ret); }
 #endif
 #if FP_WALKS
-KRETFUNC_PROBE(anon_vma_interval_tree_iter_first, void *root, unsigned long first, unsigned long last, void *ret)
+// the interval-tree iterators of anon_vma_interval_tree_foreach (up to 7.2),
+// anon_rmap_tree_foreach (7.3: FP_ITER_RMAP_TREE); both take three arguments
+#if FP_ITER_RMAP_TREE
+#define FP_ITER_FIRST anon_rmap_tree_iter_first
+#define FP_ITER_NEXT anon_rmap_tree_iter_next
+#else
+#define FP_ITER_FIRST anon_vma_interval_tree_iter_first
+#define FP_ITER_NEXT anon_vma_interval_tree_iter_next
+#endif
+// (one more macro level, so that the names are expanded before bcc pastes them)
+#define KRETFUNC_PROBE_OF(f, ...) KRETFUNC_PROBE(f, __VA_ARGS__)
+KRETFUNC_PROBE_OF(FP_ITER_FIRST, void *root, unsigned long first, unsigned long last, void *ret)
 { return walk_avc((long)ret); }
-KRETFUNC_PROBE(anon_vma_interval_tree_iter_next, void *node, unsigned long first, unsigned long last, void *ret)
+KRETFUNC_PROBE_OF(FP_ITER_NEXT, void *node, unsigned long first, unsigned long last, void *ret)
 { return walk_avc((long)ret); }
 #endif
 #else
 int fp_enter_prepare(struct pt_regs *ctx, void *vma) { return fn_enter(FN_PREPARE, (u64)vma, 0); }
 int fp_enter_fork(struct pt_regs *ctx, void *vma, void *pvma) { return fn_enter(FN_FORK, (u64)vma, (u64)pvma); }
-int fp_enter_clone(struct pt_regs *ctx, void *dst, void *src) { return fn_enter(FN_CLONE, (u64)dst, (u64)src); }
+int fp_enter_clone(struct pt_regs *ctx, void *dst, void *src, int op) { return clone_enter((u64)dst, (u64)src, op); }
 int fp_enter_unlink(struct pt_regs *ctx, void *vma) { return fn_enter(FN_UNLINK, (u64)vma, 0); }
 int fp_return_fn(struct pt_regs *ctx) { return fn_return(ctx, PT_REGS_RC(ctx)); }
 #if FP_RSS

@@ -161,7 +161,7 @@ class Alone:
             return
         opts = dataclasses.replace(prep.options, func_probes=True, kfunc=False, census_only=True, ringbuf=True)
         try:
-            self.bpf = BPF(text=program.build(prep.facts, prep.classifier, opts))
+            self.bpf = BPF(text=program.build(prep.facts, prep.classifier, opts), cflags=probes.bcc_cflags(prep))
         except Exception as e:  # noqa: BLE001 - bcc raises plain Exception
             self.why_not = f"census program did not load: {str(e).splitlines()[0]}"
             return

@@ -5,8 +5,8 @@ none on arm64) and the kernel accepts them, kprobe/kretprobe otherwise;
 each probe that cannot attach is skipped with its reason, and the
 recording goes on with the rest (and always with the tracepoints). The
 results go into the metadata's ``probes``. Function names are those of
-mm/rmap.c and mm/interval_tree.c as read in 6.12 and 7.3 and probed in
-Debian's 6.1 (scripts/vm-test); a kernel that lacks one skips that probe
+mm/rmap.c and mm/interval_tree.c as read in 6.12, 7.2 and 7.3 and probed in
+Debian's 6.1, 6.12 and 7.3 (scripts/vm-test); a kernel that lacks one skips that probe
 with the reason. The rmap_one callbacks are those of collector/sites.py:
 WALK_SITES.
 """
@@ -17,18 +17,31 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from .sites import WALK_SITES
 
-#: (function, entry program, return program) for kprobe mode; in kfunc
-#: mode the same functions are fentry/fexit programs bcc attaches itself.
-FUNCTION_PROBES: List[Tuple[str, Optional[str], Optional[str]]] = [
-    ("__anon_vma_prepare", "fp_enter_prepare", "fp_return_fn"),
-    ("anon_vma_fork", "fp_enter_fork", "fp_return_fn"),
-    ("anon_vma_clone", "fp_enter_clone", "fp_return_fn"),
-    ("unlink_anon_vmas", "fp_enter_unlink", "fp_return_fn"),
-    ("rmap_walk", "fp_enter_walk", "fp_return_walk"),
-    ("rmap_walk_locked", "fp_enter_walk_locked", "fp_return_walk"),
-    ("anon_vma_interval_tree_iter_first", None, "fp_return_iter"),
-    ("anon_vma_interval_tree_iter_next", None, "fp_return_iter"),
-]
+#: The interval-tree iterators of the walk loop, which count the AVCs a walk
+#: visits: anon_rmap_tree_iter_first/_next behind anon_rmap_tree_foreach
+#: (7.3 mm/interval_tree.c, include/linux/mm.h), anon_vma_interval_tree_*
+#: up to 7.2 (7.2 and 6.12 mm/interval_tree.c). The program is built for
+#: the pair BTF has (FP_ITER_RMAP_TREE, collector/program.py walk_layout).
+ITERATORS_7_3 = ("anon_rmap_tree_iter_first", "anon_rmap_tree_iter_next")
+ITERATORS = ("anon_vma_interval_tree_iter_first", "anon_vma_interval_tree_iter_next")
+
+
+def function_probes(rmap_tree: bool = False) -> List[Tuple[str, Optional[str], Optional[str]]]:
+    """(function, entry program, return program) for kprobe mode; in kfunc
+    mode the same functions are fentry/fexit programs bcc attaches itself.
+    ``rmap_tree``: the kernel's iterators are ITERATORS_7_3."""
+    return [
+        ("__anon_vma_prepare", "fp_enter_prepare", "fp_return_fn"),
+        ("anon_vma_fork", "fp_enter_fork", "fp_return_fn"),
+        ("anon_vma_clone", "fp_enter_clone", "fp_return_fn"),
+        ("unlink_anon_vmas", "fp_enter_unlink", "fp_return_fn"),
+        ("rmap_walk", "fp_enter_walk", "fp_return_walk"),
+        ("rmap_walk_locked", "fp_enter_walk_locked", "fp_return_walk"),
+    ] + [(f, None, "fp_return_iter") for f in (ITERATORS_7_3 if rmap_tree else ITERATORS)]
+
+
+#: the probes of a kernel up to 7.2
+FUNCTION_PROBES = function_probes()
 
 
 def kprobes_available(tracing: Optional[str]) -> Tuple[bool, str]:
@@ -71,15 +84,17 @@ def copy_probes(fp_rss: int):
 
 
 class Walks(NamedTuple):
-    """Whether the program has the walk probes (FP_WALKS) and, if not, why."""
+    """Whether the program has the walk probes (FP_WALKS) and, if not, why;
+    whether its iterators are ITERATORS_7_3 (FP_ITER_RMAP_TREE)."""
     built: bool = True
     missing: Optional[str] = None
+    rmap_tree: bool = False
 
 
 #: a program with the walk probes (the default)
 WITH_WALKS = Walks()
 #: the probes of walks: the walk entry points and the interval-tree iterators
-WALK_FUNCTIONS = WALK_ENTRIES + ("anon_vma_interval_tree_iter_first", "anon_vma_interval_tree_iter_next")
+WALK_FUNCTIONS = WALK_ENTRIES + ITERATORS + ITERATORS_7_3
 
 
 def walk_probes(walk_anon: bool, walk_ksm: bool, walks: Walks = WITH_WALKS):
@@ -88,14 +103,15 @@ def walk_probes(walk_anon: bool, walk_ksm: bool, walks: Walks = WITH_WALKS):
     for the metadata; as they are, with no note, otherwise. Without the walk
     probes (``walks.built`` false: BTF lacks struct folio's fields) only the
     call probes, and a note saying why."""
+    every = function_probes(walks.rmap_tree)
     if not walks.built:
-        calls = [p for p in FUNCTION_PROBES if p[0] not in WALK_FUNCTIONS]
+        calls = [p for p in every if p[0] not in WALK_FUNCTIONS]
         return calls, [{"name": "rmap walk probes", "attached": False,
                         "reason": f"left out: BTF lacks what they read ({walks.missing}); the call probes "
                                   "need no struct folio and run"}]
     if not walk_anon:
-        return FUNCTION_PROBES, []
-    probes = [p for p in FUNCTION_PROBES if p[0] not in WALK_ENTRIES] + WALK_ANON[:1 + int(walk_ksm)]
+        return every, []
+    probes = [p for p in every if p[0] not in WALK_ENTRIES] + WALK_ANON[:1 + int(walk_ksm)]
     return probes, [{"name": "rmap_walk+rmap_walk_locked", "attached": False,
                      "reason": "walks probed in rmap_walk_anon" + (" and rmap_walk_ksm" if walk_ksm else "")
                      + " instead (functions in this kernel)"}]
@@ -164,3 +180,13 @@ def kfunc_report(bpf, walk_anon: bool, walk_ksm: bool, fp_rss: int,
                 ok = prefix + func in attached or prefix + "vmlinux__" + func in attached
                 out.append({"name": f"{kind}:{func}", "attached": ok, "reason": "bcc kfunc"})
     return out + (attach_rmap_one(bpf) if walks.built else [])
+
+
+def clone_op_note(clone_op: bool) -> Dict[str, object]:
+    """Where the ``caller`` of split, merge and mremap AVCs comes from:
+    anon_vma_clone()'s operation argument (FP_CLONE_OP, 7.x) or the stack."""
+    if clone_op:
+        return {"name": "anon_vma_clone operation", "attached": True,
+                "reason": "caller of clone_vma AVCs from anon_vma_clone()'s enum vma_operation argument"}
+    return {"name": "anon_vma_clone operation", "attached": False,
+            "reason": "this kernel's anon_vma_clone() takes no operation (before 7.x): caller from the kernel stack"}

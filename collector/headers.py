@@ -41,6 +41,7 @@ class HeadersChoice:
     path: Optional[str]   # tree given to bcc, None when bcc finds its own
     how: str              # one line for the user and the metadata
     matching: bool        # headers of the running kernel
+    cflags: tuple = ()    # clang flags these headers need (``cflags``)
 
 
 def _usable(tree: str) -> bool:
@@ -117,6 +118,37 @@ def choose(release: Optional[str] = None, env: Optional[dict] = None,
     raise HeadersError(
         f"no kernel headers for {release} and no other linux-headers tree for {arch}: "
         "install linux-headers-$(uname -r), or on Debian linux-headers-amd64/arm64 (scripts/setup does)")
+
+
+#: Linux builds with -fms-extensions from v6.19 ("Kbuild: enable
+#: -fms-extensions"), and its headers since use tagged anonymous members
+#: (7.3 include/linux/ns/ns_common_types.h: ``struct ns_tree;`` inside
+#: struct ns_common; include/linux/fs.h ``struct __filename_head;``): a
+#: compile without the flag drops those members and fails (bcc issue #5501,
+#: on 7.0). The same flags as the kernel's BPF selftests.
+MS_EXTENSIONS = ["-fms-extensions", "-Wno-microsoft-anon-tag"]
+MS_EXTENSIONS_SINCE = (6, 19)
+
+
+def tree_release(choice: HeadersChoice, release: Optional[str] = None, root: str = "/") -> str:
+    """The kernel release the chosen headers are of: their
+    include/generated/utsrelease.h, else the running kernel's (bcc's own
+    choice: /lib/modules/<release>/build or kheaders)."""
+    release = release or platform.release()
+    tree = choice.path or os.path.join(root, "lib/modules", release, "build")
+    try:
+        with open(os.path.join(tree, "include", "generated", "utsrelease.h")) as f:
+            m = re.search(r'UTS_RELEASE\s+"([^"]+)"', f.read())
+        return m.group(1) if m else release
+    except OSError:
+        return release
+
+
+def cflags(kernel_release: str) -> list:
+    """The clang flags bcc needs for headers of ``kernel_release``."""
+    m = re.match(r"(\d+)\.(\d+)", kernel_release)
+    version = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    return list(MS_EXTENSIONS) if version >= MS_EXTENSIONS_SINCE else []
 
 
 def _version_key(tree: str):

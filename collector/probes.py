@@ -275,7 +275,16 @@ def _choose_headers(need_kernel: bool) -> Optional[headers.HeadersChoice]:
             choice = headers.choose()
         except headers.HeadersError as e:
             raise CollectError(str(e), EXIT_ENVIRONMENT) from e
+        flags = headers.cflags(headers.tree_release(choice))
+        if flags:
+            choice = dataclasses.replace(choice, cflags=tuple(flags),
+                                         how=f"{choice.how}; compiled with {' '.join(flags)}")
     return choice
+
+
+def bcc_cflags(prep: "Prepared") -> List[str]:
+    """The clang flags the chosen headers need (headers.cflags)."""
+    return list(prep.headers.cflags) if prep.headers else []
 
 
 def check_privileges() -> None:
@@ -332,10 +341,10 @@ def load(BPF, prep: Prepared):
         attempt = prep.with_backend(mode)
         try:
             if mode == "tracepoint":
-                bpf = BPF(text=attempt.source)
+                bpf = BPF(text=attempt.source, cflags=bcc_cflags(prep))
             else:  # a refusal is expected on some hosts: keep libbpf's words for the metadata
                 with captured_stderr() as said:
-                    bpf = BPF(text=attempt.source)
+                    bpf = BPF(text=attempt.source, cflags=bcc_cflags(prep))
         except Exception as e:  # bcc raises plain Exception for compile and load failures
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             if mode != "tracepoint":
@@ -347,7 +356,8 @@ def load(BPF, prep: Prepared):
                                EXIT_ENVIRONMENT) from None
         check_records(bpf, attempt.options.func_probes)
         offsets = attempt.facts.fprobe_offsets
-        walks = fprobes.Walks(bool(offsets["FP_WALKS"]), attempt.facts.walks_missing) if offsets else None
+        walks = fprobes.Walks(bool(offsets["FP_WALKS"]), attempt.facts.walks_missing,
+                              bool(offsets["FP_ITER_RMAP_TREE"])) if offsets else None
         if mode == "kprobe":
             results = fprobes.attach_kprobes(bpf, offsets["FP_RSS"], walks)
         elif mode == "fentry":
@@ -355,6 +365,8 @@ def load(BPF, prep: Prepared):
                                            offsets["FP_RSS"], walks)
         else:
             results = []
+        if results:
+            results.append(fprobes.clone_op_note(bool(offsets["FP_CLONE_OP"])))
         attempt.probes = attempt.probes + prep.backend_notes + results
         attached = [r for r in results if r["attached"]]
         attempt.backend = mode if attached else "tracepoint"

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 from anonscope import bpf
 
-from . import abi, kallsyms
+from . import abi, fprobes, kallsyms
 from .btf import BTF, BTFError
 from .sites import Classifier
 
@@ -94,13 +94,31 @@ def fprobe_layout(btf: BTF) -> Dict[str, int]:
     are missing (then no function probe can run)."""
     vma = {f"VMA_{m.upper().replace('VM_', '')}_OFF": btf.offsetof("vm_area_struct", m)
            for m in ("vm_start", "vm_end", "vm_mm", "vm_pgoff", "vm_file")}
-    return dict(vma, **rss_layout(btf), **walk_layout(btf),
+    return dict(vma, **rss_layout(btf), **walk_layout(btf), **clone_op_layout(btf),
                 VMA_ANON_VMA_OFF=btf.offsetof("vm_area_struct", "anon_vma"))
+
+
+#: enum vma_operation's enumerators (7.2 and 7.3 mm/internal.h) and the
+#: FP_VMA_OP_* defines that get their values
+VMA_OPS = {"FP_VMA_OP_SPLIT": "VMA_OP_SPLIT", "FP_VMA_OP_MERGE": "VMA_OP_MERGE_UNFAULTED",
+           "FP_VMA_OP_REMAP": "VMA_OP_REMAP", "FP_VMA_OP_FORK": "VMA_OP_FORK"}
+
+
+def clone_op_layout(btf: BTF) -> Dict[str, int]:
+    """FP_CLONE_OP: whether anon_vma_clone() takes the operation argument
+    (``enum vma_operation``: 7.2 and 7.3 have it, 6.18 does not; the
+    release that added it is not established here), and its values. The
+    clone probe then declares three arguments (fexit reads the return value
+    after them) and takes the AVCs' caller (split, merge, mremap) from it."""
+    try:
+        return dict({d: btf.enumerator(n, "vma_operation") for d, n in VMA_OPS.items()}, FP_CLONE_OP=1)
+    except BTFError:
+        return dict(dict.fromkeys(VMA_OPS, -1), FP_CLONE_OP=0)
 
 
 #: walk_layout()'s offsets when BTF lacks them (FP_WALKS 0: never read).
 NO_WALKS = {"FOLIO_FLAGS_OFF": 0, "FOLIO_MAPPING_OFF": 0, "FOLIO_ORDER_OFF": 0, "PG_HEAD_BIT": 0,
-            "RWC_RMAP_ONE_OFF": 0, "FP_WALK_ANON": 0, "FP_WALK_KSM": 0, "FP_WALKS": 0}
+            "RWC_RMAP_ONE_OFF": 0, "FP_WALK_ANON": 0, "FP_WALK_KSM": 0, "FP_ITER_RMAP_TREE": 0, "FP_WALKS": 0}
 
 
 def walk_layout(btf: BTF) -> Dict[str, int]:
@@ -112,7 +130,9 @@ def walk_layout(btf: BTF) -> Dict[str, int]:
     rmap_walk_control.rmap_one; FP_WALK_ANON: whether BTF has rmap_walk_anon
     (mm/rmap.c, static) as a function, so that fentry can probe the walk
     there, and FP_WALK_KSM: whether it has rmap_walk_ksm (mm/ksm.c,
-    CONFIG_KSM). A kernel with neither order field (before 6.1; struct folio
+    CONFIG_KSM); FP_ITER_RMAP_TREE: whether the interval-tree iterators are
+    anon_rmap_tree_iter_first/_next (7.3 mm/interval_tree.c; 7.2 and
+    earlier: anon_vma_interval_tree_iter_first/_next). A kernel with neither order field (before 6.1; struct folio
     itself is 5.16+) gets NO_WALKS plus the reason (``WALKS_MISSING``)."""
     try:
         try:
@@ -124,7 +144,8 @@ def walk_layout(btf: BTF) -> Dict[str, int]:
                     PG_HEAD_BIT=btf.enumerator("PG_head", "pageflags"),
                     RWC_RMAP_ONE_OFF=btf.offsetof("rmap_walk_control", "rmap_one"),
                     FP_WALK_ANON=int(btf.has_func("rmap_walk_anon")),
-                    FP_WALK_KSM=int(btf.has_func("rmap_walk_ksm")), FP_WALKS=1)
+                    FP_WALK_KSM=int(btf.has_func("rmap_walk_ksm")),
+                    FP_ITER_RMAP_TREE=int(btf.has_func(fprobes.ITERATORS_7_3[0])), FP_WALKS=1)
     except BTFError as e:
         return dict(NO_WALKS, WALKS_MISSING=str(e))
 

@@ -123,3 +123,41 @@ def test_copy_probes_follow_the_counter_kind():
             - {p[0] for p in fprobes.WALK_ANON}
         assert declared == want
         assert {p[0] for p in fprobes.copy_probes(fp_rss)} == want
+
+
+def test_7_3_names_and_clone_operation_come_from_btf():
+    """7.3 renamed the interval-tree iterators (anon_rmap_tree_iter_*) and,
+    like 7.2, gives anon_vma_clone() an enum vma_operation argument; the
+    layout says which the kernel has, with the enumerators' own values."""
+    ops = {"VMA_OP_SPLIT": 0, "VMA_OP_MERGE_UNFAULTED": 1, "VMA_OP_REMAP": 2, "VMA_OP_FORK": 3}
+    new = program.fprobe_layout(BTF(make_btf(FP_STRUCTS, funcs=["rmap_walk_anon", "anon_rmap_tree_iter_first"],
+                                             enums={"pageflags": {"PG_head": 6}, "vma_operation": ops})))
+    assert new["FP_ITER_RMAP_TREE"] == 1 and new["FP_CLONE_OP"] == 1
+    assert [new[d] for d in program.VMA_OPS] == [0, 1, 2, 3]
+    old = program.fprobe_layout(BTF(make_btf(FP_STRUCTS, funcs=["anon_vma_interval_tree_iter_first"],
+                                             enums={"pageflags": {"PG_head": 6}})))
+    assert old["FP_ITER_RMAP_TREE"] == 0 and old["FP_CLONE_OP"] == 0
+
+
+@pytest.mark.skipif(shutil.which("cpp") is None, reason="no C preprocessor")
+def test_fentry_program_probes_the_iterators_the_kernel_has():
+    for rmap_tree, names in ((1, fprobes.ITERATORS_7_3), (0, fprobes.ITERATORS)):
+        declared = {f for _k, f in kfunc_probes(FP_ITER_RMAP_TREE=rmap_tree)}
+        other = fprobes.ITERATORS if rmap_tree else fprobes.ITERATORS_7_3
+        assert set(names) <= declared and not set(other) & declared
+        wanted = {p[0] for p in fprobes.walk_probes(True, True, fprobes.Walks(rmap_tree=bool(rmap_tree)))[0]}
+        assert declared == wanted
+
+
+@pytest.mark.skipif(shutil.which("cpp") is None, reason="no C preprocessor")
+def test_fexit_of_anon_vma_clone_reads_the_return_value_after_the_operation():
+    """fexit's return value comes after every argument: with the 7.x
+    operation argument the program must declare it, or it reads the
+    operation (1 for a merge, 2 for an mremap) as the return value."""
+    def clone_exit(**d):
+        defines = {"FP_KFUNC": 1, "FP_WALKS": 0, **d}
+        out = subprocess.run(["cpp", "-P"] + [f"-D{k}={v}" for k, v in defines.items()],
+                             input=bpf.source("fprobes.bpf.c"), capture_output=True, text=True, check=True).stdout
+        return re.search(r"KRETFUNC_PROBE\(anon_vma_clone, ([^)]*)\)", out).group(1)
+    assert clone_exit(FP_CLONE_OP=1) == "void *dst, void *src, int op, int ret"
+    assert clone_exit(FP_CLONE_OP=0) == "void *dst, void *src, int ret"

@@ -71,6 +71,6 @@ def test_btf_offsets_equal_the_headers(tmp_path):
     from bcc import BPF
     src = assertions(offsets, sizes)
     try:
-        BPF(text=src)
+        BPF(text=src, cflags=headers.cflags(headers.tree_release(choice)))
     except Exception as e:  # noqa: BLE001 - bcc raises plain Exception with clang's words on stderr
         pytest.fail(f"the headers disagree with BTF (see the static assertion above): {e}\n{src}")

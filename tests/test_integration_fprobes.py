@@ -78,6 +78,16 @@ def test_every_object_has_its_vma_and_calls_follow_the_shape(tmp_path, workload)
     parent_mms = set(c[(c.func == "__anon_vma_prepare") & (c.tgid == parent)].mm_id)
     assert not set(forks.mm_id) & parent_mms
     assert (forks.vm_end > forks.vm_start).all()
+    # 7.x: anon_vma_clone() says why it clones; each split and each mremap
+    # copy clones a one-AVC chain (one region's own anon_vma)
+    op = next(p for p in metadata(tmp_path / "shape.parquet")["probes"] if p["name"] == "anon_vma_clone operation")
+    if op["attached"]:
+        def callers(d):
+            a = d[(d.event == "alloc") & (d.path == "clone_vma") & (d.object == "anon_vma_chain")]
+            return Counter(a.caller.astype(str))
+        got = callers(df)
+        got.subtract(callers(base))
+        assert {k: v for k, v in got.items() if v} == {"split": s, "mremap": m}, got
 
 
 def record_target(tmp_path, commands, n=4):
@@ -169,11 +179,16 @@ def _bpftrace_walks(name: str, backend: str):
     ``backend``: on 6.1 a BPF trampoline (fentry) and an ftrace-based kprobe
     on the same function did not both fire."""
     enter, ret = ("kprobe", "kretprobe") if backend == "kprobe" else ("kfunc", "kretfunc")
+    # the iterators' names as /proc/kallsyms has them: anon_rmap_tree_iter_*
+    # in 7.3, anon_vma_interval_tree_iter_* before
+    with open("/proc/kallsyms") as f:
+        tree = "anon_rmap_tree" if any(" anon_rmap_tree_iter_first" in line for line in f) \
+            else "anon_vma_interval_tree"
     # one block per iterator: bpftrace refuses kretfunc attach points with
     # different arguments in one probe
     prog = (f'{enter}:rmap_walk_anon /comm == "{name}"/ {{ @walks = count(); @in[tid] = 1; }} '
             f'{ret}:rmap_walk_anon /@in[tid]/ {{ delete(@in[tid]); }} '
-            + " ".join(f'{ret}:anon_vma_interval_tree_iter_{it} /@in[tid] && retval != 0/ {{ @avcs = count(); }}'
+            + " ".join(f'{ret}:{tree}_iter_{it} /@in[tid] && retval != 0/ {{ @avcs = count(); }}'
                        for it in ("first", "next")))
     return subprocess.Popen(["bpftrace", "-f", "json", "-e", prog], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

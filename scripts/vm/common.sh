@@ -58,33 +58,75 @@ vm_host_packages() {
     fi
 }
 
-# Where the guest kernel comes from (ANONSCOPE_VM_KERNEL): "stable" (the
-# default: bookworm's, from the host's own apt lists, which carry the
-# security suite) or "backports" (bookworm-backports, a newer kernel: 6.12
-# in 2026), through a private apt configuration in the cache, so the host's
-# apt sources are not changed. VM_APT holds the apt options for either.
+# Where the guest kernel comes from (ANONSCOPE_VM_KERNEL):
+#   stable            bookworm's (6.1), from the host's own apt lists (they
+#                     carry the security suite, where its updates are)
+#   backports         bookworm-backports (6.12 in 2026)
+#   trixie            trixie's (6.12)
+#   trixie-backports  trixie-backports (7.3 in 2026-12)
+#   sid               unstable (7.2 in 2026-12)
+#   a version         an ABI version or its start (7.3, 6.12.117+deb13):
+#                     the first of the suites above that has it
+# Every suite but stable is read through a private apt configuration in the
+# cache (the host's apt sources are not changed). Sets VM_KERNEL, VM_APT (the
+# apt options), VM_KSUITE (where the kernel is from), VM_SUITE (the guest's
+# userland: bookworm for bookworm's kernels, trixie for the newer ones, sid's
+# kernel included, whose userland moves every day; ANONSCOPE_VM_SUITE
+# overrides) and VM_KPKG (the kernel package, with a version: the newest
+# linux-image-<flavour> of the suite).
+VM_KERNEL_SUITES="stable backports trixie trixie-backports sid"
 vm_kernel_source() {
     VM_KERNEL=${ANONSCOPE_VM_KERNEL:-stable}
-    VM_APT=()
     case $VM_KERNEL in
-        stable) ;;
-        backports)
-            local d; d=$(vm_cache_root)/apt-backports
-            mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
-            echo "deb [arch=$VM_DEBARCH] $(vm_mirror) bookworm-backports main" > "$d/sources.list"
-            VM_APT=(-o "Dir::Etc::SourceList=$d/sources.list" -o "Dir::Etc::SourceParts=-"
-                    -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache"
-                    -o "APT::Architectures::=$VM_DEBARCH")
-            # refreshed once a day
-            if [ -z "$(find "$d/lists" -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null)" ]; then
-                apt-get "${VM_APT[@]}" update -qq || vm_die "cannot read bookworm-backports from $(vm_mirror)"
-            fi ;;
-        *) vm_die "ANONSCOPE_VM_KERNEL is '$VM_KERNEL': stable or backports" ;;
+        stable|backports|trixie|trixie-backports|sid) vm_kernel_suite "$VM_KERNEL" ;;
+        [0-9]*) vm_kernel_by_version "$VM_KERNEL" ;;
+        *) vm_die "ANONSCOPE_VM_KERNEL is '$VM_KERNEL': one of $VM_KERNEL_SUITES, or a kernel version" ;;
+    esac
+    case $VM_KSUITE in
+        bookworm*) VM_SUITE=${ANONSCOPE_VM_SUITE:-bookworm} ;;
+        *) VM_SUITE=${ANONSCOPE_VM_SUITE:-trixie} ;;
     esac
 }
 
+# vm_kernel_suite NAME: VM_APT and VM_KSUITE for one of VM_KERNEL_SUITES.
+vm_kernel_suite() {
+    VM_APT=()
+    case $1 in
+        stable) VM_KSUITE=bookworm; return 0 ;;
+        backports) VM_KSUITE=bookworm-backports ;;
+        *) VM_KSUITE=$1 ;;
+    esac
+    local d; d=$(vm_cache_root)/apt-$VM_KSUITE-$VM_DEBARCH
+    mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
+    echo "deb [arch=$VM_DEBARCH] $(vm_mirror) $VM_KSUITE main" > "$d/sources.list"
+    VM_APT=(-o "Dir::Etc::SourceList=$d/sources.list" -o "Dir::Etc::SourceParts=-"
+            -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache"
+            -o "APT::Architectures::=$VM_DEBARCH")
+    # refreshed once a day
+    if [ -z "$(find "$d/lists" -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null)" ]; then
+        apt-get "${VM_APT[@]}" update -qq || vm_die "cannot read $VM_KSUITE from $(vm_mirror)"
+    fi
+}
+
+# vm_kernel_by_version V: the first suite whose lists have linux-image-V*
+# of this architecture's plain flavour; sets VM_KVER_WANT to its ABI version.
+vm_kernel_by_version() {
+    local s k
+    for s in $VM_KERNEL_SUITES; do
+        vm_kernel_suite "$s"
+        k=$(apt-cache "${VM_APT[@]}" pkgnames "linux-image-$1" 2>/dev/null \
+            | grep -E "^linux-image-[0-9][^ ]*-$VM_DEBARCH\$" | sed 's/^linux-image-//' | sort -V | tail -1)
+        if [ -n "$k" ]; then VM_KVER_WANT=$k; return 0; fi
+    done
+    vm_die "no linux-image-$1*-$VM_DEBARCH in any of: $VM_KERNEL_SUITES"
+}
+
+# vm_apt_has PKG: the lists (host's or private) know PKG for the guest's architecture.
+vm_apt_has() { apt-cache "${VM_APT[@]}" show "$1:$VM_DEBARCH" >/dev/null 2>&1; }
+
 # The guest kernel: the ABI version Debian's linux-image-<flavour> points at.
 vm_kernel_version() {
+    if [ -n "${VM_KVER_WANT:-}" ]; then echo "$VM_KVER_WANT"; return; fi
     local k
     k=$(apt-cache "${VM_APT[@]}" depends "linux-image-$VM_DEBARCH:$VM_DEBARCH" 2>/dev/null \
         | awk '/Depends: linux-image-[0-9]/{sub("linux-image-","",$2); sub(":.*","",$2); print $2; exit}')
@@ -117,7 +159,7 @@ vm_cache_key() {
     local root=$1 kver=$2 kvers
     kvers=$(apt-cache "${VM_APT[@]}" show "linux-image-$kver:$VM_DEBARCH" 2>/dev/null | awk '/^Version:/{print $2; exit}')
     {
-        echo "arch=$VM_ARCH kernel=$kver version=$kvers mirror=$(vm_mirror)"
+        echo "arch=$VM_ARCH kernel=$kver version=$kvers mirror=$(vm_mirror) suite=$VM_SUITE"
         vm_python_requirements "$root"
         cat "$root/scripts/vm/common.sh" "$root/scripts/vm/build-image" \
             "$root/scripts/vm/initramfs-init" "$root/scripts/vm/guest-init"
