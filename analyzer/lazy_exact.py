@@ -284,55 +284,78 @@ def repointed_pages(rp, x, fork_up, mremap_up, pre_src):
     at their process's first fork (the range's high end)."""
     c = rp.rec.calls
     copy = c[c["func"].astype(str) == "copy_page_range"]
-    attached = any(isinstance(p, dict) and p.get("attached") and str(p.get("name", "")).endswith(":copy_page_range")
-                   for p in rp.rec.meta.get("probes") or [])
+    attached = _copy_probe_attached(rp.rec.meta)
     if not len(copy) and not attached:
         return {"fork": None, "fidelity": "not measurable",
                 "reason": "no copy_page_range rows (schema before 4, or the probe did not attach): "
                           "an upgrade re-points every anonymous folio of the token",
                 "see": COSTS}
-    src = copy["src_vma_id"].to_numpy().astype(np.int64)
-    cpos = copy["pos"].to_numpy().astype(np.int64)
-    pages = copy["anon_pages"].to_numpy().astype(np.int64)
-    vi = x.vi
-    up_at = x.row_upgrade_at
-
-    fr = np.flatnonzero(fork_up)
-    hit = _last_before(src, cpos, x.vmas[vi[fr]], up_at[fr])
-    got_all = np.where(hit >= 0, pages[np.maximum(hit, 0)], 0) if len(pages) else np.zeros(len(hit), np.int64)
-    got = got_all[hit >= 0]
-    # a fault root's anonymous pages are all its token's: exact; an inherited
-    # root's copy also counts the pages it still shares with its parent,
-    # which point at the parent's (upgraded) anon_vma: [0, pages]
-    fault_root = x.root_kind[fr] == FAULT
-    n_fork = int(got_all[fault_root].sum())
-    inherited = int(got_all[~fault_root].sum())
-    # pre-run parent VMAs copied at their process's first fork in the run
-    extra = 0
-    if len(pre_src):
-        first = _first(src, cpos, pre_src.astype(np.int64))
-        extra = int(pages[first[first >= 0]].sum())
-
-    # mremap: the pieces' sizes at their last call row before the upgrade
-    page = int(rp.rec.meta.get("page_size") or 4096)
-    mr = np.flatnonzero(mremap_up)
-    vma_of_call = c["vma_id"].to_numpy().astype(np.int64)
-    last = _last_before(vma_of_call, c["pos"].to_numpy().astype(np.int64), x.vmas[vi[mr]], up_at[mr])
-    size = (c["vm_end"].to_numpy().astype(np.int64) - c["vm_start"].to_numpy().astype(np.int64)) // page
-    bound = int(size[last[last >= 0]].sum())
     return {
-        "fork": n_fork, "fork_range": [n_fork, n_fork + inherited + extra],
-        "fork_inherited_roots_upper": inherited,
-        "per_fork_upgrade": stats(got),
-        "fork_upgrades_without_copy_row": int((hit < 0).sum()),
-        "mremap": None, "mremap_upper_bound": bound,
-        "mremap_upgrades_without_size": int((last < 0).sum()),
+        **_fork_repointed(x, copy, fork_up, pre_src),
+        **_mremap_repointed_bound(rp, x, c, mremap_up),
         "unit": "base pages (a large folio counts each page: folios re-pointed <= pages)",
         "fidelity": "exact for fork upgrades of fault roots (copy_page_range: the child mm's MM_ANONPAGES "
                     "gain, present pages, swapped-out ones not counted); inherited roots: [0, their pages] "
                     "(pages still shared with the parent point at its anon_vma); mremap: upper bound (VMA sizes)",
         "see": COSTS,
     }
+
+
+def _copy_probe_attached(meta):
+    """Whether the recording's copy_page_range() probe attached (its rows
+    may then be absent only because no fork copied a VMA)."""
+    return any(isinstance(p, dict) and p.get("attached") and str(p.get("name", "")).endswith(":copy_page_range")
+               for p in meta.get("probes") or [])
+
+
+def _fork_repointed(x, copy, fork_up, pre_src):
+    """The fork entries of repointed_pages (U1): per upgraded AVC row of
+    ``fork_up``, the ``anon_pages`` of the last copy_page_range() row
+    (``copy``) from its VMA before the upgrade; the range's high end adds
+    the inherited roots' pages and those of ``pre_src`` (_prerun_copied_pages)."""
+    src = copy["src_vma_id"].to_numpy().astype(np.int64)
+    cpos = copy["pos"].to_numpy().astype(np.int64)
+    pages = copy["anon_pages"].to_numpy().astype(np.int64)
+    fr = np.flatnonzero(fork_up)
+    hit = _last_before(src, cpos, x.vmas[x.vi[fr]], x.row_upgrade_at[fr])
+    got_all = np.where(hit >= 0, pages[np.maximum(hit, 0)], 0) if len(pages) else np.zeros(len(hit), np.int64)
+    # a fault root's anonymous pages are all its token's: exact; an inherited
+    # root's copy also counts the pages it still shares with its parent,
+    # which point at the parent's (upgraded) anon_vma: [0, pages]
+    fault_root = x.root_kind[fr] == FAULT
+    n_fork = int(got_all[fault_root].sum())
+    inherited = int(got_all[~fault_root].sum())
+    extra = _prerun_copied_pages(src, cpos, pages, pre_src)
+    return {
+        "fork": n_fork, "fork_range": [n_fork, n_fork + inherited + extra],
+        "fork_inherited_roots_upper": inherited,
+        "per_fork_upgrade": stats(got_all[hit >= 0]),
+        "fork_upgrades_without_copy_row": int((hit < 0).sum()),
+    }
+
+
+def _prerun_copied_pages(src, cpos, pages, pre_src):
+    """Pages of the pre-run parent VMAs (``pre_src``) copied at their
+    process's first fork in the run: each one's first copy_page_range() row
+    (``src``, ``cpos``, ``pages``: the copy rows' columns)."""
+    if not len(pre_src):
+        return 0
+    first = _first(src, cpos, pre_src.astype(np.int64))
+    return int(pages[first[first >= 0]].sum())
+
+
+def _mremap_repointed_bound(rp, x, c, mremap_up):
+    """The mremap entries of repointed_pages (U2): only a bound, the sizes
+    in pages of the upgraded pieces (``mremap_up``) at their last call row
+    (of ``c``) before the upgrade."""
+    # mremap: the pieces' sizes at their last call row before the upgrade
+    page = int(rp.rec.meta.get("page_size") or 4096)
+    mr = np.flatnonzero(mremap_up)
+    vma_of_call = c["vma_id"].to_numpy().astype(np.int64)
+    last = _last_before(vma_of_call, c["pos"].to_numpy().astype(np.int64), x.vmas[x.vi[mr]], x.row_upgrade_at[mr])
+    size = (c["vm_end"].to_numpy().astype(np.int64) - c["vm_start"].to_numpy().astype(np.int64)) // page
+    return {"mremap": None, "mremap_upper_bound": int(size[last[last >= 0]].sum()),
+            "mremap_upgrades_without_size": int((last < 0).sum())}
 
 
 def pinned_roots(rp, x, slot):

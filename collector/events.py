@@ -68,61 +68,118 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
     ``owner_*`` are computed by the writer (fork-path objects belong to the
     child); ``owner_known`` is false where a fork never completed.
     """
-    kind = ev["kind"]
-    is_alloc, is_free, is_fork, is_exit = (kind == Ev.ALLOC), (kind == Ev.FREE), (kind == Ev.FORK), (kind == Ev.EXIT)
-    is_lock = kind == Ev.LOCK
-    is_obj = is_alloc | is_free
-    is_census = kind == Ev.CENSUS
-    is_move = kind == Ev.MOVE
-    flags = ev["flags"]
-    has_fork_id = (ev["fork_id"] != 0) & (is_alloc | is_fork)
-    n = len(ev)
-    cols = {
+    cols = {**_task_columns(ev, t0_ns), **_object_columns(ev),
+            **_owner_columns(ev, owner_pid, owner_tgid, owner_known),
+            **_fork_exit_columns(ev), **_lock_columns(ev)}
+    is_move = ev["kind"] == Ev.MOVE
+    if is_move.any():            # rare rows: the other batches get nulls (_schema_batch)
+        cols.update(_move_columns(ev, is_move))
+    cols["duration_ns"] = _exec_duration(ev)
+    if "vma_id" in ev.dtype.names:
+        cols.update(_function_probe_columns(ev, cols))
+    return _schema_batch(cols, len(ev))
+
+
+def _task_columns(ev, t0_ns) -> Dict[str, pa.Array]:
+    """Columns every row has: time since ``t0_ns``, event, CPU and task."""
+    return {
         "ts_ns": pa.array(ev["ts"].astype(np.int64) - t0_ns, pa.int64()),
-        "event": _dictionary(kind, schema.EVENTS, _EVENT_INDEX),
+        "event": _dictionary(ev["kind"], schema.EVENTS, _EVENT_INDEX),
         "cpu": pa.array(ev["cpu"].astype(np.int16), pa.int16()),
         "pid": pa.array(ev["pid"].astype(np.int32), pa.int32()),
         "tgid": pa.array(ev["tgid"].astype(np.int32), pa.int32()),
         "comm": comm_array(ev["comm"]),
+    }
+
+
+def _object_columns(ev) -> Dict[str, pa.Array]:
+    """Columns of alloc/free rows (and the object of census rows, the
+    obj_id of their anon_vma rows; preexisting also on lock rows)."""
+    kind = ev["kind"]
+    is_alloc, is_free, is_lock = (kind == Ev.ALLOC), (kind == Ev.FREE), (kind == Ev.LOCK)
+    is_obj = is_alloc | is_free
+    is_census = kind == Ev.CENSUS
+    return {
         "object": _dictionary(np.where(is_obj | is_census, ev["object"], 0), schema.OBJECTS, _OBJECT_INDEX),
         "path": _dictionary(np.where(is_obj, ev["path"], 0), PATH_DICTIONARY, _PATH_INDEX),
         "caller": _dictionary(np.where(is_alloc, ev["caller"], 0), schema.CALLERS, _CALLER_INDEX),
         "obj_id": _masked(ev["obj_id"].astype(np.int64),
                           is_obj | (is_census & (ev["object"] == 1)), pa.int64()),
-        "preexisting": _masked((flags & Flag.PREEXISTING) != 0, is_free | is_lock, pa.bool_()),
+        "preexisting": _masked((ev["flags"] & Flag.PREEXISTING) != 0, is_free | is_lock, pa.bool_()),
         "bytes": _masked(ev["aux1"].astype(np.int32), is_alloc, pa.int32()),
+    }
+
+
+def _owner_columns(ev, owner_pid, owner_tgid, owner_known) -> Dict[str, pa.Array]:
+    """The owner of alloc rows where known (the writer's ``owner_*``) and,
+    on move rows, the process whose pages moved (aux1; 0: not known)."""
+    kind = ev["kind"]
+    is_alloc, is_move = (kind == Ev.ALLOC), (kind == Ev.MOVE)
+    return {
         "owner_pid": _masked(owner_pid.astype(np.int32), is_alloc & owner_known, pa.int32()),
         "owner_tgid": _masked(np.where(is_move, ev["aux1"], owner_tgid).astype(np.int32),
                               (is_alloc & owner_known) | (is_move & (ev["aux1"] != 0)), pa.int32()),
+    }
+
+
+def _fork_exit_columns(ev) -> Dict[str, pa.Array]:
+    """Columns of fork rows (the fork id also on alloc rows made inside a
+    fork) and of exit rows (group_dead, where the probe knew it)."""
+    kind, flags = ev["kind"], ev["flags"]
+    is_fork, is_exit = (kind == Ev.FORK), (kind == Ev.EXIT)
+    has_fork_id = (ev["fork_id"] != 0) & ((kind == Ev.ALLOC) | is_fork)
+    return {
         "fork_id": _masked(ev["fork_id"].astype(np.int64), has_fork_id, pa.int64()),
         "child_pid": _masked(ev["aux1"].astype(np.int32), is_fork, pa.int32()),
         "child_tgid": _masked(ev["aux2"].astype(np.int32), is_fork, pa.int32()),
         "shares_mm": _masked((flags & Flag.SHARES_MM) != 0, is_fork, pa.bool_()),
         "group_dead": _masked((flags & Flag.GROUP_DEAD) != 0,
                               is_exit & ((flags & Flag.GROUP_DEAD_KNOWN) != 0), pa.bool_()),
+    }
+
+
+def _lock_columns(ev) -> Dict[str, pa.Array]:
+    """Columns of lock rows: the root anon_vma whose rwsem was waited for
+    (obj_id), the wait (fork_id), read or write, and the locking function
+    (caller)."""
+    is_lock = ev["kind"] == Ev.LOCK
+    return {
         "lock_id": _masked(ev["obj_id"].astype(np.int64), is_lock, pa.int64()),
         "wait_ns": _masked(ev["fork_id"].astype(np.int64), is_lock, pa.int64()),
-        "lock_write": _masked((flags & Flag.LOCK_WRITE) != 0, is_lock, pa.bool_()),
+        "lock_write": _masked((ev["flags"] & Flag.LOCK_WRITE) != 0, is_lock, pa.bool_()),
         "lock_func": _dictionary(np.where(is_lock, ev["caller"], 0), schema.LOCK_FUNCS, _LOCK_FUNC_INDEX),
     }
-    if is_move.any():            # rare rows: the other batches get the nulls below
-        cols.update(_move_columns(ev, is_move))
-    is_exec = (kind == Ev.EXEC) & (ev["fork_id"] != 0)     # ns from execve() entry
-    cols["duration_ns"] = _masked(ev["fork_id"].astype(np.int64), is_exec, pa.int64())
-    if "vma_id" in ev.dtype.names:
-        fp = _fprobe_columns(ev, is_alloc | is_free, kind == Ev.CALL, kind == Ev.WALK, flags)
-        for name in ("duration_ns", "vm_start", "vm_end"):   # exec, move rows: set above
-            if name in cols:
-                fp[name] = pc.coalesce(fp[name], cols[name])
-        if is_census.any():  # once per run, at start: not worth the work on other batches
-            for name, arr in _census_columns(ev, is_census, flags).items():
-                # columns census rows share with call/walk rows: each row has one kind
-                fp[name] = pc.coalesce(fp[name], arr) if name in fp else arr
-        cols.update(fp)
-    for name in schema.SCHEMA.names:
-        if name not in cols:
-            cols[name] = pa.nulls(n, schema.SCHEMA.field(name).type)
-    return pa.RecordBatch.from_arrays([cols[f] for f in schema.SCHEMA.names], schema=schema.SCHEMA)
+
+
+def _exec_duration(ev) -> pa.Array:
+    """``duration_ns`` of exec rows that carry one (in fork_id)."""
+    is_exec = (ev["kind"] == Ev.EXEC) & (ev["fork_id"] != 0)     # ns from execve() entry
+    return _masked(ev["fork_id"].astype(np.int64), is_exec, pa.int64())
+
+
+def _function_probe_columns(ev, cols) -> Dict[str, pa.Array]:
+    """Columns of records with the function-probe fields (vma_id and on):
+    those of call and walk rows, and of census rows in this batch, merged
+    with the exec and move rows' columns already in ``cols``."""
+    kind, flags = ev["kind"], ev["flags"]
+    fp = _fprobe_columns(ev, (kind == Ev.ALLOC) | (kind == Ev.FREE), kind == Ev.CALL, kind == Ev.WALK, flags)
+    for name in ("duration_ns", "vm_start", "vm_end"):   # exec, move rows: in cols
+        if name in cols:
+            fp[name] = pc.coalesce(fp[name], cols[name])
+    is_census = kind == Ev.CENSUS
+    if is_census.any():  # once per run, at start: not worth the work on other batches
+        for name, arr in _census_columns(ev, is_census, flags).items():
+            # columns census rows share with call/walk rows: each row has one kind
+            fp[name] = pc.coalesce(fp[name], arr) if name in fp else arr
+    return fp
+
+
+def _schema_batch(cols, n) -> pa.RecordBatch:
+    """``cols`` as a batch of ``n`` rows in schema.SCHEMA's column order;
+    the schema's columns not in ``cols`` are all null."""
+    arrays = [cols[name] if name in cols else pa.nulls(n, schema.SCHEMA.field(name).type)
+              for name in schema.SCHEMA.names]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema.SCHEMA)
 
 
 def _move_columns(ev, is_move) -> Dict[str, pa.Array]:
