@@ -286,6 +286,9 @@ def _fork_bounds(rp, a, name, upgraded, found_m, found_free):
         uav = np.where(tagged, np.minimum(uav, cfv), uav)
         uavc = np.where(tagged, np.minimum(uavc, cfv), uavc)
     else:
+        # high: every upgraded AVC's piece gets its own anon_vma (the table's
+        # "each lazy piece its own anon_vma"), so anon_vma upgrades are the
+        # AVC upgrades, not the fault anon_vmas; at least the fork's own
         uav = np.maximum(uavc, favv)
         uavc = np.maximum(uavc, favv)
     up_av, up_avc = int(uav.sum()), int(uavc.sum())

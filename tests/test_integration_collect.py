@@ -7,10 +7,12 @@ with the reason otherwise.
 
 import json
 import os
+import platform
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -56,6 +58,42 @@ def test_counts_follow_from_the_workload_shape(tmp_path, workload):
     assert diff["anon_vma_chain", "fork", None] == f * (n + s)
     assert diff["anon_vma_chain", "clone_fork", "fork"] == f * (n + s)
     assert sum(v for k, v in diff.items() if v) == 2 * n + s + m + 3 * f * (n + s)
+
+
+def _report(path):
+    rep = subprocess.run([os.path.join(os.path.dirname(sys.executable), "anonanalyze"), "report", str(path),
+                          "--format", "json"], capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0, rep.stderr
+    return json.loads(rep.stdout)
+
+
+def test_a_fork_that_reuses_an_anon_vma_is_reuse(tmp_path, workload):
+    """anonshape -r (docs/workloads.md): per region, C's and G's forks each
+    make an own anon_vma and AVC and clone the chain (1, then 2 AVCs), and
+    H's fork clones G's 3-AVC chain and reuses C's anon_vma, which has no
+    active VMA and one child. Since 7.x H's fork allocates its own pair
+    first and frees it at once (E2'): counted apart, never as allocated.
+    With function probes, H's anon_vma_fork calls are flagged reused."""
+    n0, n = 1, 1 + SHAPE["n"]
+    d = n - n0
+    runs = {k: collect(tmp_path, f"reuse{k}", shape_args(k, 0, 0, 0) + ["-r"]) for k in (n0, n)}
+    obj = {k: _report(p)["objects"] for k, p in runs.items()}
+
+    def diff(o, key):
+        return obj[n][o][key] - obj[n0][o][key] if key == "transient_fork_pairs" else \
+            obj[n][o]["allocated"][key] - obj[n0][o]["allocated"][key]
+    assert diff("anon_vma", "fork") == 2 * d
+    assert diff("anon_vma_chain", "fork") == 2 * d
+    assert diff("anon_vma_chain", "clone_fork") == (1 + 2 + 3) * d
+    seven = int(platform.release().split(".")[0]) >= 7     # 7.2 and 7.3 anon_vma_fork() read
+    assert diff("anon_vma", "transient_fork_pairs") == (d if seven else 0)
+    assert diff("anon_vma_chain", "transient_fork_pairs") == (d if seven else 0)
+    assert obj[n]["anon_vma_chain"]["freed_by_path"]["error"] == 0
+    if metadata(runs[n])["backend"] in ("fentry", "kprobe"):
+        def reused(path):
+            df = pq.read_table(path).to_pandas()
+            return int((df[(df.event == "call") & (df.func == "anon_vma_fork")].reused == True).sum())  # noqa: E712
+        assert reused(runs[n]) - reused(runs[n0]) == d
 
 
 def test_every_object_made_by_the_command_is_freed_and_paired(tmp_path, workload):

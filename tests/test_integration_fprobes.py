@@ -142,7 +142,8 @@ def test_census_ids_are_the_ids_later_rows_use(tmp_path):
 
 def test_copy_rows_count_the_anonymous_pages_a_fork_copies(tmp_path):
     """copy_page_range rows of one fork add up to the parent's anonymous
-    memory as /proc/PID/smaps_rollup gave it just before and after the fork
+    memory a fork copies (/proc/PID/smaps, VMAs without VM_WIPEONFORK) just
+    before and after the fork
     (the target forks until the two agree); the report's re-pointed pages
     for the upgrade that fork would be (the VMAs predate the run, so it is
     the high end of fork_range) are the same number."""

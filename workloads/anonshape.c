@@ -3,7 +3,7 @@
 // anonshape: an address space of known shape, for checking anoncollect's
 // counts against the kernel's rules (docs/workloads.md derives them).
 //
-//   anonshape -n N -s S -m M -f F [-t] [-w] [-P] [-c C] [-o] [-k K] [-H]
+//   anonshape -n N -s S -m M -f F [-t] [-w] [-P] [-c C] [-o] [-k K] [-H] [-r]
 //
 // 1. N private anonymous regions of REGION_PAGES pages each, separated by
 //    PROT_NONE guard pages so that no two can share an anon_vma
@@ -29,6 +29,12 @@
 // -k K makes each child, after the above, fault K regions of its own (a
 //    guarded reservation of its own, as step 1): K anon_vmas and K AVCs per
 //    child.
+// -r after the F children, a fork chain that makes anon_vma_fork() reuse an
+//    anon_vma: child C forks grandchild G and exits (C's own anon_vmas keep
+//    no active VMA and one child each: G's), then G forks H, whose copy of
+//    each of G's VMAs with an anon_vma reuses C's (6.12 anon_vma_clone(),
+//    7.3 maybe_reuse_anon_vma()); H and G exit. 7.x allocates H's own
+//    anon_vma and AVC first and frees both at once (a transient pair).
 // -H holds everything alive for a snapshot: each child, once set up, tells
 //    the parent (a pipe) and waits; when all are, the parent prints "ready"
 //    on stdout and waits for a line on stdin, then kills and reaps them.
@@ -86,13 +92,53 @@ static char *fault_regions(long k)
     return regions;
 }
 
+// -r: parent -> C -> G (C exits, the parent reaps it) -> H; G tells the
+// parent when H is reaped. Returns when G has.
+static void reuse_chain(void)
+{
+    int gone[2], done[2];
+    if (pipe(gone) || pipe(done))
+        die("pipe");
+    pid_t c = fork();
+    if (c < 0)
+        die("fork C");
+    if (c == 0) {
+        pid_t g = fork();
+        if (g < 0)
+            die("fork G");
+        if (g == 0) {
+            char x;
+            if (read(gone[0], &x, 1) != 1)   // C exited and was reaped
+                die("read gone");
+            pid_t h = fork();
+            if (h < 0)
+                die("fork H");
+            if (h == 0)
+                _exit(0);
+            if (waitpid(h, NULL, 0) < 0)
+                die("waitpid H");
+            if (write(done[1], "d", 1) != 1)
+                die("write done");
+            _exit(0);
+        }
+        _exit(0);
+    }
+    char x;
+    if (waitpid(c, NULL, 0) < 0)
+        die("waitpid C");
+    if (write(gone[1], "g", 1) != 1)
+        die("write gone");
+    if (read(done[0], &x, 1) != 1)
+        die("read done");
+}
+
 int main(int argc, char **argv)
 {
     long n = 0, s = 0, m = 0, f = 0;
     long churn = 0, own = 0;
-    int touch = 0, wait_stdin = 0, parallel = 0, pageout = 0, hold = 0, opt;
+    int touch = 0, wait_stdin = 0, parallel = 0, pageout = 0, hold = 0, reuse = 0, opt;
 
-    while ((opt = getopt(argc, argv, "n:s:m:f:twPc:ok:H")) != -1) {
+    while ((opt = getopt(argc, argv, "n:s:m:f:twPc:ok:Hr")) != -1) {
         switch (opt) {
         case 'n': n = atol(optarg); break;
         case 's': s = atol(optarg); break;
@@ -105,9 +151,10 @@ int main(int argc, char **argv)
         case 'c': churn = atol(optarg); break;
         case 'k': own = atol(optarg); break;
         case 'H': hold = 1; break;
+        case 'r': reuse = 1; break;
         default:
             fprintf(stderr, "usage: anonshape -n REGIONS -s SPLITS -m MREMAPS -f FORKS [-t] [-w] [-P] [-c CHURN] [-o] "
-                    "[-k OWN] [-H]\n");
+                    "[-k OWN] [-H] [-r]\n");
             return 2;
         }
     }
@@ -195,5 +242,7 @@ int main(int argc, char **argv)
     if (parallel || hold)
         while (wait(NULL) > 0)
             ;
+    if (reuse)
+        reuse_chain();
     return 0;
 }
