@@ -26,6 +26,10 @@ class SimError(Exception):
 
 
 class Vma:
+    """A VMA of one mm: ``[start, end)`` in pages, its ``pgoff``
+    (``vm_pgoff``), its ``file`` (None: anonymous, else a MAP_PRIVATE file
+    mapping) and its page table ``pt`` ``{page: Folio}``."""
+
     __slots__ = ("id", "mm", "start", "end", "pgoff", "file", "pt")
 
     def __init__(self, vid, mm, start, end, pgoff, file=None):
@@ -39,6 +43,8 @@ class Vma:
 
     @property
     def anonymous(self):
+        """True for an anonymous VMA (``file`` is None), False for a
+        MAP_PRIVATE file mapping."""
         return self.file is None
 
     @property
@@ -55,6 +61,10 @@ class Vma:
 
 
 class Folio:
+    """A folio: ``index`` (``folio->index``, the page offset of its first
+    page), ``nr`` pages, the mm that allocated it and its first page's address
+    there, and ``maps``, the pages of it each mm maps."""
+
     __slots__ = ("id", "index", "nr", "mm", "addr", "maps")
 
     def __init__(self, fid, index, nr, mm, addr):
@@ -70,6 +80,10 @@ class Folio:
 
 
 class Mm:
+    """A process's address space: its VMAs (sorted by start, never
+    overlapping), its parent, whether it is alive and how many process forks it
+    made."""
+
     __slots__ = ("pid", "name", "parent", "vmas", "_starts", "alive", "forks")
 
     def __init__(self, pid, name, parent=None):
@@ -91,6 +105,7 @@ class Mm:
         return None
 
     def insert(self, vma):
+        """Put ``vma`` into the VMA list at its place by start."""
         if self._starts is None:
             self._starts = [v.start for v in self.vmas]
         i = bisect.bisect_left(self._starts, vma.start)
@@ -98,6 +113,7 @@ class Mm:
         self._starts.insert(i, vma.start)
 
     def remove(self, vma):
+        """Take ``vma`` out of the VMA list."""
         self.vmas.remove(vma)
         self._starts = None
 
@@ -218,6 +234,8 @@ class Space:
 
     # -------------------------------------------------------------- processes
     def process(self, name="proc"):
+        """A new root process (mm) named ``name``, announced to the designs
+        (``new_mm``)."""
         pid = next(self._pid)
         mm = Mm(pid, name)
         self.mms[pid] = mm
@@ -313,10 +331,14 @@ class Space:
         return [v for v in mm.vmas if v.start >= start and v.end <= end]
 
     def munmap(self, mm, start, npages):
+        """Unmap ``[start, start + npages)`` of ``mm``: the VMAs at its edges
+        are split and every VMA inside is unmapped (:meth:`unmap_vma`)."""
         for vma in self._carve(mm, start, npages):
             self.unmap_vma(vma)
 
     def unmap_vma(self, vma):
+        """Unmap every page of ``vma`` (a folio whose last mapping goes is
+        freed), take it out of its mm, then call the designs' ``unmap_vma``."""
         self._unmap_pages(vma, list(vma.pt))
         vma.mm.remove(vma)
         self._each("unmap_vma", vma)
@@ -347,6 +369,8 @@ class Space:
         return new
 
     def exit(self, mm):
+        """``mm`` exits: every VMA is unmapped (:meth:`unmap_vma`), the mm is
+        marked dead, then the designs' ``exit_mm`` is called."""
         for vma in list(mm.vmas):
             self.unmap_vma(vma)
         mm.alive = False
@@ -354,6 +378,8 @@ class Space:
 
     # ------------------------------------------------------------------ walks
     def folio_at(self, mm, page):
+        """The folio ``mm`` maps at ``page``; SimError when no VMA or no folio
+        is there."""
         folio = self._vma_at(mm, page).pt.get(page)
         if folio is None:
             raise SimError(f"no folio at page {page} in pid {mm.pid}")

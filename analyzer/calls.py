@@ -13,6 +13,10 @@ SECTION = "docs/models.md#walks-recorded"
 
 
 def summary(rec):
+    """Per function of the ``call`` rows: calls, duration (ns), objects per
+    call and, for ``__anon_vma_prepare`` and ``anon_vma_fork``, the calls that
+    reused an anon_vma; ``available`` False when the recording has no call
+    rows."""
     c = rec.calls
     if c is None or not len(c):
         return {"available": False, "see": SECTION,

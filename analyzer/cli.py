@@ -51,6 +51,8 @@ def keep_freed_memory():
 
 
 def fail(message, code):
+    """Print ``message`` as one ``anonanalyze: error:`` line on stderr and exit
+    with ``code``."""
     click.echo(f"anonanalyze: error: {message}", err=True)
     sys.exit(code)
 

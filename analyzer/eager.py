@@ -43,6 +43,8 @@ class Replay:
         self._curves = {}
 
     def free_pos(self, rows):
+        """For the alloc rows ``rows``: the position of each one's matched
+        free, :data:`NEVER` when it has none (live at the end)."""
         p = self.partner[rows]
         return np.where(p >= 0, self.ob.pos[np.maximum(p, 0)], NEVER)
 
@@ -54,10 +56,12 @@ class Replay:
         return self._rows[obj]
 
     def allocs(self, obj):
+        """Alloc rows of object type ``obj``, in replay order."""
         r = self.rows(obj)
         return r[self.ob.is_alloc[r]]
 
     def frees(self, obj):
+        """Free rows of object type ``obj``, in replay order."""
         r = self.rows(obj)
         return r[~self.ob.is_alloc[r]]
 
@@ -80,6 +84,8 @@ class Replay:
         return self._curves[key]
 
     def drop_curves(self):
+        """Free the curves :meth:`curve` computed, and the positions they
+        share."""
         self._curves.clear()
         self._pos.clear()
 
@@ -172,6 +178,9 @@ def transient_fork_pairs(rec, partner):
 
 
 def prepare(rec):
+    """``rec`` prepared for the models, as a :class:`Replay`: frees matched to
+    allocs, the E2' transient fork pairs taken out of the object rows (counted
+    in ``rec.transient``), and the process tree built."""
     sizes = {obj: rec.object_size(obj) for obj in S.OBJECTS}
     partner = match_frees(rec.objects)
     transient = transient_fork_pairs(rec, partner)
@@ -208,6 +217,10 @@ def _time_series(rp, net, points=20):
 
 
 def object_stats(rp, obj):
+    """The statistics of object type ``obj``: allocations and frees per path,
+    preexisting and unmatched frees, net and run-object live counts and live
+    over time; for anon_vma and AVC also the transient fork pairs and the
+    callers of ``clone_vma`` allocations."""
     size, size_source = rp.sizes[obj]
     ob = rp.ob
     a, f = rp.allocs(obj), rp.frees(obj)
@@ -441,6 +454,8 @@ def model(rp):
 
 
 def saved_pct(eager_n, model_n):
+    """The percentage of ``eager_n`` a design saves by making ``model_n`` (one
+    decimal); None when ``eager_n`` is 0."""
     if not eager_n:
         return None
     return round(100.0 * (eager_n - model_n) / eager_n, 1)

@@ -31,6 +31,8 @@ class Gap:
     last_ns: Optional[int] = None
 
     def as_dict(self):
+        """The gap as a dict (an entry of the report's
+        ``run.data_missing``)."""
         return {"what": self.what, "rows": self.rows, "first_ns": self.first_ns, "last_ns": self.last_ns}
 
 
@@ -132,10 +134,12 @@ class RecordingFiles:
 
     @property
     def schema_arrow(self) -> pa.Schema:
+        """The Arrow schema of the first readable file."""
         return self.files[0].schema_arrow
 
     @property
     def num_rows(self) -> int:
+        """Rows in the readable files, as their footers count them."""
         return sum(pf.metadata.num_rows for pf in self.files)
 
     def row_groups(self) -> Iterator:
@@ -146,6 +150,7 @@ class RecordingFiles:
                 yield pf, g, md.row_group(g)
 
     def column_index(self, pf: pq.ParquetFile, name: str) -> Optional[int]:
+        """Index of the column ``name`` in ``pf``, or None."""
         md = pf.metadata
         for i in range(md.num_columns):
             if md.schema.column(i).name == name:

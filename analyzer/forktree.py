@@ -12,6 +12,8 @@ import pandas as pd
 
 @dataclass
 class ProcessTree:
+    """The process forks of a run, and the tgids seen, forking, leaf, born and
+    exited in it."""
     forks: pd.DataFrame      # process forks: pos, ts_ns, pid, tgid, child_tgid, fork_id, first
     seen: np.ndarray         # every tgid in a kernel row
     forking: np.ndarray      # tgids that made a process fork during the run
@@ -22,6 +24,7 @@ class ProcessTree:
     max_depth: int           # longest parent->child chain of process forks in the run
 
     def summary(self):
+        """The tree's counts for the report, with their fidelity."""
         return {
             "seen": int(len(self.seen)),
             "forking": int(len(self.forking)),
@@ -46,6 +49,8 @@ def is_process_fork(forks):
 
 
 def build(rec):
+    """The run's :class:`ProcessTree`, from its fork, exit and exec rows and
+    the tgids of its object rows."""
     f = rec.forks
     mask = is_process_fork(f) if len(f) else np.zeros(0, dtype=bool)
     pf = f.loc[mask, ["pos", "ts_ns", "pid", "tgid", "child_tgid", "fork_id"]].reset_index(drop=True)

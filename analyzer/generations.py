@@ -41,6 +41,7 @@ class Generations:
 
     @property
     def whole_life(self):
+        """Generations that both began and ended in the run."""
         return self.born & self.ended
 
     @property
@@ -50,6 +51,9 @@ class Generations:
         return self.forked_child & self.by_exec & ~self.forking
 
     def summary(self):
+        """Counts of generations: all, forking, leaf, leaf ones whole in the
+        run, forked children that exec without forking, and those after an
+        exec."""
         leaf = ~self.forking
         return {"generations": int(len(self.tgid)), "forking": int(self.forking.sum()),
                 "leaf": int(leaf.sum()), "leaf_whole_life_in_run": int((leaf & self.whole_life).sum()),
@@ -65,10 +69,12 @@ class _Keys:
         self.times = np.unique(np.concatenate([np.asarray(t, dtype=np.int64) for t in times]))
 
     def key(self, tgid, ts):
+        """Sortable int64 keys of the (``tgid``, ``ts``) pairs."""
         t = np.searchsorted(self.tgids, np.asarray(tgid, dtype=np.int64)).astype(np.int64)
         return (t << _SHIFT) | np.searchsorted(self.times, np.asarray(ts, dtype=np.int64))
 
     def base(self, tgid):
+        """The smallest key of ``tgid`` (its rank, with time rank 0)."""
         return np.searchsorted(self.tgids, np.asarray(tgid, dtype=np.int64)).astype(np.int64) << _SHIFT
 
 

@@ -26,6 +26,10 @@ order the simulators write them; ids (``id``) are the caller's to give.
 
 
 class AnonVma:
+    """``struct anon_vma`` as the rules use it: root, parent, num_children,
+    num_active_vmas, refcount, its interval tree (a list of AVCs) and, on a
+    root, the live anon_vmas under it."""
+
     __slots__ = ("id", "root", "parent", "num_children", "num_active_vmas", "refcount",
                  "tree", "members", "freed")
 
@@ -45,6 +49,8 @@ class AnonVma:
 
 
 class Avc:
+    """``struct anon_vma_chain``: one link of a VMA to an anon_vma."""
+
     __slots__ = ("id", "vma", "av")
 
     def __init__(self, vma=None, av=None):
@@ -54,6 +60,9 @@ class Avc:
 
 
 class Vma:
+    """A VMA's anon rmap fields: ``anon_vma`` and its ``anon_vma_chain``
+    (tail to head of the kernel's list: Rmap's docstring)."""
+
     __slots__ = ("anon_vma", "chain")
 
     def __init__(self, anon_vma=None, chain=None):
@@ -106,6 +115,7 @@ class Rmap:
 
     # ---------------------------------------------------------- primitives
     def anon_vma_alloc(self):
+        """``anon_vma_alloc()``: a new anon_vma, its own root and parent."""
         return self.AnonVma()
 
     def new_root(self):
@@ -139,6 +149,7 @@ class Rmap:
 
     @staticmethod
     def set_anon_vma(vma, av):
+        """``vma->anon_vma = av`` and one more active VMA on it."""
         vma.anon_vma = av
         av.num_active_vmas += 1
 

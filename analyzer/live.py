@@ -111,6 +111,7 @@ class Spans:
         self.ends = np.sort(e[e < NEVER])
 
     def at(self, pos):
+        """How many objects are live just after each position ``pos``."""
         pos = np.asarray(pos, dtype=np.int64)
         return (np.searchsorted(self.starts, pos, side="right")
                 - np.searchsorted(self.ends, pos, side="right"))

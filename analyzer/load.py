@@ -142,6 +142,7 @@ class ObjectRows:
                                               + self.OPTIONAL if getattr(self, n) is not None})
 
     def comm_name(self, code):
+        """The comm of a ``comm`` code; None for -1 (null)."""
         return None if code < 0 else self.comm_names[code]
 
 
@@ -179,6 +180,8 @@ class Recording:
 
     @property
     def schema_version(self):
+        """The schema version the recording was written with (metadata
+        ``schema_version``)."""
         return self.meta["schema_version"]
 
     def object_size(self, obj):

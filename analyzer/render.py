@@ -76,6 +76,8 @@ def _blank(v):
 
 
 def render_json(report):
+    """The report as indented JSON; with banners, they are the first keys
+    (after the lost-events warning when object events were lost)."""
     data = dict(report)
     if report["banners"]:
         # first keys in the file, so the first lines say so
@@ -99,16 +101,20 @@ def _jsonable(value):
 
 
 def kb(nbytes):
+    """Bytes as KB, with two decimals."""
     return f"{nbytes / 1024:.2f}"
 
 
 def pct_change(before, after):
+    """The change from ``before`` to ``after`` as a signed percentage; "n/a"
+    when ``before`` is 0 and ``after`` is not, "0.0%" when both are."""
     if not before:
         return "n/a" if after else "0.0%"
     return f"{100.0 * (after - before) / before:+.1f}%"
 
 
 def saved(value):
+    """A saved percentage with one decimal; "n/a" for None."""
     return "n/a" if value is None else f"{value:.1f}%"
 
 

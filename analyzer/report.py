@@ -32,6 +32,8 @@ IN_FLIGHT_S = 1.2
 
 
 def lost_summary(rec):
+    """Lost events: (per source, from the metadata's ``lost``; their total; the
+    sum of the ``lost`` rows' counts)."""
     lost = rec.meta.get("lost") or {}
     by_source = {str(k): _int(v) for k, v in lost.items()}
     total = sum(by_source.values())
@@ -102,6 +104,9 @@ def banners(rec, lost, whole):
 
 
 def warnings(rec, objects, lost, mismatched_forks=0):
+    """The report's warnings: forks with unequal numbers of own anon_vmas and
+    AVCs, lost events and skipped program runs of kinds other than objects,
+    missing slab sizes, unmatched frees, and the loader's notes."""
     out = []
     if mismatched_forks:
         out.append(f"{mismatched_forks} forks made unequal numbers of their own anon_vmas and AVCs "

@@ -41,12 +41,15 @@ class Counts:
         self.peak = dict.fromkeys(kinds, 0)
 
     def add(self, kind, n=1):
+        """``n`` objects of ``kind`` allocated: allocated and live go up, and
+        the peak with live."""
         self.alloc[kind] += n
         self.live[kind] += n
         if self.live[kind] > self.peak[kind]:
             self.peak[kind] = self.live[kind]
 
     def sub(self, kind, n=1):
+        """``n`` objects of ``kind`` freed: only live goes down."""
         self.live[kind] -= n
 
     def transient(self, kind, n):
@@ -56,6 +59,8 @@ class Counts:
             self.peak[kind] = self.live[kind] + n
 
     def report(self):
+        """{kind: {"allocated", "live", "peak_live"}}, the layout of
+        ``Design.memory()``."""
         return {k: {"allocated": self.alloc[k], "live": self.live[k], "peak_live": self.peak[k]}
                 for k in self.alloc}
 
@@ -90,6 +95,7 @@ class Eager(Design):
 
     # ---------------------------------------------------------- primitives
     def node(self, vma):
+        """``vma``'s Node (its anon_vma and chain), made empty on first use."""
         n = self.nodes.get(vma)
         if n is None:
             n = self.nodes[vma] = Node(vma)
@@ -179,21 +185,32 @@ class Eager(Design):
 
     # ------------------------------------------------------------------ hooks
     def prepare(self, vma):
+        """On the fault path: ``__anon_vma_prepare()``
+        (:meth:`anon_vma_prepare`) when the VMA has no anon_vma yet."""
         if self.av(vma) is None:
             self.anon_vma_prepare(vma)
 
     def new_folio(self, folio, vma):
+        """``__folio_set_anon()``: the new folio's anon_vma is its VMA's."""
         self.fav[folio] = self.nodes[vma].anon_vma    # __folio_set_anon(): vma->anon_vma
 
     def reuse_folio(self, folio, vma):
+        """``folio_move_anon_rmap()``: the reused folio moves to the reusing
+        VMA's anon_vma, when that VMA has one."""
         av = self.av(vma)
         if av is not None:
             self.fav[folio] = av            # folio_move_anon_rmap()
 
     def fork_vma(self, pvma, cvma):
+        """``anon_vma_fork()`` of the child's copy ``cvma`` of ``pvma``
+        (:meth:`anon_vma_fork`)."""
         self.anon_vma_fork(pvma, cvma)
 
     def fork_transient(self, parent, child, pvmas):
+        """Count what ``anon_vma_fork()`` allocates for the dropped copies and
+        their munmap frees again: per parent VMA with an anon_vma, an AVC per
+        AVC of its chain, plus an anon_vma and its AVC when
+        ``anon_vma_clone()``'s rule finds no reusable one."""
         clones = own = 0
         for n in map(self.nodes.get, pvmas):
             if n is None or n.anon_vma is None:
@@ -208,15 +225,21 @@ class Eager(Design):
         self.n.transient(AV, own)
 
     def split(self, vma, new):
+        """``__split_vma()``: ``anon_vma_clone()`` of ``vma``'s chain into the
+        new piece."""
         self.anon_vma_clone(new, vma)
 
     def mremap(self, old, new):
+        """``copy_vma()``: ``anon_vma_clone()`` of ``old``'s chain into the
+        moved copy."""
         self.anon_vma_clone(new, old)
 
     def unmap_vma(self, vma):
+        """``unlink_anon_vmas()`` of the VMA that leaves its mm."""
         self.unlink_anon_vmas(vma)
 
     def folio_freed(self, folio):
+        """Forget the freed folio's anon_vma."""
         self.fav.pop(folio, None)
 
     # ------------------------------------------------------------------- walk
@@ -245,9 +268,12 @@ class Eager(Design):
         return len(mms)
 
     def walk(self, folio):
+        """``rmap_walk_anon()`` of the folio's anon_vma
+        (:meth:`eager_walk`)."""
         return self.eager_walk(folio, self.fav[folio])
 
     def memory(self):
+        """The anon_vma and anon_vma_chain counts (:meth:`Counts.report`)."""
         return self.n.report()
 
 
@@ -317,10 +343,14 @@ class Lazy(Eager):
 
     # ------------------------------------------------------------------ hooks
     def prepare(self, vma):
+        """L1: a VMA with no anon_vma gets a token (its root VMA identity)
+        instead of ``__anon_vma_prepare()``: no anon_vma, no AVC."""
         if self.av(vma) is None:
             self._token(vma)                # L1: no anon_vma, no AVC
 
     def new_folio(self, folio, vma):
+        """The new folio takes its VMA's anon_vma when the VMA has one, else it
+        points at the VMA's token."""
         av = self.av(vma)
         if av is not None:
             self.fav[folio] = av
@@ -330,6 +360,9 @@ class Lazy(Eager):
             t.folios.add(folio)
 
     def reuse_folio(self, folio, vma):
+        """When the reusing VMA has an anon_vma, the folio moves to it
+        (``folio_move_anon_rmap()``) and leaves the token it pointed at;
+        otherwise nothing changes."""
         av = self.av(vma)
         if av is not None:
             t = self.ftok.pop(folio, None)
@@ -338,11 +371,17 @@ class Lazy(Eager):
             self.fav[folio] = av
 
     def fork_begin(self, parent, child):
+        """U1: before any copy, every VMA of ``parent`` with a token and no
+        anon_vma is upgraded (:meth:`upgrade`)."""
         for vma in list(parent.vmas):       # U1: a fork upgrades every lazy VMA
             if vma in self.tok and self.av(vma) is None:
                 self.upgrade(vma, "fork")
 
     def fork_vma(self, pvma, cvma):
+        """L4, L2: the child's copy of a VMA with an anon_vma is linked into
+        every anon_vma of the parent VMA's chain but gets no anon_vma of its
+        own; the parent VMA's anon_vma becomes its tree parent and it gets a
+        token."""
         pav = self.av(pvma)
         if pav is None:
             return
@@ -352,10 +391,16 @@ class Lazy(Eager):
         self._token(cvma)
 
     def fork_transient(self, parent, child, pvmas):
+        """Count the AVCs the dropped copies' chains would allocate and their
+        munmap free again (no anon_vma of their own: L2)."""
         self.n.transient(AVC, sum(len(n.chain) for n in map(self.nodes.get, pvmas)
                                   if n is not None and n.anon_vma is not None))
 
     def split(self, vma, new):
+        """A VMA with an anon_vma: ``anon_vma_clone()``, as eager; otherwise
+        the new piece is linked into the anon_vmas of ``vma``'s inherited
+        chain and takes its tree parent and its token (L3), where it has
+        them."""
         if self.av(vma) is not None:
             self.anon_vma_clone(new, vma)
             return
@@ -369,11 +414,15 @@ class Lazy(Eager):
             t.vmas.add(new)
 
     def mremap(self, old, new):
+        """U2: a VMA with a token and no anon_vma is upgraded first; then
+        ``anon_vma_clone()`` into the moved copy (``copy_vma()``)."""
         if self.av(old) is None and old in self.tok:
             self.upgrade(old, "mremap")         # U2
         self.anon_vma_clone(new, old)
 
     def unmap_vma(self, vma):
+        """The VMA leaves its token and its tree parent, then
+        ``unlink_anon_vmas()``."""
         t = self.tok.pop(vma, None)
         if t is not None:
             t.vmas.discard(vma)
@@ -381,12 +430,15 @@ class Lazy(Eager):
         self.unlink_anon_vmas(vma)
 
     def folio_freed(self, folio):
+        """Forget the freed folio's anon_vma or token."""
         self.fav.pop(folio, None)
         t = self.ftok.pop(folio, None)
         if t is not None:
             t.folios.discard(folio)
 
     def walk(self, folio):
+        """An upgraded folio: ``rmap_walk_anon()`` (:meth:`eager_walk`); a lazy
+        folio: the pieces of its token's VMA (:meth:`pointer_walk`)."""
         av = self.fav.get(folio)
         if av is not None:
             return self.eager_walk(folio, av)
@@ -401,6 +453,7 @@ class Lazy(Eager):
         return {"visits": visits, "lock": LOCK_NONE_LAZY}
 
     def memory(self):
+        """The anon_vma and anon_vma_chain counts (:meth:`Counts.report`)."""
         return self.n.report()
 
 
@@ -416,6 +469,9 @@ class NoFork(Lazy):
         self.optout = frozenset(optout)
 
     def prepare(self, vma):
+        """N1: a VMA with no anon_vma in an opted-out mm gets a token, never
+        ``__anon_vma_prepare()``; in any other mm, ``__anon_vma_prepare()`` as
+        eager."""
         if self.av(vma) is not None:
             return
         if vma.mm.pid in self.optout:
@@ -424,15 +480,22 @@ class NoFork(Lazy):
             self.anon_vma_prepare(vma)
 
     def fork_begin(self, parent, child):
+        """Nothing to upgrade: a forking process never opted out, so its VMAs
+        have no token."""
         pass                                # a forking process never opted out
 
     def fork_vma(self, pvma, cvma):
+        """N2: ``anon_vma_fork()`` as eager; what the parent builds for the
+        child is kept."""
         self.anon_vma_fork(pvma, cvma)      # N2: kept (best estimate)
 
     def fork_transient(self, parent, child, pvmas):
+        """As eager (:meth:`Eager.fork_transient`)."""
         Eager.fork_transient(self, parent, child, pvmas)
 
     def split(self, vma, new):
+        """The new piece shares ``vma``'s token when it has one (no AVC);
+        otherwise ``anon_vma_clone()``, as eager."""
         t = self.tok.get(vma)
         if t is not None:
             self.tok[new] = t
@@ -441,6 +504,8 @@ class NoFork(Lazy):
             self.anon_vma_clone(new, vma)
 
     def mremap(self, old, new):
+        """The moved copy shares ``old``'s token when it has one (the folios'
+        VMA pointer moves along); otherwise ``anon_vma_clone()``, as eager."""
         t = self.tok.get(old)
         if t is not None:                   # the folio->VMA pointer moves along
             self.tok[new] = t
@@ -452,6 +517,9 @@ class NoFork(Lazy):
 # --------------------------------------------------------------- CoW context
 
 class Ctx:
+    """The CoW context of one mm: its parent's context, its children's contexts
+    and whether it was freed."""
+
     __slots__ = ("mm", "parent", "children", "freed")
 
     def __init__(self, mm, parent):
@@ -501,6 +569,8 @@ class CowContext(Design):
 
     # ------------------------------------------------------------------ hooks
     def new_mm(self, mm):
+        """One context per mm, made a child of the parent mm's context when the
+        mm is a fork's child."""
         parent = self.ctx.get(mm.parent) if mm.parent is not None else None
         c = self.ctx[mm] = Ctx(mm, parent)
         if parent is not None:
@@ -509,9 +579,13 @@ class CowContext(Design):
         self._version += 1
 
     def fork_begin(self, parent, child):
+        """Start this fork's map from the parent's remap entries to the child's
+        copies."""
         self._fork_map = {}
 
     def fork_vma(self, pvma, cvma):
+        """The child copies the remap entries of ``pvma``: one new entry per
+        parent entry in this fork, shared by the child VMAs it describes."""
         for e in self.refs.get(pvma, ()):       # the child copies the remap tree
             ne = self._fork_map.get(e)
             if ne is None:
@@ -520,31 +594,44 @@ class CowContext(Design):
             self._attach(cvma, ne)
 
     def fork_transient(self, parent, child, pvmas):
+        """Count the remap entries only the dropped copies would have copied,
+        allocated and freed again."""
         only = {e for p in pvmas for e in self.refs.get(p, ())} - set(self._fork_map)
         self.n.transient("remap_entry", len(only))
 
     def prepare(self, vma):
+        """A MAP_PRIVATE file VMA without a file remap entry gets one covering
+        it; an anonymous VMA needs nothing."""
         if not vma.anonymous and not any(e.kind == "file" for e in self.refs.get(vma, ())):
             self._new_entry(vma, "file", vma.start, vma.end)
 
     def new_folio(self, folio, vma):
+        """C1: the folio's context is its allocating mm's, at the address it
+        had there."""
         self.fctx[folio] = (self.ctx[vma.mm], folio.addr)
 
     def reuse_folio(self, folio, vma):
+        """C1: a reused folio moves to the reusing mm's context, at the page
+        where ``vma`` maps it (assumed: like ``folio_move_anon_rmap()``)."""
         page = next(p for p, f in vma.pt.items() if f is folio)
         self.fctx[folio] = (self.ctx[vma.mm], page)     # assumed: like folio_move_anon_rmap()
 
     def split(self, vma, new):
+        """The new piece shares ``vma``'s remap entries (a split adds none)."""
         for e in self.refs.get(vma, ()):
             self._attach(new, e)
 
     def mremap(self, old, new):
+        """The moved copy shares ``old``'s remap entries; an anonymous VMA also
+        gets a new mremap entry for its source range."""
         for e in self.refs.get(old, ()):
             self._attach(new, e)
         if old.anonymous:
             self._new_entry(new, "mremap", old.start, old.end)
 
     def unmap_vma(self, vma):
+        """The VMA drops its remap entries; an entry no VMA refers to any more
+        is freed."""
         for e in self.refs.pop(vma, ()):
             e.refs -= 1
             if not e.refs:
@@ -552,6 +639,8 @@ class CowContext(Design):
                 self.mm_remaps[vma.mm].discard(e)
 
     def exit_mm(self, mm):
+        """C4: free the exited mm's context, and its dead ancestors' in turn,
+        unless a live descendant keeps it."""
         self._version += 1
         self._maybe_free(self.ctx[mm])
 
@@ -565,6 +654,7 @@ class CowContext(Design):
             c = c.parent
 
     def folio_freed(self, folio):
+        """Forget the freed folio's context."""
         self.fctx.pop(folio, None)
 
     # ------------------------------------------------------------------- walk
@@ -583,6 +673,9 @@ class CowContext(Design):
         return out
 
     def walk(self, folio):
+        """C2, C3: visit every live mm of the subtree of the folio's context;
+        ``lookups`` adds the remap entries of those mms that cover the folio's
+        address."""
         c, addr = self.fctx[folio]
         mms = self.live_subtree(c)
         extra = 0
@@ -595,6 +688,8 @@ class CowContext(Design):
                 "lookups": len(mms) + extra}
 
     def memory(self):
+        """Counts of contexts and remap entries, with no anon_vma and no
+        anon_vma_chain (C6)."""
         r = self.n.report()
         zero = {"allocated": 0, "live": 0, "peak_live": 0}
         return {AV: dict(zero), AVC: dict(zero), "context": r["context"],

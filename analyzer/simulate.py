@@ -39,6 +39,8 @@ APP_BASE = 0x400000
 # ------------------------------------------------------------------ scenarios
 
 class Scenario:
+    """A built-in scenario: its function, parameters and one-line doc."""
+
     def __init__(self, name, fn, params, doc):
         self.name, self.fn, self.params, self.doc = name, fn, params, doc
 
@@ -176,6 +178,7 @@ def percentile(sorted_values, p):
 
 
 def stats(values):
+    """p50, p99 (nearest rank) and max of ``values``; None each when empty."""
     v = sorted(values)
     if not v:
         return {"p50": None, "p99": None, "max": None}
@@ -200,6 +203,8 @@ def walk_summary(rows, unit):
 
 
 def summarise(name, params, sp, designs):
+    """The result of scenario ``name``: processes, and per design its memory
+    at the snapshots and its walk costs."""
     mms = sp.mms.values()
     forking = sum(1 for mm in mms if mm.forks)
     data = {
@@ -235,6 +240,7 @@ def _fmt(v):
 
 
 def render_text(data):
+    """The text form of a simulate result."""
     p = data["params"]
     lines = [f"anonanalyze simulate {data['scenario']}  "
              + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in p.items())
@@ -272,6 +278,7 @@ def render_text(data):
 
 
 def render(data, fmt):
+    """A simulate result as JSON or text."""
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
     return render_text(data)

@@ -385,6 +385,10 @@ def slabinfo_check(rp, ts, sample, eager, before, lost):
 
 
 def fidelity(design, before):
+    """The fidelity of ``design``'s live memory at a snapshot: how the run's
+    objects are counted, what is known of the objects from before the run
+    (``before.basis``) and, for a design other than eager, the census objects
+    it would not hold."""
     pre = {"census": "before the run: census (S1, exact for the processes it visited, but for objects made or "
                      "freed while it ran)",
            "command": "before the run: nothing, the command is recorded from its exec on (S2)",

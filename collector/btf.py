@@ -69,6 +69,8 @@ class BTF:
 
     @classmethod
     def from_file(cls, path: str = VMLINUX) -> "BTF":
+        """The BTF read from ``path`` (the running kernel's, by default);
+        BTFError when it cannot be read."""
         try:
             with open(path, "rb") as f:
                 return cls(f.read())

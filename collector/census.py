@@ -46,6 +46,8 @@ def describe(entry: Dict[str, object]) -> str:
 
 
 def not_run(reason: str) -> Dict[str, object]:
+    """The metadata's ``census`` entry of a census that did not run, saying why
+    (``reason``)."""
     return {"status": "not run", "reason": reason, "vma_rows": 0, "anon_vma_rows": 0,
             "anon_vmas_linked": 0, "vmas": 0, "seconds": 0.0, "lost": 0, "unvisited": None}
 
@@ -108,6 +110,8 @@ class Scope:
     comm: Optional[str] = None
 
     def wants(self, pid: int, comm: str) -> bool:
+        """Whether the census should visit the process ``pid`` named
+        ``comm``."""
         return (self.pids is None or pid in self.pids) and (self.comm is None or comm == self.comm)
 
 
@@ -196,6 +200,8 @@ class Alone:
         return entry, np.frombuffer(b"".join(chunks), dtype=events.FPROBE_DTYPE)
 
     def close(self) -> None:
+        """Free the census program (bcc's ``cleanup()``), if it is still
+        loaded."""
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None

@@ -44,6 +44,8 @@ def process(pid: int, proc: str = "/proc") -> None:
 
 
 def comm(name: str) -> None:
+    """``--comm NAME`` is not empty and at most COMM_MAX bytes, the name the
+    kernel keeps (``TASK_COMM_LEN``)."""
     size = len(name.encode())
     if not size:
         raise CollectError("--comm: empty name", EXIT_USAGE)
@@ -70,6 +72,8 @@ def output(path: str, force: bool) -> None:
 
 def all_arguments(command_argv: List[str], pid: Optional[int], comm_name: Optional[str],
                   path: str, force: bool) -> None:
+    """Check the arguments given: the command, ``-p``, ``--comm``, then ``-o``;
+    the first that fails raises its CollectError."""
     if command_argv:
         command(command_argv)
     if pid is not None:

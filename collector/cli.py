@@ -43,6 +43,8 @@ The file format is docs/schema.md; analyse it with `anonanalyze report FILE`.
 
 
 def default_output() -> str:
+    """The default ``-o`` file: ``anonscope-DATE-TIME.parquet`` (local time
+    now), in the current directory."""
     return datetime.datetime.now().strftime("anonscope-%Y%m%d-%H%M%S.parquet")
 
 

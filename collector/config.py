@@ -6,6 +6,7 @@ from typing import Dict, List, Optional
 
 @dataclass
 class RunConfig:
+    """The options of one anoncollect run, as the command line gave them."""
     output: str
     duration: Optional[float] = None
     command: List[str] = field(default_factory=list)
@@ -27,9 +28,13 @@ class RunConfig:
 
     @property
     def tracked(self) -> bool:
+        """Whether only tracked processes are recorded: ``-p``, or a command
+        without ``-a``."""
         return bool(self.pid or (self.command and not self.system_wide))
 
     def target(self) -> Dict[str, object]:
+        """The metadata's ``target``: the mode (command, pid, comm or system)
+        and the command, pid and comm given."""
         mode = "command" if self.command and not self.system_wide else \
             "pid" if self.pid else "comm" if self.comm else "system"
         return {"mode": mode, "command": self.command or None, "pid": self.pid, "comm": self.comm}

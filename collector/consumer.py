@@ -38,6 +38,9 @@ ROUND_BYTES = 4 << 20
 
 
 class BufferConsumer(threading.Thread):
+    """The thread that drains the BPF ring buffer (or perf buffer) and hands
+    the events of its records over in a queue (:meth:`take`)."""
+
     def __init__(self, bpf, ringbuf: bool, page_cnt: int, itemsize: int):
         super().__init__(name="anoncollect-buffer", daemon=True)
         self.bpf = bpf
@@ -84,6 +87,9 @@ class BufferConsumer(threading.Thread):
         self.out.put(data)
 
     def run(self) -> None:
+        """Until :meth:`stop`: drain the ring buffer every DRAIN_S (or poll the
+        perf buffer) and hand each round over, waiting while more than
+        MAX_QUEUED bytes are queued."""
         while not self._halt.is_set():
             if self._queued > MAX_QUEUED:    # the writer is behind: let the kernel count losses
                 self._halt.wait(DRAIN_S)

@@ -38,6 +38,8 @@ class HeadersError(Exception):
 
 @dataclass
 class HeadersChoice:
+    """The headers tree bcc compiles against, why, and the flags it needs."""
+
     path: Optional[str]   # tree given to bcc, None when bcc finds its own
     how: str              # one line for the user and the metadata
     matching: bool        # headers of the running kernel

@@ -33,6 +33,8 @@ class MarkError(Exception):
 
 
 def check_label(label: str) -> str:
+    """``label`` when it is a valid mark label (1 to MAX_LABEL printable
+    characters), else MarkError."""
     if not label or len(label) > MAX_LABEL or not label.isprintable():
         raise MarkError(f"a mark label is 1 to {MAX_LABEL} printable characters, not {label!r}")
     return label
@@ -57,6 +59,8 @@ class Marks:
         self.unnamed = 0
 
     def install(self) -> "Marks":
+        """Take mark requests from SIGUSR1 (unnamed) and SIGUSR2 (named) from
+        now on; returns itself."""
         signal.signal(UNNAMED, self._handler)
         signal.signal(NAMED, self._handler)
         return self
@@ -112,6 +116,8 @@ def publish(output: str) -> None:
 
 
 def withdraw() -> None:
+    """Remove this collector's RUN_DIR entry and its mark directory (undo
+    :func:`publish`)."""
     pid = os.getpid()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(_entry(pid))

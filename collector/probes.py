@@ -38,6 +38,10 @@ def ring_pages(mb: int) -> int:
 
 @dataclass
 class Prepared:
+    """What start-up found and chose: kernel facts, call-site classifier,
+    program options and source, BTF, headers, probes, the function-probe
+    modes to try and, after load(), the one that attached."""
+
     facts: program.KernelFacts
     classifier: sites.Classifier
     options: program.Options
@@ -87,6 +91,7 @@ def choose_backends(cfg: RunConfig, facts: program.KernelFacts, tracing: Optiona
 
 
 def bcc_supports_kfunc() -> bool:
+    """Whether the installed bcc can build fentry/fexit programs (BPF.support_kfunc())."""
     try:
         from bcc import BPF
         with warnings.catch_warnings():  # bcc 0.26 warns about its own str argument
@@ -288,11 +293,13 @@ def bcc_cflags(prep: "Prepared") -> List[str]:
 
 
 def check_privileges() -> None:
+    """Refuse to go on without root (loading BPF programs needs it)."""
     if os.geteuid() != 0:
         raise CollectError("needs root to load BPF programs: run it with sudo", EXIT_ENVIRONMENT)
 
 
 def import_bcc():
+    """Import bcc, or fail with the package that provides it for this Python."""
     try:
         from bcc import BPF  # noqa: F401
     except ImportError:
@@ -320,6 +327,7 @@ class captured_stderr:
         return False
 
     def text(self) -> str:
+        """What was written to stderr while captured."""
         self._file.seek(0)
         return self._file.read().decode("utf-8", "replace")
 

@@ -279,6 +279,9 @@ class KernelFacts:
     @classmethod
     def probe(cls, btf: BTF, merged: Dict[str, bool], free_names: Dict[str, str],
               tracing: Optional[str]) -> "KernelFacts":
+        """The running kernel's facts: from ``btf``, the tracepoint format
+        files under ``tracing`` and kallsyms, with the caches' ``merged`` and
+        ``free_names`` as given."""
         exit_fields = tracepoint_fields("sched", "sched_process_exit", tracing) or []
         begin = tracepoint_fields("lock", "contention_begin", tracing) or []
         end = tracepoint_fields("lock", "contention_end", tracing) or []
@@ -329,6 +332,9 @@ class KernelFacts:
 
 @dataclass
 class Options:
+    """How the BPF program is built (:func:`build`): the task filter, ring or
+    perf buffer, the in-kernel object id map's size, raw pointers, and which
+    probes it carries."""
     tracked: bool = False            # record only tracked tgids (command, -p)
     comm: Optional[str] = None       # record only this comm
     ringbuf: bool = True             # BPF ring buffer, else perf buffer

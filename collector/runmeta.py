@@ -110,6 +110,8 @@ def interrupt_only_programs(classifier: sites.Classifier) -> set:
 
 
 def tool_version() -> str:
+    """The installed anonscope version; "unknown" when running from a tree that
+    is not installed."""
     try:
         from importlib.metadata import version
         return version("anonscope")

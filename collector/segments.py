@@ -32,6 +32,7 @@ def partial_dir(path: str) -> str:
 
 
 def segment_name(index: int) -> str:
+    """The file name of segment number ``index`` (``seg-NNNNNN.parquet``)."""
     return f"seg-{index:06d}.parquet"
 
 
@@ -46,6 +47,8 @@ def list_segments(directory: str) -> List[str]:
 
 
 def segment_index(path: str) -> Optional[int]:
+    """The number of the segment file ``path``; None when its name is not a
+    segment's."""
     m = _NAME.match(os.path.basename(path))
     return int(m.group(1)) if m else None
 
@@ -73,6 +76,8 @@ class SegmentDir:
         self._tmp = None
 
     def open_next(self):
+        """Open the next segment's hidden temporary file for writing;
+        :meth:`commit` puts it in place."""
         name = segment_name(self.count + 1)
         self._tmp = os.path.join(self.directory, f".{name}.tmp")
         self._file = open(self._tmp, "wb")

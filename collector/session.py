@@ -54,6 +54,7 @@ SAY_JOIN_ROWS = 1_000_000
 
 
 def say(line: str) -> None:
+    """Write one ``anoncollect:`` line to stderr, flushed."""
     sys.stderr.write(f"anoncollect: {line}\n")
     sys.stderr.flush()
 
@@ -80,6 +81,8 @@ class Progress:
         self._last = (time.monotonic(), 0)
 
     def show(self, elapsed: float, n: int, lost: int) -> None:
+        """Rewrite the status line (when enabled): seconds elapsed, events,
+        their rate since the last call and the lost events."""
         if not self.enabled:
             return
         now = time.monotonic()
@@ -89,12 +92,16 @@ class Progress:
         sys.stderr.flush()
 
     def done(self) -> None:
+        """End the status line with a newline (when enabled)."""
         if self.enabled:
             sys.stderr.write("\n")
 
 
 @dataclass
 class Summary:
+    """What a run did, for the closing lines on the terminal: the file, rows,
+    duration, losses, why it stopped, allocations per object and the command's
+    exit status."""
     path: str
     events: int
     duration_s: float
@@ -108,6 +115,9 @@ class Summary:
 
 
 def run(cfg: RunConfig, stop: Stop) -> Summary:
+    """Record one run as ``cfg`` asks: check the host, prepare and load the
+    program (a command is started and held until recording), record it
+    (:class:`Recording`) and clean up on any exit; the :class:`Summary`."""
     BPF = import_bcc()
     check_privileges()
     prep = prepare(cfg)
@@ -161,6 +171,9 @@ def wants_census(cfg: RunConfig) -> Optional[str]:
 
 
 class Recording:
+    """One recording with a loaded program: streams the events to the writer,
+    then drains, commits and joins into the output file (:meth:`run`)."""
+
     def __init__(self, cfg: RunConfig, prep: Prepared, bpf, held: Optional[HeldCommand], stop: Stop,
                  pids: List[int], alone: Optional[census.Alone]):
         self.cfg, self.prep, self.bpf, self.held, self.stop = cfg, prep, bpf, held, stop
@@ -283,6 +296,10 @@ class Recording:
 
     # -- the run -----------------------------------------------------------
     def run(self) -> Summary:
+        """Record until the run stops (duration, the command's exit, a signal,
+        ``--max-mb``), after moving an earlier output aside (replacing it
+        with ``--force``); the :class:`Summary`. A failure stops everything
+        and raises what :meth:`_failed` returns."""
         self._attach_flush_timer()
         self.consumer = BufferConsumer(self.bpf, self.prep.options.ringbuf, self.prep.options.ringbuf_pages,
                                        self.dtype.itemsize)

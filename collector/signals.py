@@ -38,6 +38,8 @@ class Stop:
         self.marks = Marks()
 
     def install(self) -> "Stop":
+        """Handle SIGINT, SIGTERM and SIGHUP, and the mark signals, from now
+        on; returns itself."""
         for s in SIGNALS:
             signal.signal(s, self._handler)
         self.marks.install()

@@ -113,6 +113,8 @@ class Classifier:
 
     @classmethod
     def from_ranges(cls, ranges: Dict[str, List[Range]]) -> "Classifier":
+        """A Classifier of ``ranges``; the wanted functions not in them are
+        ``missing``."""
         return cls(ranges, [f for f in wanted_functions() if f not in ranges])
 
     def _lookup(self, table: Dict[str, int], ip: int) -> int:

@@ -19,6 +19,8 @@ SYS_SLAB = "/sys/kernel/slab"
 
 @dataclass
 class SlabLine:
+    """One /proc/slabinfo line: the cache, its active and total objects and the
+    object size."""
     cache: str
     active: int
     total: int
@@ -38,6 +40,8 @@ def parse_slabinfo(text: str, caches=CACHES) -> Dict[str, SlabLine]:
 
 
 def read_slabinfo(path: str = SLABINFO, caches=CACHES) -> Dict[str, SlabLine]:
+    """The lines of the wanted caches in /proc/slabinfo
+    (:func:`parse_slabinfo`)."""
     with open(path) as f:
         return parse_slabinfo(f.read(), caches)
 
@@ -141,6 +145,7 @@ def kfence(sys_module: str = "/sys/module/kfence", config_dir: str = "/boot") ->
 
 
 def all_aliases(sys_slab: str = SYS_SLAB) -> Dict[str, List[str]]:
+    """The merge aliases of each of our caches (:func:`aliases`)."""
     return {c: aliases(c, sys_slab) for c in CACHES}
 
 
