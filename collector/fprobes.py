@@ -53,14 +53,19 @@ def kprobes_available(tracing: Optional[str]) -> Tuple[bool, str]:
     return True, "kprobe_events present"
 
 
-def symbol(bpf, name: str) -> Optional[str]:
-    """The traceable symbol for ``name``: itself, or a compiler-renamed copy
-    (``name.isra.0``, ``name.constprop.0``...)."""
-    pattern = ("^" + re.escape(name) + r"(\.\w+)*$").encode()
+def symbols(bpf, names) -> Dict[str, Optional[str]]:
+    """The traceable symbol for each of ``names``: itself, or a
+    compiler-renamed copy (``name.isra.0``, ``name.constprop.0``...), or
+    None. One bcc ``get_kprobe_functions()`` call for all of them: each call
+    reads all of available_filter_functions (tens of thousands of lines)."""
+    names = list(names)
+    pattern = ("^(" + "|".join(re.escape(n) for n in names) + r")(\.\w+)*$").encode()
     found = [f.decode() for f in bpf.get_kprobe_functions(pattern)]
-    if name in found:
-        return name
-    return found[0] if found else None
+    out = {}
+    for name in names:
+        mine = [f for f in found if f == name or f.startswith(name + ".")]
+        out[name] = name if name in mine else (mine[0] if mine else None)
+    return out
 
 
 #: rmap_walk_anon (mm/rmap.c, static) is what both rmap_walk and
@@ -121,11 +126,12 @@ def attach_kprobes(bpf, fp_rss: int, walks: Walks = WITH_WALKS) -> List[Dict[str
     """Attach every probe as a kprobe/kretprobe; report each one.
     ``fp_rss``: the program's FP_RSS (which copy probes it has); ``walks``:
     whether it has the walk probes."""
-    probes, out = walk_probes(symbol(bpf, "rmap_walk_anon") is not None,
-                              symbol(bpf, "rmap_walk_ksm") is not None, walks)
+    every = function_probes(walks.rmap_tree) + WALK_ANON + [COPY_PROBE]
+    syms = symbols(bpf, [p[0] for p in every] + (sorted(WALK_SITES) if walks.built else []))
+    probes, out = walk_probes(syms["rmap_walk_anon"] is not None, syms["rmap_walk_ksm"] is not None, walks)
     probes = probes + copy_probes(fp_rss)
     for func, enter, ret in probes:
-        sym = symbol(bpf, func)
+        sym = syms[func]
         for kind, fn in (("kprobe", enter), ("kretprobe", ret)):
             if fn is None:
                 continue
@@ -142,14 +148,16 @@ def attach_kprobes(bpf, fp_rss: int, walks: Walks = WITH_WALKS) -> List[Dict[str
                 out.append({"name": name, "attached": True, "reason": f"as {sym}"})
             except Exception as e:  # noqa: BLE001 - bcc raises plain Exception
                 out.append({"name": name, "attached": False, "reason": str(e).splitlines()[0]})
-    return out + (attach_rmap_one(bpf) if walks.built else [])
+    return out + (attach_rmap_one(bpf, syms) if walks.built else [])
 
 
-def attach_rmap_one(bpf) -> List[Dict[str, object]]:
-    """kprobes on the rmap_one callbacks: each call in a walk is one VMA."""
+def attach_rmap_one(bpf, syms: Optional[Dict[str, Optional[str]]] = None) -> List[Dict[str, object]]:
+    """kprobes on the rmap_one callbacks: each call in a walk is one VMA.
+    ``syms``: their symbols (``symbols``), looked up here when not given."""
     out = []
+    syms = syms if syms is not None else symbols(bpf, sorted(WALK_SITES))
     for func in sorted(WALK_SITES):
-        sym = symbol(bpf, func)
+        sym = syms[func]
         if sym is None:
             continue  # not in this kernel (DAMON off, renamed): nothing to count
         name = f"kprobe:{func}"

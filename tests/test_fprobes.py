@@ -161,3 +161,25 @@ def test_fexit_of_anon_vma_clone_reads_the_return_value_after_the_operation():
         return re.search(r"KRETFUNC_PROBE\(anon_vma_clone, ([^)]*)\)", out).group(1)
     assert clone_exit(FP_CLONE_OP=1) == "void *dst, void *src, int op, int ret"
     assert clone_exit(FP_CLONE_OP=0) == "void *dst, void *src, int ret"
+
+
+class _FakeBPF:
+    """bcc's get_kprobe_functions over a fixed symbol list, counting calls."""
+
+    def __init__(self, functions):
+        self.functions, self.calls = functions, 0
+
+    def get_kprobe_functions(self, pattern):
+        self.calls += 1
+        return [f.encode() for f in self.functions if re.match(pattern.decode(), f)]
+
+
+def test_symbols_are_looked_up_in_one_pass():
+    """Each bcc lookup reads all of available_filter_functions: one for all
+    the probes. A compiler-renamed copy stands in for a missing name; a
+    name's prefix (rmap_walk of rmap_walk_anon) does not."""
+    bpf = _FakeBPF(["rmap_walk_anon", "rmap_walk_locked", "anon_vma_clone.isra.0", "copy_page_range"])
+    got = fprobes.symbols(bpf, ["rmap_walk", "rmap_walk_anon", "anon_vma_clone", "unlink_anon_vmas"])
+    assert bpf.calls == 1
+    assert got == {"rmap_walk": None, "rmap_walk_anon": "rmap_walk_anon",
+                   "anon_vma_clone": "anon_vma_clone.isra.0", "unlink_anon_vmas": None}

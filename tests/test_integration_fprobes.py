@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import hostcaps
-from recording import ANONCOLLECT, WORKLOAD, collect, metadata, shape_args, start_census_target
+from recording import ANONCOLLECT, COLLECT_TIMEOUT, WORKLOAD, collect, metadata, shape_args, start_census_target
 
 SKIP = hostcaps.kprobes()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
@@ -112,7 +112,7 @@ def record_target(tmp_path, commands, n=4):
         time.sleep(2)
     finally:
         rec.send_signal(signal.SIGINT)
-        _, err = rec.communicate(timeout=300)
+        _, err = rec.communicate(timeout=COLLECT_TIMEOUT)
         target.stdin.close()
         target.wait(timeout=30)
     assert rec.returncode == 0, err
