@@ -101,7 +101,7 @@ vm_kernel_suite() {
     echo "deb [arch=$VM_DEBARCH] $(vm_mirror) $VM_KSUITE main" > "$d/sources.list"
     VM_APT=(-o "Dir::Etc::SourceList=$d/sources.list" -o "Dir::Etc::SourceParts=-"
             -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache"
-            -o "APT::Architectures::=$VM_DEBARCH")
+            -o "APT::Architectures::=$VM_DEBARCH" -o "APT::Sandbox::User=root")
     # refreshed once a day
     if [ -z "$(find "$d/lists" -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null)" ]; then
         apt-get "${VM_APT[@]}" update -qq || vm_die "cannot read $VM_KSUITE from $(vm_mirror)"
@@ -109,13 +109,15 @@ vm_kernel_suite() {
 }
 
 # vm_kernel_by_version V: the first suite whose lists have linux-image-V*
-# of this architecture's plain flavour; sets VM_KVER_WANT to its ABI version.
+# (V whole: 6.1 is not 6.12) of this architecture's plain flavour (6.1.0-56-amd64, 7.3.4+deb13-amd64;
+# not -rt-, -cloud-, -arm64-16k); sets VM_KVER_WANT to its ABI version.
 vm_kernel_by_version() {
     local s k
     for s in $VM_KERNEL_SUITES; do
         vm_kernel_suite "$s"
         k=$(apt-cache "${VM_APT[@]}" pkgnames "linux-image-$1" 2>/dev/null \
-            | grep -E "^linux-image-[0-9][^ ]*-$VM_DEBARCH\$" | sed 's/^linux-image-//' | sort -V | tail -1)
+            | grep -E "^linux-image-[0-9][^-]*(-[0-9]+)?-$VM_DEBARCH\$" | sed 's/^linux-image-//' \
+            | grep -E "^$(echo "$1" | sed 's/[.+]/\\&/g')([^0-9]|\$)" | sort -V | tail -1)
         if [ -n "$k" ]; then VM_KVER_WANT=$k; return 0; fi
     done
     vm_die "no linux-image-$1*-$VM_DEBARCH in any of: $VM_KERNEL_SUITES"
