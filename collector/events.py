@@ -68,16 +68,29 @@ def to_record_batch(ev: np.ndarray, t0_ns: int, owner_pid: np.ndarray,
     ``owner_*`` are computed by the writer (fork-path objects belong to the
     child); ``owner_known`` is false where a fork never completed.
     """
-    cols = {**_task_columns(ev, t0_ns), **_object_columns(ev),
-            **_owner_columns(ev, owner_pid, owner_tgid, owner_known),
-            **_fork_exit_columns(ev), **_lock_columns(ev)}
-    is_move = ev["kind"] == Ev.MOVE
-    if is_move.any():            # rare rows: the other batches get nulls (_schema_batch)
-        cols.update(_move_columns(ev, is_move))
-    cols["duration_ns"] = _exec_duration(ev)
+    k = _Kinds(ev)
+    cols = {**_task_columns(ev, t0_ns), **_object_columns(ev, k),
+            **_owner_columns(ev, k, owner_pid, owner_tgid, owner_known),
+            **_fork_exit_columns(ev, k), **_lock_columns(ev, k)}
+    if k[Ev.MOVE].any():         # rare rows: the other batches get nulls (_schema_batch)
+        cols.update(_move_columns(ev, k[Ev.MOVE]))
+    cols["duration_ns"] = _exec_duration(ev, k)
     if "vma_id" in ev.dtype.names:
-        cols.update(_function_probe_columns(ev, cols))
+        cols.update(_function_probe_columns(ev, k, cols))
     return _schema_batch(cols, len(ev))
+
+
+class _Kinds:
+    """The row mask of each event kind in one batch, each computed once."""
+
+    def __init__(self, ev):
+        self._kind, self._masks = ev["kind"], {}
+
+    def __getitem__(self, kind) -> np.ndarray:
+        m = self._masks.get(kind)
+        if m is None:
+            m = self._masks[kind] = self._kind == kind
+        return m
 
 
 def _task_columns(ev, t0_ns) -> Dict[str, pa.Array]:
@@ -92,13 +105,11 @@ def _task_columns(ev, t0_ns) -> Dict[str, pa.Array]:
     }
 
 
-def _object_columns(ev) -> Dict[str, pa.Array]:
+def _object_columns(ev, k) -> Dict[str, pa.Array]:
     """Columns of alloc/free rows (and the object of census rows, the
     obj_id of their anon_vma rows; preexisting also on lock rows)."""
-    kind = ev["kind"]
-    is_alloc, is_free, is_lock = (kind == Ev.ALLOC), (kind == Ev.FREE), (kind == Ev.LOCK)
+    is_alloc, is_free, is_lock, is_census = k[Ev.ALLOC], k[Ev.FREE], k[Ev.LOCK], k[Ev.CENSUS]
     is_obj = is_alloc | is_free
-    is_census = kind == Ev.CENSUS
     return {
         "object": _dictionary(np.where(is_obj | is_census, ev["object"], 0), schema.OBJECTS, _OBJECT_INDEX),
         "path": _dictionary(np.where(is_obj, ev["path"], 0), PATH_DICTIONARY, _PATH_INDEX),
@@ -110,11 +121,10 @@ def _object_columns(ev) -> Dict[str, pa.Array]:
     }
 
 
-def _owner_columns(ev, owner_pid, owner_tgid, owner_known) -> Dict[str, pa.Array]:
+def _owner_columns(ev, k, owner_pid, owner_tgid, owner_known) -> Dict[str, pa.Array]:
     """The owner of alloc rows where known (the writer's ``owner_*``) and,
     on move rows, the process whose pages moved (aux1; 0: not known)."""
-    kind = ev["kind"]
-    is_alloc, is_move = (kind == Ev.ALLOC), (kind == Ev.MOVE)
+    is_alloc, is_move = k[Ev.ALLOC], k[Ev.MOVE]
     return {
         "owner_pid": _masked(owner_pid.astype(np.int32), is_alloc & owner_known, pa.int32()),
         "owner_tgid": _masked(np.where(is_move, ev["aux1"], owner_tgid).astype(np.int32),
@@ -122,12 +132,12 @@ def _owner_columns(ev, owner_pid, owner_tgid, owner_known) -> Dict[str, pa.Array
     }
 
 
-def _fork_exit_columns(ev) -> Dict[str, pa.Array]:
+def _fork_exit_columns(ev, k) -> Dict[str, pa.Array]:
     """Columns of fork rows (the fork id also on alloc rows made inside a
     fork) and of exit rows (group_dead, where the probe knew it)."""
-    kind, flags = ev["kind"], ev["flags"]
-    is_fork, is_exit = (kind == Ev.FORK), (kind == Ev.EXIT)
-    has_fork_id = (ev["fork_id"] != 0) & ((kind == Ev.ALLOC) | is_fork)
+    flags = ev["flags"]
+    is_fork, is_exit = k[Ev.FORK], k[Ev.EXIT]
+    has_fork_id = (ev["fork_id"] != 0) & (k[Ev.ALLOC] | is_fork)
     return {
         "fork_id": _masked(ev["fork_id"].astype(np.int64), has_fork_id, pa.int64()),
         "child_pid": _masked(ev["aux1"].astype(np.int32), is_fork, pa.int32()),
@@ -138,11 +148,11 @@ def _fork_exit_columns(ev) -> Dict[str, pa.Array]:
     }
 
 
-def _lock_columns(ev) -> Dict[str, pa.Array]:
+def _lock_columns(ev, k) -> Dict[str, pa.Array]:
     """Columns of lock rows: the root anon_vma whose rwsem was waited for
     (obj_id), the wait (fork_id), read or write, and the locking function
     (caller)."""
-    is_lock = ev["kind"] == Ev.LOCK
+    is_lock = k[Ev.LOCK]
     return {
         "lock_id": _masked(ev["obj_id"].astype(np.int64), is_lock, pa.int64()),
         "wait_ns": _masked(ev["fork_id"].astype(np.int64), is_lock, pa.int64()),
@@ -151,22 +161,22 @@ def _lock_columns(ev) -> Dict[str, pa.Array]:
     }
 
 
-def _exec_duration(ev) -> pa.Array:
+def _exec_duration(ev, k) -> pa.Array:
     """``duration_ns`` of exec rows that carry one (in fork_id)."""
-    is_exec = (ev["kind"] == Ev.EXEC) & (ev["fork_id"] != 0)     # ns from execve() entry
+    is_exec = k[Ev.EXEC] & (ev["fork_id"] != 0)     # ns from execve() entry
     return _masked(ev["fork_id"].astype(np.int64), is_exec, pa.int64())
 
 
-def _function_probe_columns(ev, cols) -> Dict[str, pa.Array]:
+def _function_probe_columns(ev, k, cols) -> Dict[str, pa.Array]:
     """Columns of records with the function-probe fields (vma_id and on):
     those of call and walk rows, and of census rows in this batch, merged
     with the exec and move rows' columns already in ``cols``."""
-    kind, flags = ev["kind"], ev["flags"]
-    fp = _fprobe_columns(ev, (kind == Ev.ALLOC) | (kind == Ev.FREE), kind == Ev.CALL, kind == Ev.WALK, flags)
+    flags = ev["flags"]
+    fp = _fprobe_columns(ev, k[Ev.ALLOC] | k[Ev.FREE], k[Ev.CALL], k[Ev.WALK], flags)
     for name in ("duration_ns", "vm_start", "vm_end"):   # exec, move rows: in cols
         if name in cols:
             fp[name] = pc.coalesce(fp[name], cols[name])
-    is_census = kind == Ev.CENSUS
+    is_census = k[Ev.CENSUS]
     if is_census.any():  # once per run, at start: not worth the work on other batches
         for name, arr in _census_columns(ev, is_census, flags).items():
             # columns census rows share with call/walk rows: each row has one kind
