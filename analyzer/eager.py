@@ -10,6 +10,8 @@ live curve is a running sum over its own rows, computed once and shared by
 the object statistics, the eager model and the slabinfo check.
 """
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -179,15 +181,17 @@ def transient_fork_pairs(rec, partner):
 
 def prepare(rec):
     """``rec`` prepared for the models, as a :class:`Replay`: frees matched to
-    allocs, the E2' transient fork pairs taken out of the object rows (counted
-    in ``rec.transient``), and the process tree built."""
+    allocs, the E2' transient fork pairs taken out of the object rows, and the
+    process tree built. ``rec`` is not changed: the Replay's ``rec`` is a copy
+    without those pairs, counted in its ``transient`` field."""
     sizes = {obj: rec.object_size(obj) for obj in S.OBJECTS}
     partner = match_frees(rec.objects)
-    transient = transient_fork_pairs(rec, partner)
-    rec.transient = {obj: int((transient & rec.objects.is_alloc
-                               & (rec.objects.object == OBJECT_CODE[obj])).sum()) for obj in RMAP_OBJECTS}
-    if transient.any():          # they never served a VMA: out of every model (kept apart)
-        rec.objects = rec.objects.take(~transient)
+    pairs = transient_fork_pairs(rec, partner)
+    counted = {obj: int((pairs & rec.objects.is_alloc & (rec.objects.object == OBJECT_CODE[obj])).sum())
+               for obj in RMAP_OBJECTS}
+    rec = dataclasses.replace(rec, transient=counted)
+    if pairs.any():              # they never served a VMA: out of every model (kept apart)
+        rec.objects = rec.objects.take(~pairs)
         partner = match_frees(rec.objects)
     return Replay(rec, partner, forktree.build(rec), sizes)
 

@@ -276,22 +276,22 @@ def _fork_bounds(rp, a, name, upgraded, found_m, found_free):
     fpos = fk["pos"].to_numpy().astype(np.int64)
     fid = fk["fork_id"].to_numpy().astype(np.int64)
     tagged = fid >= 0
-    uav = _by_key(nf, upgraded & is_av, fpos)
-    uavc = _by_key(nf, upgraded & ~is_av, fpos)
+    up_anon_vmas = _by_key(nf, upgraded & is_av, fpos)
+    up_avcs = _by_key(nf, upgraded & ~is_av, fpos)
     tag = a.fork_id >= 0
-    cfv = _by_key(a.fork_id, (a.path == PATH_CODE["clone_fork"]) & tag, fid)
-    favv = np.where(tagged & fk["first"].to_numpy(),
-                    _by_key(a.fork_id, (a.path == PATH_CODE["fork"]) & is_av & tag, fid), 0)
+    clone_fork_avcs = _by_key(a.fork_id, (a.path == PATH_CODE["clone_fork"]) & tag, fid)
+    fork_anon_vmas = np.where(tagged & fk["first"].to_numpy(),
+                              _by_key(a.fork_id, (a.path == PATH_CODE["fork"]) & is_av & tag, fid), 0)
     if name == "low":
-        uav = np.where(tagged, np.minimum(uav, cfv), uav)
-        uavc = np.where(tagged, np.minimum(uavc, cfv), uavc)
+        up_anon_vmas = np.where(tagged, np.minimum(up_anon_vmas, clone_fork_avcs), up_anon_vmas)
+        up_avcs = np.where(tagged, np.minimum(up_avcs, clone_fork_avcs), up_avcs)
     else:
         # high: every upgraded AVC's piece gets its own anon_vma (the table's
         # "each lazy piece its own anon_vma"), so anon_vma upgrades are the
         # AVC upgrades, not the fault anon_vmas; at least the fork's own
-        uav = np.maximum(uavc, favv)
-        uavc = np.maximum(uavc, favv)
-    up_av, up_avc = int(uav.sum()), int(uavc.sum())
+        up_anon_vmas = np.maximum(up_avcs, fork_anon_vmas)
+        up_avcs = np.maximum(up_avcs, fork_anon_vmas)
+    up_av, up_avc = int(up_anon_vmas.sum()), int(up_avcs.sum())
     if name == "low" and len(found_m):
         # a VMA upgraded at mremap and still mapped at its process's next
         # fork: its eager fault anon_vma was counted as a fork upgrade too

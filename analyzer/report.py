@@ -264,6 +264,7 @@ def build(rec):
     compute (lazy.Result, nofork.Result): their run spans go to the
     snapshots, the lazy state to the walks."""
     rp = eager.prepare(rec)
+    rec = rp.rec                # without the 7.x transient fork pairs (rule E2')
     lost = loss(rec)
     whole = completeness(rec)
     report, ev = _eager_sections(rec, rp, lost, whole)
