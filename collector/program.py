@@ -106,8 +106,9 @@ VMA_OPS = {"FP_VMA_OP_SPLIT": "VMA_OP_SPLIT", "FP_VMA_OP_MERGE": "VMA_OP_MERGE_U
 
 def clone_op_layout(btf: BTF) -> Dict[str, int]:
     """FP_CLONE_OP: whether anon_vma_clone() takes the operation argument
-    (``enum vma_operation``: 7.2 and 7.3 have it, 6.18 does not; the
-    release that added it is not established here), and its values. The
+    (``enum vma_operation``: Debian's 7.2.13 and 7.3.4 sources have it,
+    the 6.18 host's BTF does not; the commit and release that added it are
+    not established here), and its values. The
     clone probe then declares three arguments (fexit reads the return value
     after them) and takes the AVCs' caller (split, merge, mremap) from it."""
     try:
@@ -132,8 +133,11 @@ def walk_layout(btf: BTF) -> Dict[str, int]:
     there, and FP_WALK_KSM: whether it has rmap_walk_ksm (mm/ksm.c,
     CONFIG_KSM); FP_ITER_RMAP_TREE: whether the interval-tree iterators are
     anon_rmap_tree_iter_first/_next (7.3 mm/interval_tree.c; 7.2 and
-    earlier: anon_vma_interval_tree_iter_first/_next). A kernel with neither order field (before 6.1; struct folio
-    itself is 5.16+) gets NO_WALKS plus the reason (``WALKS_MISSING``)."""
+    earlier: anon_vma_interval_tree_iter_first/_next; read in Debian's 7.2.13
+    and 7.3.4 sources, the renaming commit is not established here). A
+    kernel with neither order field (before 6.1; struct folio itself is from
+    v5.16, commit 7b230db3b8d3, "mm: Introduce struct folio") gets NO_WALKS
+    plus the reason (``WALKS_MISSING``)."""
     try:
         try:
             order = btf.offsetof("folio", "_folio_order")
@@ -154,9 +158,11 @@ def census_layout(btf: BTF) -> Dict[str, int]:
     """Offsets the census iterator (bpf/fprobes.bpf.c, FP_CENSUS) reads, from
     BTF: the task's comm, the VMA's anon_vma and anon_vma_chain list, the
     AVC's same_vma link and anon_vma, the anon_vma's num_children and
-    num_active_vmas (both since 6.0, which replaced ``degree``: -1 before,
-    and the columns stay null). Raises BTFError when the kernel has no
-    task_vma iterator (``struct bpf_iter__task_vma``, 5.12+)."""
+    num_active_vmas (both from v6.0, commit 2555283eb40d, "mm/rmap: Fix
+    anon_vma->degree ambiguity leading to double-reuse", which replaced
+    ``degree``: -1 before, and the columns stay null). Raises BTFError when
+    the kernel has no task_vma iterator (``struct bpf_iter__task_vma``, from
+    v5.12, commit 3a7b35b899de, "bpf: Introduce task_vma bpf_iter")."""
     btf.sizeof("bpf_iter__task_vma")
 
     def maybe(member):
