@@ -1,0 +1,329 @@
+"""Scenario tests of single rules of docs/models.md (project issue #10, items
+1, 4, 15 and 18): each expected number is derived from the scenario's
+parameters and the cited rule, never pasted from a run."""
+
+import re
+
+import pytest
+
+from anonscope.analyzer import render
+from eventgen import SIZES, Gen
+from scenarios import AV, AVC, VMA, build
+
+DESIGNS = ("eager", "lazy", "nofork", "nofork_clone")
+NOFORK = ("nofork", "nofork_clone")
+SYSTEM = {"mode": "system", "command": None, "pid": None, "comm": None}
+
+
+def _counts(r, design):
+    """(anon_vmas, AVCs) allocated by ``design``, best value."""
+    m = r["models"][design]
+    return m[AV]["allocated"], m[AVC]["allocated"]
+
+
+# ------------------------------------------- item 1: a leaf splits inherited VMAs
+
+
+def fork_chain_leaf_splits(V, D, F, fprobes):
+    """Process 1 (alive before the run) faults V VMAs; 1 forks 2, 2 forks 3,
+    ..., D forks D + 1 (a chain of D process forks); the leaf D + 1 faults F
+    VMAs of its own, splits each of its V inherited VMAs and each of its F
+    own ones once, then exits."""
+    g = Gen(fprobes=fprobes)
+    g.process(1, "root")
+    g.faults(1, V)
+    for k in range(1, D + 1):
+        g.fork(k, k + 1, comm=f"gen{k + 1}")
+    leaf = D + 1
+    inherited = list(g.procs[leaf].vmas)
+    own = g.faults(leaf, F)
+    for v in inherited + own:
+        g.split(leaf, v)
+    g.exit(leaf)
+    return g
+
+
+@pytest.mark.parametrize("fprobes", [False, True], ids=["tracepoint", "fprobes"])
+@pytest.mark.parametrize("V,D,F", [(3, 1, 0), (3, 2, 0), (4, 3, 2), (1, 1, 5), (2, 4, 1)])
+def test_leaf_split_of_inherited_vma_keeps_links_to_ancestors(tmp_path, V, D, F, fprobes):
+    """Rules N2 and N4' (docs/models.md#nofork-rules), with E2/E3 for eager.
+
+    After the D-th fork of the chain an inherited VMA of the leaf has a chain
+    of n = D + 1 AVCs (one per anon_vma: the root's and one per fork), so a
+    split of it clones n AVCs (E3). N2: under nofork and nofork_clone the
+    clone drops only the link to the VMA's own anon_vma and keeps n - 1 = D,
+    which link the piece into its ancestors' anon_vmas. A split of one of the
+    leaf's own faulted VMAs clones a chain of 1 and keeps 0. N1 saves the
+    leaf's F fault pairs; N4 keeps the leaf's own fork-path anon_vma and AVC
+    per inherited VMA under nofork, nofork_clone drops them; N4' keeps every
+    clone_fork AVC in both. The forking ancestors keep everything (N6).
+
+    The auditor's case V=3, D=1, F=0: eager AVCs = V faults + V clone_fork +
+    V own fork AVCs + 2V split clones = 15; nofork drops one per split call,
+    15 - V = 12; nofork_clone also the V own fork AVCs, 12 - V = 9.
+    """
+    r = build(fork_chain_leaf_splits(V, D, F, fprobes), tmp_path)
+    n = D + 1
+    clone_fork = V * sum(range(1, D + 1))      # fork k copies chains of length k
+    e_av = V + D * V + F                       # root faults, one own anon_vma per fork and VMA, leaf faults
+    e_avc = V + clone_fork + D * V + F + V * n + F * 1
+    o = r["objects"]
+    assert o[AVC]["allocated"]["clone_vma"] == V * n + F
+    assert o[AVC]["clone_vma_callers"]["split"] == V * n + F
+    assert _counts(r, "eager") == (e_av, e_avc)
+
+    # nofork: the leaf's faults (N1) and one AVC per split call (N2) go
+    split_kept = V * (n - 1) + F * 0
+    nf_av = e_av - F
+    nf_avc = e_avc - F - (V + F)
+    assert nf_avc == V + clone_fork + D * V + split_kept
+    assert _counts(r, "nofork") == (nf_av, nf_avc)
+    nf = r["models"]["nofork"]
+    assert nf[AVC]["saved"] == F + V + F and nf[AV]["saved"] == F
+    # nofork_clone: also the leaf's own anon_vma and AVC of each of its V
+    # anon_vma_fork() calls (N4); the clone_fork links stay (N4')
+    nc = r["models"]["nofork_clone"]
+    assert _counts(r, "nofork_clone") == (nf_av - V, nf_avc - V)
+    assert nc[AVC]["saved"] == F + V + F + V and nc[AV]["saved"] == F + V
+    # the leaf is born by a fork and exits in the run: its whole life is in
+    # it, so the high end saves the same (section 3.2)
+    for v in NOFORK:
+        m = r["models"][v]
+        assert m[AV]["allocated_range"] == [m[AV]["allocated"]] * 2
+        assert m[AVC]["allocated_range"] == [m[AVC]["allocated"]] * 2
+        assert m["generations"]["leaf"] == 1 and m["generations"]["forking"] == D
+    if (V, D, F) == (3, 1, 0):
+        assert (nf_avc, nf_avc - V) == (12, 9)
+    # lazy, L3 (and X4 with function probes) drops the same one link per
+    # split of the never-forking leaf and keeps n - 1; every forking
+    # generation upgrades what it copies at its fork (U1/X6): one anon_vma
+    # and one AVC per VMA per fork, the clone_fork AVCs stay (L4)
+    assert _counts(r, "lazy") == (D * V, D * V + clone_fork + split_kept)
+
+
+# ---------------------------------- item 4: file and mremap-moved VMAs are kept
+
+
+def leaf_with_file_and_moved_vmas(V, K, M, fprobes):
+    """A fork server 1 with no anonymous VMAs forks the leaf 2, which maps V
+    VMAs, K of them MAP_PRIVATE file mappings, writes to each (a first
+    anonymous fault: the file VMAs' CoW pages are anonymous), moves M of its
+    V - K anonymous ones by mremap once, then exits."""
+    assert K <= V and M <= V - K
+    g = Gen(fprobes=fprobes)
+    g.process(1, "server")
+    g.fork(1, 2, comm="leaf")
+    for _ in range(K):
+        g.fault(2, g.mmap(2, file=True))
+    anon = g.faults(2, V - K)
+    for v in anon[:M]:
+        g.mremap(2, v)
+    g.exit(2)
+    return g
+
+
+@pytest.mark.parametrize("V,K,M", [(7, 3, 2), (5, 5, 0), (4, 0, 4), (6, 1, 0), (9, 2, 3)])
+def test_nofork_keeps_file_and_moved_vmas_on_function_probes(tmp_path, V, K, M):
+    """Rule N5 (docs/models.md#nofork-rules), with N1 and N3.
+
+    Neither no-fork design has a folio-to-VMA way back for a MAP_PRIVATE
+    file VMA or a VMA moved by mremap, so on a function-probe recording
+    (``vma_file`` on the call rows, the mremap copy's ``src_vma_id``) such a
+    VMA keeps its fault anon_vma and AVC; the mremap copy's AVC is kept
+    too (N3). Eager: V fault pairs and M copy AVCs (chains of one). Both
+    no-fork designs keep K + M anon_vmas and K + 2M AVCs and save the other
+    V - K - M fault pairs (N1); the leaf's whole life is in the run, so
+    best = high. The parent had no anonymous VMA: its fork made nothing, so
+    nofork_clone has nothing more to save.
+    """
+    r = build(leaf_with_file_and_moved_vmas(V, K, M, fprobes=True), tmp_path)
+    assert _counts(r, "eager") == (V, V + M)
+    for v in NOFORK:
+        m = r["models"][v]
+        assert _counts(r, v) == (K + M, K + 2 * M)
+        assert m[AV]["allocated_range"] == [K + M, K + M]
+        assert m[AVC]["allocated_range"] == [K + 2 * M, K + 2 * M]
+        assert m[AV]["saved"] == V - K - M and m[AVC]["saved"] == V - K - M
+        # the kept rows: the K file VMAs' fault pairs, the M moved sources'
+        assert m["kept_vmas"] == {"file_vma_objects": 2 * K, "moved_vma_objects": 2 * M}
+        assert "file and mremap-moved VMAs kept" in m[AV]["fidelity"]
+
+
+@pytest.mark.parametrize("V,K,M", [(7, 3, 2), (5, 5, 0)])
+def test_tracepoints_cannot_tell_file_vmas(tmp_path, V, K, M):
+    """Rule N5 and section 3.2 (docs/models.md#nofork-bounds): the same run
+    on a tracepoint recording cannot tell a file VMA, so its K fault pairs
+    are counted as saved and the fidelity says so; the M moved VMAs are
+    still found (as U2 finds its source) and kept: M anon_vmas, 2M AVCs."""
+    r = build(leaf_with_file_and_moved_vmas(V, K, M, fprobes=False), tmp_path)
+    assert _counts(r, "eager") == (V, V + M)
+    for v in NOFORK:
+        m = r["models"][v]
+        assert _counts(r, v) == (M, 2 * M)
+        assert m["kept_vmas"] == {"file_vma_objects": None, "moved_vma_objects": 2 * M}
+        assert "cannot tell them" in m[AV]["fidelity"]
+
+
+# --------------------------------------- item 15: `other` allocations are kept
+
+
+def other_allocs(pid, g, n_av, n_avc):
+    """Allocations from the anon_vma and anon_vma_chain caches at a call site
+    the collector does not know (``path = other``), never freed."""
+    for _ in range(n_av):
+        g._alloc(pid, AV, "other")
+    for _ in range(n_avc):
+        g._alloc(pid, AVC, "other")
+
+
+@pytest.mark.parametrize("fprobes", [False, True], ids=["tracepoint", "fprobes"])
+@pytest.mark.parametrize("V,K,PA,PC,LA,LC", [(3, 2, 1, 1, 2, 3), (1, 0, 0, 0, 1, 1), (4, 3, 2, 0, 0, 2)])
+def test_other_path_is_counted_and_kept_by_every_design(tmp_path, V, K, PA, PC, LA, LC, fprobes):
+    """Rule E5 (docs/models.md#eager), and L7, N7, X7 and S4 for the designs.
+
+    Process 1 (alive before the run) faults V VMAs, allocates PA anon_vmas
+    and PC AVCs at an unknown call site (``other``), forks the leaf 2, which
+    faults K VMAs, allocates LA anon_vmas and LC AVCs at an unknown site and
+    exits. Eager counts every ``other`` allocation (E5); no design can tell
+    what an ``other`` object is, so lazy (L7; X7 on function probes: no
+    ``vma_id``), nofork and nofork_clone (N7) keep all of them, in best and
+    in both ends of the range, and lazy does not upgrade them at the fork
+    (U1 upgrades deferred objects only). Without them the numbers are those
+    of the fork: eager V + K + V anon_vmas, V + K + 2V AVCs; lazy V and 2V
+    (the parent's V upgrades, the V clone_fork AVCs); nofork drops the
+    leaf's K fault pairs; nofork_clone also its V own fork pairs.
+    """
+    g = Gen(fprobes=fprobes)
+    g.process(1, "server")
+    g.faults(1, V)
+    other_allocs(1, g, PA, PC)
+    g.fork(1, 2, comm="leaf")
+    g.faults(2, K)
+    other_allocs(2, g, LA, LC)
+    g.exit(2)
+    r = build(g, tmp_path)
+    oa, oc = PA + LA, PC + LC
+    o = r["objects"]
+    assert o[AV]["allocated"] == {"fault": V + K, "fork": V, "clone_fork": 0, "clone_vma": 0, "other": oa}
+    assert o[AVC]["allocated"] == {"fault": V + K, "fork": V, "clone_fork": V, "clone_vma": 0, "other": oc}
+    # nothing frees them: live at the end with the parent's V fault pairs
+    assert o[AV]["live_at_end"] == V + oa and o[AVC]["live_at_end"] == V + oc
+    without = {"eager": (V + K + V, V + K + 2 * V), "lazy": (V, 2 * V),
+               "nofork": (V + V, V + 2 * V), "nofork_clone": (V, 2 * V)}
+    for d in DESIGNS:
+        m = r["models"][d]
+        want = (without[d][0] + oa, without[d][1] + oc)
+        assert _counts(r, d) == want, d
+        assert m[AV]["allocated_range"] == [want[0]] * 2, d
+        assert m[AVC]["allocated_range"] == [want[1]] * 2, d
+    # eager's saving is what each design does not make: the `other` rows
+    # are in none of it
+    for d in NOFORK:
+        m = r["models"][d]
+        assert m[AV]["saved"] == without["eager"][0] - without[d][0]
+        assert m[AVC]["saved"] == without["eager"][1] - without[d][1]
+    assert r["models"]["lazy"]["upgrades"]["fork"] == V
+    if fprobes:
+        assert r["models"]["lazy"]["vmas"]["unattributed_objects"] == oa + oc
+    # at the end (S4, docs/models.md#snapshots) every design holds the
+    # parent's V pairs and every `other` object; lazy's low end is "as if
+    # nothing were upgraded" (the parent's V upgrades go) but still keeps
+    # every `other` object
+    end = r["snapshots"][-1]["designs"]
+    for d in DESIGNS:
+        low = 0 if d == "lazy" else V
+        assert end[d][AV]["live"] == V + oa and end[d][AVC]["live"] == V + oc, d
+        assert end[d][AV]["live_range"] == [low + oa, V + oa], d
+        assert end[d][AVC]["live_range"] == [low + oc, V + oc], d
+    assert not any("fork_pairs" in w for w in r["warnings"])
+
+
+# ----------------------------------------- item 18: the slabinfo cross-check
+
+
+def slab_lagging(T, b0, B):
+    """Process 5 faults T VMAs between two slab samples; every cache's
+    ``active_objs`` is the simulated live count plus a baseline of b0 at the
+    first sample and b0 - B at the second (slabinfo lagging the trace by B,
+    e.g. per-CPU slabs), so slabinfo's change is T - B < T."""
+    assert b0 - B + T >= 0
+    g = Gen()
+    g.process(5, "p")
+    g.slab_sample({o: b0 for o in (AV, AVC, VMA)})
+    g.faults(5, T)
+    g.slab_sample({o: b0 - B for o in (AV, AVC, VMA)})
+    return g
+
+
+_OVERSTATES = re.compile(r"overstates(?: AVCs)? by \[(-?\d+), (-?\d+)\]")
+
+
+@pytest.mark.parametrize("T,b0,B", [(9, 10, 15), (9, 10, 4), (5, 0, 3), (4, 2, 2)])
+def test_slabinfo_overstatement_is_never_negative(tmp_path, T, b0, B):
+    """Slabinfo cross-check (docs/models.md#eager, section 1).
+
+    System-wide run: active_first = b0, active_last = T + b0 - B, the trace's
+    net change T and T run objects live at the last sample. Slabinfo minus
+    our objects is [active_last - active_first - T, active_last - T] =
+    [-B, b0 - B]: a naive overstatement (the difference) is -B < 0.
+    slabinfo_overstates_range is that range cut at 0, [0, max(b0 - B, 0)],
+    in JSON, in bytes and in every rendered line.
+    """
+    r = build(slab_lagging(T, b0, B), tmp_path, target=SYSTEM)
+    s = r["slabinfo"]
+    assert s["mode"] == "system" and s["samples"] == 2
+    hi = max(b0 - B, 0)
+    for obj in (AV, AVC, VMA):
+        c = s[obj]
+        assert (c["active_first"], c["active_last"]) == (b0, T + b0 - B)
+        assert c["slab_change"] == T - B and c["traced_change"] == T
+        assert c["difference"] == -B
+        assert c["run_objects_live_at_last_sample"] == T
+        assert c["slabinfo_minus_traced_range"] == [-B, b0 - B]
+        assert c["slabinfo_overstates_range"] == [0, hi]
+        assert c["slabinfo_overstates_bytes_range"] == [0, hi * SIZES[obj]["slab_size"]]
+    printed = []
+    for fmt in ("text", "markdown"):
+        printed += _OVERSTATES.findall(render.render(r, fmt))
+    assert len(printed) >= 3                     # every cache in text, the AVC note in markdown
+    assert all(int(lo) >= 0 and int(h) >= 0 for lo, h in printed)
+    assert all((int(lo), int(h)) == (0, hi) for lo, h in printed)
+
+
+@pytest.mark.parametrize("target", [
+    {"mode": "pid", "command": None, "pid": 5, "comm": None},
+    {"mode": "comm", "command": None, "pid": None, "comm": "p"},
+    {"mode": "command", "command": "p", "pid": None, "comm": None},
+], ids=["pid", "comm", "command"])
+@pytest.mark.parametrize("T,b0,B", [(9, 10, 15), (9, 10, 4)])
+def test_slabinfo_filtered_run_checks_nothing(tmp_path, target, T, b0, B):
+    """Slabinfo cross-check (docs/models.md#eager, section 1) and S6
+    (docs/models.md#snapshots): in a ``-p``, ``--comm`` or command run
+    (metadata ``target.mode`` pid, comm, command) slabinfo still counts the
+    whole system, so the report says the cross-check checks nothing and why,
+    gives no overstatement (not even a clipped one) and prints "not traced"
+    instead; the per-sample S6 comparison is not comparable. The raw
+    differences are still there: -B for every cache, as in the system run.
+    """
+    mode = target["mode"]
+    r = build(slab_lagging(T, b0, B), tmp_path, target=target)
+    s = r["slabinfo"]
+    assert s["mode"] == mode
+    assert s["checks"].startswith("nothing of slabinfo's error") and f"recorded {mode}" in s["checks"]
+    for obj in (AV, AVC, VMA):
+        c = s[obj]
+        assert c["difference"] == -B and c["slabinfo_minus_traced_range"] == [-B, b0 - B]
+        assert "slabinfo_overstates_range" not in c and "slabinfo_overstates_bytes_range" not in c
+        assert c["fidelity"] == "not a check: the trace covers only the recorded " + mode
+    text = render.render(r, "text")
+    assert f"{mode} run: checks nothing of slabinfo's error" in text
+    assert text.count("the rest of the system is not traced") == 3
+    assert "overstates" not in text
+    assert "overstates" not in render.render(r, "markdown")
+    samples = [snap["slabinfo"] for snap in r["snapshots"] if "slabinfo" in snap]
+    assert len(samples) == 2
+    for sample in samples:
+        assert sample["comparable"] is False
+        assert sample["note"].startswith("not comparable") and f"only the recorded {mode}" in sample["note"]
+        for obj in (AV, AVC, VMA):
+            assert sample[obj]["consistent"] is None and sample[obj]["census_missed_at_least"] is None
