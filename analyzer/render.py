@@ -207,12 +207,32 @@ WALK_TITLE = {"eager": "eager (measured)", "lazy": "ANON_VMA_LAZY", "cow_context
 WALK_DESIGNS = tuple(WALK_TITLE)
 
 
+def _unknown_cell(x, n):
+    """'unknown' for a design whose ``n`` walks of ``x['count']`` have an
+    unknown lock or time ('unknown (n of count)' when not all do)."""
+    return "unknown" if n >= x["count"] else f"unknown ({n} of {x['count']})"
+
+
 def _wait(x):
-    """Lock wait of a design: measured, unknown, or measured plus unknown."""
+    """Lock wait of a design: measured, or unknown (never 0 ns) when the
+    design leaves the lock of any of its walks unknown; '-' without walks."""
     n_unknown = x.get("lock_wait_unknown_walks", 0)
-    if x["lock_wait_ns"] is None:
-        return "unknown"
-    return ns(x["lock_wait_ns"]) + (f" + unknown ({n_unknown})" if n_unknown else "")
+    if not x["count"]:
+        return "-"
+    if n_unknown or x["lock_wait_ns"] is None:
+        return _unknown_cell(x, n_unknown)
+    return ns(x["lock_wait_ns"])
+
+
+def _time(x):
+    """Walk time of a design, p50/p99/max: measured, or unknown when the
+    design leaves the time of any of its walks unknown; '-' without walks."""
+    n_unknown = x["count"] - x.get("time_walks", x["count"])
+    if not x["count"]:
+        return "-"
+    if n_unknown or x["time_ns"]["max"] is None:
+        return _unknown_cell(x, n_unknown)
+    return _v3(x["time_ns"], ns)
 
 
 def _v3(st, fmt=str):
@@ -224,8 +244,42 @@ def _walks_table(w):
     table = [("design", "walks", "visits p50/p99/max", "unit", "time p50/p99/max", "lock wait")]
     for d in WALK_DESIGNS:
         x = w[d]
-        table.append((WALK_TITLE[d], x["count"], _v3(x["visits"]), x["unit"], _v3(x["time_ns"], ns), _wait(x)))
+        table.append((WALK_TITLE[d], x["count"], _v3(x["visits"]), x["unit"], _time(x), _wait(x)))
     return table
+
+
+def _lock_cell(x):
+    """The locks a design's walks take, with their walk counts: the name
+    before its parenthesis ('anon_vma root rwsem 7; unknown 3')."""
+    return "; ".join(f"{name.split(' (')[0]} {n}" for name, n in x["lock"].items() if n) or "-"
+
+
+def _walks_md_table(w):
+    """The Markdown walks table: _walks_table with rmap_one calls, VMA-tree
+    lookups (the CoW context's unit) and the locks taken in columns of their
+    own (eager, lazy and no-fork visits are rmap_one calls; '-' where a
+    design makes no VMA-tree lookup)."""
+    head, *rows = _walks_table(w)
+    table = [(*head, "rmap_one calls p50/p99/max", "VMA-tree lookups p50/p99/max", "locks (walks)")]
+    for d, row in zip(WALK_DESIGNS, rows):
+        x = w[d]
+        calls = x.get("rmap_one_calls", x["visits"])
+        lookups = _v3(x["tree_lookups"]) if "tree_lookups" in x else "-"
+        table.append((*row, _v3(calls), lookups, _lock_cell(x)))
+    return table
+
+
+def _measured_parts(w):
+    """Per design with walks both unknown and eager: what its walks that
+    stay eager measured (the table's cell says unknown for the design)."""
+    out = []
+    for d in WALK_DESIGNS:
+        x = w[d]
+        kept = x.get("time_walks", 0)
+        if 0 < kept < x["count"]:
+            out.append(f"{WALK_TITLE[d]}: the {kept} walks that stay eager: time p50/p99/max "
+                       f"{_v3(x['time_ns'], ns)}, lock wait {ns(x['lock_wait_ns'])}")
+    return out
 
 
 def _lock_takers_table(lk):
@@ -560,7 +614,8 @@ def _walks_text(w):
     if not w.get("available"):
         out.append("  " + w["note"])
         return out
-    out += text_table("  {:18}{:>7}  {:>20} {:4}  {:>28}  {:>10}", _walks_table(w))
+    out += text_table("  {:18}{:>7}  {:>20} {:4}  {:>28}  {:>18}", _walks_table(w))
+    out += [f"  {m}" for m in _measured_parts(w)]
     e = w["eager"]
     out.append(f"  eager AVCs visited p50/p99/max {_v3(e['avcs_visited'])}; {e['lock_waits']} lock "
                f"waits in walks ({e['lock_waits_matched']} matched to a walk); "
@@ -788,11 +843,13 @@ def _walks_markdown(w):
         return ["rmap walks: " + w["note"] + "."]
     out = [f"rmap walks of anonymous folios ({w['walks']} measured with function probes; "
            "other designs re-cost the same walks, docs/models.md#walks-recorded):", ""]
-    out += md_table(_walks_table(w))
+    out += md_table(_walks_md_table(w))
     out.append("")
+    out += [f"- {m}." for m in _measured_parts(w)] + ([""] if _measured_parts(w) else [])
     out.append("Eager is measured; lazy and no-fork walks of folios without an anon_vma go through "
                "the folio's VMA and still visit every VMA that maps it, with a lock and a time that "
-               "are unknown (never 0); CoW-context visits are VMA-tree lookups, one per live mm "
-               "under the folio's context (its own alone for an exclusive folio), lock and time "
-               "unknown.")
+               "are unknown, never 0 (the series claims no anon_vma lock; disputed on the list); "
+               "CoW-context visits are VMA-tree lookups, one per live mm under the folio's context "
+               "(its own alone for an exclusive folio), lock and time unknown (the draft names RCU, "
+               "with TODOs).")
     return out

@@ -28,8 +28,10 @@ AV, AVC = "anon_vma", "anon_vma_chain"
 AnonVma, Avc = kernel.AnonVma, kernel.Avc     # the eager structures
 
 LOCK_ROOT = "anon_vma root rwsem (read)"
-LOCK_NONE_LAZY = "none (folio points at its VMA)"
-LOCK_COW = "unspecified by the draft (assumed: no anon_vma rwsem; one RCU VMA-tree lookup per mm)"
+#: a folio that points at its VMA (lazy, and no-fork opt-outs): the series
+#: claims no anon_vma lock, which the maintainers disputed on the list
+LOCK_NONE_LAZY = "unknown (the series claims no anon_vma lock; disputed on the list)"
+LOCK_COW = "unknown (the draft: RCU, with TODOs; assumed: no anon_vma rwsem, one RCU VMA-tree lookup per mm)"
 
 
 class Counts:
@@ -448,7 +450,8 @@ class Lazy(Eager):
     def pointer_walk(folio, t):
         """A folio that points at its VMA: the pieces of that VMA (in the one mm
         that maps it) that map the folio, i.e. 1 unless a large folio
-        straddles a split; no anon_vma lock."""
+        straddles a split; lock unknown (the series claims no anon_vma lock;
+        disputed on the list)."""
         visits = sum(1 for v in t.vmas if any(f is folio for f in v.pt.values()))
         return {"visits": visits, "lock": LOCK_NONE_LAZY}
 

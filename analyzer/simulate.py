@@ -24,7 +24,8 @@ TITLES = {
 NOTES = {
     "eager": "exact replay of the kernel's rules on the scenario (docs/models.md W1-W3)",
     "lazy": "the series' rules as in domain.md (W4); a lazy folio's walk visits its one VMA "
-            "without the anon_vma lock; upgraded VMAs walk like eager",
+            "with its lock unknown (the series claims none; disputed on the list); "
+            "upgraded VMAs walk like eager",
     "cow_context": "the draft as in domain.md (W5); visits = live mms of the folio context's "
                    "subtree, its own mm included (descendant_mms excludes it); lookups add one "
                    "per remap entry covering the folio; the lock is an assumption",

@@ -27,6 +27,10 @@ anon_vma's alloc row (owner process, path, VMA) and the process tree:
   make (rules N1, N4: leaf generations) is walked through its VMA like a
   lazy folio; everything else as measured.
 
+A lock or time a design leaves unknown is never 0: ``time_ns`` and
+``lock_wait_ns`` cover the walks that stay eager (``time_walks``), null
+when none does, and the design's ``unknown`` notes say what they leave out.
+
 Vectorised over the walk rows: the anon_vma of each walk by one sorted
 search (objlookup.last_alloc), subtree sizes by sorted searches over
 (ancestor, descendant) pairs, lock waits matched to walks with one
@@ -50,6 +54,9 @@ LOCK_EAGER = "anon_vma root rwsem (read)"
 LOCK_UNKNOWN = "unknown (the series claims no anon_vma lock; disputed on the list)"
 LOCK_COW = "unknown (the draft: RCU, with TODOs)"
 UNKNOWN = "unknown"
+#: why a design's lock is unknown, for the ``unknown`` notes
+WHY_LAZY = "the series claims no anon_vma lock; disputed on the list"
+WHY_COW = "the draft names RCU, with TODOs"
 _SHIFT = 41
 
 
@@ -291,14 +298,30 @@ def _eager(walks, waits):
                             "anon_vma_interval_tree_iter_first/_next, rmap_one callbacks)")
 
 
+def _unknown_notes(unknown, count, why):
+    """Takes the walks whose lock and time a design leaves unknown, its
+    walks and why; returns the ``unknown`` notes: {field: what it leaves
+    out}, {} when nothing is unknown (section 6: unknown, never 0)."""
+    if not unknown:
+        return {}
+    scope = ("every walk: null" if unknown == count else
+             f"{unknown} of {count} walks: the value covers the {count - unknown} that stay eager")
+    return {"time_ns": f"{UNKNOWN} for {scope}", "lock_wait_ns": f"{UNKNOWN} for {scope} ({why})"}
+
+
 def _through_vma(walks, waits, mask, name, fidelity, **extra):
     """The walks in ``mask`` go through the folio's VMA (and the pieces
-    of it that map the folio): measured VMAs, an unknown lock and time."""
+    of it that map the folio): measured VMAs, an unknown lock and time.
+    ``time_ns`` and ``lock_wait_ns`` cover the other walks (eager's lock,
+    the unmatched waits with it), null when no walk stays eager."""
     rest = ~mask
-    return _design(walks.n, walks.vmas, "VMA", stats(walks.dur[rest]),
-                   int(waits.total - waits.of_walk[mask].sum()),
-                   time_walks=int(rest.sum()), lock_wait_unknown_walks=int(mask.sum()),
-                   lock={LOCK_UNKNOWN: int(mask.sum()), LOCK_EAGER: int(rest.sum())},
+    kept = int(rest.sum())
+    wait = int(waits.total - waits.of_walk[mask].sum()) if kept else None
+    return _design(walks.n, walks.vmas, "VMA", stats(walks.dur[rest]), wait,
+                   time_walks=kept, time_unknown_walks=int(mask.sum()),
+                   lock_wait_unknown_walks=int(mask.sum()),
+                   unknown=_unknown_notes(int(mask.sum()), walks.n, WHY_LAZY),
+                   lock={LOCK_UNKNOWN: int(mask.sum()), LOCK_EAGER: kept},
                    **{name: int(mask.sum())}, unknown_anon_vma=int((~walks.known).sum()),
                    fidelity=fidelity, **extra)
 
@@ -331,7 +354,7 @@ def _lazy(walks, waits, lazy_state):
                         "estimate: measured walks re-costed; a folio still lazy is walked through its "
                         "root VMA and the pieces that map it (measured VMAs: a large folio straddling "
                         "a split maps several); its lock and time are unknown (lock_wait_ns and "
-                        "time_ns cover the walks that stay eager)", lazy_state=source)
+                        "time_ns cover the walks that stay eager, null when none does)", lazy_state=source)
 
 
 # -------------------------------------------------------- CoW context
@@ -454,7 +477,9 @@ def _cow_context(rp, walks):
     mms = np.where(exclusive, 1, count)
     remap = _remap_bound(rp, sub, owner[known], walks.pos[known], exclusive)
     return _design(int(known.sum()), mms, "mm", {"p50": None, "p99": None, "max": None}, None,
-                   time_walks=0, lock_wait_unknown_walks=int(known.sum()),
+                   time_walks=0, time_unknown_walks=int(known.sum()),
+                   lock_wait_unknown_walks=int(known.sum()),
+                   unknown=_unknown_notes(int(known.sum()), int(known.sum()), WHY_COW),
                    tree_lookups=stats(mms), rmap_one_calls=stats(vmas[known]),
                    exclusive_walks=int(exclusive.sum()),
                    descendant_mms=stats(np.where(exclusive, 0, count - alive.astype(np.int64))),
@@ -502,7 +527,8 @@ def _nofork(rp, walks, waits):
     return {v: _through_vma(walks, waits, mask, "leaf_walks",
                             f"estimate: a folio in an anon_vma {v} does not make (section 3: a leaf "
                             "generation's fault path, and for nofork_clone its own fork path) is "
-                            "walked through its VMA, lock and time unknown (W6); the rest as measured")
+                            "walked through its VMA, lock and time unknown (W6); the rest as measured "
+                            "(lock_wait_ns and time_ns cover them, null when none is)")
             for v, mask in _nofork_leaf_walks(rp, walks).items()}
 
 
@@ -514,7 +540,9 @@ def _notes():
         "through the folio's VMA still reaches every VMA mapping it); CoW context = VMA-tree "
         "lookups, one per mm visited",
         "lock and time of the walks a design changes are unknown, never 0: the lazy series and "
-        "the CoW-context draft do not settle them",
+        "the CoW-context draft do not settle them; time_ns and lock_wait_ns cover the walks "
+        "that stay eager (time_walks), null when none does; each design's `unknown` says "
+        "what they leave out",
         "walks whose anon_vma was allocated before the run (anon_vma_id null) stay as measured "
         "in lazy and no-fork and are left out of the CoW context",
         "KSM folios are walked through their stable node's rmap items in every design: as "
