@@ -14,7 +14,15 @@ os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 import click  # noqa: E402
 
 from . import render
-from .errors import EXIT_INTERNAL, EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_OUTPUT, EXIT_UNREADABLE, AnalyzerError
+from .errors import (
+    EXIT_INTERNAL,
+    EXIT_NEWER_SCHEMA,
+    EXIT_NOT_A_RUN,
+    EXIT_OUTPUT,
+    EXIT_SCHEDULER,
+    EXIT_UNREADABLE,
+    AnalyzerError,
+)
 
 EPILOG = f"""\b
 Exit codes:
@@ -25,6 +33,7 @@ Exit codes:
   {EXIT_NOT_A_RUN}  Parquet, but not an anonscope recording (columns, metadata, values)
   {EXIT_NEWER_SCHEMA}  recorded with a newer schema version than this anonanalyze reads
   {EXIT_OUTPUT}  the -o file cannot be written
+  {EXIT_SCHEDULER}  fleet: the --scheduler cannot be reached
 Errors are one line on stderr: "anonanalyze: error: ...".
 Models and the fidelity of every number: docs/models.md.
 """
@@ -93,14 +102,56 @@ def report(path, fmt, output, at):
     except Exception as exc:  # one line, never a traceback
         fail(f"internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
              "please report it with the recording", EXIT_INTERNAL)
-    if output:
-        try:
-            with open(output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_OUTPUT)
-    else:
+    _write(text, output)
+
+
+@main.command(epilog=EPILOG)
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(("text", "markdown", "json")), default=None,
+              help="output format; default: from the -o suffix (.md, .json), else text")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="write the fleet report to FILE instead of stdout")
+@click.option("--label-by", "label_by", default="host", show_default=True, metavar="comm|host|KEY",
+              help="workload label of each recording: its host, its command (comm), or a metadata key "
+                   "(dots for nested keys: target.mode)")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="run the analyses on this dask scheduler's workers (anonscope installed there); "
+                   "default: an in-process LocalCluster, one worker per core")
+@click.option("-q", "--quiet", is_flag=True, help="no progress lines on stderr")
+def fleet(paths, fmt, output, label_by, scheduler, quiet):
+    """Analyse every recording PATHS name (files, directories of recordings,
+    globs, fsspec URLs) and print one table: per recording the headline per
+    design, fleet totals (the sums of the single reports), the spread of
+    each design's saved % and the totals per label (docs/fleet.md). A
+    recording that fails is listed with its error; the others still count."""
+    from . import cluster, fleetrender
+    from . import fleet as fleet_mod
+    fmt = fmt or {".md": "markdown", ".json": "json"}.get(os.path.splitext(output or "")[1].lower(), "text")
+    try:
+        found = fleet_mod.expand(paths)
+        if not found:
+            fail(f"no recording matches {' '.join(paths)}", EXIT_UNREADABLE)
+        results, engine = cluster.run(found, label_by, scheduler, progress=not quiet)
+    except AnalyzerError as exc:
+        fail(str(exc).replace("\n", " "), exc.code)
+    except OSError as exc:
+        fail(f"{exc}", EXIT_UNREADABLE)
+    data = fleet_mod.aggregate(results, engine)
+    _write(fleetrender.render(data, fmt), output)
+    if not data["analysed"]:
+        sys.exit(results[0]["exit_code"])
+
+
+def _write(text, output):
+    """``text`` to the file ``output``, or to stdout."""
+    if not output:
         click.echo(text, nl=not text.endswith("\n"))
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_OUTPUT)
 
 
 from .simulate import simulate as _simulate  # noqa: E402  (built-in scenarios, docs/models.md#walks)

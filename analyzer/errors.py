@@ -8,6 +8,7 @@ EXIT_UNREADABLE = 3    # missing, empty, truncated or non-Parquet file
 EXIT_NOT_A_RUN = 4     # Parquet, but not an anonscope recording (columns, metadata)
 EXIT_NEWER_SCHEMA = 5  # written by a newer anonscope schema than this analyzer reads
 EXIT_OUTPUT = 6        # cannot write the -o file
+EXIT_SCHEDULER = 7     # fleet --scheduler cannot be reached
 
 
 class AnalyzerError(Exception):
