@@ -24,11 +24,6 @@ from .errors import EXIT_INTERNAL, EXIT_UNREADABLE, AnalyzerError
 OBJECTS = ("anon_vma", "anon_vma_chain")
 #: where a design's allocations are compared with eager's
 SAVING_DESIGNS = ("lazy", "nofork", "nofork_clone")
-LABELS = ("comm", "host")
-
-
-class FleetError(AnalyzerError):
-    """Nothing to analyse (no recording matched), or no scheduler."""
 
 
 # ------------------------------------------------------------- recordings

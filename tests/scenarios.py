@@ -25,6 +25,17 @@ def models(r):
 
 
 
+def parent_and_children(g, V, C, K):
+    """In ``g``: parent 100 faults V VMAs and forks C children (200, 201,
+    ...); child k faults K VMAs of its own. (parent VMAs, children's VMAs)."""
+    g.process(100, "parent")
+    pv = g.faults(100, V)
+    kids = [200 + k for k in range(C)]
+    for k in kids:
+        g.fork(100, k, comm="child")
+    return pv, [v for k in kids for v in g.faults(k, K)]
+
+
 def zygote(V, N, C, K, prerun=0):
     """Parent 100 with V faulted anon VMAs, N VMAs never faulted and
     ``prerun`` anon VMAs made before the run forks C children; each child

@@ -16,6 +16,7 @@ from anonscope.analyzer import simulate as S
 from anonscope.analyzer.rmapsim import LOCK_COW, LOCK_NONE_LAZY
 from anonscope.analyzer.walks import LOCK_EAGER
 from eventgen import Gen
+from scenarios import parent_and_children
 
 KSWAPD = 2
 TITLES = render.WALK_TITLE
@@ -52,12 +53,7 @@ def parent_and_leaves(V, C, K, wp, wc):
     children's own folios, the V parent walks stay eager."""
     g = Gen(fprobes=True)
     g.process(KSWAPD, "kswapd0")
-    g.process(100, "parent")
-    pv = g.faults(100, V)
-    kids = [200 + k for k in range(C)]
-    for k in kids:
-        g.fork(100, k, comm="child")
-    cv = [v for k in kids for v in g.faults(k, K)]
+    pv, cv = parent_and_children(g, V, C, K)
     for v in pv:
         g.walk(KSWAPD, v, lock_wait_ns=wp)
     for v in cv:

@@ -12,6 +12,7 @@ import pytest
 
 from anonscope.analyzer import load, render, report
 from eventgen import Gen
+from scenarios import parent_and_children
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KSWAPD = 2
@@ -37,12 +38,8 @@ def fanout(V, C, K, E, wp, wc, fprobes=True):
     parent VMAs are walked again (no wait)."""
     g = Gen(fprobes=fprobes)
     g.process(KSWAPD, "kswapd0")
-    g.process(100, "parent")
-    pv = g.faults(100, V)
+    pv, cv = parent_and_children(g, V, C, K)
     kids = [200 + k for k in range(C)]
-    for k in kids:
-        g.fork(100, k, comm="child")
-    cv = [v for k in kids for v in g.faults(k, K)]
     visits = {"first": [g.walk(KSWAPD, v, lock_wait_ns=wp) for v in pv],
               "kids": [g.walk(KSWAPD, v, lock_wait_ns=wc) for v in cv]}
     for k in kids[:E]:
