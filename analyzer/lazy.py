@@ -431,14 +431,13 @@ def _upgrades(best, low, high):
     }
 
 
-def _extra_costs(a, upgraded, upgrades, growth):
-    """The ``extra_costs`` entry (docs/models.md#lazy-costs): the VMA growth
-    (L8), the upgrades (U1, U2), the objects allocated inside fork, and
+def _extra_costs(a, upgraded, upgrades):
+    """The ``extra_costs`` entry (docs/models.md#lazy-costs): the upgrades
+    (U1, U2), the objects allocated inside fork, and
     what tracepoints cannot tell (X9's pinned root VMAs, re-pointed pages)."""
     fork_eager = int(((a.path == PATH_CODE["fork"]) | (a.path == PATH_CODE["clone_fork"])).sum())
     fork_lazy = int((a.path == PATH_CODE["clone_fork"]).sum()) + int(upgraded.sum())
     return {
-        "vma_growth": growth,
         "upgrades": {"fork": upgrades["fork"], "mremap": upgrades["mremap"],
                      "objects": upgrades["objects"]},
         "fork_time_objects": {
@@ -478,7 +477,7 @@ def model(rp, eager_model):
     spans["lazy_extra"] = _beyond_eager(a, t.found_pos, t.found_src, t.mre_av_free, srcs)
     out.update(saved_fields(ev, per_obj))
 
-    out["vm_area_struct"], growth = vma_growth(rp, ev)
+    out["vm_area_struct"], out["vma_growth"] = vma_growth(rp, ev)
 
     lazy_state = _lazy_state(rp, a, t, start)
     out["upgrades"] = _upgrades(best, low, high)
@@ -487,7 +486,7 @@ def model(rp, eager_model):
                         "reason": "tracepoint recordings cannot tell a MAP_PRIVATE file VMA from an anonymous "
                                   "one: its savings are counted with the rest; function probes split them",
                         "see": SECTION}
-    out["extra_costs"] = _extra_costs(a, t.upgraded, out["upgrades"], growth)
+    out["extra_costs"] = _extra_costs(a, t.upgraded, out["upgrades"])
     return Result(out, spans, lazy_state)
 
 

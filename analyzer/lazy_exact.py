@@ -496,11 +496,11 @@ def _upgrades(x, fork_up, mremap_up, high_extra):
     }
 
 
-def _extra_costs(rp, x, growth, upgrades, fork_up, mremap_up, pre_src):
-    """The ``extra_costs`` entry (docs/models.md#lazy-costs): the VMA growth
-    (L8), the upgrades (X6), the objects allocated inside fork, the
-    re-pointed pages and the pinned root VMAs (X9). Returns (the entry, the
-    pinned root VMAs' spans for the snapshots, S4)."""
+def _extra_costs(rp, x, slot, upgrades, fork_up, mremap_up, pre_src):
+    """The ``extra_costs`` entry (docs/models.md#lazy-costs): the upgrades
+    (X6), the objects allocated inside fork, the re-pointed pages and the
+    pinned root VMAs (X9) at the lazy VMA's ``slot`` bytes. Returns (the
+    entry, the pinned root VMAs' spans for the snapshots, S4)."""
     ob = rp.ob
     clone_fork = int((x.path == PATH_CODE["clone_fork"]).sum()) + int(
         (ob.path[x.unattributed] == PATH_CODE["clone_fork"]).sum())
@@ -508,7 +508,6 @@ def _extra_costs(rp, x, growth, upgrades, fork_up, mremap_up, pre_src):
         np.isin(ob.path[x.unattributed], [PATH_CODE["fork"], PATH_CODE["clone_fork"]]).sum())
     n_fork, n_mre, tok_fork = upgrades["fork"], upgrades["mremap"], upgrades["tokens"]["fork"]
     out = {
-        "vma_growth": growth,
         "upgrades": {"fork": n_fork, "mremap": n_mre, "objects": upgrades["objects"]},
         "fork_time_objects": {
             "eager": fork_eager, "lazy": clone_fork + n_fork + tok_fork,
@@ -518,7 +517,7 @@ def _extra_costs(rp, x, growth, upgrades, fork_up, mremap_up, pre_src):
         },
         "repointed_pages": repointed_pages(rp, x, fork_up, mremap_up, pre_src),
     }
-    out["pinned_root_vmas"], pinned = pinned_roots(rp, x, growth["slot_bytes"][1])
+    out["pinned_root_vmas"], pinned = pinned_roots(rp, x, slot)
     return out, pinned
 
 
@@ -586,10 +585,11 @@ def model(rp, eager_model, tracepoint=None):
     }
     ev = eager_model
     out.update(saved_fields(ev, per_obj))
-    out["vm_area_struct"], growth = vma_growth(rp, ev)
+    out["vm_area_struct"], out["vma_growth"] = vma_growth(rp, ev)
     fork_up, mremap_up = _upgraded_avcs(x)
     out["upgrades"] = _upgrades(x, fork_up, mremap_up, high_extra)
-    out["extra_costs"], spans["lazy_pinned"] = _extra_costs(rp, x, growth, out["upgrades"],
+    slot = out["vma_growth"]["slot_bytes"][1]
+    out["extra_costs"], spans["lazy_pinned"] = _extra_costs(rp, x, slot, out["upgrades"],
                                                             fork_up, mremap_up, pre_src)
     out["file_vmas"] = file_vmas(rp, x, kept, up, is_av)
     out["not_modelled"] = moves.not_modelled(rp.rec.meta)

@@ -502,7 +502,7 @@ def _lazy_text(lz):
     """ANON_VMA_LAZY's costs: upgrades, VMA growth, fork-time objects,
     re-pointed pages, and the tracepoint estimate beside the exact replay."""
     up = lz["upgrades"]
-    g = lz["extra_costs"]["vma_growth"]
+    g = lz["vma_growth"]
     ft = lz["extra_costs"]["fork_time_objects"]
     out = [f"  lazy upgrades: fork {up['fork']} {_rng(up['fork_range'])}, mremap "
            f"{up['mremap']} {_rng(up['mremap_range'])}; upgrade objects: "
@@ -772,7 +772,7 @@ def _eager_markdown(r):
 def _lazy_markdown(lz):
     """ANON_VMA_LAZY's costs in a sentence, and the tracepoint estimate
     beside the exact replay when there is one."""
-    up, g = lz["upgrades"], lz["extra_costs"]["vma_growth"]
+    up, g = lz["upgrades"], lz["vma_growth"]
     ft = lz["extra_costs"]["fork_time_objects"]
     out = [f"Lazy costs: {up['fork']} VMA upgrades at fork (range {_rng(up['fork_range'])}), "
            f"{up['mremap']} at mremap; VMAs grow: {_vma_growth(g)} "

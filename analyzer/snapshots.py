@@ -298,7 +298,7 @@ def build(rp, report, spans):
 
 
 def _lazy_slot(report, eager_slot):
-    g = (report.get("models", {}).get("lazy", {}).get("extra_costs") or {}).get("vma_growth") or {}
+    g = report.get("models", {}).get("lazy", {}).get("vma_growth") or {}
     slot = g.get("slot_bytes")
     return int(slot[1]) if isinstance(slot, list) and len(slot) == 2 and slot[1] else eager_slot
 

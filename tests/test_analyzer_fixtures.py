@@ -240,7 +240,7 @@ def test_lazy_vma_growth(run):
     slot 192 on the 6.18 host that made the fixtures: SLAB_HWCACHE_ALIGN)
     gives ALIGN(192 + 12, 64) = 256, +64 B (+33%), not +12."""
     lz, ev = run["models"]["lazy"], run["models"]["eager"]
-    g = lz["extra_costs"]["vma_growth"]
+    g = lz["vma_growth"]
     assert run["run"]["arch"] == "x86_64"
     assert g["bytes_per_vma"] == 8 + 4
     meta = pq.read_metadata(fixture(RUN)).metadata

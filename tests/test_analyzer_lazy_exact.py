@@ -335,4 +335,4 @@ def test_a_root_vma_unmapped_under_its_pieces_stays_pinned(tmp_path, V):
     _, lz, _ = lazy_of(g, tmp_path)
     pinned = lz["extra_costs"]["pinned_root_vmas"]
     assert pinned["count"] == V and pinned["peak_live"] == V and pinned["live_at_end"] == 0
-    assert pinned["peak_live_bytes"] == V * lz["extra_costs"]["vma_growth"]["slot_bytes"][1]
+    assert pinned["peak_live_bytes"] == V * lz["vma_growth"]["slot_bytes"][1]

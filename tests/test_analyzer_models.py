@@ -48,7 +48,7 @@ def test_zygote(tmp_path, V, N, C, K):
     assert lazy[AV]["peak_live"] == V
     assert lazy[AVC]["peak_live"] == V + C * V
     assert lazy[AV]["bytes"] == V * SIZES[AV]["slab_size"]
-    g = lazy["extra_costs"]["vma_growth"]
+    g = lazy["vma_growth"]
     assert g["bytes_per_vma"] == 12
     # priced at the slab slot: object_size + 12, word-aligned, then to the
     # cache's align (mm/slub.c calculate_sizes); no slack in the slot here
@@ -292,7 +292,7 @@ def test_slabinfo_cross_check_with_aliases(tmp_path):
     assert s["mode"] == "command" and s["checks"].startswith("nothing of slabinfo's error")
     assert "slabinfo_overstates_range" not in s[AVC] and s[AVC]["fidelity"].startswith("not a check")
     assert s[AVC]["alias_names"] == ["fs_cache", "eventpoll_pwq"]
-    assert r["models"]["lazy"]["extra_costs"]["vma_growth"]["slabinfo_vmas_last"] == base[VMA] + 9
+    assert r["models"]["lazy"]["vma_growth"]["slabinfo_vmas_last"] == base[VMA] + 9
 
 
 def test_reused_object_ids_are_matched(tmp_path):
