@@ -319,6 +319,30 @@ def test_file_vmas_are_split_out_with_an_eager_variant(tmp_path, A, F):
     assert fv["file_vmas_eager"] == ({AV: F, AVC: F} if F else None)
 
 
+@pytest.mark.parametrize("V", [1, 3])
+def test_a_root_vma_merged_away_stays_pinned_at_the_snapshot(tmp_path, V):
+    """Each of V faulted roots is split; a fresh neighbour absorbs the root
+    part (vma_expand: it clones the root's chain, caller merge; the root VMA
+    is freed) and the piece stays. Under lazy the piece's folios still point
+    at the root VMA (rule X9): at a mark the lazy VMA count is eager's 2V
+    (pieces and neighbours) plus the V pinned roots; after the exit none."""
+    g = Gen(fprobes=True)
+    g.process(1, "p")
+    roots = g.faults(1, V)
+    for v in roots:
+        g.split(1, v)
+    for v in roots:
+        g.merge(1, g.mmap(1), v)
+    live = g.mark("merged")
+    g.exit(1)
+    r, lz, _ = lazy_of(g, tmp_path)
+    pinned = lz["extra_costs"]["pinned_root_vmas"]
+    assert (pinned["count"], pinned["peak_live"], pinned["live_at_end"]) == (V, V, 0)
+    snap = next(s for s in r["snapshots"] if s["label"] == "merged")["designs"]
+    assert snap["eager"]["vm_area_struct"]["live"] == live["vm_area_struct"] == 2 * V
+    assert snap["lazy"]["vm_area_struct"]["live"] == 3 * V
+
+
 @pytest.mark.parametrize("V", [1, 4])
 def test_a_root_vma_unmapped_under_its_pieces_stays_pinned(tmp_path, V):
     """A leaf splits each of V faulted VMAs and unmaps the root part, keeping
