@@ -678,9 +678,12 @@ class CowContext(Design):
     def walk(self, folio):
         """C2, C3: visit every live mm of the subtree of the folio's context;
         ``lookups`` adds the remap entries of those mms that cover the folio's
-        address."""
+        address. C7: a folio that only its context's mm maps is exclusive
+        (``folio_maybe_mapped_shared()`` false): the walk stops at that mm.
+        C6 (exec cuts the subtree) does not arise: scenarios have no exec."""
         c, addr = self.fctx[folio]
-        mms = self.live_subtree(c)
+        exclusive = len(folio.maps) == 1 and c.mm in folio.maps
+        mms = [c.mm] if exclusive and c.mm.alive else self.live_subtree(c)
         extra = 0
         for mm in mms:
             for e in self.mm_remaps.get(mm, ()):
@@ -692,7 +695,7 @@ class CowContext(Design):
 
     def memory(self):
         """Counts of contexts and remap entries, with no anon_vma and no
-        anon_vma_chain (C6)."""
+        anon_vma_chain (C8)."""
         r = self.n.report()
         zero = {"allocated": 0, "live": 0, "peak_live": 0}
         return {AV: dict(zero), AVC: dict(zero), "context": r["context"],

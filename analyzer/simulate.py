@@ -27,8 +27,9 @@ NOTES = {
             "with its lock unknown (the series claims none; disputed on the list); "
             "upgraded VMAs walk like eager",
     "cow_context": "the draft as in domain.md (W5); visits = live mms of the folio context's "
-                   "subtree, its own mm included (descendant_mms excludes it); lookups add one "
-                   "per remap entry covering the folio; the lock is an assumption",
+                   "subtree, its own mm included (descendant_mms excludes it), only its own mm "
+                   "for a folio no other mm maps (C7); lookups add one per remap entry covering "
+                   "the folio; the lock is an assumption",
     "nofork": "processes that never fork in the scenario opted out (W6); what a forking parent "
               "builds for them at fork is kept (docs/models.md N2, best estimate)",
 }
