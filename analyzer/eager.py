@@ -17,7 +17,7 @@ import pandas as pd
 
 from anonscope import schema as S
 
-from . import forktree, live
+from . import forktree, live, mmowner
 from .live import NEVER
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .order import stable_argsort
@@ -182,14 +182,21 @@ def transient_fork_pairs(rec, partner):
 def prepare(rec):
     """``rec`` prepared for the models, as a :class:`Replay`: frees matched to
     allocs, the E2' transient fork pairs taken out of the object rows, and the
-    process tree built. ``rec`` is not changed: the Replay's ``rec`` is a copy
-    without those pairs, counted in its ``transient`` field."""
+    process tree built, faults made through another process given to the
+    process whose VMA they served (mmowner). ``rec`` is not changed: the
+    Replay's ``rec`` is a copy without those pairs, counted in its
+    ``transient`` field, with the changed owners counted in
+    ``remote_faults``."""
     sizes = {obj: rec.object_size(obj) for obj in S.OBJECTS}
     partner = match_frees(rec.objects)
     pairs = transient_fork_pairs(rec, partner)
     counted = {obj: int((pairs & rec.objects.is_alloc & (rec.objects.object == OBJECT_CODE[obj])).sum())
                for obj in RMAP_OBJECTS}
-    rec = dataclasses.replace(rec, transient=counted)
+    owner, remote = mmowner.remote_fault_owners(rec, rec.objects.owner)
+    rec = dataclasses.replace(rec, transient=counted, remote_faults=remote)
+    if remote:
+        rec.objects = rec.objects.take(np.ones(len(owner), dtype=bool))    # a copy
+        rec.objects.owner = owner
     if pairs.any():              # they never served a VMA: out of every model (kept apart)
         rec.objects = rec.objects.take(~pairs)
         partner = match_frees(rec.objects)
@@ -337,7 +344,8 @@ def processes(rp, top=50):
     Takes the Replay ``rp`` and ``top``, the most rows of each list; returns
     the report's ``processes`` entries: ``by_process`` (see
     :func:`_process_rows`), ``by_comm`` (:func:`_comm_rows`), ``top``,
-    ``processes_with_objects``, ``comms_with_objects``, ``fidelity`` and
+    ``processes_with_objects``, ``comms_with_objects``,
+    ``faults_through_another_process`` (mmowner), ``fidelity`` and
     ``note``."""
     ob = rp.ob
     a = rmap_allocs(rp)
@@ -353,9 +361,11 @@ def processes(rp, top=50):
         result["processes_with_objects"] = 0
         result["comms_with_objects"] = 0
     result["fidelity"] = "exact"
-    result["note"] = ("owner = the process an object serves (the child for fork paths); for_children = "
-                      "what the process's forks made for its children; comm = the allocating task's "
-                      "command name")
+    result["faults_through_another_process"] = rp.rec.remote_faults
+    result["note"] = ("owner = the process an object serves (the child for fork paths, the VMA's process "
+                      "for a fault made through another one: faults_through_another_process rows, "
+                      "function probes only); for_children = what the process's forks made for its "
+                      "children; comm = the allocating task's command name")
     return result
 
 

@@ -11,8 +11,9 @@ image is loaded: a generation begins at the exec row's time minus its
 row).
 
 The owner of an object is the process whose mm it serves: the child for
-fork paths (the writer's ``owner_tgid``), and for a vfork or other
-``CLONE_VM`` child before its exec the parent whose mm it runs on
+fork paths (the writer's ``owner_tgid``), the VMA's process for a fault
+made through another process (analyzer/mmowner.py), and for a vfork or
+other ``CLONE_VM`` child before its exec the parent whose mm it runs on
 (kernel/fork.c copy_mm: ``CLONE_VM`` shares the mm, nothing is copied).
 """
 
@@ -129,8 +130,10 @@ def build(rp, rows):
                  [ts, ets, vborn, fts])
     exec_keys = np.sort(keys.key(etgid, ets))
     fork_path = ob.fork_id[rows] >= 0
+    # ob.owner: the context task's tgid outside fork paths, or the VMA's
+    # process for a fault made through another one (mmowner)
     owner = np.where(fork_path, ob.owner[rows],
-                     _owners(keys, exec_keys, ob.tgid[rows], ts, vchild, vparent, vborn))
+                     _owners(keys, exec_keys, ob.owner[rows], ts, vchild, vparent, vborn))
 
     def number(tgid, times):
         """Exec starts of the tgid at or before each time."""

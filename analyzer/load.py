@@ -170,6 +170,7 @@ class Recording:
     gaps: list = field(default_factory=list)   # files.Gap: rows that could not be read
     rows_missing: int = None    # rows the metadata counts that were not read (None: unknown)
     transient: dict = field(default_factory=dict)   # {object: 7.x anon_vma_fork reuse pairs} (eager.prepare's copy)
+    remote_faults: int = 0      # fault rows given to their VMA's process (mmowner; eager.prepare's copy)
     segmented: bool = False     # read from the segments of a run that was never joined
 
     @property

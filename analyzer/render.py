@@ -437,6 +437,10 @@ def _processes_text(p):
             table.append((e["tgid"], str(e["comm"])[:16], e["anon_vma"], e["anon_vma_chain"], kb(e["bytes"]),
                           e["process_forks"], c["anon_vma"], c["anon_vma_chain"], kb(c["bytes"])))
         out += text_table("  {:>8} {:16} {:>9} {:>9} {:>10} {:>6}  {:>23} {:>9} {:>10}", table)
+    if p.get("faults_through_another_process"):
+        out.append(f"  {p['faults_through_another_process']} fault rows made through another process "
+                   "(ptrace, /proc/PID/mem, uprobes) are charged to the process of their VMA "
+                   "(docs/models.md#nofork-rules, N0')")
     out.append("")
     return out
 
@@ -766,7 +770,13 @@ def _eager_markdown(r):
             + "; ".join(f"{obj}: " + ", ".join(f"{p} {n}" for p, n in o[obj]["allocated"].items() if n)
                         for obj in OBJS) + ".",
             f"Processes: {procs['seen']} seen, {procs['forking']} forked, {procs['leaf']} leaf "
-            f"(no fork during the run)."]
+            f"(no fork during the run)" + _remote_faults(procs) + "."]
+
+
+def _remote_faults(procs):
+    """The fault rows charged to their VMA's process (N0'), as a clause."""
+    n = procs.get("faults_through_another_process")
+    return f"; {n} fault rows made through another process charged to their VMA's process" if n else ""
 
 
 def _lazy_markdown(lz):

@@ -98,6 +98,7 @@ class Proc:
     comm: str
     vmas: list = field(default_factory=list)
     shared_mm: bool = False     # a vfork child before its exec
+    mm: int = 0                 # mm_id of its mm (set by Gen)
 
 
 class Gen:
@@ -174,14 +175,16 @@ class Gen:
         if not pre:
             self._free_ids.append(oid)
 
-    def _call(self, pid, func, vma, src=None, objects=0, reused=None, anon_pages=None):
+    def _call(self, pid, func, vma, src=None, objects=0, reused=None, anon_pages=None, mm=None):
         """The call row a probed function writes when it returns (VMAs are
-        one page long in call rows)."""
+        one page long in call rows); ``mm``: the VMA's mm, when it is not
+        the task's (a fork's child, a remote fault)."""
         if not self.fprobes:
             return
         start = 0x10000000 + vma.span * 0x10000
         self._emit(event="call", func=func, vma_id=vma.id,
-                   src_vma_id=None if src is None else src.id, mm_id=1_000_000 + pid,
+                   src_vma_id=None if src is None else src.id,
+                   mm_id=self.procs[pid].mm if mm is None else mm,
                    vm_start=start, vm_end=start + 0x1000, vm_pgoff=start >> 12,
                    vma_file=vma.file, reused=reused, call_objects=objects, anon_pages=anon_pages,
                    duration_ns=self.step // 2, **self._ctx(pid))
@@ -210,7 +213,7 @@ class Gen:
     # ------------------------------------------------------------ processes
     def process(self, pid, comm="proc"):
         """A process that exists when the run starts."""
-        self.procs[pid] = Proc(pid, comm)
+        self.procs[pid] = Proc(pid, comm, mm=1_000_000 + pid)
         return pid
 
     def mmap(self, pid, file=False):
@@ -219,8 +222,14 @@ class Gen:
         self.procs[pid].vmas.append(vma)
         return vma
 
-    def prerun_vma(self, pid):
-        """A VMA with an anon_vma and one AVC, all made before the run (no rows)."""
+    def prerun_vma(self, pid, anon=True):
+        """A VMA with an anon_vma and one AVC, all made before the run (no
+        rows); ``anon`` false: the VMA only (no anonymous page yet)."""
+        if not anon:
+            vma = Vma(self._new_id(), pre=True, span=self._new_span())
+            self.live["vm_area_struct"] += 1
+            self.procs[pid].vmas.append(vma)
+            return vma
         aid = self._new_id()
         vma = Vma(self._new_id(), pre=True, span=self._new_span())
         avc, av = self.k.prepare(vma)
@@ -236,7 +245,7 @@ class Gen:
         parent VMA's chain and gets an anon_vma of its own whose parent is
         the parent VMA's (anon_vma_fork)."""
         pp = self.procs[parent]
-        cp = Proc(child, comm or pp.comm)
+        cp = Proc(child, comm or pp.comm, mm=1_000_000 + child)
         self.procs[child] = cp
         for vma in pp.vmas:
             new = Vma(self._new_id(), pre=True, span=vma.span)
@@ -270,7 +279,7 @@ class Gen:
         for pid, vma in vmas:
             av = vma.anon_vma
             start = 0x10000000 + vma.span * 0x10000
-            self._emit(event="census", object="vm_area_struct", vma_id=vma.id, mm_id=1_000_000 + pid,
+            self._emit(event="census", object="vm_area_struct", vma_id=vma.id, mm_id=self.procs[pid].mm,
                        vm_start=start, vm_end=start + 0x1000, vm_pgoff=start >> 12, vma_file=False,
                        anon_vma_id=av.id, chain_avcs=len(vma.chain), chain_truncated=False,
                        **self._ctx(pid))
@@ -293,18 +302,22 @@ class Gen:
         self._emit(event="mark", cpu=-1, mark_label=label)
         return dict(self.live)
 
-    def fault(self, pid, vma=None, reuse=None, pages=1):
+    def fault(self, pid, vma=None, reuse=None, pages=1, by=None):
         """First anonymous fault: __anon_vma_prepare, ``pages`` written.
         ``reuse``: a neighbour VMA whose anon_vma find_mergeable_anon_vma()
-        returns (no anon_vma row)."""
+        returns (no anon_vma row). ``by``: another process's task makes the
+        fault in ``pid``'s VMA (ptrace POKEDATA, /proc/PID/mem): the rows
+        are that task's, the call row's mm is ``pid``'s."""
         if vma is None:
             vma = self.mmap(pid)
         vma.pages += pages
         if vma.anon_vma is not None:
             return vma
+        task = pid if by is None else by
         new = self.k.prepare(vma, None if reuse is None else reuse.anon_vma)
-        self._made(pid, new, "fault", vma=vma)
-        self._call(pid, "__anon_vma_prepare", vma, objects=len(new), reused=reuse is not None)
+        self._made(task, new, "fault", vma=vma)
+        self._call(task, "__anon_vma_prepare", vma, objects=len(new), reused=reuse is not None,
+                   mm=self.procs[pid].mm)
         return vma
 
     def faults(self, pid, n):
@@ -367,7 +380,8 @@ class Gen:
         av, avc = freed
         self._free(parent, "anon_vma", "put", av.id, False, vma=new)
         self._free(parent, "anon_vma_chain", "error", avc.id, False, vma=new)
-        self._call(parent, "anon_vma_fork", new, vma, objects=len(clones), reused=True)
+        self._call(parent, "anon_vma_fork", new, vma, objects=len(clones), reused=True,
+                   mm=self.procs[child].mm)
 
     def fork(self, parent, child, comm=None, reuse_7x=False, dontcopy=(), wipeonfork=()):
         """dup_mmap: per VMA a vm_area_struct copy and, with an anon_vma,
@@ -378,7 +392,7 @@ class Gen:
         self._fork_id += 1
         fid = self._fork_id
         pp = self.procs[parent]
-        cp = Proc(child, comm or pp.comm)
+        cp = Proc(child, comm or pp.comm, mm=1_000_000 + child)
         self.procs[child] = cp
         for vma in list(pp.vmas):
             if any(vma is d for d in dontcopy):
@@ -396,9 +410,9 @@ class Gen:
                 self._made(parent, clones, "clone_fork", **cols)
                 self._made(parent, own, "fork", **cols)
                 self._call(parent, "anon_vma_fork", new, vma, objects=len(clones) + len(own),
-                           reused=False)
+                           reused=False, mm=cp.mm)
                 new.pages = vma.pages  # shared copy-on-write
-                self._call(parent, "copy_page_range", new, vma, anon_pages=vma.pages)
+                self._call(parent, "copy_page_range", new, vma, anon_pages=vma.pages, mm=cp.mm)
             cp.vmas.append(new)
         self._emit(event="fork", child_pid=child, child_tgid=child, shares_mm=False,
                    fork_id=fid, **self._ctx(parent))
@@ -414,7 +428,7 @@ class Gen:
         """clone(CLONE_VM|CLONE_VFORK), posix_spawn: a new process on the
         parent's mm (its faults land in the parent's VMAs) until it execs."""
         self._fork_id += 1
-        cp = Proc(child, comm or self.procs[parent].comm)
+        cp = Proc(child, comm or self.procs[parent].comm, mm=self.procs[parent].mm)
         cp.vmas = self.procs[parent].vmas          # the same mm
         cp.shared_mm = True
         self.procs[child] = cp
@@ -433,6 +447,7 @@ class Gen:
             p.vmas, p.shared_mm = [], False
         for vma in list(p.vmas):
             self.unmap(pid, vma)
+        p.mm = 2_000_000 + len(self.rows)          # a new mm
         if comm:
             self.procs[pid].comm = comm
         self._emit(event="exec", filename=filename, **self._ctx(pid))

@@ -1,5 +1,5 @@
 """Scenario tests of single rules of docs/models.md (project issue #10, items
-1, 4, 15 and 18): each expected number is derived from the scenario's
+1, 3, 4, 15 and 18): each expected number is derived from the scenario's
 parameters and the cited rule, never pasted from a run."""
 
 import re
@@ -327,3 +327,89 @@ def test_slabinfo_filtered_run_checks_nothing(tmp_path, target, T, b0, B):
         assert sample["note"].startswith("not comparable") and f"only the recorded {mode}" in sample["note"]
         for obj in (AV, AVC, VMA):
             assert sample[obj]["consistent"] is None and sample[obj]["census_missed_at_least"] is None
+
+
+# ------------------------------- item 3: a fault made through another process
+
+
+def remote_writes(V, R, fprobes):
+    """A debugger (process 1, alive before the run, never forks) writes into
+    R of the V VMAs that its target (process 2) maps in the run, first
+    (ptrace POKEDATA: the fault runs in the debugger's task on the target's
+    VMA); the target faults the other V - R itself, forks a child that
+    exits at once, and exits."""
+    g = Gen(fprobes=fprobes)
+    g.process(1, "gdb")
+    g.process(2, "target")
+    vmas = [g.mmap(2) for _ in range(V)]
+    for v in vmas[:R]:
+        g.fault(2, v, by=1)
+    for v in vmas[R:]:
+        g.fault(2, v)
+    g.fork(2, 3, comm="child")
+    g.exit(3)
+    g.exit(2)
+    return g
+
+
+@pytest.mark.parametrize("fprobes", [False, True], ids=["tracepoint", "fprobes"])
+@pytest.mark.parametrize("V,R", [(4, 1), (3, 3), (5, 0)])
+def test_a_fault_through_another_process_belongs_to_the_vma_process(tmp_path, V, R, fprobes):
+    """Rule N0' (docs/models.md#nofork-rules; analyzer/mmowner.py): on a
+    function-probe recording the R anon_vmas and AVCs the debugger's task
+    made serve the target's VMAs (``vma_id``, whose ``vm_area_struct`` rows
+    the target wrote): the target owns all V pairs, and as a forking process
+    keeps them under both no-fork designs (N6); nofork_clone saves only the
+    leaf child's own anon_vma per inherited VMA (N4), V. Tracepoint rows
+    cannot tell: the R pairs stay the debugger's, a leaf, and both no-fork
+    designs save them too (the limit the rule states)."""
+    r = build(remote_writes(V, R, fprobes), tmp_path)
+    procs = {p["tgid"]: p for p in r["processes"]["by_process"]}
+    own = {t: (p["anon_vma"], p["anon_vma_chain"]) for t, p in procs.items()}
+    target = V if fprobes else V - R
+    assert own[2] == (target, target)
+    assert r["processes"]["faults_through_another_process"] == (2 * R if fprobes else 0)
+    text = render.render_text(r)
+    md = render.render_markdown(r)
+    for out in (text, md):
+        assert (f"{2 * R} fault rows made through another process" in out) == bool(fprobes and R)
+    assert own.get(1, (0, 0)) == ((0, 0) if fprobes else (R, R))
+    for v, child_own in (("nofork", 0), ("nofork_clone", V)):
+        assert r["models"][v][AV]["saved"] == child_own + (0 if fprobes else R), v
+
+
+@pytest.mark.parametrize("T,gone", [(2, None), (3, None), (2, "exit")])
+def test_a_fault_through_another_process_in_a_vma_from_before_the_run(tmp_path, T, gone):
+    """Rule N0', VMAs from before the run: the target (process 2, alive
+    before the run with one VMA that has an anon_vma, so the census names
+    its mm) has T text VMAs without one; a debugger attaches and writes a
+    breakpoint into each (a remote first fault: rows in the debugger's task,
+    the call row names the target's mm). The census's process of that mm
+    owns the T pairs, so the forking target keeps them under nofork. When
+    the target has exited first, the mm id may name a new mm: the rows stay
+    the debugger's (here a second target, process 4, with no census row,
+    reached through a pre-run VMA)."""
+    g = Gen(fprobes=True)
+    g.process(1, "gdb")
+    g.process(2, "target")
+    g.prerun_vma(2)
+    texts = [g.prerun_vma(2, anon=False) for _ in range(T)]
+    g.census()
+    if gone:
+        g.exit(2)
+        g.process(4, "target2")
+        g.procs[4].mm = g.procs[2].mm             # the freed mm's address again
+        texts = [g.prerun_vma(4, anon=False) for _ in range(T)]
+        g.fault(4, g.mmap(4))
+    owner = 4 if gone else 2
+    for v in texts:
+        g.fault(owner, v, by=1)
+    g.fork(owner, 3, comm="child")
+    g.exit(3)
+    r = build(g, tmp_path)
+    own = {p["tgid"]: (p["anon_vma"], p["anon_vma_chain"]) for p in r["processes"]["by_process"]}
+    if gone:
+        assert own[1] == (T, T)
+    else:
+        assert own[2] == (T, T) and 1 not in own
+        assert r["models"]["nofork"][AV]["saved"] == 0
