@@ -194,9 +194,8 @@ def prepare(rec):
                for obj in RMAP_OBJECTS}
     owner, remote = mmowner.remote_fault_owners(rec, rec.objects.owner)
     rec = dataclasses.replace(rec, transient=counted, remote_faults=remote)
-    if remote:
-        rec.objects = rec.objects.take(np.ones(len(owner), dtype=bool))    # a copy
-        rec.objects.owner = owner
+    if owner is not rec.objects.owner:
+        rec.objects = rec.objects.with_owner(owner)
     if pairs.any():              # they never served a VMA: out of every model (kept apart)
         rec.objects = rec.objects.take(~pairs)
         partner = match_frees(rec.objects)

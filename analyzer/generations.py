@@ -79,7 +79,7 @@ class _Keys:
         return np.searchsorted(self.tgids, np.asarray(tgid, dtype=np.int64)).astype(np.int64) << _SHIFT
 
 
-def _exec_starts(rec):
+def exec_starts(rec):
     """(tgid, time) of each exec's start: the exec row's time minus its
     duration_ns where known."""
     ex = rec.execs
@@ -118,11 +118,21 @@ def _owners(keys, exec_keys, tgid, ts, vchild, vparent, vborn):
     return owner
 
 
+def vfork_owners(rec, tgid, ts):
+    """The mm owner of rows (``tgid``, ``ts``) outside fork paths: a vfork
+    child's rows between its birth and its first exec start are its
+    parent's (N0')."""
+    etgid, ets = exec_starts(rec)
+    vchild, vparent, vborn = _shared_mm_children(rec)
+    keys = _Keys([tgid, etgid, vparent, vchild], [ts, ets, vborn])
+    return _owners(keys, np.sort(keys.key(etgid, ets)), tgid, ts, vchild, vparent, vborn)
+
+
 def build(rp, rows):
     """Generations of the owners of ``rows`` (alloc rows, replay order)."""
     rec, ob, tree = rp.rec, rp.ob, rp.tree
     ts = ob.ts_ns[rows]
-    etgid, ets = _exec_starts(rec)
+    etgid, ets = exec_starts(rec)
     vchild, vparent, vborn = _shared_mm_children(rec)
     pf = tree.forks
     ftgid, fts = pf["tgid"].to_numpy().astype(np.int64), pf["ts_ns"].to_numpy().astype(np.int64)

@@ -75,10 +75,13 @@ OPTIONAL_KEY = {"lock": "lock_id", "call": "func", "walk": "walk_kind", "census"
 #: file has them, else null (filled like any null).
 LATER_COLUMNS = {"anon_pages": 4}
 
+#: v8 slab rows: /proc/meminfo's denominators (kB) read with the sample.
+MEMINFO_COLUMNS = ("mem_total_kb", "mem_slab_kb", "mem_sunreclaim_kb", "mem_page_tables_kb")
+
 #: Columns later versions added to a base kind: read when the file has the
 #: column, else filled with -1 (v5: exec rows' duration_ns, the time from
-#: execve() entry to the exec tracepoint).
-LATER_KIND_COLUMNS = {"exec": ("duration_ns",), "slab": ("duration_ns", "slab_cpu_partial")}
+#: execve() entry to the exec tracepoint; v8: MEMINFO_COLUMNS).
+LATER_KIND_COLUMNS = {"exec": ("duration_ns",), "slab": ("duration_ns", "slab_cpu_partial") + MEMINFO_COLUMNS}
 
 #: Function-probe columns of the object rows (schema v3), read when present
 #: and not all null: the VMA each anon_vma/AVC was made or freed for.
@@ -140,6 +143,11 @@ class ObjectRows:
         """Rows ``idx`` (an index array or mask) as a new ObjectRows."""
         return ObjectRows(self.comm_names, **{n: getattr(self, n)[idx] for n in self.FIELDS
                                               + self.OPTIONAL if getattr(self, n) is not None})
+
+    def with_owner(self, owner):
+        """These rows (their arrays shared, not copied) with ``owner``."""
+        return ObjectRows(self.comm_names, **{n: getattr(self, n) for n in self.FIELDS + self.OPTIONAL
+                                              if n != "owner"}, owner=owner)
 
     def comm_name(self, code):
         """The comm of a ``comm`` code; None for -1 (null)."""

@@ -481,7 +481,31 @@ def _cover_text(r, snap):
     who = holders_line(snap, r["processes"].get("fork_shapes"))
     if who:
         out.append("  " + who)
+    machine = machine_line(snap)
+    if machine:
+        out.append("  " + machine)
     return out
+
+
+def _share(pct):
+    return "?" if pct is None else f"{pct:.3g}%"
+
+
+def machine_line(snap):
+    """What each design's anon_vma + AVC bytes are worth against the
+    machine at ``snap`` (rule S7), or None without meminfo."""
+    den = snap.get("denominators")
+    if not den:
+        return None
+    parts = []
+    for design in ("eager", "lazy", "nofork", "nofork_clone"):
+        d = den["designs"][design]
+        p = d["rmap_pct"]
+        parts.append(f"{design} {kb(d['rmap_bytes']) if d['rmap_bytes'] is not None else '?'} KB = "
+                     f"{_share(p['Slab'])} of Slab, {_share(p['SUnreclaim'])} of SUnreclaim, "
+                     f"{_share(p['MemTotal'])} of MemTotal")
+    return (f"Against the machine (/proc/meminfo at {den['sample_ts_ns'] / 1e9:.1f} s; anon_vma + AVC, "
+            "docs/models.md#snapshots S7): " + "; ".join(parts))
 
 
 def _models_text(models):
@@ -711,6 +735,9 @@ def _snapshot_markdown(r, at):
     who = holders_line(snap, r["processes"].get("fork_shapes"))
     if who:
         out.extend([who, ""])
+    machine = machine_line(snap)
+    if machine:
+        out.extend([machine, ""])
     return out
 
 

@@ -105,10 +105,27 @@ def _cache_check(rp, obj, s, mode, system, alias_names):
     }
     if system:
         entry.update(_overstates(rp.rec.meta, obj, minus_lo, minus_hi, size, aliases))
+        entry.update(_alias_traffic(rp.rec.meta, obj, diff, aliases))
     if aliases:
         entry["note"] = (f"cache merged with {aliases} other cache(s): slabinfo's "
                          f"{obj} line counts their objects too")
     return entry
+
+
+def _alias_traffic(meta, obj, diff, aliases):
+    """A system-wide run's merged cache: its aliases' own allocations and
+    frees while recording (metadata ``alias_traffic``, schema v8), their net
+    change, and the slabinfo change left after ours and theirs
+    (``difference_with_aliases``: per-CPU slabs and sheaves, and the
+    window's edges). Null fields without the counts."""
+    if not aliases:
+        return {}
+    t = (meta.get("alias_traffic") or {}).get(obj)
+    if not isinstance(t, dict):
+        return {"alias_traffic": None, "alias_net_change": None, "difference_with_aliases": None}
+    net = int(t["allocs"]) - int(t["frees"])
+    return {"alias_traffic": {"allocs": int(t["allocs"]), "frees": int(t["frees"])},
+            "alias_net_change": net, "difference_with_aliases": diff - net}
 
 
 def _overstates(meta, obj, minus_lo, minus_hi, size, aliases):

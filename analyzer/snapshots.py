@@ -20,7 +20,7 @@ Each value is a triple (low, best, high); None where it cannot be told.
 import numpy as np
 import pandas as pd
 
-from . import census, live, moves
+from . import census, denominators, live, moves
 from .eager import RMAP_OBJECTS
 
 SECTION = "docs/models.md#snapshots"
@@ -277,6 +277,7 @@ def build(rp, report, spans):
     values = {design: {obj: _value(design, obj, pos, run, spans, before, added) for obj in OBJECTS}
               for design in DESIGNS}
     slab = _slab_samples(rp)
+    meminfo = denominators.samples(rp.rec)
     out = []
     for i, (label, source, ts, p) in enumerate(pts):
         snap = {"label": label, "source": source, "ts_ns": ts, "pos": p, "designs": {}}
@@ -293,6 +294,8 @@ def build(rp, report, spans):
         if source == "slab" and ts in slab:
             snap["slabinfo"] = slabinfo_check(rp, ts, slab[ts], snap["designs"]["eager"], before,
                                               report["run"]["object_events_lost"])
+        if meminfo is not None:
+            snap["denominators"] = denominators.at(meminfo, snap)      # S7
         out.append(snap)
     return out
 

@@ -24,7 +24,8 @@
 
 // Per-CPU counters, read by user space: C_LOST + kind - 1 counts the events
 // of each kind (EV_ALLOC..EV_LAST) the buffer could not take; then
-// C_LIVE_FULL, C_ALIAS_SKIPPED and NR_COUNTERS (abi.COUNTERS).
+// C_LIVE_FULL, C_ALIAS_SKIPPED, C_ALIAS_ALLOCS / C_ALIAS_FREES + object - 1
+// (a merged cache's traffic that is not ours) and NR_COUNTERS (abi.COUNTERS).
 
 // GENERATED: alloc_site(), free_site(), caller_site(), lock_site(), object_by_name()
 
@@ -277,19 +278,28 @@ BPF_ARRAY(known_caches, struct caches, 1);
 // functions covers (an allocation helper inlined elsewhere, an LTO kernel):
 // recorded as path `other`, never dropped. A merged cache's other users
 // allocate from the same cache (fs_struct from anon_vma_chain's): there an
-// unknown site cannot be ours for sure, and it is left out.
+// unknown site cannot be ours for sure; it is left out and counted as the
+// aliases' own traffic (while recording, whatever the task filter: slabinfo's
+// line counts every task's objects).
+static __always_inline u8 alias_alloc(u8 object)
+{
+    if (is_enabled())
+        count(C_ALIAS_ALLOCS + object - 1, 1);
+    return 0;
+}
+
 static __always_inline u8 unknown_site_object(u64 cache)
 {
     u32 zero = 0;
     struct caches *known = known_caches.lookup(&zero);
     if (!known || !cache)
         return 0;
-    if (cache == known->ptr[OBJ_ANON_VMA] && !MERGED_ANON_VMA)
-        return OBJ_ANON_VMA;
-    if (cache == known->ptr[OBJ_AVC] && !MERGED_AVC)
-        return OBJ_AVC;
-    if (cache == known->ptr[OBJ_VMA] && !MERGED_VMA)
-        return OBJ_VMA;
+    if (cache == known->ptr[OBJ_ANON_VMA])
+        return MERGED_ANON_VMA ? alias_alloc(OBJ_ANON_VMA) : OBJ_ANON_VMA;
+    if (cache == known->ptr[OBJ_AVC])
+        return MERGED_AVC ? alias_alloc(OBJ_AVC) : OBJ_AVC;
+    if (cache == known->ptr[OBJ_VMA])
+        return MERGED_VMA ? alias_alloc(OBJ_VMA) : OBJ_VMA;
     return 0;
 }
 #endif
@@ -447,6 +457,7 @@ RAW_TRACEPOINT_PROBE(kmem_cache_free)
             return 0;
         if (merged(e.object) && !site_frees(site, e.object)) {
             count(C_ALIAS_SKIPPED, 1);
+            count(C_ALIAS_FREES + e.object - 1, 1);
             return 0;
         }
         fill_task(&e, EV_FREE);

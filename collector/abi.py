@@ -148,8 +148,13 @@ KINDS = tuple(m.name.lower() for m in Ev)
 
 #: Per-CPU counters of the C program, by index: events of each kind the
 #: buffer could not take (C_LOST + kind - 1), then C_LIVE_FULL and
-#: C_ALIAS_SKIPPED.
-COUNTERS = tuple(f"lost_{k}" for k in KINDS) + ("live_map_full", "alias_frees_skipped")
+#: C_ALIAS_SKIPPED, then per object (C_ALIAS_ALLOCS / C_ALIAS_FREES + object
+#: - 1, the Obj order) the merged cache's allocations and frees that are
+#: not ours: its aliases' own traffic (schema v8 ``alias_traffic``).
+ALIAS_OBJECTS = schema.OBJECTS     # Obj - 1
+COUNTERS = (tuple(f"lost_{k}" for k in KINDS) + ("live_map_full", "alias_frees_skipped")
+            + tuple(f"alias_allocs_{o}" for o in ALIAS_OBJECTS)
+            + tuple(f"alias_frees_{o}" for o in ALIAS_OBJECTS))
 
 #: Events per ring-buffer record, and the age at which a batch is sent.
 BATCH = 64
@@ -212,9 +217,13 @@ FPROBE_DTYPE = _dtype(EVENT_FIELDS + FPROBE_FIELDS)
 
 
 def counter_defines() -> Dict[str, int]:
-    """The C program's counter indices (C_LOST, C_LIVE_FULL, C_ALIAS_SKIPPED, NR_COUNTERS)."""
+    """The C program's counter indices (C_LOST, C_LIVE_FULL, C_ALIAS_SKIPPED,
+    C_ALIAS_ALLOCS, C_ALIAS_FREES, NR_COUNTERS)."""
     return {"C_LOST": 0, "C_LIVE_FULL": COUNTERS.index("live_map_full"),
-            "C_ALIAS_SKIPPED": COUNTERS.index("alias_frees_skipped"), "NR_COUNTERS": len(COUNTERS)}
+            "C_ALIAS_SKIPPED": COUNTERS.index("alias_frees_skipped"),
+            "C_ALIAS_ALLOCS": COUNTERS.index(f"alias_allocs_{ALIAS_OBJECTS[0]}"),
+            "C_ALIAS_FREES": COUNTERS.index(f"alias_frees_{ALIAS_OBJECTS[0]}"),
+            "NR_COUNTERS": len(COUNTERS)}
 
 
 def defines() -> Dict[str, int]:

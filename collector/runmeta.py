@@ -7,6 +7,7 @@ footer (``complete`` true) has the final values.
 import datetime
 import os
 import platform
+import socket
 from typing import Dict
 
 from . import sites, slab
@@ -42,6 +43,8 @@ def metadata(rec, end_ns: int, final: bool) -> Dict[str, object]:
         "prog_misses_by_event": misses_by_event(rec.misses_by_program,
                                                 interrupt_only_programs(prep.classifier)),
         "alias_frees_skipped": rec.alias_skipped,
+        "alias_traffic": rec.alias_traffic,
+        "hostname": socket.gethostname(),
         "prog_misses_by_program": rec.misses_by_program,
         "prog_misses_not_ours": rec.misses_not_ours,
         "slab_aliases": prep.aliases,

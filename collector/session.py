@@ -26,7 +26,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import pyarrow as pa
 
-from . import abi, census, events, headers, marks, proctree, program, progstats, runmeta, segments, slab
+from . import abi, census, events, headers, marks, meminfo, proctree, program, progstats, runmeta, segments, slab
 from .config import RunConfig
 from .consumer import BufferConsumer
 from .errors import EXIT_FAILURE, CollectError
@@ -61,16 +61,19 @@ def say(line: str) -> None:
 
 def slab_rows(ts_ns: int, aliases: Dict[str, List[str]]) -> List[dict]:
     """A /proc/slabinfo sample at ``ts_ns``; ``duration_ns``: how long the
-    read took (the objects made or freed meanwhile may or may not be in it)."""
+    read took (the objects made or freed meanwhile may or may not be in it);
+    with /proc/meminfo's denominators read just after it (v8)."""
     t = time.monotonic_ns()
     try:
         lines = slab.read_slabinfo()
     except OSError:
         return []
     took = time.monotonic_ns() - t
+    mem = meminfo.read()
     return [{"ts_ns": ts_ns, "event": "slab", "cpu": -1, "slab_cache": c, "slab_active": s.active,
              "slab_total": s.total, "slab_objsize": s.objsize, "slab_aliases": len(aliases.get(c, [])),
-             "slab_cpu_partial": slab.cpu_partial_slabs(c), "duration_ns": took} for c, s in sorted(lines.items())]
+             "slab_cpu_partial": slab.cpu_partial_slabs(c), "duration_ns": took, **mem}
+            for c, s in sorted(lines.items())]
 
 
 class Progress:
@@ -189,6 +192,8 @@ class Recording:
         self.t0 = 0
         self.end_ns: Optional[int] = None
         self.moved_old = None
+        self.alias_skipped = 0
+        self.alias_traffic: Dict[str, Optional[Dict[str, int]]] = {}
 
     # -- the kernel side ---------------------------------------------------
     def _set_enabled(self, on: int) -> None:
@@ -473,11 +478,24 @@ class Recording:
         self.misses_not_ours = sum(v for k, v in self.misses_by_program.items() if k in not_ours)
         lost["prog_misses"] = (sum(self.misses_by_program.values()) - self.misses_not_ours
                                if misses is not None else None)
-        self.alias_skipped = self._counters()["alias_frees_skipped"]
+        counters = self._counters()
+        self.alias_skipped = counters["alias_frees_skipped"]
+        self.alias_traffic = alias_traffic(counters, self.prep)
         return lost
 
     def _metadata(self, end_ns: int, final: bool) -> Dict[str, object]:
         return runmeta.metadata(self, end_ns, final)
+
+
+def alias_traffic(counters: Dict[str, int], prep: Prepared) -> Dict[str, Optional[Dict[str, int]]]:
+    """Per object whose cache is merged, the allocations and frees of that
+    cache the program saw that are not ours (its aliases' own traffic,
+    every task's, while recording; schema v8); None for an object whose
+    cache is not merged, or whose allocations the kernel's tracepoint gives
+    no cache to count by."""
+    by_cache = prep.facts.kmem_args["KA_CACHE"] >= 0 and prep.facts.kmem_args["KF_CACHE"] >= 0
+    return {o: {"allocs": counters[f"alias_allocs_{o}"], "frees": counters[f"alias_frees_{o}"]}
+            if prep.aliases.get(o) and by_cache else None for o in abi.ALIAS_OBJECTS}
 
 
 def describe_failure(exc: BaseException, writer: Optional[RecordingWriter]) -> str:

@@ -8,7 +8,7 @@ key changes meaning, appears or disappears.
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: Prefix of every key this tool writes into the Parquet key-value metadata.
 META_PREFIX = "anonscope."
@@ -90,6 +90,10 @@ COLUMNS = {
     "slab_aliases": (pa.int32(), "slab: number of other caches merged into this one (/sys/kernel/slab/*/aliases)"),
     "slab_cpu_partial": (pa.int32(), "slab (v6): slabs on the CPUs' partial lists "
                                      "(/sys/kernel/slab/*/slabs_cpu_partial)"),
+    "mem_total_kb": (pa.int64(), "slab (v8): /proc/meminfo MemTotal (kB) read with the sample"),
+    "mem_slab_kb": (pa.int64(), "slab (v8): /proc/meminfo Slab (kB)"),
+    "mem_sunreclaim_kb": (pa.int64(), "slab (v8): /proc/meminfo SUnreclaim (kB)"),
+    "mem_page_tables_kb": (pa.int64(), "slab (v8): /proc/meminfo PageTables (kB)"),
     "lost_source": (_dict, "lost: which source lost events"),
     "count": (pa.int64(), "lost: events lost since the previous lost row of the same source"),
     "mark_label": (_dict32, "mark (v6): the mark's label (mark-N for kill -USR1, else anoncollect mark LABEL)"),
@@ -126,6 +130,10 @@ METADATA = {
     "prog_misses_by_event": "{kind: count} program runs the kernel skipped that may have been events of that kind",
     "slab_aliases": "{cache: [aliases]} merged caches at start, from /sys/kernel/slab",
     "alias_frees_skipped": "frees from merged-cache aliases that were not frees of our objects",
+    "alias_traffic": "{object: {allocs, frees} or null} (v8): the merged cache's allocations and frees that were "
+                     "not ours (its aliases' own traffic, every task's, while recording); null: not merged, or "
+                     "the kernel's tracepoints give no cache",
+    "hostname": "the collecting host's name (v8, socket.gethostname())",
     "prog_misses_by_program": "{program: recursion_misses} of every program the kernel skipped at least once",
     "prog_misses_not_ours": "skipped runs that cannot have been our events (docs/collector.md), not in "
                             "lost.prog_misses",

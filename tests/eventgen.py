@@ -323,17 +323,20 @@ class Gen:
     def faults(self, pid, n):
         return [self.fault(pid) for _ in range(n)]
 
-    def _clone(self, pid, dst, src, caller):
+    def _clone(self, pid, dst, src, caller, mm=None):
         """anon_vma_clone of split, merge, mremap (caller): clone_vma AVCs."""
         new = self.k.clone(dst, src)
         self._made(pid, new, "clone_vma", caller=caller, vma=dst, src=src)
-        self._call(pid, "anon_vma_clone", dst, src, objects=len(new))
+        self._call(pid, "anon_vma_clone", dst, src, objects=len(new), mm=mm)
 
-    def split(self, pid, vma):
-        """__split_vma: a new VMA copying the chain (anon_vma_clone, caller split)."""
-        new = Vma(self._alloc(pid, "vm_area_struct", "dup", caller="split"),
+    def split(self, pid, vma, by=None):
+        """__split_vma: a new VMA copying the chain (anon_vma_clone, caller
+        split). ``by``: another process's task splits ``pid``'s VMA
+        (UFFDIO_REGISTER, DAMON): the rows are that task's."""
+        task = pid if by is None else by
+        new = Vma(self._alloc(task, "vm_area_struct", "dup", caller="split"),
                   span=self._new_span())
-        self._clone(pid, new, vma, "split")
+        self._clone(task, new, vma, "split", mm=self.procs[pid].mm)
         p = self.procs[pid]
         p.vmas.insert(p.vmas.index(vma) + 1, new)
         return new
@@ -483,10 +486,11 @@ class Gen:
                    anon_vma_id=None if av.pre else av.id, **self._ctx(pid))
         return n
 
-    def slab_sample(self, baseline=None, alias_objects=0, cpu_partial=None):
+    def slab_sample(self, baseline=None, alias_objects=0, cpu_partial=None, meminfo=None):
         """slab rows: active = simulated live objects + baseline; the AVC cache
         has 2 aliases and ``alias_objects`` of their objects; ``cpu_partial``:
-        {cache: slabs on the CPUs' partial lists} (v6)."""
+        {cache: slabs on the CPUs' partial lists} (v6); ``meminfo``:
+        {column: kB} of the v8 mem_*_kb columns (null without)."""
         baseline = baseline or {}
         cpu_partial = cpu_partial or {}
         for obj in S.OBJECTS:
@@ -494,7 +498,7 @@ class Gen:
             active = self.live[obj] + baseline.get(obj, 0) + (alias_objects if aliases else 0)
             self._emit(event="slab", cpu=-1, slab_cache=obj, slab_active=active,
                        slab_total=active + 10, slab_objsize=SIZES[obj]["slab_size"],
-                       slab_aliases=aliases, slab_cpu_partial=cpu_partial.get(obj))
+                       slab_aliases=aliases, slab_cpu_partial=cpu_partial.get(obj), **(meminfo or {}))
         sample = [r for r in self.rows[-len(S.OBJECTS):] if r["event"] == "slab"]
         for r in sample:                # one sample, one time (collector/session.py slab_rows)
             r["ts_ns"] = sample[0]["ts_ns"]
@@ -522,6 +526,9 @@ class Gen:
             "lost_by_event": dict(self.lost_by_event),
             "complete": True,
             "alias_frees_skipped": 0,
+            "alias_traffic": {"anon_vma": None, "anon_vma_chain": {"allocs": 0, "frees": 0},
+                              "vm_area_struct": None},
+            "hostname": "eventgen",
             "slab_aliases": {"anon_vma_chain": ["fs_cache", "eventpoll_pwq"]},
             "classification": {},
             "kfence": {"enabled": False, "num_objects": None},

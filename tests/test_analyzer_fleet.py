@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import pyarrow.parquet as pq
 import pytest
 
 from anonscope.analyzer import fleet, load, report
@@ -67,6 +68,10 @@ def test_totals_equal_the_sum_of_the_single_reports(fleet_dir, singles):
         pcts = [r["models"][design]["saved_pct"]["anon_vma"] for r in singles]
         assert out["distributions"][design]["anon_vma"]["median"] == round(statistics.median(pcts), 1)
     assert len(out["recordings"]) == len(singles)
+    # the host column is each recording's own hostname metadata (schema v8)
+    hosts = sorted(json.loads(pq.read_metadata(os.path.join(FIXTURES, n)).metadata[b"anonscope.hostname"])
+                   for n in os.listdir(FIXTURES) if n.endswith(".parquet"))
+    assert sorted(r["host"] for r in out["recordings"]) == hosts and all(hosts)
 
 
 def test_a_recording_that_fails_is_listed_and_the_others_still_count(fleet_dir, singles, tmp_path):

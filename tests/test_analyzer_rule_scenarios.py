@@ -386,9 +386,9 @@ def test_a_fault_through_another_process_in_a_vma_from_before_the_run(tmp_path, 
     breakpoint into each (a remote first fault: rows in the debugger's task,
     the call row names the target's mm). The census's process of that mm
     owns the T pairs, so the forking target keeps them under nofork. When
-    the target has exited first, the mm id may name a new mm: the rows stay
-    the debugger's (here a second target, process 4, with no census row,
-    reached through a pre-run VMA)."""
+    the target has exited first, the mm id may name a new mm: with nothing
+    else known of that mm (process 4 here has no row of its own, as when its
+    rows were lost) the rows stay the debugger's."""
     g = Gen(fprobes=True)
     g.process(1, "gdb")
     g.process(2, "target")
@@ -400,7 +400,6 @@ def test_a_fault_through_another_process_in_a_vma_from_before_the_run(tmp_path, 
         g.process(4, "target2")
         g.procs[4].mm = g.procs[2].mm             # the freed mm's address again
         texts = [g.prerun_vma(4, anon=False) for _ in range(T)]
-        g.fault(4, g.mmap(4))
     owner = 4 if gone else 2
     for v in texts:
         g.fault(owner, v, by=1)
@@ -413,3 +412,74 @@ def test_a_fault_through_another_process_in_a_vma_from_before_the_run(tmp_path, 
     else:
         assert own[2] == (T, T) and 1 not in own
         assert r["models"]["nofork"][AV]["saved"] == 0
+
+
+# ------------------------------- item 18: the merged cache's own traffic
+
+
+@pytest.mark.parametrize("T,a0,A,Fr", [(6, 40, 25, 10), (3, 5, 2, 7), (0, 0, 0, 0)])
+def test_slabinfo_counts_the_merged_cache_aliases_traffic(tmp_path, T, a0, A, Fr):
+    """Slabinfo cross-check with a merged AVC cache (docs/models.md#eager,
+    section 1; schema v8 ``alias_traffic``). System-wide: the AVC cache's
+    aliases hold a0 objects at the first sample; while recording they
+    allocate A and free Fr (the kernel's counters); we make T AVCs. The
+    difference slabinfo's change minus ours is the aliases' A - Fr, so
+    ``difference_with_aliases`` is 0; the unmerged caches have no entry;
+    before v8 (no counters) the fields are null."""
+    def run(name, **meta):
+        g = Gen()
+        g.process(1, "p")
+        g.slab_sample(alias_objects=a0)
+        g.faults(1, T)
+        g.slab_sample(alias_objects=a0 + A - Fr)
+        return build(g, tmp_path, name=name, target=SYSTEM, **meta)
+
+    r = run("v8.parquet", alias_traffic={AV: None, AVC: {"allocs": A, "frees": Fr}, VMA: None})
+    c = r["slabinfo"][AVC]
+    assert c["difference"] == A - Fr
+    assert c["alias_traffic"] == {"allocs": A, "frees": Fr} and c["alias_net_change"] == A - Fr
+    assert c["difference_with_aliases"] == 0
+    assert "alias_traffic" not in r["slabinfo"][AV]
+    old = run("v7.parquet", alias_traffic=None)["slabinfo"][AVC]
+    assert old["alias_traffic"] is None and old["difference_with_aliases"] is None
+
+
+@pytest.mark.parametrize("V", [1, 3])
+def test_a_vma_split_by_another_process_stays_its_mms(tmp_path, V):
+    """Rule N0': the target (process 2) maps and faults one VMA, then maps
+    V more; a userfaultfd monitor (process 1) registers a range of each
+    (UFFDIO_REGISTER splits them: the pieces' ``dup`` rows are the
+    monitor's), and the target's first write in each piece is its own
+    fault. A ``dup`` birth is not trusted: the piece's mm (its call row's
+    ``mm_id``) is the one the target's mmap'd VMA named, so the target owns
+    all 1 + V anon_vmas and nothing counts as made through another
+    process."""
+    g = Gen(fprobes=True)
+    g.process(1, "monitor")
+    g.process(2, "target")
+    g.faults(2, 1)
+    pieces = [g.split(2, g.mmap(2), by=1) for _ in range(V)]
+    for p in pieces:
+        g.fault(2, p)
+    r = build(g, tmp_path)
+    own = {p["tgid"]: (p["anon_vma"], p["anon_vma_chain"]) for p in r["processes"]["by_process"]}
+    assert own == {2: (1 + V, 1 + V)}
+    assert r["processes"]["faults_through_another_process"] == 0
+
+
+def test_a_vfork_childs_mapping_stays_its_parents(tmp_path):
+    """Rule N0': a vfork child maps a VMA in its parent's mm and execs; the
+    parent then faults in it: the VMA's birth (the child's ``alloc`` row
+    before its exec) is the parent's, so is the fault, and it was not made
+    through another process."""
+    g = Gen(fprobes=True)
+    g.process(1, "shell")
+    g.vfork(1, 2, "child")
+    v = g.mmap(2)
+    g.exec(2)
+    g.procs[1].vmas.append(v)
+    g.fault(1, v)
+    r = build(g, tmp_path)
+    own = {p["tgid"]: (p["anon_vma"], p["anon_vma_chain"]) for p in r["processes"]["by_process"]}
+    assert own[1] == (1, 1) and 2 not in own
+    assert r["processes"]["faults_through_another_process"] == 0

@@ -9,7 +9,7 @@ import io
 import pytest
 from click.testing import CliRunner
 
-from anonscope.analyzer import cli, load, report
+from anonscope.analyzer import cli, load, render, report
 from eventgen import SIZES, Gen
 
 N, F, M = 4, 3, 2          # parent regions, children, regions each child faults
@@ -258,3 +258,45 @@ def test_processes_the_census_did_not_visit(tmp_path):
     av = snapshot(rep, "m")["designs"]["eager"]["anon_vma"]
     assert av["live"] == 1 and av["live_range"] == [1, None]
     assert any("did not visit 1 process(es)" in w and "pid 7 agent (3136 KB anon)" in w for w in rep["warnings"])
+
+
+@pytest.mark.parametrize("N,F", [(3, 2), (1, 0)])
+def test_denominators_at_each_snapshot(tmp_path, N, F):
+    """Rule S7: the tree of tree_in_run's shape (a parent with N regions,
+    F children) with a meminfo sample before the mark: at the mark each
+    design's anon_vma + AVC bytes (live x slot) are given as a share of the
+    sample's Slab, SUnreclaim, MemTotal and PageTables; the VMAs' bytes are
+    added in with_vma_pct. A recording without meminfo has none."""
+    mem = {"mem_total_kb": 24 << 20, "mem_slab_kb": 900_000, "mem_sunreclaim_kb": 300_000,
+           "mem_page_tables_kb": 40_000}
+    g = Gen()
+    g.process(1, "parent")
+    g.faults(1, N)
+    for c in range(F):
+        g.fork(1, 100 + c, "child")
+    g.slab_sample(meminfo=mem)
+    live = g.mark("apps")
+    rep = build(g, tmp_path)
+    snap = snapshot(rep, "apps")
+    den = snap["denominators"]
+    assert den["kb"] == {"MemTotal": mem["mem_total_kb"], "Slab": mem["mem_slab_kb"],
+                         "SUnreclaim": mem["mem_sunreclaim_kb"], "PageTables": mem["mem_page_tables_kb"]}
+    rmap = live["anon_vma"] * SLOT["anon_vma"] + live["anon_vma_chain"] * SLOT["anon_vma_chain"]
+    vma = live["vm_area_struct"] * SLOT["vm_area_struct"]
+    eager = den["designs"]["eager"]
+    assert eager["rmap_bytes"] == rmap and eager["with_vma_bytes"] == rmap + vma
+    assert eager["rmap_pct"]["Slab"] == pytest.approx(100.0 * rmap / (mem["mem_slab_kb"] * 1024), rel=1e-5)
+    assert eager["with_vma_pct"]["MemTotal"] == pytest.approx(100.0 * (rmap + vma) / (mem["mem_total_kb"] << 10),
+                                                              rel=1e-5)
+    lazy = snap["designs"]["lazy"]
+    lazy_rmap = sum(lazy[o]["live"] * lazy[o]["slot_bytes"] for o in ("anon_vma", "anon_vma_chain"))
+    assert den["designs"]["lazy"]["rmap_bytes"] == lazy_rmap
+    slab_pct = f"{100.0 * rmap / (mem['mem_slab_kb'] * 1024):.3g}% of Slab"
+    for out in (render.render_text(rep, at="apps"), render.render_markdown(rep, at="apps")):
+        assert "Against the machine" in out and slab_pct in out
+    g2 = Gen()
+    g2.process(1, "p")
+    g2.faults(1, N)
+    g2.slab_sample()
+    g2.mark("m")
+    assert "denominators" not in snapshot(build(g2, tmp_path, name="plain.parquet"), "m")

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import hostcaps
-from recording import ANONCOLLECT, WORKLOAD, metadata
+from recording import ANONCOLLECT, COLLECT_TIMEOUT, WORKLOAD, metadata
 
 SKIP = hostcaps.integration()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
@@ -81,8 +81,10 @@ def test_sigkill_leaves_a_recording_cut_short(tmp_path, workload):
     try:
         wait_for(lambda: segments_of(out), 300, "the first segment")   # the compile: minutes under TCG
         first = pq.read_metadata(segments_of(out)[0]).metadata
-        # the collector's own clock: the first commit came within 10 s of the start
-        assert json.loads(first[b"anonscope.duration_s"]) <= 10.0
+        # the collector's own clock: the first commit came within 10 s of the
+        # start (COMMIT_S 4 s and the census); under emulation the loop and the
+        # census are 10-20x slower (12.7 s in the 7.3 x86_64 guest with 1 CPU)
+        assert json.loads(first[b"anonscope.duration_s"]) <= (60.0 if hostcaps.emulated() else 10.0)
         subprocess.run([str(binary), "-n", "30", "-s", "3", "-m", "2", "-f", "4"], check=True)
         committed = len(segments_of(out))
         wait_for(lambda: len(segments_of(out)) > committed, 30, "a commit after the workload")
@@ -207,7 +209,7 @@ def test_one_window_and_duration_from_attach(tmp_path, workload):
     churn = subprocess.Popen(["/bin/sh", "-c", f"while :; do {WORKLOAD} -n 20 -f 2 -t; done"])
     try:
         p = subprocess.run(ANONCOLLECT + ["-q", "-o", str(out), "--duration", "2"], capture_output=True,
-                           text=True, timeout=300)
+                           text=True, timeout=COLLECT_TIMEOUT)   # the compile beside the churn: minutes under TCG
     finally:
         churn.kill()
         churn.wait()
@@ -304,22 +306,28 @@ def test_loss_is_counted_exactly_by_kind(tmp_path, workload):
         bt.send_signal(signal.SIGINT)
         stdout, _ = bt.communicate(timeout=60)
     theirs = {"alloc": 0, "fork": 0, "exit": 0}
+    elsewhere = {}                  # our sizes at other call sites: what a mismatch may come from
     for line in stdout.splitlines():
         if not line.startswith("{") or '"type": "map"' not in line:
             continue
         data = json.loads(line)["data"]
         for key, n in data.get("@allocs", {}).items():
             func, size = key.rsplit(",", 1)
-            if re.sub(r"\+\d+$", "", func.strip()) in sites.split("|") and int(size) in sizes:
+            func = re.sub(r"\+\d+$", "", func.strip())
+            if func in sites.split("|") and int(size) in sizes:
                 theirs["alloc"] += n
+            elif int(size) in sizes:
+                elsewhere[f"{func},{size}"] = elsewhere.get(f"{func},{size}", 0) + n
         theirs["fork"] += data.get("@forks", 0)
         theirs["exit"] += data.get("@exits", 0)
     meta = metadata(out)
     lost = meta["lost_by_event"]
-    df = pq.read_table(out, columns=["event", "cpu"]).to_pandas()
+    df = pq.read_table(out, columns=["event", "cpu", "object", "path"]).to_pandas()
     ours = {k: int(((df.event == k) & (df.cpu >= 0)).sum()) for k in theirs}
     assert lost["alloc"] > 0, "nothing lost: the run did not exercise what it tests"
-    assert {k: ours[k] + lost[k] for k in theirs} == theirs, (ours, lost)
+    paths = df[df.event == "alloc"].groupby(["object", "path"], observed=True).size().to_dict()
+    assert {k: ours[k] + lost[k] for k in theirs} == theirs, (ours, lost, paths, elsewhere,
+                                                              meta["classification"])
     assert meta["lost"]["ringbuf"] == sum(lost.values())
     r = report(out)
     assert r["run"]["lost_by_event"] == lost

@@ -193,6 +193,21 @@ def test_slabinfo_beside_eager_on_a_real_recording(tmp_path, workload):  # noqa:
         assert judged >= (2 if hostcaps.emulated() else 2 * 6), (judged, dict(why), kfence)
     if unvisited["count"]:
         assert any("census did not visit" in w for w in rep["warnings"])
+    meta = metadata(out)
+    if "fs_cache" in (meta["slab_aliases"].get("anon_vma_chain") or []) and meta["alias_traffic"]["anon_vma_chain"]:
+        # each of the workload's 4 process forks allocates an fs_struct from
+        # fs_cachep (copy_fs() -> copy_fs_struct(), fs/fs_struct.c), merged
+        # into anon_vma_chain's cache here, and its exit frees it: the
+        # aliases' traffic (schema v8) holds at least those
+        t = meta["alias_traffic"]["anon_vma_chain"]
+        assert t["allocs"] >= 4 and t["frees"] >= 4, t
+        assert t["frees"] <= meta["alias_frees_skipped"]
+        assert rep["slabinfo"]["anon_vma_chain"]["alias_net_change"] == t["allocs"] - t["frees"]
+    # the v8 meminfo columns: MemTotal is the machine's, as /proc/meminfo says now
+    with open("/proc/meminfo") as f:
+        total = int(next(line for line in f if line.startswith("MemTotal:")).split()[1])
+    slab = load.load(str(out)).slab
+    assert set(slab["mem_total_kb"]) == {total} and (slab["mem_slab_kb"] > 0).all()
 
 
 def record_prerun_tree(tmp_path, binary, name, n, k):
