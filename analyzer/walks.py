@@ -210,6 +210,7 @@ class _Walks(NamedTuple):
     known: np.ndarray         # the anon_vma was allocated in the run
     gs: np.ndarray            # its alloc row (0 where not known)
     ksm: np.ndarray           # walk_kind ksm
+    index: np.ndarray         # folio->index (v8 walk rows' vm_pgoff); -1 where not recorded
 
 
 class _WalkWaits(NamedTuple):
@@ -251,7 +252,8 @@ def _walk_rows(rp, w):
                   order=_int(w, "folio_order"),
                   locked=w["walk_locked"].fillna(False).to_numpy(dtype=bool),
                   known=g >= 0, gs=np.maximum(g, 0),
-                  ksm=kcode == (knames.index("ksm") if "ksm" in knames else -2))
+                  ksm=kcode == (knames.index("ksm") if "ksm" in knames else -2),
+                  index=_int(w, "vm_pgoff", -1) if "vm_pgoff" in w else np.full(len(w), -1, np.int64))
 
 
 def _walk_waits(w, locks, n):
@@ -367,7 +369,9 @@ class _RemapEntries:
     VMAs an mremap moved (VMA ``dup`` rows, caller mremap), MAP_PRIVATE file
     VMAs with anonymous pages (call rows with ``vma_file``), and the child's
     copy of an entry at fork (``anon_vma_fork`` call rows whose source VMA is
-    one). Each lives from its first row to its VMA's free."""
+    one). Each lives from its first row to its VMA's free, and covers the
+    pgoff range of its VMA's first row with one (census or call row:
+    ``[vm_pgoff, vm_pgoff + pages)``; unknown without such a row)."""
 
     def __init__(self, rp):
         ob, calls = rp.ob, rp.rec.calls
@@ -383,11 +387,41 @@ class _RemapEntries:
         self._from_census(rp.rec.census, start, int(rp.rec.meta.get("page_size") or 4096))
         if calls is not None and len(calls):
             self._from_calls(calls, start)
+        self.ranges = {}
+        self._ranges(rp.rec.census, calls, int(rp.rec.meta.get("page_size") or 4096))
         by = {}
         for vid, p in start.items():
-            by.setdefault(self.owner.get(vid, -1), []).append((p, self.free_pos.get(vid, NEVER)))
-        self.by_tgid = {t: (np.sort([a for a, _ in v]), np.sort([b for _, b in v])) for t, v in by.items()}
+            lo, hi = self.ranges.get(vid, (-1, -1))
+            by.setdefault(self.owner.get(vid, -1), []).append((p, self.free_pos.get(vid, NEVER), lo, hi))
+        self.by_tgid = {t: (np.sort([e[0] for e in v]), np.sort([e[1] for e in v])) for t, v in by.items()}
+        self.entries = {t: np.array(v, dtype=np.int64) for t, v in by.items()}
         self.count = len(start)
+
+    def _ranges(self, census, calls, page_size):
+        """{VMA id: (first pgoff, end pgoff)} from the first census or call
+        row of each VMA that has its range."""
+        for frame in (census, calls):
+            if frame is None or not len(frame) or "vm_pgoff" not in frame:
+                continue
+            rows = frame[(frame["vm_pgoff"] >= 0) & (frame["vma_id"] >= 0)]
+            lo = rows["vm_pgoff"].to_numpy()
+            hi = lo + (rows["vm_end"].to_numpy() - rows["vm_start"].to_numpy()) // page_size
+            for v, a, b in zip(rows["vma_id"].tolist(), lo.tolist(), hi.tolist()):
+                self.ranges.setdefault(v, (a, b))
+
+    def covering(self, tgids, pos, index):
+        """(entries of ``tgids`` live at ``pos`` whose range covers page
+        offset ``index``, live entries whose range is unknown)."""
+        sure = unknown = 0
+        for t in np.asarray(tgids).tolist():
+            e = self.entries.get(t)
+            if e is None:
+                continue
+            live = (e[:, 0] <= pos) & (e[:, 1] > pos)
+            known = e[:, 2] >= 0
+            sure += int((live & known & (e[:, 2] <= index) & (e[:, 3] > index)).sum())
+            unknown += int((live & ~known).sum())
+        return sure, unknown
 
     def _from_census(self, census, start, page_size):
         """Entries that existed at the start: census VMA rows of MAP_PRIVATE
@@ -438,28 +472,34 @@ def _history_known(rec):
     return census.get("status") == "done" and not unvisited.get("count")
 
 
-def _remap_bound(rp, sub, owner, pos, exclusive):
-    """Per walk, the most remap-entry lookups it can make (C3): one per live
-    entry of every mm it visits (its own only when exclusive, C7); None when
-    the recording has no call rows (MAP_PRIVATE file VMAs cannot be told),
-    the VMAs before the run are not all known (_history_known) or the work
-    would exceed REMAP_WORK_CAP."""
+def _remap_bound(rp, sub, owner, pos, exclusive, index):
+    """Per walk, (fewest, most) remap-entry lookups it makes (C3) in the mms
+    it visits (its own only when exclusive, C7): where the folio's index is
+    recorded (v8), one per live entry whose pgoff range covers it, plus at
+    most one per live entry of unknown range; without it, none to one per
+    live entry. None when the recording has no call rows (MAP_PRIVATE file
+    VMAs cannot be told), the VMAs before the run are not all known
+    (_history_known) or the work would exceed REMAP_WORK_CAP."""
     if rp.rec.calls is None or not len(rp.rec.calls) or not _history_known(rp.rec):
         return None
     entries = _RemapEntries(rp)
-    out = np.zeros(len(owner), dtype=np.int64)
+    low, high = np.zeros(len(owner), dtype=np.int64), np.zeros(len(owner), dtype=np.int64)
     work = 0
-    for i, (t, p, ex) in enumerate(zip(owner.tolist(), pos.tolist(), exclusive.tolist())):
+    for i, (t, p, ex, x) in enumerate(zip(owner.tolist(), pos.tolist(), exclusive.tolist(), index.tolist())):
         if ex:
-            out[i] = entries.live([t], p)[0]
-            continue
-        who, since, until = sub.members(t)
-        work += len(who)
-        if work > REMAP_WORK_CAP:
-            return None
-        inside = (since < p) & (until > p)
-        out[i] = int(entries.live(who[inside], p).sum())
-    return out
+            mms = [t]
+        else:
+            who, since, until = sub.members(t)
+            work += len(who)
+            if work > REMAP_WORK_CAP:
+                return None
+            mms = who[(since < p) & (until > p)]
+        if x >= 0:
+            sure, unknown = entries.covering(mms, p, x)
+            low[i], high[i] = sure, sure + unknown
+        else:
+            high[i] = int(entries.live(mms, p).sum())
+    return low, high
 
 
 def _cow_context(rp, walks):
@@ -475,7 +515,7 @@ def _cow_context(rp, walks):
     count, alive = sub.live(owner[known], walks.pos[known])
     exclusive = vmas[known] <= 1
     mms = np.where(exclusive, 1, count)
-    remap = _remap_bound(rp, sub, owner[known], walks.pos[known], exclusive)
+    remap = _remap_bound(rp, sub, owner[known], walks.pos[known], exclusive, walks.index[known])
     return _design(int(known.sum()), mms, "mm", {"p50": None, "p99": None, "max": None}, None,
                    time_walks=0, time_unknown_walks=int(known.sum()),
                    lock_wait_unknown_walks=int(known.sum()),
@@ -484,16 +524,17 @@ def _cow_context(rp, walks):
                    exclusive_walks=int(exclusive.sum()),
                    descendant_mms=stats(np.where(exclusive, 0, count - alive.astype(np.int64))),
                    lock={LOCK_COW: int(known.sum())}, unknown_context=int((~known).sum()),
-                   remap_lookups=None if remap is None else {"low": stats(np.zeros_like(remap)),
-                                                              "high": stats(remap)},
+                   remap_lookups=None if remap is None else {"low": stats(remap[0]), "high": stats(remap[1])},
                    fidelity="estimate (the draft as described on the list; no commit of it here): "
                             "context = owner process of the walk's anon_vma (C1); exclusive folios "
                             "(measured VMAs <= 1) stop at their own mm (C7, folio_maybe_mapped_shared); "
                             "otherwise one VMA-tree lookup per live mm of its subtree, descendants that "
                             "exec'd left out (C2, C4, C6); rmap_one calls as measured; lock and time "
-                            "unknown (C5); remap-entry lookups (C3) a range: none at least (the folio's "
-                            "offset may be in no entry), at most one per live entry of every mm visited "
-                            "(null without call rows or without the VMAs from before the run)")
+                            "unknown (C5); remap-entry lookups (C3) a range: with the folio's index "
+                            "(v8) one per live entry of every mm visited whose pgoff range covers it, "
+                            "plus at most one per entry of unknown range; without it none at least, at "
+                            "most one per live entry (null without call rows or without the VMAs from "
+                            "before the run)")
 
 
 # ------------------------------------------------------ nofork designs

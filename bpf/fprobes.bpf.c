@@ -13,7 +13,7 @@
 //    anonymous pages the child's copy got (FP_RSS: how to read the count);
 //  - `walk` rows for rmap walks of anonymous and KSM folios (rmap_walk_anon
 //    and rmap_walk_ksm where rmap_walk_anon is a function, rmap_walk and
-//    rmap_walk_locked otherwise): folio order, duration, kind (from rwc->rmap_one),
+//    rmap_walk_locked otherwise): folio order and index, duration, kind (from rwc->rmap_one),
 //    AVCs the interval tree returned, VMAs the callback ran on.
 // Struct offsets are #defines from BTF (FP_* in collector/program.py).
 
@@ -39,6 +39,7 @@ BPF_HASH(fctx_map, u32, struct fctx, 16384);
 struct wctx {
     u64 t0;
     u64 anon_vma;
+    u64 index;      // folio->index: the folio's first page offset (v8 walk rows' vm_pgoff)
     u32 avcs;
     u32 vmas;
     u8 order;
@@ -279,6 +280,7 @@ static __always_inline int walk_enter(u64 folio, u64 rwc, u8 locked)
     if (!(mapping & 1))
         return 0;  // file folio: rmap_walk_file, not the anon rmap
     struct wctx w = {.t0 = bpf_ktime_get_ns(), .anon_vma = mapping & ~3ULL};
+    bpf_probe_read_kernel(&w.index, sizeof(w.index), (void *)(folio + FOLIO_INDEX_OFF));
     bpf_probe_read_kernel(&rmap_one, sizeof(rmap_one), (void *)(rwc + RWC_RMAP_ONE_OFF));
     u8 kind = walk_kind(rmap_one);
     w.kind = (mapping & 3) == 3 ? WALK_KSM : kind ? kind : WALK_OTHER;
@@ -309,6 +311,7 @@ static __always_inline int walk_return(void *ctx)
     e.count2 = w->vmas;
     e.caller = w->kind;
     e.aux1 = w->order;
+    e.vm_pgoff = w->index;
     e.flags = w->flags;
     struct live_val *v = live.lookup(&w->anon_vma);
     e.obj_id = v ? v->id : 0;

@@ -214,7 +214,7 @@ def _fprobe_columns(ev, is_obj, is_call, is_walk, flags) -> Dict[str, pa.Array]:
         "mm_id": _masked(ev["mm_id"].astype(np.int64), is_call, i64),
         "vm_start": _masked(ev["vm_start"].astype(np.int64), is_call, i64),
         "vm_end": _masked(ev["vm_end"].astype(np.int64), is_call, i64),
-        "vm_pgoff": _masked(ev["vm_pgoff"].astype(np.int64), is_call, i64),
+        "vm_pgoff": _masked(ev["vm_pgoff"].astype(np.int64), is_call | is_walk, i64),
         "vma_file": _masked((flags & Flag.FILE) != 0, is_call, pa.bool_()),
         "func": _dictionary(np.where(is_call, ev["path"], 0), schema.CALL_FUNCS, _CALL_INDEX),
         "reused": _masked((flags & Flag.REUSED) != 0, is_call & (ev["path"] <= 2), pa.bool_()),

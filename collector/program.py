@@ -118,12 +118,13 @@ def clone_op_layout(btf: BTF) -> Dict[str, int]:
 
 
 #: walk_layout()'s offsets when BTF lacks them (FP_WALKS 0: never read).
-NO_WALKS = {"FOLIO_FLAGS_OFF": 0, "FOLIO_MAPPING_OFF": 0, "FOLIO_ORDER_OFF": 0, "PG_HEAD_BIT": 0,
+NO_WALKS = {"FOLIO_FLAGS_OFF": 0, "FOLIO_MAPPING_OFF": 0, "FOLIO_INDEX_OFF": 0, "FOLIO_ORDER_OFF": 0, "PG_HEAD_BIT": 0,
             "RWC_RMAP_ONE_OFF": 0, "FP_WALK_ANON": 0, "FP_WALK_KSM": 0, "FP_ITER_RMAP_TREE": 0, "FP_WALKS": 0}
 
 
 def walk_layout(btf: BTF) -> Dict[str, int]:
-    """What the walk probes read: the folio's flags, mapping and order, valid
+    """What the walk probes read: the folio's flags, mapping, index (its
+    first page's offset in the anon_vma's pgoff space, schema v8) and order, valid
     with PG_head set: ``folio._folio_order`` from v6.1 (commit 379708ffde1b,
     "mm: add the first tail page to struct folio") to v6.5, the low byte of
     ``folio._flags_1`` from v6.6 (commit ebc1baf5c9b4, "mm: free up a word in
@@ -144,7 +145,8 @@ def walk_layout(btf: BTF) -> Dict[str, int]:
         except BTFError:
             order = btf.offsetof("folio", "_flags_1")
         return dict(FOLIO_FLAGS_OFF=btf.offsetof("folio", "flags"),
-                    FOLIO_MAPPING_OFF=btf.offsetof("folio", "mapping"), FOLIO_ORDER_OFF=order,
+                    FOLIO_MAPPING_OFF=btf.offsetof("folio", "mapping"),
+                    FOLIO_INDEX_OFF=btf.offsetof("folio", "index"), FOLIO_ORDER_OFF=order,
                     PG_HEAD_BIT=btf.enumerator("PG_head", "pageflags"),
                     RWC_RMAP_ONE_OFF=btf.offsetof("rmap_walk_control", "rmap_one"),
                     FP_WALK_ANON=int(btf.has_func("rmap_walk_anon")),
@@ -325,7 +327,7 @@ class KernelFacts:
             free_names={o: o for o in ("anon_vma", "anon_vma_chain", "vm_area_struct")},
             anon_vma_offsets={"root": 0, "rwsem": 8}, lock_contention=True,
             fprobe_offsets={"VMA_START_OFF": 0, "VMA_END_OFF": 8, "VMA_MM_OFF": 16, "VMA_PGOFF_OFF": 80,
-                            "VMA_FILE_OFF": 88, "FOLIO_FLAGS_OFF": 0, "FOLIO_MAPPING_OFF": 24,
+                            "VMA_FILE_OFF": 88, "FOLIO_FLAGS_OFF": 0, "FOLIO_MAPPING_OFF": 24, "FOLIO_INDEX_OFF": 32,
                             "FOLIO_ORDER_OFF": 64, "PG_HEAD_BIT": 6, "RWC_RMAP_ONE_OFF": 16, "FP_WALK_ANON": 1,
                             "FP_WALKS": 1,
                             "FP_WALK_KSM": 1, "FP_RSS": 2, "MM_ANON_RSS_OFF": 1000, "VMA_ANON_VMA_OFF": 64,

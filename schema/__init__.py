@@ -63,7 +63,7 @@ COLUMNS = {
     "vm_start": (pa.int64(), "call: the VMA's start address when the call returned; move (v7): start of the "
                              "range moved"),
     "vm_end": (pa.int64(), "call: the VMA's end address; move (v7): end of the range moved"),
-    "vm_pgoff": (pa.int64(), "call: the VMA's vm_pgoff"),
+    "vm_pgoff": (pa.int64(), "call: the VMA's vm_pgoff; walk (v8): the folio's index (folio->index)"),
     "vma_file": (pa.bool_(), "call: the VMA maps a file (MAP_PRIVATE: its CoW copies are anonymous)"),
     "func": (_dict, "call: " + ", ".join(CALL_FUNCS)),
     "reused": (pa.bool_(), "call: __anon_vma_prepare/anon_vma_fork returned 0 without allocating an anon_vma"),

@@ -470,12 +470,14 @@ class Gen:
                 if a.vma.span == vma.span]
 
     def walk(self, pid, vma, kind="reclaim", order=0, duration_ns=None, locked=False,
-             lock_wait_ns=0, straddles=()):
+             lock_wait_ns=0, straddles=(), index=True):
         """rmap_walk of a folio of ``vma`` (in ``vma.anon_vma``) by task ``pid``
         (e.g. kswapd): a v3 walk row; with ``lock_wait_ns`` the walk first
         waits that long for the root's rwsem (a lock row inside the walk).
         ``straddles``: other VMAs a large folio also maps (the other piece of
-        a split it straddles). Returns the VMAs visited."""
+        a split it straddles). ``index``: the row carries the folio's index
+        (v8 ``vm_pgoff``: the VMA's first page, as its call rows give it).
+        Returns the VMAs visited."""
         n = len(self.walk_targets(vma)) + sum(len(self.walk_targets(p)) for p in straddles)
         if lock_wait_ns:
             self.lock(pid, vma, lock_wait_ns, write=False, func="walk")
@@ -483,7 +485,8 @@ class Gen:
         self._emit(event="walk", walk_kind=kind, folio_order=order,
                    duration_ns=duration_ns if duration_ns is not None else 3 * self.step,
                    avcs_visited=n, vmas_visited=n, walk_locked=bool(locked),
-                   anon_vma_id=None if av.pre else av.id, **self._ctx(pid))
+                   anon_vma_id=None if av.pre else av.id,
+                   vm_pgoff=(0x10000000 + vma.span * 0x10000) >> 12 if index else None, **self._ctx(pid))
         return n
 
     def slab_sample(self, baseline=None, alias_objects=0, cpu_partial=None, meminfo=None):

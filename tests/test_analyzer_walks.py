@@ -225,7 +225,8 @@ def test_cow_context_remap_lookups_are_bounded_by_the_entries_of_the_mms_walked(
     F + M), and a child faults a region of its own. A walk of a parent
     folio visits the parent and the C children: at most (C + 1)(F + M)
     remap lookups, at least none (the folio's offset may be in no entry);
-    the child's own folio is exclusive: at most its F + M."""
+    the child's own folio is exclusive: at most its F + M. The walk rows
+    carry no folio index here (before v8)."""
     g = Gen(fprobes=True)
     g.process(KSWAPD, "kswapd0")
     g.process(1, "parent")
@@ -238,11 +239,36 @@ def test_cow_context_remap_lookups_are_bounded_by_the_entries_of_the_mms_walked(
     for k in kids:
         g.fork(1, k, comm="child")
     (own,) = g.faults(kids[0], 1)
-    assert g.walk(KSWAPD, anon) == C + 1 and g.walk(KSWAPD, own) == 1
+    assert g.walk(KSWAPD, anon, index=False) == C + 1 and g.walk(KSWAPD, own, index=False) == 1
     cw = build(g, tmp_path)["walks"]["cow_context"]
     assert cw["remap_lookups"]["low"] == pcts([0, 0])
     assert cw["remap_lookups"]["high"] == pcts([(C + 1) * (F + M), F + M])
     assert cw["tree_lookups"] == pcts([C + 1, 1])
+
+
+@pytest.mark.parametrize("F,M,C", [(2, 1, 3), (1, 2, 1), (3, 0, 2)])
+def test_cow_context_remap_lookups_one_per_entry_covering_the_folio(tmp_path, F, M, C):
+    """C3 with the folio's index (v8 walk rows' vm_pgoff): the same tree as
+    above; a walk of a CoW'd page of the parent's first file VMA visits the
+    parent and C children, and in each mm exactly one remap entry covers
+    its offset (that file VMA's, or the child's copy of it): C + 1 lookups,
+    low = high. A walk of the anonymous VMA's folio is covered by none (its
+    offset is in no entry): 0; the child's own folio likewise."""
+    g = Gen(fprobes=True)
+    g.process(KSWAPD, "kswapd0")
+    g.process(1, "parent")
+    (anon,) = g.faults(1, 1)
+    files = [g.fault(1, g.mmap(1, file=True)) for _ in range(F)]
+    for v in g.faults(1, M):
+        g.mremap(1, v)
+    kids = [100 + k for k in range(C)]
+    for k in kids:
+        g.fork(1, k, comm="child")
+    (own,) = g.faults(kids[0], 1)
+    assert g.walk(KSWAPD, files[0]) == C + 1
+    assert g.walk(KSWAPD, anon) == C + 1 and g.walk(KSWAPD, own) == 1
+    cw = build(g, tmp_path)["walks"]["cow_context"]
+    assert cw["remap_lookups"]["low"] == cw["remap_lookups"]["high"] == pcts([C + 1, 0, 0])
 
 
 def test_cow_context_remap_lookups_unknown_without_the_vmas_before_the_run(tmp_path):

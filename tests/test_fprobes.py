@@ -60,7 +60,7 @@ def test_fentry_program_selects_the_walk_functions_by_define():
 
 VMA_MEMBERS = [(m, 64 * i) for i, m in enumerate(("vm_start", "vm_end", "vm_mm", "vm_pgoff", "vm_file", "anon_vma"))]
 FP_STRUCTS = {"vm_area_struct": (192, VMA_MEMBERS),
-              "folio": (64, [("flags", 0), ("mapping", 192), ("_flags_1", 512)]),
+              "folio": (64, [("flags", 0), ("mapping", 192), ("index", 256), ("_flags_1", 512)]),
               "rmap_walk_control": (48, [("rmap_one", 128)])}
 MM_ENUM = {"": {"MM_FILEPAGES": 0, "MM_ANONPAGES": 1, "MM_SWAPENTS": 2, "MM_SHMEMPAGES": 3}}
 
