@@ -244,6 +244,16 @@ def test_walks_equal_bpftrace(tmp_path, workload, backend):
     assert int(walks.avcs_visited.sum()) == counts.get("@avcs", 0)
     assert (walks.duration_ns > 0).all()
     assert set(walks.walk_kind) <= {"reclaim", "migration", "ksm", "idle", "other"}
+    # v8: each anonymous walk's folio index (folio->index, linear_page_index()
+    # of its VMA) lies in the pgoff range of one of the workload's VMAs, as
+    # its call rows give them
+    calls = df[(df.event == "call") & (df.comm == name) & df.vm_pgoff.notna()]
+    lo = calls.vm_pgoff.to_numpy()
+    hi = lo + (calls.vm_end.to_numpy() - calls.vm_start.to_numpy()) // os.sysconf("SC_PAGE_SIZE")
+    anon = walks[walks.walk_kind != "ksm"]
+    assert anon.vm_pgoff.notna().all()
+    inside = [bool(((lo <= x) & (x < hi)).any()) for x in anon.vm_pgoff.to_numpy()]
+    assert all(inside), anon.vm_pgoff[[not i for i in inside]].head().tolist()
     # the report made from this recording: walk cost per design, lock waits
     rep = subprocess.run([os.path.join(os.path.dirname(sys.executable), "anonanalyze"), "report", str(path),
                           "--format", "json"], capture_output=True, text=True, timeout=300)
