@@ -15,8 +15,8 @@ SECTION = "docs/models.md#walks-recorded"
 def summary(rec):
     """Per function of the ``call`` rows: calls, duration (ns), objects per
     call and, for ``__anon_vma_prepare`` and ``anon_vma_fork``, the calls that
-    reused an anon_vma; ``available`` False when the recording has no call
-    rows."""
+    reused an anon_vma; ``available`` False when the recording ``rec`` has
+    no call rows (docs/schema.md, function-probe rows; measured, no model)."""
     c = rec.calls
     if c is None or not len(c):
         return {"available": False, "see": SECTION,

@@ -451,7 +451,9 @@ def _comm_rows(ob, a, is_avc, sizes, top):
 
 
 def model(rp):
-    """The eager model's numbers in the common model layout (report.models.eager)."""
+    """The eager model's numbers in the common model layout
+    (report.models.eager) from the Replay ``rp`` (docs/models.md#eager,
+    section 1: exact)."""
     out = {"fidelity": "exact", "see": SECTION}
     for obj in RMAP_OBJECTS + ("vm_area_struct",):
         size = rp.sizes[obj][0]

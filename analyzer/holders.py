@@ -70,7 +70,8 @@ def _census_bytes(rp):
 
 
 def classes(rp):
-    """{group: set of tgids} (H2) over the window."""
+    """{group: set of tgids} of the Replay ``rp``'s processes over the
+    window (docs/models.md#holders, H2)."""
     tree = rp.tree
     forks = tree.forks
     n_forks = forks.groupby("tgid").size()
@@ -102,7 +103,9 @@ def _forked_before(rp):
 def at_snapshot(holders, groups, pos, live_bytes):
     """The ``holders`` entry of one snapshot; ``live_bytes``: eager's
     anon_vma + AVC bytes there (None: unknown), which the attributed bytes
-    differ from by the older objects no process is known to hold (H1)."""
+    differ from by the older objects no process is known to hold
+    (docs/models.md#holders, H1); ``groups``: :func:`classes`; ``pos``:
+    the snapshot's replay position."""
     held = holders.at(pos)
     total_p, total_b = int(len(held)), int(held.sum())
     out = {"processes": total_p, "attributed_bytes": total_b, "live_bytes": live_bytes,
@@ -126,7 +129,8 @@ def _share(n, total):
 
 def fork_shapes(rp, groups):
     """Forks of multi-threaded parents (H3) and children outliving a
-    self-forking parent's fork (H4), over the window."""
+    self-forking parent's fork (H4) in the Replay ``rp``, over the window,
+    with ``groups`` from :func:`classes` (docs/models.md#holders)."""
     rec, tree = rp.rec, rp.tree
     f = rec.forks
     thread = (~_process_fork_mask(f)) & (f["child_tgid"].to_numpy() == f["tgid"].to_numpy())

@@ -129,7 +129,9 @@ def _census_vmas(census):
 def extra(rec, cap, upto=None, kinds=ALLOCATING):
     """{object: objects at most added by the rows of ``kinds`` (at replay
     positions <= ``upto``, or all)}, or None for an object when a row's
-    process has no bound (M4) or move rows were lost."""
+    process has no bound (M4) or move rows were lost; ``rec`` the
+    recording, ``cap`` the per-process bounds (:class:`Caps`;
+    docs/models.md#moves)."""
     m = _rows(rec)
     lost = (rec.meta.get("lost_by_event") or {}).get("move", 0)
     if m is None:
@@ -153,7 +155,9 @@ def extra(rec, cap, upto=None, kinds=ALLOCATING):
 
 def widened(model, eager_model, add, sizes):
     """A copy of a design's model entry with each rmap object's upper end
-    raised by ``add[object]`` (M1, M2, M4; None: no upper end)."""
+    raised by ``add[object]`` (docs/models.md#moves, M1, M2, M4; None: no
+    upper end); ``sizes`` prices the bytes, ``eager_model`` the saved
+    percentage's range."""
     out = dict(model)
     for obj in RMAP_OBJECTS:
         entry = dict(model[obj])

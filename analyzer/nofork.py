@@ -108,8 +108,9 @@ class Result(NamedTuple):
 
 
 def model(rp, eager_model):
-    """{variant: the model's numbers in the common layout} (N1-N8), returned
-    as a Result with the variants' run spans."""
+    """{variant: the model's numbers in the common layout} from the Replay
+    ``rp`` and eager's entry ``eager_model`` (docs/models.md#nofork-rules,
+    N1-N8), returned as a Result with the variants' run spans."""
     a = rmap_allocs(rp)
     g = generations.build(rp, a)
     saved = saved_rows(rp, a, g)

@@ -262,9 +262,11 @@ def _value(design, obj, pos, run, spans, before, added):
 
 
 def build(rp, report, spans):
-    """The report's ``snapshots`` list. ``spans``: {name: {object:
-    live.Spans}}, the run parts the models return (lazy.Result.spans and
-    nofork.Result.spans; RUN_SPANS names them, S4)."""
+    """The report's ``snapshots`` list (docs/models.md#snapshots, S1-S7)
+    from the Replay ``rp``, the report built so far (``census``, ``run``,
+    the lazy VMA growth) and ``spans``: {name: {object: live.Spans}}, the
+    run parts the models return (lazy.Result.spans and nofork.Result.spans;
+    RUN_SPANS names them, S4)."""
     run = dict(eager_spans(rp))
     spans = dict(spans, eager=run)
     before = BeforeRun(rp, run, report["census"])

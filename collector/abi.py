@@ -126,7 +126,9 @@ class Move(IntEnum):
 class Rss(IntEnum):
     """How the kernel keeps mm->rss_stat (FP_RSS): an atomic_long_t up to
     6.1, a percpu_counter from 6.2 (commit f1a7941243c1, "mm: convert
-    mm's rss stats into percpu_counter")."""
+    mm's rss stats into percpu_counter"); NONE: BTF has neither, the copy
+    probe is left out)."""
+    NONE = 0
     ATOMIC = 1
     PERCPU = 2
 

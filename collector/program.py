@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 from anonscope import bpf
 
 from . import abi, fprobes, kallsyms
+from .abi import Rss
 from .btf import BTF, BTFError
 from .sites import Classifier
 
@@ -181,9 +182,6 @@ def census_layout(btf: BTF) -> Dict[str, int]:
             "ANON_VMA_NUM_ACTIVE_VMAS_OFF": maybe("num_active_vmas")}
 
 
-RSS_NONE, RSS_ATOMIC, RSS_PERCPU = 0, 1, 2
-
-
 def rss_layout(btf: BTF) -> Dict[str, int]:
     """Where an mm's count of anonymous pages is (MM_ANONPAGES of
     ``mm->rss_stat``), for the pages copy_page_range() copies at fork:
@@ -197,13 +195,13 @@ def rss_layout(btf: BTF) -> Dict[str, int]:
         base = btf.offsetof("mm_struct", "rss_stat")
         try:
             off = base + btf.offsetof("mm_rss_stat", "count") + 8 * anon
-            return {"FP_RSS": RSS_ATOMIC, "MM_ANON_RSS_OFF": off}
+            return {"FP_RSS": int(Rss.ATOMIC), "MM_ANON_RSS_OFF": off}
         except BTFError:
-            return {"FP_RSS": RSS_PERCPU, "MM_ANON_RSS_OFF": base + btf.sizeof("percpu_counter") * anon,
+            return {"FP_RSS": int(Rss.PERCPU), "MM_ANON_RSS_OFF": base + btf.sizeof("percpu_counter") * anon,
                     "PCC_COUNT_OFF": btf.offsetof("percpu_counter", "count"),
                     "PCC_COUNTERS_OFF": btf.offsetof("percpu_counter", "counters")}
     except BTFError:
-        return {"FP_RSS": RSS_NONE, "MM_ANON_RSS_OFF": -1}
+        return {"FP_RSS": int(Rss.NONE), "MM_ANON_RSS_OFF": -1}
 
 
 def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
@@ -221,10 +219,10 @@ def percpu_facts(layout: Dict[str, int], per_cpu_offset: int, cpus: int) -> Dict
     address from kallsyms, the possible CPUs) to an RSS_PERCPU layout; an
     RSS_PERCPU layout without them becomes RSS_NONE (RSS_NO_PERCPU_REASON
     says why)."""
-    if layout["FP_RSS"] != RSS_PERCPU:
+    if layout["FP_RSS"] != Rss.PERCPU:
         return layout
     if not per_cpu_offset or not 0 < cpus <= MAX_CPUS:
-        return {"FP_RSS": RSS_NONE, "MM_ANON_RSS_OFF": -1}
+        return {"FP_RSS": int(Rss.NONE), "MM_ANON_RSS_OFF": -1}
     return dict(layout, PER_CPU_OFFSET_ADDR=per_cpu_offset, NR_CPUS_POSSIBLE=cpus)
 
 
@@ -243,7 +241,7 @@ def _fprobe_facts(btf: BTF, per_cpu_offset: int, cpus: int) -> Dict[str, object]
             out["walks_missing"] = missing
         out["fprobe_offsets"] = dict(layout, **percpu_facts(layout, per_cpu_offset, cpus))
         if not out["fprobe_offsets"]["FP_RSS"]:
-            out["rss_missing"] = RSS_NO_PERCPU_REASON if layout["FP_RSS"] == RSS_PERCPU else \
+            out["rss_missing"] = RSS_NO_PERCPU_REASON if layout["FP_RSS"] == Rss.PERCPU else \
                 "BTF has no MM_ANONPAGES rss_stat counter in struct mm_struct"
     except BTFError as e:
         out.update(fprobe_offsets=None, fprobe_missing=str(e))

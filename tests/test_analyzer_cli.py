@@ -210,7 +210,7 @@ def test_only_object_losses_make_the_banner(tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="needs root to switch to nobody")
 def test_unreadable_input_is_one_line(zyg, tmp_path):
-    from test_collector_cli import traversable_by_others
+    from sysfiles import traversable_by_others
     secret = tmp_path / "secret.parquet"
     secret.write_bytes(open(zyg, "rb").read())
     secret.chmod(0o600)

@@ -4,7 +4,6 @@ units `anoncollect boot install` writes are valid for systemd
 again with `boot remove`. tests/test_integration_snapshots.py runs their
 commands."""
 
-import shlex
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ from click.testing import CliRunner
 
 import hostcaps
 from anonscope.collector import boot, cli
+from sysfiles import exec_start
 
 
 def installed(tmp_path, *extra):
@@ -20,11 +20,6 @@ def installed(tmp_path, *extra):
                                         str(tmp_path / "units"), "--no-enable", *extra])
     assert res.exit_code == 0, res.output
     return {p.name: p.read_text() for p in (tmp_path / "units").iterdir()}
-
-
-def exec_start(text):
-    line = next(x for x in text.splitlines() if x.startswith("ExecStart="))
-    return shlex.split(line[len("ExecStart="):])
 
 
 def test_units_name_this_collector(tmp_path):

@@ -1,9 +1,7 @@
 """anoncollect's command line without root: help, --ebpf, one-line errors."""
 
-import contextlib
 import os
 import shutil
-import stat
 import subprocess
 import sys
 
@@ -11,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from anonscope.collector import cli, probes, session
+from sysfiles import traversable_by_others
 
 
 def run(args, **kw):
@@ -31,25 +30,6 @@ def test_ebpf_prints_the_program():
     assert "RAW_TRACEPOINT_PROBE(kmem_cache_alloc)" in r.output
     assert '#define COMM_FILTER "zygote64"' in r.output
     assert "u8 alloc_site(u64 ip)" in r.output
-
-
-@contextlib.contextmanager
-def traversable_by_others(path):
-    """Let other users reach ``path`` (o+x on each directory above it that
-    lacks it, as a clone in a mktemp -d directory does), then put it back."""
-    changed = []
-    d = os.path.dirname(os.path.abspath(path))
-    while d != "/":
-        mode = os.stat(d).st_mode
-        if not mode & stat.S_IXOTH:
-            os.chmod(d, mode | stat.S_IXOTH)
-            changed.append((d, mode))
-        d = os.path.dirname(d)
-    try:
-        yield
-    finally:
-        for d, mode in changed:
-            os.chmod(d, mode)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="needs root to switch to nobody")

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from anonscope import bpf
-from anonscope.collector import fprobes, program
+from anonscope.collector import abi, fprobes, program
 from anonscope.collector.btf import BTF
 from btfgen import make_btf
 
@@ -100,20 +100,20 @@ def test_anon_rss_counter_up_to_6_1_and_from_6_2():
     # 6.1: struct mm_rss_stat { atomic_long_t count[4]; } at mm_struct.rss_stat
     old = BTF(make_btf({"mm_struct": (1024, [("rss_stat", 8 * 700)]),
                         "mm_rss_stat": (32, [("count", 0)])}, enums=MM_ENUM))
-    assert program.rss_layout(old) == {"FP_RSS": program.RSS_ATOMIC, "MM_ANON_RSS_OFF": 700 + 8}
+    assert program.rss_layout(old) == {"FP_RSS": abi.Rss.ATOMIC, "MM_ANON_RSS_OFF": 700 + 8}
     # 6.2+: struct percpu_counter rss_stat[NR_MM_COUNTERS]
     new = BTF(make_btf({"mm_struct": (1200, [("rss_stat", 8 * 960)]),
                         "percpu_counter": (40, [("count", 64), ("counters", 256)])}, enums=MM_ENUM))
     layout = program.rss_layout(new)
-    assert layout == {"FP_RSS": program.RSS_PERCPU, "MM_ANON_RSS_OFF": 960 + 40,
+    assert layout == {"FP_RSS": abi.Rss.PERCPU, "MM_ANON_RSS_OFF": 960 + 40,
                       "PCC_COUNT_OFF": 8, "PCC_COUNTERS_OFF": 32}
     # summing the per-CPU shares needs __per_cpu_offset and the possible CPUs
     full = program.percpu_facts(layout, 0xFFFFFFFF82000000, 4)
-    assert full["FP_RSS"] == program.RSS_PERCPU and full["NR_CPUS_POSSIBLE"] == 4
-    assert program.percpu_facts(layout, 0, 4)["FP_RSS"] == program.RSS_NONE
-    assert program.percpu_facts(layout, 0xFFFFFFFF82000000, 5000)["FP_RSS"] == program.RSS_NONE
+    assert full["FP_RSS"] == abi.Rss.PERCPU and full["NR_CPUS_POSSIBLE"] == 4
+    assert program.percpu_facts(layout, 0, 4)["FP_RSS"] == abi.Rss.NONE
+    assert program.percpu_facts(layout, 0xFFFFFFFF82000000, 5000)["FP_RSS"] == abi.Rss.NONE
     # neither: the copy probe is left out, the rest goes on
-    assert program.rss_layout(BTF(make_btf({"mm_struct": (8, [])})))["FP_RSS"] == program.RSS_NONE
+    assert program.rss_layout(BTF(make_btf({"mm_struct": (8, [])})))["FP_RSS"] == abi.Rss.NONE
 
 
 @pytest.mark.skipif(shutil.which("cpp") is None, reason="no C preprocessor")

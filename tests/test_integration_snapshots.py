@@ -122,7 +122,7 @@ def test_boot_unit_commands_record_and_mark_after_boot(tmp_path):
     from click.testing import CliRunner
 
     from anonscope.collector import boot, cli
-    from test_collector_boot import exec_start
+    from sysfiles import exec_start
     rec, units = tmp_path / "rec", tmp_path / "units"
     res = CliRunner().invoke(cli.boot, ["install", "-o", str(rec), "--unit-dir", str(units), "--no-enable",
                                         "--max-mb", "1"])
