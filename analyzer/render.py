@@ -511,14 +511,8 @@ def machine_line(snap):
 def _models_text(models):
     """The models: objects allocated over the run per model (a table),
     then the costs of the lazy design and the savings of the no-fork ones."""
-    out = ["Models: objects allocated over the run (saved vs eager) [range], peak live KB"]
-    table = [("model", "anon_vma", "AVC", "peak KB av/AVC", "fidelity")]
-    for name, m in models.items():
-        cells = [f"{m[obj]['allocated']} ({saved(m['saved_pct'][obj])}) {_rng(m[obj]['allocated_range'])}"
-                 for obj in OBJS]
-        pk = f"{kb(m['anon_vma']['peak_live_bytes'])}/{kb(m['anon_vma_chain']['peak_live_bytes'])}"
-        table.append((MODEL_TITLE[name], *cells, pk, m["anon_vma"]["fidelity"]))
-    out += text_table("  {:22}{:>26}{:>28}{:>22}  {}", table)
+    out = ["Models: objects allocated over the run, [range], saved vs eager, peak live KB"]
+    out += text_table("  {:22}{:>9}{:>18}{:>9}{:>10}{:>18}{:>9}{:>16}  {}", models_table(models))
     out += _lazy_text(models["lazy"])
     out += _nofork_text(models)
     out.append("  rules and fidelity: docs/models.md")
@@ -779,15 +773,23 @@ def _peak_table(r, model):
     return md_table(table)
 
 
-def _models_markdown(models):
-    """Objects allocated over the run per model: count, range, saved, fidelity."""
-    table = [("model", "anon_vma", "range", "saved", "anon_vma_chain", "range", "saved", "fidelity")]
+def models_table(models):
+    """Objects allocated over the run per model, one table for every
+    format: count, range and saved of each rmap object, peak live KB,
+    fidelity."""
+    table = [("model", "anon_vma", "range", "saved", "AVC", "range", "saved", "peak KB av/AVC", "fidelity")]
     for name, m in models.items():
         a, c = m["anon_vma"], m["anon_vma_chain"]
         table.append((MODEL_TITLE[name], a["allocated"], _rng(a["allocated_range"]),
                       saved(m["saved_pct"]["anon_vma"]), c["allocated"], _rng(c["allocated_range"]),
-                      saved(m["saved_pct"]["anon_vma_chain"]), a["fidelity"]))
-    return ["Objects allocated over the run:", "", *md_table(table), ""]
+                      saved(m["saved_pct"]["anon_vma_chain"]),
+                      f"{kb(a['peak_live_bytes'])}/{kb(c['peak_live_bytes'])}", a["fidelity"]))
+    return table
+
+
+def _models_markdown(models):
+    """Objects allocated over the run per model (:func:`models_table`)."""
+    return ["Objects allocated over the run:", "", *md_table(models_table(models)), ""]
 
 
 def _eager_markdown(r):
