@@ -27,7 +27,8 @@ def samples(rec):
 
 
 def _pct(nbytes, kb):
-    """``nbytes`` as a percentage of ``kb`` kB (None when either is unknown)."""
+    """``nbytes`` as a percentage of ``kb`` kB (None when either is unknown;
+    a negative ``nbytes`` gives a negative share)."""
     if nbytes is None or kb is None or kb <= 0:
         return None
     return float(f"{100.0 * nbytes / (kb * 1024):.6g}")      # 6 significant digits: never a false 0
@@ -36,19 +37,24 @@ def _pct(nbytes, kb):
 def at(meminfo, snap):
     """The ``denominators`` entry of one snapshot: the meminfo sample at or
     before it (else the first after), and per design the anon_vma + AVC
-    bytes and the same with the VMAs, each as a share of every field."""
+    bytes, the same with the VMAs and the anon_vma + AVC bytes it saves
+    against eager (best values; negative: it holds more), each as a share
+    of every field."""
     ts, kb = meminfo
     i = int(np.searchsorted(ts, snap["ts_ns"], side="right")) - 1
     i = max(i, 0)
     fields = {f: (int(v[i]) if v[i] >= 0 else None) for f, v in kb.items()}
     out = {"sample_ts_ns": int(ts[i]), "kb": fields, "designs": {}}
+    eager = _bytes(snap["designs"]["eager"], RMAP)
     for design, d in snap["designs"].items():
         rmap = _bytes(d, RMAP)
         with_vma = _bytes(d, RMAP + ("vm_area_struct",))
+        saved = None if rmap is None or eager is None else eager - rmap
         out["designs"][design] = {
-            "rmap_bytes": rmap, "with_vma_bytes": with_vma,
+            "rmap_bytes": rmap, "with_vma_bytes": with_vma, "saved_bytes": saved,
             "rmap_pct": {f: _pct(rmap, v) for f, v in fields.items()},
             "with_vma_pct": {f: _pct(with_vma, v) for f, v in fields.items()},
+            "saved_pct": {f: _pct(saved, v) for f, v in fields.items()},
         }
     return out
 

@@ -501,9 +501,14 @@ def machine_line(snap):
     for design in ("eager", "lazy", "nofork", "nofork_clone"):
         d = den["designs"][design]
         p = d["rmap_pct"]
-        parts.append(f"{design} {kb(d['rmap_bytes']) if d['rmap_bytes'] is not None else '?'} KB = "
-                     f"{_share(p['Slab'])} of Slab, {_share(p['SUnreclaim'])} of SUnreclaim, "
-                     f"{_share(p['MemTotal'])} of MemTotal")
+        line = (f"{design} {kb(d['rmap_bytes']) if d['rmap_bytes'] is not None else '?'} KB = "
+                f"{_share(p['Slab'])} of Slab, {_share(p['SUnreclaim'])} of SUnreclaim, "
+                f"{_share(p['MemTotal'])} of MemTotal")
+        if design != "eager" and d["saved_bytes"] is not None:
+            s = d["saved_pct"]
+            line += (f" (saves {kb(d['saved_bytes'])} KB: {_share(s['MemTotal'])} of MemTotal, "
+                     f"{_share(s['Slab'])} of Slab)")
+        parts.append(line)
     return (f"Against the machine (/proc/meminfo at {den['sample_ts_ns'] / 1e9:.1f} s; anon_vma + AVC, "
             "docs/models.md#snapshots S7): " + "; ".join(parts))
 

@@ -291,6 +291,9 @@ def test_denominators_at_each_snapshot(tmp_path, N, F):
     lazy = snap["designs"]["lazy"]
     lazy_rmap = sum(lazy[o]["live"] * lazy[o]["slot_bytes"] for o in ("anon_vma", "anon_vma_chain"))
     assert den["designs"]["lazy"]["rmap_bytes"] == lazy_rmap
+    assert den["designs"]["lazy"]["saved_bytes"] == rmap - lazy_rmap
+    assert den["designs"]["lazy"]["saved_pct"]["MemTotal"] == pytest.approx(
+        100.0 * (rmap - lazy_rmap) / (mem["mem_total_kb"] << 10), rel=1e-5)
     slab_pct = f"{100.0 * rmap / (mem['mem_slab_kb'] * 1024):.3g}% of Slab"
     for out in (render.render_text(rep, at="apps"), render.render_markdown(rep, at="apps")):
         assert "Against the machine" in out and slab_pct in out
