@@ -75,12 +75,13 @@ def main():
 @main.command(epilog=EPILOG)
 @click.argument("path", type=click.Path(dir_okay=True, readable=False, path_type=str))  # load() says why not
 @click.option("--format", "fmt", type=click.Choice(render.FORMATS), default=None,
-              help="output format: text, markdown, json, or csv (the snapshots' live memory per "
-                   "design as a time series); default: from the -o suffix (.md, .json, .csv), else text")
+              help="output format: text, markdown, json, csv (the snapshots' live memory per "
+                   "design as a time series) or html (one self-contained page with plots, docs/html.md); "
+                   "default: from the -o suffix (.md, .json, .csv, .html), else text")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=str),
               default=None, help="write the report to FILE instead of stdout")
 @click.option("--at", "at", metavar="LABEL", default=None,
-              help="the snapshot of the cover letter's table (text, markdown): a mark's label, "
+              help="the snapshot of the cover letter's table (text, markdown, html): a mark's label, "
                    "start, end or slab-N; default: the last mark, else the end")
 def report(path, fmt, output, at):
     """Report on the recording PATH (a .parquet file written by anoncollect)."""
@@ -92,7 +93,7 @@ def report(path, fmt, output, at):
     try:
         rec = load.load(path)
         data = report_mod.build(rec)
-        text = render.render(data, fmt, at)
+        text = render.render(data, fmt, at, probes=rec.meta.get("probes"))
     except render.UnknownSnapshot as exc:
         fail(f"--at: {exc}", 2)
     except AnalyzerError as exc:
@@ -140,6 +141,48 @@ def fleet(paths, fmt, output, label_by, scheduler, quiet):
     _write(fleetrender.render(data, fmt), output)
     if not data["analysed"]:
         sys.exit(results[0]["exit_code"])
+
+
+@main.command("compare", epilog=EPILOG)
+@click.argument("path_a", metavar="A", type=click.Path(dir_okay=True, readable=False, path_type=str))
+@click.argument("path_b", metavar="B", type=click.Path(dir_okay=True, readable=False, path_type=str))
+@click.option("--format", "fmt", type=click.Choice(("text", "markdown", "json")), default=None,
+              help="output format; default: from the -o suffix (.md, .json), else text")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="write the comparison to FILE instead of stdout")
+@click.option("--b-design", "b_design", type=click.Choice(("lazy", "nofork", "nofork_clone")), default=None,
+              help="the anon rmap design B's kernel ran: adds the validation table, A modelled as "
+                   "DESIGN against B measured")
+def compare_cmd(path_a, path_b, fmt, output, b_design):
+    """Compare recordings A and B (the same workload on two kernels, or
+    before/after a change): per design and object A, B, delta (B - A) and %
+    (docs/compare.md)."""
+    keep_freed_memory()
+    from . import compare as compare_mod
+    fmt = fmt or compare_mod.SUFFIX_FORMAT.get(os.path.splitext(output or "")[1].lower(), "text")
+    reports = [_compare_report(p) for p in (path_a, path_b)]
+    try:
+        data = compare_mod.compare(*reports, b_design=b_design, a_path=path_a, b_path=path_b)
+        text = compare_mod.render(data, fmt)
+    except Exception as exc:  # one line, never a traceback
+        fail(f"internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+             "please report it with the recordings", EXIT_INTERNAL)
+    _write(text, output)
+
+
+def _compare_report(path):
+    """The report dict of ``path`` for compare; a failure is one line and its exit code."""
+    from . import load
+    from . import report as report_mod
+    try:
+        return report_mod.build(load.load(path))
+    except AnalyzerError as exc:
+        fail(str(exc).replace("\n", " "), exc.code)
+    except MemoryError:
+        fail(f"{path}: out of memory while analysing", EXIT_INTERNAL)
+    except Exception as exc:  # one line, never a traceback
+        fail(f"{path}: internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+             "please report it with the recording", EXIT_INTERNAL)
 
 
 def _write(text, output):

@@ -14,14 +14,19 @@ MODEL_TITLE = {"eager": "eager (kernel today)", "lazy": "ANON_VMA_LAZY",
                "nofork": "no-fork (opt-out)", "nofork_clone": "no-fork set at clone"}
 
 
-FORMATS = ("text", "markdown", "json", "csv")
+FORMATS = ("text", "markdown", "json", "csv", "html")
 #: -o suffix -> format, when --format is not given
-SUFFIX_FORMAT = {".md": "markdown", ".markdown": "markdown", ".json": "json", ".csv": "csv"}
+SUFFIX_FORMAT = {".md": "markdown", ".markdown": "markdown", ".json": "json", ".csv": "csv",
+                 ".html": "html", ".htm": "html"}
 
 
-def render(report, fmt, at=None):
+def render(report, fmt, at=None, probes=None):
     """``at``: the snapshot label of the cover letter's table (markdown,
-    text); None: the last mark, else the end (:func:`pick_snapshot`)."""
+    text, html); None: the last mark, else the end (:func:`pick_snapshot`).
+    ``probes``: the recording's metadata ``probes``, shown by html only."""
+    if fmt == "html":
+        from .htmlreport import render_html  # matplotlib: imported only for html
+        return render_html(report, at, probes)
     if fmt == "json":
         return render_json(report)
     if fmt == "csv":

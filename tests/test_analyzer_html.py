@@ -1,0 +1,281 @@
+"""The HTML report (analyzer/htmlreport.py, docs/html.md): without a browser,
+the page of every fixture parses, has one SVG per plot with drawn paths,
+the run's metadata, every design, no URL outside the file, and the numbers
+of the report; in a real browser (headless Chromium, installed when
+missing and we are root), it renders: a screenshot that is not blank and a
+DOM that still holds the plots."""
+
+import json
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+from click.testing import CliRunner
+
+from anonscope.analyzer import cli, htmlreport, load, render, report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = sorted(f for f in os.listdir(os.path.join(ROOT, "fixtures")) if f.endswith(".parquet"))
+GOLDEN = os.path.join(ROOT, "tests", "golden")
+
+
+class Page(HTMLParser):
+    """What the tests look at in a page: the SVGs (with their non-empty
+    paths), figures, src/href attributes, the text outside the SVGs, and
+    the tables (cells per row) by class."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.svgs = []          # per <svg>: paths with a non-empty d
+        self.figures = 0
+        self.links = []         # (tag, attribute, value) of src= and href=
+        self.text = []
+        self.tables = []        # (class, rows)
+        self.ids = []
+        self._svg_depth = 0
+        self._table = None
+        self._row = None
+        self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for k, v in attrs:
+            if k in ("src", "href") or k.endswith(":href"):
+                self.links.append((tag, k, v or ""))
+        if "id" in a:
+            self.ids.append(a["id"])
+        if tag == "svg":
+            if not self._svg_depth:
+                self.svgs.append(0)
+            self._svg_depth += 1
+        elif tag == "path" and self._svg_depth and (a.get("d") or "").strip():
+            self.svgs[-1] += 1
+        elif tag == "figure":
+            self.figures += 1
+        elif tag == "table":
+            self._table = (a.get("class"), [])
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "svg" and self._svg_depth:
+            self._svg_depth -= 1
+        elif tag in ("td", "th") and self._cell is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self._table[1].append(self._row)
+            self._row = None
+        elif tag == "table" and self._table is not None:
+            self.tables.append(self._table)
+            self._table = None
+
+    def handle_data(self, data):
+        if self._svg_depth:
+            return
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def tables_of(self, cls):
+        return [rows for c, rows in self.tables if c == cls]
+
+
+def parse(text):
+    p = Page()
+    p.feed(text)
+    p.close()
+    return p
+
+
+def md_cells(lines):
+    """The rows of a Markdown pipe table (render.md_table), separator left out."""
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if not line.startswith("|---")]
+
+
+def expected_plots(r):
+    """How many plots a report's page draws (docs/html.md)."""
+    n = 4 if r.get("snapshots") else 1            # live KB: anon_vma + AVC, then each object
+    n += 1                                        # models
+    n += 1 if r["processes"].get("by_process") else 0
+    n += 1                                        # allocations by path
+    n += 1 if r.get("walks", {}).get("available") else 0
+    n += 1 if r.get("locks", {}).get("status") not in (None, "not available", "not recorded", "no waits") else 0
+    return n
+
+
+@pytest.fixture(scope="module")
+def pages():
+    """Per fixture: (report, metadata probes, HTML)."""
+    out = {}
+    for name in FIXTURES:
+        rec = load.load(os.path.join(ROOT, "fixtures", name))
+        r = report.build(rec)
+        out[name] = (r, rec.meta.get("probes"), htmlreport.render_html(r, probes=rec.meta.get("probes")))
+    return out
+
+
+def check_page(r, text, probes=None):
+    """Everything (a) asks of one page."""
+    page = parse(text)
+    n = expected_plots(r)
+    assert len(page.svgs) == n == page.figures, (len(page.svgs), n, page.figures)
+    assert all(paths > 0 for paths in page.svgs), page.svgs
+    body = " ".join(" ".join(page.text).split())
+    run = r["run"]
+    for value in (run["kernel_release"], run["arch"], run["backend"], f"{run['duration_s']:.3f} s"):
+        assert str(value) in body, value
+    for design in htmlreport.DESIGNS:
+        assert design in body and render.MODEL_TITLE[design] in body, design
+    for _, attr, value in page.links:
+        assert "http://" not in value and "https://" not in value and not value.startswith("//"), (attr, value)
+        assert value.startswith("#"), (attr, value)   # only references inside the page
+    assert "<script" not in text and "<link" not in text
+    assert len(page.ids) == len(set(page.ids)), "ids repeat across the inlined SVGs"
+    for p in probes or []:
+        assert p["name"] in body and p["reason"] in body
+    return page, body
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_html_page_of_fixture(pages, name):
+    r, probes, text = pages[name]
+    page, body = check_page(r, text, probes)
+    # the cover letter's table: the cells render gives for the same snapshot
+    snap = render.pick_snapshot(r)
+    covers = page.tables_of("cover")[:3]
+    for design, rows in zip(("lazy", "nofork", "nofork_clone"), covers):
+        assert rows == md_cells(render.cover_table(snap, design)), design
+    assert len(covers) == 3
+    # against the machine: the shares of render's line
+    den = snap.get("denominators")
+    if den:
+        (machine,) = page.tables_of("machine")
+        line = render.machine_line(snap)
+        for row, design in zip(machine[1:], htmlreport.DESIGNS):
+            p = den["designs"][design]["rmap_pct"]
+            assert row[0] == design and row[1] == render.kb(den["designs"][design]["rmap_bytes"])
+            assert row[2:5] == [render._share(p["Slab"]), render._share(p["SUnreclaim"]), render._share(p["MemTotal"])]
+            assert f"{design} {row[1]} KB = {row[2]} of Slab, {row[3]} of SUnreclaim, {row[4]} of MemTotal" in line
+    # the models' table is render's
+    models = [t for c, t in page.tables if t and t[0][:2] == ["model", "anon_vma"]]
+    assert models == [[[str(c) for c in row] for row in render.models_table(r["models"])]]
+    # every fidelity and rule the report holds (snapshots: the chosen one)
+    fids = page.tables_of("fidelity")[0]
+    want = {(f, s) for _, f, s in htmlreport.fidelity_rows({k: v for k, v in r.items() if k != "snapshots"})}
+    assert want <= {(row[1], row[2]) for row in fids[1:]}
+    assert ("exact", "docs/models.md#eager") in want
+    # the walks: not recorded on these tracepoint recordings
+    assert "not recorded" in body and r["walks"]["note"] in body
+    # lost events by kind
+    for kind in r["run"]["lost_by_event"] or {}:
+        assert kind in body
+
+
+def test_html_page_with_walks_and_locks():
+    """A report with every section (the scenario's golden report): walk and lock plots and tables."""
+    with open(os.path.join(GOLDEN, "scenario-every_section.json")) as fh:
+        r = json.load(fh)
+    text = htmlreport.render_html(r)
+    page, body = check_page(r, text)
+    assert r["walks"]["available"] and r["locks"]["status"] == "recorded"
+    walks = [t for c, t in page.tables if t and t[0][:2] == ["design", "walks"]]
+    assert walks == [[[str(c) for c in row] for row in render._walks_md_table(r["walks"])]]
+    locks = [t for c, t in page.tables if t and t[0][0] == "lock taker"]
+    assert locks == [[[str(c) for c in row] for row in render._lock_takers_table(r["locks"])]]
+
+
+def test_html_escapes_text():
+    with open(os.path.join(GOLDEN, "scenario-chain.json")) as fh:
+        r = json.load(fh)
+    r["source"] = "<b>x&y</b>.parquet"
+    r["warnings"].append("<script>alert(1)</script>")
+    text = htmlreport.render_html(r)
+    assert "<script" not in text and "<b>x" not in text
+    assert "&lt;script&gt;" in text and "&lt;b&gt;x&amp;y&lt;/b&gt;" in text
+
+
+def test_html_at_chooses_the_snapshot(pages):
+    r, _, _ = pages["system-anonshape.parquet"]
+    text = htmlreport.render_html(r, at="start")
+    assert 'data-label="start"' in text
+    with pytest.raises(render.UnknownSnapshot):
+        htmlreport.render_html(r, at="no-such-mark")
+
+
+def test_cli_html(tmp_path):
+    fixture = os.path.join(ROOT, "fixtures", "anonshape-base-f6.parquet")
+    out = tmp_path / "r.html"
+    res = CliRunner().invoke(cli.main, ["report", fixture, "-o", str(out)])   # format from the suffix
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "<svg" in text
+    res = CliRunner().invoke(cli.main, ["report", fixture, "--format", "html"])   # stdout
+    assert res.exit_code == 0 and res.output.startswith("<!DOCTYPE html>")
+
+
+# -------------------------------------------------------------- in a browser
+
+@pytest.fixture(scope="session")
+def chromium():
+    """The chromium binary: installed with apt-get (as root) when missing;
+    skip with the reason when it cannot be."""
+    path = shutil.which("chromium")
+    if path:
+        return path
+    if os.geteuid() != 0:
+        pytest.skip("chromium is not installed and we are not root to install it (apt-get install chromium)")
+    try:
+        res = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+                             capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"chromium cannot be installed: {exc}")
+    path = shutil.which("chromium")
+    if res.returncode or not path:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
+        pytest.skip(f"chromium cannot be installed: apt-get exited {res.returncode}: {tail[0]}")
+    return path
+
+
+def _browser(binary, tmp_path, *args):
+    return subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                           f"--user-data-dir={tmp_path / 'profile'}", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_html_report_renders_in_chromium(chromium, pages, tmp_path):
+    """Browser test: headless Chromium draws the page (screenshot not blank)
+    and its DOM keeps every plot."""
+    r, _, text = pages["system-anonshape.parquet"]
+    page = tmp_path / "report.html"
+    page.write_text(text, encoding="utf-8")
+    shot = tmp_path / "shot.png"
+    res = _browser(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1280,4000", page.as_uri())
+    assert shot.exists(), f"no screenshot (exit {res.returncode}): {res.stderr[-2000:]}"
+    with open(shot, "rb") as fh:
+        head = fh.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    assert (width, height) == (1280, 4000)
+    try:
+        from PIL import Image
+    except ImportError:
+        assert shot.stat().st_size > 20_000
+    else:
+        with Image.open(shot) as im:
+            rgb = im.convert("RGB")
+            assert rgb.getcolors(1) is None, "the screenshot has one colour"
+            inked = sum(rgb.resize((128, 400)).convert("L").histogram()[:200])   # not near white
+            assert inked > 0.01 * 128 * 400, f"only {inked} inked pixels of {128 * 400}"
+    dom = _browser(chromium, tmp_path, "--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    got = parse(dom.stdout)
+    assert len(got.svgs) == expected_plots(r) and all(n > 0 for n in got.svgs)
+    assert r["run"]["kernel_release"] in " ".join(got.text)
+    errors = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
+    assert not errors, errors
