@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import hostcaps
+import progmisses
 from recording import ANONCOLLECT, COLLECT_TIMEOUT, WORKLOAD, metadata
 
 SKIP = hostcaps.integration()
@@ -215,8 +216,10 @@ def test_one_window_and_duration_from_attach(tmp_path, workload):
         churn.wait()
     assert p.returncode == 0, p.stderr
     meta = metadata(out)
-    # one loop iteration late at most: 1 s here, 4 s under emulation (scripts/vm-test)
-    late = 4.0 if hostcaps.emulated() else 1.0
+    # one loop iteration late at most: 1 s here, 4 s under emulation
+    # (scripts/vm-test); a 1-CPU guest shares its CPU with the churn, and one
+    # iteration took 13 s there (7.3 x86_64, ANONSCOPE_VM_SMP=1, 2026-12-02)
+    late = (20.0 if os.cpu_count() == 1 else 4.0) if hostcaps.emulated() else 1.0
     assert 2.0 <= meta["duration_s"] <= max(2.0 + late, meta["census"]["seconds"] + late), meta["census"]
     df = pq.read_table(out, columns=["ts_ns", "event", "cpu"]).to_pandas()
     kernel = df[df.cpu >= 0]
@@ -278,7 +281,9 @@ def test_loss_is_counted_exactly_by_kind(tmp_path, workload):
     (SIGSTOP) for 1.5 s while the command runs, as a descheduled collector
     would be: events are lost, and for each kind bpftrace counts, recorded +
     lost_by_event equals bpftrace's count of the same run (allocations at
-    our call sites of our objects' sizes, forks, exits)."""
+    our call sites of our objects' sizes, forks, exits), up to the runs the
+    kernel skipped of either tool's program (recursion_misses: one CPU busy
+    with the other's program, as in a 1-CPU guest; none on the host)."""
     if hostcaps.bpftrace():
         pytest.skip(hostcaps.bpftrace())
     from anonscope.collector.btf import BTF
@@ -302,6 +307,8 @@ def test_loss_is_counted_exactly_by_kind(tmp_path, workload):
         coll.send_signal(signal.SIGCONT)
         _, err = coll.communicate(timeout=600)
         assert coll.returncode == 0, err
+        # bpftrace's own skipped runs, read while it is still loaded (ours have gone)
+        their_misses = progmisses.recursion_misses("kmem_cache_allo")
     finally:
         bt.send_signal(signal.SIGINT)
         stdout, _ = bt.communicate(timeout=60)
@@ -326,8 +333,14 @@ def test_loss_is_counted_exactly_by_kind(tmp_path, workload):
     ours = {k: int(((df.event == k) & (df.cpu >= 0)).sum()) for k in theirs}
     assert lost["alloc"] > 0, "nothing lost: the run did not exercise what it tests"
     paths = df[df.event == "alloc"].groupby(["object", "path"], observed=True).size().to_dict()
-    assert {k: ours[k] + lost[k] for k in theirs} == theirs, (ours, lost, paths, elsewhere,
-                                                              meta["classification"])
+    why = (ours, lost, meta["prog_misses_by_event"], their_misses, paths, elsewhere, meta["classification"])
+    assert {k: ours[k] + lost[k] for k in ("fork", "exit")} == {k: theirs[k] for k in ("fork", "exit")}, why
+    # a program is skipped when another runs on its CPU at that moment: each
+    # tool's skipped allocation runs (ours: prog_misses_by_event, bpftrace's
+    # read above) are what the two counts may differ by; with none, exact
+    ours_missed = meta["prog_misses_by_event"].get("alloc", 0)
+    gap = ours["alloc"] + lost["alloc"] - theirs["alloc"]
+    assert -ours_missed <= gap <= (their_misses or 0), why
     assert meta["lost"]["ringbuf"] == sum(lost.values())
     r = report(out)
     assert r["run"]["lost_by_event"] == lost
