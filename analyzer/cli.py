@@ -83,16 +83,25 @@ def main():
 @click.option("--at", "at", metavar="LABEL", default=None,
               help="the snapshot of the cover letter's table (text, markdown, html): a mark's label, "
                    "start, end or slab-N; default: the last mark, else the end")
-def report(path, fmt, output, at):
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar (drawn only when stderr is a terminal)")
+def report(path, fmt, output, at, quiet):
     """Report on the recording PATH (a .parquet file written by anoncollect)."""
     keep_freed_memory()
     if fmt is None:
         fmt = render.SUFFIX_FORMAT.get(os.path.splitext(output or "")[1].lower(), "text")
-    from . import load
+    from . import load, progress
     from . import report as report_mod
     try:
-        rec = load.load(path)
-        data = report_mod.build(rec)
+        with progress.bar(1 + len(report_mod.STAGES), "anonanalyze report", "step", progress.wanted(quiet)) as b:
+            b.set_postfix_str("reading")
+            rec = load.load(path)
+            b.update()
+
+            def step(name):
+                b.set_postfix_str(name)
+                b.update()
+
+            data = report_mod.build(rec, step=step)
         text = render.render(data, fmt, at, probes=rec.meta.get("probes"))
     except render.UnknownSnapshot as exc:
         fail(f"--at: {exc}", 2)

@@ -8,15 +8,16 @@ analyses go to that cluster's workers (which need anonscope installed).
 
 import logging
 import os
-import sys
 
 from .errors import EXIT_SCHEDULER, AnalyzerError
 from .fleet import analyse_one
+from .progress import bar, wanted
 
 
 def run(paths, label_by, scheduler=None, progress=True):
     """(results in ``paths``' order, engine) where engine is ``{"kind":
-    "dask", "scheduler", "workers"}``."""
+    "dask", "scheduler", "workers"}``; with ``progress`` a bar on a
+    terminal (analyzer/progress.py)."""
     from distributed import Client, LocalCluster, as_completed
     cluster = None
     try:
@@ -35,18 +36,14 @@ def run(paths, label_by, scheduler=None, progress=True):
         futures = client.map(analyse_one, paths, label_by=label_by, pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         results = [None] * len(paths)
-        for done, future in enumerate(as_completed(futures), 1):
-            results[index[future.key]] = one = future.result()
-            if progress:
-                _say(done, len(paths), one)
+        with bar(len(paths), "anonanalyze fleet", "recording", progress and wanted()) as b:
+            for future in as_completed(futures):
+                results[index[future.key]] = one = future.result()
+                b.set_postfix_str(os.path.basename(one["path"]) + (" (error)" if "error" in one else ""))
+                b.update()
         return results, engine
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
 
-
-def _say(done, total, one):
-    """One progress line on stderr per recording analysed."""
-    what = f"error: {one['error']}" if "error" in one else f"ok in {one['seconds']:.1f} s"
-    print(f"anonanalyze fleet: [{done}/{total}] {one['path']}: {what}", file=sys.stderr, flush=True)

@@ -259,25 +259,38 @@ def _snapshots(rec, rp, report, spans):
     report["processes"]["fork_shapes"] = holders.fork_shapes(rp, groups)
 
 
-def build(rec):
+#: The steps of build(), in order, for a progress bar (its ``step`` callback).
+STAGES = ("eager", "lazy", "nofork", "models", "locks and walks", "census", "snapshots")
+
+
+def build(rec, step=None):
     """The whole report of a loaded recording. The models return what they
     compute (lazy.Result, nofork.Result): their run spans go to the
-    snapshots, the lazy state to the walks."""
+    snapshots, the lazy state to the walks. ``step(name)``, when given, is
+    called as each of STAGES ends."""
+    step = step or (lambda name: None)
     rp = eager.prepare(rec)
     rec = rp.rec                # without the 7.x transient fork pairs (rule E2')
     lost = loss(rec)
     whole = completeness(rec)
     report, ev = _eager_sections(rec, rp, lost, whole)
     rp.drop_curves()            # the eager live curves are done with: memory for the models
+    step("eager")
     lz = _lazy(rec, rp, ev)
+    step("lazy")
     nf = nofork.model(rp, ev)
+    step("nofork")
     report["models"] = _models(rec, rp, ev, lz, nf)
     report["moves"] = moves.summary(rec)
+    step("models")
     report["locks"] = locks.summary(rp)
     report["walks"] = walks.summary(rp, lz.lazy_state)
     report["calls"] = calls.summary(rec)
+    step("locks and walks")
     report["census"] = census.summary(rec, {o: rp.sizes[o][0] for o in ("anon_vma", "anon_vma_chain")})
+    step("census")
     _snapshots(rec, rp, report, {**lz.spans, **nf.spans})
+    step("snapshots")
     note = fidelity_note(lost, whole)
     if note:
         qualify(report, note)
