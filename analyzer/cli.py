@@ -105,13 +105,8 @@ def report(path, fmt, output, at, quiet):
         text = render.render(data, fmt, at, probes=rec.meta.get("probes"))
     except render.UnknownSnapshot as exc:
         fail(f"--at: {exc}", 2)
-    except AnalyzerError as exc:
-        fail(str(exc).replace("\n", " "), exc.code)
-    except MemoryError:
-        fail(f"{path}: out of memory while analysing", EXIT_INTERNAL)
-    except Exception as exc:  # one line, never a traceback
-        fail(f"internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-             "please report it with the recording", EXIT_INTERNAL)
+    except Exception as exc:
+        _fail_one_line(exc, path, "")
     _write(text, output)
 
 
@@ -173,9 +168,8 @@ def compare_cmd(path_a, path_b, fmt, output, b_design):
     try:
         data = compare_mod.compare(*reports, b_design=b_design, a_path=path_a, b_path=path_b)
         text = compare_mod.render(data, fmt)
-    except Exception as exc:  # one line, never a traceback
-        fail(f"internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-             "please report it with the recordings", EXIT_INTERNAL)
+    except Exception as exc:
+        _fail_one_line(exc, f"{path_a} and {path_b}", "", "recordings")
     _write(text, output)
 
 
@@ -185,13 +179,21 @@ def _compare_report(path):
     from . import report as report_mod
     try:
         return report_mod.build(load.load(path))
-    except AnalyzerError as exc:
+    except Exception as exc:
+        _fail_one_line(exc, path, f"{path}: ")
+
+
+def _fail_one_line(exc, path, prefix, what="recording"):
+    """Exit with ``exc`` as one line, never a traceback: an AnalyzerError
+    with its own code, running out of memory (naming ``path``), anything
+    else as an internal error (``prefix`` first) to report with the
+    ``what``."""
+    if isinstance(exc, AnalyzerError):
         fail(str(exc).replace("\n", " "), exc.code)
-    except MemoryError:
+    if isinstance(exc, MemoryError):
         fail(f"{path}: out of memory while analysing", EXIT_INTERNAL)
-    except Exception as exc:  # one line, never a traceback
-        fail(f"{path}: internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-             "please report it with the recording", EXIT_INTERNAL)
+    fail(f"{prefix}internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+         f"please report it with the {what}", EXIT_INTERNAL)
 
 
 def _write(text, output):

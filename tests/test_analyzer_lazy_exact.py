@@ -319,6 +319,16 @@ def test_file_vmas_are_split_out_with_an_eager_variant(tmp_path, A, F):
     assert fv["file_vmas_eager"] == ({AV: F, AVC: F} if F else None)
 
 
+def split_roots(V):
+    """A process faults V VMAs and splits each once: (generator, the roots)."""
+    g = Gen(fprobes=True)
+    g.process(1, "p")
+    roots = g.faults(1, V)
+    for v in roots:
+        g.split(1, v)
+    return g, roots
+
+
 @pytest.mark.parametrize("V", [1, 3])
 def test_a_root_vma_merged_away_stays_pinned_at_the_snapshot(tmp_path, V):
     """Each of V faulted roots is split; a fresh neighbour absorbs the root
@@ -326,11 +336,7 @@ def test_a_root_vma_merged_away_stays_pinned_at_the_snapshot(tmp_path, V):
     is freed) and the piece stays. Under lazy the piece's folios still point
     at the root VMA (rule X9): at a mark the lazy VMA count is eager's 2V
     (pieces and neighbours) plus the V pinned roots; after the exit none."""
-    g = Gen(fprobes=True)
-    g.process(1, "p")
-    roots = g.faults(1, V)
-    for v in roots:
-        g.split(1, v)
+    g, roots = split_roots(V)
     for v in roots:
         g.merge(1, g.mmap(1), v)
     live = g.mark("merged")
@@ -348,11 +354,7 @@ def test_a_root_vma_unmapped_under_its_pieces_stays_pinned(tmp_path, V):
     """A leaf splits each of V faulted VMAs and unmaps the root part, keeping
     the piece: under lazy the piece's folios point at the root VMA, which
     stays allocated (rule X9) until the piece goes at the exit."""
-    g = Gen(fprobes=True)
-    g.process(1, "p")
-    roots = g.faults(1, V)
-    for v in roots:
-        g.split(1, v)
+    g, roots = split_roots(V)
     for v in roots:
         g.unmap(1, v)
     g.exit(1)

@@ -218,6 +218,25 @@ def test_call_rows(tmp_path, V, C, K):
     assert "anon_vma_clone" not in c["by_func"]          # no split, merge or mremap
 
 
+def remap_tree(F, M, C):
+    """The parent faults an anonymous VMA, F MAP_PRIVATE file VMAs (CoW'd
+    pages) and M VMAs it then moves with mremap (remap entries), forks C
+    children (each copies all F + M), and the first child faults a region of
+    its own: (generator, the anonymous VMA, the file VMAs, the child's)."""
+    g = Gen(fprobes=True)
+    g.process(KSWAPD, "kswapd0")
+    g.process(1, "parent")
+    (anon,) = g.faults(1, 1)
+    files = [g.fault(1, g.mmap(1, file=True)) for _ in range(F)]
+    for v in g.faults(1, M):
+        g.mremap(1, v)
+    kids = [100 + k for k in range(C)]
+    for k in kids:
+        g.fork(1, k, comm="child")
+    (own,) = g.faults(kids[0], 1)
+    return g, anon, files, own
+
+
 @pytest.mark.parametrize("F,M,C", [(2, 1, 3), (0, 2, 1), (3, 0, 4), (0, 0, 2)])
 def test_cow_context_remap_lookups_are_bounded_by_the_entries_of_the_mms_walked(tmp_path, F, M, C):
     """C3: the parent has F MAP_PRIVATE file VMAs with CoW'd pages and M
@@ -227,18 +246,7 @@ def test_cow_context_remap_lookups_are_bounded_by_the_entries_of_the_mms_walked(
     remap lookups, at least none (the folio's offset may be in no entry);
     the child's own folio is exclusive: at most its F + M. The walk rows
     carry no folio index here (before v8)."""
-    g = Gen(fprobes=True)
-    g.process(KSWAPD, "kswapd0")
-    g.process(1, "parent")
-    (anon,) = g.faults(1, 1)
-    for _ in range(F):
-        g.fault(1, g.mmap(1, file=True))
-    for v in g.faults(1, M):
-        g.mremap(1, v)
-    kids = [100 + k for k in range(C)]
-    for k in kids:
-        g.fork(1, k, comm="child")
-    (own,) = g.faults(kids[0], 1)
+    g, anon, _, own = remap_tree(F, M, C)
     assert g.walk(KSWAPD, anon, index=False) == C + 1 and g.walk(KSWAPD, own, index=False) == 1
     cw = build(g, tmp_path)["walks"]["cow_context"]
     assert cw["remap_lookups"]["low"] == pcts([0, 0])
@@ -254,17 +262,7 @@ def test_cow_context_remap_lookups_one_per_entry_covering_the_folio(tmp_path, F,
     its offset (that file VMA's, or the child's copy of it): C + 1 lookups,
     low = high. A walk of the anonymous VMA's folio is covered by none (its
     offset is in no entry): 0; the child's own folio likewise."""
-    g = Gen(fprobes=True)
-    g.process(KSWAPD, "kswapd0")
-    g.process(1, "parent")
-    (anon,) = g.faults(1, 1)
-    files = [g.fault(1, g.mmap(1, file=True)) for _ in range(F)]
-    for v in g.faults(1, M):
-        g.mremap(1, v)
-    kids = [100 + k for k in range(C)]
-    for k in kids:
-        g.fork(1, k, comm="child")
-    (own,) = g.faults(kids[0], 1)
+    g, anon, files, own = remap_tree(F, M, C)
     assert g.walk(KSWAPD, files[0]) == C + 1
     assert g.walk(KSWAPD, anon) == C + 1 and g.walk(KSWAPD, own) == 1
     cw = build(g, tmp_path)["walks"]["cow_context"]
