@@ -296,7 +296,7 @@ def render_text(data):
     lines = ["anonscope compare"] + _header(data, "!! ") + [""]
     for title, table in _sections(data):
         lines.append(title)
-        lines += text_table("  {:10}{:16}{:>24}{:>24}{:>24}{:>10}", table)
+        lines += text_table(table, "ll")
         lines.append("")
     if data["validation"] is None:
         lines.append(ASK_VALIDATION)
@@ -307,7 +307,7 @@ def render_markdown(data):
     """The comparison as Markdown: header lines, then a pipe table per section."""
     lines = ["## anonscope compare", ""] + [f"- {x}" for x in _header(data, "**warning:** ")] + [""]
     for title, table in _sections(data):
-        lines += [f"### {title}", "", *md_table(table), ""]
+        lines += [f"### {title}", "", *md_table(table, "ll"), ""]
     if data["validation"] is None:
         lines.append(ASK_VALIDATION.replace("--b-design " + "|".join(B_DESIGNS),
                                             "`--b-design " + "|".join(B_DESIGNS) + "`"))

@@ -17,11 +17,11 @@ def render(fleet, fmt):
     md = fmt == "markdown"
     out = [("## " if md else "") + f"anonscope fleet: {fleet['analysed']} recordings analysed, "
            f"{fleet['failed']} failed ({_engine(fleet['engine'])})", ""]
-    for title, table, template in _tables(fleet):
+    for title, table, align in _tables(fleet):
         if len(table) == 1:
             continue
         out += [("### " if md else "") + title, ""]
-        out += md_table(table) if md else text_table(template, table)
+        out += md_table(table, align) if md else text_table(table, align)
         out.append("")
     out += _failures(fleet["recordings"], md)
     return "\n".join(out).rstrip("\n") + "\n"
@@ -33,18 +33,17 @@ def _engine(e):
 
 
 def _tables(fleet):
-    """(title, table, text template) of each section."""
+    """(title, table, column alignment) of each section."""
     ok = [r for r in fleet["recordings"] if "error" not in r]
-    saved = " ".join("{%d:>12}" % (8 + i) for i in range(len(SAVING_DESIGNS)))
     return [
         ("Recordings (eager allocations; saved % AV/AVC per design)", _recordings(ok),
-         "{0:<28} {1:<12} {2:<20} {3:<7} {4:<10} {5:>8} {6:>6} {7:>12} " + saved),
+         "lllll"),
         ("Totals (sum of the single reports)", _totals(fleet["totals"]),
-         "{0:<13} {1:<15} {2:>10} {3:>21} {4:>11} {5:>21}"),
+         "ll"),
         ("Saved % over the recordings", _spread(fleet["distributions"]),
-         "{0:<13} {1:<15} {2:>4} {3:>7} {4:>6} {5:>6}"),
+         "ll"),
         ("Totals per label", _labels(fleet["by_label"]),
-         "{0:<24} {1:>10} " + " ".join("{%d:>14}" % (2 + i) for i in range(2 * (1 + len(SAVING_DESIGNS))))),
+         "l"),
     ]
 
 

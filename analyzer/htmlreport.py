@@ -328,18 +328,6 @@ def live_html(r, plots):
     return section("Live slab memory per design over the run", "\n".join(out), "live")
 
 
-def cover_rows(snap, design):
-    """The cover letter's table at ``snap`` for ``design``, with the cells of
-    render.cover_table (the same helpers)."""
-    ev, d = snap["designs"]["eager"], snap["designs"][design]
-    table = [("object", "before (active KB)", "after (active KB)", "change")]
-    for obj in ("vm_area_struct", "anon_vma_chain", "anon_vma"):
-        b, a = ev[obj], d[obj]
-        table.append((obj, render._kb_cell(b["kb"], b["kb_range"]), render._kb_cell(a["kb"], a["kb_range"]),
-                      render._snap_change(b["kb"], a["kb"])))
-    return table
-
-
 def machine_table(snap):
     """The "Against the machine" shares at ``snap`` (rule S7), or None without meminfo."""
     den = snap.get("denominators")
@@ -367,7 +355,7 @@ def _cover_block(r, snap):
     for design in ("lazy", "nofork", "nofork_clone"):
         d = snap["designs"][design]
         out.append(f"<h3>{esc(render.MODEL_TITLE[design])}</h3>")
-        out.append(table_html(cover_rows(snap, design), "cover"))
+        out.append(table_html(render.cover_table(snap, design), "cover"))
         out.append(fid(d))
     out.append(para(f"Eager: {snap['designs']['eager']['fidelity']}.", "fid"))
     who = render.holders_line(snap, r["processes"].get("fork_shapes"))

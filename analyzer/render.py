@@ -402,7 +402,7 @@ def _objects_text(r):
     o = r["objects"]
     exact = "exact" if not r["banners"] else "exact for what was recorded, see above"
     out = [f"Objects, eager replay (the kernel today; {exact}; live = change since run start)"]
-    out += text_table("  {:28}{:>16}{:>16}{:>16}", _objects_table(o))
+    out += text_table(_objects_table(o))
     tp = [o[obj].get("transient_fork_pairs", 0) for obj in ("anon_vma", "anon_vma_chain")]
     if any(tp):
         out.append(f"  7.x anon_vma_fork reuse pairs, allocated and freed at once (not counted above, "
@@ -441,7 +441,7 @@ def _processes_text(p):
             c = e["for_children"]
             table.append((e["tgid"], str(e["comm"])[:16], e["anon_vma"], e["anon_vma_chain"], kb(e["bytes"]),
                           e["process_forks"], c["anon_vma"], c["anon_vma_chain"], kb(c["bytes"])))
-        out += text_table("  {:>8} {:16} {:>9} {:>9} {:>10} {:>6}  {:>23} {:>9} {:>10}", table)
+        out += text_table(table, "rl")
     if p.get("faults_through_another_process"):
         out.append(f"  {p['faults_through_another_process']} fault rows made through another process "
                    "(ptrace, /proc/PID/mem, uprobes) are charged to the process of their VMA "
@@ -465,7 +465,7 @@ def _snapshots_text(r, at):
         for design, d in snap["designs"].items():
             table.append((where, design, *(_kb_cell(d[o]["kb"], d[o]["kb_range"]) for o in SHORT)))
             where = ""
-    out += text_table("  {:24}{:16}{:>22}{:>22}{:>22}", table)
+    out += text_table(table, "ll")
     n_slab = len(snaps) - len(shown)
     if n_slab:
         out.append(f"  and {n_slab} slab samples (--format json or csv)")
@@ -475,14 +475,12 @@ def _snapshots_text(r, at):
 
 
 def _cover_text(r, snap):
-    """The cover letter's table at ``snap``, a line per design (before ->
-    after), and who holds the anon rmap there."""
-    out = [f"  at {snapshot_title(snap)}, before -> after (change):"]
+    """The cover letter's table at ``snap`` per design (before -> after),
+    and who holds the anon rmap there."""
+    out = [f"  at {snapshot_title(snap)}:"]
     for design in ("lazy", "nofork", "nofork_clone"):
-        ev, d = snap["designs"]["eager"], snap["designs"][design]
-        out.append(f"    {design:14}" + "; ".join(
-            f"{SHORT[o]} {_kb_cell(ev[o]['kb'])} -> {_kb_cell(d[o]['kb'])} ({_snap_change(ev[o]['kb'], d[o]['kb'])})"
-            for o in ("vm_area_struct", "anon_vma_chain", "anon_vma")))
+        out.append(f"    {MODEL_TITLE[design]} ({snap['designs'][design]['fidelity']})")
+        out += text_table(cover_table(snap, design), indent="      ")
     who = holders_line(snap, r["processes"].get("fork_shapes"))
     if who:
         out.append("  " + who)
@@ -522,7 +520,7 @@ def _models_text(models):
     """The models: objects allocated over the run per model (a table),
     then the costs of the lazy design and the savings of the no-fork ones."""
     out = ["Models: objects allocated over the run, [range], saved vs eager, peak live KB"]
-    out += text_table("  {:22}{:>9}{:>18}{:>9}{:>10}{:>18}{:>9}{:>16}  {}", models_table(models))
+    out += text_table(models_table(models), "lrrrrrrrl")
     out += _lazy_text(models["lazy"])
     out += _nofork_text(models)
     out.append("  rules and fidelity: docs/models.md")
@@ -626,13 +624,12 @@ def _locks_text(lk):
     m = lk["by_mode"]
     out.append(f"  read (down_read): {m['read']['waits']} waits, {ns(m['read']['total_wait_ns'])}; "
                f"write (down_write): {m['write']['waits']} waits, {ns(m['write']['total_wait_ns'])}")
-    # the Markdown's columns, with write last
-    out += text_table("  {0:14}{1:>8}{3:>11}{4:>10}{5:>10}{6:>10}{2:>7}", _lock_takers_table(lk))
+    out += text_table(_lock_takers_table(lk))
     roots = [("root (lock_id)", "owner", "waits", "total", "max")]
     for e in lk["top_roots"][:10]:
         owner = f"{e['owner_tgid']} {e['owner_comm']}" if e["in_run"] else "before the run"
         roots.append((e["lock_id"], owner[:24], e["waits"], ns(e["total_wait_ns"]), ns(e["max_wait_ns"])))
-    out += text_table("  {:<20}{:>24}{:>8}{:>11}{:>10}", roots)
+    out += text_table(roots)
     out.append("  waiters by comm: " + ", ".join(
         f"{c['comm']} {c['waits']} ({ns(c['total_wait_ns'])})" for c in lk["by_comm"][:10]))
     out.append("  fidelity: " + lk["fidelity"])
@@ -646,7 +643,7 @@ def _walks_text(w):
     if not w.get("available"):
         out.append("  " + w["note"])
         return out
-    out += text_table("  {:18}{:>7}  {:>20} {:4}  {:>28}  {:>18}", _walks_table(w))
+    out += text_table(_walks_table(w), "lrrlrr")
     out += [f"  {m}" for m in _measured_parts(w)]
     e = w["eager"]
     out.append(f"  eager AVCs visited p50/p99/max {_v3(e['avcs_visited'])}; {e['lock_waits']} lock "
@@ -678,7 +675,7 @@ def _calls_text(c):
         d = e["duration_ns"]
         table.append((f, e["calls"], ns(d["p50"]), ns(d["p99"]), ns(d["max"]), ns(e["total_duration_ns"]),
                       e["objects"], e.get("reused", "")))
-    out += text_table("  {:20}{:>8}{:>10}{:>10}{:>10}{:>11}{:>9}{:>8}", table)
+    out += text_table(table)
     return out
 
 
@@ -732,7 +729,7 @@ def _snapshot_markdown(r, at):
         d = snap["designs"][design]
         out.append(f"**{MODEL_TITLE[design]}** ({d['fidelity']})")
         out.append("")
-        out.extend(cover_table(snap, design))
+        out.extend(md_table(cover_table(snap, design)))
         out.append("")
     out.append(f"Eager: {snap['designs']['eager']['fidelity']}.")
     out.append("")
@@ -747,14 +744,15 @@ def _snapshot_markdown(r, at):
 
 def cover_table(snap, design):
     """The series' table at one snapshot: eager (before) vs ``design``
-    (after), live KB = live objects x slab slot (slabinfo's active KB)."""
+    (after), live KB = live objects x slab slot (slabinfo's active KB); a
+    table for every format."""
     ev, d = snap["designs"]["eager"], snap["designs"][design]
     table = [("object", "before (active KB)", "after (active KB)", "change")]
     for obj in ("vm_area_struct", "anon_vma_chain", "anon_vma"):
         b, a = ev[obj], d[obj]
         table.append((obj, _kb_cell(b["kb"], b["kb_range"]), _kb_cell(a["kb"], a["kb_range"]),
                       _snap_change(b["kb"], a["kb"])))
-    return md_table(table)
+    return table
 
 
 def _peaks_markdown(r):
@@ -799,7 +797,7 @@ def models_table(models):
 
 def _models_markdown(models):
     """Objects allocated over the run per model (:func:`models_table`)."""
-    return ["Objects allocated over the run:", "", *md_table(models_table(models)), ""]
+    return ["Objects allocated over the run:", "", *md_table(models_table(models), "lrrrrrrrl"), ""]
 
 
 def _eager_markdown(r):
@@ -892,7 +890,7 @@ def _walks_markdown(w):
         return ["rmap walks: " + w["note"] + "."]
     out = [f"rmap walks of anonymous folios ({w['walks']} measured with function probes; "
            "other designs re-cost the same walks, docs/models.md#walks-recorded):", ""]
-    out += md_table(_walks_md_table(w))
+    out += md_table(_walks_md_table(w), "lrrlrr")
     out.append("")
     out += [f"- {m}." for m in _measured_parts(w)] + ([""] if _measured_parts(w) else [])
     out.append("Eager is measured; lazy and no-fork walks of folios without an anon_vma go through "

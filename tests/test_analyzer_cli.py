@@ -15,6 +15,7 @@ from anonscope.analyzer import cli
 from anonscope.analyzer.errors import EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_OUTPUT, EXIT_UNREADABLE
 from anonscope.schema import SCHEMA_VERSION
 from eventgen import DROP, Gen
+from mdtables import md_lines
 from scenarios import chain, zygote
 
 ANONANALYZE = os.path.join(os.path.dirname(sys.executable), "anonanalyze")
@@ -70,7 +71,7 @@ def test_json_has_required_keys(zyg):
 def test_markdown_cover_letter_table(zyg):
     res = CliRunner().invoke(cli.main, ["report", zyg, "--format", "markdown"])
     assert res.exit_code == 0
-    lines = res.stdout.splitlines()
+    lines = md_lines(res.stdout)
     V, C, K = 6, 4, 1
     # the cover letter's table, live at the end (no mark): the children have
     # exited, the parent's V regions are left, upgraded by its first fork

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from anonscope.analyzer import cli, compare
 from anonscope.analyzer.errors import EXIT_UNREADABLE
 from eventgen import Gen
+from mdtables import md_text
 from scenarios import AV, AVC, VMA, build
 
 DESIGNS = ("eager", "lazy", "nofork", "nofork_clone")
@@ -186,7 +187,7 @@ def test_cli_text_and_markdown(pair, tmp_path):
     out = tmp_path / "c.md"
     res = CliRunner().invoke(cli.main, ["compare", pa, pb, "-o", str(out)])
     assert res.exit_code == 0, res.output
-    md = out.read_text()
+    md = md_text(out.read_text())
     assert "### ANON_VMA_LAZY" in md and "| object | number | A | B | delta | % |" in md
     assert "`--b-design lazy|nofork|nofork_clone`" in md
 

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from anonscope.analyzer import cli
+from mdtables import md_text
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 BASE = "anonshape-base-f6.parquet"
@@ -307,7 +308,7 @@ def test_markdown_cover_letter_table():
     JSON's numbers, and those follow from the parameters."""
     name = "anonshape-n100-f10.parquet"
     r, b = report(name), report(BASE)
-    md = _report(name, "markdown")
+    md = md_text(_report(name, "markdown"))
     lines = md.splitlines()
     starts = [i for i, line in enumerate(lines)
               if line.startswith("| object | eager window peak (KB) | design window peak (KB) | change |")]

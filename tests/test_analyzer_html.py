@@ -92,9 +92,9 @@ def parse(text):
     return p
 
 
-def md_cells(lines):
-    """The rows of a Markdown pipe table (render.md_table), separator left out."""
-    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if not line.startswith("|---")]
+def cells(table):
+    """The rows of a table (render.py's form) as the page's cell texts."""
+    return [[str(c) for c in row] for row in table]
 
 
 def expected_plots(r):
@@ -149,7 +149,7 @@ def test_html_page_of_fixture(pages, name):
     snap = render.pick_snapshot(r)
     covers = page.tables_of("cover")[:3]
     for design, rows in zip(("lazy", "nofork", "nofork_clone"), covers):
-        assert rows == md_cells(render.cover_table(snap, design)), design
+        assert rows == cells(render.cover_table(snap, design)), design
     assert len(covers) == 3
     # against the machine: the shares of render's line
     den = snap.get("denominators")

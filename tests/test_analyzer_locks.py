@@ -7,6 +7,7 @@ import pytest
 
 from anonscope.analyzer import load, render, report
 from eventgen import Gen
+from mdtables import md_text
 
 
 def build(g, tmp_path, name="run.parquet", **meta):
@@ -100,7 +101,7 @@ def test_lock_sections_render(tmp_path):
     text = render.render(r, "text")
     assert "Lock waits on anon_vma root rwsems" in text
     assert "5 waits on 3 roots" in text
-    md = render.render(r, "markdown")
+    md = md_text(render.render(r, "markdown"))
     assert "| lock taker | waits | write | total | p50 | p99 | max |" in md
     assert "| fork | 2 | 2 | 3.0 us |" in md
     assert '"locks"' in render.render(r, "json")

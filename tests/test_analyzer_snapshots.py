@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from anonscope.analyzer import cli, load, render, report
 from eventgen import SIZES, Gen
+from mdtables import md_text
 
 N, F, M = 4, 3, 2          # parent regions, children, regions each child faults
 SLOT = {o: SIZES[o]["slab_size"] for o in SIZES}
@@ -151,7 +152,7 @@ def test_csv_and_at(tmp_path):
     assert res.exit_code == 0
     kb_eager = round((N + F * (N + M)) * SLOT["anon_vma"] / 1024, 1)
     kb_lazy = round(N * SLOT["anon_vma"] / 1024, 1)
-    assert f"| anon_vma | {kb_eager} | {kb_lazy} [0.0, {kb_eager}] |" in res.output
+    assert f"| anon_vma | {kb_eager} | {kb_lazy} [0.0, {kb_eager}] |" in md_text(res.output)
     assert "snapshot `apps` (mark" in res.output
     res = r.invoke(cli.main, ["report", path, "--at", "nosuch"])
     assert res.exit_code == 2 and "no snapshot labelled 'nosuch'" in res.output

@@ -16,6 +16,7 @@ from anonscope.analyzer import simulate as S
 from anonscope.analyzer.rmapsim import LOCK_COW, LOCK_NONE_LAZY
 from anonscope.analyzer.walks import LOCK_EAGER
 from eventgen import Gen
+from mdtables import md_cells
 from scenarios import parent_and_children
 
 KSWAPD = 2
@@ -63,7 +64,7 @@ def parent_and_leaves(V, C, K, wp, wc):
 
 def text_row(text, design):
     """The text walks-table row of ``design``."""
-    head = "  " + f"{TITLES[design]:18}"
+    head = f"  {TITLES[design]}  "
     lines = text.splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.startswith("rmap walks per design"))
     return next(ln for ln in lines[start:] if ln.startswith(head))
@@ -72,10 +73,10 @@ def text_row(text, design):
 def md_row(md, design):
     """{column: cell} of the Markdown walks-table row of ``design``."""
     lines = md.splitlines()
-    i = next(i for i, ln in enumerate(lines) if ln.startswith("| design | walks | visits"))
-    header = [c.strip() for c in lines[i].strip("|").split("|")]
+    i = next(i for i, ln in enumerate(lines) if md_cells(ln)[:2] == ["design", "walks"])
+    header = md_cells(lines[i])
     for ln in lines[i + 2:]:
-        cells = [c.strip() for c in ln.strip("|").split("|")]
+        cells = md_cells(ln)
         if cells[0] == TITLES[design]:
             return dict(zip(header, cells))
     raise AssertionError(f"no row for {design}")

@@ -12,6 +12,7 @@ import pytest
 
 from anonscope.analyzer import load, render, report
 from eventgen import Gen
+from mdtables import md_text
 from scenarios import parent_and_children
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -188,7 +189,7 @@ def test_rendered_sections(tmp_path):
     r = build(g, tmp_path)
     text = render.render(r, "text")
     assert "rmap walks per design" in text and "CoW context" in text
-    md = render.render(r, "markdown")
+    md = md_text(render.render(r, "markdown"))
     assert "| design | walks | visits p50/p99/max | unit | time p50/p99/max | lock wait |" in md
     assert '"cow_context"' in render.render(r, "json")
 

@@ -19,6 +19,7 @@ import pytest
 
 import hostcaps
 from anonscope.analyzer import load, report
+from mdtables import md_text
 from recording import ANONCOLLECT, metadata, start_recording
 
 SKIP = hostcaps.integration()
@@ -108,7 +109,7 @@ def test_mark_snapshot_follows_the_shape(tmp_path, workload):  # noqa: F811
         assert live(1, design, "anon_vma", "mark-1") == live(1, design, "anon_vma")
     # and the Markdown's cover-letter table at that mark prints them
     from anonscope.analyzer import render
-    md = render.render(reps[1], "markdown", "apps")
+    md = md_text(render.render(reps[1], "markdown", "apps"))
     d = snaps[1]["apps"]["designs"]
     assert "snapshot `apps` (mark" in md
     row = f"| anon_vma | {d['eager']['anon_vma']['kb']:.1f} | {d['lazy']['anon_vma']['kb']:.1f} "
