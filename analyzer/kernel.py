@@ -177,13 +177,11 @@ class Rmap:
             self.set_anon_vma(dst, src.anon_vma)
         return new
 
-    def fork(self, pvma, cvma, reuse=True, prealloc=False):
+    def fork(self, pvma, cvma, prealloc=False):
         """``anon_vma_fork()`` of parent VMA ``pvma`` into child VMA ``cvma``
-        (E2): the parent's chain cloned, then, unless an anon_vma is reused,
-        the child's own anon_vma under the parent's and one more AVC.
-
-        ``reuse``: True, ``anon_vma_clone()``'s rule (:func:`reusable`);
-        False, never; an AnonVma, that one. ``prealloc``: as 7.x (E2'), the
+        (E2): the parent's chain cloned, then, unless ``anon_vma_clone()``'s
+        rule (:func:`reusable`) reuses an anon_vma, the child's own anon_vma
+        under the parent's and one more AVC. ``prealloc``: as 7.x (E2'), the
         own anon_vma and AVC are allocated before the clone and freed at once
         when an anon_vma was reused.
 
@@ -196,7 +194,7 @@ class Rmap:
         if pav is None:
             return [], [], []                # "Don't bother if the parent has no anon_vma"
         chain = self.clone_order(pvma.chain)
-        pick = reusable(chain) if reuse is True else (None if reuse is False else reuse)
+        pick = reusable(chain)
         own = [self.anon_vma_alloc(), self.Avc()] if prealloc else []
         clones = [self.link(cvma, avc.av) for avc in chain]
         if pick is not None:

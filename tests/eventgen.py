@@ -11,8 +11,10 @@ for it:
   AVC, caller split / merge / mremap), mremap then unmaps the source;
 - ``fork``: ``dup_mmap`` -> ``anon_vma_fork`` per VMA with an anon_vma
   (``clone_fork`` AVCs, then the child's own anon_vma and AVC), then the
-  ``fork`` row; the generator never produces the anon_vma reuse case (it
-  forks with ``reuse=False``);
+  ``fork`` row; an anon_vma is reused where ``anon_vma_clone()``'s rule
+  finds one (an ancestor's with no VMA and fewer than 2 children), and
+  ``Gen(kernel="7.x")`` writes 7.x's order (the pair first, freed at once
+  on reuse: rule E2');
 - ``unmap`` / ``exit``: ``unlink_anon_vmas`` (AVC frees) and
   ``__put_anon_vma`` (an anon_vma is freed when no AVC links it and, for a
   root, no child anon_vma is left).
@@ -103,12 +105,12 @@ class Proc:
 
 class Gen:
     def __init__(self, arch="x86_64", step_ns=1000, reuse_ids=False, fprobes=False,
-                 lock_probe=True, move_probes=True):
+                 lock_probe=True, move_probes=True, kernel="6.x"):
         self.reuse_ids = reuse_ids      # like raw_pointers: a freed id is handed out again
         self.fprobes = fprobes          # function-probe backend rows (schema v3)
         self.lock_probe = lock_probe    # metadata: lock:contention_* attached
         self.move_probes = move_probes  # metadata: the v7 move tracepoints attached
-        self.k = Rmap()                 # the simulated kernel's rules (analyzer/kernel.py)
+        self.k = Rmap(kernel)           # the simulated kernel's rules (analyzer/kernel.py)
         self._span = 0
         self._free_ids = []
         self.rows = []
@@ -249,7 +251,7 @@ class Gen:
         self.procs[child] = cp
         for vma in pp.vmas:
             new = Vma(self._new_id(), pre=True, span=vma.span)
-            clones, own, _ = self.k.fork(vma, new, reuse=False)
+            clones, own, _ = self.k.fork(vma, new)
             for o in clones + own:
                 o.id, o.pre = self._new_id(), True
                 self.live["anon_vma" if isinstance(o, AnonVma) else "anon_vma_chain"] += 1
@@ -370,26 +372,32 @@ class Gen:
         self._free(pid, "vm_area_struct", "vma_free", vma.id, vma.pre)
         self.procs[pid].vmas.remove(vma)
 
-    def _fork_reusing_7x(self, parent, child, fid, new, vma):
-        """7.x anon_vma_fork() that reuses an anon_vma: the child's anon_vma
-        and AVC are allocated first, the chain is cloned, then the pair is
-        freed at once (__put_anon_vma: `put`; the AVC at anon_vma_fork's own
-        call site: `error`). The child VMA takes the parent's anon_vma (a
-        shortcut: the kernel picks an ancestor with no VMA and < 2 children)."""
+    def _anon_vma_fork(self, parent, child, fid, new, vma):
+        """``anon_vma_fork()`` of ``vma`` into the child's copy ``new``, with
+        the kernel's reuse rule (analyzer/kernel.py ``reusable``): 6.x
+        clones the chain, then makes the child's own anon_vma and AVC unless
+        one was reused; 7.x makes the pair first and, when one was reused,
+        frees it at once (__put_anon_vma: ``put``; the AVC at anon_vma_fork's
+        own call site: ``error``; rule E2')."""
         cols = {"owner": child, "fork_id": fid, "vma": new, "src": vma}
-        clones, own, freed = self.k.fork(vma, new, reuse=vma.anon_vma, prealloc=True)
-        self._made(parent, own, "fork", **cols)
+        prealloc = self.k.kernel == "7.x"
+        clones, own, freed = self.k.fork(vma, new, prealloc=prealloc)
+        if prealloc:
+            self._made(parent, own, "fork", **cols)
         self._made(parent, clones, "clone_fork", **cols)
-        av, avc = freed
-        self._free(parent, "anon_vma", "put", av.id, False, vma=new)
-        self._free(parent, "anon_vma_chain", "error", avc.id, False, vma=new)
-        self._call(parent, "anon_vma_fork", new, vma, objects=len(clones), reused=True,
-                   mm=self.procs[child].mm)
+        if not prealloc:
+            self._made(parent, own, "fork", **cols)
+        if freed:
+            av, avc = freed
+            self._free(parent, "anon_vma", "put", av.id, False, vma=new)
+            self._free(parent, "anon_vma_chain", "error", avc.id, False, vma=new)
+        reused = bool(freed) or not own
+        self._call(parent, "anon_vma_fork", new, vma, objects=len(clones) + (0 if reused else len(own)),
+                   reused=reused, mm=self.procs[child].mm)
 
-    def fork(self, parent, child, comm=None, reuse_7x=False, dontcopy=(), wipeonfork=()):
+    def fork(self, parent, child, comm=None, dontcopy=(), wipeonfork=()):
         """dup_mmap: per VMA a vm_area_struct copy and, with an anon_vma,
-        anon_vma_fork (clone_fork AVCs, own anon_vma + AVC); then the fork row.
-        ``reuse_7x``: every anon_vma_fork reuses, as 7.x does it.
+        anon_vma_fork (:meth:`_anon_vma_fork`); then the fork row.
         ``dontcopy``: parent VMAs not copied (VM_DONTCOPY); ``wipeonfork``:
         copied without anon_vma (VM_WIPEONFORK: no anon_vma_fork)."""
         self._fork_id += 1
@@ -405,15 +413,8 @@ class Gen:
             if any(vma is w for w in wipeonfork):
                 cp.vmas.append(new)
                 continue
-            if vma.anon_vma is not None and reuse_7x:
-                self._fork_reusing_7x(parent, child, fid, new, vma)
-            elif vma.anon_vma is not None:
-                cols = {"owner": child, "fork_id": fid, "vma": new, "src": vma}
-                clones, own, _ = self.k.fork(vma, new, reuse=False)
-                self._made(parent, clones, "clone_fork", **cols)
-                self._made(parent, own, "fork", **cols)
-                self._call(parent, "anon_vma_fork", new, vma, objects=len(clones) + len(own),
-                           reused=False, mm=cp.mm)
+            if vma.anon_vma is not None:
+                self._anon_vma_fork(parent, child, fid, new, vma)
                 new.pages = vma.pages  # shared copy-on-write
                 self._call(parent, "copy_page_range", new, vma, anon_pages=vma.pages, mm=cp.mm)
             cp.vmas.append(new)
@@ -512,7 +513,7 @@ class Gen:
             "schema_version": S.SCHEMA_VERSION,
             "tool_version": "eventgen",
             "command_line": ["anoncollect", "synthetic"],
-            "kernel_release": "6.18.0-synthetic",
+            "kernel_release": "6.18.0-synthetic" if self.k.kernel == "6.x" else "7.3.0-synthetic",
             "arch": self.arch,
             "page_size": 4096,
             "object_sizes": SIZES,

@@ -105,3 +105,17 @@ def chain(VA, VB, VC, VD):
     for pid in (4, 3, 2):
         g.exit(pid)
     return g
+
+
+def fork_chain(V, kernel, fprobes=False):
+    """P faults V regions and forks C, C forks G and exits, G forks H: H's
+    copies reuse C's anon_vmas (no VMA left, one child: anon_vma_clone()'s
+    rule), in 6.x by not allocating, in 7.x by freeing the pair at once."""
+    g = Gen(kernel=kernel, fprobes=fprobes)
+    g.process(1, "p")
+    g.faults(1, V)
+    g.fork(1, 2)
+    g.fork(2, 3)
+    g.exit(2)
+    g.fork(3, 4)
+    return g

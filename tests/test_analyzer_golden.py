@@ -18,7 +18,7 @@ import pytest
 
 import golden
 from eventgen import Gen
-from scenarios import chain, mremap_heavy, split_merge, zygote
+from scenarios import chain, fork_chain, mremap_heavy, split_merge, zygote
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAKE_SYNTHETIC = os.path.join(ROOT, "scripts", "make-synthetic")
@@ -138,6 +138,7 @@ SCENARIOS = {
     "split_merge": lambda: split_merge(10, 4, 3, 2), "mremap": lambda: mremap_heavy(4, 3, 2),
     "reused_ids": _reused_ids, "kernel_addresses": _kernel_addresses, "lost_pre": _lost_and_preexisting,
     "empty": Gen, "child_split_fork": _child_split_fork, "every_section": _every_section,
+    "fork_reuse_7x": lambda: fork_chain(3, "7.x", fprobes=True),
 }
 
 

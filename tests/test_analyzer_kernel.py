@@ -8,7 +8,8 @@ from anonscope.analyzer import kernel
 
 def generations(rules, depth):
     """A process whose one VMA faulted (root R), then ``depth`` generations
-    forked one from the other (own anon_vmas A1..A<depth>, never reused),
+    forked one from the other (own anon_vmas A1..A<depth>: each parent is
+    alive at its fork, so nothing is reused),
     every generation but the last exited: the last one's VMA and the names
     of the anon_vmas."""
     k = kernel.Rmap(rules)
@@ -17,7 +18,7 @@ def generations(rules, depth):
     names = {id(vmas[0].anon_vma): "R"}
     for d in range(1, depth + 1):
         child = kernel.Vma()
-        k.fork(vmas[-1], child, reuse=False)
+        k.fork(vmas[-1], child)
         names[id(child.anon_vma)] = f"A{d}"
         vmas.append(child)
     for v in vmas[:-1]:

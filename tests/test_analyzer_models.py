@@ -4,7 +4,7 @@ and the rules in docs/models.md (never pasted from a run)."""
 import pytest
 
 from eventgen import SIZES, Gen
-from scenarios import AV, AVC, VMA, build, chain, models, mremap_heavy, pct, split_merge, zygote
+from scenarios import AV, AVC, VMA, build, chain, fork_chain, models, mremap_heavy, pct, split_merge, zygote
 
 # ----------------------------------------------------------------- zygote
 
@@ -441,25 +441,24 @@ def test_a_vfork_child_faults_on_its_parents_mm(tmp_path, K, K2):
 def test_7x_fork_reuse_pair_is_not_an_allocation(tmp_path, V):
     """7.x anon_vma_fork() allocates the child's anon_vma and AVC before
     cloning and frees both at once when it reuses one (rule E2'): the pair
-    is counted apart, not as allocated, not as the error path, and no model
-    counts it as saved."""
-    g = Gen()
-    g.process(1, "p")
-    g.faults(1, V)
-    g.fork(1, 2, reuse_7x=True)
-    g.exit(2)
-    r = build(g, tmp_path)
-    o = r["objects"]
-    assert o[AV]["allocated"] == {"fault": V, "fork": 0, "clone_fork": 0, "clone_vma": 0, "other": 0}
-    assert o[AVC]["allocated"] == {"fault": V, "fork": 0, "clone_fork": V, "clone_vma": 0, "other": 0}
-    assert o[AV]["transient_fork_pairs"] == V and o[AVC]["transient_fork_pairs"] == V
-    assert o[AVC]["freed_by_path"]["error"] == 0 and o[AV]["freed_by_path"]["put"] == 0
-    eager, lazy, nofork = models(r)
-    assert eager[AV]["allocated"] == V and eager[AVC]["allocated"] == 2 * V
-    # lazy: the parent's V VMAs upgraded at the fork, the V clone links kept
-    assert lazy[AV]["allocated"] == V and lazy[AVC]["allocated"] == 2 * V
-    assert r["models"]["nofork_clone"][AV]["allocated"] == V
-    assert r["models"]["nofork_clone"][AVC]["allocated"] == 2 * V
+    is counted apart, not as allocated, not as the error path, and every
+    model counts what it counts on the 6.x recording of the same forks."""
+    r6 = build(fork_chain(V, "6.x"), tmp_path, name="6x.parquet")
+    r7 = build(fork_chain(V, "7.x"), tmp_path, name="7x.parquet")
+    for r in (r6, r7):
+        o = r["objects"]
+        # own anon_vma + AVC at the forks of C and G, none at H's (reused)
+        assert o[AV]["allocated"] == {"fault": V, "fork": 2 * V, "clone_fork": 0, "clone_vma": 0, "other": 0}
+        # clone_fork: the chains of P (1 AVC), C (2) and G (3) per region
+        assert o[AVC]["allocated"] == {"fault": V, "fork": 2 * V, "clone_fork": 6 * V, "clone_vma": 0, "other": 0}
+        assert o[AVC]["freed_by_path"]["error"] == 0
+    assert r7["objects"][AV]["transient_fork_pairs"] == V == r7["objects"][AVC]["transient_fork_pairs"]
+    assert r6["objects"][AV].get("transient_fork_pairs", 0) == 0
+    assert r7["objects"][AV]["freed_by_path"] == r6["objects"][AV]["freed_by_path"]
+    for name, m in r7["models"].items():
+        for obj in (AV, AVC):
+            assert m[obj]["allocated"] == r6["models"][name][obj]["allocated"], (name, obj)
+            assert m[obj]["allocated_range"] == r6["models"][name][obj]["allocated_range"], (name, obj)
 
 
 @pytest.mark.parametrize("S", [1, 4])
