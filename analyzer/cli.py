@@ -112,8 +112,9 @@ def report(path, fmt, output, at, quiet):
 
 @main.command(epilog=EPILOG)
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--format", "fmt", type=click.Choice(("text", "markdown", "json")), default=None,
-              help="output format; default: from the -o suffix (.md, .json), else text")
+@click.option("--format", "fmt", type=click.Choice(("text", "markdown", "json", "html")), default=None,
+              help="output format (html: one self-contained page with a plot); default: from the -o "
+                   "suffix (.md, .json, .html), else text")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="write the fleet report to FILE instead of stdout")
 @click.option("--label-by", "label_by", default="host", show_default=True, metavar="comm|host|KEY",
@@ -150,8 +151,9 @@ def fleet(paths, fmt, output, label_by, scheduler, quiet):
 @main.command("compare", epilog=EPILOG)
 @click.argument("path_a", metavar="A", type=click.Path(dir_okay=True, readable=False, path_type=str))
 @click.argument("path_b", metavar="B", type=click.Path(dir_okay=True, readable=False, path_type=str))
-@click.option("--format", "fmt", type=click.Choice(("text", "markdown", "json")), default=None,
-              help="output format; default: from the -o suffix (.md, .json), else text")
+@click.option("--format", "fmt", type=click.Choice(("text", "markdown", "json", "html")), default=None,
+              help="output format (html: one self-contained page with a plot); default: from the -o "
+                   "suffix (.md, .json, .html), else text")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="write the comparison to FILE instead of stdout")
 @click.option("--b-design", "b_design", type=click.Choice(("lazy", "nofork", "nofork_clone")), default=None,

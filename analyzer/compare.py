@@ -2,8 +2,8 @@
 and object, with delta = B - A and pct = 100 * delta / A (docs/compare.md).
 
 :func:`compare` makes one JSON-ready dict from the two report dicts; the
-renderers (:func:`render_text`, :func:`render_markdown`, :func:`render_json`)
-format that dict and nothing else. A design or object that only one report
+renderers (:func:`render_text`, :func:`render_markdown`, :func:`render_json`,
+comparehtml.render_html) format that dict and nothing else. A design or object that only one report
 has is listed with None for the other side (and named in ``missing``).
 """
 
@@ -13,9 +13,9 @@ from .render import MODEL_TITLE, SHORT, _jsonable, _rng, kb, saved
 from .tables import md_table, text_table
 
 COMPARE_FORMAT = 1
-FORMATS = ("text", "markdown", "json")
+FORMATS = ("text", "markdown", "json", "html")
 #: -o suffix -> format, when --format is not given
-SUFFIX_FORMAT = {".md": "markdown", ".markdown": "markdown", ".json": "json"}
+SUFFIX_FORMAT = {".md": "markdown", ".markdown": "markdown", ".json": "json", ".html": "html", ".htm": "html"}
 DESIGNS = ("eager", "lazy", "nofork", "nofork_clone")
 #: designs B's kernel may run (--b-design): validation compares A modelled as it with B measured
 B_DESIGNS = ("lazy", "nofork", "nofork_clone")
@@ -200,7 +200,10 @@ def compare(ra, rb, b_design=None, a_path=None, b_path=None):
 # ------------------------------------------------------------------ rendering
 
 def render(data, fmt):
-    """The compare dict as ``fmt``: text, markdown or json."""
+    """The compare dict as ``fmt``: text, markdown, json or html (comparehtml.py)."""
+    if fmt == "html":
+        from .comparehtml import render_html
+        return render_html(data)
     return {"json": render_json, "markdown": render_markdown}.get(fmt, render_text)(data)
 
 

@@ -583,9 +583,15 @@ def render_html(report, at=None, probes=None):
     parts = [header_html(r), run_html(r, probes), cover_html(r, at), live_html(r, plots), models_html(r, plots),
              processes_html(r, plots), allocations_html(r, plots), walks_html(r, plots), locks_html(r, plots),
              other_html(r), fidelity_html(r, at)]
-    title = f"anonscope report: {r.get('source')}"
+    return page(f"anonscope report: {r.get('source')}", parts,
+                f"anonscope {r.get('analyzer_version')}; report format {r.get('report_format')}; "
+                "plots: matplotlib (SVG, inline).")
+
+
+def page(title, parts, footer):
+    """A whole page: ``title``, the non-empty HTML ``parts`` in order, and
+    the ``footer`` text; the styles inline."""
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
             + "\n".join(p for p in parts if p)
-            + f'\n<footer class="note">anonscope {esc(r.get("analyzer_version"))}; report format '
-              f'{esc(r.get("report_format"))}; plots: matplotlib (SVG, inline).</footer>\n</body>\n</html>\n')
+            + f'\n<footer class="note">{esc(footer)}</footer>\n</body>\n</html>\n')

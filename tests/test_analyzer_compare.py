@@ -12,9 +12,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from anonscope.analyzer import cli, compare
+from anonscope.analyzer import cli, compare, comparehtml
 from anonscope.analyzer.errors import EXIT_UNREADABLE
 from eventgen import Gen
+from htmlpage import outside_refs, parse
 from mdtables import md_text
 from scenarios import AV, AVC, VMA, build
 
@@ -190,6 +191,29 @@ def test_cli_text_and_markdown(pair, tmp_path):
     md = md_text(out.read_text())
     assert "### ANON_VMA_LAZY" in md and "| object | number | A | B | delta | % |" in md
     assert "`--b-design lazy|nofork|nofork_clone`" in md
+
+
+def test_cli_html(pair, tmp_path):
+    """--format html (or -o X.html): one page, no URL outside it, the tables
+    of the text comparison with the same cells, and one plot whose bars are
+    each design's anon_vma + AVC allocated on A and on B."""
+    N, F1, F2, ra, rb, pa, pb = pair
+    out = tmp_path / "c.html"
+    res = CliRunner().invoke(cli.main, ["compare", pa, pb, "-o", str(out), "--b-design", "lazy"])
+    assert res.exit_code == 0, res.output
+    page = parse(out.read_text())
+    assert outside_refs(page) == [] and "<script" not in out.read_text()
+    assert len(page.ids) == len(set(page.ids)) and len(page.svgs) == 1 == page.figures and page.svgs[0] > 0
+    data = compare.compare(ra, rb, b_design="lazy", a_path=pa, b_path=pb)
+    tables = page.tables_of("compare")
+    assert tables == [[[str(c) for c in row] for row in t] for _, t in compare._sections(data)]
+    av, avc = eager_counts(N, F2)
+    eager = {row[0]: row for row in tables[0][1:]}                      # eager's allocations per object
+    assert eager["anon_vma"][3] == str(av) and eager["AVC"][3] == str(avc)   # column B
+    bars = [comparehtml._rmap_allocated(data["delta"]["models"]["eager"], side) for side in ("a", "b")]
+    assert bars == [sum(eager_counts(N, F1)), av + avc]
+    text = " ".join(page.text)
+    assert f"A: {pa}" in text and f"B: {pb}" in text and "delta = B - A" in text
 
 
 @pytest.mark.parametrize("which", ["a", "b"])
