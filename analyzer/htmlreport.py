@@ -459,39 +459,56 @@ def allocations_html(r, plots):
     return section("Allocations by path", "\n".join(out), "allocations")
 
 
-def _walk_stat(x, key):
-    """p50/p99/max of one walk statistic, None where the design leaves it unknown."""
-    if key == "time_ns":
-        n_unknown = x["count"] - x.get("time_walks", x["count"])
-        if not x["count"] or n_unknown:
-            return [None, None, None]
-        return [None if x["time_ns"][k] is None else x["time_ns"][k] / 1e3 for k in ("p50", "p99", "max")]
-    return [x[key][k] for k in ("p50", "p99", "max")]
+def _hist_rows(hists):
+    """{low: (high, {design: count})} over the buckets of every histogram
+    in ``hists`` ({design: [[low, high, count]]}), lows in order."""
+    rows = {}
+    for design, hist in hists.items():
+        for low, high, count in hist or []:
+            rows.setdefault(low, (high, {}))[1][design] = count
+    return dict(sorted(rows.items()))
+
+
+def _bucket(low, high, fmt=str):
+    """A histogram bucket's tick label."""
+    return fmt(low) if low == high else f"{fmt(low)}-\n{fmt(high)}"
+
+
+def hist_plot(ax, hists, fmt, xlabel, title):
+    """Per design, the log2 histogram bars of one walk statistic
+    (walks.py visits_hist / time_hist_ns), on the union of their buckets;
+    a log count axis when the counts span more than 50x."""
+    rows = _hist_rows(hists)
+    labels = [_bucket(low, high, fmt) for low, (high, _) in rows.items()]
+    series = [(render.WALK_TITLE[d], [c.get(d, 0) for _, c in rows.values()], COLORS[d]) for d in hists]
+    counts = [v for _, values, _ in series for v in values if v]
+    _grouped_bars(ax, labels, series, "walks", title, log=bool(counts) and max(counts) > 50 * min(counts))
+    ax.set_xlabel(xlabel)
+    if ax.get_legend():
+        ax.get_legend().remove()
 
 
 def walks_html(r, plots):
-    """rmap walks per design: visits and durations (p50/p99/max bars) and the table."""
+    """rmap walks per design: visits and durations (log2 histograms) and the table."""
     w = r.get("walks")
     if not w or not w.get("available"):
         note = (w or {}).get("note", "no walks section in the report")
         return section("rmap walks per design", para(f"Walk visits and durations: not recorded ({note}).")
                        + fid(w), "walks")
     designs = [d for d in render.WALK_DESIGNS if d in w]
-    labels = [WALK_LABEL.get(d, d) for d in designs]
-    fig, axes = plots.figure(height=3.8, ncols=2)
-    stat_colors = {"p50": "#9ecae1", "p99": "#3182bd", "max": "#08519c"}
-    for ax, key, ylabel, title in ((axes[0], "visits", "visits per walk (VMAs or mms)", "Walk visits"),
-                                   (axes[1], "time_ns", "walk time (us)", "Walk durations")):
-        per = [_walk_stat(w[d], key) for d in designs]
-        _grouped_bars(ax, labels, [(k, [v[i] for v in per], stat_colors[k]) for i, k in enumerate(stat_colors)],
-                      ylabel, title)
-        for i, v in enumerate(per):
-            if v[0] is None and w[designs[i]]["count"]:
-                ax.annotate("unknown", (i, 0), ha="center", va="bottom", fontsize=7, color="#a00")
-    out = [plots.svg(fig, f"rmap walks of {w['walks']} measured folios re-costed per design: p50/p99/max of "
-                          "visits (eager, lazy, no-fork: VMAs; CoW context: mms) and of the walk time; "
-                          "'unknown' where a design leaves the time unknown, never 0 "
-                          "(docs/models.md#walks-recorded)."),
+    fig, axes = plots.figure(height=4.2, ncols=2)
+    hist_plot(axes[0], {d: w[d].get("visits_hist") for d in designs}, str,
+              "visits per walk (VMAs; CoW context: mms)", "Walk visits")
+    timed = {d: w[d]["time_hist_ns"] for d in designs if w[d].get("time_hist_ns")}
+    hist_plot(axes[1], timed, render.ns, "walk time", "Walk durations (measured walks)")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=len(names), fontsize=8)
+    unknown = [render.WALK_TITLE[d] for d in designs if w[d]["count"] and w[d].get("time_walks", 0) < w[d]["count"]]
+    out = [plots.svg(fig, f"rmap walks of {w['walks']} measured folios re-costed per design, power-of-two "
+                          "histograms (walks per bucket): visits (eager, lazy, no-fork: VMAs; "
+                          "CoW context: mms) and the time of the walks whose time is measured; "
+                          + (f"time unknown, never 0, for the re-costed walks of {', '.join(unknown)} "
+                             if unknown else "") + "(docs/models.md#walks-recorded)."),
            table_html(render._walks_md_table(w))]
     out += [para(m) for m in render._measured_parts(w)]
     out += [para(f"{render.WALK_TITLE[d]}: fidelity: {w[d].get('fidelity')}", "fid") for d in designs]

@@ -61,6 +61,29 @@ def stats(values):
     return {"p50": int(percentile(v, 50)), "p99": int(percentile(v, 99)), "max": int(v[-1])}
 
 
+def log2_hist(values):
+    """The power-of-two histogram of non-negative integers ``values``, as
+    bcc's ``print_log2_hist``: [low, high, count] for 0, then [1, 1], [2, 3],
+    [4, 7], ... from the smallest value's bucket to the largest's, empty
+    buckets between them included; [] when there are no values."""
+    v = np.asarray(values, dtype=np.int64)
+    if not len(v):
+        return []
+    if (v < 0).any():
+        raise ValueError("log2_hist: negative value")
+    # bucket k = bit length: 0 for 0, k >= 1 for [2**(k-1), 2**k - 1]
+    b, x = np.zeros(len(v), dtype=np.int64), v.copy()
+    for shift in (32, 16, 8, 4, 2, 1):
+        big = x >= (1 << shift)
+        b[big] += shift
+        x[big] >>= shift
+    b += x > 0
+    counts = np.bincount(b)
+    lo = int(b.min())
+    return [[0 if k == 0 else 1 << (k - 1), 0 if k == 0 else (1 << k) - 1, int(counts[k])]
+            for k in range(lo, len(counts))]
+
+
 def categories(series, null_name):
     """(names, codes) of a string column of a small frame: codes index
     ``names``; nulls get ``null_name``. No Python pass over the rows."""

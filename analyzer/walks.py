@@ -46,7 +46,7 @@ from . import generations
 from .live import NEVER
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .nofork import VARIANTS as NOFORK_VARIANTS
-from .objlookup import categories, last_alloc, stats
+from .objlookup import categories, last_alloc, log2_hist, stats
 
 SECTION = "docs/models.md#walks-recorded"
 DESIGNS = ("eager", "lazy", "cow_context", "nofork", "nofork_clone")
@@ -188,9 +188,14 @@ def _match_locks(walks, locks):
     return wait, idx
 
 
-def _design(count, visits, unit, time_ns, lock_wait_ns, **extra):
-    out = {"count": int(count), "visits": stats(visits), "unit": unit,
-           "time_ns": time_ns, "lock_wait_ns": lock_wait_ns}
+def _design(count, visits, unit, durations, lock_wait_ns, **extra):
+    """One design's walks: ``visits`` per walk (in ``unit``) and the measured
+    ``durations`` of the walks whose time is known (None: none is), as
+    p50/p99/max and log2 histograms (visits_hist, time_hist_ns)."""
+    known_time = durations is not None
+    out = {"count": int(count), "visits": stats(visits), "visits_hist": log2_hist(visits), "unit": unit,
+           "time_ns": stats(durations if known_time else []),
+           "time_hist_ns": log2_hist(durations) if known_time else None, "lock_wait_ns": lock_wait_ns}
     out.update(extra)
     return out
 
@@ -290,7 +295,7 @@ def _eager(walks, waits):
     measured (W3: the root rwsem read-locked, rmap_one on every VMA the
     interval tree returns), with every walk-taker lock wait."""
     n = walks.n
-    return _design(n, walks.vmas, "VMA", stats(walks.dur), waits.total, time_walks=int(n),
+    return _design(n, walks.vmas, "VMA", walks.dur, waits.total, time_walks=int(n),
                    avcs_visited=stats(walks.avcs), by_kind=_eager_by_kind(walks, waits),
                    lock={LOCK_EAGER: int(n)}, locked_walks=int(walks.locked.sum()),
                    large_folios=int((walks.order > 0).sum()),
@@ -319,7 +324,7 @@ def _through_vma(walks, waits, mask, name, fidelity, **extra):
     rest = ~mask
     kept = int(rest.sum())
     wait = int(waits.total - waits.of_walk[mask].sum()) if kept else None
-    return _design(walks.n, walks.vmas, "VMA", stats(walks.dur[rest]), wait,
+    return _design(walks.n, walks.vmas, "VMA", walks.dur[rest], wait,
                    time_walks=kept, time_unknown_walks=int(mask.sum()),
                    lock_wait_unknown_walks=int(mask.sum()),
                    unknown=_unknown_notes(int(mask.sum()), walks.n, WHY_LAZY),
@@ -516,7 +521,7 @@ def _cow_context(rp, walks):
     exclusive = vmas[known] <= 1
     mms = np.where(exclusive, 1, count)
     remap = _remap_bound(rp, sub, owner[known], walks.pos[known], exclusive, walks.index[known])
-    return _design(int(known.sum()), mms, "mm", {"p50": None, "p99": None, "max": None}, None,
+    return _design(int(known.sum()), mms, "mm", None, None,
                    time_walks=0, time_unknown_walks=int(known.sum()),
                    lock_wait_unknown_walks=int(known.sum()),
                    unknown=_unknown_notes(int(known.sum()), int(known.sum()), WHY_COW),

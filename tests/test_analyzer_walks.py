@@ -32,6 +32,14 @@ def pcts(values):
     return {"p50": nearest_rank(values, 50), "p99": nearest_rank(values, 99), "max": max(values)}
 
 
+def hist(values):
+    """bcc's log2 histogram of ``values``: [low, high, count] per power-of-two
+    bucket (0; 1; 2-3; 4-7; ...) from the smallest value's to the largest's."""
+    n = [v.bit_length() for v in values]
+    return [[0 if k == 0 else 2 ** (k - 1), 0 if k == 0 else 2 ** k - 1, n.count(k)]
+            for k in range(min(n), max(n) + 1)]
+
+
 def fanout(V, C, K, E, wp, wc, fprobes=True):
     """Parent 100 faults V VMAs, forks C children; child k faults K VMAs of
     its own. kswapd walks every parent VMA (waiting wp ns for the root each
@@ -66,6 +74,7 @@ def test_fanout(tmp_path, V, C, K, E, fprobes):
     eager = [1 + C] * V + [1] * (C * K) + [1 + C - E] * V
     assert e["count"] == n and e["visits"] == pcts(eager) and e["avcs_visited"] == pcts(eager)
     assert e["unit"] == "VMA" and e["time_ns"] == pcts([3 * g.step] * n)
+    assert e["visits_hist"] == hist(eager) and e["time_hist_ns"] == hist([3 * g.step] * n)
     assert e["lock_wait_ns"] == V * wp + C * K * wc
     assert e["lock_waits"] == e["lock_waits_matched"] == V + C * K
     assert e["by_kind"]["reclaim"]["count"] == n
@@ -76,7 +85,7 @@ def test_fanout(tmp_path, V, C, K, E, fprobes):
     assert lz["lazy_walks"] == C * K and lz["lock_wait_unknown_walks"] == C * K
     assert lz["visits"] == pcts(eager)
     assert lz["lock_wait_ns"] == V * wp               # the walks that stay eager
-    assert lz["time_walks"] == 2 * V
+    assert lz["time_walks"] == 2 * V and lz["time_hist_ns"] == hist([3 * g.step] * (2 * V))
     assert lz["lazy_state"].startswith("exact" if fprobes else "tracepoint estimate")
 
     # CoW context: live descendants + 1; the children's folios are exclusive
@@ -88,6 +97,7 @@ def test_fanout(tmp_path, V, C, K, E, fprobes):
     assert cw["exclusive_walks"] == C * K + (V if E == C else 0)
     assert cw["descendant_mms"] == pcts([c - 1 for c in cow])
     assert cw["lock_wait_ns"] is None and cw["time_ns"] == {"p50": None, "p99": None, "max": None}
+    assert cw["visits_hist"] == hist(cow) and cw["time_hist_ns"] is None
 
     # nofork: children are leaves; their own folios go through their VMA
     for v in ("nofork", "nofork_clone"):
