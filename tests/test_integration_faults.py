@@ -320,6 +320,7 @@ def test_loss_is_counted_exactly_by_kind(tmp_path, workload):
         stdout, _ = bt.communicate(timeout=60)
     theirs = {"alloc": 0, "fork": 0, "exit": 0}
     elsewhere = {}                  # our sizes at other call sites: what a mismatch may come from
+    their_sites = {}                # bpftrace's allocations at our call sites, by site and size
     for line in stdout.splitlines():
         if not line.startswith("{") or '"type": "map"' not in line:
             continue
@@ -329,6 +330,7 @@ def test_loss_is_counted_exactly_by_kind(tmp_path, workload):
             func = re.sub(r"\+\d+$", "", func.strip())
             if func in sites.split("|") and int(size) in sizes:
                 theirs["alloc"] += n
+                their_sites[f"{func},{size}"] = their_sites.get(f"{func},{size}", 0) + n
             elif int(size) in sizes:
                 elsewhere[f"{func},{size}"] = elsewhere.get(f"{func},{size}", 0) + n
         theirs["fork"] += data.get("@forks", 0)
@@ -341,7 +343,8 @@ def test_loss_is_counted_exactly_by_kind(tmp_path, workload):
     paths = df[df.event == "alloc"].groupby(["object", "path"], observed=True).size().to_dict()
     assert theirs_now is not None and len(their_progs) >= 3, ("bpftrace's programs not found", theirs_now)
     their_misses = sum(m for _, m in their_progs.values())
-    why = (ours, lost, meta["prog_misses_by_event"], their_progs, paths, elsewhere, meta["classification"])
+    why = (ours, lost, meta["prog_misses_by_event"], their_progs, paths, their_sites, elsewhere,
+           meta["classification"])
     # a program is skipped when another runs on its CPU at that moment: each
     # tool's skipped runs of a kind (ours: prog_misses_by_event, bpftrace's
     # read above) are what the two counts may differ by; with none, exact
