@@ -9,10 +9,12 @@ has is listed with None for the other side (and named in ``missing``).
 
 import json
 
+from . import rmapdiff
 from .render import MODEL_TITLE, SHORT, _jsonable, _rng, kb, saved
 from .tables import md_table, text_table
 
-COMPARE_FORMAT = 1
+#: 2: rmap_layout (the two kernels' anon rmap layouts compared)
+COMPARE_FORMAT = 2
 FORMATS = ("text", "markdown", "json", "html")
 #: -o suffix -> format, when --format is not given
 SUFFIX_FORMAT = {".md": "markdown", ".markdown": "markdown", ".json": "json", ".html": "html", ".htm": "html"}
@@ -181,7 +183,8 @@ def compare(ra, rb, b_design=None, a_path=None, b_path=None):
     """The compare dict of reports ``ra`` (A) and ``rb`` (B): each side's
     run, their banners, delta.objects (eager's allocated totals),
     delta.models (every headline per design and object) and, with
-    ``b_design`` (the design B's kernel ran), ``validation``."""
+    ``b_design`` (the design B's kernel ran), ``validation``; and whether
+    the two kernels' anon rmap layouts differ (``rmap_layout``, rmapdiff.py)."""
     missing = []
     models = _models_delta(ra, rb, missing)
     return {
@@ -193,6 +196,7 @@ def compare(ra, rb, b_design=None, a_path=None, b_path=None):
         "banners": [f"A: {x}" for x in ra.get("banners") or []] + [f"B: {x}" for x in rb.get("banners") or []],
         "missing": missing,
         "delta": {"objects": _objects_delta(ra, rb), "models": models},
+        "rmap_layout": rmapdiff.diff(*((r.get("run") or {}).get("rmap_layout") for r in (ra, rb))),
         "validation": validation(ra, rb, b_design) if b_design else None,
     }
 
@@ -291,6 +295,7 @@ def _header(data, bang):
     lines += [_side_line("A", data["a"]), _side_line("B", data["b"]),
               f"{data['rule']} ({data['see']})"]
     lines += [f"missing: {m}" for m in data["missing"]]
+    lines.append(rmapdiff.line(data["rmap_layout"]))
     return lines
 
 

@@ -4,7 +4,7 @@ comparison (compare._sections, the same cells) and a plot of what each
 design allocates on A and on B (matplotlib SVG inline, as htmlreport.py
 draws; docs/compare.md)."""
 
-from . import compare
+from . import compare, rmapdiff
 from .htmlreport import Plots, _grouped_bars, esc, page, para, section, table_html
 from .render import MODEL_TITLE
 
@@ -30,6 +30,7 @@ def _header_html(data):
     out += [f'<div class="banner">{esc(b)}</div>' for b in data["banners"]]
     out += [para(compare._side_line(name, data[key])) for name, key in (("A", "a"), ("B", "b"))]
     out.append(para(f"{data['rule']} ({data['see']})", "note"))
+    out.append(para(rmapdiff.line(data["rmap_layout"])))
     if data["missing"]:
         out.append('<ul class="warn">' + "".join(f"<li>missing: {esc(m)}</li>" for m in data["missing"]) + "</ul>")
     return "\n".join(out)

@@ -185,6 +185,7 @@ def _run(rec, lost, whole, checked, mismatched):
         "stop_reason": meta.get("stop_reason"),
         "tool_version": meta.get("tool_version"),
         "raw_pointers": bool(meta.get("raw_pointers", False)),
+        "rmap_layout": meta.get("rmap_layout"),
     }
 
 

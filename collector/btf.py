@@ -10,7 +10,7 @@ built with CONFIG_DEBUG_INFO_BTF.
 """
 
 import struct
-from typing import Optional
+from typing import List, Optional, Set
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 
@@ -103,6 +103,35 @@ class BTF:
         if found is None:
             raise BTFError(f"struct {name} has no member {member}")
         return found
+
+    def members(self, name: str) -> List[str]:
+        """The member names of ``struct name`` in declaration order, those of
+        anonymous inner structs and unions in their place (as
+        :meth:`offsetof` finds them)."""
+        try:
+            _size, vlen, kflag, p = self._structs[name]
+        except KeyError:
+            raise BTFError(f"struct {name} not in BTF") from None
+        return self._member_names(vlen, p)
+
+    def _member_names(self, vlen: int, p: int) -> List[str]:
+        out = []
+        for i in range(vlen):
+            m_name, m_type, _off = struct.unpack_from("<III", self._data, p + 12 * i)
+            if m_name:
+                out.append(self._str(m_name))
+                continue
+            kind, _n, _size, sub_vlen, sub_p = self._types[self._resolve(m_type)]
+            if kind in (_STRUCT, _UNION):
+                out += self._member_names(sub_vlen, sub_p)
+        return out
+
+    def funcs(self, names) -> Set[str]:
+        """Those of ``names`` that BTF describes as functions (one pass over
+        the types; :meth:`has_func` for one name)."""
+        wanted = set(names)
+        return {self._str(name_off) for kind, name_off, _size, _vlen, _p in self._types
+                if kind == _FUNC and name_off and self._str(name_off) in wanted}
 
     def _find_member(self, vlen: int, kflag: int, p: int, member: str):
         for i in range(vlen):

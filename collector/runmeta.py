@@ -10,7 +10,7 @@ import platform
 import socket
 from typing import Dict
 
-from . import sites, slab
+from . import rmaplayout, sites, slab
 
 
 def metadata(rec, end_ns: int, final: bool) -> Dict[str, object]:
@@ -45,6 +45,7 @@ def metadata(rec, end_ns: int, final: bool) -> Dict[str, object]:
         "alias_frees_skipped": rec.alias_skipped,
         "alias_traffic": rec.alias_traffic,
         "hostname": socket.gethostname(),
+        "rmap_layout": rmaplayout.layout(prep.btf),
         "prog_misses_by_program": rec.misses_by_program,
         "prog_misses_not_ours": rec.misses_not_ours,
         "slab_aliases": prep.aliases,

@@ -8,7 +8,7 @@ key changes meaning, appears or disappears.
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 #: Prefix of every key this tool writes into the Parquet key-value metadata.
 META_PREFIX = "anonscope."
@@ -134,6 +134,9 @@ METADATA = {
                      "not ours (its aliases' own traffic, every task's, while recording); null: not merged, or "
                      "the kernel's tracepoints give no cache",
     "hostname": "the collecting host's name (v8, socket.gethostname())",
+    "rmap_layout": "{structs: {struct: {size, members} or null}, functions: {name: bool}} (v9): the members of "
+                   "anon_vma, anon_vma_chain and vm_area_struct and which anon rmap functions the kernel has, from "
+                   "BTF (null without BTF): what tells a kernel with another anon rmap design apart",
     "prog_misses_by_program": "{program: recursion_misses} of every program the kernel skipped at least once",
     "prog_misses_not_ours": "skipped runs that cannot have been our events (docs/collector.md), not in "
                             "lost.prog_misses",

@@ -216,6 +216,41 @@ def test_cli_html(pair, tmp_path):
     assert f"A: {pa}" in text and f"B: {pb}" in text and "delta = B - A" in text
 
 
+def layout(vma_members, functions):
+    """A metadata rmap_layout (schema v9) with these vm_area_struct members
+    (8 bytes each) and these anon rmap functions present."""
+    return {"structs": {"anon_vma": {"size": 96, "members": ["root", "rwsem"]},
+                        "vm_area_struct": {"size": 8 * len(vma_members), "members": list(vma_members)}},
+            "functions": {f: f in functions for f in ("anon_vma_fork", "anon_vma_clone", "rmap_walk_anon")}}
+
+
+@pytest.mark.parametrize("added,gone", [((), ()), (("root_ref", "root_vma_x"), ()), (("y",), ("anon_vma",))])
+def test_rmap_layout_difference_is_listed(tmp_path, added, gone):
+    """The two kernels' anon rmap layouts (metadata rmap_layout): the
+    members B adds or drops and the functions only one side has, from the
+    two layouts; "same" when equal; unknown for a side without one."""
+    base = ["vm_start", "vm_end", "anon_vma_chain", "anon_vma"]
+    mine = [m for m in base if m not in gone] + list(added)
+    funcs_b = {"anon_vma_fork", "rmap_walk_anon"} | (set() if gone else {"anon_vma_clone"})
+    la, lb = layout(base, {"anon_vma_fork", "anon_vma_clone", "rmap_walk_anon"}), layout(mine, funcs_b)
+    reps = [build(fan(2, 1), tmp_path, name, rmap_layout=lay) for name, lay in (("a.parquet", la), ("b.parquet", lb))]
+    assert reps[1]["run"]["rmap_layout"] == lb
+    d = compare.compare(*reps)["rmap_layout"]
+    if not added and not gone:
+        assert d == {"status": "same", "structs": {}, "functions": {"only_a": [], "only_b": []}, "unknown": []}
+        assert "the same in A and B" in compare.render_text(compare.compare(*reps))
+        return
+    assert d["status"] == "differs"
+    assert d["structs"] == {"vm_area_struct": {"added": list(added), "removed": list(gone),
+                                               "size": [8 * len(base), 8 * len(mine)]}}
+    assert d["functions"] == {"only_a": ["anon_vma_clone"] if gone else [], "only_b": []}
+    text = compare.render_text(compare.compare(*reps))
+    assert "anon rmap layout (BTF) differs: vm_area_struct +[" + ", ".join(added) + "]" in text
+    old = build(fan(2, 1), tmp_path, "old.parquet")             # no rmap_layout: schema before v9
+    assert compare.compare(old, reps[1])["rmap_layout"]["status"] == "unknown"
+    assert compare.compare(old, reps[1])["rmap_layout"]["unknown"] == ["A"]
+
+
 @pytest.mark.parametrize("which", ["a", "b"])
 def test_missing_file_is_one_line_and_exit_code(pair, tmp_path, which):
     _, _, _, _, _, pa, pb = pair

@@ -1,7 +1,10 @@
 import os
+import re
+import subprocess
 
 import pytest
 
+import hostcaps
 from anonscope.collector.btf import BTF, BTFError
 from btfgen import make_btf
 
@@ -42,3 +45,45 @@ def test_running_kernel_has_our_structs():
         assert b.sizeof(s) > 0
     assert b.offsetof("task_struct", "tgid") == b.offsetof("task_struct", "pid") + 4
     assert b.has_func("anon_vma_fork")  # mm/rmap.c, called from kernel/fork.c: never inlined
+
+
+def test_members_and_funcs_of_a_blob():
+    b = BTF(make_btf({"anon_vma": (96, [("root", 0), ("rwsem", 64), ("refcount", 128)])},
+                     funcs=["anon_vma_fork", "rmap_walk"]))
+    assert b.members("anon_vma") == ["root", "rwsem", "refcount"]
+    assert b.funcs(["anon_vma_fork", "rmap_walk", "rmap_walk_ksm", "anon_vma"]) == {"anon_vma_fork", "rmap_walk"}
+    with pytest.raises(BTFError, match="not in BTF"):
+        b.members("task_struct")
+
+
+def bpftrace_members(text):
+    """Member names of the struct ``bpftrace -lv 'struct NAME'`` prints: a
+    nested struct or union without a name contributes its members in
+    place, a named one its name (``} shared;``); padding (``long: 64;``)
+    has no name."""
+    stack = [[]]
+    for line in text.splitlines()[1:]:
+        line = line.strip()
+        if line.endswith("{"):
+            stack.append([])
+        elif line.startswith("}"):
+            if len(stack) == 1:             # the struct's own end
+                break
+            inner = stack.pop()
+            name = re.match(r"\}\s*(\w*)\s*;", line).group(1)
+            stack[-1] += [name] if name else inner
+        elif line.endswith(";") and not re.match(r"^\w[\w ]*:\s*\d+;$", line):
+            stack[-1].append(re.search(r"(\w+)(\[\d*\])?\s*(:\s*\d+)?;$", line).group(1))
+    return stack[0]
+
+
+@pytest.mark.skipif(not os.access("/sys/kernel/btf/vmlinux", os.R_OK), reason="host lacks: /sys/kernel/btf/vmlinux")
+@pytest.mark.parametrize("struct", ["anon_vma", "anon_vma_chain", "vm_area_struct"])
+def test_members_equal_bpftraces_view_of_the_running_kernel(struct):
+    """members() of the running kernel's struct, as bpftrace (libbpf's BTF
+    dump) lists them: an independent reading of the same BTF."""
+    if hostcaps.bpftrace():
+        pytest.skip(hostcaps.bpftrace())
+    out = subprocess.run(["bpftrace", "-lv", f"struct {struct}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert BTF.from_file().members(struct) == bpftrace_members(out.stdout)
