@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import hostcaps
+from anonscope.collector.btf import BTF
 from recording import (
     ANONCOLLECT,
     SHAPE,
@@ -187,7 +188,6 @@ def test_counts_equal_bpftrace_for_the_same_run(tmp_path, workload):
     if "name;" in fmt and _bpftrace_reads_cache_names():
         args = [str(BT_SCRIPT), name]
     else:
-        from anonscope.collector.btf import BTF
         btf = BTF.from_file()
         args = [str(BT_SCRIPT.with_name("rmap_allocs_noname.bt")), name,
                 str(btf.sizeof("anon_vma")), str(btf.sizeof("anon_vma_chain"))]
@@ -229,6 +229,13 @@ def test_ctrl_c_leaves_a_readable_file_with_metadata(tmp_path, workload):
     shaped = df[(df.comm == "anonshape") & (df.event == "alloc") & (df.path == "fault")]
     assert (shaped.object == "anon_vma").sum() >= 5
     assert set(df[df.event == "slab"].slab_cache) == {"anon_vma", "anon_vma_chain", "vm_area_struct"}
+    # v9 rmap_layout: the running kernel's structs as BTF has them, their
+    # sizes the ones object_sizes reads from BTF too
+    lay = meta["rmap_layout"]
+    btf = BTF.from_file()
+    for name in ("anon_vma", "anon_vma_chain", "vm_area_struct"):
+        assert lay["structs"][name] == {"size": meta["object_sizes"][name]["btf_size"], "members": btf.members(name)}
+    assert lay["functions"]["anon_vma_fork"] is True and "anon_vma_chain" in lay["structs"]["vm_area_struct"]["members"]
 
 
 def test_pid_filter_records_only_that_process_and_its_children(tmp_path, workload):
