@@ -64,7 +64,8 @@ def summary(rec):
 
 #: tokens (lazy VMAs and their split pieces' root) one row can make a design
 #: upgrade: KSM one (M1), UFFDIO_MOVE the destination's and the source's
-#: (M2); MREMAP_DONTUNMAP any of the process's (M3: 7.x moves several VMAs)
+#: (M2); MREMAP_DONTUNMAP any of the process's (M3: one mremap moves
+#: several VMAs since 6.17, "mm/mremap: permit mremap() move of multiple VMAs")
 TOKENS_PER_ROW = {"ksm_merge": 1, "uffd_move": 2}
 
 

@@ -337,7 +337,7 @@ def hidden_free(meta, obj, cpu_partial):
     cpus, nodes = topo.get("cpus"), topo.get("nodes")
     if cpu_partial is None or not per_slab or not cpus or not nodes:
         return None
-    # no sheaf_capacity file: a SLUB before sheaves (6.18 added them with it)
+    # no sheaf_capacity file: a SLUB before sheaves (6.18 added them with it: 2d517aa09bbc)
     sheaf = sheaf or 0
     return (cpus + cpu_partial) * per_slab + (2 * cpus + MAX_FULL_SHEAVES * nodes) * sheaf
 
@@ -380,7 +380,7 @@ def slabinfo_check(rp, ts, sample, eager, before, lost):
                      "more slabs than count_partial_free_approx() counts exactly" if approx else
                      "KFENCE pool size unknown")}
     out["note"] = ("slabinfo's active objects include the free objects of per-CPU slabs (6.x) or of "
-                   "per-CPU sheaves and the node's barn (7.x), and a merged cache's aliases' objects: it "
+                   "per-CPU sheaves and the node's barn (6.18+), and a merged cache's aliases' objects: it "
                    "is above eager by those; below only by the census churn, lost events, KFENCE "
                    "objects and what changed while it was read (docs/models.md#snapshots S6)"
                    if out["comparable"] else

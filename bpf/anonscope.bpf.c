@@ -15,7 +15,7 @@
 // FLAG_*, FN_*, WALK_*, RSS_*), the counters (C_*), BATCH and FLUSH_NS are
 // #defines from collector/abi.py, which program.build() prepends.
 
-// lock:contention_* flags (include/trace/events/lock.h, 5.19+)
+// lock:contention_* flags (include/trace/events/lock.h, 5.19+: 16edd9b511a1)
 #define LCB_F_SPIN (1U << 0)
 #define LCB_F_READ (1U << 1)
 #define LCB_F_WRITE (1U << 2)

@@ -93,8 +93,9 @@ static __always_inline u64 mm_id_of(u64 mm)
 // Called by the alloc/free programs: tag the object with the VMA of the
 // anon_vma function the task is in, and count it.
 // `count` is what the call allocated (unlink_anon_vmas: freed). Since 7.0
-// anon_vma_fork() allocates the child's anon_vma and AVC before
-// anon_vma_clone() and frees both at once when it reuses an anon_vma (7.3
+// (91901a441fa1 "mm/rmap: eliminate partial anon_vma tear-down in
+// anon_vma_fork()", 7.0 by its date) anon_vma_fork() allocates the child's
+// anon_vma and AVC before anon_vma_clone() and frees both at once when it reuses an anon_vma (7.3
 // mm/rmap.c:395-414): that pair is not counted and the call is a reuse.
 static __always_inline void fp_tag(struct event *e, u8 is_alloc)
 {
@@ -146,8 +147,8 @@ static __always_inline int fn_enter(u8 fn, u64 vma, u64 src)
     return fn_enter_as(fn, vma, src, 0);
 }
 
-// anon_vma_clone(dst, src, operation): since 7.x (7.2 and 7.3 mm/internal.h
-// enum vma_operation; 6.18 has no such argument) the caller says why it
+// anon_vma_clone(dst, src, operation): since d17f02417a33 (7.0 by its date;
+// 7.2 and 7.3 mm/internal.h enum vma_operation; 6.18 has no such argument) the caller says why it
 // clones; FP_VMA_OP_* are the enumerators' values from BTF.
 static __always_inline int clone_enter(u64 dst, u64 src, int op)
 {

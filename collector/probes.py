@@ -118,7 +118,8 @@ def probe_list(facts: program.KernelFacts, cfg: RunConfig) -> List[Dict[str, obj
     ]
     probes.append({"name": "tracepoint:lock:contention_begin+contention_end", "attached": facts.lock_contention,
                    "reason": "waits for anon_vma rwsems" if facts.lock_contention else
-                   "tracepoints absent (kernel < 5.19 or CONFIG_LOCKDEP-free build without them): no lock rows"})
+                   "tracepoints absent (kernel < 5.19, before 16edd9b511a1 \"locking: Add lock contention "
+                   "tracepoints\"): no lock rows"})
     if cfg.tracked:
         probes.append({"name": "tracepoint:task:task_rename", "attached": facts.task_rename,
                        "reason": "starts recording the command at its exec rename" if facts.task_rename

@@ -57,11 +57,16 @@ def kmem_arg_layout(alloc_args: Optional[List[str]], free_args: Optional[List[st
     """Positions of the kmem raw tracepoints' arguments, by type.
 
     ``alloc_args``/``free_args`` are BTF.raw_tracepoint_args() of
-    kmem_cache_alloc and kmem_cache_free. Since 6.0 both pass ``struct
-    kmem_cache *s`` (sizes and identity come from it); 5.12-5.19 free passes
-    the cache ``const char *name``; before that alloc passes ``size_t
-    bytes_req, bytes_alloc`` and free nothing but the call site and pointer.
-    -1 marks an argument the kernel does not pass.
+    kmem_cache_alloc and kmem_cache_free. kmem_cache_alloc passes ``struct
+    kmem_cache *s`` from 6.0 (b347aa7b5747 "mm/tracing: add 'accounted'
+    entry into output of allocation tracepoints"; sizes and identity come
+    from it), before that ``size_t bytes_req, bytes_alloc``;
+    kmem_cache_free passes ``s`` from 6.1 (2c1d697fb8ba "mm/slab_common:
+    drop kmem_alloc & avoid dereferencing fields when not using"), the
+    cache's ``const char *name`` in 5.12-6.0 (3544de8ee6e4 "mm, tracing:
+    record slab name for kmem_cache_free()") and nothing but the call site
+    and pointer before. Positions are found by type, so each combination
+    works. -1 marks an argument the kernel does not pass.
     """
     if not alloc_args or not free_args:
         raise LayoutError("no btf_trace_kmem_cache_alloc/free in BTF (kernel before 5.5?)")
@@ -108,8 +113,9 @@ VMA_OPS = {"FP_VMA_OP_SPLIT": "VMA_OP_SPLIT", "FP_VMA_OP_MERGE": "VMA_OP_MERGE_U
 def clone_op_layout(btf: BTF) -> Dict[str, int]:
     """FP_CLONE_OP: whether anon_vma_clone() takes the operation argument
     (``enum vma_operation``: Debian's 7.2.13 and 7.3.4 sources have it,
-    the 6.18 host's BTF does not; the commit and release that added it are
-    not established here), and its values. The
+    the 6.18 host's BTF does not; added by d17f02417a33 "mm/rmap: separate
+    out fork-only logic on anon_vma_clone()", 7.0 by its date, the release
+    tag not checked here), and its values. The
     clone probe then declares three arguments (fexit reads the return value
     after them) and takes the AVCs' caller (split, merge, mremap) from it."""
     try:
@@ -136,7 +142,9 @@ def walk_layout(btf: BTF) -> Dict[str, int]:
     CONFIG_KSM); FP_ITER_RMAP_TREE: whether the interval-tree iterators are
     anon_rmap_tree_iter_first/_next (7.3 mm/interval_tree.c; 7.2 and
     earlier: anon_vma_interval_tree_iter_first/_next; read in Debian's 7.2.13
-    and 7.3.4 sources, the renaming commit is not established here). A
+    and 7.3.4 sources; renamed by "mm/rmap: rename anon_vma_interval_tree_*()
+    to anon_rmap_tree_*()", seen only as mm-tree commit b1e71c05fa37, whose
+    mainline hash is not established here). A
     kernel with neither order field (before 6.1; struct folio itself is from
     v5.16, commit 7b230db3b8d3, "mm: Introduce struct folio") gets NO_WALKS
     plus the reason (``WALKS_MISSING``)."""
@@ -354,7 +362,7 @@ class Options:
 
 #: Tracepoints of the v7 move rows (docs/collector.md#moves), by the HAVE_*
 #: define that says the program attaches them. ksm: include/trace/events/ksm.h
-#: (in 6.12 and 7.3; added in 6.4, "mm: add tracepoints to ksm"); syscalls:
+#: (in 6.12 and 7.3; added in 6.4 by 739100c88f49 "mm: add tracepoints to ksm"); syscalls:
 #: CONFIG_FTRACE_SYSCALLS.
 MOVE_PROBES = {"HAVE_KSM_MERGE": ("ksm", "ksm_merge_with_ksm_page", ("mm", "err")),
                "HAVE_UFFD_MOVE": ("syscalls", "sys_enter_ioctl", ("cmd", "arg")),

@@ -24,8 +24,10 @@ ALLOC_SITES = {
     "__anon_vma_prepare": Site.PREPARE,   # mm/rmap.c: first anon fault in a VMA
     "anon_vma_fork": Site.FORK,           # mm/rmap.c: child's own anon_vma + AVC
     "anon_vma_clone": Site.CLONE,         # mm/rmap.c: copy of a VMA's AVC chain
-    "vm_area_alloc": Site.VMA_ALLOC,      # kernel/fork.c, mm/vma_init.c (6.15+)
-    "vm_area_dup": Site.VMA_DUP,          # kernel/fork.c, mm/vma_init.c (6.15+)
+    # kernel/fork.c; mm/vma_init.c from 6.16 ("mm: perform VMA allocation,
+    # freeing, duplication in mm", the 6.16 mm pull; mainline hash not seen here)
+    "vm_area_alloc": Site.VMA_ALLOC,
+    "vm_area_dup": Site.VMA_DUP,
 }
 
 #: Functions whose call sites free our objects. anon_vma_fork and
@@ -40,7 +42,9 @@ FREE_SITES = {
 #: Functions whose presence on the kernel stack of an anon_vma_clone or
 #: vm_area_dup says why the chain or VMA is being copied.
 CALLER_SITES = {
-    "__split_vma": Caller.SPLIT,          # mm/vma.c (mm/mmap.c before 6.10)
+    # mm/vma.c from 6.12 ("mm: move internal core VMA manipulation functions
+    # to own file"), mm/mmap.c before
+    "__split_vma": Caller.SPLIT,
     "split_vma": Caller.SPLIT,
     "vma_expand": Caller.MERGE,           # mm/vma.c: merge growing a VMA
     "commit_merge": Caller.MERGE,         # mm/vma.c 6.12+
@@ -50,9 +54,10 @@ CALLER_SITES = {
     "vma_merge_new_range": Caller.MERGE,
     "copy_vma": Caller.MREMAP,            # mm/vma.c: mremap move
     "move_vma": Caller.MREMAP,            # mm/mremap.c
-    "copy_vma_and_data": Caller.MREMAP,   # mm/mremap.c 6.16+
+    # mm/mremap.c 6.15+ (b714ccb02a76 "mm/mremap: complete refactor of move_vma()")
+    "copy_vma_and_data": Caller.MREMAP,
     "anon_vma_fork": Caller.FORK,         # mm/rmap.c
-    "dup_mmap": Caller.FORK,              # kernel/fork.c, mm/mmap.c (6.15+)
+    "dup_mmap": Caller.FORK,              # kernel/fork.c, mm/mmap.c from 6.16 ("mm: move dup_mmap() to mm")
 }
 
 #: Functions that take an anon_vma's root rwsem (anon_vma_lock_write/read,
@@ -83,7 +88,8 @@ WALK_SITES = {
 }
 
 #: Present when the kernel frees VMAs from an RCU callback (softirq), as
-#: 6.4-6.14 do with per-VMA locks; absent when VMAs are freed directly.
+#: 6.4-6.14 do with per-VMA locks; absent when VMAs are freed directly
+#: (from 6.15: 3104138517fc "mm: make vma cache SLAB_TYPESAFE_BY_RCU").
 VMA_RCU_FREE = "vm_area_free_rcu_cb"
 
 #: The functions without which the collector cannot classify anything.

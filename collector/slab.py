@@ -79,7 +79,7 @@ def geometry(cache: str, sys_slab: str = SYS_SLAB) -> Dict[str, int]:
 
 
 def counts(cache: str, sys_slab: str = SYS_SLAB) -> Dict[str, Optional[int]]:
-    """objs_per_slab and (7.x SLUB sheaves) sheaf_capacity of a cache, each
+    """objs_per_slab and (SLUB sheaves, 6.18+: 2d517aa09bbc) sheaf_capacity of a cache, each
     None where /sys/kernel/slab has no such file."""
     out = {}
     for name in ("objs_per_slab", "sheaf_capacity"):
