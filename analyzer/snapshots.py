@@ -379,8 +379,9 @@ def slabinfo_check(rp, ts, sample, eager, before, lost):
                     ("read after recording stopped" if after_end else
                      "more slabs than count_partial_free_approx() counts exactly" if approx else
                      "KFENCE pool size unknown")}
-    out["note"] = ("slabinfo's active objects include the free objects of per-CPU slabs (6.x) or of "
-                   "per-CPU sheaves and the node's barn (6.18+), and a merged cache's aliases' objects: it "
+    out["note"] = ("slabinfo's active objects include the free objects of per-CPU slabs (6.x), of "
+                   "per-CPU sheaves and the node's barn (opt-in per cache from 6.18, every cache on 7.x), "
+                   "and a merged cache's aliases' objects: it "
                    "is above eager by those; below only by the census churn, lost events, KFENCE "
                    "objects and what changed while it was read (docs/models.md#snapshots S6)"
                    if out["comparable"] else
