@@ -275,25 +275,35 @@ def object_stats(rp, obj):
     return out
 
 
-def clone_calls(rp, a):
+def clone_calls(rp, a, single=False):
     """For the alloc rows ``a`` (replay order): True on one AVC of each
     anon_vma_clone() call outside fork (split, merge: not mremap), the one
-    the designs drop. A call's AVCs are the rows with its VMA (``vma_id``,
-    function probes) or, on tracepoint recordings, a run of ``clone_vma``
-    rows of one task with no other allocation of that task between them
-    (__split_vma and copy_vma allocate the new VMA, vm_area_dup, first; a
-    merge clones one AVC)."""
+    the designs drop; with ``single``, only of the calls that clone one AVC
+    (a source chain of one: the VMA's own root anon_vma). A call's AVCs
+    are the rows with its VMA (``vma_id``, function probes) or, on
+    tracepoint recordings, a run of ``clone_vma`` rows of one task with no
+    other allocation of that task between them (__split_vma and copy_vma
+    allocate the new VMA, vm_area_dup, first; a merge clones one AVC)."""
     ob = rp.ob
-    n = len(a)
     clone = (ob.path[a] == PATH_CODE["clone_vma"]) & (ob.caller[a] != CALLER_CODE["mremap"])
-    first = np.zeros(n, dtype=bool)
+    first = np.zeros(len(a), dtype=bool)
     if not clone.any():
         return first
+    call = _call_ids(rp, a, clone)
+    ids, at, size = np.unique(call[clone], return_index=True, return_counts=True)
+    if single:
+        at = at[size == 1]
+    first[np.flatnonzero(clone)[at]] = True
+    return first
+
+
+def _call_ids(rp, a, clone):
+    """One id per anon_vma_clone() call on the ``clone`` rows of ``a``
+    (clone_calls): the VMA's id (function probes) or the position of the
+    call's first row in the task's run of clone rows (tracepoints)."""
+    ob = rp.ob
     if ob.has_vma and (ob.vma_id[a][clone] >= 0).all():
-        idx = np.flatnonzero(clone)
-        _, at = np.unique(ob.vma_id[a][idx], return_index=True)
-        first[idx[at]] = True
-        return first
+        return ob.vma_id[a]
     # every allocation row of the tasks, in replay order per task
     every = np.flatnonzero(ob.is_alloc)
     order = every[stable_argsort(ob.pid[every])]
@@ -303,9 +313,10 @@ def clone_calls(rp, a):
     cont = same_task & is_clone[:-1] & is_clone[1:] & (ob.caller[order][1:] == ob.caller[order][:-1]) \
         & (ob.caller[order][1:] != CALLER_CODE["merge"])
     start[1:] &= ~cont
-    starts = np.sort(order[start])
-    first[np.isin(a, starts)] = True
-    return first & clone
+    # a row's call: the last start at or before it in the per-task order
+    call_of = np.empty(len(ob.is_alloc), dtype=np.int64)
+    call_of[order] = order[np.maximum.accumulate(np.where(start, np.arange(len(order)), 0))]
+    return call_of[a]
 
 
 def fork_path_mismatches(rp):

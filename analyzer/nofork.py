@@ -30,6 +30,7 @@ import numpy as np
 
 from . import generations, live
 from .eager import RMAP_OBJECTS, clone_calls, rmap_allocs, saved_pct
+from .lazy import vma_growth
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 
 SECTION = "docs/models.md#nofork"
@@ -83,7 +84,8 @@ def _kept_vmas(rp, a):
 def saved_rows(rp, a, g):
     """{variant: {"best", "high"}: boolean masks over ``a`` of the objects
     the design does not make}. ``high`` (most allocated) saves only in leaf
-    generations whose whole life is in the run."""
+    generations whose whole life is in the run, and under nofork keeps a
+    split piece's link to its inherited VMA's own anon_vma (N2)."""
     ob = rp.ob
     path = ob.path[a]
     leaf = ~g.forking[g.gen]
@@ -91,9 +93,13 @@ def saved_rows(rp, a, g):
     fault = path == PATH_CODE["fault"]     # `other` (an unknown call site) is kept: not known to be the fault path
     own_fork = path == PATH_CODE["fork"]
     one_per_clone = clone_calls(rp, a)
+    # N2 under nofork, high end: the piece of an inherited VMA keeps its link
+    # to the VMA's own fork anon_vma (CoW copies made there stay findable)
+    own_root_clone = clone_calls(rp, a, single=True)
     keep, _ = _kept_vmas(rp, a)
-    base = {"nofork": fault | one_per_clone, "nofork_clone": fault | one_per_clone | own_fork}
-    return {v: {"best": m & leaf & ~keep, "high": m & leaf & whole & ~keep} for v, m in base.items()}
+    best = {"nofork": fault | one_per_clone, "nofork_clone": fault | one_per_clone | own_fork}
+    high = {"nofork": fault | own_root_clone, "nofork_clone": best["nofork_clone"]}
+    return {v: {"best": best[v] & leaf & ~keep, "high": high[v] & leaf & whole & ~keep} for v in best}
 
 
 class Result(NamedTuple):
@@ -163,10 +169,25 @@ def _variant(rp, name, a, g, saved, ev, fidelity, kept_info):
     out["leaf_processes"] = int(len(np.unique(g.tgid[~g.forking])))
     out["forking_processes"] = int(len(rp.tree.forking))
     out["kept_vmas"] = kept_info
-    out["extra_costs"] = {
-        "slab_bytes": 0,
-        "note": ("no slab memory; a process that opts out can no longer fork, and rmap of its pages "
-                 "needs another way to find the VMA (a folio-to-VMA pointer, not priced here)"),
+    out["extra_costs"] = _extra_costs(rp, ev)
+    return out, spans[0], spans[1]
+
+
+def _extra_costs(rp, ev):
+    """The folio-to-VMA pointer no-fork needs (section 3.2, N8): unspecified,
+    so a range of designs: 0 (the pointer in ``folio->mapping``, no field
+    added) to lazy's root pointer and refcount (section 2.3) in every VMA,
+    opted out or not (one struct layout for all), priced at the slab slot."""
+    _, g = vma_growth(rp, ev)
+    return {
+        "slab_bytes_range": [0, g["peak_extra_bytes"]],
+        "vma_growth": {"bytes_per_vma_range": [0, g["bytes_per_vma"]], "slot_bytes": g["slot_bytes"],
+                       "slot_growth_range": [0, g["slot_growth_bytes"]],
+                       "run_vmas_peak_live": g["run_vmas_peak_live"]},
+        "note": ("not specified (PR_SET_NOFORK was a question on the list): rmap of an opted-out "
+                 "process's pages needs a way from the folio to its VMA; low end, the pointer kept in "
+                 "folio->mapping with no field added; high end, lazy's root pointer and refcount "
+                 "(section 2.3) in every VMA, since all VMAs share one layout; the VMAs such "
+                 "folios pin (lazy's X9) are not counted"),
         "see": BOUNDS,
     }
-    return out, spans[0], spans[1]

@@ -53,11 +53,18 @@ def test_zygote(tmp_path, V, N, C, K):
     # priced at the slab slot: object_size + 12, word-aligned, then to the
     # cache's align (mm/slub.c calculate_sizes); no slack in the slot here
     v = SIZES[VMA]
+    v_slab = v["slab_size"]
     slot = -(-(-(-(v["object_size"] + 12) // 8) * 8) // v["align"]) * v["align"]
     assert g["slot_bytes"] == [v["slab_size"], slot] == [192, 256]
     assert g["slot_growth_range"] == [0, slot - v["slab_size"]]
     assert g["peak_extra_bytes"] == (slot - v["slab_size"]) * (V + N + C * (V + N) + C * K)
     assert lazy[VMA]["peak_live_bytes"] == slot * (V + N + C * (V + N) + C * K)
+    # no-fork's folio-to-VMA pointer is unspecified: from none (kept in
+    # folio->mapping) to lazy's 12 bytes in every VMA, at the same slot
+    for v in ("nofork", "nofork_clone"):
+        x = r["models"][v]["extra_costs"]
+        assert x["slab_bytes_range"] == [0, (slot - v_slab) * (V + N + C * (V + N) + C * K)]
+        assert x["vma_growth"]["bytes_per_vma_range"] == [0, 12]
     assert lazy["extra_costs"]["fork_time_objects"] == {
         **lazy["extra_costs"]["fork_time_objects"], "eager": 3 * C * V, "lazy": C * V + 2 * V}
     # nofork: the children are leaf generations; their own faults are saved,
