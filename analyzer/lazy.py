@@ -264,6 +264,33 @@ def _own_av_upgrades(a, deferred, upgraded, found_src, mre_av_free):
     return upgraded, mre_av_free
 
 
+def _only_what_fork_copies(rp, a, upgraded):
+    """U1 in the best variant: a fork upgrades only VMAs that dup_mmap()
+    copies with anon_vma_fork() (not VM_DONTCOPY, not VM_WIPEONFORK: 6.12
+    kernel/fork.c:677, :717; 7.3 mm/mmap.c:1745, :1774), each of which has
+    at least one clone_fork AVC in that fork; so per tagged fork at most its
+    clone_fork AVCs of anon_vmas and of AVCs are upgraded. Which deferred
+    objects are the excess a tracepoint recording cannot tell: the latest
+    allocated stay lazy. Returns the updated mask."""
+    fk = rp.tree.forks
+    fpos = fk["pos"].to_numpy().astype(np.int64)
+    fid = fk["fork_id"].to_numpy().astype(np.int64)
+    cap = _by_key(a.fork_id, (a.path == PATH_CODE["clone_fork"]) & (a.fork_id >= 0), fid)
+    cap = np.where(fid >= 0, cap, np.iinfo(np.int64).max)
+    upgraded = upgraded.copy()
+    for sel in (a.is_av, ~a.is_av):
+        rows = np.flatnonzero(upgraded & sel)
+        if not len(rows):
+            continue
+        order = rows[stable_argsort(a.nf_pos[rows])]        # per fork, in replay order
+        nf = a.nf_pos[order]
+        rank = np.arange(len(order)) - np.searchsorted(nf, nf)   # the row's place within its fork
+        i = np.minimum(np.searchsorted(fpos, nf), len(fpos) - 1)
+        limit = np.where(fpos[i] == nf, cap[i], np.iinfo(np.int64).max)
+        upgraded[order[rank >= limit]] = False
+    return upgraded
+
+
 def _fork_bounds(rp, a, name, upgraded, found_m, found_free):
     """(anon_vma, AVC) fork upgrades (U1) of the low or high variant,
     bounded per process fork by what that fork can upgrade: low at most its
@@ -308,6 +335,8 @@ def _variant(rp, a, srcs, name):
     mremaps (U2, _mremap_upgrades), per fork bounded in low and high
     (_fork_bounds)."""
     deferred, upgraded = _deferred(a, name)
+    if name == "best" and len(rp.tree.forks):
+        upgraded = _only_what_fork_copies(rp, a, upgraded)
     found_m, found_src = _mremap_upgrades(a, srcs, deferred, upgraded)
     src = srcs[1]
     found_pos, found_free = a.pos[found_m], a.free_pos[found_m]

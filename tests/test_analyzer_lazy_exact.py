@@ -297,6 +297,11 @@ def test_fork_upgrades_only_what_it_copies(tmp_path, V, D, W):
     assert (e[AV]["allocated"], e[AVC]["allocated"]) == (V + copied, V + 2 * copied)
     assert lz["upgrades"]["fork"] == copied
     assert lz[AV]["allocated"] == copied and lz[AVC]["allocated"] == 2 * copied
+    # the tracepoint estimate (U1) knows no VMA, but the fork's copied
+    # clone_fork AVCs (one per copied VMA, chains of one) cap its upgrades
+    assert te["upgrades"]["fork"] == copied
+    assert (te[AV]["allocated"], te[AVC]["allocated"]) == (copied, 2 * copied)
+    assert_within(lz, te)
 
 
 @pytest.mark.parametrize("A,F", [(3, 2), (0, 4), (5, 0)])
