@@ -129,12 +129,14 @@ def _wait_for_workers(address, n, timeout=120):
 def test_fleet_on_a_real_scheduler_with_two_workers(fleet_dir):
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
-    dask = os.path.join(BIN, "dask")
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+    # `python -m dask`: the VM guests' venv has the packages but no console
+    # scripts (scripts/vm/build-image installs with pip --target)
+    dask = [sys.executable, "-m", "dask"]
+    procs = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
         time.sleep(1)
-        procs += [subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard"],
+        procs += [subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--no-dashboard"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
         _wait_for_workers(address, 2)
         rc, remote, err = run_fleet(fleet_dir, "--scheduler", address)
