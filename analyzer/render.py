@@ -270,6 +270,8 @@ def _walks_md_table(w):
         x = w[d]
         calls = x.get("rmap_one_calls", x["visits"])
         lookups = _v3(x["tree_lookups"]) if "tree_lookups" in x else "-"
+        if x.get("tree_lookups_high") and x["tree_lookups_high"] != x["tree_lookups"]:
+            lookups += f" (high {_v3(x['tree_lookups_high'])})"
         table.append((*row, _v3(calls), lookups, _lock_cell(x)))
     return table
 
@@ -657,8 +659,12 @@ def _walks_text(w):
     out.append(f"  lazy: {lz['lazy_walks']} walks of still-lazy folios (through the root VMA; lazy state: "
                f"{lz['lazy_state']}); no-fork: {nf['leaf_walks']} (opt-out) and {nc['leaf_walks']} (at clone) "
                "walks of folios without an anon_vma; the lock and time of those are unknown")
-    out.append(f"  CoW context: VMA-tree lookups {_v3(cw['tree_lookups'])}, rmap_one calls "
-               f"{_v3(cw['rmap_one_calls'])}, {cw['exclusive_walks']} exclusive folios stop at their own mm, "
+    high = cw.get("tree_lookups_high")
+    high = f" (high {_v3(high)}: an exclusive folio's one mapping in a descendant)" \
+        if high and high != cw["tree_lookups"] else ""
+    out.append(f"  CoW context: VMA-tree lookups {_v3(cw['tree_lookups'])}{high}, rmap_one calls "
+               f"{_v3(cw['rmap_one_calls'])}, {cw['exclusive_walks']} exclusive folios stop at their own mm "
+               "at the low end, "
                f"descendant mms {_v3(cw['descendant_mms'])}; {cw['unknown_context']} walks of pre-run "
                "anon_vmas left out; lock and time unknown")
     for d in WALK_DESIGNS:

@@ -106,7 +106,7 @@ class _Subtrees:
             ep = ex["pos"].to_numpy().astype(np.int64)[last]
             ok = np.isin(et, procs)
             np.minimum.at(death, np.searchsorted(procs, et[ok]), ep[ok])
-        leave = death.copy()                     # a descendant's membership ends at its exec
+        exec_first = np.full(n, NEVER, dtype=np.int64)      # each process's first exec after its birth
         execs = rp.rec.execs
         if len(execs):
             et = execs["tgid"].to_numpy().astype(np.int64)
@@ -114,28 +114,40 @@ class _Subtrees:
             ok = np.isin(et, procs)
             ei = np.searchsorted(procs, et[ok])
             after = ep[ok] > birth[ei]
-            np.minimum.at(leave, ei[after], ep[ok][after])
-        # (ancestor, descendant) pairs, every process its own ancestor
-        anc = [np.arange(n)]
-        desc = [np.arange(n)]
-        cur, who = par.copy(), np.arange(n)
-        for _ in range(4096):                    # the cap guards against pid-reuse cycles
-            ok = cur >= 0
-            if not ok.any():
-                break
-            cur, who = cur[ok], who[ok]
-            anc.append(cur)
-            desc.append(who)
-            cur = par[cur]
-        anc, desc = np.concatenate(anc), np.concatenate(desc)
+            np.minimum.at(exec_first, ei[after], ep[ok][after])
+        leave = np.minimum(death, exec_first)   # a descendant's membership ends at its exec
+        anc, desc, cut = self._pairs(par, birth, exec_first)
         base = anc.astype(np.int64) << _SHIFT
         self.births = np.sort(base | (birth[desc] + 1))          # +1: born at -1 -> 0
-        d = np.where(anc == desc, death[desc], leave[desc])
+        # a cut pair is never a member: its interval ends where it begins
+        d = np.where(anc == desc, death[desc], np.where(cut, birth[desc], leave[desc]))
         self.deaths = np.sort((base | d)[d < NEVER])
         self.birth, self.death = birth, death
         # membership intervals per (ancestor, descendant) pair, for sums
         # over a subtree's members (remap entries, C3)
         self.pairs = (anc, desc, birth[desc], d)
+
+    @staticmethod
+    def _pairs(par, birth, exec_first):
+        """(ancestor, descendant, cut) index arrays, every process its own
+        ancestor. ``cut``: a process between the two exec'd before the birth
+        of its child on the way down, so the descendant's mm comes from that
+        exec's new root context (C6), never from the ancestor's."""
+        n = len(par)
+        anc, desc, cuts = [np.arange(n)], [np.arange(n)], [np.zeros(n, dtype=bool)]
+        cur, who, below, cut = par.copy(), np.arange(n), np.arange(n), np.zeros(n, dtype=bool)
+        for _ in range(4096):                    # the cap guards against pid-reuse cycles
+            ok = cur >= 0
+            if not ok.any():
+                break
+            cur, who, below, cut = cur[ok], who[ok], below[ok], cut[ok]
+            anc.append(cur)
+            desc.append(who)
+            cuts.append(cut)
+            # going up: cur is now between; did it exec before forking `below`?
+            cut = cut | (exec_first[cur] < birth[below])
+            below, cur = cur, par[cur]
+        return np.concatenate(anc), np.concatenate(desc), np.concatenate(cuts)
 
     def members(self, tgid):
         """(descendant tgids, from, until): the processes in ``tgid``'s
@@ -519,22 +531,32 @@ def _cow_context(rp, walks):
     owner = np.where(known, rp.ob.owner[walks.gs], -1).astype(np.int64)
     count, alive = sub.live(owner[known], walks.pos[known])
     exclusive = vmas[known] <= 1
-    mms = np.where(exclusive, 1, count)
-    remap = _remap_bound(rp, sub, owner[known], walks.pos[known], exclusive, walks.index[known])
+    # C7 stops at the context's own mm only if the one mapping is there; a
+    # walk row does not say which mm it was in: low end there, high end in a
+    # descendant's (the whole subtree); an exited context's mapping is a
+    # descendant's at both ends
+    stops = exclusive & alive
+    mms = np.where(stops, 1, count)
+    lo = _remap_bound(rp, sub, owner[known], walks.pos[known], stops, walks.index[known])
+    hi = _remap_bound(rp, sub, owner[known], walks.pos[known], np.zeros_like(stops), walks.index[known])
+    remap = None if lo is None or hi is None else (lo[0], hi[1])
     return _design(int(known.sum()), mms, "mm", None, None,
                    time_walks=0, time_unknown_walks=int(known.sum()),
                    lock_wait_unknown_walks=int(known.sum()),
                    unknown=_unknown_notes(int(known.sum()), int(known.sum()), WHY_COW),
-                   tree_lookups=stats(mms), rmap_one_calls=stats(vmas[known]),
-                   exclusive_walks=int(exclusive.sum()),
-                   descendant_mms=stats(np.where(exclusive, 0, count - alive.astype(np.int64))),
+                   tree_lookups=stats(mms), tree_lookups_high=stats(count), rmap_one_calls=stats(vmas[known]),
+                   exclusive_walks=int(stops.sum()),
+                   descendant_mms=stats(np.where(stops, 0, count - alive.astype(np.int64))),
                    lock={LOCK_COW: int(known.sum())}, unknown_context=int((~known).sum()),
                    remap_lookups=None if remap is None else {"low": stats(remap[0]), "high": stats(remap[1])},
                    fidelity="estimate (the draft as described on the list; no commit of it here): "
                             "context = owner process of the walk's anon_vma (C1); exclusive folios "
-                            "(measured VMAs <= 1) stop at their own mm (C7, folio_maybe_mapped_shared); "
+                            "(measured VMAs <= 1) of a live context stop at their own mm (C7, "
+                            "folio_maybe_mapped_shared), at the low end: the walk row does not say in "
+                            "which mm the one mapping was, so tree_lookups_high walks the subtree; "
                             "otherwise one VMA-tree lookup per live mm of its subtree, descendants that "
-                            "exec'd left out (C2, C4, C6); rmap_one calls as measured; lock and time "
+                            "exec'd, or whose ancestor below the context exec'd before forking them, "
+                            "left out (C2, C4, C6); rmap_one calls as measured; lock and time "
                             "unknown (C5); remap-entry lookups (C3) a range: with the folio's index "
                             "(v8) one per live entry of every mm visited whose pgoff range covers it, "
                             "plus at most one per entry of unknown range; without it none at least, at "

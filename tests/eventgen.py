@@ -464,25 +464,28 @@ class Gen:
         self._emit(event="lock", lock_id=root.id, wait_ns=wait_ns, lock_write=bool(write),
                    lock_func=func, preexisting=bool(root.pre), **self._ctx(pid))
 
-    def walk_targets(self, vma):
+    def walk_targets(self, vma, anon_vma=None):
         """The VMAs an rmap walk of a folio of ``vma`` visits: AVCs of the
-        folio's anon_vma (``vma.anon_vma``) whose VMA covers the folio (same span)."""
-        return [a.vma for a in sorted(vma.anon_vma.tree, key=lambda a: a.id)
+        folio's anon_vma (``anon_vma``, else ``vma.anon_vma``) whose VMA
+        covers the folio (same span)."""
+        return [a.vma for a in sorted((anon_vma or vma.anon_vma).tree, key=lambda a: a.id)
                 if a.vma.span == vma.span]
 
     def walk(self, pid, vma, kind="reclaim", order=0, duration_ns=None, locked=False,
-             lock_wait_ns=0, straddles=(), index=True):
-        """rmap_walk of a folio of ``vma`` (in ``vma.anon_vma``) by task ``pid``
+             lock_wait_ns=0, straddles=(), index=True, anon_vma=None):
+        """rmap_walk of a folio of ``vma`` (in ``anon_vma``, else
+        ``vma.anon_vma``: pass it for a folio of a VMA since unmapped, whose
+        copies in children still map it) by task ``pid``
         (e.g. kswapd): a v3 walk row; with ``lock_wait_ns`` the walk first
         waits that long for the root's rwsem (a lock row inside the walk).
         ``straddles``: other VMAs a large folio also maps (the other piece of
         a split it straddles). ``index``: the row carries the folio's index
         (v8 ``vm_pgoff``: the VMA's first page, as its call rows give it).
         Returns the VMAs visited."""
-        n = len(self.walk_targets(vma)) + sum(len(self.walk_targets(p)) for p in straddles)
+        av = anon_vma or vma.anon_vma
+        n = len(self.walk_targets(vma, av)) + sum(len(self.walk_targets(p)) for p in straddles)
         if lock_wait_ns:
-            self.lock(pid, vma, lock_wait_ns, write=False, func="walk")
-        av = vma.anon_vma
+            self.lock(pid, av, lock_wait_ns, write=False, func="walk")
         self._emit(event="walk", walk_kind=kind, folio_order=order,
                    duration_ns=duration_ns if duration_ns is not None else 3 * self.step,
                    avcs_visited=n, vmas_visited=n, walk_locked=bool(locked),

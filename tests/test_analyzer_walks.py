@@ -291,3 +291,53 @@ def test_cow_context_remap_lookups_unknown_without_the_vmas_before_the_run(tmp_p
     g.walk(KSWAPD, v)
     path = g.write(str(tmp_path / "r.parquet"), target={"mode": "system", "command": None, "pid": None, "comm": None})
     assert report.build(load.load(path))["walks"]["cow_context"]["remap_lookups"] is None
+
+
+# --------------------------- CoW context: exec cuts and the C7 early exit
+
+
+@pytest.mark.parametrize("fork_before_exec", [False, True], ids=["exec_then_fork", "fork_then_exec"])
+def test_a_child_forked_after_its_parents_exec_is_not_in_the_old_subtree(tmp_path, fork_before_exec):
+    """C6: A (V faulted VMAs) forks C and E; C execs and forks D. D's mm
+    comes from C's new image when C exec'd first, so it is not in A's
+    subtree; forked before C's exec, D copied A's VMAs (through C) and is.
+    A walk of each of A's folios: eager visits A, E (and D); the CoW
+    context looks up A's, E's (and D's) VMA trees; C left at its exec."""
+    V = 3
+    g = Gen(fprobes=True)
+    g.process(KSWAPD, "kswapd0")
+    g.process(1, "A")
+    pv = g.faults(1, V)
+    g.fork(1, 10, comm="C")
+    g.fork(1, 30, comm="E")
+    if fork_before_exec:
+        g.fork(10, 20, comm="D")
+        g.exec(10)
+    else:
+        g.exec(10)
+        g.fork(10, 20, comm="D")
+    mapped = 3 if fork_before_exec else 2
+    assert [g.walk(KSWAPD, v) for v in pv] == [mapped] * V
+    cw = build(g, tmp_path)["walks"]["cow_context"]
+    assert cw["tree_lookups"] == pcts([mapped] * V)
+    assert cw["descendant_mms"]["max"] == mapped - 1
+
+
+def test_an_exclusive_folio_mapped_only_by_a_child_is_a_range(tmp_path):
+    """C7: A faults a VMA, forks C, then unmaps it: the folio (still in A's
+    anon_vma, A's context) is mapped by C alone. One VMA visited: exclusive
+    (folio_maybe_mapped_shared() false), but in C's mm, not A's, which the
+    walk row cannot tell: the draft stops at A's mm at best (1 lookup) and
+    walks the subtree (A and C: 2) at worst."""
+    g = Gen(fprobes=True)
+    g.process(KSWAPD, "kswapd0")
+    g.process(1, "A")
+    v, other = g.faults(1, 2)
+    g.fork(1, 10, comm="C")
+    av = v.anon_vma
+    g.unmap(1, v)
+    assert g.walk(KSWAPD, v, anon_vma=av) == 1 and g.walk(KSWAPD, other) == 2
+    cw = build(g, tmp_path)["walks"]["cow_context"]
+    assert cw["tree_lookups"] == pcts([1, 2])
+    assert cw["tree_lookups_high"] == pcts([2, 2])
+    assert cw["exclusive_walks"] == 1
