@@ -500,3 +500,26 @@ def test_fork_path_pairs_are_checked(tmp_path):
     r = build(g, tmp_path, name="dropped.parquet")
     assert r["run"]["fork_pairs_mismatched"] == 1
     assert any("1 forks made unequal numbers" in w for w in r["warnings"])
+
+
+def test_a_lost_free_leaves_its_object_live(tmp_path):
+    """Section 0, lost events: counts are lower bounds, but a lost free
+    leaves its object live, so live values may be high. P faults F VMAs
+    and exits; the frees of its first VMA (the VMA, its anon_vma and AVC)
+    are lost: eager's allocations are exact (F), yet live at the end is 1
+    instead of 0, and the banner says live may be off either way."""
+    F = 4
+    g = Gen()
+    g.process(1, "p")
+    vmas = g.faults(1, F)
+    with g.losing("ringbuf"):
+        g.unmap(1, vmas[0])
+    g.exit(1)
+    r = build(g, tmp_path)
+    assert r["run"]["lost_events"] == 3
+    for obj in (AV, AVC):
+        assert sum(r["objects"][obj]["allocated"].values()) == F
+        assert r["objects"][obj]["live_at_end"] == 1
+        assert r["objects"][obj]["unmatched_frees"] == 0
+    w = r["warnings"][0]
+    assert w.startswith("LOST EVENTS: 3 events") and "off either way (a lost free leaves its object live)" in w
