@@ -319,6 +319,28 @@ def _call_ids(rp, a, clone):
     return call_of[a]
 
 
+def unknown_sites(rec, objects):
+    """Rule E5's limits, per object: ``other``, the allocations of an
+    unmerged cache at unknown call sites (counted, kept by every design);
+    ``merged_cache_allocs``, in a merged cache the allocations at call sites
+    no rule covers (metadata ``alias_traffic``, every task): the aliases'
+    own objects and any of ours an inlined call site made, so at most that
+    many are missing (None: not merged, or not recorded); ``cache_known``,
+    False where the kmem tracepoint passes no cache (before 6.0,
+    b347aa7b5747): an unknown site's allocation cannot be told from any
+    other cache's and is not recorded."""
+    traffic = rec.meta.get("alias_traffic") or {}
+    no_cache = any("bytes_req/bytes_alloc" in str(p.get("reason", "")) for p in rec.meta.get("probes") or []
+                   if isinstance(p, dict) and p.get("name") == "raw_tracepoint:kmem_cache_alloc")
+    out = {}
+    for obj in objects:
+        t = traffic.get(obj)
+        out[obj] = {"other": int(objects[obj]["allocated"].get("other", 0)),
+                    "merged_cache_allocs": int(t["allocs"]) if isinstance(t, dict) else None,
+                    "cache_known": not no_cache}
+    return out
+
+
 def fork_path_mismatches(rp):
     """Forks whose own anon_vmas and AVCs (``fork`` path) differ in number:
     anon_vma_fork() makes them in pairs (rule E2; 7.x reuse pairs are left

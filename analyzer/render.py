@@ -412,7 +412,27 @@ def _objects_text(r):
     cv = o["anon_vma_chain"].get("clone_vma_callers", {})
     if any(cv.values()):
         out.append("  clone_vma AVCs by caller: " + ", ".join(f"{k} {v}" for k, v in cv.items() if v))
+    out += unknown_site_lines(o)
     out.append("")
+    return out
+
+
+def unknown_site_lines(o):
+    """Rule E5's limits (eager.unknown_sites): what unknown call sites may
+    hide, one line per merged cache, one when the tracepoint has no cache."""
+    out = []
+    for obj, name in (("anon_vma", "anon_vma"), ("anon_vma_chain", "AVC"), ("vm_area_struct", "VMA")):
+        u = o[obj].get("unknown_sites") or {}
+        if u.get("merged_cache_allocs"):
+            n = u["merged_cache_allocs"]
+            out.append(f"  {obj}'s cache is merged: {n} allocations into it at call sites no rule covers "
+                       f"(any task) are not counted: the other caches' objects, and any {name} an inlined "
+                       f"call site made (at most {n} missing; docs/models.md rule E5)")
+    if any((o[obj].get("unknown_sites") or {}).get("cache_known") is False for obj in o
+           if isinstance(o[obj], dict)):
+        out.append("  the kmem tracepoint passes no cache on this kernel (before 6.0, b347aa7b5747): an "
+                   "allocation at a call site no rule covers cannot be told from another cache's and is "
+                   "not recorded (rule E5)")
     return out
 
 
@@ -719,6 +739,7 @@ def _header_markdown(r):
                  + ", ".join(f"{k} {v['object_size']} B" for k, v in r["objects"].items()) + ".")
     for w in _plain_warnings(r):
         lines.append(f"- warning: {w}")
+    lines += ["- " + x.strip() for x in unknown_site_lines(r["objects"])]
     lines.append("")
     return lines
 

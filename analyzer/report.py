@@ -196,6 +196,8 @@ def _eager_sections(rec, rp, lost, whole):
     objects = {obj: eager.object_stats(rp, obj)
                for obj in ("anon_vma", "anon_vma_chain", "vm_area_struct")}
     top = banners(rec, lost, whole)
+    for obj, u in eager.unknown_sites(rec, objects).items():
+        objects[obj]["unknown_sites"] = u
     checked, mismatched = eager.fork_path_mismatches(rp)
     ev = eager.model(rp)
     procs = dict(rp.tree.summary())

@@ -489,3 +489,36 @@ def test_a_vfork_childs_mapping_stays_its_parents(tmp_path):
     own = {p["tgid"]: (p["anon_vma"], p["anon_vma_chain"]) for p in r["processes"]["by_process"]}
     assert own[1] == (1, 1) and 2 not in own
     assert r["processes"]["faults_through_another_process"] == 0
+
+
+def test_unknown_sites_of_a_merged_cache_are_an_upper_bound_on_what_is_missing(tmp_path):
+    """E5's limits: in a merged cache an allocation at an unknown call site
+    may be an alias's object; the A allocations the kernel counted there
+    (metadata alias_traffic) are not counted, and the report says at most A
+    AVCs are missing, in text and Markdown; the unmerged caches' unknown
+    sites are counted as `other`."""
+    A, F = 7, 3
+    g = Gen()
+    g.process(1, "p")
+    g.faults(1, F)
+    r = build(g, tmp_path, alias_traffic={AVC: {"allocs": A, "frees": A - 1}, AV: None, VMA: None})
+    u = r["objects"][AVC]["unknown_sites"]
+    assert u == {"other": 0, "merged_cache_allocs": A, "cache_known": True}
+    assert r["objects"][AV]["unknown_sites"]["merged_cache_allocs"] is None
+    assert sum(r["objects"][AVC]["allocated"].values()) == F
+    for fmt in ("text", "markdown"):
+        assert f"at most {A} missing" in render.render(r, fmt)
+
+
+def test_a_kernel_without_the_cache_argument_says_unknown_sites_are_not_recorded(tmp_path):
+    """Before 6.0 kmem_cache_alloc passes no cache (b347aa7b5747): the
+    collector sizes objects from bytes_req/bytes_alloc (its probe reason)
+    and cannot record an unknown site's allocation; the report says so."""
+    g = Gen()
+    g.process(1, "p")
+    g.faults(1, 2)
+    probes = [{"name": "raw_tracepoint:kmem_cache_alloc", "attached": True,
+               "reason": "object allocations; sizes from bytes_req/bytes_alloc"}]
+    r = build(g, tmp_path, probes=probes)
+    assert all(r["objects"][o]["unknown_sites"]["cache_known"] is False for o in (AV, AVC, VMA))
+    assert "passes no cache on this kernel" in render.render(r, "text")
