@@ -358,6 +358,23 @@ def _mremap_repointed_bound(rp, x, c, mremap_up):
             "mremap_upgrades_without_size": int((last < 0).sum())}
 
 
+def _with_pinned_peak(rp, entry, pinned, slot):
+    """Lazy's VMA peak (rule X9): eager's run VMAs plus the pinned root VMAs,
+    each pin starting just after its VMA's eager free (positions doubled so
+    that a pin's start never shares one with that free). Updates ``entry``."""
+    r = rp.rows("vm_area_struct")
+    a = r[rp.ob.is_alloc[r]]
+    ends = rp.free_pos(a)
+
+    def twice(p, plus=0):
+        p = np.asarray(p, dtype=np.int64)
+        return np.where(p < NEVER, 2 * p + plus, NEVER)
+    s = live.summary_intervals(np.concatenate([twice(rp.ob.pos[a]), twice(pinned.starts, 1)]),
+                               np.concatenate([twice(ends), twice(pinned.ends)]))
+    entry["peak_live"] = max(entry["peak_live"], s["peak"])
+    entry["peak_live_bytes"] = entry["peak_live"] * slot
+
+
 def pinned_roots(rp, x, slot):
     """Root VMAs the lazy kernel must keep (rule X9): a token's root VMA that
     eager frees (munmap, a merge that removes it) while a piece of the token
@@ -591,6 +608,7 @@ def model(rp, eager_model, tracepoint=None):
     slot = out["vma_growth"]["slot_bytes"][1]
     out["extra_costs"], spans["lazy_pinned"] = _extra_costs(rp, x, slot, out["upgrades"],
                                                             fork_up, mremap_up, pre_src)
+    _with_pinned_peak(rp, out["vm_area_struct"], spans["lazy_pinned"]["vm_area_struct"], slot)
     out["file_vmas"] = file_vmas(rp, x, kept, up, is_av)
     out["not_modelled"] = moves.not_modelled(rp.rec.meta)
     out["vmas"] = _vmas(x, high_extra)

@@ -10,7 +10,7 @@ import scenarios as M
 from anonscope.analyzer import load, render, report
 from eventgen import Gen
 
-AV, AVC = "anon_vma", "anon_vma_chain"
+AV, AVC, VMA = "anon_vma", "anon_vma_chain", "vm_area_struct"
 
 
 def fp(make, *args, **kw):
@@ -367,3 +367,20 @@ def test_a_root_vma_unmapped_under_its_pieces_stays_pinned(tmp_path, V):
     pinned = lz["extra_costs"]["pinned_root_vmas"]
     assert pinned["count"] == V and pinned["peak_live"] == V and pinned["live_at_end"] == 0
     assert pinned["peak_live_bytes"] == V * lz["vma_growth"]["slot_bytes"][1]
+
+
+@pytest.mark.parametrize("V", [1, 4])
+def test_pinned_root_vmas_count_in_lazy_vma_peak(tmp_path, V):
+    """X9 in the VMA peak: after the V roots are unmapped under their pieces
+    the leaf maps V new VMAs; eager's peak is the split (the V new ones take
+    the roots' place), lazy's holds the V pinned roots beside the V pieces
+    and the V new VMAs: V more."""
+    g, roots = split_roots(V)
+    for v in roots:
+        g.unmap(1, v)
+    g.faults(1, V)
+    g.exit(1)
+    r, lz, _ = lazy_of(g, tmp_path)
+    e = r["models"]["eager"][VMA]
+    assert lz[VMA]["peak_live"] == e["peak_live"] + V
+    assert lz[VMA]["peak_live_bytes"] == (e["peak_live"] + V) * lz["vma_growth"]["slot_bytes"][1]
