@@ -111,7 +111,10 @@ class Candidates:
         self.pos, self.n_av, self.forked = pos, len(a), forked
         self.inherited = inh_cand
         lazy = root_cand | inh_cand
-        self.masks = {"lazy": lazy, "nofork": root_cand & leaf, "nofork_clone": lazy & leaf}
+        # N5: no-fork keeps MAP_PRIVATE file VMAs
+        self.no_way_back = _file_vmas(v)
+        opt = leaf & ~self.no_way_back
+        self.masks = {"lazy": lazy, "nofork": root_cand & opt, "nofork_clone": lazy & opt}
         self._by = {}
 
     def saved(self, design):
@@ -147,6 +150,18 @@ def candidates(rec):
     if not len(a) or (a["num_children"].to_numpy(dtype=np.int64) < 0).any():
         return None
     return Candidates(v, a, v["chain_avcs"].to_numpy(dtype=np.int64))
+
+
+def _file_vmas(v):
+    """Census VMA rows no no-fork design can opt out for sure (rule N5):
+    MAP_PRIVATE file VMAs (``vma_file``). An mremap-moved VMA cannot be told
+    here from the stack exec relocated in place (relocate_vma_down(): both
+    keep a ``vm_pgoff`` that is not ``vm_start >> PAGE_SHIFT``, and the
+    stack keeps its vm_area_struct), so moved VMAs stay candidates: the
+    savings stay an upper bound."""
+    if "vma_file" not in v:
+        return np.zeros(len(v), dtype=bool)
+    return v["vma_file"].fillna(False).to_numpy(dtype=bool)
 
 
 def _designs(v, a, chain, linked, avcs, sizes):

@@ -224,16 +224,17 @@ class Gen:
         self.procs[pid].vmas.append(vma)
         return vma
 
-    def prerun_vma(self, pid, anon=True):
+    def prerun_vma(self, pid, anon=True, file=False):
         """A VMA with an anon_vma and one AVC, all made before the run (no
-        rows); ``anon`` false: the VMA only (no anonymous page yet)."""
+        rows); ``anon`` false: the VMA only (no anonymous page yet);
+        ``file``: a MAP_PRIVATE file VMA (its CoW pages anonymous)."""
         if not anon:
             vma = Vma(self._new_id(), pre=True, span=self._new_span())
             self.live["vm_area_struct"] += 1
             self.procs[pid].vmas.append(vma)
             return vma
         aid = self._new_id()
-        vma = Vma(self._new_id(), pre=True, span=self._new_span())
+        vma = Vma(self._new_id(), pre=True, span=self._new_span(), file=file)
         avc, av = self.k.prepare(vma)
         av.id, avc.id = aid, self._new_id()
         av.pre = avc.pre = True
@@ -282,7 +283,7 @@ class Gen:
             av = vma.anon_vma
             start = 0x10000000 + vma.span * 0x10000
             self._emit(event="census", object="vm_area_struct", vma_id=vma.id, mm_id=self.procs[pid].mm,
-                       vm_start=start, vm_end=start + 0x1000, vm_pgoff=start >> 12, vma_file=False,
+                       vm_start=start, vm_end=start + 0x1000, vm_pgoff=start >> 12, vma_file=vma.file,
                        anon_vma_id=av.id, chain_avcs=len(vma.chain), chain_truncated=False,
                        **self._ctx(pid))
             if av in seen:

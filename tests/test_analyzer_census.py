@@ -74,6 +74,24 @@ def test_design_bounds_follow_rules_c2_c3(tmp_path):
     assert nc["anon_vma_saved"] == [0, 6] and nc["anon_vma_chain_saved"] == [0, 6]
 
 
+def test_nofork_bounds_keep_file_vmas(tmp_path):
+    """N5 in C3/C3': a leaf's MAP_PRIVATE file VMAs keep their anon_vma and
+    AVC under both no-fork designs (no folio-to-VMA way back); lazy's C2
+    still counts them. A leaf with A anonymous and K file fault roots."""
+    A, K = 3, 2
+    g = Gen(fprobes=True)
+    g.process(1, "leaf")
+    for i in range(A + K):
+        g.prerun_vma(1, file=i >= A)
+    g.census()
+    c = run_report(g, tmp_path)
+    assert c["file_vmas"] == K
+    d = c["designs"]
+    assert d["lazy"]["anon_vma_saved"] == [0, A + K]
+    for v in ("nofork", "nofork_clone"):
+        assert d[v]["anon_vma_saved"] == [0, A] and d[v]["anon_vma_chain_saved"] == [0, A]
+
+
 def test_an_anon_vma_shared_with_a_non_candidate_stays(tmp_path):
     """Two VMAs on one anon_vma (a split before the run): it goes only when
     both are candidates, so a census that lists only one of them (the other
