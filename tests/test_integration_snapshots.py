@@ -45,6 +45,29 @@ def wait_line(stream, timeout):
     return stream.readline()
 
 
+def object_rows_lost(path):
+    """Allocation and free rows the recording may lack: buffer losses and
+    skipped program runs of those kinds (docs/collector.md: from 6.19 a
+    task preempted inside the kmem program makes the next task's slab
+    events on that CPU be skipped, ours among them)."""
+    m = metadata(path)
+    kinds = ("alloc", "free")
+    return sum((m.get("lost_by_event") or {}).get(k, 0) + (m.get("prog_misses_by_event") or {}).get(k, 0)
+               for k in kinds)
+
+
+def record_held_whole(tmp_path, binary, name, n, k, tries=3):
+    """record_held until a recording lacks no object row (at most ``tries``);
+    (path, VMAs, rows it may lack)."""
+    for i in range(tries):
+        out, vmas = record_held(tmp_path, binary, f"{name}{i}", n, k)
+        lost = object_rows_lost(out)
+        if not lost:
+            break
+        print(f"{out.name}: {lost} object rows may be missing (skipped runs); recording again")
+    return out, vmas, lost
+
+
 def record_held(tmp_path, binary, name, n, k):
     """Record the held workload, mark it (USR1, then `anoncollect mark
     apps`), release it; (path, VMAs of the held tree by /proc)."""
@@ -71,8 +94,11 @@ def record_held(tmp_path, binary, name, n, k):
 
 
 def test_mark_snapshot_follows_the_shape(tmp_path, workload):  # noqa: F811
-    base, base_vmas = record_held(tmp_path, workload, "base", 0, 0)
-    shaped, shaped_vmas = record_held(tmp_path, workload, "shaped", N, K)
+    base, base_vmas, base_lost = record_held_whole(tmp_path, workload, "base", 0, 0)
+    shaped, shaped_vmas, shaped_lost = record_held_whole(tmp_path, workload, "shaped", N, K)
+    # a skipped run loses one object row: each count may be off by one per
+    # row the two recordings may lack (0 in a run with none)
+    slack = base_lost + shaped_lost
     reps = [report.build(load.load(str(p))) for p in (base, shaped)]
     snaps = [{s["label"]: s for s in r["snapshots"]} for r in reps]
     assert all({"mark-1", "apps"} <= set(s) for s in snaps)
@@ -84,8 +110,8 @@ def test_mark_snapshot_follows_the_shape(tmp_path, workload):  # noqa: F811
     # VMAs: eager at the mark is what /proc lists for the held tree
     for i, vmas in ((0, base_vmas), (1, shaped_vmas)):
         o = reps[i]["objects"]["vm_area_struct"]
-        assert live(i, "eager", "vm_area_struct") == vmas, (o["allocated"], o["freed_by_path"],
-                                                             o["freed_preexisting"], o["unmatched_frees"])
+        assert abs(live(i, "eager", "vm_area_struct") - vmas) <= slack, (
+            o["allocated"], o["freed_by_path"], o["freed_preexisting"], o["unmatched_frees"], slack)
 
     def diff(design, obj):
         return live(1, design, obj) - live(0, design, obj)
@@ -103,7 +129,8 @@ def test_mark_snapshot_follows_the_shape(tmp_path, workload):  # noqa: F811
         "nofork_clone": (N, N + F * N),
     }
     for design, (av, avc) in expected.items():
-        assert (diff(design, "anon_vma"), diff(design, "anon_vma_chain")) == (av, avc), design
+        got = (diff(design, "anon_vma"), diff(design, "anon_vma_chain"))
+        assert abs(got[0] - av) <= slack and abs(got[1] - avc) <= slack, (design, got, (av, avc), slack)
     # both marks are the same held moment
     for design in expected:
         assert live(1, design, "anon_vma", "mark-1") == live(1, design, "anon_vma")
@@ -245,16 +272,18 @@ def test_census_gives_the_same_live_counts_as_the_trace(tmp_path, workload):  # 
     At the mark eager's live counts agree exactly; the lazy and
     nofork_clone ranges of the census run contain the values the traced
     run gives (where the tree's history is known)."""
-    traced, _ = record_held(tmp_path, workload, "traced", N, K)
+    traced, _, slack = record_held_whole(tmp_path, workload, "traced", N, K)
     census_run, vmas = record_prerun_tree(tmp_path, workload, "census", N, K)
     t = {s["label"]: s for s in report.build(load.load(str(traced)))["snapshots"]}["apps"]["designs"]
     rep = report.build(load.load(str(census_run)))
     assert metadata(census_run)["census"]["status"] == "done"
     c = {s["label"]: s for s in rep["snapshots"]}["held"]["designs"]
+    slack += object_rows_lost(census_run)
     for obj in ("anon_vma", "anon_vma_chain", "vm_area_struct"):
-        assert c["eager"][obj]["live"] == t["eager"][obj]["live"], obj
+        assert abs(c["eager"][obj]["live"] - t["eager"][obj]["live"]) <= slack, (obj, slack)
     assert c["eager"]["vm_area_struct"]["live"] == vmas
     for design in ("lazy", "nofork_clone"):
         for obj in ("anon_vma", "anon_vma_chain"):
             lo, hi = c[design][obj]["live_range"]
-            assert lo <= t[design][obj]["live"] <= (hi if hi is not None else float("inf")), (design, obj)
+            assert lo - slack <= t[design][obj]["live"] <= (hi + slack if hi is not None else float("inf")), \
+                (design, obj, slack)
