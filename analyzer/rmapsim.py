@@ -506,15 +506,41 @@ class NoFork(Lazy):
         else:
             self.anon_vma_clone(new, vma)
 
-    def mremap(self, old, new):
-        """The moved copy shares ``old``'s token when it has one (the folios'
-        VMA pointer moves along); otherwise ``anon_vma_clone()``, as eager."""
-        t = self.tok.get(old)
-        if t is not None:                   # the folio->VMA pointer moves along
-            self.tok[new] = t
-            t.vmas.add(new)
+    # mremap: Lazy's (U2): the moved VMA gets an anon_vma first, then
+    # anon_vma_clone(); no-fork has no folio-to-VMA pointer that can follow a
+    # move (N5), so a moved VMA keeps its anon_vma as eager's does
+
+
+class NoForkClone(NoFork):
+    """PR_SET_NOFORK set at clone (docs/models.md section 3, N4 under
+    ``nofork_clone``): an opted-out child's copy is linked into the parent
+    VMA's chain (the clone_fork links stay, N4') but gets no anon_vma of its
+    own and no AVC to one; it takes a token, as a lazy child does (L2, L4).
+    Its splits keep the n-1 links into the parent's tree (L3)."""
+
+    name = "nofork_clone"
+
+    def fork_vma(self, pvma, cvma):
+        """N4 and N4': for an opted-out child :meth:`Lazy.fork_vma`, else
+        ``anon_vma_fork()`` as eager."""
+        if cvma.mm.pid in self.optout:
+            Lazy.fork_vma(self, pvma, cvma)
         else:
-            self.anon_vma_clone(new, old)
+            self.anon_vma_fork(pvma, cvma)
+
+    def fork_transient(self, parent, child, pvmas):
+        """As the child's design: :meth:`Lazy.fork_transient` for an
+        opted-out child, else eager's."""
+        if child.pid in self.optout:
+            Lazy.fork_transient(self, parent, child, pvmas)
+        else:
+            Eager.fork_transient(self, parent, child, pvmas)
+
+    def split(self, vma, new):
+        """:meth:`Lazy.split`: a piece of an inherited VMA keeps the links
+        into the parent's tree and shares the token; a VMA with an anon_vma
+        is cloned as eager."""
+        Lazy.split(self, vma, new)
 
 
 # --------------------------------------------------------------- CoW context

@@ -11,15 +11,16 @@ import click
 
 from .aspace import SimError, Space
 from .errors import EXIT_INTERNAL, EXIT_OUTPUT
-from .rmapsim import CowContext, Eager, Lazy, NoFork
+from .rmapsim import CowContext, Eager, Lazy, NoFork, NoForkClone
 
 SEE = "docs/models.md#walks"
-DESIGNS = ("eager", "lazy", "cow_context", "nofork")
+DESIGNS = ("eager", "lazy", "cow_context", "nofork", "nofork_clone")
 TITLES = {
     "eager": "the kernel today",
     "lazy": "ANON_VMA_LAZY",
     "cow_context": "CoW context (draft)",
     "nofork": "leaf processes opted out (PR_SET_NOFORK)",
+    "nofork_clone": "leaf processes opted out at clone (PR_SET_NOFORK by the fork server)",
 }
 NOTES = {
     "eager": "exact replay of the kernel's rules on the scenario (docs/models.md W1-W3)",
@@ -31,7 +32,10 @@ NOTES = {
                    "for a folio no other mm maps (C7); lookups add one per remap entry covering "
                    "the folio; the lock is an assumption",
     "nofork": "processes that never fork in the scenario opted out (W6); what a forking parent "
-              "builds for them at fork is kept (docs/models.md N2, best estimate)",
+              "builds for them at fork is kept (docs/models.md N4), splits of inherited VMAs "
+              "clone the whole chain (N2's high end); moved VMAs keep an anon_vma (N5)",
+    "nofork_clone": "as nofork, set at clone: an opted-out child's copies are linked into the "
+                    "parent's chains (N4') with no anon_vma of their own (N4), as lazy children",
 }
 # page numbers where scenarios place things (addresses are in pages)
 BASE = 0x100
@@ -165,7 +169,7 @@ def run(name, params, kernel="6.x"):
     dry = Space()                                   # pass 1: who forks (for nofork)
     sc.fn(dry, **params)
     optout = {pid for pid, mm in dry.mms.items() if mm.forks == 0}
-    designs = [Eager(kernel), Lazy(), CowContext(), NoFork(optout)]
+    designs = [Eager(kernel), Lazy(), CowContext(), NoFork(optout), NoForkClone(optout)]
     sp = Space(designs)
     sc.fn(sp, **params)
     data = summarise(name, params, sp, designs)

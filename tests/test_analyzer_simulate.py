@@ -140,6 +140,11 @@ def test_zygote(V, F, N, A, W):
     # nofork: the apps never call __anon_vma_prepare() for their own VMA
     assert mem(nofork, AV)["allocated"] == Z + N * Z
     assert mem(nofork, AVC)["allocated"] == Z + 2 * N * Z
+    # nofork_clone: the zygote set it for each app at clone: no anon_vma of
+    # the app's own per copy (N4), the N * Z clone_fork links stay (N4')
+    clone = data["designs"]["nofork_clone"]
+    assert mem(clone, AV)["allocated"] == Z
+    assert mem(clone, AVC)["allocated"] == Z + N * Z
     assert mem(cow, "context") == {"allocated": N + 1, "live_at_walks": N + 1,
                                    "live_at_end": 1, "peak_live": N + 1}
     assert mem(cow, "remap_entry") == {"allocated": F * (N + 1), "live_at_walks": F * (N + 1),
