@@ -281,9 +281,11 @@ def clone_calls(rp, a, single=False):
     the designs drop; with ``single``, only of the calls that clone one AVC
     (a source chain of one: the VMA's own root anon_vma). A call's AVCs
     are the rows with its VMA (``vma_id``, function probes) or, on
-    tracepoint recordings, a run of ``clone_vma`` rows of one task with no
-    other allocation of that task between them (__split_vma and copy_vma
-    allocate the new VMA, vm_area_dup, first; a merge clones one AVC)."""
+    tracepoint recordings, a run of ``clone_vma`` rows of one task and
+    caller with no other allocation of that task between them (__split_vma
+    and copy_vma allocate the new VMA, vm_area_dup, first; a merge's
+    dup_anon_vma() clones the source's whole chain, and two merges in a row
+    count as one call: fewer AVCs taken as saved, never more)."""
     ob = rp.ob
     clone = (ob.path[a] == PATH_CODE["clone_vma"]) & (ob.caller[a] != CALLER_CODE["mremap"])
     first = np.zeros(len(a), dtype=bool)
@@ -310,8 +312,7 @@ def _call_ids(rp, a, clone):
     is_clone = (ob.path[order] == PATH_CODE["clone_vma"]) & (ob.caller[order] != CALLER_CODE["mremap"])
     start = is_clone.copy()
     same_task = ob.pid[order][1:] == ob.pid[order][:-1]
-    cont = same_task & is_clone[:-1] & is_clone[1:] & (ob.caller[order][1:] == ob.caller[order][:-1]) \
-        & (ob.caller[order][1:] != CALLER_CODE["merge"])
+    cont = same_task & is_clone[:-1] & is_clone[1:] & (ob.caller[order][1:] == ob.caller[order][:-1])
     start[1:] &= ~cont
     # a row's call: the last start at or before it in the per-task order
     call_of = np.empty(len(ob.is_alloc), dtype=np.int64)

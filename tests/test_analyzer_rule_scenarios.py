@@ -522,3 +522,26 @@ def test_a_kernel_without_the_cache_argument_says_unknown_sites_are_not_recorded
     r = build(g, tmp_path, probes=probes)
     assert all(r["objects"][o]["unknown_sites"]["cache_known"] is False for o in (AV, AVC, VMA))
     assert "passes no cache on this kernel" in render.render(r, "text")
+
+
+@pytest.mark.parametrize("fprobes", [False, True], ids=["tracepoint", "fprobes"])
+@pytest.mark.parametrize("V", [1, 3])
+def test_a_merge_into_an_inherited_vma_clones_its_chain(tmp_path, V, fprobes):
+    """N2 for merges: a leaf (a fork of 1) merges an unfaulted VMA of its
+    own with each of its V inherited VMAs: dup_anon_vma() clones the chain
+    of 2 (the parent's anon_vma and the leaf's own). nofork's best drops the
+    own link of each call (V AVCs), its high end keeps both; nofork_clone
+    drops the own link at both ends. A merge is never one AVC per row."""
+    g = Gen(fprobes=fprobes)
+    g.process(1, "root")
+    g.faults(1, V)
+    g.fork(1, 2, comm="leaf")
+    for v in list(g.procs[2].vmas):
+        g.merge(2, g.mmap(2), v)
+    g.exit(2)
+    r = build(g, tmp_path)
+    assert r["objects"][AVC]["clone_vma_callers"]["merge"] == 2 * V
+    e = r["models"]["eager"][AVC]["allocated"]
+    assert r["models"]["nofork"][AVC]["allocated_range"] == [e - V, e]
+    own_fork = V                                   # N4: the leaf's own fork AVC per VMA
+    assert r["models"]["nofork_clone"][AVC]["allocated_range"] == [e - V - own_fork] * 2
