@@ -116,6 +116,10 @@ class _Subtrees:
             after = ep[ok] > birth[ei]
             np.minimum.at(exec_first, ei[after], ep[ok][after])
         leave = np.minimum(death, exec_first)   # a descendant's membership ends at its exec
+        self.exec_pos = {}                       # process index -> its exec positions, sorted
+        if len(execs):
+            for i_, p_ in sorted(zip(ei.tolist(), ep[ok].tolist())):
+                self.exec_pos.setdefault(i_, []).append(p_)
         anc, desc, cut = self._pairs(par, birth, exec_first)
         base = anc.astype(np.int64) << _SHIFT
         self.births = np.sort(base | (birth[desc] + 1))          # +1: born at -1 -> 0
@@ -148,6 +152,25 @@ class _Subtrees:
             cut = cut | (exec_first[cur] < birth[below])
             below, cur = cur, par[cur]
         return np.concatenate(anc), np.concatenate(desc), np.concatenate(cuts)
+
+    def old_context(self, tgids, born, pos):
+        """C6 for the context itself: where ``tgids[k]`` exec'd after the
+        anon_vma was made (``born``) and before ``pos``, the anon_vma belongs
+        to the old mm: the process and what it forked after that exec are
+        not in its subtree. Returns {k: live mms of the old subtree}."""
+        out = {}
+        for k, (t, b, p) in enumerate(zip(np.asarray(tgids).tolist(), np.asarray(born).tolist(),
+                                          np.asarray(pos).tolist())):
+            i = int(np.searchsorted(self.procs, t))
+            if i >= len(self.procs) or self.procs[i] != t:
+                continue
+            ex = [e for e in self.exec_pos.get(i, []) if b < e < p]
+            if not ex:
+                continue
+            anc, desc, start, end = self.pairs
+            sel = (anc == i) & (desc != i) & (start < ex[0]) & (start < p) & (end > p)
+            out[k] = int(sel.sum())
+        return out
 
     def members(self, tgid):
         """(descendant tgids, from, until): the processes in ``tgid``'s
@@ -530,6 +553,8 @@ def _cow_context(rp, walks):
     sub = _Subtrees(rp)
     owner = np.where(known, rp.ob.owner[walks.gs], -1).astype(np.int64)
     count, alive = sub.live(owner[known], walks.pos[known])
+    for k, n in sub.old_context(owner[known], rp.ob.pos[walks.gs[known]], walks.pos[known]).items():
+        count[k], alive[k] = n, False           # C6: the owner's new image is another context
     exclusive = vmas[known] <= 1
     # C7 stops at the context's own mm only if the one mapping is there; a
     # walk row does not say which mm it was in: low end there, high end in a

@@ -341,3 +341,24 @@ def test_an_exclusive_folio_mapped_only_by_a_child_is_a_range(tmp_path):
     assert cw["tree_lookups"] == pcts([1, 2])
     assert cw["tree_lookups_high"] == pcts([2, 2])
     assert cw["exclusive_walks"] == 1
+
+
+def test_a_context_that_exec_d_keeps_only_what_it_forked_before(tmp_path):
+    """C6 for the context itself: A faults V VMAs, forks C and E, execs
+    (a new image: a new root context) and forks D. A folio of A's old
+    anon_vma is mapped by C's and E's copies: eager visits 2 VMAs; the CoW
+    context looks up the old context's live subtree, C and E: 2, not A's
+    new image nor D."""
+    V = 2
+    g = Gen(fprobes=True)
+    g.process(KSWAPD, "kswapd0")
+    g.process(1, "A")
+    pv = g.faults(1, V)
+    avs = [v.anon_vma for v in pv]
+    g.fork(1, 10, comm="C")
+    g.fork(1, 30, comm="E")
+    g.exec(1)
+    g.fork(1, 20, comm="D")
+    assert [g.walk(KSWAPD, v, anon_vma=av) for v, av in zip(pv, avs)] == [2] * V
+    cw = build(g, tmp_path)["walks"]["cow_context"]
+    assert cw["tree_lookups"] == pcts([2] * V) and cw["tree_lookups_high"] == pcts([2] * V)
