@@ -90,17 +90,24 @@ static __always_inline int is_enabled(void)
 }
 
 // A per-run id: a per-CPU sequence number with the CPU in the low 12 bits,
-// unique without atomics (which need kernel 5.12 to return a value). A
-// census-only program tags its ids with bit 61 (ID_TAG) so that they never
-// equal the main program's.
+// unique without atomics (which need kernel 5.12 to return a value) where
+// our programs cannot be preempted. From 6.19 (PREEMPTIBLE_BPF, docs/
+// collector.md) a task can be preempted between the load and the store and
+// another task's program take the same number: there the add is atomic.
+// A census-only program tags its ids with bit 61 (ID_TAG) so that they
+// never equal the main program's.
 static __always_inline u64 new_id(void)
 {
     u32 zero = 0;
     u64 *seq = next_id.lookup(&zero);
     if (!seq)
         return 0;
-    (*seq)++;
-    return (*seq << 12) | (bpf_get_smp_processor_id() & 0xfff) | ID_TAG;
+#if PREEMPTIBLE_BPF
+    u64 n = __sync_fetch_and_add(seq, 1) + 1;
+#else
+    u64 n = ++(*seq);
+#endif
+    return (n << 12) | (bpf_get_smp_processor_id() & 0xfff) | ID_TAG;
 }
 
 static __always_inline int want_task(u32 tgid, const char *comm)
@@ -165,10 +172,13 @@ static __always_inline void submit(void *ctx, struct batch *b)
     b->head.n = 0;
 }
 
+// From 6.19 (PREEMPTIBLE_BPF) a program preempted between its test of
+// head.busy and its store could share a batch slot with another task's:
+// every event goes out as a batch of one there.
 static __always_inline void emit(void *ctx, struct event *e)
 {
     u32 zero = 0;
-    struct batch *b = batches.lookup(&zero);
+    struct batch *b = PREEMPTIBLE_BPF ? 0 : batches.lookup(&zero);
     if (!b || *(volatile u32 *)&b->head.busy) {
         struct single one = {.head = {.n = 1}, .ev = *e};
         if (output(ctx, &one, sizeof(one)) < 0)

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 from anonscope import bpf
 
-from . import abi, fprobes, kallsyms
+from . import abi, fprobes, kallsyms, runmeta
 from .abi import Rss
 from .btf import BTF, BTFError
 from .sites import Classifier
@@ -493,6 +493,7 @@ def _kernel_defines(facts: KernelFacts) -> Dict[str, object]:
         "KMEM_CACHE_SIZE_OFF": facts.kmem_cache_offsets["size"],
         "HAVE_GROUP_DEAD": int(facts.exit_has_group_dead),
         "HAVE_FORK_SYSCALLS": int(bool(facts.fork_syscalls)),
+        "PREEMPTIBLE_BPF": int(runmeta.tracepoints_preemptible(facts.release)),
         "HAVE_EXEC_SYSCALLS": int(bool(facts.exec_syscalls)),
         "HAVE_TASK_RENAME": int(facts.task_rename),
         "HAVE_LOCK_CONTENTION": int(facts.lock_contention),

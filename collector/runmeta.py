@@ -101,9 +101,11 @@ def object_size(obj: str, btf_size: int, lines) -> Dict[str, object]:
 #: kernel/trace/bpf_trace.c:2319 cant_sleep() in __bpf_trace_run); 7.3 under
 #: SRCU-fast and migrate_disable() only (tracepoint.h:315
 #: guard(srcu_fast_notrace), bpf_trace.c:2116 rcu_read_lock_dont_migrate()).
-#: Releases between were not read: the change is taken to come right after
-#: 6.18, the last one run with these rules (this project's host); a miss
-#: counted as possibly ours where it was not only makes a bound wider.
+#: Releases between were not read (mainline a46023d5616e, f7d327654b88,
+#: dated 2026-01: most likely 7.0, no tag checked): the change is taken to
+#: come right after 6.18, the last one run with these rules (this project's
+#: host); a miss counted as possibly ours where it was not only makes a
+#: bound wider.
 PREEMPTIBLE_TRACEPOINTS = (6, 19)
 
 
@@ -113,6 +115,12 @@ def _release(release: str):
         digits = "".join(ch for ch in part if ch.isdigit())
         nums.append(int(digits) if digits else 0)
     return tuple(nums + [0] * (2 - len(nums)))
+
+
+def tracepoints_preemptible(release: str) -> bool:
+    """Whether the kernel ``release`` may preempt a task inside a program
+    on a tracepoint (PREEMPTIBLE_TRACEPOINTS)."""
+    return _release(release) >= PREEMPTIBLE_TRACEPOINTS
 
 
 def interrupt_only_programs(classifier: sites.Classifier, release: str = "") -> set:
@@ -133,7 +141,7 @@ def interrupt_only_programs(classifier: sites.Classifier, release: str = "") -> 
     programs share a global guard and are always counted as possible
     losses.
     """
-    if _release(release) >= PREEMPTIBLE_TRACEPOINTS:
+    if tracepoints_preemptible(release):
         return set()
     progs = {"raw_tracepoint__kmem_cache_alloc"}
     if sites.VMA_RCU_FREE in classifier.missing:

@@ -34,3 +34,15 @@ def test_preemptible_tracepoints_make_every_miss_possibly_ours(release):
     assert runmeta.interrupt_only_programs(classifier(rcu_free=False), release) == set()
     by_program = {KMEM_ALLOC: 133, KMEM_FREE: 2, "kretfunc__vmlinux__anon_vma_clone": 6}
     assert runmeta.misses_by_event(by_program, set()) == {"alloc": 133, "free": 2, "call": 6}
+
+
+@pytest.mark.parametrize("release,preemptible", [("6.18 (example)", 0), ("7.3.4+deb13-amd64", 1)])
+def test_preemptible_kernels_get_atomic_ids_and_no_shared_batch(release, preemptible):
+    """From 6.19 the program's per-CPU id counter is advanced atomically and
+    events skip the shared per-CPU batch (bpf/anonscope.bpf.c new_id, emit):
+    PREEMPTIBLE_BPF follows the release."""
+    import dataclasses
+
+    from anonscope.collector import program
+    facts = dataclasses.replace(program.KernelFacts.example(), release=release)
+    assert program._kernel_defines(facts)["PREEMPTIBLE_BPF"] == preemptible
