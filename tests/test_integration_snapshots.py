@@ -282,8 +282,13 @@ def test_census_gives_the_same_live_counts_as_the_trace(tmp_path, workload):  # 
     for obj in ("anon_vma", "anon_vma_chain", "vm_area_struct"):
         assert abs(c["eager"][obj]["live"] - t["eager"][obj]["live"]) <= slack, (obj, slack)
     assert c["eager"]["vm_area_struct"]["live"] == vmas
+    # no-fork keeps MAP_PRIVATE file VMAs' objects (N5, the census knows
+    # them); a tracepoint trace cannot tell them and counts them saved: at
+    # most one anon_vma and one AVC per file VMA the census lists
+    files = rep["census"]["file_vmas"] if metadata(traced)["backend"] == "tracepoint" else 0
     for design in ("lazy", "nofork_clone"):
+        below = slack + (files if design == "nofork_clone" else 0)
         for obj in ("anon_vma", "anon_vma_chain"):
             lo, hi = c[design][obj]["live_range"]
-            assert lo - slack <= t[design][obj]["live"] <= (hi + slack if hi is not None else float("inf")), \
-                (design, obj, slack)
+            assert lo - below <= t[design][obj]["live"] <= (hi + slack if hi is not None else float("inf")), \
+                (design, obj, slack, files)
