@@ -155,7 +155,8 @@ def candidates(rec):
 def _file_vmas(v):
     """Census VMA rows no no-fork design can opt out for sure (rule N5):
     MAP_PRIVATE file VMAs (``vma_file``). An mremap-moved VMA cannot be told
-    here from the stack exec relocated in place (relocate_vma_down(): both
+    here from the stack exec relocated in place (relocate_vma_down(), 6.12
+    mm/mmap.c:2332, 7.3 mm/vma_exec.c:23: both
     keep a ``vm_pgoff`` that is not ``vm_start >> PAGE_SHIFT``, and the
     stack keeps its vm_area_struct), so moved VMAs stay candidates: the
     savings stay an upper bound."""

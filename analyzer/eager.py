@@ -292,7 +292,7 @@ def clone_calls(rp, a, single=False):
     if not clone.any():
         return first
     call = _call_ids(rp, a, clone)
-    ids, at, size = np.unique(call[clone], return_index=True, return_counts=True)
+    _, at, size = np.unique(call[clone], return_index=True, return_counts=True)
     if single:
         at = at[size == 1]
     first[np.flatnonzero(clone)[at]] = True

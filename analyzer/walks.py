@@ -159,6 +159,9 @@ class _Subtrees:
         to the old mm: the process and what it forked after that exec are
         not in its subtree. Returns {k: live mms of the old subtree}."""
         out = {}
+        if not self.exec_pos:
+            return out
+        anc, desc, start, end = self.pairs
         for k, (t, b, p) in enumerate(zip(np.asarray(tgids).tolist(), np.asarray(born).tolist(),
                                           np.asarray(pos).tolist())):
             i = int(np.searchsorted(self.procs, t))
@@ -167,7 +170,6 @@ class _Subtrees:
             ex = [e for e in self.exec_pos.get(i, []) if b < e < p]
             if not ex:
                 continue
-            anc, desc, start, end = self.pairs
             sel = (anc == i) & (desc != i) & (start < ex[0]) & (start < p) & (end > p)
             out[k] = int(sel.sum())
         return out

@@ -146,11 +146,15 @@ def tree_release(choice: HeadersChoice, release: Optional[str] = None, root: str
         return release
 
 
+def release_version(kernel_release: str) -> tuple:
+    """(major, minor) of a kernel release string; (0, 0) when it has none."""
+    m = re.match(r"(\d+)\.(\d+)", kernel_release or "")
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
 def cflags(kernel_release: str) -> list:
     """The clang flags bcc needs for headers of ``kernel_release``."""
-    m = re.match(r"(\d+)\.(\d+)", kernel_release)
-    version = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-    return list(MS_EXTENSIONS) if version >= MS_EXTENSIONS_SINCE else []
+    return list(MS_EXTENSIONS) if release_version(kernel_release) >= MS_EXTENSIONS_SINCE else []
 
 
 def _version_key(tree: str):

@@ -41,7 +41,7 @@ def metadata(rec, end_ns: int, final: bool) -> Dict[str, object]:
         "lost": rec.lost,
         "lost_by_event": rec.lost_by_event(),
         "prog_misses_by_event": misses_by_event(rec.misses_by_program,
-                                                interrupt_only_programs(prep.classifier, prep.facts.release)),
+                                                interrupt_only_programs(prep.classifier, prep.facts.preemptible)),
         "alias_frees_skipped": rec.alias_skipped,
         "alias_traffic": rec.alias_traffic,
         "hostname": socket.gethostname(),
@@ -95,35 +95,7 @@ def object_size(obj: str, btf_size: int, lines) -> Dict[str, object]:
             "object_size": geo.get("object_size"), "align": geo.get("align"), **slab.counts(obj)}
 
 
-#: The first release whose tracepoints, and the BPF programs on them, run
-#: preemptible. Read: 6.12 runs them with preemption off
-#: (include/linux/tracepoint.h:226 preempt_disable_notrace() in __DO_TRACE,
-#: kernel/trace/bpf_trace.c:2319 cant_sleep() in __bpf_trace_run); 7.3 under
-#: SRCU-fast and migrate_disable() only (tracepoint.h:315
-#: guard(srcu_fast_notrace), bpf_trace.c:2116 rcu_read_lock_dont_migrate()).
-#: Releases between were not read (mainline a46023d5616e, f7d327654b88,
-#: dated 2026-01: most likely 7.0, no tag checked): the change is taken to
-#: come right after 6.18, the last one run with these rules (this project's
-#: host); a miss counted as possibly ours where it was not only makes a
-#: bound wider.
-PREEMPTIBLE_TRACEPOINTS = (6, 19)
-
-
-def _release(release: str):
-    nums = []
-    for part in (release or "").split("-")[0].split(".")[:2]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        nums.append(int(digits) if digits else 0)
-    return tuple(nums + [0] * (2 - len(nums)))
-
-
-def tracepoints_preemptible(release: str) -> bool:
-    """Whether the kernel ``release`` may preempt a task inside a program
-    on a tracepoint (PREEMPTIBLE_TRACEPOINTS)."""
-    return _release(release) >= PREEMPTIBLE_TRACEPOINTS
-
-
-def interrupt_only_programs(classifier: sites.Classifier, release: str = "") -> set:
+def interrupt_only_programs(classifier: sites.Classifier, preemptible: bool) -> set:
     """Programs whose skipped runs cannot have been our objects' events.
 
     A raw tracepoint program is skipped when it runs while an earlier run of
@@ -134,14 +106,14 @@ def interrupt_only_programs(classifier: sites.Classifier, release: str = "") -> 
     happen there (anon_vma_alloc, anon_vma_chain_alloc, vm_area_alloc/_dup
     use GFP_KERNEL); their frees neither, except VMAs on kernels that free
     them from an RCU callback (vm_area_free_rcu_cb). From 6.19
-    (PREEMPTIBLE_TRACEPOINTS) a task can be preempted inside our program,
-    and every allocation of the next task on that CPU is skipped until it
-    runs again: those may be ours (seen in the 1-CPU 7.3 guest: one whole
+    (``preemptible``: KernelFacts.preemptible) a task can be preempted
+    inside our program, and every allocation of the next task on that CPU
+    is skipped until it runs again: those may be ours (seen in the 1-CPU 7.3 guest: one whole
     fork's objects), so no program is exempt. Classic tracepoint and kprobe
     programs share a global guard and are always counted as possible
     losses.
     """
-    if tracepoints_preemptible(release):
+    if preemptible:
         return set()
     progs = {"raw_tracepoint__kmem_cache_alloc"}
     if sites.VMA_RCU_FREE in classifier.missing:

@@ -474,7 +474,7 @@ class Recording:
         misses = progstats.recursion_misses(fds, self.prep.btf)
         self.misses_by_program = {(k.decode() if isinstance(k, bytes) else k): v
                                   for k, v in (misses or {}).items() if v}
-        not_ours = runmeta.interrupt_only_programs(self.prep.classifier, self.prep.facts.release)
+        not_ours = runmeta.interrupt_only_programs(self.prep.classifier, self.prep.facts.preemptible)
         self.misses_not_ours = sum(v for k, v in self.misses_by_program.items() if k in not_ours)
         lost["prog_misses"] = (sum(self.misses_by_program.values()) - self.misses_not_ours
                                if misses is not None else None)
