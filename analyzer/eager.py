@@ -272,6 +272,10 @@ def object_stats(rp, obj):
         callers = _counts(caller, CALLER_CODE, ("split", "merge", "mremap", "fork"))
         callers["unknown"] = int((caller < 0).sum())
         out["clone_vma_callers"] = callers
+        fault = ob.caller[a[ob.path[a] == PATH_CODE["fault"]]]
+        kinds = _counts(fault, CALLER_CODE, ("anon_fault", "cow_fault"))
+        kinds["unknown"] = int((fault < 0).sum())
+        out["fault_vma_kinds"] = kinds
     return out
 
 

@@ -20,8 +20,10 @@ the anon rmap for the anonymous pages only it maps. Two designs:
 Neither design has a folio-to-VMA pointer for a VMA moved by mremap or a
 MAP_PRIVATE file VMA (the ANON_VMA_LAZY series' own minimal variant needs
 vma_mapping_base == 0): mremap copies keep every AVC, and on function-probe
-recordings the VMAs that were moved or map a file keep their objects
-(tracepoint recordings cannot tell a file VMA: said in the fidelity).
+recordings the VMAs that were moved or map a file keep their objects. A
+tracepoint recording tells a file VMA only by the fault handler on its
+fault's stack (caller ``cow_fault``, ``anon_fault``): the high end saves
+only the fault objects known to be anonymous.
 """
 
 from typing import NamedTuple
@@ -59,33 +61,43 @@ def _moved_by_mremap(rp, a):
     return keep
 
 
+def _cow_faults(rp, a):
+    """Fault-path rows whose stack showed do_fault() (caller ``cow_fault``,
+    schema v10): a private VMA with vm_ops, a MAP_PRIVATE file."""
+    ob = rp.ob
+    return (ob.path[a] == PATH_CODE["fault"]) & (ob.caller[a] == CALLER_CODE["cow_fault"])
+
+
 def _kept_vmas(rp, a):
     """Rows of VMAs no no-fork design can opt out: VMAs that an mremap copy
     moved (function probes: a ``clone_vma`` mremap row names them as source;
     tracepoints: _moved_by_mremap) and VMAs that map a file (``vma_file`` on
-    their call rows; function probes only)."""
+    their call rows, function probes; a ``cow_fault`` fault row, any
+    backend)."""
     ob = rp.ob
-    keep = np.zeros(len(a), dtype=bool)
+    cow = _cow_faults(rp, a)
     if not ob.has_vma:
-        keep = _moved_by_mremap(rp, a)
-        return keep, {"file_vma_objects": None, "moved_vma_objects": int(keep.sum())}
+        moved = _moved_by_mremap(rp, a)
+        return moved | cow, {"file_vma_objects": int((cow & ~moved).sum()), "moved_vma_objects": int(moved.sum())}
     calls = rp.rec.calls
     vma = ob.vma_id[a]
     file_vmas = calls.loc[calls["vma_file"].fillna(False).astype(bool), "vma_id"].to_numpy() \
         if len(calls) else np.zeros(0, np.int64)
     mremap = (ob.path[a] == PATH_CODE["clone_vma"]) & (ob.caller[a] == CALLER_CODE["mremap"])
     moved = np.unique(ob.src_vma_id[a][mremap])
-    keep = np.isin(vma, file_vmas) | np.isin(vma, moved)
-    keep &= vma >= 0
-    return keep, {"file_vma_objects": int(np.isin(vma, file_vmas).sum()),
-                  "moved_vma_objects": int((np.isin(vma, moved) & (vma >= 0)).sum())}
+    file = (np.isin(vma, file_vmas) & (vma >= 0)) | cow
+    moved = np.isin(vma, moved) & (vma >= 0)
+    return file | moved, {"file_vma_objects": int(file.sum()), "moved_vma_objects": int(moved.sum())}
 
 
 def saved_rows(rp, a, g):
     """{variant: {"best", "high"}: boolean masks over ``a`` of the objects
     the design does not make}. ``high`` (most allocated) saves only in leaf
     generations whose whole life is in the run, and under nofork keeps a
-    split piece's link to its inherited VMA's own anon_vma (N2)."""
+    split piece's link to its inherited VMA's own anon_vma (N2). On a
+    tracepoint recording ``high`` saves only fault rows whose stack showed
+    an anonymous VMA (``anon_fault``): any other row may serve a MAP_PRIVATE
+    file VMA (N5), and no event says which."""
     ob = rp.ob
     path = ob.path[a]
     leaf = ~g.forking[g.gen]
@@ -99,6 +111,8 @@ def saved_rows(rp, a, g):
     keep, _ = _kept_vmas(rp, a)
     best = {"nofork": fault | one_per_clone, "nofork_clone": fault | one_per_clone | own_fork}
     high = {"nofork": fault | own_root_clone, "nofork_clone": best["nofork_clone"]}
+    if not ob.has_vma:
+        high = {v: fault & (ob.caller[a] == CALLER_CODE["anon_fault"]) for v in high}
     return {v: {"best": best[v] & leaf & ~keep, "high": high[v] & leaf & whole & ~keep} for v in best}
 
 
@@ -123,8 +137,9 @@ def model(rp, eager_model):
     _, kept_info = _kept_vmas(rp, a)
     fidelity = ("exact for the run window's generations (function probes: file and mremap-moved VMAs kept)"
                 if rp.ob.has_vma else
-                "exact for the run window's generations, except MAP_PRIVATE file VMAs: tracepoint "
-                "recordings cannot tell them, their objects are counted as saved")
+                "exact for the run window's generations, except that a tracepoint recording tells a "
+                "MAP_PRIVATE file VMA only by its fault's stack (cow_fault): best counts the objects of "
+                "VMAs of unknown kind as saved, the high end keeps them")
     report, spans = {}, {}
     for v in VARIANTS:
         report[v], spans[v], spans[v + "_high"] = _variant(rp, v, a, g, saved[v], eager_model, fidelity,

@@ -224,7 +224,8 @@ static __always_inline void fill_task(struct event *e, u8 kind)
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
 }
 
-// The first known caller on the kernel stack: split, merge, mremap or fork.
+// The first known caller on the kernel stack: split, merge, mremap or fork;
+// on a fault path, the fault handler (the caller table of collector/sites.py).
 static __always_inline u8 stack_caller(void *ctx)
 {
     u64 ips[STACK_DEPTH] = {};
@@ -374,8 +375,8 @@ RAW_TRACEPOINT_PROBE(kmem_cache_alloc)
         e.path = PATH_VMA_ALLOC;
     else
         e.path = e.fork_id ? PATH_VMA_FORK : PATH_VMA_DUP;
-    if (e.path == PATH_CLONE_VMA || e.path == PATH_VMA_DUP)
-        e.caller = caller ? caller : stack_caller(ctx);
+    if (e.path == PATH_CLONE_VMA || e.path == PATH_VMA_DUP || e.path == PATH_FAULT)
+        e.caller = caller ? caller : stack_caller(ctx);   // fault: CALLER_ANON_FAULT or CALLER_COW_FAULT
     else if (e.fork_id && site != SITE_FORK)
         e.caller = CALLER_FORK;
 

@@ -82,6 +82,8 @@ class Caller(IntEnum):
     MERGE = 2
     MREMAP = 3
     FORK = 4
+    ANON_FAULT = 5
+    COW_FAULT = 6
 
 
 class Flag(IntFlag):

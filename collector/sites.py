@@ -12,7 +12,7 @@ are simply not found (see ``Classifier.missing``).
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-from anonscope.schema import LOCK_FUNCS, WALK_KINDS
+from anonscope.schema import CALLERS, LOCK_FUNCS, WALK_KINDS
 
 from .abi import Caller, Site
 from .kallsyms import Range
@@ -58,6 +58,19 @@ CALLER_SITES = {
     "copy_vma_and_data": Caller.MREMAP,
     "anon_vma_fork": Caller.FORK,         # mm/rmap.c
     "dup_mmap": Caller.FORK,              # kernel/fork.c, mm/mmap.c from 6.16 ("mm: move dup_mmap() to mm")
+    # On a __anon_vma_prepare() stack, the fault handler says what the VMA
+    # is (mm/memory.c, 6.12 and 7.3): do_pte_missing() calls
+    # do_anonymous_page() when vma_is_anonymous() (no vm_ops), else
+    # do_fault(), whose only anon_vma user is do_cow_fault() (a private
+    # VMA with vm_ops: a MAP_PRIVATE file); create_huge_pmd() calls
+    # do_huge_pmd_anonymous_page() (mm/huge_memory.c) only when
+    # vma_is_anonymous(). do_wp_page() (either kind) and the callers outside
+    # the fault handler (GUP, userfaultfd, uprobes) tell nothing: no tag.
+    # Inlined where kallsyms lacks them (then no fault row is tagged).
+    "do_anonymous_page": Caller.ANON_FAULT,
+    "do_huge_pmd_anonymous_page": Caller.ANON_FAULT,
+    "do_fault": Caller.COW_FAULT,
+    "do_cow_fault": Caller.COW_FAULT,
 }
 
 #: Functions that take an anon_vma's root rwsem (anon_vma_lock_write/read,
@@ -180,7 +193,7 @@ class Classifier:
             for name, tag in table.items():
                 if name in self.ranges:
                     what = _PATH_OF_SITE[tag] if kind in ("alloc", "free") else \
-                        ("split", "merge", "mremap", "fork")[tag - 1] if kind == "caller" else \
+                        CALLERS[tag - 1] if kind == "caller" else \
                         LOCK_FUNCS[tag - 1] if kind == "lock" else WALK_KINDS[tag - 1]
                     found.setdefault(name, []).append(f"{kind}:{what}")
         return {k: ",".join(v) for k, v in sorted(found.items())}

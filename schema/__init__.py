@@ -8,7 +8,7 @@ key changes meaning, appears or disappears.
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 #: Prefix of every key this tool writes into the Parquet key-value metadata.
 META_PREFIX = "anonscope."
@@ -20,7 +20,8 @@ OBJECTS = ("anon_vma", "anon_vma_chain", "vm_area_struct")
 ALLOC_PATHS = ("fault", "fork", "clone_fork", "clone_vma", "other")
 VMA_ALLOC_PATHS = ("alloc", "fork", "dup", "other")
 FREE_PATHS = ("unlink", "put", "error", "vma_free", "other")
-CALLERS = ("split", "merge", "mremap", "fork")
+#: v10: ``anon_fault`` and ``cow_fault`` on fault-path rows (docs/schema.md)
+CALLERS = ("split", "merge", "mremap", "fork", "anon_fault", "cow_fault")
 LOCK_FUNCS = ("fault", "fork", "clone", "unlink", "put", "walk", "split_merge", "mremap", "thp")
 CALL_FUNCS = ("__anon_vma_prepare", "anon_vma_fork", "anon_vma_clone", "unlink_anon_vmas", "copy_page_range")
 WALK_KINDS = ("reclaim", "migration", "ksm", "idle", "other")
@@ -40,7 +41,8 @@ COLUMNS = {
     "comm": (_dict32, "command name of that task at the time of the event"),
     "object": (_dict, "alloc/free: " + ", ".join(OBJECTS)),
     "path": (_dict, "alloc/free: which kernel path made or freed the object (docs/schema.md)"),
-    "caller": (_dict, "clone_vma and VMA dup: split, merge, mremap or fork when the kernel stack tells"),
+    "caller": (_dict, "clone_vma and VMA dup: split, merge, mremap or fork when the kernel stack tells; fault (v10): "
+                       "anon_fault (an anonymous VMA) or cow_fault (a VMA with vm_ops) when it tells"),
     "obj_id": (pa.int64(), "alloc/free: per-run object id; an alloc and its free share it"),
     "preexisting": (pa.bool_(), "free: the object was allocated before the run started; lock: so was the root "
                                 "anon_vma"),

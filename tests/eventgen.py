@@ -105,7 +105,8 @@ class Proc:
 
 class Gen:
     def __init__(self, arch="x86_64", step_ns=1000, reuse_ids=False, fprobes=False,
-                 lock_probe=True, move_probes=True, kernel="6.x"):
+                 lock_probe=True, move_probes=True, kernel="6.x", fault_stacks=True):
+        self.fault_stacks = fault_stacks  # v10: fault rows name the fault handler (anon_fault, cow_fault)
         self.reuse_ids = reuse_ids      # like raw_pointers: a freed id is handed out again
         self.fprobes = fprobes          # function-probe backend rows (schema v3)
         self.lock_probe = lock_probe    # metadata: lock:contention_* attached
@@ -318,7 +319,8 @@ class Gen:
             return vma
         task = pid if by is None else by
         new = self.k.prepare(vma, None if reuse is None else reuse.anon_vma)
-        self._made(task, new, "fault", vma=vma)
+        kind = ("cow_fault" if vma.file else "anon_fault") if self.fault_stacks else None
+        self._made(task, new, "fault", vma=vma, caller=kind)
         self._call(task, "__anon_vma_prepare", vma, objects=len(new), reused=reuse is not None,
                    mm=self.procs[pid].mm)
         return vma

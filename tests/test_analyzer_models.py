@@ -76,10 +76,14 @@ def test_zygote(tmp_path, V, N, C, K):
     assert nofork[AVC]["allocated_range"] == [V + 2 * C * V, V + 2 * C * V]
     assert nofork[AV]["saved"] == C * K and nofork[AV]["saved_in_fork_then_exec"] == 0
     # nofork_clone: also each child's own anon_vma and AVC per inherited VMA;
-    # the C * V clone_fork links into the parent's anon_vmas stay
+    # the C * V clone_fork links into the parent's anon_vmas stay. On a
+    # tracepoint recording (eventgen's default) the high end keeps the C * V
+    # own fork pairs: an inherited VMA may map a file (N5), which no fork
+    # row tells
     clone = r["models"]["nofork_clone"]
     assert clone[AV]["allocated"] == V and clone[AVC]["allocated"] == V + C * V
-    assert clone[AV]["allocated_range"] == [V, V] and clone[AVC]["allocated_range"] == [V + C * V, V + C * V]
+    assert clone[AV]["allocated_range"] == [V, V + C * V]
+    assert clone[AVC]["allocated_range"] == [V + C * V, V + 2 * C * V]
     assert clone["generations"] == {"generations": C + 1, "forking": 1, "leaf": C,
                                     "leaf_whole_life_in_run": C, "fork_then_exec": 0, "after_exec": 0}
 
@@ -206,7 +210,8 @@ def test_fork_chain_three_deep(tmp_path, VA, VB, VC, VD):
     clone = r["models"]["nofork_clone"]
     assert clone[AV]["allocated"] == fault + own - VD - d_own
     assert clone[AVC]["allocated"] == fault + own + clones - VD - d_own
-    assert clone[AVC]["allocated_range"] == [fault + own + clones - VD - d_own] * 2
+    # (high end: D's own fork pairs stay, the VMAs' kind unknown on tracepoints, N5)
+    assert clone[AVC]["allocated_range"] == [fault + own + clones - VD - d_own, fault + own + clones - VD]
 
 
 def test_child_fault_after_parent_forked_twice(tmp_path):

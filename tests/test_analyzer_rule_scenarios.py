@@ -91,12 +91,16 @@ def test_leaf_split_of_inherited_vma_keeps_links_to_ancestors(tmp_path, V, D, F,
     # end under nofork: each of the V splits of an inherited VMA keeps its
     # link to the VMA's own fork anon_vma (nofork keeps that anon_vma, N4,
     # and CoW copies made there before the opt-out must stay findable); a
-    # split of one of the F own VMAs (a chain of one) still saves its AVC
+    # split of one of the F own VMAs (a chain of one) still saves its AVC.
+    # On a tracepoint recording the high end saves only the F fault pairs,
+    # whose stacks say anonymous (anon_fault): a split's or a fork's rows do
+    # not tell whether their VMA maps a file (N5)
     for v in NOFORK:
         m = r["models"][v]
-        assert m[AV]["allocated_range"] == [m[AV]["allocated"]] * 2
         own_link = V if v == "nofork" else 0
-        assert m[AVC]["allocated_range"] == [m[AVC]["allocated"], m[AVC]["allocated"] + own_link]
+        high = (m[AV]["allocated"], m[AVC]["allocated"] + own_link) if fprobes else (e_av - F, e_avc - F)
+        assert m[AV]["allocated_range"] == [m[AV]["allocated"], high[0]]
+        assert m[AVC]["allocated_range"] == [m[AVC]["allocated"], high[1]]
         assert m["generations"]["leaf"] == 1 and m["generations"]["forking"] == D
     if (V, D, F) == (3, 1, 0):
         assert (nf_avc, nf_avc - V) == (12, 9)
@@ -110,13 +114,14 @@ def test_leaf_split_of_inherited_vma_keeps_links_to_ancestors(tmp_path, V, D, F,
 # ---------------------------------- item 4: file and mremap-moved VMAs are kept
 
 
-def leaf_with_file_and_moved_vmas(V, K, M, fprobes):
+def leaf_with_file_and_moved_vmas(V, K, M, fprobes, fault_stacks=True):
     """A fork server 1 with no anonymous VMAs forks the leaf 2, which maps V
     VMAs, K of them MAP_PRIVATE file mappings, writes to each (a first
     anonymous fault: the file VMAs' CoW pages are anonymous), moves M of its
-    V - K anonymous ones by mremap once, then exits."""
+    V - K anonymous ones by mremap once, then exits. ``fault_stacks``: the
+    fault rows name the fault handler (schema v10, where kallsyms has it)."""
     assert K <= V and M <= V - K
-    g = Gen(fprobes=fprobes)
+    g = Gen(fprobes=fprobes, fault_stacks=fault_stacks)
     g.process(1, "server")
     g.fork(1, 2, comm="leaf")
     for _ in range(K):
@@ -155,19 +160,40 @@ def test_nofork_keeps_file_and_moved_vmas_on_function_probes(tmp_path, V, K, M):
         assert "file and mremap-moved VMAs kept" in m[AV]["fidelity"]
 
 
-@pytest.mark.parametrize("V,K,M", [(7, 3, 2), (5, 5, 0)])
-def test_tracepoints_cannot_tell_file_vmas(tmp_path, V, K, M):
-    """Rule N5 and section 3.2 (docs/models.md#nofork-bounds): the same run
-    on a tracepoint recording cannot tell a file VMA, so its K fault pairs
-    are counted as saved and the fidelity says so; the M moved VMAs are
-    still found (as U2 finds its source) and kept: M anon_vmas, 2M AVCs."""
+@pytest.mark.parametrize("V,K,M", [(7, 3, 2), (5, 5, 0), (4, 0, 4)])
+def test_tracepoints_tell_file_vmas_by_the_fault_stack(tmp_path, V, K, M):
+    """Rule N5 and section 3.2 (docs/models.md#nofork-bounds): on a
+    tracepoint recording a file VMA's fault row has do_fault() on its stack
+    (``cow_fault``), an anonymous one's do_anonymous_page() (``anon_fault``),
+    so the run gives the function-probe numbers: K + M anon_vmas and K + 2M
+    AVCs kept at both ends, the K file VMAs' pairs and the M moved VMAs'
+    (found as U2 finds its source) counted as kept."""
     r = build(leaf_with_file_and_moved_vmas(V, K, M, fprobes=False), tmp_path)
     assert _counts(r, "eager") == (V, V + M)
+    kinds = r["objects"][AV]["fault_vma_kinds"]
+    assert kinds == {"anon_fault": V - K, "cow_fault": K, "unknown": 0}
     for v in NOFORK:
         m = r["models"][v]
-        assert _counts(r, v) == (M, 2 * M)
-        assert m["kept_vmas"] == {"file_vma_objects": None, "moved_vma_objects": 2 * M}
-        assert "cannot tell them" in m[AV]["fidelity"]
+        assert m[AV]["allocated_range"] == [K + M, K + M]
+        assert m[AVC]["allocated_range"] == [K + 2 * M, K + 2 * M]
+        assert m["kept_vmas"] == {"file_vma_objects": 2 * K, "moved_vma_objects": 2 * M}
+        assert "cow_fault" in m[AV]["fidelity"]
+
+
+@pytest.mark.parametrize("V,K,M", [(7, 3, 2), (5, 5, 0), (4, 0, 4)])
+def test_without_fault_stacks_the_high_end_keeps_every_fault(tmp_path, V, K, M):
+    """Section 3.2: when the fault rows do not name their handler (a kernel
+    that inlines do_anonymous_page() and do_fault(), or a recording before
+    schema v10), no event tells a file VMA: best counts the K file VMAs'
+    pairs as saved (M, 2M kept: the moved VMAs), and the high end, which
+    must be a bound, keeps every fault pair: eager's V and V + M."""
+    r = build(leaf_with_file_and_moved_vmas(V, K, M, fprobes=False, fault_stacks=False), tmp_path)
+    assert r["objects"][AV]["fault_vma_kinds"] == {"anon_fault": 0, "cow_fault": 0, "unknown": V}
+    for v in NOFORK:
+        m = r["models"][v]
+        assert m[AV]["allocated_range"] == [M, V]
+        assert m[AVC]["allocated_range"] == [2 * M, V + M]
+        assert m["kept_vmas"] == {"file_vma_objects": 0, "moved_vma_objects": 2 * M}
 
 
 # --------------------------------------- item 15: `other` allocations are kept
@@ -216,12 +242,15 @@ def test_other_path_is_counted_and_kept_by_every_design(tmp_path, V, K, PA, PC, 
     assert o[AV]["live_at_end"] == V + oa and o[AVC]["live_at_end"] == V + oc
     without = {"eager": (V + K + V, V + K + 2 * V), "lazy": (V, 2 * V),
                "nofork": (V + V, V + 2 * V), "nofork_clone": (V, 2 * V)}
+    # (on a tracepoint recording nofork_clone's high end keeps the leaf's V
+    # own fork pairs: their VMAs' kind is unknown, N5)
+    high = dict(without, nofork_clone=without["nofork_clone" if fprobes else "nofork"])
     for d in DESIGNS:
         m = r["models"][d]
         want = (without[d][0] + oa, without[d][1] + oc)
         assert _counts(r, d) == want, d
-        assert m[AV]["allocated_range"] == [want[0]] * 2, d
-        assert m[AVC]["allocated_range"] == [want[1]] * 2, d
+        assert m[AV]["allocated_range"] == [want[0], high[d][0] + oa], d
+        assert m[AVC]["allocated_range"] == [want[1], high[d][1] + oc], d
     # eager's saving is what each design does not make: the `other` rows
     # are in none of it
     for d in NOFORK:
@@ -531,7 +560,9 @@ def test_a_merge_into_an_inherited_vma_clones_its_chain(tmp_path, V, fprobes):
     own with each of its V inherited VMAs: dup_anon_vma() clones the chain
     of 2 (the parent's anon_vma and the leaf's own). nofork's best drops the
     own link of each call (V AVCs), its high end keeps both; nofork_clone
-    drops the own link at both ends. A merge is never one AVC per row."""
+    drops the own link at both ends (on a tracepoint recording its high end
+    keeps everything: neither a merge's nor a fork's rows tell whether the
+    VMA maps a file, N5). A merge is never one AVC per row."""
     g = Gen(fprobes=fprobes)
     g.process(1, "root")
     g.faults(1, V)
@@ -544,4 +575,4 @@ def test_a_merge_into_an_inherited_vma_clones_its_chain(tmp_path, V, fprobes):
     e = r["models"]["eager"][AVC]["allocated"]
     assert r["models"]["nofork"][AVC]["allocated_range"] == [e - V, e]
     own_fork = V                                   # N4: the leaf's own fork AVC per VMA
-    assert r["models"]["nofork_clone"][AVC]["allocated_range"] == [e - V - own_fork] * 2
+    assert r["models"]["nofork_clone"][AVC]["allocated_range"] == [e - V - own_fork, e - V - own_fork if fprobes else e]

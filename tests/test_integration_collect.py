@@ -139,6 +139,16 @@ def test_raw_pointers_opt_in(tmp_path, workload):
     assert metadata(path)["raw_pointers"] is True
 
 
+def _fault_kind(frames: str):
+    """The v10 caller of a fault row from bpftrace's symbolised stack: the
+    fault handler (mm/memory.c), else None."""
+    if re.search(r"(^|\s)do_(anonymous_page|huge_pmd_anonymous_page)\+", frames):
+        return "anon_fault"
+    if re.search(r"(^|\s)do_(cow_)?fault\+", frames):
+        return "cow_fault"
+    return None
+
+
 def _bpftrace_counts(output: str) -> Counter:
     """(object, path, caller) counts from rmap_allocs.bt's JSON map."""
     counts = Counter()
@@ -154,7 +164,7 @@ def _bpftrace_counts(output: str) -> Counter:
             func = re.sub(r"\+\d+$", "", func.strip())
             frames = stack
             if func == "__anon_vma_prepare":
-                path, caller = "fault", None
+                path, caller = "fault", _fault_kind(frames)
             elif func == "anon_vma_fork":
                 path, caller = "fork", None
             elif func == "anon_vma_clone":
@@ -209,6 +219,12 @@ def test_counts_equal_bpftrace_for_the_same_run(tmp_path, workload):
     ours, _ = alloc_counts(path)
     assert sum(theirs.values()) > 0, err
     assert dict(ours) == dict(theirs)
+    # v10 fault kinds: the workload writes anonymous VMAs and its loader
+    # private file mappings' pages; tagged where kallsyms has the handlers
+    found = metadata(path)["classification"]
+    kinds = {c for (_, p, c) in ours if p == "fault"}
+    for fn, kind in (("do_anonymous_page", "anon_fault"), ("do_fault", "cow_fault")):
+        assert (kind in kinds) == (fn in found), (fn, kinds)
 
 
 def test_ctrl_c_leaves_a_readable_file_with_metadata(tmp_path, workload):
