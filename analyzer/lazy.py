@@ -511,12 +511,46 @@ def model(rp, eager_model):
     lazy_state = _lazy_state(rp, a, t, start)
     out["upgrades"] = _upgrades(best, low, high)
     out["not_modelled"] = moves.not_modelled(rp.rec.meta)
-    out["file_vmas"] = {"value": None, "fidelity": "not measurable",
-                        "reason": "tracepoint recordings cannot tell a MAP_PRIVATE file VMA from an anonymous "
-                                  "one: its savings are counted with the rest; function probes split them",
-                        "see": SECTION}
+    out["file_vmas"] = file_vmas(a, t, per_obj)
     out["extra_costs"] = _extra_costs(a, t.upgraded, out["upgrades"])
     return Result(out, spans, lazy_state)
+
+
+def _made(a, t):
+    """Rows of ``a`` the best variant makes at some time: kept, upgraded
+    at a fork (U1), or a moved VMA's fault AVC and anon_vma, which its
+    mremap upgrade (U2) replaces one for one."""
+    made = t.kept | t.upgraded
+    src = a.index_of(t.found_src)
+    made[src] = True
+    pair = a.own_av[src]
+    made[pair[pair >= 0]] = True
+    return made
+
+
+def file_vmas(a, t, per_obj):
+    """X8 on a tracepoint recording (docs/models.md#lazy-bounds): the best
+    estimate's savings by the kind of VMA its fault rows name (schema v10
+    ``caller``: anon_fault, cow_fault for a MAP_PRIVATE file, else
+    unknown); split, merge and fork rows name none (``not_fault``). The
+    series' minimal variant, file VMAs eager, is a range: low, only the
+    cow_fault pairs made; high, every saving of unknown kind too."""
+    saved = ~_made(a, t)
+    fault = a.path == PATH_CODE["fault"]
+    anon = fault & (a.caller == CALLER_CODE["anon_fault"])
+    file = fault & (a.caller == CALLER_CODE["cow_fault"])
+    kinds = {"anon": anon, "file": file, "unknown": fault & ~anon & ~file, "not_fault": ~fault}
+    out = {"tokens": {k: int((m & ~a.is_av).sum()) for k, m in kinds.items() if k != "not_fault"},
+           "saved": {}, "file_vmas_eager": {}}
+    for obj, sel in (("anon_vma", a.is_av), ("anon_vma_chain", ~a.is_av)):
+        s = {k: int((saved & sel & m).sum()) for k, m in kinds.items()}
+        out["saved"][obj] = s
+        lo = per_obj[obj]["allocated"] + s["file"]
+        out["file_vmas_eager"][obj] = [lo, lo + s["unknown"] + s["not_fault"]]
+    out["fidelity"] = ("estimate: a fault's VMA kind from the fault handler on its stack; split, merge "
+                       "and fork rows do not tell theirs, so file_vmas_eager is a range")
+    out["see"] = BOUNDS
+    return out
 
 
 def _beyond_eager(a, found_pos, found_src, mre_av_free, srcs):

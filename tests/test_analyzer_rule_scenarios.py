@@ -8,7 +8,7 @@ import pytest
 
 from anonscope.analyzer import render
 from eventgen import SIZES, Gen
-from scenarios import AV, AVC, VMA, build
+from scenarios import AV, AVC, VMA, build, zygote
 
 DESIGNS = ("eager", "lazy", "nofork", "nofork_clone")
 NOFORK = ("nofork", "nofork_clone")
@@ -194,6 +194,46 @@ def test_without_fault_stacks_the_high_end_keeps_every_fault(tmp_path, V, K, M):
         assert m[AV]["allocated_range"] == [M, V]
         assert m[AVC]["allocated_range"] == [2 * M, V + M]
         assert m["kept_vmas"] == {"file_vma_objects": 0, "moved_vma_objects": 2 * M}
+
+
+@pytest.mark.parametrize("stacks", [True, False], ids=["v10", "no-stacks"])
+@pytest.mark.parametrize("V,K,M", [(7, 3, 2), (5, 5, 0), (4, 0, 4)])
+def test_lazy_estimate_splits_file_vmas_by_the_fault_stack(tmp_path, V, K, M, stacks):
+    """X8 on a tracepoint recording (docs/models.md#lazy-bounds, item 9).
+    The leaf never forks, so lazy defers all V fault pairs (L1) and makes M
+    anon_vmas and 2M AVCs (the mremap upgrades, U2, and the copies' AVCs,
+    L6). It saves the other V - M pairs: V - K - M anonymous, K of file
+    VMAs. The series' minimal variant (file VMAs eager) makes the K file
+    pairs too. Without fault stacks every fault is of unknown kind: the
+    variant is the range [best, best + V - M]."""
+    r = build(leaf_with_file_and_moved_vmas(V, K, M, fprobes=False, fault_stacks=stacks), tmp_path)
+    lz = r["models"]["lazy"]
+    assert _counts(r, "lazy") == (M, 2 * M)
+    fv = lz["file_vmas"]
+    if stacks:
+        assert fv["tokens"] == {"anon": V - K, "file": K, "unknown": 0}
+        saved = {"anon": V - K - M, "file": K, "unknown": 0, "not_fault": 0}
+        assert fv["file_vmas_eager"] == {AV: [M + K] * 2, AVC: [2 * M + K] * 2}
+    else:
+        assert fv["tokens"] == {"anon": 0, "file": 0, "unknown": V}
+        saved = {"anon": 0, "file": 0, "unknown": V - M, "not_fault": 0}
+        assert fv["file_vmas_eager"] == {AV: [M, V], AVC: [2 * M, V + M]}
+    assert fv["saved"] == {AV: saved, AVC: saved}
+
+
+@pytest.mark.parametrize("V,C,K", [(3, 2, 1), (1, 4, 0)])
+def test_lazy_estimate_fork_savings_are_of_unknown_kind(tmp_path, V, C, K):
+    """X8 on a tracepoint recording: a parent with V faulted VMAs forks C
+    children that fault K each and exit (scenarios.zygote). Lazy upgrades
+    the parent's V pairs at its first fork (U1) and saves each child's own
+    fork pair per inherited VMA (L2: C V, rows that do not say whether the
+    VMA maps a file) and its K fault pairs (anonymous). The minimal variant
+    is [V, V + C V] anon_vmas."""
+    r = build(zygote(V, 0, C, K), tmp_path)
+    fv = r["models"]["lazy"]["file_vmas"]
+    saved = {"anon": C * K, "file": 0, "unknown": 0, "not_fault": C * V}
+    assert fv["saved"] == {AV: saved, AVC: saved}
+    assert fv["file_vmas_eager"][AV] == [V, V + C * V]
 
 
 # --------------------------------------- item 15: `other` allocations are kept
