@@ -41,24 +41,35 @@ BOUNDS = "docs/models.md#nofork-bounds"
 VARIANTS = ("nofork", "nofork_clone")
 
 
+class _Moves(NamedTuple):
+    """Tracepoint recordings: ``keep``, the fault AVC and anon_vma of each
+    VMA an mremap moved, found as the lazy estimate finds U2's source (the
+    first AVC the same task frees after the copy, and the anon_vma of the
+    same __anon_vma_prepare() call); ``unfound``, the mremap copy rows
+    whose source is not found so (a partial move, whose first AVC freed is
+    a split piece's; a source from before the run). Both over ``a``."""
+    keep: np.ndarray
+    unfound: np.ndarray
+
+
 def _moved_by_mremap(rp, a):
-    """Tracepoint recordings: the fault AVC and anon_vma of each VMA an mremap
-    moved, found as the lazy estimate finds U2's source (the first AVC the
-    same task frees after the copy, and the anon_vma of the same
-    __anon_vma_prepare() call)."""
+    """The _Moves of a tracepoint recording's rows ``a``."""
     from .lazy import _Allocs, _mremap_sources
     keep = np.zeros(len(a), dtype=bool)
+    unfound = keep.copy()
     ob = rp.ob
     if not ((ob.path[a] == PATH_CODE["clone_vma"]) & (ob.caller[a] == CALLER_CODE["mremap"])).any():
-        return keep
-    A = _Allocs(rp)
-    _, src = _mremap_sources(rp, A)
-    idx = A.index_of(src[src >= 0])
-    idx = idx[A.path[idx] == PATH_CODE["fault"]]
+        return _Moves(keep, unfound)
+    A = _Allocs(rp)                  # the same rows as ``a`` (rmap_allocs), same order
+    m, src = _mremap_sources(rp, A)
+    found = src >= 0
+    found[found] = A.path[A.index_of(src[found])] == PATH_CODE["fault"]
+    idx = A.index_of(src[found])
     keep[idx] = True
     pair = A.own_av[idx]
     keep[pair[pair >= 0]] = True
-    return keep
+    unfound[m[~found]] = True
+    return _Moves(keep, unfound)
 
 
 def _cow_faults(rp, a):
@@ -68,7 +79,7 @@ def _cow_faults(rp, a):
     return (ob.path[a] == PATH_CODE["fault"]) & (ob.caller[a] == CALLER_CODE["cow_fault"])
 
 
-def _kept_vmas(rp, a):
+def _kept_vmas(rp, a, moves):
     """Rows of VMAs no no-fork design can opt out: VMAs that an mremap copy
     moved (function probes: a ``clone_vma`` mremap row names them as source;
     tracepoints: _moved_by_mremap) and VMAs that map a file (``vma_file`` on
@@ -77,7 +88,7 @@ def _kept_vmas(rp, a):
     ob = rp.ob
     cow = _cow_faults(rp, a)
     if not ob.has_vma:
-        moved = _moved_by_mremap(rp, a)
+        moved = moves.keep
         return moved | cow, {"file_vma_objects": int((cow & ~moved).sum()), "moved_vma_objects": int(moved.sum())}
     calls = rp.rec.calls
     vma = ob.vma_id[a]
@@ -91,13 +102,14 @@ def _kept_vmas(rp, a):
 
 
 def saved_rows(rp, a, g):
-    """{variant: {"best", "high"}: boolean masks over ``a`` of the objects
-    the design does not make}. ``high`` (most allocated) saves only in leaf
+    """({variant: {"best", "high"}: boolean masks over ``a`` of the objects
+    the design does not make}, the ``kept_vmas`` entry). ``high`` (most allocated) saves only in leaf
     generations whose whole life is in the run, and under nofork keeps a
     split piece's link to its inherited VMA's own anon_vma (N2). On a
     tracepoint recording ``high`` saves only fault rows whose stack showed
     an anonymous VMA (``anon_fault``): any other row may serve a MAP_PRIVATE
-    file VMA (N5), and no event says which."""
+    file VMA (N5), and no event says which; nor in a generation with an
+    mremap copy whose source is not found (its moved VMA is unknown, N5)."""
     ob = rp.ob
     path = ob.path[a]
     leaf = ~g.forking[g.gen]
@@ -108,12 +120,15 @@ def saved_rows(rp, a, g):
     # N2 under nofork, high end: the piece of an inherited VMA keeps its link
     # to the VMA's own fork anon_vma (CoW copies made there stay findable)
     own_root_clone = clone_calls(rp, a, single=True)
-    keep, _ = _kept_vmas(rp, a)
+    moves = None if ob.has_vma else _moved_by_mremap(rp, a)
+    keep, kept_info = _kept_vmas(rp, a, moves)
     best = {"nofork": fault | one_per_clone, "nofork_clone": fault | one_per_clone | own_fork}
     high = {"nofork": fault | own_root_clone, "nofork_clone": best["nofork_clone"]}
     if not ob.has_vma:
-        high = {v: fault & (ob.caller[a] == CALLER_CODE["anon_fault"]) for v in high}
-    return {v: {"best": best[v] & leaf & ~keep, "high": high[v] & leaf & whole & ~keep} for v in best}
+        unsure = np.isin(g.gen, np.unique(g.gen[moves.unfound]))
+        high = {v: fault & (ob.caller[a] == CALLER_CODE["anon_fault"]) & ~unsure for v in high}
+    saved = {v: {"best": best[v] & leaf & ~keep, "high": high[v] & leaf & whole & ~keep} for v in best}
+    return saved, kept_info
 
 
 class Result(NamedTuple):
@@ -127,14 +142,15 @@ class Result(NamedTuple):
     spans: dict
 
 
-def model(rp, eager_model):
+def model(rp, eager_model, lazy_model):
     """{variant: the model's numbers in the common layout} from the Replay
-    ``rp`` and eager's entry ``eager_model`` (docs/models.md#nofork-rules,
-    N1-N8), returned as a Result with the variants' run spans."""
+    ``rp``, eager's entry ``eager_model`` and lazy's ``lazy_model`` (whose
+    VMA growth and pinned root VMAs price the high end of the extra cost)
+    (docs/models.md#nofork-rules, N1-N8), returned as a Result with the
+    variants' run spans."""
     a = rmap_allocs(rp)
     g = generations.build(rp, a)
-    saved = saved_rows(rp, a, g)
-    _, kept_info = _kept_vmas(rp, a)
+    saved, kept_info = saved_rows(rp, a, g)
     fidelity = ("exact for the run window's generations (function probes: file and mremap-moved VMAs kept)"
                 if rp.ob.has_vma else
                 "exact for the run window's generations, except that a tracepoint recording tells a "
@@ -144,6 +160,7 @@ def model(rp, eager_model):
     for v in VARIANTS:
         report[v], spans[v], spans[v + "_high"] = _variant(rp, v, a, g, saved[v], eager_model, fidelity,
                                                            kept_info)
+        report[v]["extra_costs"] = _extra_costs(rp, eager_model, lazy_model)
     return Result(report, spans)
 
 
@@ -184,25 +201,31 @@ def _variant(rp, name, a, g, saved, ev, fidelity, kept_info):
     out["leaf_processes"] = int(len(np.unique(g.tgid[~g.forking])))
     out["forking_processes"] = int(len(rp.tree.forking))
     out["kept_vmas"] = kept_info
-    out["extra_costs"] = _extra_costs(rp, ev)
     return out, spans[0], spans[1]
 
 
-def _extra_costs(rp, ev):
+def _extra_costs(rp, ev, lz):
     """The folio-to-VMA pointer no-fork needs (section 3.2, N8): unspecified,
     so a range of designs: 0 (the pointer in ``folio->mapping``, no field
-    added) to lazy's root pointer and refcount (section 2.3) in every VMA,
-    opted out or not (one struct layout for all), priced at the slab slot."""
+    added, nothing pinned) to lazy's design: its root pointer and refcount
+    (section 2.3) in every VMA, opted out or not (one struct layout for
+    all), priced at the slab slot, plus the VMAs it pins (lazy's X9 peak:
+    function probes only; on tracepoint recordings the high end is null)."""
     _, g = vma_growth(rp, ev)
+    pins = (lz.get("extra_costs") or {}).get("pinned_root_vmas")
+    pinned = (pins or {}).get("peak_live_bytes")   # null: not measurable (tracepoints)
     return {
-        "slab_bytes_range": [0, g["peak_extra_bytes"]],
+        "slab_bytes_range": [0, None if pinned is None else g["peak_extra_bytes"] + pinned],
         "vma_growth": {"bytes_per_vma_range": [0, g["bytes_per_vma"]], "slot_bytes": g["slot_bytes"],
                        "slot_growth_range": [0, g["slot_growth_bytes"]],
-                       "run_vmas_peak_live": g["run_vmas_peak_live"]},
+                       "run_vmas_peak_live": g["run_vmas_peak_live"],
+                       "peak_extra_bytes_range": [0, g["peak_extra_bytes"]]},
+        "pinned_vmas_peak_bytes_range": [0, pinned],
         "note": ("not specified (PR_SET_NOFORK was a question on the list): rmap of an opted-out "
                  "process's pages needs a way from the folio to its VMA; low end, the pointer kept in "
-                 "folio->mapping with no field added; high end, lazy's root pointer and refcount "
-                 "(section 2.3) in every VMA, since all VMAs share one layout; the VMAs such "
-                 "folios pin (lazy's X9) are not counted"),
+                 "folio->mapping with no field added and no VMA pinned; high end, lazy's root pointer "
+                 "and refcount (section 2.3) in every VMA, since all VMAs share one layout, and the root "
+                 "VMAs it pins (X9, the sum of the two peaks: an upper bound); null where the pins "
+                 "cannot be told (tracepoint recordings)"),
         "see": BOUNDS,
     }

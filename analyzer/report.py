@@ -281,7 +281,7 @@ def build(rec, step=None):
     step("eager")
     lz = _lazy(rec, rp, ev)
     step("lazy")
-    nf = nofork.model(rp, ev)
+    nf = nofork.model(rp, ev, lz.report)
     step("nofork")
     report["models"] = _models(rec, rp, ev, lz, nf)
     report["moves"] = moves.summary(rec)

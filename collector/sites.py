@@ -65,8 +65,9 @@ CALLER_SITES = {
     # VMA with vm_ops: a MAP_PRIVATE file); create_huge_pmd() calls
     # do_huge_pmd_anonymous_page() (mm/huge_memory.c) only when
     # vma_is_anonymous(). do_wp_page() (either kind) and the callers outside
-    # the fault handler (GUP, userfaultfd, uprobes) tell nothing: no tag.
-    # Inlined where kallsyms lacks them (then no fault row is tagged).
+    # the fault handler (expand_stack, userfaultfd, hugetlb) tell nothing:
+    # no tag; GUP faults through handle_mm_fault() and is tagged. A handler
+    # inlined where kallsyms lacks it tags nothing; the others still do.
     "do_anonymous_page": Caller.ANON_FAULT,
     "do_huge_pmd_anonymous_page": Caller.ANON_FAULT,
     "do_fault": Caller.COW_FAULT,

@@ -384,3 +384,10 @@ def test_pinned_root_vmas_count_in_lazy_vma_peak(tmp_path, V):
     e = r["models"]["eager"][VMA]
     assert lz[VMA]["peak_live"] == e["peak_live"] + V
     assert lz[VMA]["peak_live_bytes"] == (e["peak_live"] + V) * lz["vma_growth"]["slot_bytes"][1]
+    # no-fork's extra cost, high end (N8, lazy's design): the growth of the
+    # run's VMAs at their peak plus the V pinned roots at the grown slot
+    g = lz["vma_growth"]
+    for v in ("nofork", "nofork_clone"):
+        x = r["models"][v]["extra_costs"]
+        assert x["pinned_vmas_peak_bytes_range"] == [0, V * g["slot_bytes"][1]]
+        assert x["slab_bytes_range"] == [0, g["peak_extra_bytes"] + V * g["slot_bytes"][1]]

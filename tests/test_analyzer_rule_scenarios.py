@@ -196,6 +196,31 @@ def test_without_fault_stacks_the_high_end_keeps_every_fault(tmp_path, V, K, M):
         assert m["kept_vmas"] == {"file_vma_objects": 0, "moved_vma_objects": 2 * M}
 
 
+@pytest.mark.parametrize("V", [1, 4])
+def test_a_partial_move_keeps_the_generations_faults_at_the_high_end(tmp_path, V):
+    """Section 3.2 on a tracepoint recording: the leaf faults V anonymous
+    VMAs, splits the first and moves the piece (a partial mremap: the first
+    AVC it frees after the copy is the piece's split clone, not a fault
+    pair), so the moved VMA's fault pair is not found. Best still saves the
+    V fault pairs and the split's one AVC (N1, N2) and keeps the copy's
+    AVC (N3): 0 anon_vmas, 1 AVC. The high end must be a bound: the moved
+    VMA shares a fault anon_vma N5 keeps, and which one is unknown, so it
+    keeps every fault row of the generation, and the split link with them:
+    eager's V anon_vmas and V + 2 AVCs."""
+    g = Gen()
+    g.process(1, "server")
+    g.fork(1, 2, comm="leaf")
+    vmas = g.faults(2, V)
+    g.mremap(2, g.split(2, vmas[0]))
+    g.exit(2)
+    r = build(g, tmp_path)
+    assert _counts(r, "eager") == (V, V + 2)
+    for v in NOFORK:
+        m = r["models"][v]
+        assert m[AV]["allocated_range"] == [0, V]
+        assert m[AVC]["allocated_range"] == [1, V + 2]
+
+
 @pytest.mark.parametrize("stacks", [True, False], ids=["v10", "no-stacks"])
 @pytest.mark.parametrize("V,K,M", [(7, 3, 2), (5, 5, 0), (4, 0, 4)])
 def test_lazy_estimate_splits_file_vmas_by_the_fault_stack(tmp_path, V, K, M, stacks):

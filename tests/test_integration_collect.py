@@ -47,11 +47,15 @@ def test_counts_follow_from_the_workload_shape(tmp_path, workload):
     what mm/rmap.c's rules predict (docs/workloads.md)."""
     n, s, m, f = SHAPE["n"], SHAPE["s"], SHAPE["m"], SHAPE["f"]
     base, _ = alloc_counts(collect(tmp_path, "base", shape_args(0, 0, 0, f)))
-    shaped, df = alloc_counts(collect(tmp_path, "shaped", shape_args(n, s, m, f)))
+    path = collect(tmp_path, "shaped", shape_args(n, s, m, f))
+    shaped, df = alloc_counts(path)
     diff = Counter(shaped)
     diff.subtract(base)
-    assert diff["anon_vma", "fault", None] == n
-    assert diff["anon_vma_chain", "fault", None] == n
+    # the regions are anonymous: v10 tags their faults where kallsyms has
+    # the handler (docs/schema.md caller)
+    kind = "anon_fault" if "do_anonymous_page" in metadata(path)["classification"] else None
+    assert diff["anon_vma", "fault", kind] == n
+    assert diff["anon_vma_chain", "fault", kind] == n
     assert diff["anon_vma_chain", "clone_vma", "split"] == s
     assert diff["anon_vma_chain", "clone_vma", "mremap"] == m
     # every parent VMA with an anon_vma (n regions + s split-off pieces):
@@ -221,10 +225,14 @@ def test_counts_equal_bpftrace_for_the_same_run(tmp_path, workload):
     assert dict(ours) == dict(theirs)
     # v10 fault kinds: the workload writes anonymous VMAs and its loader
     # private file mappings' pages; tagged where kallsyms has the handlers
+    # (a kind needs one of its handlers in kallsyms; the small-page ones make
+    # it appear; each handler may be inlined on its own)
     found = metadata(path)["classification"]
     kinds = {c for (_, p, c) in ours if p == "fault"}
-    for fn, kind in (("do_anonymous_page", "anon_fault"), ("do_fault", "cow_fault")):
-        assert (kind in kinds) == (fn in found), (fn, kinds)
+    for kind, fns in (("anon_fault", ("do_anonymous_page", "do_huge_pmd_anonymous_page")),
+                      ("cow_fault", ("do_fault", "do_cow_fault"))):
+        assert kind not in kinds or any(f in found for f in fns), (kind, found)
+        assert kind in kinds or not any(f in found for f in fns[:1]), (kind, kinds)
 
 
 def test_ctrl_c_leaves_a_readable_file_with_metadata(tmp_path, workload):
