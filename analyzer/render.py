@@ -550,6 +550,23 @@ def _models_text(models):
     return out
 
 
+def _file_vmas(lz):
+    """Lazy's savings by VMA kind and the series' minimal variant (X8), in
+    words; None when the report has no split."""
+    fv = lz.get("file_vmas") or {}
+    if "saved" not in fv:
+        return None
+    saved = ", ".join(f"{k} {v}" for k, v in fv["saved"]["anon_vma"].items())
+    eager = fv.get("file_vmas_eager")
+    if eager is None:
+        variant = "no file VMA: the same"
+    else:
+        variant = ", ".join(f"{SHORT[o]} " + (f"{v[0]}" if v[0] == v[1] else _rng(v)) if isinstance(v, list)
+                            else f"{SHORT[o]} {v}" for o, v in eager.items())
+    return (f"anon_vmas saved by VMA kind: {saved}; with file VMAs eager (the series' minimal "
+            f"variant): {variant} ({fv['fidelity'].split(':')[0]})")
+
+
 def _lazy_text(lz):
     """ANON_VMA_LAZY's costs: upgrades, VMA growth, fork-time objects,
     re-pointed pages, and the tracepoint estimate beside the exact replay."""
@@ -565,6 +582,8 @@ def _lazy_text(lz):
                   f"{g['slabinfo_vmas_peak']} VMAs" if "slabinfo_vmas_peak" in g else ""))
     out.append(f"  lazy fork-time objects: eager {ft['eager']}, lazy {ft['lazy']}; "
                "re-pointed anon pages: " + _repointed(lz))
+    if _file_vmas(lz):
+        out.append("  lazy " + _file_vmas(lz))
     if "tracepoint_estimate" in lz:
         te = lz["tracepoint_estimate"]
         out.append("  lazy is the exact per-VMA replay (function probes); the tracepoint "
@@ -853,6 +872,8 @@ def _lazy_markdown(lz):
            f"(+{kb(g['peak_extra_bytes'])} KB at the run's VMA peak); objects allocated "
            f"inside fork: {ft['eager']} eager, {ft['lazy']} lazy; anon pages re-pointed by "
            "upgrades: " + _repointed(lz) + "."]
+    if _file_vmas(lz):
+        out.append("Lazy " + _file_vmas(lz) + ".")
     if "tracepoint_estimate" in lz:
         te = lz["tracepoint_estimate"]
         out.append(f"Lazy numbers are an exact per-VMA replay (function probes, "

@@ -244,6 +244,10 @@ def test_lazy_estimate_splits_file_vmas_by_the_fault_stack(tmp_path, V, K, M, st
         saved = {"anon": 0, "file": 0, "unknown": V - M, "not_fault": 0}
         assert fv["file_vmas_eager"] == {AV: [M, V], AVC: [2 * M, V + M]}
     assert fv["saved"] == {AV: saved, AVC: saved}
+    # the text and Markdown reports say the same
+    line = "anon_vmas saved by VMA kind: " + ", ".join(f"{k} {v}" for k, v in saved.items())
+    for fmt in ("text", "markdown"):
+        assert line in render.render(r, fmt)
 
 
 @pytest.mark.parametrize("V,C,K", [(3, 2, 1), (1, 4, 0)])
