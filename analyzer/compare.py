@@ -14,7 +14,7 @@ from .render import MODEL_TITLE, SHORT, _jsonable, _rng, kb, saved
 from .tables import md_table, text_table
 
 #: 2: rmap_layout (the two kernels' anon rmap layouts compared)
-COMPARE_FORMAT = 2
+COMPARE_FORMAT = 3
 FORMATS = ("text", "markdown", "json", "html")
 #: -o suffix -> format, when --format is not given
 SUFFIX_FORMAT = {".md": "markdown", ".markdown": "markdown", ".json": "json", ".html": "html", ".htm": "html"}
@@ -187,6 +187,7 @@ def compare(ra, rb, b_design=None, a_path=None, b_path=None):
     the two kernels' anon rmap layouts differ (``rmap_layout``, rmapdiff.py)."""
     missing = []
     models = _models_delta(ra, rb, missing)
+    layout = rmapdiff.diff(*((r.get("run") or {}).get("rmap_layout") for r in (ra, rb)))
     return {
         "compare_format": COMPARE_FORMAT,
         "rule": RULE,
@@ -196,9 +197,20 @@ def compare(ra, rb, b_design=None, a_path=None, b_path=None):
         "banners": [f"A: {x}" for x in ra.get("banners") or []] + [f"B: {x}" for x in rb.get("banners") or []],
         "missing": missing,
         "delta": {"objects": _objects_delta(ra, rb), "models": models},
-        "rmap_layout": rmapdiff.diff(*((r.get("run") or {}).get("rmap_layout") for r in (ra, rb))),
+        "rmap_layout": layout,
         "validation": validation(ra, rb, b_design) if b_design else None,
+        "validation_candidates": candidates(ra, rb, layout) if not b_design else None,
     }
+
+
+def candidates(ra, rb, layout):
+    """When B's anon rmap layout differs from A's and no design is named,
+    {design: validation} for every design B's kernel may run: which one it
+    is no metadata can say (rmapdiff.py), so each is put beside B measured.
+    None when the layouts are the same or unknown."""
+    if layout["status"] != rmapdiff.DIFFERS:
+        return None
+    return {d: validation(ra, rb, d) for d in B_DESIGNS}
 
 
 # ------------------------------------------------------------------ rendering
@@ -275,12 +287,20 @@ def _sections(data):
             _objects_table(data["delta"]["objects"]))]
     for design, per_object in data["delta"]["models"].items():
         out.append((MODEL_TITLE.get(design, design), _table(per_object)))
-    v = data["validation"]
-    if v is not None:
-        out.append((f"Validation: A modelled as {MODEL_TITLE.get(v['design'], v['design'])} "
-                    "against B measured (B's eager numbers)",
-                    _table(v["objects"], f"A as {v['design']}", "B measured")))
+    for v in [data["validation"]] + list((data.get("validation_candidates") or {}).values()):
+        if v is not None:
+            out.append((f"Validation: A modelled as {MODEL_TITLE.get(v['design'], v['design'])} "
+                        "against B measured (B's eager numbers)",
+                        _table(v["objects"], f"A as {v['design']}", "B measured")))
     return out
+
+
+def ask(data):
+    """What the text says about validation when none was asked for."""
+    if data.get("validation_candidates"):
+        return ("validation: B's anon rmap differs from A's, and no metadata says into which design: "
+                "A modelled as each design against B measured above; --b-design names the one B runs")
+    return ASK_VALIDATION
 
 
 def _side_line(name, s):
@@ -307,7 +327,7 @@ def render_text(data):
         lines += text_table(table, "ll")
         lines.append("")
     if data["validation"] is None:
-        lines.append(ASK_VALIDATION)
+        lines.append(ask(data))
     return "\n".join(lines) + "\n"
 
 
@@ -317,6 +337,6 @@ def render_markdown(data):
     for title, table in _sections(data):
         lines += [f"### {title}", "", *md_table(table, "ll"), ""]
     if data["validation"] is None:
-        lines.append(ASK_VALIDATION.replace("--b-design " + "|".join(B_DESIGNS),
-                                            "`--b-design " + "|".join(B_DESIGNS) + "`"))
+        lines.append(ask(data).replace("--b-design " + "|".join(B_DESIGNS), "`--b-design " + "|".join(B_DESIGNS)
+                                        + "`").replace("; --b-design names", "; `--b-design` names"))
     return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ def render_html(data):
     for i, (title, table) in enumerate(compare._sections(data)):
         parts.append(section(title, table_html(table, "compare"), f"table-{i}"))
     if data["validation"] is None:
-        parts.append(para(compare.ASK_VALIDATION, "note"))
+        parts.append(para(compare.ask(data), "note"))
     return page(f"anonscope compare: {data['a']['path']} and {data['b']['path']}", parts,
                 f"anonscope compare format {data['compare_format']}; plots: matplotlib (SVG, inline).")
 

@@ -184,7 +184,8 @@ def live_plot(plots, snaps, objs, title):
     ax.set_title(title)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    # beside the axes, never over a curve (constrained layout makes room)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8)
     marks = [s["label"] for s in snaps if s["source"] == "mark"]
     caption = (f"{title}: live KB per design at each snapshot ({len(snaps)}: start, marks, slab samples, end); "
                "band: the [low, high] range where the design's answer depends on what is not recorded")
@@ -276,7 +277,8 @@ def run_html(r, probes):
     run = r["run"]
     tgt = run.get("target")
     target = ", ".join(f"{k}={v}" for k, v in tgt.items() if v is not None) if isinstance(tgt, dict) else tgt
-    rows = [("kernel", run.get("kernel_release")), ("arch", run.get("arch")), ("backend", run.get("backend")),
+    rows = [("host", run.get("hostname")), ("kernel", run.get("kernel_release")), ("arch", run.get("arch")),
+            ("backend", run.get("backend")),
             ("duration", _fmt_duration(run.get("duration_s"))), ("events", run.get("events")),
             ("rows", run.get("rows")), ("lost events", run.get("lost_events")),
             ("object events lost", run.get("object_events_lost")), ("target", target),

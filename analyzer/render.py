@@ -158,7 +158,8 @@ def _pcts(st):
 def _run_line(run):
     dur = run.get("duration_s")
     dur = f"{dur:.1f} s" if isinstance(dur, (int, float)) else "? s"
-    return (f"kernel {run.get('kernel_release')} {run.get('arch')}, backend "
+    host = f"host {run['hostname']}, " if run.get("hostname") else ""
+    return (f"{host}kernel {run.get('kernel_release')} {run.get('arch')}, backend "
             f"{run.get('backend')}, {dur}, {run.get('events')} events, "
             f"{run.get('lost_events')} lost")
 

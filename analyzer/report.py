@@ -164,6 +164,7 @@ def _run(rec, lost, whole, checked, mismatched):
     checked (docs/models.md section 1, E5)."""
     meta = rec.meta
     return {
+        "hostname": meta.get("hostname"),
         "kernel_release": meta.get("kernel_release"),
         "arch": meta.get("arch"),
         "backend": meta.get("backend"),

@@ -239,6 +239,7 @@ def test_rmap_layout_difference_is_listed(tmp_path, added, gone):
     if not added and not gone:
         assert d == {"status": "same", "structs": {}, "functions": {"only_a": [], "only_b": []}, "unknown": []}
         assert "the same in A and B" in compare.render_text(compare.compare(*reps))
+        assert compare.compare(*reps)["validation_candidates"] is None
         return
     assert d["status"] == "differs"
     assert d["structs"] == {"vm_area_struct": {"added": list(added), "removed": list(gone),
@@ -246,6 +247,19 @@ def test_rmap_layout_difference_is_listed(tmp_path, added, gone):
     assert d["functions"] == {"only_a": ["anon_vma_clone"] if gone else [], "only_b": []}
     text = compare.render_text(compare.compare(*reps))
     assert "anon rmap layout (BTF) differs: vm_area_struct +[" + ", ".join(added) + "]" in text
+    # no design named: A modelled as each design beside B measured (B's
+    # eager: N + F N anon_vmas, N + 2 F N AVCs in fan(2, 1))
+    cands = compare.compare(*reps)["validation_candidates"]
+    assert list(cands) == list(compare.B_DESIGNS)
+    e_av, e_avc = eager_counts(2, 1)
+    for design, v in cands.items():
+        a_model = reps[0]["models"][design]
+        assert v["objects"]["anon_vma"]["allocated"]["b"] == e_av
+        assert v["objects"]["anon_vma_chain"]["allocated"]["b"] == e_avc
+        assert v["objects"]["anon_vma"]["allocated"]["a"] == a_model["anon_vma"]["allocated"]
+        assert f"Validation: A modelled as {compare.MODEL_TITLE.get(design, design)}" in text
+    assert "no metadata says into which design" in text
+    assert compare.compare(*reps, b_design="lazy")["validation_candidates"] is None
     old = build(fan(2, 1), tmp_path, "old.parquet")             # no rmap_layout: schema before v9
     assert compare.compare(old, reps[1])["rmap_layout"]["status"] == "unknown"
     assert compare.compare(old, reps[1])["rmap_layout"]["unknown"] == ["A"]

@@ -492,3 +492,13 @@ def test_census_of_the_real_system_recording():
 def test_command_runs_say_why_there_is_no_census(name):
     cen = report(name)["census"]
     assert cen["status"] == "not run" and "recorded command starts after the census" in cen["reason"]
+
+
+def test_the_report_names_the_host():
+    """The run names the host that recorded it (metadata ``hostname``, v8),
+    so a machine share (S7) is read against the right machine."""
+    name = "system-anonshape.parquet"
+    host = json.loads(pq.read_metadata(fixture(name)).metadata[b"anonscope.hostname"])
+    assert host and report(name)["run"]["hostname"] == host
+    assert f"host {host}, kernel " in _report(name, "text")
+    assert f"host {host}, kernel " in _report(name, "markdown")
