@@ -89,19 +89,10 @@ def report(path, fmt, output, at, quiet):
     keep_freed_memory()
     if fmt is None:
         fmt = render.SUFFIX_FORMAT.get(os.path.splitext(output or "")[1].lower(), "text")
-    from . import load, progress
-    from . import report as report_mod
+    from . import progress
     try:
-        with progress.bar(1 + len(report_mod.STAGES), "anonanalyze report", "step", progress.wanted(quiet)) as b:
-            b.set_postfix_str("reading")
-            rec = load.load(path)
-            b.update()
-
-            def step(name):
-                b.set_postfix_str(name)
-                b.update()
-
-            data = report_mod.build(rec, step=step)
+        with progress.bar(_steps(), "anonanalyze report", "step", progress.wanted(quiet)) as b:
+            rec, data = _built(path, b)
         text = render.render(data, fmt, at, probes=rec.meta.get("probes"))
     except render.UnknownSnapshot as exc:
         fail(f"--at: {exc}", 2)
@@ -159,14 +150,17 @@ def fleet(paths, fmt, output, label_by, scheduler, quiet):
 @click.option("--b-design", "b_design", type=click.Choice(("lazy", "nofork", "nofork_clone")), default=None,
               help="the anon rmap design B's kernel ran: adds the validation table, A modelled as "
                    "DESIGN against B measured")
-def compare_cmd(path_a, path_b, fmt, output, b_design):
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar (drawn only when stderr is a terminal)")
+def compare_cmd(path_a, path_b, fmt, output, b_design, quiet):
     """Compare recordings A and B (the same workload on two kernels, or
     before/after a change): per design and object A, B, delta (B - A) and %
     (docs/compare.md)."""
     keep_freed_memory()
     from . import compare as compare_mod
     fmt = fmt or compare_mod.SUFFIX_FORMAT.get(os.path.splitext(output or "")[1].lower(), "text")
-    reports = [_compare_report(p) for p in (path_a, path_b)]
+    from . import progress
+    with progress.bar(2 * _steps(), "anonanalyze compare", "step", progress.wanted(quiet)) as b:
+        reports = [_compare_report(p, b, f"{side}: ") for side, p in (("A", path_a), ("B", path_b))]
     try:
         data = compare_mod.compare(*reports, b_design=b_design, a_path=path_a, b_path=path_b)
         text = compare_mod.render(data, fmt)
@@ -175,12 +169,34 @@ def compare_cmd(path_a, path_b, fmt, output, b_design):
     _write(text, output)
 
 
-def _compare_report(path):
-    """The report dict of ``path`` for compare; a failure is one line and its exit code."""
+def _steps():
+    """Bar steps of one report: reading, then each stage of report.build()."""
+    from . import report as report_mod
+    return 1 + len(report_mod.STAGES)
+
+
+def _built(path, b, name=""):
+    """(recording, report dict) of ``path``, one step of the bar ``b`` for
+    reading it and one per stage of the report (``name``: a prefix of the
+    steps' names)."""
     from . import load
     from . import report as report_mod
+    b.set_postfix_str(name + "reading")
+    rec = load.load(path)
+    b.update()
+
+    def step(stage):
+        b.set_postfix_str(name + stage)
+        b.update()
+
+    return rec, report_mod.build(rec, step=step)
+
+
+def _compare_report(path, b, name):
+    """The report dict of ``path`` for compare (``name`` on the bar ``b``);
+    a failure is one line and its exit code."""
     try:
-        return report_mod.build(load.load(path))
+        return _built(path, b, name)[1]
     except Exception as exc:
         _fail_one_line(exc, path, f"{path}: ")
 

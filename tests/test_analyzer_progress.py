@@ -61,3 +61,15 @@ def test_fleet_draws_a_bar_of_its_recordings(tmp_path, quiet):
     assert ("anonanalyze fleet" in err and f"/{n} [" in err) != quiet, err
     if quiet:
         assert err == ""
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_compare_draws_a_bar_of_both_reports(tmp_path, quiet):
+    steps = 2 * (1 + len(report.STAGES))                 # each side: reading, then each stage
+    args = ["compare", FIXTURE, FIXTURE, "--format", "json", "-o", str(tmp_path / "c.json")] + (["-q"] if quiet else [])
+    rc, err = stderr_on_a_terminal(args, tmp_path)
+    assert rc == 0, err
+    if quiet:
+        assert err == ""
+    else:
+        assert "anonanalyze compare" in err and f"/{steps} [" in err and "B: " + report.STAGES[-1] in err, err
