@@ -534,6 +534,8 @@ def machine_line(snap):
             s = d["saved_pct"]
             line += (f" (saves {kb(d['saved_bytes'])} KB: {_share(s['MemTotal'])} of MemTotal, "
                      f"{_share(s['Slab'])} of Slab)")
+        if d.get("with_vma_bytes") is not None:
+            line += f", with VMAs {kb(d['with_vma_bytes'])} KB = {_share(d['with_vma_pct']['Slab'])} of Slab"
         parts.append(line)
     return (f"Against the machine (/proc/meminfo at {den['sample_ts_ns'] / 1e9:.1f} s; anon_vma + AVC, "
             "docs/models.md#snapshots S7): " + "; ".join(parts))

@@ -502,3 +502,23 @@ def test_the_report_names_the_host():
     assert host and report(name)["run"]["hostname"] == host
     assert f"host {host}, kernel " in _report(name, "text")
     assert f"host {host}, kernel " in _report(name, "markdown")
+
+
+def test_the_text_says_what_each_saving_is_worth_against_the_machine():
+    """S7 in words (#15 item 3): at the end, each design's saving against
+    eager (anon_vma + AVC live bytes at the slab slot) as a share of the
+    last /proc/meminfo sample's MemTotal and Slab, read here from the slab
+    rows of the recording, not from the analyzer's denominators."""
+    name = "system-anonshape.parquet"
+    rows = pq.read_table(fixture(name)).to_pandas()
+    slab = rows[(rows.event == "slab") & (rows.mem_total_kb > 0)].sort_values("ts_ns")
+    total_kb, slab_kb = int(slab.mem_total_kb.iloc[-1]), int(slab.mem_slab_kb.iloc[-1])
+    end = report(name)["snapshots"][-1]["designs"]
+    live = {d: sum(end[d][o]["live"] * end[d][o]["slot_bytes"] for o in ("anon_vma", "anon_vma_chain"))
+            for d in end}
+    text = _report(name, "text")
+    for d in ("lazy", "nofork", "nofork_clone"):
+        saved = live["eager"] - live[d]
+        assert (f"{d} {live[d] / 1024:.2f} KB" in text and f"(saves {saved / 1024:.2f} KB: "
+                f"{100 * saved / (total_kb * 1024):.3g}% of MemTotal, {100 * saved / (slab_kb * 1024):.3g}% of Slab)"
+                in text), d
