@@ -22,13 +22,14 @@ DESIGNS = ("eager", "lazy", "nofork", "nofork_clone")
 #: designs B's kernel may run (--b-design): validation compares A modelled as it with B measured
 B_DESIGNS = ("lazy", "nofork", "nofork_clone")
 OBJECTS = ("anon_vma", "anon_vma_chain", "vm_area_struct")
-HEADLINES = ("allocated", "peak_live", "peak_live_bytes", "saved", "saved_pct")
+HEADLINES = ("allocated", "peak_live", "peak_live_bytes", "saved", "saved_pct", "live_end", "live_end_kb")
 #: what a kernel measures: the numbers of validation
 MEASURED = ("allocated", "peak_live", "peak_live_bytes")
 RUN_KEYS = ("kernel_release", "arch", "backend", "duration_s")
 RULE = "delta = B - A; pct = 100 * delta / A, rounded to 0.1 (null when A is 0 or a side is missing)"
 METRIC_TITLE = {"allocated": "allocated", "peak_live": "peak live", "peak_live_bytes": "peak live KB",
-                "saved": "saved vs eager", "saved_pct": "saved %"}
+                "saved": "saved vs eager", "saved_pct": "saved %", "live_end": "live at end",
+                "live_end_kb": "live KB at end"}
 ASK_VALIDATION = ("validation: not asked. When B ran a kernel with another anon rmap, --b-design "
                   + "|".join(B_DESIGNS) + " compares A modelled as that design with B measured")
 
@@ -100,16 +101,27 @@ def _saved(model, eager, obj, o):
     return _sub(o["allocated"], e), (None if rng is None else [_sub(rng[1], e), _sub(rng[0], e)])
 
 
-def headline(model, eager, obj):
+def headline(model, eager, obj, end=None):
     """{metric: (value, range)} of the headline numbers of ``obj`` in one
-    design (:data:`HEADLINES`); (None, None) for what the report lacks."""
+    design (:data:`HEADLINES`), the live ones from ``end``, the design's
+    entry in the report's last snapshot (the cover letter's table at the
+    end); (None, None) for what the report lacks."""
     o = _model_objects(model).get(obj)
     if o is None:
         return {m: (None, None) for m in HEADLINES}
     out = {m: (o.get(m), o.get(f"{m}_range")) for m in ("allocated", "peak_live", "peak_live_bytes")}
     out["saved"] = _saved(model, eager, obj, o)
     out["saved_pct"] = ((model.get("saved_pct") or {}).get(obj), (model.get("saved_pct_range") or {}).get(obj))
+    e = (end or {}).get(obj) or {}
+    out["live_end"] = (e.get("live"), e.get("live_range"))
+    out["live_end_kb"] = (e.get("kb"), e.get("kb_range"))
     return out
+
+
+def _end(report, design):
+    """The design's entry in the report's last snapshot (None without snapshots)."""
+    snaps = report.get("snapshots") or []
+    return (snaps[-1].get("designs") or {}).get(design) if snaps else None
 
 
 def _side(report, path):
@@ -151,7 +163,8 @@ def _models_delta(ra, rb, missing):
             if da is not None and db is not None:
                 _note_missing(missing, f"models.{design}.{obj}", _model_objects(da).get(obj),
                               _model_objects(db).get(obj))
-            ha, hb = headline(da, ma.get("eager"), obj), headline(db, mb.get("eager"), obj)
+            ha = headline(da, ma.get("eager"), obj, _end(ra, design))
+            hb = headline(db, mb.get("eager"), obj, _end(rb, design))
             out[design][obj] = {m: diff(ha[m][0], hb[m][0], ha[m][1], hb[m][1]) for m in HEADLINES}
     return out
 
@@ -229,11 +242,13 @@ def render_json(data):
 
 
 def _fmt(metric, v):
-    """One value of ``metric``: KB for bytes, a percentage for saved_pct; "-" for a missing side."""
+    """One value of ``metric``: KB for bytes and _kb, a percentage for saved_pct; "-" for a missing side."""
     if v is None:
         return "-"
     if metric.endswith("_bytes"):
         return kb(v)
+    if metric.endswith("_kb"):
+        return f"{v:.2f}"
     return saved(v) if metric.endswith("_pct") else str(v)
 
 
