@@ -159,8 +159,16 @@ def compare_cmd(path_a, path_b, fmt, output, b_design, quiet):
     from . import compare as compare_mod
     fmt = fmt or compare_mod.SUFFIX_FORMAT.get(os.path.splitext(output or "")[1].lower(), "text")
     from . import progress
+    reports, failed = [], None
     with progress.bar(2 * _steps(), "anonanalyze compare", "step", progress.wanted(quiet)) as b:
-        reports = [_compare_report(p, b, f"{side}: ") for side, p in (("A", path_a), ("B", path_b))]
+        for side, p in (("A", path_a), ("B", path_b)):
+            try:
+                reports.append(_built(p, b, f"{side}: ")[1])
+            except Exception as exc:    # said once the bar is gone, on a line of its own
+                failed = (exc, p)
+                break
+    if failed:
+        _fail_one_line(failed[0], failed[1], f"{failed[1]}: ")
     try:
         data = compare_mod.compare(*reports, b_design=b_design, a_path=path_a, b_path=path_b)
         text = compare_mod.render(data, fmt)
@@ -192,13 +200,6 @@ def _built(path, b, name=""):
     return rec, report_mod.build(rec, step=step)
 
 
-def _compare_report(path, b, name):
-    """The report dict of ``path`` for compare (``name`` on the bar ``b``);
-    a failure is one line and its exit code."""
-    try:
-        return _built(path, b, name)[1]
-    except Exception as exc:
-        _fail_one_line(exc, path, f"{path}: ")
 
 
 def _fail_one_line(exc, path, prefix, what="recording"):

@@ -13,7 +13,8 @@ from . import rmapdiff
 from .render import MODEL_TITLE, SHORT, _jsonable, _rng, kb, saved
 from .tables import md_table, text_table
 
-#: 2: rmap_layout (the two kernels' anon rmap layouts compared)
+#: 2: rmap_layout (the two kernels' anon rmap layouts compared); 3: validation_candidates,
+#: the live_end and live_end_kb headlines
 COMPARE_FORMAT = 3
 FORMATS = ("text", "markdown", "json", "html")
 #: -o suffix -> format, when --format is not given
@@ -217,13 +218,13 @@ def compare(ra, rb, b_design=None, a_path=None, b_path=None):
 
 
 def candidates(ra, rb, layout):
-    """When B's anon rmap layout differs from A's and no design is named,
-    {design: validation} for every design B's kernel may run: which one it
-    is no metadata can say (rmapdiff.py), so each is put beside B measured.
-    None when the layouts are the same or unknown."""
-    if layout["status"] != rmapdiff.DIFFERS:
+    """When B's anon rmap differs from A's (rmapdiff.rmap_changed) and no
+    design is named, {design: validation} for every design B's kernel may
+    run, eager included: which one it is no metadata can say, so each is
+    put beside B measured. None otherwise."""
+    if not rmapdiff.rmap_changed(layout):
         return None
-    return {d: validation(ra, rb, d) for d in B_DESIGNS}
+    return {d: validation(ra, rb, d) for d in ("eager",) + B_DESIGNS}
 
 
 # ------------------------------------------------------------------ rendering
@@ -314,7 +315,7 @@ def ask(data):
     """What the text says about validation when none was asked for."""
     if data.get("validation_candidates"):
         return ("validation: B's anon rmap differs from A's, and no metadata says into which design: "
-                "A modelled as each design against B measured above; --b-design names the one B runs")
+                "A modelled as each design (eager too) against B measured above; --b-design names the one B runs")
     return ASK_VALIDATION
 
 

@@ -529,8 +529,8 @@ def _made(a, t):
 
 
 def file_vmas(a, t, per_obj):
-    """X8 on a tracepoint recording (docs/models.md#lazy-bounds): the best
-    estimate's savings by the kind of VMA its fault rows name (schema v10
+    """X8 on a tracepoint recording (docs/models.md#lazy-bounds): the eager
+    rows the best estimate never makes, by the kind of VMA its fault rows name (schema v10
     ``caller``: anon_fault, cow_fault for a MAP_PRIVATE file, else
     unknown); split, merge and fork rows name none (``not_fault``). The
     series' minimal variant, file VMAs eager, is a range: low, only the
@@ -540,8 +540,12 @@ def file_vmas(a, t, per_obj):
     anon = fault & (a.caller == CALLER_CODE["anon_fault"])
     file = fault & (a.caller == CALLER_CODE["cow_fault"])
     kinds = {"anon": anon, "file": file, "unknown": fault & ~anon & ~file, "not_fault": ~fault}
+    pair = a.own_av[a.index_of(t.found_src)]
     out = {"tokens": {k: int((m & ~a.is_av).sum()) for k, m in kinds.items() if k != "not_fault"},
-           "saved": {}, "file_vmas_eager": {}}
+           "saved": {}, "file_vmas_eager": {},
+           # U2 upgrades of a VMA whose fault reused a neighbour's anon_vma:
+           # a new anon_vma, no eager row (eager - best = saved - this)
+           "made_beyond_eager": {"anon_vma": int((pair < 0).sum()), "anon_vma_chain": 0}}
     for obj, sel in (("anon_vma", a.is_av), ("anon_vma_chain", ~a.is_av)):
         s = {k: int((saved & sel & m).sum()) for k, m in kinds.items()}
         out["saved"][obj] = s

@@ -32,6 +32,20 @@ def diff(layout_a, layout_b):
     return {"status": SAME if same else DIFFERS, "structs": structs, "functions": functions, "unknown": []}
 
 
+def rmap_changed(d):
+    """Whether a ``diff`` shows the anon rmap itself changed, not just the
+    VMA: anon_vma or anon_vma_chain differ, the rmap functions differ, or
+    vm_area_struct gains or loses a member named ``anon*`` (stock kernels
+    change vm_area_struct between releases: 6.12's vm_lock and detached,
+    7.3's vm_refcnt)."""
+    if d["status"] != DIFFERS:
+        return False
+    if any(name != "vm_area_struct" for name in d["structs"]) or d["functions"]["only_a"] or d["functions"]["only_b"]:
+        return True
+    v = d["structs"].get("vm_area_struct") or {"added": [], "removed": []}
+    return any(m.startswith("anon") for m in v["added"] + v["removed"])
+
+
 def _present(functions):
     """The names of ``functions`` ({name: bool}) the kernel has."""
     return {f for f, there in functions.items() if there}

@@ -255,7 +255,11 @@ def test_rmap_layout_difference_is_listed(tmp_path, added, gone):
     # no design named: A modelled as each design beside B measured (B's
     # eager: N + F N anon_vmas, N + 2 F N AVCs in fan(2, 1))
     cands = compare.compare(*reps)["validation_candidates"]
-    assert list(cands) == list(compare.B_DESIGNS)
+    if not gone and not any(m.startswith("anon") for m in added):
+        # only other VMA members changed, as between stock releases: no candidates
+        assert cands is None
+        return
+    assert list(cands) == ["eager", *compare.B_DESIGNS]
     e_av, e_avc = eager_counts(2, 1)
     for design, v in cands.items():
         a_model = reps[0]["models"][design]

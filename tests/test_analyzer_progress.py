@@ -73,3 +73,13 @@ def test_compare_draws_a_bar_of_both_reports(tmp_path, quiet):
         assert err == ""
     else:
         assert "anonanalyze compare" in err and f"/{steps} [" in err and "B: " + report.STAGES[-1] in err, err
+
+
+def test_a_compare_that_fails_says_so_on_a_line_of_its_own(tmp_path):
+    """The bar is gone before the one-line error: B is not a recording."""
+    bad = tmp_path / "b.parquet"
+    bad.write_bytes(b"not parquet")
+    rc, err = stderr_on_a_terminal(["compare", FIXTURE, str(bad)], tmp_path)
+    assert rc == 3, err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("anonanalyze: error: ") and str(bad) in last, err

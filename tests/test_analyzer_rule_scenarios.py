@@ -221,6 +221,30 @@ def test_a_partial_move_keeps_the_generations_faults_at_the_high_end(tmp_path, V
         assert m[AVC]["allocated_range"] == [1, V + 2]
 
 
+@pytest.mark.parametrize("V", [1, 3])
+def test_a_move_after_a_fork_and_an_exec_keeps_the_faults_at_the_high_end(tmp_path, V):
+    """Section 3.2 on a tracepoint recording: process 2 forks (3, which
+    exits), execs, and its new generation, a leaf born in the run, faults V
+    anonymous VMAs and moves the first. Its move's source is not looked for
+    (the tgid forked before), so the moved VMA N5 keeps is unknown and the
+    high end keeps every fault row of the generation: V anon_vmas and
+    V + 1 AVCs (the copy's AVC stays in every design, N3)."""
+    g = Gen()
+    g.process(1, "server")
+    g.fork(1, 2, comm="worker")
+    g.fork(2, 3, comm="helper")
+    g.exit(3)
+    g.exec(2)
+    vmas = g.faults(2, V)
+    g.mremap(2, vmas[0])
+    g.exit(2)
+    r = build(g, tmp_path)
+    for v in NOFORK:
+        m = r["models"][v]
+        assert m[AV]["allocated_range"][1] == V
+        assert m[AVC]["allocated_range"][1] == V + 1
+
+
 @pytest.mark.parametrize("stacks", [True, False], ids=["v10", "no-stacks"])
 @pytest.mark.parametrize("V,K,M", [(7, 3, 2), (5, 5, 0), (4, 0, 4)])
 def test_lazy_estimate_splits_file_vmas_by_the_fault_stack(tmp_path, V, K, M, stacks):
@@ -244,6 +268,10 @@ def test_lazy_estimate_splits_file_vmas_by_the_fault_stack(tmp_path, V, K, M, st
         saved = {"anon": 0, "file": 0, "unknown": V - M, "not_fault": 0}
         assert fv["file_vmas_eager"] == {AV: [M, V], AVC: [2 * M, V + M]}
     assert fv["saved"] == {AV: saved, AVC: saved}
+    # what best does not make of eager's rows, less what it makes beyond them
+    for obj in (AV, AVC):
+        e, best = r["models"]["eager"][obj]["allocated"], lz[obj]["allocated"]
+        assert sum(fv["saved"][obj].values()) - fv["made_beyond_eager"][obj] == e - best
     # the text and Markdown reports say the same
     line = "anon_vmas saved by VMA kind: " + ", ".join(f"{k} {v}" for k, v in saved.items())
     for fmt in ("text", "markdown"):
@@ -262,7 +290,10 @@ def test_lazy_estimate_fork_savings_are_of_unknown_kind(tmp_path, V, C, K):
     fv = r["models"]["lazy"]["file_vmas"]
     saved = {"anon": C * K, "file": 0, "unknown": 0, "not_fault": C * V}
     assert fv["saved"] == {AV: saved, AVC: saved}
-    assert fv["file_vmas_eager"][AV] == [V, V + C * V]
+    # lazy makes V anon_vmas and V + C V AVCs (the clone_fork links, L4)
+    assert fv["file_vmas_eager"] == {AV: [V, V + C * V], AVC: [V + C * V, V + 2 * C * V]}
+    assert "with file VMAs eager (the series' minimal variant): anon_vma " + (
+        f"[{V}, {V + C * V}]" if C * V else f"{V}") in render.render(r, "text")
 
 
 # --------------------------------------- item 15: `other` allocations are kept
