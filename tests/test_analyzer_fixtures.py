@@ -517,6 +517,9 @@ def test_the_text_says_what_each_saving_is_worth_against_the_machine():
     live = {d: sum(end[d][o]["live"] * end[d][o]["slot_bytes"] for o in ("anon_vma", "anon_vma_chain"))
             for d in end}
     text = _report(name, "text")
+    for d in end:                                   # with the VMAs, at each design's slot
+        vmas = live[d] + end[d]["vm_area_struct"]["live"] * end[d]["vm_area_struct"]["slot_bytes"]
+        assert f"with VMAs {vmas / 1024:.2f} KB = {100 * vmas / (slab_kb * 1024):.3g}% of Slab" in text, d
     for d in ("lazy", "nofork", "nofork_clone"):
         saved = live["eager"] - live[d]
         assert (f"{d} {live[d] / 1024:.2f} KB" in text and f"(saves {saved / 1024:.2f} KB: "
