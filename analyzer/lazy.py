@@ -63,10 +63,15 @@ class _Allocs:
         forks = rp.tree.forks
         ftg = forks["tgid"].to_numpy().astype(np.int64)
         fpos = forks["pos"].to_numpy().astype(np.int64)
-        # first process fork of the owner, and its next one after each row
-        self.prior, self.nf_pos = _next_in_group(ftg, fpos, self.owner, self.pos)
-        # a process the census shows to have forked before the run (L5)
-        self.prior |= np.isin(self.owner, forked_before_run(rp.rec))
+        # whether the owner's generation forked before each row (a fork
+        # since its last exec: exec gives it a new mm), and its next fork
+        _, self.nf_pos = _next_in_group(ftg, fpos, self.owner, self.pos)
+        ex = rp.rec.execs
+        last_exec = _last_before(ex["tgid"].to_numpy().astype(np.int64), ex["pos"].to_numpy().astype(np.int64),
+                                 self.owner, self.pos)
+        self.prior = _last_before(ftg, fpos, self.owner, self.pos) > last_exec
+        # a process the census shows to have forked before the run (L5), until its first exec
+        self.prior |= np.isin(self.owner, forked_before_run(rp.rec)) & (last_exec < 0)
         P = PATH_CODE
         mremap = self.caller == CALLER_CODE["mremap"]
         clone_vma = self.path == P["clone_vma"]
@@ -131,6 +136,27 @@ def _next_in_group(gkeys, gpos, keys, pos):
         ok = (k < len(ekey)) & ((nxt >> _SHIFT) == kr)
         nxt_pos[rows] = np.where(ok, nxt & _LOW, -1)
     return prior, nxt_pos
+
+
+def _last_before(gkeys, gpos, keys, pos):
+    """For rows (``keys``, ``pos``) and events (``gkeys``, ``gpos``): the
+    position of the last event of the row's key before it (-1: none)."""
+    n = len(keys)
+    out = np.full(n, -1, dtype=np.int64)
+    if not len(gkeys) or not n:
+        return out
+    uk = np.unique(gkeys)
+    ekey = np.sort((np.searchsorted(uk, gkeys).astype(np.int64) << _SHIFT) | np.asarray(gpos, dtype=np.int64))
+    keys = np.asarray(keys)
+    ki = np.minimum(np.searchsorted(uk, keys), len(uk) - 1)
+    rows = np.flatnonzero(uk[ki] == keys)
+    if len(rows):
+        kr = ki[rows].astype(np.int64)
+        k = np.searchsorted(ekey, (kr << _SHIFT) | np.asarray(pos)[rows], side="left") - 1
+        prev = ekey[np.maximum(k, 0)]
+        ok = (k >= 0) & ((prev >> _SHIFT) == kr)
+        out[rows] = np.where(ok, prev & _LOW, -1)
+    return out
 
 
 def _fault_pairs(a):

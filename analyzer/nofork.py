@@ -47,8 +47,7 @@ class _Moves(NamedTuple):
     first AVC the same task frees after the copy, and the anon_vma of the
     same __anon_vma_prepare() call); ``unfound``, the mremap copy rows
     whose source is not found so (a partial move, whose first AVC freed is
-    a split piece's; a source from before the run; any copy of a tgid that
-    forked before it, even in an earlier generation). Both over ``a``."""
+    a split piece's; a source from before the run). Both over ``a``."""
     keep: np.ndarray
     unfound: np.ndarray
 
@@ -69,11 +68,7 @@ def _moved_by_mremap(rp, a):
     keep[idx] = True
     pair = A.own_av[idx]
     keep[pair[pair >= 0]] = True
-    unfound[m[~found]] = True
-    # the lazy estimate looks for no source of a tgid that forked before
-    # (``prior``, per tgid, not reset at exec): a later generation's move
-    # is unknown too
-    unfound |= A.mremap & A.prior
+    unfound[m[~found]] = True    # (a generation that forked is no leaf: its copies are not looked at)
     return _Moves(keep, unfound)
 
 

@@ -222,13 +222,14 @@ def test_a_partial_move_keeps_the_generations_faults_at_the_high_end(tmp_path, V
 
 
 @pytest.mark.parametrize("V", [1, 3])
-def test_a_move_after_a_fork_and_an_exec_keeps_the_faults_at_the_high_end(tmp_path, V):
-    """Section 3.2 on a tracepoint recording: process 2 forks (3, which
-    exits), execs, and its new generation, a leaf born in the run, faults V
-    anonymous VMAs and moves the first. Its move's source is not looked for
-    (the tgid forked before), so the moved VMA N5 keeps is unknown and the
-    high end keeps every fault row of the generation: V anon_vmas and
-    V + 1 AVCs (the copy's AVC stays in every design, N3)."""
+def test_a_move_after_a_fork_and_an_exec_is_a_new_generations(tmp_path, V):
+    """Rules L5, U2 and N5 per generation: process 2 forks (3, which exits),
+    execs, and its new generation, which never forks, faults V anonymous
+    VMAs and moves the first. The exec gave it a new mm, so the fork before
+    it does not count (L5): lazy defers the V fault pairs and upgrades the
+    moved one at the mremap (U2): 1 anon_vma, 2 AVCs with the copy's (L6).
+    No-fork finds the moved VMA's pair and keeps it with the copy's AVC (N5,
+    N3) at both ends: 1 and 2."""
     g = Gen()
     g.process(1, "server")
     g.fork(1, 2, comm="worker")
@@ -239,10 +240,11 @@ def test_a_move_after_a_fork_and_an_exec_keeps_the_faults_at_the_high_end(tmp_pa
     g.mremap(2, vmas[0])
     g.exit(2)
     r = build(g, tmp_path)
+    assert _counts(r, "eager") == (V, V + 1)
+    assert _counts(r, "lazy") == (1, 2) and r["models"]["lazy"]["upgrades"]["mremap"] == 1
     for v in NOFORK:
         m = r["models"][v]
-        assert m[AV]["allocated_range"][1] == V
-        assert m[AVC]["allocated_range"][1] == V + 1
+        assert m[AV]["allocated_range"] == [1, 1] and m[AVC]["allocated_range"] == [2, 2], v
 
 
 @pytest.mark.parametrize("stacks", [True, False], ids=["v10", "no-stacks"])
