@@ -351,7 +351,13 @@ def test_anon_vma_lock_waits_equal_bpftrace(tmp_path, workload):
     df = pq.read_table(path).to_pandas()
     locks = df[df.event == "lock"]
     assert waits > 0, "the workload should contend on this machine"
-    assert len(locks) == waits
+    # from 6.19 tracepoint programs run preemptible: a waiter preempted inside
+    # our contention program makes the next one's run be skipped (counted in
+    # prog_misses_by_program, docs/collector.md): each skip loses one row at most
+    meta = metadata(path)
+    missed = sum(v for k, v in (meta.get("prog_misses_by_program") or {}).items() if "contention" in k)
+    missed += (meta.get("lost_by_event") or {}).get("lock", 0)       # and rows the buffer could not take
+    assert waits - missed <= len(locks) <= waits, (len(locks), waits, missed)
     assert (locks.wait_ns > 0).all() and locks.lock_write.all()
     roots = df[(df.event == "alloc") & (df.object == "anon_vma") & (df.path == "fault")].obj_id
     assert locks.lock_id.isin(roots).all() and not locks.preexisting.any()
