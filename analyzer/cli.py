@@ -200,8 +200,6 @@ def _built(path, b, name=""):
     return rec, report_mod.build(rec, step=step)
 
 
-
-
 def _fail_one_line(exc, path, prefix, what="recording"):
     """Exit with ``exc`` as one line, never a traceback: an AnalyzerError
     with its own code, running out of memory (naming ``path``), anything

@@ -31,8 +31,6 @@ RULE = "delta = B - A; pct = 100 * delta / A, rounded to 0.1 (null when A is 0 o
 METRIC_TITLE = {"allocated": "allocated", "peak_live": "peak live", "peak_live_bytes": "peak live KB",
                 "saved": "saved vs eager", "saved_pct": "saved %", "live_end": "live at end",
                 "live_end_kb": "live KB at end"}
-ASK_VALIDATION = ("validation: not asked. When B ran a kernel with another anon rmap, --b-design "
-                  + "|".join(B_DESIGNS) + " compares A modelled as that design with B measured")
 
 
 def _num(v):
@@ -311,12 +309,15 @@ def _sections(data):
     return out
 
 
-def ask(data):
-    """What the text says about validation when none was asked for."""
+def ask(data, tick=""):
+    """What the text says about validation when none was asked for
+    (``tick``: the quote around the option, "`" in Markdown)."""
     if data.get("validation_candidates"):
         return ("validation: B's anon rmap differs from A's, and no metadata says into which design: "
-                "A modelled as each design (eager too) against B measured above; --b-design names the one B runs")
-    return ASK_VALIDATION
+                f"A modelled as each design (eager too) against B measured above; {tick}--b-design{tick} "
+                "names the one B runs")
+    return (f"validation: not asked. When B ran a kernel with another anon rmap, {tick}--b-design "
+            + "|".join(B_DESIGNS) + f"{tick} compares A modelled as that design with B measured")
 
 
 def _side_line(name, s):
@@ -353,6 +354,5 @@ def render_markdown(data):
     for title, table in _sections(data):
         lines += [f"### {title}", "", *md_table(table, "ll"), ""]
     if data["validation"] is None:
-        lines.append(ask(data).replace("--b-design " + "|".join(B_DESIGNS), "`--b-design " + "|".join(B_DESIGNS)
-                                        + "`").replace("; --b-design names", "; `--b-design` names"))
+        lines.append(ask(data, "`"))
     return "\n".join(lines) + "\n"

@@ -109,30 +109,34 @@ def forked_before_run(rec):
     return np.unique(v.loc[np.isin(v["anon_vma_id"].to_numpy(), forked_av), "tgid"].to_numpy().astype(np.int64))
 
 
+def _keyed_events(gkeys, gpos, keys):
+    """Events (``gkeys``, ``gpos``) sorted as (key index << _SHIFT | pos),
+    the rows of ``keys`` whose key has events, and their key indices."""
+    uk = np.unique(gkeys)
+    ekey = np.sort((np.searchsorted(uk, gkeys).astype(np.int64) << _SHIFT) | np.asarray(gpos, dtype=np.int64))
+    keys = np.asarray(keys)
+    ki = np.minimum(np.searchsorted(uk, keys), len(uk) - 1)
+    rows = np.flatnonzero(uk[ki] == keys)
+    return ekey, rows, ki[rows].astype(np.int64)
+
+
 def _next_in_group(gkeys, gpos, keys, pos):
     """For rows (``keys``, ``pos``) and events (``gkeys``, ``gpos``): whether
     the row's key had an event before it (``prior``), and the position of the
     first event of the same key after it (-1: none)."""
     n = len(keys)
-    if not len(gkeys) or not n:
-        return np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
-    uk = np.unique(gkeys)
-    gi = np.searchsorted(uk, gkeys)
-    ekey = np.sort((gi.astype(np.int64) << _SHIFT) | gpos)   # (key index, position)
-    keys = np.asarray(keys)
-    ki = np.minimum(np.searchsorted(uk, keys), len(uk) - 1)
-    rows = np.flatnonzero(uk[ki] == keys)            # rows whose key has events at all
     prior = np.zeros(n, dtype=bool)
     nxt_pos = np.full(n, -1, dtype=np.int64)
+    if not len(gkeys) or not n:
+        return prior, nxt_pos
+    ekey, rows, kr = _keyed_events(gkeys, gpos, keys)
     if len(rows):
-        kr = ki[rows].astype(np.int64)
         kbase = kr << _SHIFT
         p = np.asarray(pos)[rows]
         fi = np.searchsorted(ekey, kbase)            # the key's first event
         prior[rows] = (ekey[fi] & _LOW) < p
         k = np.searchsorted(ekey, kbase | p, side="right")
-        kc = np.minimum(k, len(ekey) - 1)
-        nxt = ekey[kc]
+        nxt = ekey[np.minimum(k, len(ekey) - 1)]
         ok = (k < len(ekey)) & ((nxt >> _SHIFT) == kr)
         nxt_pos[rows] = np.where(ok, nxt & _LOW, -1)
     return prior, nxt_pos
@@ -145,13 +149,8 @@ def _last_before(gkeys, gpos, keys, pos):
     out = np.full(n, -1, dtype=np.int64)
     if not len(gkeys) or not n:
         return out
-    uk = np.unique(gkeys)
-    ekey = np.sort((np.searchsorted(uk, gkeys).astype(np.int64) << _SHIFT) | np.asarray(gpos, dtype=np.int64))
-    keys = np.asarray(keys)
-    ki = np.minimum(np.searchsorted(uk, keys), len(uk) - 1)
-    rows = np.flatnonzero(uk[ki] == keys)
+    ekey, rows, kr = _keyed_events(gkeys, gpos, keys)
     if len(rows):
-        kr = ki[rows].astype(np.int64)
         k = np.searchsorted(ekey, (kr << _SHIFT) | np.asarray(pos)[rows], side="left") - 1
         prev = ekey[np.maximum(k, 0)]
         ok = (k >= 0) & ((prev >> _SHIFT) == kr)
@@ -543,15 +542,16 @@ def model(rp, eager_model):
 
 
 def _made(a, t):
-    """Rows of ``a`` the best variant makes at some time: kept, upgraded
+    """(rows of ``a`` the best variant makes at some time: kept, upgraded
     at a fork (U1), or a moved VMA's fault AVC and anon_vma, which its
-    mremap upgrade (U2) replaces one for one."""
+    mremap upgrade (U2) replaces one for one; the U2 upgrades whose VMA's
+    fault reused a neighbour's anon_vma, which make a new one)."""
     made = t.kept | t.upgraded
     src = a.index_of(t.found_src)
     made[src] = True
     pair = a.own_av[src]
     made[pair[pair >= 0]] = True
-    return made
+    return made, int((pair < 0).sum())
 
 
 def file_vmas(a, t, per_obj):
@@ -561,17 +561,17 @@ def file_vmas(a, t, per_obj):
     unknown); split, merge and fork rows name none (``not_fault``). The
     series' minimal variant, file VMAs eager, is a range: low, only the
     cow_fault pairs made; high, every saving of unknown kind too."""
-    saved = ~_made(a, t)
+    made, beyond = _made(a, t)
+    saved = ~made
     fault = a.path == PATH_CODE["fault"]
     anon = fault & (a.caller == CALLER_CODE["anon_fault"])
     file = fault & (a.caller == CALLER_CODE["cow_fault"])
     kinds = {"anon": anon, "file": file, "unknown": fault & ~anon & ~file, "not_fault": ~fault}
-    pair = a.own_av[a.index_of(t.found_src)]
     out = {"tokens": {k: int((m & ~a.is_av).sum()) for k, m in kinds.items() if k != "not_fault"},
            "saved": {}, "file_vmas_eager": {},
            # U2 upgrades of a VMA whose fault reused a neighbour's anon_vma:
            # a new anon_vma, no eager row (eager - best = saved - this)
-           "made_beyond_eager": {"anon_vma": int((pair < 0).sum()), "anon_vma_chain": 0}}
+           "made_beyond_eager": {"anon_vma": beyond, "anon_vma_chain": 0}}
     for obj, sel in (("anon_vma", a.is_av), ("anon_vma_chain", ~a.is_av)):
         s = {k: int((saved & sel & m).sum()) for k, m in kinds.items()}
         out["saved"][obj] = s

@@ -585,8 +585,9 @@ def _lazy_text(lz):
                   f"{g['slabinfo_vmas_peak']} VMAs" if "slabinfo_vmas_peak" in g else ""))
     out.append(f"  lazy fork-time objects: eager {ft['eager']}, lazy {ft['lazy']}; "
                "re-pointed anon pages: " + _repointed(lz))
-    if _file_vmas(lz):
-        out.append("  lazy " + _file_vmas(lz))
+    fv = _file_vmas(lz)
+    if fv:
+        out.append("  lazy " + fv)
     if "tracepoint_estimate" in lz:
         te = lz["tracepoint_estimate"]
         out.append("  lazy is the exact per-VMA replay (function probes); the tracepoint "
@@ -875,8 +876,9 @@ def _lazy_markdown(lz):
            f"(+{kb(g['peak_extra_bytes'])} KB at the run's VMA peak); objects allocated "
            f"inside fork: {ft['eager']} eager, {ft['lazy']} lazy; anon pages re-pointed by "
            "upgrades: " + _repointed(lz) + "."]
-    if _file_vmas(lz):
-        out.append("Lazy " + _file_vmas(lz) + ".")
+    fv = _file_vmas(lz)
+    if fv:
+        out.append("Lazy " + fv + ".")
     if "tracepoint_estimate" in lz:
         te = lz["tracepoint_estimate"]
         out.append(f"Lazy numbers are an exact per-VMA replay (function probes, "
