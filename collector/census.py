@@ -22,7 +22,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from . import abi, events, probes, program
+from . import abi, events, probes, proctree, program
 
 ITERATOR = b"bpf_iter__task_vma"
 
@@ -132,10 +132,8 @@ def unvisited(visited, started_ns, scope: Scope, proc="/proc"):
             with open(f"{proc}/{name}/statm") as f:
                 if int(f.read().split()[0]) == 0:
                     continue
-            with open(f"{proc}/{name}/stat") as f:
-                stat = f.read()
-            start_ns = int(stat[stat.rindex(")") + 2:].split()[19]) * 10 ** 9 // hz
-            if start_ns > started_ns:
+            ticks = proctree.start_ticks(name, proc)
+            if ticks is None or ticks * 10 ** 9 // hz > started_ns:
                 continue
             with open(f"{proc}/{name}/status") as f:
                 fields = dict(line.split(":", 1) for line in f if ":" in line)

@@ -9,8 +9,10 @@ live memory per design (docs/collector.md#marks).
   directory and writes one mark row per file.
 
 While recording, the collector announces itself in ``RUN_DIR`` (its pid,
-output and mark directory: :func:`publish`), so that ``anoncollect mark``
-finds it; the entry goes when the run ends.
+start time, output and mark directory: :func:`publish`), so that
+``anoncollect mark`` finds it; the entry goes when the run ends. A
+collector killed by SIGKILL leaves its entry behind; the start time tells
+it from a later process that reuses its pid.
 """
 
 import contextlib
@@ -21,6 +23,8 @@ import signal
 import sys
 import time
 from typing import List, Optional
+
+from . import proctree
 
 RUN_DIR = os.environ.get("ANONSCOPE_RUN_DIR", "/run/anonscope")
 UNNAMED = signal.SIGUSR1
@@ -111,7 +115,8 @@ def publish(output: str) -> None:
     os.makedirs(_mark_dir(pid), mode=0o700, exist_ok=True)
     tmp = _entry(pid) + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"pid": pid, "output": os.path.abspath(output), "marks": _mark_dir(pid)}, f)
+        json.dump({"pid": pid, "start_ticks": proctree.start_ticks(pid), "output": os.path.abspath(output),
+                   "marks": _mark_dir(pid)}, f)
     os.replace(tmp, _entry(pid))
 
 
@@ -125,8 +130,9 @@ def withdraw() -> None:
 
 
 def running() -> List[dict]:
-    """The collectors recording now, by their RUN_DIR entries (stale
-    entries of dead processes are skipped)."""
+    """The collectors recording now, by their RUN_DIR entries. Stale
+    entries (of a collector that died without withdrawing) are skipped:
+    their pid is gone or now names a process started at another time."""
     out = []
     for name in sorted(os.listdir(RUN_DIR)) if os.path.isdir(RUN_DIR) else []:
         if not (name.startswith("anoncollect-") and name.endswith(".json")):
@@ -134,11 +140,23 @@ def running() -> List[dict]:
         try:
             with open(os.path.join(RUN_DIR, name)) as f:
                 entry = json.load(f)
-            os.kill(int(entry["pid"]), 0)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError):
             continue
-        out.append(entry)
+        if _alive(entry):
+            out.append(entry)
     return out
+
+
+def _alive(entry: dict) -> bool:
+    """Whether the collector of a RUN_DIR entry still runs: its pid names a
+    process, not a zombie, started when the entry says."""
+    try:
+        fields = proctree.stat_fields(int(entry["pid"]))
+        started = entry["start_ticks"]
+    except (KeyError, TypeError, ValueError):
+        return False
+    return (fields is not None and len(fields) > 19 and fields[0] not in ("Z", "X")
+            and started is not None and int(fields[19]) == started)
 
 
 def send(label: str, pid: Optional[int] = None, wait_s: float = 0.0) -> dict:

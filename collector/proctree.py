@@ -2,7 +2,27 @@
 descendants, the ones alive at start included."""
 
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
+
+
+def stat_fields(pid, proc: str = "/proc") -> Optional[List[str]]:
+    """The fields of /proc/PID/stat after the command name in parentheses
+    (which may itself hold them): index 0 is field 3 (state); None when the
+    process is gone."""
+    try:
+        with open(os.path.join(proc, str(pid), "stat")) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def start_ticks(pid, proc: str = "/proc") -> Optional[int]:
+    """When process ``pid`` started, in clock ticks since boot (field 22 of
+    /proc/PID/stat); with the pid it names one process for the whole boot,
+    whereas a pid alone is reused. None when the process is gone."""
+    fields = stat_fields(pid, proc)
+    return int(fields[19]) if fields and len(fields) > 19 else None
 
 
 def parent_of(proc: str = "/proc") -> Dict[int, int]:
@@ -12,13 +32,8 @@ def parent_of(proc: str = "/proc") -> Dict[int, int]:
     for entry in os.listdir(proc):
         if not entry.isdigit():
             continue
-        try:
-            with open(os.path.join(proc, entry, "stat")) as f:
-                stat = f.read()
-        except OSError:
-            continue  # exited meanwhile
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 1:
+        fields = stat_fields(entry, proc)   # None: exited meanwhile
+        if fields and len(fields) > 1:
             out[int(entry)] = int(fields[1])
     return out
 

@@ -12,7 +12,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from anonscope.collector import cli, marks
+from anonscope.collector import cli, marks, proctree
 
 
 @pytest.fixture
@@ -68,9 +68,44 @@ def test_send_errors(collector, tmp_path):
     with open(os.path.join(marks.RUN_DIR, f"anoncollect-{dead}.json"), "w") as f:
         json.dump({"pid": int(dead), "output": "x", "marks": "y"}, f)
     assert [e["pid"] for e in marks.running()] == [os.getpid()]
+    assert marks.running()[0]["start_ticks"] == proctree.start_ticks(os.getpid())
     marks.withdraw()
     with pytest.raises(marks.MarkError, match="no anoncollect is recording"):
         marks.send("x")
+
+
+def announce(pid, start_ticks):
+    with open(os.path.join(marks.RUN_DIR, f"anoncollect-{pid}.json"), "w") as f:
+        json.dump({"pid": pid, "start_ticks": start_ticks, "output": "x", "marks": "y"}, f)
+
+
+def test_a_reused_pid_is_not_the_collector(tmp_path, monkeypatch):
+    """An entry left by a SIGKILLed collector whose pid a later process
+    took (pid_max is 32768 on small machines: a long test run wraps it)
+    is skipped; so is one whose collector is a zombie; only the entry
+    naming the process by pid and start time is found."""
+    monkeypatch.setattr(marks, "RUN_DIR", str(tmp_path / "run"))
+    os.makedirs(marks.RUN_DIR)
+    live = subprocess.Popen(["sleep", "60"])
+    zombie = subprocess.Popen(["sleep", "60"])
+    try:
+        ticks = proctree.start_ticks(live.pid)
+        zticks = proctree.start_ticks(zombie.pid)
+        announce(live.pid, ticks - 1)          # the pid's earlier owner
+        assert marks.running() == []
+        announce(live.pid, None)               # an entry without a start time names no process
+        assert marks.running() == []
+        zombie.kill()
+        while proctree.stat_fields(zombie.pid)[0] != "Z":
+            time.sleep(0.01)
+        announce(zombie.pid, zticks)
+        assert marks.running() == []
+        announce(live.pid, ticks)
+        assert [e["pid"] for e in marks.running()] == [live.pid]
+    finally:
+        live.kill()
+        live.wait()
+        zombie.wait()
 
 
 def test_mark_command_line(tmp_path, monkeypatch):
