@@ -1,5 +1,9 @@
-"""Under CI a skip must name something the host lacks (tests/hostcaps.py)."""
+"""Under CI a skip must name something the host lacks (tests/hostcaps.py);
+no test leaves a collector running."""
 
+import contextlib
+import os
+import signal
 import subprocess
 
 import pytest
@@ -18,6 +22,39 @@ def pytest_runtest_makereport(item, call):
         rep.outcome = "failed"
         rep.longrepr = (f"skipped under CI for a reason the set-up should have removed: {reason} "
                         f"(only '{hostcaps.HOST_LACKS}...' skips are allowed there)")
+
+
+def collectors():
+    """{pid: command line} of the live (not zombie) anoncollect processes."""
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and ("anonscope.collector.cli" in cmd or "bin/anoncollect" in cmd):
+            out[int(pid)] = cmd.strip()
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_collector_left(request):
+    """An integration test that leaves an anoncollect running fails (and
+    the collector is killed): a later test's `anoncollect mark` would find
+    two runs, and a user's machine would keep tracing."""
+    if not request.node.module.__name__.startswith("test_integration"):
+        yield
+        return
+    before = set(collectors())
+    yield
+    left = {p: c for p, c in collectors().items() if p not in before}
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"collectors left running: {left}"
 
 
 @pytest.fixture(scope="session")
