@@ -39,6 +39,21 @@ Models and the fidelity of every number: docs/models.md.
 """
 
 
+IMPORT_EPILOG = f"""\b
+Exit codes:
+  0  recording written
+  {EXIT_INTERNAL}  internal error in anonanalyze (please report it)
+  2  bad command line
+  {EXIT_UNREADABLE}  the trace or the kallsyms file is missing, unreadable, truncated or not
+     what it should be (a Perfetto trace; a kallsyms with addresses)
+  {EXIT_NOT_A_RUN}  the trace lacks what the import needs (events, object sizes) or the
+     kallsyms lacks the anon rmap's functions
+  {EXIT_OUTPUT}  the -o file cannot be written
+Errors are one line on stderr: "anonanalyze: error: ...". Nothing is left
+at -o after an error. What a trace must hold: docs/android.md.
+"""
+
+
 def keep_freed_memory():
     """glibc only: serve large arrays from the heap and never give freed
     memory back, so the next array reuses pages already mapped instead of
@@ -137,6 +152,47 @@ def fleet(paths, fmt, output, label_by, scheduler, quiet):
     _write(fleetrender.render(data, fmt), output)
     if not data["analysed"]:
         sys.exit(results[0]["exit_code"])
+
+
+@main.group("import", epilog=IMPORT_EPILOG)
+def import_():
+    """Make a recording from another tool's trace (docs/android.md)."""
+
+
+@import_.command("perfetto", epilog=IMPORT_EPILOG)
+@click.argument("trace", type=click.Path(dir_okay=False, readable=False, path_type=str))
+@click.option("--kallsyms", "kallsyms_path", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="/proc/kallsyms captured as root on the traced boot (call sites are raw addresses)")
+@click.option("--slab-dir", "slab_dir", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="a copy of /sys/kernel/slab/{anon_vma,anon_vma_chain,vm_area_struct} from that boot: "
+                   "object sizes and slab geometry (without it, sizes come from the trace)")
+@click.option("--arch", default=None, metavar="UNAME_M",
+              help="the device's uname -m, when the trace has no SystemInfo packet")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="the recording to write (.parquet)")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar (drawn only when stderr is a terminal)")
+def import_perfetto(trace, kallsyms_path, slab_dir, arch, output, quiet):
+    """Read the Perfetto TRACE (kmem, sched, task and raw_syscalls ftrace
+    events) and write a recording in anoncollect's schema, backend
+    perfetto, that every report reads."""
+    from anonscope.collector.perfetto import importer
+
+    from . import progress
+    opts = importer.Options(trace, kallsyms_path, output, slab_dir, arch, ["anonanalyze", *sys.argv[1:]])
+    try:
+        with progress.bar(None, "anonanalyze import", "packet", progress.wanted(quiet)) as b:
+            done = importer.run(opts, b.update)
+    except importer.PerfettoImportError as exc:
+        fail(str(exc), EXIT_UNREADABLE if exc.unreadable else EXIT_NOT_A_RUN)
+    except importer.trace.TraceError as exc:
+        fail(str(exc), EXIT_UNREADABLE)
+    except OSError as exc:
+        fail(f"{exc.filename or output}: {exc.strerror}", EXIT_OUTPUT)
+    except Exception as exc:
+        _fail_one_line(exc, trace, "", what="trace")
+    if not quiet:
+        click.echo(f"anonanalyze import: {done['path']}: {done['rows']} rows from {done['packets']} packets",
+                   err=True)
 
 
 @main.command("compare", epilog=EPILOG)

@@ -608,6 +608,13 @@ def _beyond_eager(a, found_pos, found_src, mre_av_free, srcs):
 SERIES_VMA_PCT = {"after_boot": 1.0, "24_apps_launched": 0.2}
 
 
+#: cache_line_size() where the cache's align is not known: L1_CACHE_BYTES
+#: of x86_64 and arm64 (arch/*/include/asm/cache.h, 6.12 and 7.3); what
+#: SLAB_HWCACHE_ALIGN aligns a cache's objects to (mm/slab_common.c
+#: calculate_alignment()).
+CACHE_LINE = 64
+
+
 def _align(n, a):
     return -(-n // a) * a
 
@@ -622,14 +629,17 @@ def vma_slot(meta_entry, grow, word):
     align 64, free pointer inside: 192 -> 256)."""
     slot = meta_entry.get("slab_size") or meta_entry.get("btf_size")
     obj = meta_entry.get("object_size") or meta_entry.get("btf_size") or slot
-    align = meta_entry.get("align")
+    low_align = high_align = meta_entry.get("align")
     how = "/sys/kernel/slab object_size and align"
-    if not align:
-        align, how = word, "align unknown (recorded before schema v5): word-aligned"
+    if not low_align:
+        low_align, high_align = word, CACHE_LINE
+        how = ("align unknown (no /sys/kernel/slab align: recorded before schema v5, or a Perfetto import "
+               "without --slab-dir): low end word-aligned (6.12), high end on a 64-byte cache line "
+               "(7.3's SLAB_HWCACHE_ALIGN)")
     base = _align(obj, word)
     slack = max(slot - base, 0)
-    low = max(_align(_align(obj + grow, word), align), slot)
-    high = max(_align(_align(obj + grow, word) + slack, align), slot)
+    low = max(_align(_align(obj + grow, word), low_align), slot)
+    high = max(_align(_align(obj + grow, word) + slack, high_align), slot)
     return slot, [low, high], how
 
 

@@ -1,0 +1,415 @@
+"""``anonanalyze import perfetto``: a Perfetto trace into a recording in the
+collector's schema (backend ``perfetto``, docs/android.md).
+
+The trace is read once, packet by packet (trace.py). Ftrace bundles are
+per CPU and reach the file out of time order across CPUs, so events wait in
+a heap until nothing older can come (SORT_WINDOW_NS behind the newest event
+read; one arriving later still is replayed where it arrives and counted,
+``late_events``); then replay.py makes the records and the collector's
+writer (collector/writer.py) writes them, in segments, as anoncollect does.
+"""
+
+import datetime
+import heapq
+import os
+import platform
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+from .. import kallsyms, segments, sites
+from ..abi import Obj, Site
+from ..runmeta import tool_version
+from ..writer import RecordingWriter
+from . import trace
+from .replay import Replay, arch_tables
+
+#: How far behind the newest event read an event may still arrive: traced
+#: drains each CPU's buffer every ``drain_period_ms`` (100 ms by default)
+#: and writes each CPU's bundle in turn, so a few periods cover it.
+SORT_WINDOW_NS = 2_000_000_000
+#: Records handed to the writer at a time, and segments committed every
+#: COMMIT_EVERY records (the writer holds at most one segment's rows).
+BATCH = 65536
+COMMIT_EVERY = 1 << 20
+#: The ftrace events the import reads (FtraceEvent oneof names).
+WANTED = tuple(Replay.HANDLERS)
+#: Their names in FtraceConfig.ftrace_events (tracefs group/name).
+FTRACE_NAMES = {"kmem_cache_alloc": "kmem/kmem_cache_alloc", "kmem_cache_free": "kmem/kmem_cache_free",
+                "sys_enter": "raw_syscalls/sys_enter", "sys_exit": "raw_syscalls/sys_exit",
+                "task_newtask": "task/task_newtask", "task_rename": "task/task_rename",
+                "sched_process_fork": "sched/sched_process_fork", "sched_process_exec": "sched/sched_process_exec",
+                "sched_process_exit": "sched/sched_process_exit"}
+#: The ones it cannot do without, and what each gives.
+REQUIRED_EVENTS = {
+    "kmem_cache_alloc": "kmem/kmem_cache_alloc: the objects",
+    "kmem_cache_free": "kmem/kmem_cache_free: their frees",
+    "sched_process_fork": "sched/sched_process_fork: the forks",
+    "task_newtask": "task/task_newtask: whether a clone made a thread or a process",
+    "sys_enter": "raw_syscalls/sys_enter: the fork windows (clone, fork, vfork, clone3)",
+}
+#: /sys/kernel/slab file names the import reads from --slab-dir
+SLAB_FILES = ("object_size", "slab_size", "align", "objs_per_slab", "aliases")
+SLAB_CACHES = {Obj.ANON_VMA: "anon_vma", Obj.AVC: "anon_vma_chain", Obj.VMA: "vm_area_struct"}
+#: BuiltinClock ids (protos/perfetto/common/builtin_clock.proto)
+CLOCK_REALTIME, CLOCK_BOOTTIME = 1, 6
+
+
+class PerfettoImportError(Exception):
+    """An import that cannot be done: one line for the user; ``unreadable``
+    when an input file cannot be read at all (else its content is wrong)."""
+
+    def __init__(self, message: str, unreadable: bool = False):
+        super().__init__(message)
+        self.unreadable = unreadable
+
+
+@dataclass
+class Options:
+    """What ``anonanalyze import perfetto`` was given."""
+
+    trace: str
+    kallsyms: str
+    output: str
+    slab_dir: Optional[str] = None
+    arch: Optional[str] = None
+    argv: List[str] = field(default_factory=list)
+
+
+def classifier_of(path: str) -> sites.Classifier:
+    """The site classifier of a kallsyms file captured on the traced boot."""
+    try:
+        with open(path, errors="replace") as f:
+            ranges = kallsyms.function_ranges(f, sites.wanted_functions())
+    except OSError as e:
+        raise PerfettoImportError(f"{path}: {e.strerror}", unreadable=True) from e
+    except kallsyms.KallsymsError as e:
+        raise PerfettoImportError(f"{path}: {e} (capture it as root on the traced boot: docs/android.md)",
+                                  unreadable=True) from e
+    c = sites.Classifier.from_ranges(ranges)
+    missing = [f for f in sites.REQUIRED if f not in c.ranges]
+    if missing:
+        raise PerfettoImportError(f"{path}: no {', '.join(missing)} in it: not a kallsyms of a kernel with the anon "
+                           "rmap (captured as root, kernel.kptr_restrict 0?)")
+    return c
+
+
+def slab_geometry(slab_dir: Optional[str]) -> Dict[int, Dict[str, object]]:
+    """{Obj: {file: value}} from a copy of /sys/kernel/slab (empty without)."""
+    out: Dict[int, Dict[str, object]] = {}
+    for obj, cache in SLAB_CACHES.items():
+        entry: Dict[str, object] = {}
+        for name in SLAB_FILES if slab_dir else ():
+            try:
+                with open(os.path.join(slab_dir, cache, name)) as f:
+                    entry[name] = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                entry[name] = None
+        out[obj] = entry
+    return out
+
+
+def sizes_seen(path: str, c: sites.Classifier, enough: int = 10000) -> Dict[int, int]:
+    """Object sizes (``bytes_req``) as the trace shows them, for a trace
+    without --slab-dir: ``anon_vma_clone()`` allocates only AVCs (mm/rmap.c,
+    6.12 and 7.3), so the size at its call sites is the AVC's; at
+    ``__anon_vma_prepare``/``anon_vma_fork`` the other size is the
+    anon_vma's; at ``vm_area_alloc``/``vm_area_dup`` the largest is the
+    VMA's (the only other allocation there, 6.4-6.14's per-VMA lock, is a
+    small ``struct vma_lock``). Reads until ``enough`` such allocations."""
+    by_site: Dict[int, Counter] = {s: Counter() for s in Site}
+    n = 0
+    for packet in trace.packets(path):
+        for ev in packet.ftrace_events.event if packet.HasField("ftrace_events") else ():
+            if ev.WhichOneof("event") != "kmem_cache_alloc":
+                continue
+            site = c.alloc_site(ev.kmem_cache_alloc.call_site)
+            if site:
+                by_site[site][ev.kmem_cache_alloc.bytes_req] += 1
+                n += 1
+        if n >= enough:
+            break
+    out = {}
+    if by_site[Site.CLONE]:
+        out[Obj.AVC] = by_site[Site.CLONE].most_common(1)[0][0]
+    rmap = by_site[Site.PREPARE] + by_site[Site.FORK]
+    other = [(k, v) for k, v in rmap.most_common() if k != out.get(Obj.AVC)]
+    if other:
+        out[Obj.ANON_VMA] = other[0][0]
+    vma = by_site[Site.VMA_ALLOC] + by_site[Site.VMA_DUP]
+    if vma:
+        out[Obj.VMA] = max(vma)
+    return out
+
+
+class _Importer:
+    """One import: the trace's facts, the sort heap, the replay, the writer."""
+
+    def __init__(self, opts: Options, c: sites.Classifier, sizes: Dict[int, int],
+                 geometry: Dict[int, Dict[str, object]], progress: Optional[Callable[[int], None]]):
+        # progress(n): n more packets read
+        self.opts, self.classifier, self.sizes, self.geometry = opts, c, sizes, geometry
+        self.progress = progress
+        self.heap: List[tuple] = []
+        self.seq = 0
+        self.newest = 0
+        self.released = 0       # the newest timestamp replayed
+        self.late = 0
+        self.seen = Counter()   # FtraceEvent kinds read
+        self.slots: Dict[int, int] = {}   # Obj -> bytes_alloc seen
+        self.system_info = None
+        self.config_events: Optional[List[str]] = None
+        self.ftrace_stats: Dict[int, Dict[int, object]] = {}   # phase -> {cpu: FtraceCpuStats}
+        self.bundles_lost = Counter()     # cpu -> bundles flagged lost_events
+        self.trace_stats = None
+        self.clocks: Dict[int, int] = {}
+        self.first_ts: Optional[int] = None
+        self.last_ts = 0
+        self.replay: Optional[Replay] = None
+        self.writer: Optional[RecordingWriter] = None
+        self.pending_trees: List[object] = []
+        self.written = 0
+        self.packets = 0
+
+    # -- reading ---------------------------------------------------------
+    def read(self) -> None:
+        """Every packet: facts kept, events into the heap, replayed as they
+        leave the sort window."""
+        for packet in trace.packets(self.opts.trace):
+            self.packets += 1
+            self._packet(packet)
+            if self.replay is not None:
+                self._release(self.newest - SORT_WINDOW_NS)
+            if self.progress and self.packets % 256 == 0:
+                self.progress(256)
+        if self.replay is None:
+            self._start()
+        self._release(None)
+
+    def _packet(self, p) -> None:
+        if p.HasField("system_info"):
+            self.system_info = p.system_info
+        elif p.HasField("trace_config"):
+            self.config_events = [e for ds in p.trace_config.data_sources
+                                  for e in ds.config.ftrace_config.ftrace_events]
+        elif p.HasField("process_tree"):
+            if self.replay is None:
+                self.pending_trees.append(p.process_tree)
+            else:
+                self.replay.tasks.process_tree(p.process_tree)
+        elif p.HasField("ftrace_stats"):
+            self.ftrace_stats[p.ftrace_stats.phase] = {s.cpu: s for s in p.ftrace_stats.cpu_stats}
+        elif p.HasField("trace_stats"):
+            self.trace_stats = p.trace_stats
+        elif p.HasField("clock_snapshot") and not self.clocks:
+            self.clocks = {c.clock_id: c.timestamp for c in p.clock_snapshot.clocks}
+        elif p.HasField("ftrace_events"):
+            self._bundle(p.ftrace_events)
+
+    def _bundle(self, b) -> None:
+        if b.lost_events:
+            self.bundles_lost[b.cpu] += 1
+        if self.replay is None:
+            self._start()
+        for ev in b.event:
+            kind = ev.WhichOneof("event")
+            if kind not in Replay.HANDLERS:
+                continue
+            self.seen[kind] += 1
+            msg = getattr(ev, kind)
+            ts = ev.timestamp
+            if kind == "kmem_cache_alloc":
+                if not self.classifier.alloc_site(msg.call_site):
+                    continue      # not one of our functions: nothing to keep
+            if self.first_ts is None or ts < self.first_ts:
+                self.first_ts = ts
+            self.newest = max(self.newest, ts)
+            if ts < self.released:
+                self.late += 1
+            self.seq += 1
+            heapq.heappush(self.heap, (ts, self.seq, b.cpu, ev.pid, kind, msg))
+
+    def _start(self) -> None:
+        """The replay and the writer, once the trace's machine is known
+        (SystemInfo comes before the first bundle in traces traced writes)."""
+        arch = self.opts.arch or (self.system_info.utsname.machine if self.system_info else "")
+        if not arch:
+            raise PerfettoImportError(f"{self.opts.trace}: no SystemInfo packet names the architecture; "
+                               "give --arch (uname -m of the device)")
+        try:
+            arch_tables(arch)
+        except KeyError:
+            raise PerfettoImportError(f"{self.opts.trace}: architecture {arch!r} has no syscall table here "
+                               "(x86_64, aarch64, riscv64, armv7l)") from None
+        self.arch = arch
+        self.replay = Replay(self.classifier, self.sizes, arch)
+        for tree in self.pending_trees:
+            self.replay.tasks.process_tree(tree)
+        self.pending_trees = []
+
+    def _release(self, upto: Optional[int]) -> None:
+        """Replay the events up to ``upto`` (None: all)."""
+        r = self.replay
+        while self.heap and (upto is None or self.heap[0][0] <= upto):
+            ts, _, cpu, pid, kind, msg = heapq.heappop(self.heap)
+            self.released = max(self.released, ts)
+            self.last_ts = max(self.last_ts, ts)
+            if kind == "kmem_cache_alloc":
+                obj = r._object(self.classifier.alloc_site(msg.call_site), msg.bytes_req)
+                if obj:
+                    self.slots.setdefault(obj, msg.bytes_alloc)
+            Replay.HANDLERS[kind](r, ts, cpu, pid, msg)
+            if len(r.records) >= BATCH:
+                self._write()
+        self._write()
+
+    def _write(self) -> None:
+        ev = self.replay.take()
+        if not len(ev):
+            return
+        if self.writer is None:
+            self.writer = RecordingWriter(self.opts.output, self.first_ts)
+        self.writer.add_events(ev, now_ns=int(ev["ts"].max()))
+        before = self.written // COMMIT_EVERY
+        self.written += len(ev)
+        if self.written // COMMIT_EVERY > before:
+            self.writer.commit(self.metadata(final=False))
+
+    # -- what the recording says about itself -----------------------------
+    def check(self) -> None:
+        """Refuse a trace without the events the import needs."""
+        lacking = [what for kind, what in REQUIRED_EVENTS.items()
+                   if not self.seen[kind] and not self._configured(kind)]
+        if lacking:
+            raise PerfettoImportError(f"{self.opts.trace}: the trace has no " + "; no ".join(lacking)
+                               + " (record with scripts/android/record's config, docs/android.md)")
+
+    def _configured(self, kind: str) -> bool:
+        """Whether the trace config asked for the event (then none happened)."""
+        return self.config_events is not None and FTRACE_NAMES[kind] in self.config_events
+
+    def lost(self) -> Dict[int, int]:
+        """{cpu: events the kernel's ring buffer lost}: the overrun and
+        dropped counters of FtraceStats at the end less at the start."""
+        start = self.ftrace_stats.get(1, {})
+        end = self.ftrace_stats.get(2, {})
+        out = {}
+        for cpu, e in end.items():
+            s = start.get(cpu)
+            out[cpu] = sum(getattr(e, k) - (getattr(s, k) if s else 0)
+                           for k in ("overrun", "commit_overrun", "dropped_events"))
+        return out
+
+    def lost_rows(self) -> List[dict]:
+        """One ``lost`` row per CPU that lost events, at the end of the trace."""
+        ts = self.last_ts - (self.first_ts or 0)
+        return [{"ts_ns": ts, "event": "lost", "cpu": cpu, "lost_source": "ftrace_overrun", "count": n}
+                for cpu, n in sorted(self.lost().items()) if n]
+
+    def buffer_loss(self) -> Dict[str, int]:
+        """What traced's own buffers lost (chunks: their events are not
+        counted anywhere)."""
+        st = self.trace_stats
+        if st is None:
+            return {}
+        out = Counter(chunks_discarded=st.chunks_discarded, patches_discarded=st.patches_discarded)
+        for b in st.buffer_stats:
+            out["chunks_overwritten"] += b.chunks_overwritten
+            out["chunks_discarded"] += b.chunks_discarded
+            out["abi_violations"] += b.abi_violations
+            out["trace_writer_packet_loss"] += b.trace_writer_packet_loss
+        return dict(out)
+
+    def _wall(self, ts: int) -> Optional[str]:
+        if CLOCK_REALTIME not in self.clocks or CLOCK_BOOTTIME not in self.clocks:
+            return None
+        ns = self.clocks[CLOCK_REALTIME] + ts - self.clocks[CLOCK_BOOTTIME]
+        return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).isoformat()
+
+    def object_sizes(self) -> Dict[str, object]:
+        """The metadata's object_sizes: the trace's sizes and slots, and the
+        caches' geometry where --slab-dir gave it (no BTF: btf_size null)."""
+        out = {}
+        for obj, cache in SLAB_CACHES.items():
+            g = self.geometry.get(obj, {})
+            out[cache] = {"btf_size": None, "slab_size": g.get("slab_size") or self.slots.get(obj),
+                          "object_size": self.sizes.get(obj), "align": g.get("align"),
+                          "objs_per_slab": g.get("objs_per_slab"), "sheaf_capacity": None}
+        return out
+
+    def metadata(self, final: bool) -> Dict[str, object]:
+        """The recording's metadata (docs/schema.md, "Metadata"; ``perfetto``:
+        docs/android.md)."""
+        uts = self.system_info.utsname if self.system_info else None
+        lost = self.lost()
+        r = self.replay
+        duration = (self.last_ts - self.first_ts) / 1e9 if self.first_ts is not None else 0.0
+        return {
+            "tool_version": tool_version(), "command_line": self.opts.argv,
+            "kernel_release": uts.release if uts else "unknown", "arch": self.arch,
+            "page_size": (self.system_info.page_size or None) if self.system_info else None,
+            "object_sizes": self.object_sizes(), "kfence": None,
+            "topology": {"cpus": (self.system_info.num_cpus or None) if self.system_info else None,
+                         "nodes": None},
+            "btf": False, "backend": "perfetto", "probes": self.probes(),
+            "target": {"mode": "system", "command": None, "pid": None, "comm": None},
+            "start_time": self._wall(self.first_ts or 0), "end_time": self._wall(self.last_ts),
+            "duration_s": duration, "stop_reason": "duration" if final else None,
+            "command_exit_status": None,
+            "lost": {"ftrace_overrun": sum(lost.values())},
+            "alias_frees_skipped": 0, "alias_traffic": None, "hostname": None, "rmap_layout": None,
+            "slab_aliases": {cache: [] for cache in SLAB_CACHES.values()},
+            "classification": self.classifier.describe(), "raw_pointers": False, "headers": None,
+            "buffer": "perfetto", "caches_known_at_start": None, "python": platform.python_version(),
+            "census": {"status": "not run", "reason": "a Perfetto trace has no census of the rmap at its start"},
+            "perfetto": {
+                "trace": os.path.abspath(self.opts.trace), "kallsyms": os.path.abspath(self.opts.kallsyms),
+                "slab_dir": os.path.abspath(self.opts.slab_dir) if self.opts.slab_dir else None,
+                "packets": self.packets, "events_read": dict(self.seen),
+                "lost_by_cpu": {str(c): n for c, n in sorted(lost.items())},
+                "ftrace_stats": sorted({1: "start", 2: "end"}[p] for p in self.ftrace_stats if p in (1, 2)),
+                "bundles_flagged_lost": {str(c): n for c, n in sorted(self.bundles_lost.items())},
+                "buffer_loss": self.buffer_loss(), "late_events": self.late,
+                "tasks_undescribed": len(r.tasks.unknown) if r else 0,
+                "sizes_from": "slab_dir" if self.opts.slab_dir else "trace",
+                **(r.counts if r else {}),
+            },
+        }
+
+    def probes(self) -> List[dict]:
+        """One entry per tracepoint the import reads: whether the trace has it."""
+        return [{"name": f"perfetto:{FTRACE_NAMES[kind]}", "attached": bool(self.seen[kind]) or self._configured(kind),
+                 "reason": None if self.seen[kind] else "no such event in the trace"}
+                for kind in WANTED]
+
+    def close(self) -> str:
+        """The final metadata; the recording's path."""
+        if self.writer is None:
+            self.writer = RecordingWriter(self.opts.output, self.first_ts or 0)
+        self.writer.add_user_rows(self.lost_rows())
+        return self.writer.close(self.metadata(final=True))
+
+
+def run(opts: Options, progress: Optional[Callable[[int], None]] = None) -> Dict[str, object]:
+    """Import ``opts.trace`` into ``opts.output``: {"path", "rows",
+    "packets", "metadata"}. On failure nothing is left at ``opts.output``."""
+    c = classifier_of(opts.kallsyms)
+    geometry = slab_geometry(opts.slab_dir)
+    sizes = {obj: g["object_size"] for obj, g in geometry.items() if g.get("object_size")}
+    if len(sizes) < len(SLAB_CACHES):
+        sizes = {**sizes_seen(opts.trace, c), **sizes}
+    if Obj.AVC not in sizes or Obj.ANON_VMA not in sizes:
+        raise PerfettoImportError(f"{opts.trace}: cannot tell anon_vmas from AVCs (no allocations at "
+                                  "anon_vma_clone or __anon_vma_prepare/anon_vma_fork); give --slab-dir")
+    imp = _Importer(opts, c, sizes, geometry, progress)
+    try:
+        imp.read()
+        imp.check()
+        path = imp.close()
+    except BaseException:
+        if imp.writer is not None:
+            imp.writer.abort()
+        shutil.rmtree(segments.partial_dir(opts.output), ignore_errors=True)
+        raise
+    return {"path": path, "rows": imp.written, "packets": imp.packets, "metadata": imp.metadata(final=True)}
