@@ -8,7 +8,7 @@ key changes meaning, appears or disappears.
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 #: Prefix of every key this tool writes into the Parquet key-value metadata.
 META_PREFIX = "anonscope."
@@ -115,7 +115,8 @@ METADATA = {
     "object_sizes": "{object: {btf_size, slab_size, object_size, align}}: sizeof from BTF, the slab slot from "
                     "/proc/slabinfo, the cache's object_size and align from /sys/kernel/slab (v5)",
     "btf": "true when /sys/kernel/btf/vmlinux was present and used",
-    "backend": "tracepoint, kprobe or fentry: how the function probes attached (tracepoint: none did)",
+    "backend": "tracepoint, kprobe or fentry: how the function probes attached (tracepoint: none did); perfetto "
+               "(v11): imported from a Perfetto trace (anonanalyze import perfetto)",
     "probes": "[{name, attached, reason}] every probe tried, attached or skipped with the reason",
     "target": "{mode: system|command|pid|comm, command, pid, comm[, descendants_at_start]}: what was recorded",
     "start_time": "ISO 8601 wall-clock time of ts_ns == 0",
@@ -145,10 +146,13 @@ METADATA = {
     "classification": "{function: path} call-site functions found in kallsyms and what they classify as",
     "raw_pointers": "true when obj_id holds raw kernel addresses (--raw-pointers)",
     "headers": "what bcc compiled against",
-    "buffer": "ringbuf or perfbuf",
+    "buffer": "ringbuf or perfbuf; perfetto (v11): an imported trace",
     "caches_known_at_start": "{object: bool}: frees into that cache were recognised from the start (null: told by "
                              "name or call site)",
     "python": "Python version of the collector",
+    "perfetto": "v11, imported recordings only: {trace, kallsyms, slab_dir, packets, events_read, lost_by_cpu, "
+                "ftrace_stats, bundles_flagged_lost, buffer_loss, late_events, tasks_undescribed, sizes_from, "
+                "allocs_other_sizes, forks_without_newtask, syscalls_fork, syscalls_exec} (docs/android.md)",
     "census": "{status, reason, vma_rows, anon_vma_rows, anon_vmas_linked, vmas, seconds, lost, started_ns, "
               "ended_ns, unvisited}: the task_vma iterator run at start (docs/schema.md#census; the last four: v6)",
 }

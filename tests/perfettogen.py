@@ -15,7 +15,8 @@ A Perfetto trace cannot carry what needs a kernel stack or a cache
 ``fork``, ``group_dead``, allocations at unknown call sites (path
 ``other``) and their frees, frees of objects older than the run except at
 ``unlink_anon_vmas``/``__put_anon_vma``, the census, slab, lock, call,
-walk, mark and move rows; and a trace is system-wide (STRIPPED_META).
+walk and move rows (marks travel as ``anonscope-mark: LABEL`` lines written
+to trace_marker); and a trace is system-wide (STRIPPED_META).
 """
 
 import json
@@ -30,7 +31,8 @@ from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 
 from anonscope.collector import sites
 
-KERNEL_EVENTS = ("alloc", "free", "fork", "exec", "exit")
+#: The rows a trace carries: kernel events, and marks as trace_marker lines.
+CARRIED_EVENTS = ("alloc", "free", "fork", "exec", "exit", "mark")
 #: The functions whose call sites the trace uses, plus two that free
 #: without being free sites of ours.
 FUNCTIONS = sites.wanted_functions() + ["vm_area_free", "kfree_filler"]
@@ -84,8 +86,8 @@ def write_slab_dir(path, meta):
 def kernel_rows(path):
     """The recording's kernel event rows in replay order."""
     df = pq.read_table(path).to_pandas()
-    df = df[df.event.isin(KERNEL_EVENTS)].copy()
-    for c in ("event", "object", "path", "caller", "comm"):
+    df = df[df.event.isin(CARRIED_EVENTS)].copy()
+    for c in ("event", "object", "path", "caller", "comm", "mark_label"):
         df[c] = df[c].astype(object)
     return df.sort_values("ts_ns", kind="stable").reset_index(drop=True)
 
@@ -106,7 +108,7 @@ def strip(src, dst):
     the file (its metadata) unchanged."""
     table = pq.read_table(src)
     df = table.to_pandas()
-    kernel = df.event.isin(KERNEL_EVENTS)
+    kernel = df.event.isin(CARRIED_EVENTS)
     mask = kernel.copy()
     mask[kernel] = carried(df[kernel].astype({"path": object})).to_numpy()
     df = df[mask].copy()
@@ -196,10 +198,14 @@ def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=()):
     first_fork_row = df[df.fork_id.notna()].groupby("fork_id").ts_ns.min()
     opened = set()
     slabs = _Slabs()
-    t.add(0, df.cpu.iloc[0] if len(df) else 0, df.pid.iloc[0] if len(df) else 1, "sys_enter",
-          id=SYSCALLS_X86_64["read"])
+    tasks = df[df.event != "mark"]
+    t.add(0, max(int(tasks.cpu.iloc[0]), 0) if len(tasks) else 0, tasks.pid.iloc[0] if len(tasks) else 1,
+          "sys_enter", id=SYSCALLS_X86_64["read"])
     for row in df.itertuples(index=False):
         comm = _comm(row)
+        if row.event == "mark":
+            _mark(t, row, sizes, slabs, comm_of)
+            continue
         if row.event not in ("exec", "fork") and comm_of.get(row.pid, comm) != comm:
             t.add(row.ts_ns, row.cpu, row.pid, "task_rename", pid=int(row.pid), oldcomm=comm_of[row.pid],
                   newcomm=comm)
@@ -210,8 +216,8 @@ def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=()):
             t.add(start, row.cpu, row.pid, "sys_enter", id=SYSCALLS_X86_64["clone"])
         _EMIT[row.event](t, row, sizes, slabs, comm_of)
     end_ns = int(float(json.loads(meta[b"anonscope.duration_s"])) * 1e9)
-    if len(df):
-        t.add(max(end_ns, int(df.ts_ns.max())), df.cpu.iloc[-1], df.pid.iloc[-1], "sys_exit",
+    if len(tasks):
+        t.add(max(end_ns, int(df.ts_ns.max())), max(int(tasks.cpu.iloc[-1]), 0), tasks.pid.iloc[-1], "sys_exit",
               id=SYSCALLS_X86_64["read"])
     paths = {"trace": os.path.join(out_dir, "trace.pftrace"), "kallsyms": os.path.join(out_dir, "kallsyms"),
              "slab_dir": os.path.join(out_dir, "slab")}
@@ -240,7 +246,7 @@ def _first_tasks(df):
     the children of its fork rows): the ProcessTree's."""
     born = set(df.child_pid[df.event == "fork"].dropna().astype(int))
     out = {}
-    for row in df.itertuples(index=False):
+    for row in df[df.event != "mark"].itertuples(index=False):
         if row.pid not in born and row.pid not in out:
             out[int(row.pid)] = (int(row.tgid), _comm(row))
     return out
@@ -286,6 +292,10 @@ def _exit(t, row, sizes, slabs, comm_of):
           tgid=int(row.tgid), prio=120)
 
 
+def _mark(t, row, sizes, slabs, comm_of):
+    t.add(row.ts_ns, 0, 1, "print", ip=0, buf=f"anonscope-mark: {row.mark_label}\n")
+
+
 _EMIT = {"alloc": _alloc, "free": _free, "fork": _fork, "exec": _exec, "exit": _exit}
 
 
@@ -302,7 +312,7 @@ def _head_packets(meta, tree, cpus, omit):
     ds.config.ftrace_config.ftrace_events.extend(
         e for e in ["kmem/kmem_cache_alloc", "kmem/kmem_cache_free", "sched/sched_process_fork",
                     "sched/sched_process_exec", "sched/sched_process_exit", "task/task_newtask", "task/task_rename",
-                    "raw_syscalls/sys_enter", "raw_syscalls/sys_exit"]
+                    "raw_syscalls/sys_enter", "raw_syscalls/sys_exit", "ftrace/print"]
         if e.split("/")[1] not in omit)
     start = json.loads(meta.get(b"anonscope.start_time", b"null"))
     clocks = pb.ClockSnapshot()

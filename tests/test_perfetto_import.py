@@ -185,3 +185,21 @@ def test_a_trace_without_fork_windows_is_refused(tmp_path):
     assert res.exit_code == 4, res.output
     assert "raw_syscalls/sys_enter" in res.output and res.output.count("\n") == 1
     assert not out.exists() and not os.path.exists(str(out) + ".partial")
+
+
+def test_marks_travel_as_trace_marker_lines(tmp_path):
+    """A mark is an 'anonscope-mark: LABEL' line in trace_marker (an
+    ftrace/print event): the import's snapshot at it equals the recording's."""
+    from test_analyzer_snapshots import tree_in_run
+    g, _ = tree_in_run()
+    src = g.write(str(tmp_path / "gen.parquet"))
+    paths = perfettogen.convert(src, tmp_path / "t")
+    out = tmp_path / "imported.parquet"
+    res = run("import", "perfetto", paths["trace"], "--kallsyms", paths["kallsyms"], "--slab-dir",
+              paths["slab_dir"], "-o", out, "-q")
+    assert res.exit_code == 0, res.output
+    perfettogen.strip(src, tmp_path / "stripped.parquet")
+    want, got = report(tmp_path / "stripped.parquet"), report(out)
+    assert [s["label"] for s in got["snapshots"]] == [s["label"] for s in want["snapshots"]]
+    assert "apps" in [s["label"] for s in got["snapshots"]]
+    assert numbers(got) == numbers(want)

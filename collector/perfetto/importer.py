@@ -40,7 +40,7 @@ FTRACE_NAMES = {"kmem_cache_alloc": "kmem/kmem_cache_alloc", "kmem_cache_free": 
                 "sys_enter": "raw_syscalls/sys_enter", "sys_exit": "raw_syscalls/sys_exit",
                 "task_newtask": "task/task_newtask", "task_rename": "task/task_rename",
                 "sched_process_fork": "sched/sched_process_fork", "sched_process_exec": "sched/sched_process_exec",
-                "sched_process_exit": "sched/sched_process_exit"}
+                "sched_process_exit": "sched/sched_process_exit", "print": "ftrace/print"}
 #: The ones it cannot do without, and what each gives.
 REQUIRED_EVENTS = {
     "kmem_cache_alloc": "kmem/kmem_cache_alloc: the objects",
@@ -264,13 +264,21 @@ class _Importer:
                 self._write()
         self._write()
 
+    def _write_marks(self) -> None:
+        marks, self.replay.marks = self.replay.marks, []
+        self.writer.add_user_rows([{"ts_ns": ts - self.first_ts, "event": "mark", "cpu": -1, "mark_label": label}
+                                   for ts, label in marks])
+
     def _write(self) -> None:
         ev = self.replay.take()
         if not len(ev):
+            if self.writer is not None:
+                self._write_marks()
             return
         if self.writer is None:
             self.writer = RecordingWriter(self.opts.output, self.first_ts)
         self.writer.add_events(ev, now_ns=int(ev["ts"].max()))
+        self._write_marks()
         before = self.written // COMMIT_EVERY
         self.written += len(ev)
         if self.written // COMMIT_EVERY > before:
@@ -387,6 +395,7 @@ class _Importer:
         """The final metadata; the recording's path."""
         if self.writer is None:
             self.writer = RecordingWriter(self.opts.output, self.first_ts or 0)
+        self._write_marks()
         self.writer.add_user_rows(self.lost_rows())
         return self.writer.close(self.metadata(final=True))
 

@@ -26,6 +26,9 @@ something Perfetto does not record, the rule used instead is named here:
   clone3, fork and vfork (by number, per architecture), as the program's
   ``HAVE_FORK_SYSCALLS`` branch; exec's start from ``sys_enter`` of execve
   and execveat;
+- marks (``anoncollect mark LABEL``): a line ``anonscope-mark: LABEL``
+  written to tracefs ``trace_marker`` (an ``ftrace/print`` event, on the
+  trace's own clock);
 - ``shares_mm``: ``CLONE_VM`` in ``task_newtask``'s ``clone_flags`` (the
   program compares the two mm pointers); ``group_dead`` is not in
   ``SchedProcessExitFtraceEvent``: null, as on kernels without the field.
@@ -36,6 +39,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..abi import EVENT_DTYPE, Caller, Ev, Flag, Obj, Path, Site
+from ..marks import MarkError, check_label
 from ..sites import Classifier
 from .tasks import Tasks
 
@@ -61,6 +65,8 @@ ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "armv8l": "armv7l", "arm"
 #: Free call sites that free only one of our objects, for frees of objects
 #: older than the trace (bpf/anonscope.bpf.c, the branch without a cache).
 OLD_FREE_OBJECT = {Site.PUT: Obj.ANON_VMA, Site.UNLINK: Obj.AVC}
+#: How a mark reaches the trace: a line written to tracefs trace_marker.
+MARK_PREFIX = "anonscope-mark: "
 
 
 def arch_tables(arch: str):
@@ -79,12 +85,13 @@ class Replay:
         self.fork_calls, self.exec_calls = arch_tables(arch)
         self.tasks = Tasks()
         self.records: List[tuple] = []
+        self.marks: List[tuple] = []             # (ts, label)
         self._ids = 0
         self._live: Dict[int, tuple] = {}        # ptr -> (obj_id, Obj)
         self._forking: Dict[int, int] = {}       # tid -> fork id
         self._execing: Dict[int, int] = {}       # tid -> execve entry ts
         self.counts = {"allocs_other_sizes": 0, "frees_unmatched": 0, "forks_without_newtask": 0,
-                       "syscalls_fork": 0, "syscalls_exec": 0}
+                       "syscalls_fork": 0, "syscalls_exec": 0, "marks_refused": 0}
 
     def _new_id(self) -> int:
         self._ids += 1
@@ -211,7 +218,19 @@ class Replay:
         """``task_rename``: no row; later rows carry the new comm."""
         self.tasks.rename(ev.pid, ev.newcomm)
 
+    def print_(self, ts, cpu, tid, ev) -> None:
+        """``ftrace/print`` (a write to tracefs ``trace_marker``): a mark
+        when it is ``MARK_PREFIX`` LABEL (scripts/android/mark writes
+        them); any other print is not ours."""
+        if ev.buf.startswith(MARK_PREFIX):
+            label = ev.buf[len(MARK_PREFIX):].strip()
+            try:
+                self.marks.append((ts, check_label(label)))
+            except MarkError:
+                self.counts["marks_refused"] += 1
+
     #: FtraceEvent oneof name -> handler
     HANDLERS = {"kmem_cache_alloc": alloc, "kmem_cache_free": free, "sys_enter": sys_enter,
                 "sys_exit": sys_exit, "task_newtask": newtask, "sched_process_fork": fork,
-                "sched_process_exec": exec, "sched_process_exit": exit, "task_rename": rename}
+                "sched_process_exec": exec, "sched_process_exit": exit, "task_rename": rename,
+                "print": print_}
