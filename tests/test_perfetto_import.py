@@ -203,3 +203,22 @@ def test_marks_travel_as_trace_marker_lines(tmp_path):
     assert [s["label"] for s in got["snapshots"]] == [s["label"] for s in want["snapshots"]]
     assert "apps" in [s["label"] for s in got["snapshots"]]
     assert numbers(got) == numbers(want)
+
+
+def test_the_record_config_asks_for_what_the_import_reads():
+    """scripts/android/anonscope.pbtx parses as Perfetto's TraceConfig and
+    asks for every event the import reads, the fork and exec syscalls, the
+    process scan at the start, and streams to the file."""
+    from google.protobuf import text_format
+    from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
+
+    from anonscope.collector.perfetto import importer
+    root = os.path.dirname(FIXTURES)
+    text = open(os.path.join(root, "scripts", "android", "anonscope.pbtx")).read()
+    cfg = text_format.Parse(text.replace("DURATION_MS", "60000"), pb.TraceConfig())
+    ftrace = next(d.config.ftrace_config for d in cfg.data_sources if d.config.name == "linux.ftrace")
+    assert set(importer.FTRACE_NAMES.values()) <= set(ftrace.ftrace_events)
+    assert {"sys_clone", "sys_clone3", "sys_execve", "sys_execveat"} <= set(ftrace.syscall_events)
+    stats = next(d.config.process_stats_config for d in cfg.data_sources if d.config.name == "linux.process_stats")
+    assert stats.scan_all_processes_on_start
+    assert cfg.write_into_file and cfg.duration_ms == 60000
