@@ -246,6 +246,18 @@ def read_metadata(src):
     return meta
 
 
+def _trace_losses(rec, meta):
+    """A Perfetto import's losses of unknown size (metadata
+    ``perfetto.loss_unknown``, docs/schema.md#perfetto): each a gap of
+    unknown rows, so every count is a lower bound by an unknown amount."""
+    pf = meta.get("perfetto")
+    losses = pf.get("loss_unknown") if isinstance(pf, dict) else None
+    if not isinstance(losses, list) or not losses:
+        return
+    rec.gaps.extend(files.Gap(f"the trace lost events: {what}") for what in losses)
+    rec.rows_missing = None
+
+
 def _check_columns(pf):
     """``pf``: a files.RecordingFiles (or anything with ``schema_arrow``)."""
     names = set(pf.schema_arrow.names)
@@ -363,6 +375,7 @@ def load(path):
         elif unaccounted > 0 and not unsized:
             rec.gaps.append(files.Gap(f"{unaccounted} rows the metadata counts are not in the file",
                                       unaccounted))
+    _trace_losses(rec, meta)
     return rec
 
 

@@ -161,10 +161,11 @@ class _Trace:
             setattr(getattr(ev, kind), k, v)
         self.events.append((BOOT_T0 + int(ts), max(int(cpu), 0), len(self.events), ev))
 
-    def bundles(self, omit=()):
+    def bundles(self, omit=(), flag_lost=()):
         """FtraceEventBundles: per drain period, one per CPU, CPUs in
         descending order (so the file is not in time order); no events of
-        the kinds in ``omit``."""
+        the kinds in ``omit``; the first bundle of each CPU in ``flag_lost``
+        says events were lost before it."""
         by_period = defaultdict(lambda: defaultdict(list))
         for ts, cpu, _, ev in sorted(self.events, key=lambda e: (e[0], e[2])):
             if ev.WhichOneof("event") in omit:
@@ -172,7 +173,8 @@ class _Trace:
             by_period[(ts - BOOT_T0) // BUNDLE_NS][cpu].append(ev)
         for period in sorted(by_period):
             for cpu in sorted(by_period[period], reverse=True):
-                b = pb.FtraceEventBundle(cpu=cpu)
+                b = pb.FtraceEventBundle(cpu=cpu, lost_events=cpu in flag_lost)
+                flag_lost = tuple(c for c in flag_lost if c != cpu)
                 b.event.extend(by_period[period][cpu])
                 yield b
 
@@ -181,11 +183,13 @@ def _comm(row):
     return row.comm if isinstance(row.comm, str) else ""
 
 
-def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=()):
+def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=(), flag_lost=(), stats=True):
     """Write ``src`` as OUT/trace.pftrace (+ kallsyms, slab/); the paths
     {"trace", "kallsyms", "slab_dir"}. ``lost_by_cpu``: FtraceStats overruns
     to write at the end; ``compress``: the bundles in deflated packets;
-    ``omit``: FtraceEvent kinds left out (of the events and the config)."""
+    ``omit``: FtraceEvent kinds left out (of the events and the config);
+    ``flag_lost``: CPUs whose first bundle has ``lost_events`` set;
+    ``stats``: write the FtraceStats packets."""
     os.makedirs(out_dir, exist_ok=True)
     meta = pq.read_metadata(src).metadata
     df = kernel_rows(src)
@@ -224,12 +228,12 @@ def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=()):
     write_kallsyms(paths["kallsyms"])
     write_slab_dir(paths["slab_dir"], meta)
     cpus = sorted({max(int(c), 0) for c in df.cpu}) or [0]
-    head = _head_packets(meta, tree, cpus, omit)
-    tail = [_stats(2, cpus, lost_by_cpu or {})]
+    head = _head_packets(meta, tree, cpus, omit)[:None if stats else -1]
+    tail = [_stats(2, cpus, lost_by_cpu or {})] if stats else []
     with open(paths["trace"], "wb") as f:
         for p in head:
             _write_packet(f, p)
-        body = [pb.TracePacket(ftrace_events=b, trusted_packet_sequence_id=1) for b in t.bundles(omit)]
+        body = [pb.TracePacket(ftrace_events=b, trusted_packet_sequence_id=1) for b in t.bundles(omit, flag_lost)]
         if compress:
             inner = pb.Trace(packet=body).SerializeToString()
             _write_packet(f, pb.TracePacket(compressed_packets=zlib.compress(inner)))

@@ -222,3 +222,15 @@ def test_the_record_config_asks_for_what_the_import_reads():
     stats = next(d.config.process_stats_config for d in cfg.data_sources if d.config.name == "linux.process_stats")
     assert stats.scan_all_processes_on_start
     assert cfg.write_into_file and cfg.duration_ms == 60000
+
+
+def test_losses_the_trace_does_not_count_make_every_count_a_lower_bound(tmp_path):
+    """Bundles flagged lost_events with no FtraceStats to count them: the
+    report says events were lost, how many is unknown."""
+    res, out, _ = imported(tmp_path, "anonshape-base-f6.parquet", flag_lost=(0,), stats=False)
+    assert res.exit_code == 0, res.output
+    r = report(out)
+    assert r["run"]["complete"] is False and r["run"]["rows_missing"] is None
+    assert any(b.startswith("DATA MISSING: the trace lost events: ftrace bundles flagged lost_events (CPU 0: 1)")
+               and "lower bound by an unknown amount" in b for b in r["banners"]), r["banners"]
+    assert "rows missing" in r["models"]["eager"]["anon_vma"]["fidelity"]

@@ -329,6 +329,22 @@ class _Importer:
             out["trace_writer_packet_loss"] += b.trace_writer_packet_loss
         return dict(out)
 
+    def loss_unknown(self) -> List[str]:
+        """Losses the trace shows but does not count: bundles flagged
+        ``lost_events`` without the FtraceStats that count them, and data
+        traced's own buffers dropped (whose events nobody counted)."""
+        out = []
+        counted = 1 in self.ftrace_stats and 2 in self.ftrace_stats
+        flagged = {c: n for c, n in sorted(self.bundles_lost.items()) if not counted or c not in self.lost()}
+        if flagged:
+            out.append("ftrace bundles flagged lost_events (" + ", ".join(f"CPU {c}: {n}" for c, n in flagged.items())
+                       + ") without FtraceStats at the trace's start and end to count them")
+        buf = {k: v for k, v in self.buffer_loss().items() if v}
+        if buf:
+            out.append("traced's buffers dropped data (" + ", ".join(f"{k} {v}" for k, v in sorted(buf.items()))
+                       + "): the events in it are not counted anywhere")
+        return out
+
     def _wall(self, ts: int) -> Optional[str]:
         if CLOCK_REALTIME not in self.clocks or CLOCK_BOOTTIME not in self.clocks:
             return None
@@ -378,7 +394,7 @@ class _Importer:
                 "lost_by_cpu": {str(c): n for c, n in sorted(lost.items())},
                 "ftrace_stats": sorted({1: "start", 2: "end"}[p] for p in self.ftrace_stats if p in (1, 2)),
                 "bundles_flagged_lost": {str(c): n for c, n in sorted(self.bundles_lost.items())},
-                "buffer_loss": self.buffer_loss(), "late_events": self.late,
+                "buffer_loss": self.buffer_loss(), "loss_unknown": self.loss_unknown(), "late_events": self.late,
                 "tasks_undescribed": len(r.tasks.unknown) if r else 0,
                 "sizes_from": "slab_dir" if self.opts.slab_dir else "trace",
                 **(r.counts if r else {}),
