@@ -9,6 +9,7 @@ each table entry's comment says where the name lives; names a kernel lacks
 are simply not found (see ``Classifier.missing``).
 """
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
@@ -130,6 +131,8 @@ class Classifier:
     missing: List[str] = field(default_factory=list)
     #: made-up ranges (placeholder()), not the running kernel's
     example: bool = False
+    #: per table, its ranges sorted for _lookup (built on first use)
+    _sorted: Dict[int, tuple] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_ranges(cls, ranges: Dict[str, List[Range]]) -> "Classifier":
@@ -137,12 +140,23 @@ class Classifier:
         ``missing``."""
         return cls(ranges, [f for f in wanted_functions() if f not in ranges])
 
+    def _spans(self, table: Dict[str, int]) -> Tuple[List[int], List[Tuple[int, int, int]]]:
+        """``table``'s ranges sorted by start (the first name in table order
+        where two start at one address), with their starts for bisect."""
+        spans = self._sorted.get(id(table))
+        if spans is None:
+            first: Dict[int, Tuple[int, int, int]] = {}
+            for name, tag in table.items():
+                for start, end in self.ranges.get(name, ()):
+                    first.setdefault(start, (start, end, tag))
+            rows = sorted(first.values())
+            spans = self._sorted[id(table)] = ([r[0] for r in rows], rows)
+        return spans
+
     def _lookup(self, table: Dict[str, int], ip: int) -> int:
-        for name, tag in table.items():
-            for start, end in self.ranges.get(name, ()):
-                if start <= ip < end:
-                    return tag
-        return 0
+        starts, rows = self._spans(table)
+        i = bisect.bisect_right(starts, ip) - 1
+        return rows[i][2] if i >= 0 and ip < rows[i][1] else 0
 
     def alloc_site(self, ip: int) -> int:
         """SITE_* of an allocation call site, 0 when not ours."""

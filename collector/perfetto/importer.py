@@ -157,7 +157,6 @@ class _Importer:
         self.released = 0       # the newest timestamp replayed
         self.late = 0
         self.seen = Counter()   # FtraceEvent kinds read
-        self.slots: Dict[int, int] = {}   # Obj -> bytes_alloc seen
         self.system_info = None
         self.config_events: Optional[List[str]] = None
         self.ftrace_stats: Dict[int, Dict[int, object]] = {}   # phase -> {cpu: FtraceCpuStats}
@@ -165,7 +164,6 @@ class _Importer:
         self.trace_stats = None
         self.clocks: Dict[int, int] = {}
         self.first_ts: Optional[int] = None
-        self.last_ts = 0
         self.replay: Optional[Replay] = None
         self.writer: Optional[RecordingWriter] = None
         self.pending_trees: List[object] = []
@@ -212,23 +210,27 @@ class _Importer:
             self.bundles_lost[b.cpu] += 1
         if self.replay is None:
             self._start()
+        alloc_site, heap, seen, cpu = self.classifier.alloc_site, self.heap, self.seen, b.cpu
         for ev in b.event:
             kind = ev.WhichOneof("event")
-            if kind not in Replay.HANDLERS:
-                continue
-            self.seen[kind] += 1
-            msg = getattr(ev, kind)
-            ts = ev.timestamp
             if kind == "kmem_cache_alloc":
-                if not self.classifier.alloc_site(msg.call_site):
+                msg = ev.kmem_cache_alloc
+                if not alloc_site(msg.call_site):
                     continue      # not one of our functions: nothing to keep
+            elif kind in Replay.HANDLERS:
+                msg = getattr(ev, kind)
+            else:
+                continue
+            seen[kind] += 1
+            ts = ev.timestamp
+            if ts > self.newest:
+                self.newest = ts
             if self.first_ts is None or ts < self.first_ts:
                 self.first_ts = ts
-            self.newest = max(self.newest, ts)
             if ts < self.released:
                 self.late += 1
             self.seq += 1
-            heapq.heappush(self.heap, (ts, self.seq, b.cpu, ev.pid, kind, msg))
+            heapq.heappush(heap, (ts, self.seq, cpu, ev.pid, kind, msg))
 
     def _start(self) -> None:
         """The replay and the writer, once the trace's machine is known
@@ -253,12 +255,8 @@ class _Importer:
         r = self.replay
         while self.heap and (upto is None or self.heap[0][0] <= upto):
             ts, _, cpu, pid, kind, msg = heapq.heappop(self.heap)
-            self.released = max(self.released, ts)
-            self.last_ts = max(self.last_ts, ts)
-            if kind == "kmem_cache_alloc":
-                obj = r._object(self.classifier.alloc_site(msg.call_site), msg.bytes_req)
-                if obj:
-                    self.slots.setdefault(obj, msg.bytes_alloc)
+            if ts > self.released:
+                self.released = ts
             Replay.HANDLERS[kind](r, ts, cpu, pid, msg)
             if len(r.records) >= BATCH:
                 self._write()
@@ -311,7 +309,7 @@ class _Importer:
 
     def lost_rows(self) -> List[dict]:
         """One ``lost`` row per CPU that lost events, at the end of the trace."""
-        ts = self.last_ts - (self.first_ts or 0)
+        ts = self.released - (self.first_ts or 0)
         return [{"ts_ns": ts, "event": "lost", "cpu": cpu, "lost_source": "ftrace_overrun", "count": n}
                 for cpu, n in sorted(self.lost().items()) if n]
 
@@ -355,9 +353,10 @@ class _Importer:
         """The metadata's object_sizes: the trace's sizes and slots, and the
         caches' geometry where --slab-dir gave it (no BTF: btf_size null)."""
         out = {}
+        slots = self.replay.slots if self.replay else {}
         for obj, cache in SLAB_CACHES.items():
             g = self.geometry.get(obj, {})
-            out[cache] = {"btf_size": None, "slab_size": g.get("slab_size") or self.slots.get(obj),
+            out[cache] = {"btf_size": None, "slab_size": g.get("slab_size") or slots.get(obj),
                           "object_size": self.sizes.get(obj), "align": g.get("align"),
                           "objs_per_slab": g.get("objs_per_slab"), "sheaf_capacity": None}
         return out
@@ -368,7 +367,7 @@ class _Importer:
         uts = self.system_info.utsname if self.system_info else None
         lost = self.lost()
         r = self.replay
-        duration = (self.last_ts - self.first_ts) / 1e9 if self.first_ts is not None else 0.0
+        duration = (self.released - self.first_ts) / 1e9 if self.first_ts is not None else 0.0
         return {
             "tool_version": tool_version(), "command_line": self.opts.argv,
             "kernel_release": uts.release if uts else "unknown", "arch": self.arch,
@@ -378,7 +377,7 @@ class _Importer:
                          "nodes": None},
             "btf": False, "backend": "perfetto", "probes": self.probes(),
             "target": {"mode": "system", "command": None, "pid": None, "comm": None},
-            "start_time": self._wall(self.first_ts or 0), "end_time": self._wall(self.last_ts),
+            "start_time": self._wall(self.first_ts or 0), "end_time": self._wall(self.released),
             "duration_s": duration, "stop_reason": "duration" if final else None,
             "command_exit_status": None,
             "lost": {"ftrace_overrun": sum(lost.values())},

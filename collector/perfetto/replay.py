@@ -86,6 +86,7 @@ class Replay:
         self.tasks = Tasks()
         self.records: List[tuple] = []
         self.marks: List[tuple] = []             # (ts, label)
+        self.slots: Dict[int, int] = {}          # Obj -> bytes_alloc, the slot
         self._ids = 0
         self._live: Dict[int, tuple] = {}        # ptr -> (obj_id, Obj)
         self._forking: Dict[int, int] = {}       # tid -> fork id
@@ -142,6 +143,7 @@ class Replay:
         else:
             path = Path.VMA_FORK if fork_id else Path.VMA_DUP
         caller = Caller.FORK if fork_id and site != Site.FORK and path != Path.FAULT else 0
+        self.slots.setdefault(obj, ev.bytes_alloc)
         obj_id = self._new_id()
         self._live[ev.ptr] = (obj_id, obj)
         self._record(ts, cpu, tid, Ev.ALLOC, obj_id=obj_id, fork_id=fork_id, aux1=ev.bytes_alloc,
