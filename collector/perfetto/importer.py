@@ -9,7 +9,6 @@ read; one arriving later still is replayed where it arrives and counted,
 writer (collector/writer.py) writes them, in segments, as anoncollect does.
 """
 
-import datetime
 import heapq
 import os
 import platform
@@ -23,6 +22,7 @@ from ..abi import Obj, Site
 from ..runmeta import tool_version
 from ..writer import RecordingWriter
 from . import trace
+from .facts import TraceFacts
 from .replay import Replay, arch_tables
 
 #: How far behind the newest event read an event may still arrive: traced
@@ -52,8 +52,6 @@ REQUIRED_EVENTS = {
 #: /sys/kernel/slab file names the import reads from --slab-dir
 SLAB_FILES = ("object_size", "slab_size", "align", "objs_per_slab", "aliases")
 SLAB_CACHES = {Obj.ANON_VMA: "anon_vma", Obj.AVC: "anon_vma_chain", Obj.VMA: "vm_area_struct"}
-#: BuiltinClock ids (protos/perfetto/common/builtin_clock.proto)
-CLOCK_REALTIME, CLOCK_BOOTTIME = 1, 6
 
 
 class PerfettoImportError(Exception):
@@ -90,8 +88,8 @@ def classifier_of(path: str) -> sites.Classifier:
     c = sites.Classifier.from_ranges(ranges)
     missing = [f for f in sites.REQUIRED if f not in c.ranges]
     if missing:
-        raise PerfettoImportError(f"{path}: no {', '.join(missing)} in it: not a kallsyms of a kernel with the anon "
-                           "rmap (captured as root, kernel.kptr_restrict 0?)")
+        raise PerfettoImportError(f"{path}: no {', '.join(missing)} in it: not a kallsyms of a kernel with the "
+                                  "anon rmap (captured as root, kernel.kptr_restrict 0?)")
     return c
 
 
@@ -157,12 +155,7 @@ class _Importer:
         self.released = 0       # the newest timestamp replayed
         self.late = 0
         self.seen = Counter()   # FtraceEvent kinds read
-        self.system_info = None
-        self.config_events: Optional[List[str]] = None
-        self.ftrace_stats: Dict[int, Dict[int, object]] = {}   # phase -> {cpu: FtraceCpuStats}
-        self.bundles_lost = Counter()     # cpu -> bundles flagged lost_events
-        self.trace_stats = None
-        self.clocks: Dict[int, int] = {}
+        self.facts = TraceFacts()
         self.first_ts: Optional[int] = None
         self.replay: Optional[Replay] = None
         self.writer: Optional[RecordingWriter] = None
@@ -186,28 +179,18 @@ class _Importer:
         self._release(None)
 
     def _packet(self, p) -> None:
-        if p.HasField("system_info"):
-            self.system_info = p.system_info
-        elif p.HasField("trace_config"):
-            self.config_events = [e for ds in p.trace_config.data_sources
-                                  for e in ds.config.ftrace_config.ftrace_events]
-        elif p.HasField("process_tree"):
+        if self.facts.take(p):
+            return
+        if p.HasField("process_tree"):
             if self.replay is None:
                 self.pending_trees.append(p.process_tree)
             else:
                 self.replay.tasks.process_tree(p.process_tree)
-        elif p.HasField("ftrace_stats"):
-            self.ftrace_stats[p.ftrace_stats.phase] = {s.cpu: s for s in p.ftrace_stats.cpu_stats}
-        elif p.HasField("trace_stats"):
-            self.trace_stats = p.trace_stats
-        elif p.HasField("clock_snapshot") and not self.clocks:
-            self.clocks = {c.clock_id: c.timestamp for c in p.clock_snapshot.clocks}
         elif p.HasField("ftrace_events"):
+            self.facts.bundle(p.ftrace_events)
             self._bundle(p.ftrace_events)
 
     def _bundle(self, b) -> None:
-        if b.lost_events:
-            self.bundles_lost[b.cpu] += 1
         if self.replay is None:
             self._start()
         alloc_site, heap, seen, cpu = self.classifier.alloc_site, self.heap, self.seen, b.cpu
@@ -233,17 +216,17 @@ class _Importer:
             heapq.heappush(heap, (ts, self.seq, cpu, ev.pid, kind, msg))
 
     def _start(self) -> None:
-        """The replay and the writer, once the trace's machine is known
-        (SystemInfo comes before the first bundle in traces traced writes)."""
-        arch = self.opts.arch or (self.system_info.utsname.machine if self.system_info else "")
+        """The replay, once the trace's machine is known (SystemInfo comes
+        before the first bundle in the traces traced writes)."""
+        arch = self.opts.arch or self.facts.uname("machine")
         if not arch:
             raise PerfettoImportError(f"{self.opts.trace}: no SystemInfo packet names the architecture; "
-                               "give --arch (uname -m of the device)")
+                                      "give --arch (uname -m of the device)")
         try:
             arch_tables(arch)
         except KeyError:
             raise PerfettoImportError(f"{self.opts.trace}: architecture {arch!r} has no syscall table here "
-                               "(x86_64, aarch64, riscv64, armv7l)") from None
+                                      "(x86_64, aarch64, riscv64, armv7l)") from None
         self.arch = arch
         self.replay = Replay(self.classifier, self.sizes, arch)
         for tree in self.pending_trees:
@@ -289,65 +272,11 @@ class _Importer:
                    if not self.seen[kind] and not self._configured(kind)]
         if lacking:
             raise PerfettoImportError(f"{self.opts.trace}: the trace has no " + "; no ".join(lacking)
-                               + " (record with scripts/android/record's config, docs/android.md)")
+                                      + " (record with scripts/android/record's config, docs/android.md)")
 
     def _configured(self, kind: str) -> bool:
         """Whether the trace config asked for the event (then none happened)."""
-        return self.config_events is not None and FTRACE_NAMES[kind] in self.config_events
-
-    def lost(self) -> Dict[int, int]:
-        """{cpu: events the kernel's ring buffer lost}: the overrun and
-        dropped counters of FtraceStats at the end less at the start."""
-        start = self.ftrace_stats.get(1, {})
-        end = self.ftrace_stats.get(2, {})
-        out = {}
-        for cpu, e in end.items():
-            s = start.get(cpu)
-            out[cpu] = sum(getattr(e, k) - (getattr(s, k) if s else 0)
-                           for k in ("overrun", "commit_overrun", "dropped_events"))
-        return out
-
-    def lost_rows(self) -> List[dict]:
-        """One ``lost`` row per CPU that lost events, at the end of the trace."""
-        ts = self.released - (self.first_ts or 0)
-        return [{"ts_ns": ts, "event": "lost", "cpu": cpu, "lost_source": "ftrace_overrun", "count": n}
-                for cpu, n in sorted(self.lost().items()) if n]
-
-    def buffer_loss(self) -> Dict[str, int]:
-        """What traced's own buffers lost (chunks: their events are not
-        counted anywhere)."""
-        st = self.trace_stats
-        if st is None:
-            return {}
-        out = Counter(chunks_discarded=st.chunks_discarded, patches_discarded=st.patches_discarded)
-        for b in st.buffer_stats:
-            out["chunks_overwritten"] += b.chunks_overwritten
-            out["chunks_discarded"] += b.chunks_discarded
-            out["abi_violations"] += b.abi_violations
-            out["trace_writer_packet_loss"] += b.trace_writer_packet_loss
-        return dict(out)
-
-    def loss_unknown(self) -> List[str]:
-        """Losses the trace shows but does not count: bundles flagged
-        ``lost_events`` without the FtraceStats that count them, and data
-        traced's own buffers dropped (whose events nobody counted)."""
-        out = []
-        counted = 1 in self.ftrace_stats and 2 in self.ftrace_stats
-        flagged = {c: n for c, n in sorted(self.bundles_lost.items()) if not counted or c not in self.lost()}
-        if flagged:
-            out.append("ftrace bundles flagged lost_events (" + ", ".join(f"CPU {c}: {n}" for c, n in flagged.items())
-                       + ") without FtraceStats at the trace's start and end to count them")
-        buf = {k: v for k, v in self.buffer_loss().items() if v}
-        if buf:
-            out.append("traced's buffers dropped data (" + ", ".join(f"{k} {v}" for k, v in sorted(buf.items()))
-                       + "): the events in it are not counted anywhere")
-        return out
-
-    def _wall(self, ts: int) -> Optional[str]:
-        if CLOCK_REALTIME not in self.clocks or CLOCK_BOOTTIME not in self.clocks:
-            return None
-        ns = self.clocks[CLOCK_REALTIME] + ts - self.clocks[CLOCK_BOOTTIME]
-        return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).isoformat()
+        return self.facts.configured(FTRACE_NAMES[kind])
 
     def object_sizes(self) -> Dict[str, object]:
         """The metadata's object_sizes: the trace's sizes and slots, and the
@@ -364,23 +293,21 @@ class _Importer:
     def metadata(self, final: bool) -> Dict[str, object]:
         """The recording's metadata (docs/schema.md, "Metadata"; ``perfetto``:
         docs/android.md)."""
-        uts = self.system_info.utsname if self.system_info else None
-        lost = self.lost()
+        info, f = self.facts.system_info, self.facts
         r = self.replay
         duration = (self.released - self.first_ts) / 1e9 if self.first_ts is not None else 0.0
         return {
             "tool_version": tool_version(), "command_line": self.opts.argv,
-            "kernel_release": uts.release if uts else "unknown", "arch": self.arch,
-            "page_size": (self.system_info.page_size or None) if self.system_info else None,
+            "kernel_release": f.uname("release") or "unknown", "arch": self.arch,
+            "page_size": (info.page_size or None) if info else None,
             "object_sizes": self.object_sizes(), "kfence": None,
-            "topology": {"cpus": (self.system_info.num_cpus or None) if self.system_info else None,
-                         "nodes": None},
+            "topology": {"cpus": (info.num_cpus or None) if info else None, "nodes": None},
             "btf": False, "backend": "perfetto", "probes": self.probes(),
             "target": {"mode": "system", "command": None, "pid": None, "comm": None},
-            "start_time": self._wall(self.first_ts or 0), "end_time": self._wall(self.released),
+            "start_time": f.wall(self.first_ts or 0), "end_time": f.wall(self.released),
             "duration_s": duration, "stop_reason": "duration" if final else None,
             "command_exit_status": None,
-            "lost": {"ftrace_overrun": sum(lost.values())},
+            "lost": {"ftrace_overrun": sum(f.lost().values())},
             "alias_frees_skipped": 0, "alias_traffic": None, "hostname": None, "rmap_layout": None,
             "slab_aliases": {cache: [] for cache in SLAB_CACHES.values()},
             "classification": self.classifier.describe(), "raw_pointers": False, "headers": None,
@@ -389,11 +316,7 @@ class _Importer:
             "perfetto": {
                 "trace": os.path.abspath(self.opts.trace), "kallsyms": os.path.abspath(self.opts.kallsyms),
                 "slab_dir": os.path.abspath(self.opts.slab_dir) if self.opts.slab_dir else None,
-                "packets": self.packets, "events_read": dict(self.seen),
-                "lost_by_cpu": {str(c): n for c, n in sorted(lost.items())},
-                "ftrace_stats": sorted({1: "start", 2: "end"}[p] for p in self.ftrace_stats if p in (1, 2)),
-                "bundles_flagged_lost": {str(c): n for c, n in sorted(self.bundles_lost.items())},
-                "buffer_loss": self.buffer_loss(), "loss_unknown": self.loss_unknown(), "late_events": self.late,
+                "packets": self.packets, "events_read": dict(self.seen), **f.metadata(), "late_events": self.late,
                 "tasks_undescribed": len(r.tasks.unknown) if r else 0,
                 "sizes_from": "slab_dir" if self.opts.slab_dir else "trace",
                 **(r.counts if r else {}),
@@ -411,7 +334,7 @@ class _Importer:
         if self.writer is None:
             self.writer = RecordingWriter(self.opts.output, self.first_ts or 0)
         self._write_marks()
-        self.writer.add_user_rows(self.lost_rows())
+        self.writer.add_user_rows(self.facts.lost_rows(self.released - (self.first_ts or 0)))
         return self.writer.close(self.metadata(final=True))
 
 
