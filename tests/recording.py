@@ -100,6 +100,20 @@ def smaps_ranges(pid):
 
 
 
+def settled_smaps_ranges(pid, pause_s=0.5, timeout_s=30):
+    """``smaps_ranges(pid)`` once two reads ``pause_s`` apart agree: the
+    target prints its regions before it blocks reading stdin, and its first
+    read allocates (its heap and arenas change just after "ready")."""
+    deadline = time.monotonic() + timeout_s
+    last = smaps_ranges(pid)
+    while True:
+        time.sleep(pause_s)
+        now = smaps_ranges(pid)
+        if now == last or time.monotonic() > deadline:
+            return now
+        last = now
+
+
 def start_census_target(n):
     target = subprocess.Popen([sys.executable, str(CENSUS_TARGET), str(n)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)

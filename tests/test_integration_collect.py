@@ -29,6 +29,7 @@ from recording import (
     alloc_counts,
     collect,
     metadata,
+    settled_smaps_ranges,
     shape_args,
     smaps_ranges,
     start_census_target,
@@ -376,7 +377,7 @@ def test_census_matches_proc_smaps(tmp_path):
     n = 8
     target, regions = start_census_target(n)
     try:
-        every, anon = smaps_ranges(target.pid)
+        every, anon = settled_smaps_ranges(target.pid)
         out = tmp_path / "census.parquet"
         proc = subprocess.run(ANONCOLLECT + ["-q", "-o", str(out), "-p", str(target.pid), "--duration", "0.5"],
                               capture_output=True, text=True, timeout=300)
