@@ -183,13 +183,14 @@ def _comm(row):
     return row.comm if isinstance(row.comm, str) else ""
 
 
-def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=(), flag_lost=(), stats=True):
+def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=(), flag_lost=(), stats=True, free_at=None):
     """Write ``src`` as OUT/trace.pftrace (+ kallsyms, slab/); the paths
     {"trace", "kallsyms", "slab_dir"}. ``lost_by_cpu``: FtraceStats overruns
     to write at the end; ``compress``: the bundles in deflated packets;
     ``omit``: FtraceEvent kinds left out (of the events and the config);
     ``flag_lost``: CPUs whose first bundle has ``lost_events`` set;
-    ``stats``: write the FtraceStats packets."""
+    ``stats``: write the FtraceStats packets; ``free_at``: {path: function}
+    overriding FREE_FUNCTION (a kernel that inlined one into another)."""
     os.makedirs(out_dir, exist_ok=True)
     meta = pq.read_metadata(src).metadata
     df = kernel_rows(src)
@@ -202,6 +203,7 @@ def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=(), flag_lost=(
     first_fork_row = df[df.fork_id.notna()].groupby("fork_id").ts_ns.min()
     opened = set()
     slabs = _Slabs()
+    slabs.free_function = {**FREE_FUNCTION, **(free_at or {})}
     tasks = df[df.event != "mark"]
     t.add(0, max(int(tasks.cpu.iloc[0]), 0) if len(tasks) else 0, tasks.pid.iloc[0] if len(tasks) else 1,
           "sys_enter", id=SYSCALLS_X86_64["read"])
@@ -265,7 +267,7 @@ def _alloc(t, row, sizes, slabs, comm_of):
 
 def _free(t, row, sizes, slabs, comm_of):
     ptr = slabs.release(int(row.obj_id), row.object)
-    fn = FREE_FUNCTION[row.path] if row.object != "vm_area_struct" else "vm_area_free"
+    fn = slabs.free_function[row.path] if row.object != "vm_area_struct" else "vm_area_free"
     t.add(row.ts_ns, row.cpu, row.pid, "kmem_cache_free", call_site=function_start(fn) + 0x20, ptr=ptr)
 
 

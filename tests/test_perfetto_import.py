@@ -234,3 +234,16 @@ def test_losses_the_trace_does_not_count_make_every_count_a_lower_bound(tmp_path
     assert any(b.startswith("DATA MISSING: the trace lost events: ftrace bundles flagged lost_events (CPU 0: 1)")
                and "lower bound by an unknown amount" in b for b in r["banners"]), r["banners"]
     assert "rows missing" in r["models"]["eager"]["anon_vma"]["fidelity"]
+
+
+def test_a_free_site_that_frees_both_kinds_is_caught(tmp_path):
+    """A kernel whose compiler inlined __put_anon_vma into unlink_anon_vmas
+    frees anon_vmas there: the trace's own anon_vmas show it, and the frees
+    of older objects at that site are then of unknown kind (data missing)."""
+    res, out, _ = imported(tmp_path, "system-anonshape.parquet", free_at={"put": "unlink_anon_vmas"})
+    assert res.exit_code == 0, res.output
+    meta = json.loads(pq.read_metadata(out).metadata[b"anonscope.perfetto"])
+    rows = perfettogen.kernel_rows(os.path.join(FIXTURES, "system-anonshape.parquet"))
+    own_puts = ((rows.event == "free") & (rows.path == "put") & (rows.preexisting != True)).sum()  # noqa: E712
+    assert meta["site_rule_broken"] == own_puts > 0
+    assert any("freed at unlink_anon_vmas or __put_anon_vma as the other kind" in b for b in report(out)["banners"])

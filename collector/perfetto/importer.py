@@ -316,12 +316,23 @@ class _Importer:
             "perfetto": {
                 "trace": os.path.abspath(self.opts.trace), "kallsyms": os.path.abspath(self.opts.kallsyms),
                 "slab_dir": os.path.abspath(self.opts.slab_dir) if self.opts.slab_dir else None,
-                "packets": self.packets, "events_read": dict(self.seen), **f.metadata(), "late_events": self.late,
+                "packets": self.packets, "events_read": dict(self.seen), **f.metadata(),
+                "loss_unknown": f.loss_unknown() + self._site_rule_broken(), "late_events": self.late,
                 "tasks_undescribed": len(r.tasks.unknown) if r else 0,
                 "sizes_from": "slab_dir" if self.opts.slab_dir else "trace",
                 **(r.counts if r else {}),
             },
         }
+
+    def _site_rule_broken(self) -> List[str]:
+        """The older objects' frees, when the trace's own objects show that
+        a free site does not free only the object the rule says."""
+        n = self.replay.counts["site_rule_broken"] if self.replay else 0
+        if not n:
+            return []
+        return [f"{n} objects of the trace were freed at unlink_anon_vmas or __put_anon_vma as the other kind "
+                "(a compiler inlined one into the other), so the frees of older objects there may be of either "
+                "kind"]
 
     def probes(self) -> List[dict]:
         """One entry per tracepoint the import reads: whether the trace has it."""

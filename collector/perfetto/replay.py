@@ -15,8 +15,12 @@ something Perfetto does not record, the rule used instead is named here:
   of an object allocated in the trace is matched by its pointer, and one of
   an older object is recognised only at the call sites that free nothing
   else (``unlink_anon_vmas``: AVCs; ``__put_anon_vma``: anon_vmas), as the
-  program does on kernels whose free tracepoint has neither; frees of older
-  VMAs are not recognised (nothing tells them from every other slab free);
+  program does on kernels whose free tracepoint has neither (checked on
+  the trace's own objects: one of them freed at such a site as the other
+  kind, as when a compiler inlines ``__put_anon_vma()`` into
+  ``unlink_anon_vmas()``, is counted, ``site_rule_broken``, and makes the
+  older objects' frees of unknown kind); frees of older VMAs are not
+  recognised (nothing tells them from every other slab free);
 - an allocation at a call site none of our functions covers (path
   ``other``) needs the cache: never made here (the program makes it only
   from a known cache);
@@ -92,7 +96,8 @@ class Replay:
         self._forking: Dict[int, int] = {}       # tid -> fork id
         self._execing: Dict[int, int] = {}       # tid -> execve entry ts
         self.counts = {"allocs_other_sizes": 0, "frees_unmatched": 0, "forks_without_newtask": 0,
-                       "syscalls_fork": 0, "syscalls_exec": 0, "marks_refused": 0}
+                       "syscalls_fork": 0, "syscalls_exec": 0, "marks_refused": 0,
+                       "site_rule_broken": 0}
 
     def _new_id(self) -> int:
         self._ids += 1
@@ -157,6 +162,8 @@ class Replay:
         if known is not None:
             obj_id, obj = known
             flags = 0
+            if OLD_FREE_OBJECT.get(site, obj) != obj:
+                self.counts["site_rule_broken"] += 1   # e.g. __put_anon_vma inlined into unlink_anon_vmas
         else:
             obj = OLD_FREE_OBJECT.get(site, 0)
             if not obj:
