@@ -168,17 +168,20 @@ def import_():
                    "object sizes and slab geometry (without it, sizes come from the trace)")
 @click.option("--arch", default=None, metavar="UNAME_M",
               help="the device's uname -m, when the trace has no SystemInfo packet")
+@click.option("--census", "census", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="an anoncollect recording with a census, made on the device (bcc in a chroot) while the "
+                   "trace recorded: its census rows join the import")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="the recording to write (.parquet)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar (drawn only when stderr is a terminal)")
-def import_perfetto(trace, kallsyms_path, slab_dir, arch, output, quiet):
+def import_perfetto(trace, kallsyms_path, slab_dir, arch, census, output, quiet):
     """Read the Perfetto TRACE (kmem, sched, task and raw_syscalls ftrace
     events) and write a recording in anoncollect's schema, backend
     perfetto, that every report reads."""
     from anonscope.collector.perfetto import importer
 
     from . import progress
-    opts = importer.Options(trace, kallsyms_path, output, slab_dir, arch, ["anonanalyze", *sys.argv[1:]])
+    opts = importer.Options(trace, kallsyms_path, output, slab_dir, arch, ["anonanalyze", *sys.argv[1:]], census)
     try:
         with progress.bar(None, "anonanalyze import", "packet", progress.wanted(quiet)) as b:
             done = importer.run(opts, b.update)

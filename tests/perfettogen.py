@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 
 from anonscope.collector import sites
+from anonscope.collector.perfetto.census import MARGIN_NS
 
 #: The rows a trace carries: kernel events, and marks as trace_marker lines.
 CARRIED_EVENTS = ("alloc", "free", "fork", "exec", "exit", "mark")
@@ -102,21 +103,27 @@ def carried(df):
     return keep & ~(old & ~df.path.isin(OLD_FREE_PATHS))
 
 
-def strip(src, dst):
+def strip(src, dst, census=False):
     """``src`` as the recording a Perfetto import of it can be: the rows of
     ``carried``, callers other than fork and group_dead nulled, the rest of
-    the file (its metadata) unchanged."""
+    the file (its metadata) unchanged. ``census``: as imported with
+    ``--census src``: its census rows kept, the census window widened by
+    the import's clock margin."""
     table = pq.read_table(src)
     df = table.to_pandas()
     kernel = df.event.isin(CARRIED_EVENTS)
-    mask = kernel.copy()
+    mask = kernel | (df.event == "census") if census else kernel.copy()
     mask[kernel] = carried(df[kernel].astype({"path": object})).to_numpy()
     df = df[mask].copy()
     df["caller"] = df.caller.where(df.caller.astype(object) == "fork")
     df["group_dead"] = None
     out = pa.Table.from_pandas(df, schema=table.schema.remove_metadata(), preserve_index=False)
     meta = dict(pq.read_metadata(src).metadata)
-    meta.update({b"anonscope." + k.encode(): json.dumps(v).encode() for k, v in STRIPPED_META.items()})
+    over = dict(STRIPPED_META)
+    if census:
+        c = json.loads(meta[b"anonscope.census"])
+        over["census"] = dict(c, started_ns=c["started_ns"] - MARGIN_NS, ended_ns=c["ended_ns"] + MARGIN_NS)
+    meta.update({b"anonscope." + k.encode(): json.dumps(v).encode() for k, v in over.items()})
     meta[b"anonscope.events"] = str(len(df)).encode()
     pq.write_table(out.replace_schema_metadata(meta), dst)
 

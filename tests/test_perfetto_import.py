@@ -247,3 +247,28 @@ def test_a_free_site_that_frees_both_kinds_is_caught(tmp_path):
     own_puts = ((rows.event == "free") & (rows.path == "put") & (rows.preexisting != True)).sum()  # noqa: E712
     assert meta["site_rule_broken"] == own_puts > 0
     assert any("freed at unlink_anon_vmas or __put_anon_vma as the other kind" in b for b in report(out)["banners"])
+
+
+def test_a_census_recording_joins_the_import(tmp_path):
+    """--census: the census of an anoncollect recording made while the trace
+    recorded (here the fixture's own census, the same run) joins the
+    import on the trace's clock: the report equals the recording's with its
+    census, the window widened by the clock margin."""
+    name = "system-anonshape.parquet"
+    src = os.path.join(FIXTURES, name)
+    res, out, _ = imported(tmp_path, name, "--slab-dir", tmp_path / "t" / "slab", "--census", src)
+    assert res.exit_code == 0, res.output
+    perfettogen.strip(src, tmp_path / "stripped.parquet", census=True)
+    want, got = report(tmp_path / "stripped.parquet"), report(out)
+    assert want["census"]["status"] == "done" and got["census"]["status"] == "done"
+    assert numbers(got) == numbers(want)
+    assert got["snapshots"][0]["designs"]["eager"]["anon_vma"]["live"] is not None
+    census = {k: v for k, v in leaves(want["census"]) if not isinstance(v, str)}
+    assert census and census == {k: v for k, v in leaves(got["census"]) if not isinstance(v, str)}
+
+
+def test_a_census_that_did_not_run_is_refused(tmp_path):
+    command_run = os.path.join(FIXTURES, "anonshape-base-f6.parquet")
+    res, out, _ = imported(tmp_path, "anonshape-base-f6.parquet", "--census", command_run)
+    assert res.exit_code == 4 and "its census did not run" in res.output, res.output
+    assert res.output.count("\n") == 1 and not out.exists()

@@ -22,6 +22,7 @@ from ..abi import Obj, Site
 from ..runmeta import tool_version
 from ..writer import RecordingWriter
 from . import trace
+from .census import Census, CensusError
 from .facts import TraceFacts
 from .replay import Replay, arch_tables
 
@@ -73,6 +74,7 @@ class Options:
     slab_dir: Optional[str] = None
     arch: Optional[str] = None
     argv: List[str] = field(default_factory=list)
+    census: Optional[str] = None
 
 
 def classifier_of(path: str) -> sites.Classifier:
@@ -145,9 +147,12 @@ class _Importer:
     """One import: the trace's facts, the sort heap, the replay, the writer."""
 
     def __init__(self, opts: Options, c: sites.Classifier, sizes: Dict[int, int],
-                 geometry: Dict[int, Dict[str, object]], progress: Optional[Callable[[int], None]]):
+                 geometry: Dict[int, Dict[str, object]], census: Optional[Census],
+                 progress: Optional[Callable[[int], None]]):
         # progress(n): n more packets read
         self.opts, self.classifier, self.sizes, self.geometry = opts, c, sizes, geometry
+        self.census = census
+        self.census_entry = None
         self.progress = progress
         self.heap: List[tuple] = []
         self.seq = 0
@@ -229,6 +234,8 @@ class _Importer:
                                       "(x86_64, aarch64, riscv64, armv7l)") from None
         self.arch = arch
         self.replay = Replay(self.classifier, self.sizes, arch)
+        if self.census:
+            self.replay.skip_ids(self.census.max_id())   # census rows keep their ids
         for tree in self.pending_trees:
             self.replay.tasks.process_tree(tree)
         self.pending_trees = []
@@ -312,7 +319,8 @@ class _Importer:
             "slab_aliases": {cache: [] for cache in SLAB_CACHES.values()},
             "classification": self.classifier.describe(), "raw_pointers": False, "headers": None,
             "buffer": "perfetto", "caches_known_at_start": None, "python": platform.python_version(),
-            "census": {"status": "not run", "reason": "a Perfetto trace has no census of the rmap at its start"},
+            "census": self.census_entry or {"status": "not run",
+                                            "reason": "a Perfetto trace has no census (give --census)"},
             "perfetto": {
                 "trace": os.path.abspath(self.opts.trace), "kallsyms": os.path.abspath(self.opts.kallsyms),
                 "slab_dir": os.path.abspath(self.opts.slab_dir) if self.opts.slab_dir else None,
@@ -346,6 +354,10 @@ class _Importer:
             self.writer = RecordingWriter(self.opts.output, self.first_ts or 0)
         self._write_marks()
         self.writer.add_user_rows(self.facts.lost_rows(self.released - (self.first_ts or 0)))
+        if self.census:
+            rows, self.census_entry = self.census.merged(self.facts.clocks, self.first_ts or 0, self.released,
+                                                         self.facts.uname("release"))
+            self.writer.add_user_rows(rows)
         return self.writer.close(self.metadata(final=True))
 
 
@@ -360,14 +372,26 @@ def run(opts: Options, progress: Optional[Callable[[int], None]] = None) -> Dict
     if Obj.AVC not in sizes or Obj.ANON_VMA not in sizes:
         raise PerfettoImportError(f"{opts.trace}: cannot tell anon_vmas from AVCs (no allocations at "
                                   "anon_vma_clone or __anon_vma_prepare/anon_vma_fork); give --slab-dir")
-    imp = _Importer(opts, c, sizes, geometry, progress)
+    try:
+        census = Census(opts.census) if opts.census else None
+    except CensusError as e:
+        raise PerfettoImportError(str(e)) from e
+    imp = _Importer(opts, c, sizes, geometry, census, progress)
     try:
         imp.read()
         imp.check()
         path = imp.close()
+    except CensusError as e:
+        _remove(imp, opts)
+        raise PerfettoImportError(str(e)) from e
     except BaseException:
-        if imp.writer is not None:
-            imp.writer.abort()
-        shutil.rmtree(segments.partial_dir(opts.output), ignore_errors=True)
+        _remove(imp, opts)
         raise
     return {"path": path, "rows": imp.written, "packets": imp.packets, "metadata": imp.metadata(final=True)}
+
+
+def _remove(imp: _Importer, opts: Options) -> None:
+    """After a failure: nothing left at the output."""
+    if imp.writer is not None:
+        imp.writer.abort()
+    shutil.rmtree(segments.partial_dir(opts.output), ignore_errors=True)

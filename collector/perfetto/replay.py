@@ -99,6 +99,11 @@ class Replay:
                        "syscalls_fork": 0, "syscalls_exec": 0, "marks_refused": 0,
                        "site_rule_broken": 0}
 
+    def skip_ids(self, last: int) -> None:
+        """Make ids above ``last`` from now on (another source's ids, a
+        census's, stay unique)."""
+        self._ids = max(self._ids, last)
+
     def _new_id(self) -> int:
         self._ids += 1
         return self._ids
