@@ -190,14 +190,16 @@ def _comm(row):
     return row.comm if isinstance(row.comm, str) else ""
 
 
-def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=(), flag_lost=(), stats=True, free_at=None):
+def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=(), flag_lost=(), stats=True, free_at=None,
+            late_cpu=None):
     """Write ``src`` as OUT/trace.pftrace (+ kallsyms, slab/); the paths
     {"trace", "kallsyms", "slab_dir"}. ``lost_by_cpu``: FtraceStats overruns
     to write at the end; ``compress``: the bundles in deflated packets;
     ``omit``: FtraceEvent kinds left out (of the events and the config);
     ``flag_lost``: CPUs whose first bundle has ``lost_events`` set;
     ``stats``: write the FtraceStats packets; ``free_at``: {path: function}
-    overriding FREE_FUNCTION (a kernel that inlined one into another)."""
+    overriding FREE_FUNCTION (a kernel that inlined one into another);
+    ``late_cpu``: that CPU's bundles all written at the end of the file."""
     os.makedirs(out_dir, exist_ok=True)
     meta = pq.read_metadata(src).metadata
     df = kernel_rows(src)
@@ -243,6 +245,7 @@ def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=(), flag_lost=(
         for p in head:
             _write_packet(f, p)
         body = [pb.TracePacket(ftrace_events=b, trusted_packet_sequence_id=1) for b in t.bundles(omit, flag_lost)]
+        body.sort(key=lambda p: p.ftrace_events.cpu == late_cpu)
         if compress:
             inner = pb.Trace(packet=body).SerializeToString()
             _write_packet(f, pb.TracePacket(compressed_packets=zlib.compress(inner)))

@@ -272,3 +272,14 @@ def test_a_census_that_did_not_run_is_refused(tmp_path):
     res, out, _ = imported(tmp_path, "anonshape-base-f6.parquet", "--census", command_run)
     assert res.exit_code == 4 and "its census did not run" in res.output, res.output
     assert res.output.count("\n") == 1 and not out.exists()
+
+
+def test_events_behind_the_sort_window_are_reported(tmp_path):
+    """A CPU whose bundles reach the file after every other CPU's (here more
+    than the 2 s sort window late): its events are replayed out of order,
+    counted, and the report says its counts may be wrong."""
+    res, out, _ = imported(tmp_path, "system-anonshape.parquet", late_cpu=1)
+    assert res.exit_code == 0, res.output
+    meta = json.loads(pq.read_metadata(out).metadata[b"anonscope.perfetto"])
+    assert meta["late_events"] > 0
+    assert any("replayed out of time order" in b for b in report(out)["banners"])

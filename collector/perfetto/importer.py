@@ -325,12 +325,21 @@ class _Importer:
                 "trace": os.path.abspath(self.opts.trace), "kallsyms": os.path.abspath(self.opts.kallsyms),
                 "slab_dir": os.path.abspath(self.opts.slab_dir) if self.opts.slab_dir else None,
                 "packets": self.packets, "events_read": dict(self.seen), **f.metadata(),
-                "loss_unknown": f.loss_unknown() + self._site_rule_broken(), "late_events": self.late,
+                "loss_unknown": f.loss_unknown() + self._site_rule_broken() + self._late(), "late_events": self.late,
                 "tasks_undescribed": len(r.tasks.unknown) if r else 0,
                 "sizes_from": "slab_dir" if self.opts.slab_dir else "trace",
                 **(r.counts if r else {}),
             },
         }
+
+    def _late(self) -> List[str]:
+        """Events replayed out of time order (they came later than the sort
+        window): an allocation replayed after its free leaves its object
+        live, a free before its allocation is not matched."""
+        if not self.late:
+            return []
+        return [f"{self.late} events reached the file more than {SORT_WINDOW_NS / 1e9:g} s behind newer ones "
+                "and were replayed out of time order: their objects may be paired wrongly"]
 
     def _site_rule_broken(self) -> List[str]:
         """The older objects' frees, when the trace's own objects show that
