@@ -153,7 +153,7 @@ METADATA = {
     "perfetto": "v11, imported recordings only: {trace, kallsyms, slab_dir, packets, events_read, lost_by_cpu, "
                 "ftrace_stats, bundles_flagged_lost, buffer_loss, loss_unknown, late_events, tasks_undescribed, "
                 "sizes_from, allocs_other_sizes, forks_without_newtask, syscalls_fork, syscalls_exec, "
-                "marks_refused, site_rule_broken} (docs/schema.md#perfetto)",
+                "marks_refused, site_rule_broken, windows_not_forks} (docs/schema.md#perfetto)",
     "census": "{status, reason, vma_rows, anon_vma_rows, anon_vmas_linked, vmas, seconds, lost, started_ns, "
               "ended_ns, unvisited}: the task_vma iterator run at start (docs/schema.md#census; the last four: v6)",
 }

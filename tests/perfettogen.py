@@ -191,7 +191,7 @@ def _comm(row):
 
 
 def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=(), flag_lost=(), stats=True, free_at=None,
-            late_cpu=None):
+            late_cpu=None, tree_after=0, ftrace_clock=0):
     """Write ``src`` as OUT/trace.pftrace (+ kallsyms, slab/); the paths
     {"trace", "kallsyms", "slab_dir"}. ``lost_by_cpu``: FtraceStats overruns
     to write at the end; ``compress``: the bundles in deflated packets;
@@ -199,7 +199,10 @@ def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=(), flag_lost=(
     ``flag_lost``: CPUs whose first bundle has ``lost_events`` set;
     ``stats``: write the FtraceStats packets; ``free_at``: {path: function}
     overriding FREE_FUNCTION (a kernel that inlined one into another);
-    ``late_cpu``: that CPU's bundles all written at the end of the file."""
+    ``late_cpu``: that CPU's bundles all written at the end of the file;
+    ``tree_after``: the ProcessTree packet written after that many bundles
+    (traced writes it from another buffer); ``ftrace_clock``: the bundles'
+    FtraceClock (0: unset, the boot clock)."""
     os.makedirs(out_dir, exist_ok=True)
     meta = pq.read_metadata(src).metadata
     df = kernel_rows(src)
@@ -242,15 +245,21 @@ def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=(), flag_lost=(
     head = _head_packets(meta, tree, cpus, omit)[:None if stats else -1]
     tail = [_stats(2, cpus, lost_by_cpu or {})] if stats else []
     with open(paths["trace"], "wb") as f:
+        tree = [p for p in head if p.HasField("process_tree")]
         for p in head:
-            _write_packet(f, p)
+            if not (tree_after and p.HasField("process_tree")):
+                _write_packet(f, p)
         body = [pb.TracePacket(ftrace_events=b, trusted_packet_sequence_id=1) for b in t.bundles(omit, flag_lost)]
         body.sort(key=lambda p: p.ftrace_events.cpu == late_cpu)
+        for p in body:
+            p.ftrace_events.ftrace_clock = ftrace_clock
         if compress:
             inner = pb.Trace(packet=body).SerializeToString()
             _write_packet(f, pb.TracePacket(compressed_packets=zlib.compress(inner)))
         else:
-            for p in body:
+            for i, p in enumerate(body):
+                if tree_after and i == tree_after:
+                    _write_packet(f, tree[0])
                 _write_packet(f, p)
         for p in tail:
             _write_packet(f, p)
@@ -323,6 +332,7 @@ def _head_packets(meta, tree, cpus, omit):
     info = pb.SystemInfo(utsname=pb.Utsname(sysname="Linux", release=release, machine=arch, version="#1 SMP"),
                          page_size=json.loads(meta[b"anonscope.page_size"]), num_cpus=len(cpus))
     cfg = pb.TraceConfig()
+    cfg.data_sources.add().config.name = "linux.process_stats"
     ds = cfg.data_sources.add()
     ds.config.name = "linux.ftrace"
     ds.config.ftrace_config.ftrace_events.extend(

@@ -283,3 +283,30 @@ def test_events_behind_the_sort_window_are_reported(tmp_path):
     meta = json.loads(pq.read_metadata(out).metadata[b"anonscope.perfetto"])
     assert meta["late_events"] > 0
     assert any("replayed out of time order" in b for b in report(out)["banners"])
+
+
+def test_events_wait_for_a_process_scan_that_comes_late(tmp_path):
+    """The scan at the start (linux.process_stats, another buffer) reaches
+    the file after 3 s of events, more than the sort window: they wait for
+    it (up to 5 s of events), so every task has its process and comm."""
+    from test_analyzer_snapshots import tree_in_run
+    g, _ = tree_in_run()
+    g.step = 25_000_000                           # 151 rows over 3.8 s: 4 rows a bundle
+    g.rows = [dict(r, ts_ns=i * g.step) for i, r in enumerate(g.rows)]
+    src = g.write(str(tmp_path / "gen.parquet"))
+    paths = perfettogen.convert(src, tmp_path / "t", tree_after=30)
+    out = tmp_path / "imported.parquet"
+    res = run("import", "perfetto", paths["trace"], "--kallsyms", paths["kallsyms"], "--slab-dir",
+              paths["slab_dir"], "-o", out, "-q")
+    assert res.exit_code == 0, res.output
+    meta = json.loads(pq.read_metadata(out).metadata[b"anonscope.perfetto"])
+    assert meta["tasks_undescribed"] == 0
+    perfettogen.strip(src, tmp_path / "stripped.parquet")
+    assert numbers(report(out)) == numbers(report(tmp_path / "stripped.parquet"))
+
+
+def test_a_per_cpu_clock_is_refused(tmp_path):
+    """FTRACE_CLOCK_LOCAL: each CPU's own clock, no order across CPUs."""
+    res, out, _ = imported(tmp_path, "anonshape-base-f6.parquet", ftrace_clock=3)
+    assert res.exit_code == 4 and "each CPU's local clock" in res.output, res.output
+    assert res.output.count("\n") == 1 and not out.exists()

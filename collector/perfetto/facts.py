@@ -8,6 +8,8 @@ from typing import Dict, List, Optional
 
 #: BuiltinClock ids (protos/perfetto/common/builtin_clock.proto)
 CLOCK_REALTIME, CLOCK_BOOTTIME = 1, 6
+#: FtraceClock (protos/perfetto/trace/ftrace/ftrace_event_bundle.proto)
+FTRACE_CLOCK_UNSPECIFIED, FTRACE_CLOCK_UNKNOWN, FTRACE_CLOCK_LOCAL = 0, 1, 3
 #: FtraceStats.Phase
 START_OF_TRACE, END_OF_TRACE = 1, 2
 #: FtraceCpuStats counters of events the kernel's ring buffer lost
@@ -24,6 +26,8 @@ class TraceFacts:
         self.bundles_lost = Counter()                          # cpu -> bundles flagged lost_events
         self.trace_stats = None
         self.clocks: Dict[int, int] = {}
+        self.sources: List[str] = []                           # data source names of the config
+        self.ftrace_clocks = set()                             # FtraceEventBundle.ftrace_clock values
 
     def take(self, p) -> bool:
         """Keep what packet ``p`` says, if it is one of these; whether it was."""
@@ -32,6 +36,7 @@ class TraceFacts:
         elif p.HasField("trace_config"):
             self.config_events = [e for ds in p.trace_config.data_sources
                                   for e in ds.config.ftrace_config.ftrace_events]
+            self.sources = [ds.config.name for ds in p.trace_config.data_sources]
         elif p.HasField("ftrace_stats"):
             self.ftrace_stats[p.ftrace_stats.phase] = {s.cpu: s for s in p.ftrace_stats.cpu_stats}
         elif p.HasField("trace_stats"):
@@ -44,9 +49,21 @@ class TraceFacts:
         return True
 
     def bundle(self, b) -> None:
-        """An FtraceEventBundle's loss flag."""
+        """An FtraceEventBundle's loss flag and clock."""
         if b.lost_events:
             self.bundles_lost[b.cpu] += 1
+        self.ftrace_clocks.add(b.ftrace_clock)
+
+    def clock_problem(self) -> Optional[str]:
+        """Why the events cannot be ordered across CPUs, or None. Unset is
+        the boot clock (traced's default); ``global`` and ``mono_raw`` are
+        one clock for every CPU; ``local`` is each CPU's own, and unknown
+        is unknown."""
+        bad = self.ftrace_clocks & {FTRACE_CLOCK_UNKNOWN, FTRACE_CLOCK_LOCAL}
+        if bad:
+            return ("the ftrace clock is " + ("each CPU's local clock" if FTRACE_CLOCK_LOCAL in bad else "unknown")
+                    + ": events of different CPUs cannot be put in time order")
+        return None
 
     def configured(self, event: str) -> bool:
         """Whether the trace config asked for ``event`` (group/name)."""

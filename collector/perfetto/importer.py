@@ -23,13 +23,15 @@ from ..runmeta import tool_version
 from ..writer import RecordingWriter
 from . import trace
 from .census import Census, CensusError
-from .facts import TraceFacts
+from .facts import FTRACE_CLOCK_UNSPECIFIED, TraceFacts
 from .replay import Replay, arch_tables
 
 #: How far behind the newest event read an event may still arrive: traced
 #: drains each CPU's buffer every ``drain_period_ms`` (100 ms by default)
 #: and writes each CPU's bundle in turn, so a few periods cover it.
 SORT_WINDOW_NS = 2_000_000_000
+#: How long (event time) to hold events back for the process scan at most.
+TREE_WAIT_NS = 5_000_000_000
 #: Records handed to the writer at a time, and segments committed every
 #: COMMIT_EVERY records (the writer holds at most one segment's rows).
 BATCH = 65536
@@ -165,6 +167,7 @@ class _Importer:
         self.replay: Optional[Replay] = None
         self.writer: Optional[RecordingWriter] = None
         self.pending_trees: List[object] = []
+        self.trees = 0           # ProcessTree packets read
         self.written = 0
         self.packets = 0
 
@@ -175,7 +178,7 @@ class _Importer:
         for packet in trace.packets(self.opts.trace):
             self.packets += 1
             self._packet(packet)
-            if self.replay is not None:
+            if self.replay is not None and not self._awaiting_tree():
                 self._release(self.newest - SORT_WINDOW_NS)
             if self.progress and self.packets % 256 == 0:
                 self.progress(256)
@@ -183,16 +186,30 @@ class _Importer:
             self._start()
         self._release(None)
 
+    def _awaiting_tree(self) -> bool:
+        """Whether to hold the events back for the process scan: the config
+        asked for it (linux.process_stats), none has come, and the events
+        read span less than TREE_WAIT_NS (traced writes the scan from
+        another buffer, which may reach the file after the first events;
+        replayed before it, their threads would be taken as processes)."""
+        return (not self.trees and "linux.process_stats" in self.facts.sources
+                and self.first_ts is not None and self.newest - self.first_ts < TREE_WAIT_NS)
+
     def _packet(self, p) -> None:
         if self.facts.take(p):
             return
         if p.HasField("process_tree"):
+            self.trees += 1
             if self.replay is None:
                 self.pending_trees.append(p.process_tree)
             else:
                 self.replay.tasks.process_tree(p.process_tree)
         elif p.HasField("ftrace_events"):
             self.facts.bundle(p.ftrace_events)
+            problem = self.facts.clock_problem()
+            if problem:
+                raise PerfettoImportError(f"{self.opts.trace}: {problem} (record with the boot clock, "
+                                          "traced's default)")
             self._bundle(p.ftrace_events)
 
     def _bundle(self, b) -> None:
@@ -213,8 +230,8 @@ class _Importer:
             ts = ev.timestamp
             if ts > self.newest:
                 self.newest = ts
-            if self.first_ts is None or ts < self.first_ts:
-                self.first_ts = ts
+            if self.writer is None and (self.first_ts is None or ts < self.first_ts):
+                self.first_ts = ts    # ts_ns 0, fixed once rows are written
             if ts < self.released:
                 self.late += 1
             self.seq += 1
@@ -364,6 +381,8 @@ class _Importer:
         self._write_marks()
         self.writer.add_user_rows(self.facts.lost_rows(self.released - (self.first_ts or 0)))
         if self.census:
+            if self.facts.ftrace_clocks - {FTRACE_CLOCK_UNSPECIFIED}:
+                raise CensusError("the trace's ftrace clock is not the boot clock: the census cannot be put on it")
             rows, self.census_entry = self.census.merged(self.facts.clocks, self.first_ts or 0, self.released,
                                                          self.facts.uname("release"))
             self.writer.add_user_rows(rows)

@@ -12,7 +12,9 @@ something Perfetto does not record, the rule used instead is named here:
   from /sys/kernel/slab, or what the trace shows: see importer.py);
 - the cache of a free: the program knows it (the ``struct kmem_cache``
   pointer or its name); ``KmemCacheFreeFtraceEvent`` has neither, so a free
-  of an object allocated in the trace is matched by its pointer, and one of
+  of an object allocated in the trace is matched by its pointer (after a
+  lost free, another cache's object at the reused address would free ours:
+  only then, and the loss is reported), and one of
   an older object is recognised only at the call sites that free nothing
   else (``unlink_anon_vmas``: AVCs; ``__put_anon_vma``: anon_vmas), as the
   program does on kernels whose free tracepoint has neither (checked on
@@ -45,7 +47,7 @@ import numpy as np
 from ..abi import EVENT_DTYPE, Caller, Ev, Flag, Obj, Path, Site
 from ..marks import MarkError, check_label
 from ..sites import Classifier
-from .tasks import Tasks
+from .tasks import Tasks, exec_comm
 
 #: Syscall numbers of the fork and exec syscalls (``sys_enter.id``) per
 #: ``uname -m``: arch/x86/entry/syscalls/syscall_64.tbl;
@@ -80,6 +82,15 @@ def arch_tables(arch: str):
     return FORK_SYSCALLS[a], EXEC_SYSCALLS[a]
 
 
+def _not_fork(row: tuple) -> tuple:
+    """A row held in a window that was no fork, as the row outside a fork
+    it is: clone_vma and dup instead of clone_fork and fork, no fork id,
+    no fork caller."""
+    path = {Path.CLONE_FORK: Path.CLONE_VMA, Path.VMA_FORK: Path.VMA_DUP}.get(row[10], row[10])
+    caller = 0 if row[11] == Caller.FORK else row[11]
+    return row[:2] + (0,) + row[3:10] + (path, caller) + row[12:]
+
+
 class Replay:
     """Turns time-ordered trace events into ``struct event`` records."""
 
@@ -94,10 +105,12 @@ class Replay:
         self._ids = 0
         self._live: Dict[int, tuple] = {}        # ptr -> (obj_id, Obj)
         self._forking: Dict[int, int] = {}       # tid -> fork id
+        self._held: Dict[int, List[tuple]] = {}  # tid -> its window's rows, until the window is a fork
         self._execing: Dict[int, int] = {}       # tid -> execve entry ts
+        self._renamed: Dict[int, int] = {}       # tid -> ts of its last task_rename
         self.counts = {"allocs_other_sizes": 0, "frees_unmatched": 0, "forks_without_newtask": 0,
                        "syscalls_fork": 0, "syscalls_exec": 0, "marks_refused": 0,
-                       "site_rule_broken": 0}
+                       "site_rule_broken": 0, "windows_not_forks": 0}
 
     def skip_ids(self, last: int) -> None:
         """Make ids above ``last`` from now on (another source's ids, a
@@ -110,10 +123,11 @@ class Replay:
 
     def _record(self, ts, cpu, tid, kind, obj_id=0, fork_id=0, aux1=0, aux2=0, obj=0, path=0,
                 caller=0, flags=0, comm: Optional[str] = None) -> None:
-        tgid, known_comm = self.tasks.of(tid)
+        tgid, known_comm = self.tasks.of(tid, cpu)
         name = (known_comm if comm is None else comm).encode()[:15]
-        self.records.append((ts, obj_id, fork_id, tid, tgid, aux1, aux2, cpu, kind, obj, path, caller,
-                             flags, 0, name))
+        row = (ts, obj_id, fork_id, tid, tgid, aux1, aux2, cpu, kind, obj, path, caller, flags, 0, name)
+        held = self._held.get(tid) if fork_id and kind == Ev.ALLOC else None
+        (self.records if held is None else held).append(row)
 
     def take(self) -> np.ndarray:
         """The records made since the last call."""
@@ -188,49 +202,89 @@ class Replay:
 
     # -- syscalls --------------------------------------------------------
     def sys_enter(self, ts, cpu, tid, ev) -> None:
-        """``raw_syscalls:sys_enter``: a fork window or an exec opens."""
+        """``raw_syscalls:sys_enter``: a fork window or an exec opens. The
+        window's rows wait until a ``task_newtask`` of the task shows it is
+        a fork: a 32-bit task on a 64-bit kernel enters with its compat
+        numbers (arm64: 220 is compat madvise), which raw_syscalls does not
+        tell from the native ones."""
         if ev.id in self.fork_calls:
             self.counts["syscalls_fork"] += 1
             self._forking[tid] = self._new_id()
+            self._held[tid] = []
         elif ev.id in self.exec_calls:
             self.counts["syscalls_exec"] += 1
             self._execing[tid] = ts
 
     def sys_exit(self, ts, cpu, tid, ev) -> None:
-        """``raw_syscalls:sys_exit``: the window closes."""
+        """``raw_syscalls:sys_exit``: the window closes. Rows still held
+        were not a fork's: a failed clone (negative return) keeps them as
+        the program would (fork-path, owner unknown); a syscall that
+        returned and made no task was not a fork at all (compat numbers),
+        and they become the split/merge/mremap rows they were."""
         if ev.id in self.fork_calls:
             self._forking.pop(tid, None)
+            held = self._held.pop(tid, None)
+            if held:
+                self.records.extend(held if ev.ret < 0 else map(_not_fork, held))
+                self.counts["windows_not_forks"] += ev.ret >= 0
         elif ev.id in self.exec_calls:
             self._execing.pop(tid, None)
 
+    def _confirm(self, tid: int) -> None:
+        """The task's window is a fork: its rows go out as fork-path rows."""
+        held = self._held.pop(tid, None)
+        if held:
+            self.records.extend(held)
+
     # -- tasks -----------------------------------------------------------
     def newtask(self, ts, cpu, tid, ev) -> None:
-        """``task_newtask``: the clone flags of the child to come."""
-        self.tasks.newtask(ev.pid, ev.comm, ev.clone_flags)
+        """``task_newtask``: the clone flags of the child to come; the
+        parent's window is a fork."""
+        self.tasks.newtask(tid, ev.pid, ev.comm, ev.clone_flags)
+        self._confirm(tid)
 
     def fork(self, ts, cpu, tid, ev) -> None:
-        """``sched_process_fork``: the fork row (child pid and tgid)."""
+        """``sched_process_fork``: the fork row (child pid and tgid). The
+        window closes here: ``kernel_clone()`` allocates none of our objects
+        after it, and a lost ``sys_exit`` then cannot leave it open."""
         if not self.tasks.knows_clone(ev.child_pid):
             self.counts["forks_without_newtask"] += 1
+        self._confirm(tid)
         child_tgid, shares_mm = self.tasks.fork(tid, ev.child_pid, ev.child_comm)
-        self._record(ts, cpu, tid, Ev.FORK, fork_id=self._forking.get(tid, 0), aux1=ev.child_pid,
+        self._record(ts, cpu, tid, Ev.FORK, fork_id=self._forking.pop(tid, 0), aux1=ev.child_pid,
                      aux2=child_tgid, flags=Flag.SHARES_MM if shares_mm else 0)
 
     def exec(self, ts, cpu, tid, ev) -> None:
         """``sched_process_exec``: the exec row, with the time since
-        execve() entered (``fork_id`` of the record, as the program)."""
+        execve() entered (``fork_id`` of the record, as the program). The
+        new comm is the file name's last part, unless the task was renamed
+        since execve() entered: ``begin_new_exec()`` renames it through
+        ``__set_task_comm()`` (``task_rename``), and from 6.14 names it
+        after the file's dentry for an execveat() of an fd (whose file name
+        is ``/dev/fd/N``)."""
         start = self._execing.pop(ev.old_pid, None)
-        self.tasks.exec(tid, ev.old_pid, ev.filename)
+        renamed = start is not None and self._renamed.get(tid, -1) >= start
+        self.tasks.exec(tid, self.tasks.of(tid, cpu)[1] if renamed else exec_comm(ev.filename))
         self._record(ts, cpu, tid, Ev.EXEC, fork_id=ts - start if start is not None else 0)
 
     def exit(self, ts, cpu, tid, ev) -> None:
-        """``sched_process_exit``: the exit row (group_dead unknown)."""
+        """``sched_process_exit``: the exit row (group_dead unknown); the
+        task's windows close."""
         self.tasks.exit(tid, ev.tgid, ev.comm)
+        for state in (self._forking, self._execing, self._renamed):
+            state.pop(tid, None)
+        self._confirm(tid)
         self._record(ts, cpu, tid, Ev.EXIT)
 
     def rename(self, ts, cpu, tid, ev) -> None:
-        """``task_rename``: no row; later rows carry the new comm."""
-        self.tasks.rename(ev.pid, ev.newcomm)
+        """``task_rename``: no row; later rows carry the new comm. The
+        renamed task is the event's ``pid`` field (a write to
+        /proc/PID/comm renames another thread), which 6.13-6.17 dropped
+        (e3f6a42272e0, brought back by a6f22e50c7d5 in 7.0 and 6.18.y):
+        then the task renaming itself."""
+        pid = ev.pid if ev.HasField("pid") else tid
+        self._renamed[pid] = ts
+        self.tasks.rename(pid, ev.newcomm)
 
     def print_(self, ts, cpu, tid, ev) -> None:
         """``ftrace/print`` (a write to tracefs ``trace_marker``): a mark

@@ -16,7 +16,8 @@ says about tasks:
   comm is the file name's last part, fs/exec.c ``begin_new_exec()``, cut to
   15 bytes; ``old_pid`` is the thread that called exec, which takes the
   thread-group leader's id in ``de_thread()``);
-- ``sched_process_exit``: the tgid of the exiting task.
+- ``sched_process_exit``: its comm (and a tgid where Perfetto's event has
+  one: upstream's tracepoint has none, and the field is then 0).
 
 A thread with an event before the trace describes it is taken to be its
 own process's leader (tgid = tid) with an empty comm until then, and is
@@ -41,16 +42,17 @@ class Tasks:
 
     def __init__(self):
         self._tasks: Dict[int, Tuple[int, str]] = {}
-        self._clones: Dict[int, int] = {}   # child tid -> clone_flags, until its fork event
+        self._clones: Dict[int, int] = {}   # child tid -> clone_flags, until its fork event or exit
         self.unknown = set()                # tids taken as leaders, never described
 
-    def of(self, tid: int) -> Tuple[int, str]:
-        """(tgid, comm) of thread ``tid``."""
+    def of(self, tid: int, cpu: int = 0) -> Tuple[int, str]:
+        """(tgid, comm) of thread ``tid`` (tid 0: CPU ``cpu``'s idle task)."""
+        if tid == 0:
+            return 0, f"swapper/{cpu}"
         t = self._tasks.get(tid)
         if t is None:
-            if tid:
-                self.unknown.add(tid)
-            t = self._tasks[tid] = (tid, "swapper/0" if tid == 0 else "")
+            self.unknown.add(tid)
+            t = self._tasks[tid] = (tid, "")
         return t
 
     def process_tree(self, tree) -> None:
@@ -66,16 +68,21 @@ class Tasks:
                 continue   # the events told more recently than the scan
             self._tasks[t.tid] = (t.tgid or t.tid, t.name or self._tasks.get(t.tgid, (0, ""))[1])
 
-    def newtask(self, child: int, comm: str, clone_flags: int) -> None:
-        """``task_newtask``: ``child`` was made with ``clone_flags``."""
+    def newtask(self, parent: int, child: int, comm: str, clone_flags: int) -> None:
+        """``task_newtask`` (in ``parent``, from ``copy_process()``):
+        ``child`` was made with ``clone_flags``. Its tgid is known now: an
+        io_uring or vhost worker (``create_io_thread()``,
+        ``vhost_task_create()``) never gets a ``sched_process_fork``, which
+        only ``kernel_clone()`` fires."""
         self._clones[child] = clone_flags
-        self._tasks[child] = (child, comm)   # its tgid is settled by the fork event
+        tgid = self.of(parent)[0] if clone_flags & CLONE_THREAD else child
+        self._tasks[child] = (tgid, comm)
+        self.unknown.discard(child)
 
     def fork(self, parent: int, child: int, child_comm: str) -> Tuple[int, bool]:
         """``sched_process_fork``: the child's (tgid, shares the parent's mm)."""
         flags = self._clones.pop(child, None)
-        parent_tgid = self.of(parent)[0]
-        tgid = parent_tgid if flags is not None and flags & CLONE_THREAD else child
+        tgid = self.of(parent)[0] if flags is not None and flags & CLONE_THREAD else child
         self._tasks[child] = (tgid, child_comm)
         self.unknown.discard(child)
         return tgid, bool(flags is not None and flags & CLONE_VM)
@@ -88,11 +95,16 @@ class Tasks:
         """``task_rename``: the task's new comm."""
         self._tasks[tid] = (self.of(tid)[0], comm)
 
-    def exec(self, tid: int, old_tid: int, filename: str) -> None:
-        """``sched_process_exec``: ``old_tid`` ran the file; it is ``tid`` now."""
-        tgid = self.of(old_tid)[0] if old_tid != tid else self.of(tid)[0]
-        self._tasks[tid] = (tgid, exec_comm(filename))
+    def exec(self, tid: int, comm: str) -> None:
+        """``sched_process_exec``: ``tid`` runs a new image named ``comm``;
+        it leads its thread group now (``de_thread()`` gave a non-leader
+        that called exec the leader's pid), so its tgid is ``tid``."""
+        self._tasks[tid] = (tid, comm)
+        self.unknown.discard(tid)
 
     def exit(self, tid: int, tgid: int, comm: str) -> None:
-        """``sched_process_exit``: the kernel's own tgid and comm of the task."""
+        """``sched_process_exit``: the comm of the task, and its tgid where
+        Perfetto's event has one (0 otherwise: upstream's tracepoint has no
+        tgid field)."""
+        self._clones.pop(tid, None)
         self._tasks[tid] = (tgid or self.of(tid)[0], comm or self.of(tid)[1])
