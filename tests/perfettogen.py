@@ -21,6 +21,7 @@ to trace_marker); and a trace is system-wide (STRIPPED_META).
 
 import json
 import os
+import shutil
 import zlib
 from collections import defaultdict
 
@@ -61,8 +62,25 @@ STRIPPED_META = {"target": {"mode": "system", "command": None, "pid": None, "com
                  "alias_traffic": None, "alias_frees_skipped": 0}
 
 
-def function_start(name):
-    return TEXT_BASE + 0x1000 * FUNCTIONS.index(name)
+#: Where each function starts: FUNCTIONS' made-up addresses, or a real
+#: kallsyms' (convert(kallsyms=...)).
+TEXT = {name: TEXT_BASE + 0x1000 * i for i, name in enumerate(FUNCTIONS)}
+
+
+def function_start(name, text=None):
+    return (text or TEXT)[name]
+
+
+def real_text(path):
+    """Function starts from a real kallsyms: FUNCTIONS that are not free or
+    allocation sites of ours stand for 'some other function' (kfree)."""
+    from anonscope.collector import kallsyms
+    with open(path) as f:
+        ranges = kallsyms.function_ranges(f, FUNCTIONS + ["kfree"])
+    text = {name: r[0][0] for name, r in ranges.items()}
+    for name in ("vm_area_free", "kfree_filler"):
+        text.setdefault(name, text["kfree"])
+    return text
 
 
 def write_kallsyms(path):
@@ -191,7 +209,7 @@ def _comm(row):
 
 
 def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=(), flag_lost=(), stats=True, free_at=None,
-            late_cpu=None, tree_after=0, ftrace_clock=0):
+            late_cpu=None, tree_after=0, ftrace_clock=0, kallsyms=None):
     """Write ``src`` as OUT/trace.pftrace (+ kallsyms, slab/); the paths
     {"trace", "kallsyms", "slab_dir"}. ``lost_by_cpu``: FtraceStats overruns
     to write at the end; ``compress``: the bundles in deflated packets;
@@ -202,7 +220,8 @@ def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=(), flag_lost=(
     ``late_cpu``: that CPU's bundles all written at the end of the file;
     ``tree_after``: the ProcessTree packet written after that many bundles
     (traced writes it from another buffer); ``ftrace_clock``: the bundles'
-    FtraceClock (0: unset, the boot clock)."""
+    FtraceClock (0: unset, the boot clock); ``kallsyms``: call sites inside
+    that kallsyms' functions (a real one), copied beside the trace."""
     os.makedirs(out_dir, exist_ok=True)
     meta = pq.read_metadata(src).metadata
     df = kernel_rows(src)
@@ -216,6 +235,7 @@ def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=(), flag_lost=(
     opened = set()
     slabs = _Slabs()
     slabs.free_function = {**FREE_FUNCTION, **(free_at or {})}
+    slabs.text = real_text(kallsyms) if kallsyms else TEXT
     tasks = df[df.event != "mark"]
     t.add(0, max(int(tasks.cpu.iloc[0]), 0) if len(tasks) else 0, tasks.pid.iloc[0] if len(tasks) else 1,
           "sys_enter", id=SYSCALLS_X86_64["read"])
@@ -239,7 +259,10 @@ def convert(src, out_dir, lost_by_cpu=None, compress=False, omit=(), flag_lost=(
               id=SYSCALLS_X86_64["read"])
     paths = {"trace": os.path.join(out_dir, "trace.pftrace"), "kallsyms": os.path.join(out_dir, "kallsyms"),
              "slab_dir": os.path.join(out_dir, "slab")}
-    write_kallsyms(paths["kallsyms"])
+    if kallsyms:
+        shutil.copyfile(kallsyms, paths["kallsyms"])
+    else:
+        write_kallsyms(paths["kallsyms"])
     write_slab_dir(paths["slab_dir"], meta)
     cpus = sorted({max(int(c), 0) for c in df.cpu}) or [0]
     head = _head_packets(meta, tree, cpus, omit)[:None if stats else -1]
@@ -280,14 +303,14 @@ def _first_tasks(df):
 def _alloc(t, row, sizes, slabs, comm_of):
     fn = ALLOC_FUNCTION[(row.object, row.path)]
     ptr = slabs.alloc(row.object, int(row.obj_id))
-    t.add(row.ts_ns, row.cpu, row.pid, "kmem_cache_alloc", call_site=function_start(fn) + 0x10, ptr=ptr,
+    t.add(row.ts_ns, row.cpu, row.pid, "kmem_cache_alloc", call_site=function_start(fn, slabs.text) + 8, ptr=ptr,
           bytes_req=int(sizes[row.object]), bytes_alloc=int(row.bytes), gfp_flags=0xCC0)
 
 
 def _free(t, row, sizes, slabs, comm_of):
     ptr = slabs.release(int(row.obj_id), row.object)
     fn = slabs.free_function[row.path] if row.object != "vm_area_struct" else "vm_area_free"
-    t.add(row.ts_ns, row.cpu, row.pid, "kmem_cache_free", call_site=function_start(fn) + 0x20, ptr=ptr)
+    t.add(row.ts_ns, row.cpu, row.pid, "kmem_cache_free", call_site=function_start(fn, slabs.text) + 8, ptr=ptr)
 
 
 def _fork(t, row, sizes, slabs, comm_of):
