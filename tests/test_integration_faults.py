@@ -97,10 +97,13 @@ def test_sigkill_leaves_a_recording_cut_short(tmp_path, workload):
     assert not out.exists() and segments_of(out)
     r = report(out)
     assert r["run"]["cut_short"] is True and r["run"]["complete"] is False
-    assert r["banners"] and r["banners"][0].startswith("CUT SHORT")
+    # the CUT SHORT banner, after a LOST EVENTS one where events were lost
+    # (from 6.19 a skipped program run may be one: 2 in the 7.3 guest)
+    cut = [i for i, b in enumerate(r["banners"]) if b.startswith("CUT SHORT")]
+    assert cut and all(b.startswith("LOST EVENTS") for b in r["banners"][:cut[0]]), r["banners"]
     assert all("cut" in m["anon_vma"]["fidelity"] for m in r["models"].values())
     for fmt in ("text", "markdown"):
-        assert "CUT SHORT" in "\n".join(report(out, fmt).splitlines()[:2]), fmt
+        assert "CUT SHORT" in "\n".join(report(out, fmt).splitlines()[:2 + cut[0]]), fmt
     df = pq.read_table(str(out) + ".partial").to_pandas()
     mine = df[(df.comm == name) & (df.event == "alloc")]
     assert ((mine.object == "anon_vma") & (mine.path == "fault")).sum() >= 30
