@@ -11,7 +11,7 @@ are simply not found (see ``Classifier.missing``).
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 from anonscope.schema import CALLERS, LOCK_FUNCS, WALK_KINDS
 
@@ -131,8 +131,8 @@ class Classifier:
     missing: List[str] = field(default_factory=list)
     #: made-up ranges (placeholder()), not the running kernel's
     example: bool = False
-    #: per table, its ranges sorted for _lookup (built on first use)
-    _sorted: Dict[int, tuple] = field(default_factory=dict, repr=False, compare=False)
+    #: per table, its lookup function (built on first use)
+    _sorted: Dict[int, Callable[[int], int]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_ranges(cls, ranges: Dict[str, List[Range]]) -> "Classifier":
@@ -140,23 +140,28 @@ class Classifier:
         ``missing``."""
         return cls(ranges, [f for f in wanted_functions() if f not in ranges])
 
-    def _spans(self, table: Dict[str, int]) -> Tuple[List[int], List[Tuple[int, int, int]]]:
-        """``table``'s ranges sorted by start (the first name in table order
-        where two start at one address), with their starts for bisect."""
-        spans = self._sorted.get(id(table))
-        if spans is None:
+    def lookup(self, table: Dict[str, int]) -> Callable[[int], int]:
+        """ip -> the tag of the ``table`` function it lies in (0: none), a
+        bisect over the ranges sorted by start (where two names start at
+        one address, the first in table order); built once per table."""
+        fn = self._sorted.get(id(table))
+        if fn is None:
             first: Dict[int, Tuple[int, int, int]] = {}
             for name, tag in table.items():
                 for start, end in self.ranges.get(name, ()):
                     first.setdefault(start, (start, end, tag))
             rows = sorted(first.values())
-            spans = self._sorted[id(table)] = ([r[0] for r in rows], rows)
-        return spans
+            starts, ends, tags = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+            right = bisect.bisect_right
+
+            def fn(ip: int) -> int:
+                i = right(starts, ip) - 1
+                return tags[i] if i >= 0 and ip < ends[i] else 0
+            self._sorted[id(table)] = fn
+        return fn
 
     def _lookup(self, table: Dict[str, int], ip: int) -> int:
-        starts, rows = self._spans(table)
-        i = bisect.bisect_right(starts, ip) - 1
-        return rows[i][2] if i >= 0 and ip < rows[i][1] else 0
+        return self.lookup(table)(ip)
 
     def alloc_site(self, ip: int) -> int:
         """SITE_* of an allocation call site, 0 when not ours."""

@@ -215,7 +215,7 @@ class _Importer:
     def _bundle(self, b) -> None:
         if self.replay is None:
             self._start()
-        alloc_site, heap, seen, cpu = self.classifier.alloc_site, self.heap, self.seen, b.cpu
+        alloc_site, heap, seen, cpu = self.classifier.lookup(sites.ALLOC_SITES), self.heap, self.seen, b.cpu
         for ev in b.event:
             kind = ev.WhichOneof("event")
             if kind == "kmem_cache_alloc":
