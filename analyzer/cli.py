@@ -171,17 +171,21 @@ def import_():
 @click.option("--census", "census", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="an anoncollect recording with a census, made on the device (bcc in a chroot) while the "
                    "trace recorded: its census rows join the import")
+@click.option("--samples", "samples_dir", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="LABEL.slabinfo and LABEL.meminfo read just after each mark (scripts/android/record): slab "
+                   "rows at that mark (LABEL 'end': the trace's end)")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="the recording to write (.parquet)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar (drawn only when stderr is a terminal)")
-def import_perfetto(trace, kallsyms_path, slab_dir, arch, census, output, quiet):
+def import_perfetto(trace, kallsyms_path, slab_dir, arch, census, samples_dir, output, quiet):
     """Read the Perfetto TRACE (kmem, sched, task and raw_syscalls ftrace
     events) and write a recording in anoncollect's schema, backend
     perfetto, that every report reads."""
     from anonscope.collector.perfetto import importer
 
     from . import progress
-    opts = importer.Options(trace, kallsyms_path, output, slab_dir, arch, ["anonanalyze", *sys.argv[1:]], census)
+    opts = importer.Options(trace, kallsyms_path, output, slab_dir, arch, ["anonanalyze", *sys.argv[1:]], census,
+                            samples_dir)
     try:
         with progress.bar(None, "anonanalyze import", "packet", progress.wanted(quiet)) as b:
             done = importer.run(opts, b.update)

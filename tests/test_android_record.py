@@ -17,10 +17,28 @@ import pytest
 
 import hostcaps
 import perfettogen
-from test_perfetto_import import FIXTURES, numbers, report
+from test_perfetto_import import report
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = Path(__file__).resolve().parent / "fakeadb"
+
+
+def marked_run(tmp_path):
+    """A recording with the marks record makes (after-boot, apps-1, apps-2):
+    the trace the fake perfetto hands back (its trace_marker lines do not
+    reach it)."""
+    from eventgen import Gen
+    g = Gen()
+    g.process(1, "zygote")
+    g.faults(1, 5)
+    g.mark("after-boot")
+    for n, child in ((1, 100), (2, 101)):
+        g.fork(1, child, "app")
+        g.faults(child, 3)
+        g.mark(f"apps-{n}")
+    g.exit(101)
+    g.exit(100)
+    return g.write(str(tmp_path / "marked.parquet"))
 
 
 @pytest.fixture
@@ -30,7 +48,7 @@ def device(tmp_path):
     d = tmp_path / "device"
     (d / "tracing").mkdir(parents=True)
     (d / "tracing" / "trace_marker").write_text("")
-    src = os.path.join(FIXTURES, "system-anonshape.parquet")
+    src = marked_run(tmp_path)
     paths = perfettogen.convert(src, tmp_path / "prepared", kallsyms="/proc/kallsyms")
     env = dict(os.environ, PATH=f"{FAKE}:{os.environ['PATH']}", FAKE_DEVICE=str(d), FAKE_TRACE=paths["trace"],
                FAKE_PYTHON=sys.executable)
@@ -59,7 +77,12 @@ def test_record_leaves_what_the_import_needs(tmp_path, device):
                          capture_output=True, text=True, timeout=300)
     assert imp.returncode == 0, imp.stderr
     perfettogen.strip(src, tmp_path / "stripped.parquet")
-    assert numbers(report(out / "run.parquet")) == numbers(report(tmp_path / "stripped.parquet"))
+    got, want = report(out / "run.parquet"), report(tmp_path / "stripped.parquet")
+    assert got["models"]["eager"] == want["models"]["eager"] and got["processes"] == want["processes"]
+    # slabinfo read after each mark and at the end: slab rows there
+    assert sorted(os.listdir(out / "samples")) == sorted(
+        f"{m}.{k}" for m in ("after-boot", "apps-1", "apps-2", "end") for k in ("slabinfo", "meminfo"))
+    assert got["slabinfo"]["samples"] == 4
     meta = json.loads(subprocess.run([sys.executable, "-c", "import sys, pyarrow.parquet as pq; "
                                       "print(pq.read_metadata(sys.argv[1]).metadata[b'anonscope.perfetto'].decode())",
                                       str(out / "run.parquet")], capture_output=True, text=True).stdout)

@@ -310,3 +310,42 @@ def test_a_per_cpu_clock_is_refused(tmp_path):
     res, out, _ = imported(tmp_path, "anonshape-base-f6.parquet", ftrace_clock=3)
     assert res.exit_code == 4 and "each CPU's local clock" in res.output, res.output
     assert res.output.count("\n") == 1 and not out.exists()
+
+
+SLABINFO = """slabinfo - version: 2.1
+# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables ... : slabdata ...
+anon_vma_chain      {avc}   {avc_total}     64   64    1 : tunables    0    0    0 : slabdata     10     10      0
+anon_vma            {av}    {av_total}    104   39    1 : tunables    0    0    0 : slabdata     10     10      0
+vm_area_struct      {vma}   {vma_total}    192   21    1 : tunables    0    0    0 : slabdata     10     10      0
+"""
+
+
+def test_slab_samples_at_the_marks(tmp_path):
+    """--samples: record's LABEL.slabinfo/.meminfo, read just after each
+    mark, become slab rows at that mark (and 'end' at the trace's end)."""
+    from test_analyzer_snapshots import tree_in_run
+    g, _ = tree_in_run()
+    src = g.write(str(tmp_path / "gen.parquet"))
+    paths = perfettogen.convert(src, tmp_path / "t")
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for label, k in (("apps", 1), ("end", 2)):
+        (samples / f"{label}.slabinfo").write_text(SLABINFO.format(avc=640 * k, avc_total=700 * k, av=390 * k,
+                                                                   av_total=400 * k, vma=2100 * k, vma_total=2200 * k))
+        (samples / f"{label}.meminfo").write_text(f"MemTotal: 8000000 kB\nSlab: {90000 * k} kB\n")
+    out = tmp_path / "imported.parquet"
+    res = run("import", "perfetto", paths["trace"], "--kallsyms", paths["kallsyms"], "--slab-dir", paths["slab_dir"],
+              "--samples", samples, "-o", out, "-q")
+    assert res.exit_code == 0, res.output
+    df = pq.read_table(out).to_pandas()
+    mark_ts = int(df[df.event == "mark"].ts_ns.iloc[0])
+    rows = df[df.event == "slab"]
+    at_mark = rows[rows.ts_ns == mark_ts].set_index("slab_cache")
+    assert at_mark.slab_active.to_dict() == {"anon_vma": 390, "anon_vma_chain": 640, "vm_area_struct": 2100}
+    assert set(at_mark.mem_slab_kb) == {90000} and set(at_mark.mem_total_kb) == {8000000}
+    assert len(rows) == 6 and rows.ts_ns.max() == int(df.ts_ns.max())
+    assert report(out)["slabinfo"]["samples"] == 2
+    (samples / "boot.slabinfo").write_text(SLABINFO.format(avc=1, avc_total=1, av=1, av_total=1, vma=1, vma_total=1))
+    res = run("import", "perfetto", paths["trace"], "--kallsyms", paths["kallsyms"], "--samples", samples,
+              "-o", tmp_path / "r2.parquet", "-q")
+    assert res.exit_code == 4 and "no mark 'boot' in the trace" in res.output, res.output

@@ -21,7 +21,7 @@ from .. import kallsyms, segments, sites
 from ..abi import Obj, Site
 from ..runmeta import tool_version
 from ..writer import RecordingWriter
-from . import trace
+from . import samples, trace
 from .census import Census, CensusError
 from .facts import FTRACE_CLOCK_UNSPECIFIED, TraceFacts
 from .replay import Replay, arch_tables
@@ -77,6 +77,7 @@ class Options:
     arch: Optional[str] = None
     argv: List[str] = field(default_factory=list)
     census: Optional[str] = None
+    samples: Optional[str] = None
 
 
 def classifier_of(path: str) -> sites.Classifier:
@@ -168,6 +169,7 @@ class _Importer:
         self.writer: Optional[RecordingWriter] = None
         self.pending_trees: List[object] = []
         self.trees = 0           # ProcessTree packets read
+        self.mark_ts: Dict[str, int] = {}   # label -> ts_ns of its first mark row
         self.written = 0
         self.packets = 0
 
@@ -271,6 +273,8 @@ class _Importer:
 
     def _write_marks(self) -> None:
         marks, self.replay.marks = self.replay.marks, []
+        for ts, label in marks:
+            self.mark_ts.setdefault(label, ts - self.first_ts)
         self.writer.add_user_rows([{"ts_ns": ts - self.first_ts, "event": "mark", "cpu": -1, "mark_label": label}
                                    for ts, label in marks])
 
@@ -380,6 +384,10 @@ class _Importer:
             self.writer = RecordingWriter(self.opts.output, self.first_ts or 0)
         self._write_marks()
         self.writer.add_user_rows(self.facts.lost_rows(self.released - (self.first_ts or 0)))
+        if self.opts.samples:
+            at = {**self.mark_ts, "end": self.released - (self.first_ts or 0)}
+            aliases = {cache: self.geometry.get(obj, {}).get("aliases") or 0 for obj, cache in SLAB_CACHES.items()}
+            self.writer.add_user_rows(samples.rows(self.opts.samples, at, aliases))
         if self.census:
             if self.facts.ftrace_clocks - {FTRACE_CLOCK_UNSPECIFIED}:
                 raise CensusError("the trace's ftrace clock is not the boot clock: the census cannot be put on it")
@@ -409,7 +417,7 @@ def run(opts: Options, progress: Optional[Callable[[int], None]] = None) -> Dict
         imp.read()
         imp.check()
         path = imp.close()
-    except CensusError as e:
+    except (CensusError, samples.SamplesError) as e:
         _remove(imp, opts)
         raise PerfettoImportError(str(e)) from e
     except BaseException:
