@@ -70,10 +70,8 @@ def slab_rows(ts_ns: int, aliases: Dict[str, List[str]]) -> List[dict]:
         return []
     took = time.monotonic_ns() - t
     mem = meminfo.read()
-    return [{"ts_ns": ts_ns, "event": "slab", "cpu": -1, "slab_cache": c, "slab_active": s.active,
-             "slab_total": s.total, "slab_objsize": s.objsize, "slab_aliases": len(aliases.get(c, [])),
-             "slab_cpu_partial": slab.cpu_partial_slabs(c), "duration_ns": took, **mem}
-            for c, s in sorted(lines.items())]
+    return slab.sample_rows(ts_ns, lines, {c: len(a) for c, a in aliases.items()}, mem,
+                            slab.cpu_partial_slabs, took)
 
 
 class Progress:

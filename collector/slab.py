@@ -162,3 +162,14 @@ def reported_name(cache: str, group: List[str], lines: Dict[str, "SlabLine"]) ->
             return name
     return cache
 
+
+def sample_rows(ts_ns: int, lines: Dict[str, SlabLine], alias_counts: Dict[str, int], mem: Dict[str, object],
+                cpu_partial=None, duration_ns: Optional[int] = None) -> List[dict]:
+    """``slab`` rows of one slabinfo sample at ``ts_ns``: per cache of
+    ``lines``, with its number of merge aliases, /proc/meminfo's columns
+    ``mem``, ``cpu_partial(cache)`` (None: not read) and how long the read
+    took."""
+    return [{"ts_ns": ts_ns, "event": "slab", "cpu": -1, "slab_cache": c, "slab_active": s.active,
+             "slab_total": s.total, "slab_objsize": s.objsize, "slab_aliases": alias_counts.get(c, 0),
+             "slab_cpu_partial": cpu_partial(c) if cpu_partial else None, "duration_ns": duration_ns, **mem}
+            for c, s in sorted(lines.items())]

@@ -35,8 +35,5 @@ def rows(directory: str, at: Dict[str, int], aliases: Dict[str, int]) -> List[di
         with open(os.path.join(directory, f"{label}.slabinfo")) as f:
             lines = slab.parse_slabinfo(f.read())
         mem = meminfo.read(os.path.join(directory, f"{label}.meminfo"))
-        out.extend({"ts_ns": at[label], "event": "slab", "cpu": -1, "slab_cache": c, "slab_active": s.active,
-                    "slab_total": s.total, "slab_objsize": s.objsize, "slab_aliases": aliases.get(c, 0),
-                    "slab_cpu_partial": None, "duration_ns": None, **mem}
-                   for c, s in sorted(lines.items()))
+        out.extend(slab.sample_rows(at[label], lines, aliases, mem))
     return out
