@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from anonscope.collector import segments
@@ -157,10 +158,33 @@ class RecordingFiles:
                 return i
         return None
 
-    def iter_batches(self, batch_size: int, columns: List[str]) -> Iterator[pa.RecordBatch]:
-        """Record batches of ``columns``, row group by row group; a row group
-        that cannot be decoded is skipped and added to ``gaps``."""
+    def ts_floors(self) -> List[float]:
+        """For every row group (in :meth:`row_groups` order), the smallest
+        ts_ns of it and of every row group after it: the earliest time any
+        later row can have (statistics; a group without them is read for its
+        ts_ns; one that cannot be read counts as +inf, :meth:`row_group_batches`
+        skips it)."""
+        mins = []
         for pf, g, rg in self.row_groups():
+            lo, _ = _ts_range(rg, self.column_index(pf, "ts_ns"))
+            if lo is None and rg.num_rows:
+                try:
+                    ts = pf.read_row_group(g, columns=["ts_ns"]).column(0)
+                    lo = pc.min(ts).as_py()
+                except (pa.ArrowException, OSError, ValueError):
+                    lo = None
+            mins.append(float("inf") if lo is None else lo)
+        floors, low = [], float("inf")
+        for lo in reversed(mins):
+            low = min(low, lo)
+            floors.append(low)
+        return floors[::-1]
+
+    def row_group_batches(self, batch_size: int, columns: List[str]) -> Iterator:
+        """(row group number, its record batches of ``columns``) of every
+        row group, in order; a row group that cannot be decoded is skipped and
+        added to ``gaps``."""
+        for i, (pf, g, rg) in enumerate(self.row_groups()):
             if rg.num_rows == 0:
                 continue
             try:
@@ -171,4 +195,4 @@ class RecordingFiles:
                                      f"{_one_line(exc)}",
                                      rg.num_rows, first, last))
                 continue
-            yield from batches
+            yield i, batches

@@ -27,7 +27,8 @@ import pyarrow.compute as pc
 
 from anonscope import schema as S
 
-from . import files
+from . import files, stream
+from .codes import Codes
 from .errors import EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_UNREADABLE, AnalyzerError
 
 #: Metadata keys (without the prefix) the report cannot do without.
@@ -96,10 +97,6 @@ ALLOWED = {
 }
 
 _INT_FILL = -1
-
-#: Rows per record batch while reading (bounds Arrow's decode buffers).
-BATCH_ROWS = 1 << 18
-
 
 #: Code tables of the object rows' string columns (-1: null). The analyzer
 #: compares codes, never strings, on the object rows.
@@ -315,24 +312,13 @@ def optional_kinds(pf):
     return kinds, vma
 
 
-def _strings(arr):
-    """Arrow string or dictionary column -> dictionary array (for pandas categorical)."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
-    if not pa.types.is_dictionary(arr.type):
-        arr = pc.dictionary_encode(arr)
-    return arr
-
-
 def _to_frame(table, kind):
     """Filtered arrow table of one kind -> pandas frame with filled nulls."""
     out = {}
     for name in table.column_names:
         col = table.column(name)
         typ = S.COLUMNS[name][0] if name in S.COLUMNS else col.type
-        if name == "__row":
-            out[name] = col.to_numpy()
-        elif pa.types.is_dictionary(typ):
+        if pa.types.is_dictionary(typ):
             ser = col.to_pandas()
             if not isinstance(ser.dtype, pd.CategoricalDtype):
                 ser = ser.astype("category")
@@ -384,32 +370,6 @@ def _one_line(exc):
     return text[0] if text else type(exc).__name__
 
 
-class _Codes:
-    """Global codes for a dictionary column read batch by batch: ``known``
-    names first (codes 0..), names outside them appended as they appear.
-    ``lut(array)`` maps a batch's dictionary (or string) array to codes."""
-
-    def __init__(self, known=()):
-        self.names = list(known)
-        self.index = {n: i for i, n in enumerate(self.names)}
-        self.known = len(self.names)
-
-    def _code(self, name):
-        code = self.index.get(name)
-        if code is None:
-            code = self.index[name] = len(self.names)
-            self.names.append(name)
-        return code
-
-    def codes(self, arr, dtype=np.int32):
-        """Codes of ``arr`` (-1 for null), registering new names."""
-        arr = _strings(arr)
-        lut = np.array([self._code(n) for n in arr.dictionary.to_pylist()] + [-1], dtype=dtype)
-        idx = arr.indices
-        idx = (pc.fill_null(idx, -1) if idx.null_count else idx).to_numpy(zero_copy_only=False)
-        return lut[idx]
-
-
 def _numpy(col, fill, dtype):
     if col.null_count:
         col = pc.fill_null(col, fill)
@@ -423,16 +383,8 @@ def _put(arrays, name, dst, sel, values):
     arrays[name][dst] = values if sel is None else values[sel]
 
 
-def _file_rows(pos, order, kept_rows):
-    """File row numbers of replay positions ``pos`` (``order``: position ->
-    kept row, None when in order; ``kept_rows``: kept row -> file row, None
-    when every row is kept)."""
-    r = pos if order is None else order[pos]
-    return r if kept_rows is None else kept_rows[r]
-
-
 class _Layout(NamedTuple):
-    """What the pass over the batches reads and how its rows are told apart."""
+    """What the pass over the rows reads and how its rows are told apart."""
     kind_columns: dict    # kind -> columns read for its rows
     kinds: list           # kind code = index; "object" is 0
     kind_of_event: dict   # event name -> kind code
@@ -444,28 +396,10 @@ class _Layout(NamedTuple):
 class _ObjectColumns(NamedTuple):
     """The object rows' columns: ``arrays`` (name -> numpy array, one entry
     per object row), ``int_cols`` (integer column -> null fill) and
-    ``codes`` (code column -> its _Codes)."""
+    ``codes`` (code column -> its codes.Codes)."""
     arrays: dict
     int_cols: dict
     codes: dict
-
-
-class _FileRows(NamedTuple):
-    """The rows of one pass, in file order."""
-    ts: np.ndarray        # every row's ts_ns
-    kind: np.ndarray      # every row's kind code (-1: a row of no kind)
-    objects: _ObjectColumns
-    parts: dict           # other kind -> arrow tables of its rows (with "__row": file row)
-    rows: int             # rows read
-    n_obj: int            # object rows read
-
-
-class _ReplayOrder(NamedTuple):
-    """The replay order of the kept rows (those of a kind)."""
-    order: np.ndarray     # pos -> kept row; None when the kept rows are in replay order
-    korder: np.ndarray    # pos -> kind code
-    end_ts: int           # the largest ts_ns (0: no rows)
-    positions: int        # kept rows
 
 
 def _layout(pf):
@@ -491,43 +425,29 @@ def _object_columns(n_rows, schema, with_vma):
     """Preallocated (uninitialised) object columns for up to ``n_rows`` rows
     of a file of ``schema`` -> _ObjectColumns."""
     arrays = {"is_alloc": np.empty(n_rows, dtype=bool),
-              "preexisting": np.empty(n_rows, dtype=bool)}
+              "preexisting": np.empty(n_rows, dtype=bool),
+              "pos": np.empty(n_rows, dtype=np.int64), "ts_ns": np.empty(n_rows, dtype=np.int64)}
     int_cols = {"pid": -1, "tgid": -1, "owner_tgid": -1, "obj_id": -1, "fork_id": -1}
     if with_vma:
         int_cols.update({c: -1 for c in OBJECT_VMA_COLUMNS})
     for c in int_cols:
         arrays[c] = np.empty(n_rows, dtype=schema.field(c).type.to_pandas_dtype())
-    codes = {"object": _Codes(OBJECT_NAMES), "path": _Codes(PATH_NAMES),
-             "caller": _Codes(CALLER_NAMES), "comm": _Codes()}
+    codes = {"object": Codes(OBJECT_NAMES), "path": Codes(PATH_NAMES),
+             "caller": Codes(CALLER_NAMES), "comm": Codes()}
     for c in codes:
         arrays[c] = np.empty(n_rows, dtype=np.int32 if c == "comm" else np.int8)
     return _ObjectColumns(arrays, int_cols, codes)
 
 
-def _batch_kinds(ecol, ev_codes, ev_kind, kind_of_event):
-    """A batch's ``event`` column -> (event codes, kind codes), numpy arrays
-    with one entry per row; refuses events outside schema v1. ``ev_codes``
-    registers the batch's names and ``ev_kind`` (event code -> kind code,
-    -1: none) grows to match."""
-    ev = ev_codes.codes(ecol, np.int16)
-    if len(ev_codes.names) > ev_codes.known:
-        used = set(np.unique(ev).tolist())
-        bad = sorted(ev_codes.names[i] for i in used if i >= ev_codes.known)
-        if bad:
-            raise AnalyzerError("column event has value(s) " + ", ".join(map(repr, bad))
-                                + " not in schema v1", EXIT_NOT_A_RUN)
-    while len(ev_kind) < len(ev_codes.names):
-        ev_kind.append(kind_of_event.get(ev_codes.names[len(ev_kind)], -1))
-    return ev, np.array(ev_kind, dtype=np.int8)[ev]
-
-
-def _put_object_rows(objects, batch, is_alloc, sel, dst):
-    """Store a batch's object rows (``sel``: which rows they are, None for
-    all; ``is_alloc``: per row of the batch) into the slice ``dst`` of the
-    columns of ``objects`` (an _ObjectColumns)."""
-    arrays = objects.arrays
+def _put_object_rows(objects, chunk, sel, dst):
+    """Store a chunk's object rows (``sel``: which rows they are, None for
+    all) into the slice ``dst`` of the columns of ``objects`` (an
+    _ObjectColumns)."""
+    arrays, batch = objects.arrays, chunk.batch
     ix = batch.schema.get_field_index
-    _put(arrays, "is_alloc", dst, sel, is_alloc)
+    _put(arrays, "is_alloc", dst, sel, chunk.is_alloc)
+    _put(arrays, "ts_ns", dst, sel, chunk.ts)
+    _put(arrays, "pos", dst, sel, np.arange(chunk.first, chunk.first + len(chunk.ts)))
     for c, fill in objects.int_cols.items():
         _put(arrays, c, dst, sel, _numpy(batch.column(ix(c)), fill, arrays[c].dtype))
     _put(arrays, "preexisting", dst, sel, _numpy(batch.column(ix("preexisting")), False, bool))
@@ -535,122 +455,45 @@ def _put_object_rows(objects, batch, is_alloc, sel, dst):
         _put(arrays, c, dst, sel, cc.codes(batch.column(ix(c)), arrays[c].dtype))
 
 
-def _collect_other_rows(parts, batch, k, is_obj, offset, layout):
-    """Append a batch's rows of the other kinds (``k``: kind codes,
-    ``is_obj``: object-row mask, ``offset``: file row of the batch's first)
-    to ``parts`` (kind -> arrow tables, each with ``__row``: file row)."""
-    # the few other rows: one filter of the batch, then split by kind
+def _collect_other_rows(parts, chunk, is_obj, layout):
+    """Append a chunk's rows of the other kinds (``is_obj``: object-row
+    mask) to ``parts`` (kind -> arrow tables, each with ``pos``)."""
+    # the few other rows: one filter of the chunk, then split by kind
     rest = ~is_obj
     idx = np.flatnonzero(rest)
-    few = pa.Table.from_batches([batch.select(layout.small_cols).filter(pa.array(rest))])
-    few = few.append_column("__row", pa.array(idx + offset))
-    kr = k[idx]
+    few = stream.table_of(chunk.batch).select(layout.small_cols).filter(pa.array(rest))
+    few = few.append_column("pos", pa.array(idx + chunk.first))
+    kr = chunk.kind[idx]
     for code, kname in enumerate(layout.kinds[1:], start=1):
         mask = kr == code
         if mask.any():
-            parts[kname].append(few.select(["ts_ns", *layout.kind_columns[kname], "__row"])
+            parts[kname].append(few.select(["ts_ns", *layout.kind_columns[kname], "pos"])
                                 .filter(pa.array(mask)))
 
 
-def _read_batches(pf, path, layout):
-    """One pass over the record batches of ``pf`` (a files.RecordingFiles):
-    the object rows' columns are appended, in file order, to preallocated
-    arrays (pages past the end are never touched); the other kinds' rows are
-    collected as arrow tables. Returns the _FileRows."""
-    n_rows = pf.num_rows
-    ts = np.empty(n_rows, dtype=np.int64)         # every row
-    kind = np.empty(n_rows, dtype=np.int8)
-    objects = _object_columns(n_rows, pf.schema_arrow, layout.with_vma)
+def _read_chunks(pf, path, layout):
+    """One pass over ``pf`` (a files.RecordingFiles) in replay order
+    (stream.ReplayReader): the object rows' columns are appended to
+    preallocated arrays (pages past the end are never touched); the other
+    kinds' rows are collected as arrow tables. Returns (the _ObjectColumns,
+    the other kinds' tables, the reader)."""
+    objects = _object_columns(pf.num_rows, pf.schema_arrow, layout.with_vma)
     parts = {k: [] for k in layout.kinds[1:]}
-    ev_codes = _Codes(S.EVENTS)
-    ev_kind = []                                  # event code -> kind code (-1: none)
-    alloc_code = ev_codes.index["alloc"]
-
-    offset = n_obj = 0
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=layout.columns):
-        n = batch.num_rows
-        if n == 0:
-            continue
-        ix = batch.schema.get_field_index
-        tcol, ecol = batch.column(ix("ts_ns")), batch.column(ix("event"))
-        if tcol.null_count or ecol.null_count:
-            raise AnalyzerError(f"{path}: rows with null ts_ns or event", EXIT_NOT_A_RUN)
-        ev, k = _batch_kinds(ecol, ev_codes, ev_kind, layout.kind_of_event)
-        ts[offset:offset + n] = tcol.to_numpy()
-        kind[offset:offset + n] = k
-        is_obj = k == 0
+    reader = stream.ReplayReader(pf, path, layout.columns, layout.kind_of_event)
+    n_obj = 0
+    for chunk in reader.chunks():
+        n = len(chunk.ts)
+        is_obj = chunk.kind == 0
         m = int(np.count_nonzero(is_obj))
         if m:
-            _put_object_rows(objects, batch, ev == alloc_code, None if m == n else is_obj,
-                             slice(n_obj, n_obj + m))
+            _put_object_rows(objects, chunk, None if m == n else is_obj, slice(n_obj, n_obj + m))
             n_obj += m
         if m < n:
-            _collect_other_rows(parts, batch, k, is_obj, offset, layout)
-        offset += n
+            _collect_other_rows(parts, chunk, is_obj, layout)
     arrays = objects.arrays
     for c in arrays:
         arrays[c] = arrays[c][:n_obj]             # a view: the unused tail stays untouched
-    return _FileRows(ts[:offset], kind[:offset], objects, parts, offset, n_obj)
-
-
-def _kept_rows(ts, kind):
-    """Every row's ts_ns and kind code -> (ts_ns and kind code of the kept
-    rows, the rows of a kind; kept row -> file row, None when every row is
-    kept)."""
-    kept = kind >= 0
-    keep_all = bool(kept.all())
-    kept_rows = None if keep_all else np.flatnonzero(kept)
-    kts = ts if keep_all else ts[kept_rows]
-    kkind = kind if keep_all else kind[kept_rows]
-    return kts, kkind, kept_rows
-
-
-def _replay_order(kts, kkind):
-    """The kept rows' ts_ns and kind codes -> their _ReplayOrder: ts_ns,
-    then file order; pos is the rank in that order."""
-    end_ts = int(kts.max()) if len(kts) else 0
-    positions = int(len(kts))
-    in_order = bool((kts[1:] >= kts[:-1]).all()) if len(kts) > 1 else True
-    if in_order:                                  # pos = kept row number
-        korder = kkind
-        order = None
-    else:
-        order = np.argsort(kts, kind="stable")    # pos -> kept row
-        korder = kkind[order]
-    return _ReplayOrder(order, korder, end_ts, positions)
-
-
-def _other_positions(replay, kept_rows, kinds):
-    """The positions of the other kinds' rows -> {kind: (positions, file
-    rows)}, both ascending in replay order (``replay``: the _ReplayOrder,
-    ``kept_rows``: kept row -> file row or None, ``kinds``: kind names by code)."""
-    small = {}                                    # kind -> (positions, file rows)
-    other = np.flatnonzero(replay.korder > 0)     # the few rows of the other kinds
-    okind = replay.korder[other]
-    for code, kname in enumerate(kinds[1:], start=1):
-        pos = other[okind == code]
-        small[kname] = (pos, _file_rows(pos, replay.order, kept_rows))
-    return small
-
-
-def _object_replay_order(arrays, kts, kkind, replay):
-    """The object rows' (positions, ts_ns) in replay order. ``arrays`` (the
-    object columns, in file order) is permuted into replay order in place,
-    one column at a time, when the file is not in that order."""
-    korder, order = replay.korder, replay.order
-    obj_pos = np.flatnonzero(korder == 0)
-    obj_ts = kts[obj_pos] if order is None else None
-    if order is not None:
-        # object rows are stored in file order: their index there is their
-        # rank among the object rows of the file
-        is_obj_kept = kkind == 0
-        rank = np.cumsum(is_obj_kept, dtype=np.int64) - 1
-        perm = rank[order[korder == 0]]           # replay order -> stored index
-        del rank, is_obj_kept
-        for c in list(arrays):
-            arrays[c] = arrays.pop(c)[perm]
-        obj_ts = kts[order[korder == 0]]
-    return obj_pos, obj_ts
+    return objects, parts, reader
 
 
 def _sorted_comm(comm, comm_names):
@@ -665,9 +508,8 @@ def _sorted_comm(comm, comm_names):
 
 
 def _object_rows(objects, schema, with_vma):
-    """The object columns in replay order (an _ObjectColumns whose arrays
-    have ``pos`` and ``ts_ns``; they are consumed) -> ObjectRows; refuses
-    object, path and caller values outside schema v1."""
+    """The object columns in replay order (an _ObjectColumns; consumed) ->
+    ObjectRows; refuses object, path and caller values outside schema v1."""
     arrays, codes = objects.arrays, objects.codes
     for c in ("object", "path", "caller"):
         _check_codes(arrays[c], codes[c], c)
@@ -684,68 +526,50 @@ def _object_rows(objects, schema, with_vma):
     return ObjectRows(comm_names, owner=owner, **arrays)
 
 
-def _kind_frame(kname, tables, cols, pos, frows):
-    """The arrow tables of kind ``kname``'s rows (``cols`` when there are
-    none), their positions and file rows -> its frame, sorted by ``pos``,
-    with the columns of later versions the file lacks filled."""
+def _kind_frame(kname, tables, cols):
+    """The arrow tables of kind ``kname``'s rows, in replay order (``cols``
+    when there are none) -> its frame, with the columns of later versions
+    the file lacks filled."""
     if tables:
         table = pa.concat_tables(tables, promote_options="permissive")
     else:
         table = pa.schema([pa.field(c, S.COLUMNS[c][0]) for c in cols]
-                          + [pa.field("__row", pa.int64())]).empty_table()
+                          + [pa.field("pos", pa.int64())]).empty_table()
     frame = _to_frame(table, kname)
     del table
-    take = np.searchsorted(frame["__row"].to_numpy(), frows)
-    frame = frame.take(take).reset_index(drop=True).drop(columns="__row")
-    frame["pos"] = pos
     for c in OPTIONAL_KIND_COLUMNS.get(kname, ()) + LATER_KIND_COLUMNS.get(kname, ()):
         if c not in frame:  # a column of a later version: null in this file
             frame[c] = _INT_FILL
     return frame
 
 
-def _frames(parts, kind_columns, small):
-    """The other kinds' rows (``parts``: kind -> arrow tables, consumed;
-    ``small``: kind -> (positions, file rows)) -> {kind: frame}, one for
-    every kind but "object", empty when the file has none."""
+def _frames(parts, kind_columns):
+    """The other kinds' rows (``parts``: kind -> arrow tables in replay
+    order, consumed) -> {kind: frame}, one for every kind but "object",
+    empty when the file has none."""
     frames = {}
     for kname in list(KIND_COLUMNS)[1:] + list(OPTIONAL_KIND_COLUMNS):
         cols = ["ts_ns"] + list(kind_columns.get(kname, OPTIONAL_KIND_COLUMNS.get(kname, ())))
-        pos, frows = small.get(kname, (np.zeros(0, dtype=np.int64),) * 2)
-        frames[kname] = _kind_frame(kname, parts.pop(kname, []), cols, pos, frows)
+        frames[kname] = _kind_frame(kname, parts.pop(kname, []), cols)
     return frames
 
 
 def _read(pf, path, meta):
     """Read ``pf`` (a files.RecordingFiles; ``path`` and ``meta`` its name and
-    metadata) in one pass -> Recording. Files are written in time order (the
-    collector sorts each row group), so the file order usually is the replay
-    order; otherwise the object columns are permuted once, one column at a
-    time."""
+    metadata) in one pass, in replay order -> Recording."""
     layout = _layout(pf)
-    ts, kind, objects, parts, rows, n_obj = _read_batches(pf, path, layout)
-
-    # replay order: ts_ns, then file order; pos is the rank in that order
-    kts, kkind, kept_rows = _kept_rows(ts, kind)
-    del ts, kind                                  # from here on only the kept rows count
-    replay = _replay_order(kts, kkind)
-    small = _other_positions(replay, kept_rows, layout.kinds)
-    obj_pos, obj_ts = _object_replay_order(objects.arrays, kts, kkind, replay)
-    end_ts, positions = replay.end_ts, replay.positions
-    del kts, kkind, kept_rows, replay
-    objects.arrays["pos"] = obj_pos
-    objects.arrays["ts_ns"] = obj_ts
+    objects, parts, reader = _read_chunks(pf, path, layout)
     obj_rows = _object_rows(objects, pf.schema_arrow, layout.with_vma)
-
-    frames = _frames(parts, layout.kind_columns, small)
+    frames = _frames(parts, layout.kind_columns)
     pa.default_memory_pool().release_unused()
 
+    rows, n_obj = reader.rows, len(obj_rows)
     rec = Recording(path=path, meta=meta, rows=rows, objects=obj_rows,
                     forks=frames["fork"], exits=frames["exit"], execs=frames["exec"],
                     slab=frames["slab"], lost=frames["lost"], locks=frames["lock"],
                     calls=frames["call"], walks=frames["walk"], census=frames["census"],
-                    marks=frames["mark"], moves=frames["move"], end_ts_ns=end_ts,
-                    positions=positions)
+                    marks=frames["mark"], moves=frames["move"], end_ts_ns=reader.end_ts,
+                    positions=reader.positions)
     if rows == 0:
         rec.notes.append("the recording has no rows")
     elif n_obj == 0:
