@@ -18,6 +18,7 @@ import pandas as pd
 from anonscope import schema as S
 
 from . import forktree, live, mmowner
+from .frees import FreeMatcher
 from .live import NEVER
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .order import stable_argsort
@@ -92,60 +93,25 @@ class Replay:
         self._pos.clear()
 
 
+#: Object rows given to the matcher at a time.
+MATCH_CHUNK = 1 << 18
+
+
 def match_frees(ob):
     """Match each run free to the latest earlier alloc with the same
-    (object, obj_id); an alloc takes the first such free only. Returns the
+    (object, obj_id); an alloc takes the first such free only
+    (frees.FreeMatcher, fed the rows a chunk at a time). Returns the
     partner array (see Replay)."""
     n = len(ob)
-    idx = np.int32 if n < 2 ** 31 else np.int64
-    partner = np.full(n, -1, dtype=idx)
-    if not n:
-        return partner
-    # group rows by (object, obj_id), replay order inside a group; a
-    # preexisting free goes to a group of its own kind, where no alloc is
+    partner = np.full(n, -1, dtype=np.int32 if n < 2 ** 31 else np.int64)
     pre = ob.preexisting & ~ob.is_alloc
-    lo, hi = int(ob.obj_id.min()), int(ob.obj_id.max())
-    bits = (hi - lo).bit_length()
-    if bits <= 57:
-        # one key: object code (3 bits with the preexisting flag) above the id
-        key = ob.obj_id - lo
-        code = ob.object.astype(np.int64)
-        code += 1
-        code[pre] += 4
-        code <<= bits
-        key |= code
-        del code
-        srt, group = stable_argsort(key, overwrite=True, sorted_keys=True)
-        del key
-    else:
-        cand = np.flatnonzero(~pre)
-        srt = cand[stable_argsort(ob.obj_id[cand])]
-        del cand
-        srt = srt[stable_argsort(ob.object[srt])]
-        # group number: changes where (object, obj_id) changes
-        o, c = ob.obj_id[srt], ob.object[srt]
-        change = np.ones(len(srt), dtype=bool)
-        change[1:] = (o[1:] != o[:-1]) | (c[1:] != c[:-1])
-        group = np.cumsum(change)
-        del o, c, change
-    del pre
-    is_alloc = ob.is_alloc[srt]
-    j = np.arange(len(srt), dtype=idx)
-    last = np.maximum.accumulate(np.where(is_alloc, j, -1).astype(idx, copy=False))
-    del j                                             # latest alloc at or before j
-    fj = np.flatnonzero(~is_alloc)
-    aj = last[fj]
-    del last, is_alloc
-    ok = aj >= 0
-    fj, aj = fj[ok], aj[ok]
-    same = group[aj] == group[fj]                     # the alloc is in the free's group
-    fj, aj = fj[same], aj[same]
-    del group
-    first = np.ones(len(aj), dtype=bool)       # the first free after an alloc takes it
-    first[1:] = aj[1:] != aj[:-1]
-    fr, al = srt[fj[first]], srt[aj[first]]
-    partner[fr] = al
-    partner[al] = fr
+    matcher = FreeMatcher()
+    for lo in range(0, n, MATCH_CHUNK):
+        part = slice(lo, min(lo + MATCH_CHUNK, n))
+        fr, al = matcher.feed(np.arange(part.start, part.stop), ob.object[part], ob.obj_id[part],
+                              ob.is_alloc[part], pre[part])
+        partner[fr] = al
+        partner[al] = fr
     return partner
 
 
