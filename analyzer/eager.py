@@ -33,7 +33,7 @@ class Replay:
     ``partner[i]`` is, for an alloc row, the row of its matched free and, for
     a free row, the row of its matched alloc (-1: none); ``free_pos(rows)``
     the position of each alloc's matched free (:data:`NEVER` when it is live
-    at the end)."""
+    at the end); ``count(obj, net)`` the object type's live.LiveCount."""
 
     def __init__(self, rec, partner, tree, sizes):
         self.rec = rec
@@ -42,8 +42,7 @@ class Replay:
         self.tree = tree
         self.sizes = sizes
         self._rows = {}
-        self._pos = {}
-        self._curves = {}
+        self._counts = count_live(self.ob, partner, probes(rec))
 
     def free_pos(self, rows):
         """For the alloc rows ``rows``: the position of each one's matched
@@ -68,29 +67,61 @@ class Replay:
         r = self.rows(obj)
         return r[~self.ob.is_alloc[r]]
 
-    def curve(self, obj, net):
-        """live.RowCurve of ``obj``: +1 per alloc, -1 per matched free, and
-        with ``net`` -1 per preexisting free too (docs/models.md section 0).
-        Computed once; :meth:`drop_curves` frees them."""
-        key = (obj, net)
-        if key not in self._curves:
-            r = self.rows(obj)
-            ob = self.ob
-            if obj not in self._pos:
-                self._pos[obj] = ob.pos[r]
-            alloc = ob.is_alloc[r]
-            minus = ~alloc & (self.partner[r] >= 0)
-            if net:
-                minus |= ~alloc & ob.preexisting[r]
-            step = alloc.astype(np.int8) - minus.astype(np.int8)
-            self._curves[key] = live.RowCurve(self._pos[obj], step)
-        return self._curves[key]
+    def count(self, obj, net):
+        """The live.LiveCount of ``obj``: +1 per alloc, -1 per matched free,
+        and with ``net`` -1 per preexisting free too (docs/models.md section
+        0), read at :func:`probes`."""
+        return self._counts[obj, net]
 
-    def drop_curves(self):
-        """Free the curves :meth:`curve` computed, and the positions they
-        share."""
-        self._curves.clear()
-        self._pos.clear()
+
+#: Points of the live-over-time series (docs/models.md section 1).
+SERIES_POINTS = 20
+
+
+def series_points(rec):
+    """[(time in ns, position of the last object row at or before it, -1
+    when none)] of the live-over-time series: up to SERIES_POINTS evenly
+    spaced times over the run."""
+    end, ob = rec.end_ts_ns, rec.objects
+    if end <= 0 or not len(ob):
+        return []
+    times = np.linspace(0, end, SERIES_POINTS + 1)[1:]
+    # rows with ts <= t (integer ts: ts <= floor(t)); an int64 needle keeps
+    # numpy from converting the whole column to float
+    at = np.searchsorted(ob.ts_ns, np.floor(times).astype(np.int64), side="right")
+    return [(float(t), int(ob.pos[i - 1]) if i > 0 else -1) for t, i in zip(times, at)]
+
+
+def probes(rec):
+    """The positions the live counts are read at: before the run (-1), the
+    last census row, every slab row, every mark, the end, and the series'
+    points."""
+    at = [[-1, rec.positions], rec.slab["pos"].to_numpy(),
+          [p for _, p in series_points(rec)]]
+    for frame in (rec.marks, rec.census):
+        if frame is not None and len(frame):
+            at.append(frame["pos"].to_numpy())
+    return np.concatenate([np.asarray(a, dtype=np.int64) for a in at])
+
+
+def count_live(ob, partner, at):
+    """{(object, net): live.LiveCount read at ``at``} of the object rows
+    ``ob`` with their ``partner``, fed a chunk of rows at a time."""
+    counts = {(obj, net): live.LiveCount(at) for obj in S.OBJECTS for net in (True, False)}
+    n = len(ob)
+    for lo in range(0, n, MATCH_CHUNK):
+        part = slice(lo, min(lo + MATCH_CHUNK, n))
+        pos, code, alloc = ob.pos[part], ob.object[part], ob.is_alloc[part]
+        matched = ~alloc & (partner[part] >= 0)
+        pre = ~alloc & ob.preexisting[part]
+        for obj in S.OBJECTS:
+            mine = code == OBJECT_CODE[obj]
+            starts, ends = pos[mine & alloc], pos[mine & matched]
+            counts[obj, False].add(starts, ends)
+            counts[obj, True].add(starts, np.concatenate([ends, pos[mine & pre]]))
+        for c in counts.values():
+            c.settle(int(pos[-1]) + 1)
+    return counts
 
 
 #: Object rows given to the matcher at a time.
@@ -174,22 +205,11 @@ def _counts(codes, table, keys):
     return {k: int(bc[table[k]]) if k in table else 0 for k in keys}
 
 
-def _time_series(rp, net, points=20):
-    """Net live sampled at up to ``points`` evenly spaced times: [[seconds, live], ...]."""
-    end = rp.rec.end_ts_ns
-    if not net.events or end <= 0:
+def _time_series(rp, net):
+    """Net live at the series' points (:func:`series_points`): [[seconds, live], ...]."""
+    if not net.steps:
         return []
-    # the object row just before each time (or none)
-    times = np.linspace(0, end, points + 1)[1:]
-    # rows with ts <= t (integer ts: ts <= floor(t)); an int64 needle keeps
-    # numpy from converting the whole column to float
-    at = np.searchsorted(rp.ob.ts_ns, np.floor(times).astype(np.int64), side="right")
-    obpos = rp.ob.pos
-    vals = []
-    for t, i in zip(times, at):      # <= points iterations, not per event
-        p = obpos[i - 1] if i > 0 else -1
-        vals.append([round(float(t) / 1e9, 6), int(net.value_at(p)) if p >= 0 else 0])
-    return vals
+    return [[round(t / 1e9, 6), int(net.at(p)) if p >= 0 else 0] for t, p in series_points(rp.rec)]
 
 
 def object_stats(rp, obj):
@@ -204,8 +224,8 @@ def object_stats(rp, obj):
     allocated = _counts(ob.path[a], PATH_CODE, paths)
     total = int(len(a))
     pre = ob.preexisting[f]
-    net = rp.curve(obj, net=True).summary()
-    runl = rp.curve(obj, net=False).summary()
+    net = rp.count(obj, net=True).summary()
+    runl = rp.count(obj, net=False).summary()
     unmatched = int((~pre & (rp.partner[f] < 0)).sum())
     out = {
         "object_size": size,
@@ -227,7 +247,7 @@ def object_stats(rp, obj):
             "peak_live": runl["peak"],
             "peak_live_bytes": runl["peak"] * size,
         },
-        "live_over_time": _time_series(rp, rp.curve(obj, net=True)),
+        "live_over_time": _time_series(rp, rp.count(obj, net=True)),
         "fidelity": "exact",
         "see": SECTION,
     }
@@ -461,7 +481,7 @@ def model(rp):
     out = {"fidelity": "exact", "see": SECTION}
     for obj in RMAP_OBJECTS + ("vm_area_struct",):
         size = rp.sizes[obj][0]
-        s = rp.curve(obj, net=False).summary()
+        s = rp.count(obj, net=False).summary()
         n = int(len(rp.allocs(obj)))
         out[obj] = {"allocated": n, "bytes": n * size, "allocated_range": [n, n],
                     "peak_live": s["peak"], "peak_live_bytes": s["peak"] * size,

@@ -118,3 +118,67 @@ class Spans:
 
     def __len__(self):
         return len(self.starts)
+
+
+class LiveCount:
+    """A live count built a chunk at a time: +1 at each start, -1 at each
+    end (positions), with the summary of :func:`summary` (peak, end, min)
+    and the value just after each of ``probes`` (:meth:`at`, as Spans.at).
+    Starts and ends may be added after the stream has passed them (a design
+    that decides late), but not below the last :meth:`settle`: the steps
+    below it are folded into the summary and dropped, so what is held is
+    the steps of the unsettled stretch, not of the run. At equal positions
+    starts come first (as :func:`curve`)."""
+
+    def __init__(self, probes=()):
+        self.probes = np.unique(np.asarray(probes, dtype=np.int64))
+        self._at = np.zeros(len(self.probes) + 1, dtype=np.int64)   # steps before each probe's next
+        self._pos, self._step = [], []
+        self.settled = np.iinfo(np.int64).min
+        self.steps = 0
+        self._count = self._peak = self._min = 0
+
+    def add(self, starts=(), ends=()):
+        """Steps at ``starts`` (+1) and ``ends`` (-1), none below the last settle."""
+        for at, sign in ((starts, 1), (ends, -1)):
+            at = np.asarray(at, dtype=np.int64)
+            if not len(at):
+                continue
+            if at.min() < self.settled:
+                raise ValueError(f"a step at {int(at.min())} below the settled position {self.settled}")
+            self._pos.append(at)
+            self._step.append(np.full(len(at), sign, dtype=np.int8))
+            self.steps += len(at)
+            if len(self.probes):      # a step at q counts at every probe >= q
+                self._at += sign * np.bincount(np.searchsorted(self.probes, at),
+                                               minlength=len(self._at))
+
+    def settle(self, upto):
+        """Fold the steps below position ``upto`` into the summary."""
+        if not self._pos:
+            self.settled = max(self.settled, upto)
+            return
+        pos, step = np.concatenate(self._pos), np.concatenate(self._step)
+        done = pos < upto
+        if done.any():
+            p, s = pos[done], step[done]
+            cum = self._count + np.cumsum(s[np.lexsort((-s, p))], dtype=np.int64)
+            self._peak = max(self._peak, int(cum.max()))
+            self._min = min(self._min, int(cum.min()))
+            self._count = int(cum[-1])
+            pos, step = pos[~done], step[~done]
+        self._pos, self._step = ([pos], [step]) if len(pos) else ([], [])
+        self.settled = max(self.settled, upto)
+
+    def summary(self):
+        """dict(peak, end, min) of the count from 0 (everything settled)."""
+        self.settle(np.iinfo(np.int64).max)
+        return {"peak": self._peak, "end": self._count, "min": self._min}
+
+    def at(self, pos):
+        """The count just after each position ``pos``, every one a probe."""
+        pos = np.asarray(pos, dtype=np.int64)
+        i = np.searchsorted(self.probes, pos)
+        if (i >= len(self.probes)).any() or (self.probes[np.minimum(i, len(self.probes) - 1)] != pos).any():
+            raise KeyError(f"not a probe of this count: {pos}")
+        return np.cumsum(self._at)[i]

@@ -278,7 +278,6 @@ def build(rec, step=None):
     lost = loss(rec)
     whole = completeness(rec)
     report, ev = _eager_sections(rec, rp, lost, whole)
-    rp.drop_curves()            # the eager live curves are done with: memory for the models
     step("eager")
     lz = _lazy(rec, rp, ev)
     step("lazy")

@@ -59,10 +59,10 @@ def _traced(rp, obj, first, last):
     """The trace at the ``first`` and ``last`` slab samples of cache ``obj``
     (rows with ``pos``): ``(traced_change, run_last)``, the change in net
     live objects between them and the run objects live at the last one."""
-    net, run = rp.curve(obj, net=True), rp.curve(obj, net=False)
-    net_first = int(net.value_at(int(first["pos"])))
-    net_last = int(net.value_at(int(last["pos"])))
-    run_last = int(run.value_at(int(last["pos"])))
+    net, run = rp.count(obj, net=True), rp.count(obj, net=False)
+    net_first = int(net.at(int(first["pos"])))
+    net_last = int(net.at(int(last["pos"])))
+    run_last = int(run.at(int(last["pos"])))
     return net_last - net_first, run_last
 
 

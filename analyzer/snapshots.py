@@ -20,7 +20,7 @@ Each value is a triple (low, best, high); None where it cannot be told.
 import numpy as np
 import pandas as pd
 
-from . import census, denominators, live, moves
+from . import census, denominators, moves
 from .eager import RMAP_OBJECTS
 
 SECTION = "docs/models.md#snapshots"
@@ -58,8 +58,9 @@ def _ts_at(rec, pos):
 
 
 def eager_spans(rp):
-    """{object: live.Spans} of the run's objects in the kernel as it is."""
-    return {obj: live.Spans(rp.ob.pos[rp.allocs(obj)], rp.free_pos(rp.allocs(obj))) for obj in OBJECTS}
+    """{object: live count of the run's objects in the kernel as it is},
+    read at the snapshot points (eager.probes)."""
+    return {obj: rp.count(obj, net=False) for obj in OBJECTS}
 
 
 class BeforeRun:
