@@ -5,9 +5,11 @@ mm/rmap.c: __anon_vma_prepare (fault), anon_vma_fork / anon_vma_clone
 copy_vma (clone_vma), unlink_anon_vmas / __put_anon_vma (frees).
 
 Everything works on the object rows' numpy columns (load.ObjectRows, in
-replay order): a free is matched to its alloc once, and each object type's
-live curve is a running sum over its own rows, computed once and shared by
-the object statistics, the eager model and the slabinfo check.
+replay order), a chunk of rows at a time where the step is done
+(docs/streaming.md): a free is matched to its alloc once (frees.FreeMatcher),
+and each object type's live count (live.LiveCount) is built once and shared
+by the object statistics, the eager model, the slabinfo check and the
+snapshots.
 """
 
 import dataclasses

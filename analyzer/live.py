@@ -10,77 +10,8 @@ import numpy as np
 NEVER = np.int64(2 ** 62)
 
 
-def curve(alloc_pos, free_pos, extra_minus=None):
-    """Return (positions, running count) of a live curve, sorted by position.
-
-    ``alloc_pos``/``free_pos``: one entry per object (free NEVER when live at
-    the end). ``extra_minus``: positions of frees of objects not in the
-    alloc list (preexisting objects), which make the count a delta.
-    Allocations sort before frees at the same position.
-    """
-    alloc_pos = np.asarray(alloc_pos, dtype=np.int64)
-    free_pos = np.asarray(free_pos, dtype=np.int64)
-    freed = free_pos[free_pos < NEVER]
-    minus = [freed]
-    if extra_minus is not None:
-        minus.append(np.asarray(extra_minus, dtype=np.int64))
-    minus = np.concatenate(minus)
-    pos = np.concatenate([alloc_pos, minus])
-    step = np.concatenate([np.ones(len(alloc_pos), dtype=np.int64),
-                           -np.ones(len(minus), dtype=np.int64)])
-    # allocations first at equal positions: sort by (pos, step descending)
-    order = np.lexsort((-step, pos))
-    return pos[order], np.cumsum(step[order])
-
-
-def summary(alloc_pos, free_pos, extra_minus=None):
-    """dict(peak, end, min, peak_pos) of a live curve starting at 0."""
-    pos, run = curve(alloc_pos, free_pos, extra_minus)
-    if len(run) == 0:
-        return {"peak": 0, "end": 0, "min": 0, "peak_pos": -1}
-    i = int(np.argmax(run))
-    peak = int(run[i])
-    return {"peak": max(peak, 0), "end": int(run[-1]), "min": min(int(run.min()), 0),
-            "peak_pos": int(pos[i]) if peak > 0 else -1}
-
-
-def value_at(pos_sorted, run, at_pos):
-    """Curve value just after position(s) ``at_pos`` (0 before the first step)."""
-    idx = np.searchsorted(pos_sorted, np.asarray(at_pos, dtype=np.int64), side="right")
-    padded = np.concatenate([[0], run])
-    return padded[idx]
-
-
-class RowCurve:
-    """A live curve over rows already in replay order: ``step`` is +1, -1 or
-    0 (a row that does not change the count) at each of ``pos`` (ascending).
-    Same values as :func:`curve` on the rows with a non-zero step, without
-    sorting."""
-
-    def __init__(self, pos, step):
-        self.pos = np.asarray(pos, dtype=np.int64)
-        self.cum = np.cumsum(step, dtype=np.int32 if len(step) < 2 ** 31 else np.int64)
-        self.events = int(np.count_nonzero(step))
-
-    def summary(self):
-        """dict(peak, end, min, peak_pos), as :func:`summary`."""
-        if not self.events:
-            return {"peak": 0, "end": 0, "min": 0, "peak_pos": -1}
-        i = int(np.argmax(self.cum))
-        peak = int(self.cum[i])
-        return {"peak": max(peak, 0), "end": int(self.cum[-1]),
-                "min": min(int(self.cum.min()), 0),
-                "peak_pos": int(self.pos[i]) if peak > 0 else -1}
-
-    def value_at(self, at_pos):
-        """Curve value just after position(s) ``at_pos`` (0 before the first row)."""
-        idx = np.searchsorted(self.pos, np.asarray(at_pos, dtype=np.int64), side="right")
-        return np.where(idx > 0, self.cum[np.maximum(idx - 1, 0)], 0) if len(self.cum) \
-            else np.zeros_like(idx)
-
-
 def summary_intervals(starts, ends):
-    """:func:`summary` (peak, end, min) of objects live from ``starts`` to
+    """(peak, end, min) of the count of objects live from ``starts`` to
     ``ends`` (NEVER: live at the end), from the two sorted sides: the count
     after the k-th start is k minus the ends before it (a start and an end
     never share a position: they are different rows)."""
@@ -122,13 +53,13 @@ class Spans:
 
 class LiveCount:
     """A live count built a chunk at a time: +1 at each start, -1 at each
-    end (positions), with the summary of :func:`summary` (peak, end, min)
+    end (positions), with its peak, end and min (as :func:`summary_intervals`)
     and the value just after each of ``probes`` (:meth:`at`, as Spans.at).
     Starts and ends may be added after the stream has passed them (a design
     that decides late), but not below the last :meth:`settle`: the steps
     below it are folded into the summary and dropped, so what is held is
     the steps of the unsettled stretch, not of the run. At equal positions
-    starts come first (as :func:`curve`)."""
+    starts come first."""
 
     def __init__(self, probes=()):
         self.probes = np.unique(np.asarray(probes, dtype=np.int64))
