@@ -13,6 +13,7 @@ snapshots.
 """
 
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from anonscope import schema as S
 
 from . import forktree, live, mmowner
 from .frees import FreeMatcher
+from .keyed import KeyedTable
 from .live import NEVER
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .order import stable_argsort
@@ -35,16 +37,18 @@ class Replay:
     ``partner[i]`` is, for an alloc row, the row of its matched free and, for
     a free row, the row of its matched alloc (-1: none); ``free_pos(rows)``
     the position of each alloc's matched free (:data:`NEVER` when it is live
-    at the end); ``count(obj, net)`` the object type's live.LiveCount."""
+    at the end); ``tallies[obj]`` the object type's Tally, ``count(obj,
+    net)`` its live.LiveCount."""
 
-    def __init__(self, rec, partner, tree, sizes):
+    def __init__(self, rec, partner, sizes):
         self.rec = rec
         self.ob = rec.objects
         self.partner = partner
-        self.tree = tree
         self.sizes = sizes
         self._rows = {}
-        self._counts = count_live(self.ob, partner, probes(rec))
+        self.counts = count_objects(self.ob, partner, probes(rec))
+        self.tallies = self.counts.tallies
+        self.tree = forktree.build(rec, self.counts.tgids)
 
     def free_pos(self, rows):
         """For the alloc rows ``rows``: the position of each one's matched
@@ -73,7 +77,7 @@ class Replay:
         """The live.LiveCount of ``obj``: +1 per alloc, -1 per matched free,
         and with ``net`` -1 per preexisting free too (docs/models.md section
         0), read at :func:`probes`."""
-        return self._counts[obj, net]
+        return self.tallies[obj].live[net]
 
 
 #: Points of the live-over-time series (docs/models.md section 1).
@@ -106,28 +110,94 @@ def probes(rec):
     return np.concatenate([np.asarray(a, dtype=np.int64) for a in at])
 
 
-def count_live(ob, partner, at):
-    """{(object, net): live.LiveCount read at ``at``} of the object rows
-    ``ob`` with their ``partner``, fed a chunk of rows at a time."""
-    counts = {(obj, net): live.LiveCount(at) for obj in S.OBJECTS for net in (True, False)}
-    n = len(ob)
-    for lo in range(0, n, MATCH_CHUNK):
-        part = slice(lo, min(lo + MATCH_CHUNK, n))
+class Tally:
+    """One object type's counts, a chunk of rows at a time: code counts
+    (bincounts over the code tables, index -1 for null) of the allocs'
+    ``path``, the frees' ``path``, the ``caller`` of clone_vma and of fault
+    allocs; frees that were preexisting and frees matched to nothing; and
+    the live counts (``live[net]``, live.LiveCount)."""
+
+    def __init__(self, at):
+        self.alloc_path = np.zeros(len(PATH_CODE) + 1, dtype=np.int64)
+        self.free_path = np.zeros(len(PATH_CODE) + 1, dtype=np.int64)
+        self.clone_caller = np.zeros(len(CALLER_CODE) + 1, dtype=np.int64)
+        self.fault_caller = np.zeros(len(CALLER_CODE) + 1, dtype=np.int64)
+        self.preexisting = self.unmatched = 0
+        self.live = {net: live.LiveCount(at) for net in (True, False)}
+
+    @property
+    def allocated(self):
+        """Alloc rows."""
+        return int(self.alloc_path.sum())
+
+    @property
+    def freed(self):
+        """Free rows."""
+        return int(self.free_path.sum())
+
+    def feed(self, pos, alloc, path, caller, matched, pre):
+        """One chunk's rows of this object type."""
+        self.alloc_path += _code_counts(path[alloc], len(self.alloc_path))
+        self.free_path += _code_counts(path[~alloc], len(self.free_path))
+        self.clone_caller += _code_counts(caller[alloc & (path == PATH_CODE["clone_vma"])],
+                                          len(self.clone_caller))
+        self.fault_caller += _code_counts(caller[alloc & (path == PATH_CODE["fault"])], len(self.fault_caller))
+        self.preexisting += int(pre.sum())
+        self.unmatched += int((~alloc & ~pre & ~matched).sum())
+        starts, ends = pos[alloc], pos[matched]
+        self.live[False].add(starts, ends)
+        self.live[True].add(starts, np.concatenate([ends, pos[pre]]))
+
+    def settle(self, upto):
+        """Settle both live counts up to position ``upto``."""
+        for c in self.live.values():
+            c.settle(upto)
+
+
+def _code_counts(codes, n):
+    """Counts of each code (the last entry: -1, null)."""
+    return np.bincount(codes.astype(np.int64) % n, minlength=n)
+
+
+class Counts(NamedTuple):
+    """What one pass over the object rows counts (:func:`count_objects`)."""
+    tallies: dict          # object -> Tally
+    tgids: np.ndarray      # every tgid and owner of the rows, ascending
+    fork_pairs: KeyedTable  # fork_id -> (own anon_vmas, own AVCs) of its fork-path rows
+
+
+def count_objects(ob, partner, at):
+    """The Counts of the object rows ``ob`` with their ``partner`` (live
+    counts read at ``at``), fed a chunk of rows at a time."""
+    tallies = {obj: Tally(at) for obj in S.OBJECTS}
+    tgids, pairs = np.zeros(0, dtype=np.int64), KeyedTable([0, 0])
+    av, vma = OBJECT_CODE["anon_vma"], OBJECT_CODE["vm_area_struct"]
+    for part in chunks(len(ob)):
         pos, code, alloc = ob.pos[part], ob.object[part], ob.is_alloc[part]
         matched = ~alloc & (partner[part] >= 0)
         pre = ~alloc & ob.preexisting[part]
-        for obj in S.OBJECTS:
+        path, caller = ob.path[part], ob.caller[part]
+        for obj, t in tallies.items():
             mine = code == OBJECT_CODE[obj]
-            starts, ends = pos[mine & alloc], pos[mine & matched]
-            counts[obj, False].add(starts, ends)
-            counts[obj, True].add(starts, np.concatenate([ends, pos[mine & pre]]))
-        for c in counts.values():
-            c.settle(int(pos[-1]) + 1)
-    return counts
+            t.feed(pos[mine], alloc[mine], path[mine], caller[mine], matched[mine], pre[mine])
+            t.settle(int(pos[-1]) + 1)
+        # pd.unique (hashing) first: sorting every row's tgid is slower
+        seen = [pd.unique(ob.tgid[part]), pd.unique(ob.owner[part])]
+        tgids = np.union1d(tgids, np.concatenate([np.asarray(a, dtype=np.int64) for a in seen]))
+        fork = alloc & (path == PATH_CODE["fork"]) & (ob.fork_id[part] >= 0) & (code != vma)
+        is_av = (code[fork] == av).astype(np.int64)
+        pairs.add(ob.fork_id[part][fork], np.stack([is_av, 1 - is_av], axis=1))
+    return Counts(tallies, tgids, pairs)
 
 
-#: Object rows given to the matcher at a time.
-MATCH_CHUNK = 1 << 18
+#: Object rows a chunk consumer is given at a time.
+CHUNK_ROWS = 1 << 18
+
+
+def chunks(n):
+    """Slices of ``n`` rows, CHUNK_ROWS at a time, in order."""
+    for lo in range(0, n, CHUNK_ROWS):
+        yield slice(lo, min(lo + CHUNK_ROWS, n))
 
 
 def match_frees(ob):
@@ -139,8 +209,7 @@ def match_frees(ob):
     partner = np.full(n, -1, dtype=np.int32 if n < 2 ** 31 else np.int64)
     pre = ob.preexisting & ~ob.is_alloc
     matcher = FreeMatcher()
-    for lo in range(0, n, MATCH_CHUNK):
-        part = slice(lo, min(lo + MATCH_CHUNK, n))
+    for part in chunks(n):
         fr, al = matcher.feed(np.arange(part.start, part.stop), ob.object[part], ob.obj_id[part],
                               ob.is_alloc[part], pre[part])
         partner[fr] = al
@@ -198,13 +267,12 @@ def prepare(rec):
     if pairs.any():              # they never served a VMA: out of every model (kept apart)
         rec.objects = rec.objects.take(~pairs)
         partner = match_frees(rec.objects)
-    return Replay(rec, partner, forktree.build(rec), sizes)
+    return Replay(rec, partner, sizes)
 
 
-def _counts(codes, table, keys):
-    """{key: number of ``codes`` equal to table[key]} (codes >= 0)."""
-    bc = np.bincount(codes[codes >= 0].astype(np.int64), minlength=len(table) + 1)
-    return {k: int(bc[table[k]]) if k in table else 0 for k in keys}
+def _named(counts, table, keys):
+    """{key: counts[table[key]]} (0 for a key not in ``table``)."""
+    return {k: int(counts[table[k]]) if k in table else 0 for k in keys}
 
 
 def _time_series(rp, net):
@@ -220,25 +288,21 @@ def object_stats(rp, obj):
     over time; for anon_vma and AVC also the transient fork pairs and the
     callers of ``clone_vma`` allocations."""
     size, size_source = rp.sizes[obj]
-    ob = rp.ob
-    a, f = rp.allocs(obj), rp.frees(obj)
+    t = rp.tallies[obj]
     paths = S.ALLOC_PATHS if obj in RMAP_OBJECTS else S.VMA_ALLOC_PATHS
-    allocated = _counts(ob.path[a], PATH_CODE, paths)
-    total = int(len(a))
-    pre = ob.preexisting[f]
-    net = rp.count(obj, net=True).summary()
-    runl = rp.count(obj, net=False).summary()
-    unmatched = int((~pre & (rp.partner[f] < 0)).sum())
+    total = t.allocated
+    net = t.live[True].summary()
+    runl = t.live[False].summary()
     out = {
         "object_size": size,
         "object_size_source": size_source,
-        "allocated": allocated,
+        "allocated": _named(t.alloc_path, PATH_CODE, paths),
         "allocated_total": total,
         "allocated_bytes": total * size,
-        "freed": int(len(f)),
-        "freed_by_path": _counts(ob.path[f], PATH_CODE, S.FREE_PATHS),
-        "freed_preexisting": int(pre.sum()),
-        "unmatched_frees": unmatched,
+        "freed": t.freed,
+        "freed_by_path": _named(t.free_path, PATH_CODE, S.FREE_PATHS),
+        "freed_preexisting": t.preexisting,
+        "unmatched_frees": t.unmatched,
         "live_at_end": net["end"],
         "peak_live": net["peak"],
         "min_live": net["min"],
@@ -249,20 +313,17 @@ def object_stats(rp, obj):
             "peak_live": runl["peak"],
             "peak_live_bytes": runl["peak"] * size,
         },
-        "live_over_time": _time_series(rp, rp.count(obj, net=True)),
+        "live_over_time": _time_series(rp, t.live[True]),
         "fidelity": "exact",
         "see": SECTION,
     }
     if obj in RMAP_OBJECTS:
         out["transient_fork_pairs"] = rp.rec.transient.get(obj, 0)
-        cv = a[ob.path[a] == PATH_CODE["clone_vma"]]
-        caller = ob.caller[cv]
-        callers = _counts(caller, CALLER_CODE, ("split", "merge", "mremap", "fork"))
-        callers["unknown"] = int((caller < 0).sum())
+        callers = _named(t.clone_caller, CALLER_CODE, ("split", "merge", "mremap", "fork"))
+        callers["unknown"] = int(t.clone_caller[-1])
         out["clone_vma_callers"] = callers
-        fault = ob.caller[a[ob.path[a] == PATH_CODE["fault"]]]
-        kinds = _counts(fault, CALLER_CODE, ("anon_fault", "cow_fault"))
-        kinds["unknown"] = int((fault < 0).sum())
+        kinds = _named(t.fault_caller, CALLER_CODE, ("anon_fault", "cow_fault"))
+        kinds["unknown"] = int(t.fault_caller[-1])
         out["fault_vma_kinds"] = kinds
     return out
 
@@ -339,17 +400,8 @@ def fork_path_mismatches(rp):
     anon_vma_fork() makes them in pairs (rule E2; 7.x reuse pairs are left
     out already), so a difference means an allocation lost or classified
     elsewhere. Returns (forks checked, forks that differ)."""
-    ob = rp.ob
-    sel = ob.is_alloc & (ob.path == PATH_CODE["fork"]) & (ob.fork_id >= 0) & \
-        (ob.object != OBJECT_CODE["vm_area_struct"])
-    if not sel.any():
-        return 0, 0
-    fid = ob.fork_id[sel]
-    is_av = ob.object[sel] == OBJECT_CODE["anon_vma"]
-    forks, inv = np.unique(fid, return_inverse=True)
-    av = np.bincount(inv, weights=is_av.astype(float), minlength=len(forks))
-    avc = np.bincount(inv, weights=(~is_av).astype(float), minlength=len(forks))
-    return int(len(forks)), int((av != avc).sum())
+    pairs = rp.counts.fork_pairs.vals
+    return int(len(pairs)), int((pairs[:, 0] != pairs[:, 1]).sum())
 
 
 def rmap_allocs(rp):
@@ -360,122 +412,6 @@ def rmap_allocs(rp):
     return np.flatnonzero(sel)
 
 
-def processes(rp, top=50):
-    """Per-process and per-comm allocations of anon_vma and AVC (exact). A
-    process row has what it owns (the child's for fork paths) and what its
-    forks made for its children (``for_children``, the fork paths it ran),
-    and is ordered by both, so that a fork server shows.
-
-    Takes the Replay ``rp`` and ``top``, the most rows of each list; returns
-    the report's ``processes`` entries: ``by_process`` (see
-    :func:`_process_rows`), ``by_comm`` (:func:`_comm_rows`), ``top``,
-    ``processes_with_objects``, ``comms_with_objects``,
-    ``faults_through_another_process`` (mmowner), ``fidelity`` and
-    ``note``."""
-    ob = rp.ob
-    a = rmap_allocs(rp)
-    tree = rp.tree
-    av_size, avc_size = rp.sizes["anon_vma"][0], rp.sizes["anon_vma_chain"][0]
-    result = {"by_process": [], "by_comm": [], "top": top}
-    if len(a):
-        is_avc = (ob.object[a] == OBJECT_CODE["anon_vma_chain"]).astype(np.int64)
-        result["by_process"], result["processes_with_objects"] = _process_rows(
-            ob, tree, a, is_avc, (av_size, avc_size), top)
-        result["by_comm"], result["comms_with_objects"] = _comm_rows(ob, a, is_avc, (av_size, avc_size), top)
-    else:
-        result["processes_with_objects"] = 0
-        result["comms_with_objects"] = 0
-    result["fidelity"] = "exact"
-    result["faults_through_another_process"] = rp.rec.remote_faults
-    result["note"] = ("owner = the process an object serves (the child for fork paths, the VMA's process "
-                      "for a fault made through another one: faults_through_another_process rows, "
-                      "function probes only); for_children = what the process's forks made for its "
-                      "children; comm = the allocating task's command name")
-    return result
-
-
-def _process_counts(ob, a, is_avc):
-    """Counts per process of the rmap alloc rows ``a`` (``is_avc``: 1 on an
-    AVC row, 0 on an anon_vma row).
-
-    Returns ``(procs, cnt, made, comm)``: ``procs`` the processes' tgids,
-    sorted (each owner, and each process that ran a fork path);
-    ``cnt[i]`` = (anon_vmas, AVCs) process ``i`` owns; ``made[i]`` the same
-    for what its forks made for its children; ``comm[i]`` the comm code of
-    the process's last row among ``a``."""
-    fork_path = ob.fork_id[a] >= 0
-    maker = np.where(fork_path, ob.tgid[a], -1)
-    codes, procs = pd.factorize(np.concatenate([ob.owner[a], maker[fork_path]]), sort=True)
-    own_codes, made_codes = codes[:len(a)], codes[len(a):]
-    n = len(procs)
-    cnt = np.bincount(own_codes * 2 + is_avc, minlength=2 * n).reshape(n, 2)
-    made = np.bincount(made_codes * 2 + is_avc[fork_path], minlength=2 * n).reshape(n, 2)
-    last = np.full(n, -1, dtype=np.int64)             # the process's last row, for its comm
-    np.maximum.at(last, own_codes, np.arange(len(a)))
-    np.maximum.at(last, made_codes, np.flatnonzero(fork_path))
-    comm = ob.comm[a][np.maximum(last, 0)]
-    return procs, cnt, made, comm
-
-
-def _process_rows(ob, tree, a, is_avc, sizes, top):
-    """The ``by_process`` list: the ``top`` processes with the most bytes
-    owned plus made for their children, most first (ties in tgid order).
-
-    Takes the object rows ``ob``, the fork tree ``tree`` (forktree.build),
-    the rmap alloc rows ``a`` with ``is_avc`` (as :func:`_process_counts`)
-    and ``sizes`` = (anon_vma size, AVC size). Returns ``(rows,
-    processes_with_objects)``: the rows as the report has them, and how many
-    processes own at least one object."""
-    av_size, avc_size = sizes
-    procs, cnt, made, comm = _process_counts(ob, a, is_avc)
-    nbytes = cnt[:, 0] * av_size + cnt[:, 1] * avc_size
-    made_bytes = made[:, 0] * av_size + made[:, 1] * avc_size
-    forks = tree.forks.groupby("tgid").size()
-    forking = set(tree.forking.tolist())
-    order = np.argsort(-(nbytes + made_bytes), kind="stable")
-    with_objects = int((cnt.sum(axis=1) > 0).sum())
-    rows = []
-    for i in order[:top]:                             # at most `top` rows
-        tgid = int(procs[i])
-        rows.append({
-            "tgid": tgid,
-            "comm": ob.comm_name(int(comm[i])),
-            "anon_vma": int(cnt[i, 0]),
-            "anon_vma_chain": int(cnt[i, 1]),
-            "bytes": int(nbytes[i]),
-            "for_children": {"anon_vma": int(made[i, 0]), "anon_vma_chain": int(made[i, 1]),
-                             "bytes": int(made_bytes[i])},
-            "process_forks": int(forks.get(tgid, 0)),
-            "leaf": tgid not in forking,
-        })
-    return rows, with_objects
-
-
-def _comm_rows(ob, a, is_avc, sizes, top):
-    """The ``by_comm`` list: per command name of the allocating task, the
-    rmap alloc rows ``a`` (``is_avc`` as :func:`_process_counts`) it made;
-    the ``top`` comms with the most bytes (``sizes`` = (anon_vma size, AVC
-    size)), most first (ties in category order).
-
-    Returns ``(rows, comms_with_objects)``: the rows as the report has
-    them, and how many comms made at least one object."""
-    av_size, avc_size = sizes
-    cc = ob.comm[a].astype(np.int64)
-    has = cc >= 0
-    ncomm = len(ob.comm_names)
-    ccnt = np.bincount(cc[has] * 2 + is_avc[has], minlength=2 * ncomm).reshape(ncomm, 2)
-    seen = np.flatnonzero(ccnt.sum(axis=1) > 0)       # observed comms, in category order
-    cbytes = ccnt[seen, 0] * av_size + ccnt[seen, 1] * avc_size
-    corder = np.argsort(-cbytes, kind="stable")
-    rows = []
-    for i in corder[:top]:
-        c = seen[i]
-        rows.append({"comm": ob.comm_names[c], "anon_vma": int(ccnt[c, 0]),
-                     "anon_vma_chain": int(ccnt[c, 1]),
-                     "bytes": int(cbytes[i])})
-    return rows, int(len(seen))
-
-
 def model(rp):
     """The eager model's numbers in the common model layout
     (report.models.eager) from the Replay ``rp`` (docs/models.md#eager,
@@ -484,7 +420,7 @@ def model(rp):
     for obj in RMAP_OBJECTS + ("vm_area_struct",):
         size = rp.sizes[obj][0]
         s = rp.count(obj, net=False).summary()
-        n = int(len(rp.allocs(obj)))
+        n = rp.tallies[obj].allocated
         out[obj] = {"allocated": n, "bytes": n * size, "allocated_range": [n, n],
                     "peak_live": s["peak"], "peak_live_bytes": s["peak"] * size,
                     "fidelity": "exact", "see": SECTION}

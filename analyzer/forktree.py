@@ -48,17 +48,15 @@ def is_process_fork(forks):
     return np.where(known, ~vals, ~thread_like)
 
 
-def build(rec):
+def build(rec, object_tgids):
     """The run's :class:`ProcessTree`, from its fork, exit and exec rows and
-    the tgids of its object rows."""
+    ``object_tgids``, the tgids and owners of its object rows."""
     f = rec.forks
     mask = is_process_fork(f) if len(f) else np.zeros(0, dtype=bool)
     pf = f.loc[mask, ["pos", "ts_ns", "pid", "tgid", "child_tgid", "fork_id"]].reset_index(drop=True)
     pf["first"] = ~pf["tgid"].duplicated()
 
-    # pd.unique (hashing) first: the object rows' columns are long
-    ids = [pd.unique(rec.objects.tgid), pd.unique(rec.objects.owner),
-           f["tgid"].to_numpy(), pf["child_tgid"].to_numpy(),
+    ids = [object_tgids, f["tgid"].to_numpy(), pf["child_tgid"].to_numpy(),
            rec.exits["tgid"].to_numpy(), rec.execs["tgid"].to_numpy()]
     seen = np.unique(np.concatenate([np.asarray(a, dtype=np.int64) for a in ids]))
     seen = seen[seen >= 0]

@@ -8,7 +8,8 @@ children that outlive a self-forking parent's fork).
 import numpy as np
 import pandas as pd
 
-from .eager import RMAP_OBJECTS, rmap_allocs
+from .eager import chunks
+from .keyed import KeyedTable
 from .load import OBJECT_CODE
 
 SECTION = "docs/models.md#holders"
@@ -19,41 +20,72 @@ OUTLIVE_NS = 60 * 10 ** 9
 GROUPS = ("never_forked", "never_forked_whole_life", "fork_servers", "fork_server_children", "self_forking")
 
 
-class Holders:
-    """Bytes per process at any position: the run's objects by owner (H1)
-    and the census's by the process whose VMA chain held them, less the
-    frees of older objects by the freeing process."""
+class _ByOwner(KeyedTable):
+    """Running (objects, bytes) per tgid."""
 
-    def __init__(self, rp, census_ok):
-        ob = rp.ob
-        a = rmap_allocs(rp)
-        size = np.where(ob.object[a] == OBJECT_CODE["anon_vma"], rp.sizes["anon_vma"][0],
-                        rp.sizes["anon_vma_chain"][0]).astype(np.int64)
-        self.alloc_pos, self.free_pos = ob.pos[a], rp.free_pos(a)
-        self.owner, self.size = ob.owner[a].astype(np.int64), size
-        frees = np.concatenate([rp.frees(o) for o in RMAP_OBJECTS])
-        pre = frees[ob.preexisting[frees]]
-        self.pre_free_pos, self.pre_free_tgid = ob.pos[pre], ob.tgid[pre].astype(np.int64)
-        self.pre_free_size = np.where(ob.object[pre] == OBJECT_CODE["anon_vma"], rp.sizes["anon_vma"][0],
-                                      rp.sizes["anon_vma_chain"][0]).astype(np.int64)
+    def __init__(self):
+        super().__init__([0, 0])
+
+    def series(self):
+        """pd.Series {tgid: bytes} of the tgids with objects."""
+        has = self.vals[:, 0] != 0
+        return pd.Series(self.vals[has, 1], index=self.keys[has])
+
+
+class Holders:
+    """Bytes per process at the positions ``at``: the run's objects by owner
+    (H1) and the census's by the process whose VMA chain held them, less the
+    frees of older objects by the freeing process. The run's objects are
+    tallied a chunk of rows at a time, each process's total copied as the
+    rows pass each position (docs/streaming.md)."""
+
+    def __init__(self, rp, census_ok, at):
         self.census = _census_bytes(rp) if census_ok else pd.Series(dtype=np.int64)
         c = rp.rec.census
         self.census_pos = int(c["pos"].max()) if census_ok and c is not None and len(c) else -1
+        self._at = _tally_at(rp, sorted(set(at) | {self.census_pos}), self.census_pos)
         # the census saw the run's objects already live at its last row (S1)
-        self.census = self.census.sub(self._run_live(self.census_pos), fill_value=0)
-
-    def _run_live(self, pos):
-        live = (self.alloc_pos <= pos) & (self.free_pos > pos)
-        return pd.Series(self.size[live]).groupby(self.owner[live]).sum()
+        self.census = self.census.sub(self._at[self.census_pos][0], fill_value=0)
 
     def at(self, pos):
-        """pd.Series {tgid: bytes} live just after ``pos`` (zeros dropped)."""
-        run = self._run_live(pos)
-        gone = (self.pre_free_pos <= pos) & (self.pre_free_pos > self.census_pos)
-        freed = pd.Series(self.pre_free_size[gone]).groupby(self.pre_free_tgid[gone]).sum()
+        """pd.Series {tgid: bytes} live just after ``pos`` (one of ``at``;
+        zeros dropped)."""
+        run, freed = self._at[pos]
         older = self.census.sub(freed, fill_value=0).clip(lower=0)
         out = run.add(older, fill_value=0)
         return out[out > 0].astype(np.int64)
+
+
+def _tally_at(rp, at, census_pos):
+    """{position: (run bytes by owner, bytes of older objects freed after
+    the census by the freeing tgid)} just after each of ``at`` (ascending)."""
+    ob, partner = rp.ob, rp.partner
+    sizes = np.array([rp.sizes["anon_vma"][0], rp.sizes["anon_vma_chain"][0]], dtype=np.int64)
+    run, freed, out, k = _ByOwner(), _ByOwner(), {}, 0
+
+    def rows(sl):
+        code = ob.object[sl]
+        rmap = (code == OBJECT_CODE["anon_vma"]) | (code == OBJECT_CODE["anon_vma_chain"])
+        size = sizes[(code == OBJECT_CODE["anon_vma_chain"]).astype(np.int64)]
+        alloc, p = ob.is_alloc[sl] & rmap, partner[sl]
+        matched = ~ob.is_alloc[sl] & rmap & (p >= 0)
+        keys = np.concatenate([ob.owner[sl][alloc], ob.owner[p[matched]]]).astype(np.int64)
+        n = np.r_[np.ones(int(alloc.sum()), np.int64), -np.ones(int(matched.sum()), np.int64)]
+        run.add(keys, np.stack([n, np.concatenate([size[alloc], -size[matched]])], axis=1))
+        pre = ~ob.is_alloc[sl] & rmap & ob.preexisting[sl] & (ob.pos[sl] > census_pos)
+        freed.add(ob.tgid[sl][pre], np.stack([np.ones(int(pre.sum()), np.int64), size[pre]], axis=1))
+
+    for part in chunks(len(ob)):
+        pos = ob.pos[part]
+        lo = 0
+        while k < len(at) and at[k] <= pos[-1]:
+            hi = int(np.searchsorted(pos, at[k], side="right"))
+            rows(slice(part.start + lo, part.start + hi))
+            out[at[k]], k, lo = (run.series(), freed.series()), k + 1, hi
+        rows(slice(part.start + lo, part.stop))
+    for p in at[k:]:
+        out[p] = (run.series(), freed.series())
+    return out
 
 
 def _census_bytes(rp):

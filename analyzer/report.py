@@ -5,7 +5,21 @@ Every renderer (text, markdown, json) formats this dict and nothing else.
 
 from importlib import metadata as _md
 
-from . import calls, census, eager, holders, lazy, lazy_exact, locks, moves, nofork, slabcheck, snapshots, walks
+from . import (
+    calls,
+    census,
+    eager,
+    holders,
+    lazy,
+    lazy_exact,
+    locks,
+    moves,
+    nofork,
+    processes,
+    slabcheck,
+    snapshots,
+    walks,
+)
 
 REPORT_FORMAT = 1
 
@@ -202,7 +216,7 @@ def _eager_sections(rec, rp, lost, whole):
     checked, mismatched = eager.fork_path_mismatches(rp)
     ev = eager.model(rp)
     procs = dict(rp.tree.summary())
-    procs.update(eager.processes(rp))
+    procs.update(processes.processes(rp))
     report = {
         "report_format": REPORT_FORMAT,
         "schema_version": rec.schema_version,
@@ -251,7 +265,8 @@ def _snapshots(rec, rp, report, spans):
     missed = snapshots.unvisited_warning(rec.meta)
     if missed:
         report["warnings"].append(missed)
-    who = holders.Holders(rp, report["census"].get("status") == "done")
+    who = holders.Holders(rp, report["census"].get("status") == "done",
+                          [s["pos"] for s in report["snapshots"] if s["source"] != "slab"])
     groups = holders.classes(rp)
     for snap in report["snapshots"]:
         if snap["source"] != "slab":

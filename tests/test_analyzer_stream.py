@@ -3,15 +3,21 @@ order of a stable sort of the whole file by ts_ns (numpy's, computed here
 independently), holding only the rows of row groups that overlap in time."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from anonscope import schema as S
-from anonscope.analyzer import files, load, report, stream
-from golden import differences
+from anonscope.analyzer import eager, files, load, report, stream
+from golden import build, differences
 from scenarios import zygote
+from test_analyzer_golden import SCENARIOS
+
+FIXTURE_DIR = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURES = sorted(p.name for p in FIXTURE_DIR.glob("*.parquet"))
 
 GROUP = 20
 
@@ -114,3 +120,17 @@ def test_rows_of_no_kind_are_read_but_not_numbered(tmp_path):
     assert reader.positions == len(g.rows) - 1
     assert "lock" not in {e for _, e, _ in _replayed(chunks)}
     assert reader.end_ts == max(r["ts_ns"] for r in g.rows if r["event"] != "lock")
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS) + [f"fixture:{f}" for f in FIXTURES])
+def test_tiny_chunks_give_the_same_report(tmp_path, monkeypatch, name):
+    """Every chunk consumer (the matcher, the live counts, the process
+    tally) and the reader split at other places: the same report."""
+    if name.startswith("fixture:"):
+        path = str(FIXTURE_DIR / name.split(":", 1)[1])
+    else:
+        path = SCENARIOS[name]().write(str(tmp_path / "run.parquet"), raw_pointers=True)
+    want = build(path)
+    monkeypatch.setattr(eager, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(stream, "BATCH_ROWS", 5)
+    assert not list(differences(want, build(path)))

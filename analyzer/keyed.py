@@ -1,0 +1,39 @@
+"""Integer columns per key (a tgid, a fork id), grown a chunk of rows at a
+time: what is held grows with the keys (processes, forks), not the rows."""
+
+import numpy as np
+import pandas as pd
+
+
+class KeyedTable:
+    """``keys`` (int64, ascending) and ``vals[i]``, the int64 row of
+    ``keys[i]``; a new key's row starts as ``fill`` (one value per column)."""
+
+    def __init__(self, fill):
+        self.fill = np.asarray(fill, dtype=np.int64)
+        self.keys = np.zeros(0, dtype=np.int64)
+        self.vals = np.zeros((0, len(self.fill)), dtype=np.int64)
+
+    def rows(self, uniq):
+        """The row index of each of ``uniq`` (ascending, unique), adding the
+        keys not held yet."""
+        uniq = np.asarray(uniq, dtype=np.int64)
+        new = np.setdiff1d(uniq, self.keys, assume_unique=True)
+        if len(new):
+            union = np.union1d(self.keys, new)
+            vals = np.empty((len(union), len(self.fill)), dtype=np.int64)
+            vals[:] = self.fill
+            vals[np.searchsorted(union, self.keys)] = self.vals
+            self.keys, self.vals = union, vals
+        return np.searchsorted(self.keys, uniq)
+
+    def add(self, keys, values):
+        """Add ``values`` (one row of len(fill) numbers per key in
+        ``keys``) to the keys' rows."""
+        if not len(keys):
+            return
+        codes, uniq = pd.factorize(np.asarray(keys, dtype=np.int64), sort=True)
+        values = np.asarray(values, dtype=np.int64).reshape(len(keys), -1)
+        sums = np.stack([np.bincount(codes, values[:, j], len(uniq)) for j in range(values.shape[1])], axis=1)
+        rows = self.rows(uniq)                    # before self.vals is read: it may grow
+        self.vals[rows] += sums.astype(np.int64)
