@@ -72,7 +72,6 @@ class BeforeRun:
         self.meta = rec.meta.get("census") if isinstance(rec.meta.get("census"), dict) else {}
         c = rec.census
         self.census_pos = int(c["pos"].max()) if c is not None and len(c) else None
-        self.census_first = int(c["pos"].min()) if self.census_pos is not None else None
         done = self.meta.get("status") == "done" and census_section.get("status") == "done"
         target = rec.meta.get("target") or {}
         self.mode = target.get("mode", "system") if isinstance(target, dict) else "system"
@@ -84,39 +83,27 @@ class BeforeRun:
                            "vm_area_struct": self.meta.get("vmas")}
         self.run = run
         self.rp = rp
-        self._ts, self._churn = {}, {}       # per object: row times, census churn (computed once)
-        self.prefree = {obj: np.sort(rp.ob.pos[rp.frees(obj)][rp.ob.preexisting[rp.frees(obj)]])
-                        for obj in OBJECTS}
         self.cands = census.candidates(rec) if done else None
         forks = rp.tree.forks
         first = forks[forks["first"]]
         self.first_fork = pd.Series(first["pos"].to_numpy(dtype=np.int64), index=first["tgid"].to_numpy())
 
     def _prefreed(self, obj, pos):
-        return np.searchsorted(self.prefree[obj], np.asarray(pos, dtype=np.int64), side="right")
+        """Frees of older objects at or before each position ``pos`` (a
+        probe): the run count less the net count."""
+        return self.run[obj].at(pos) - self.rp.count(obj, net=True).at(pos)
 
     def rows_between(self, obj, t0, t1):
-        """Object rows of ``obj`` with t0 <= ts_ns <= t1 (rows are in replay order)."""
-        if obj not in self._ts:
-            self._ts[obj] = self.rp.ob.ts_ns[self.rp.rows(obj)]
-        ts = self._ts[obj]
-        return int(np.searchsorted(ts, t1, side="right") - np.searchsorted(ts, t0, side="left"))
+        """Object rows of ``obj`` with t0 <= ts_ns <= t1 (a window of eager.probes)."""
+        return self.rp.tallies[obj].rows_between(t0, t1)
 
     def churn(self, obj):
         """Object rows while the census ran (metadata census started_ns to
         ended_ns, v6; else its first to last row): each may or may not be in it."""
-        if obj not in self._churn:
-            self._churn[obj] = self._count_churn(obj)
-        return self._churn[obj]
-
-    def _count_churn(self, obj):
         t0, t1 = self.meta.get("started_ns"), self.meta.get("ended_ns")
         if isinstance(t0, int) and isinstance(t1, int):
             return self.rows_between(obj, t0, t1)
-        if self.census_pos is None:
-            return 0
-        p = self.rp.ob.pos[self.rp.rows(obj)]
-        return int(((p >= self.census_first) & (p <= self.census_pos)).sum())
+        return self.rp.tallies[obj].in_span if self.census_pos is not None else 0
 
     def unvisited(self):
         """Processes with an address space the census did not visit (v6
@@ -127,7 +114,7 @@ class BeforeRun:
     def eager(self, obj, pos):
         """(low, best, high) arrays; best/high None where unknown."""
         pos = np.asarray(pos, dtype=np.int64)
-        freed_total = len(self.prefree[obj])
+        freed_total = self.rp.tallies[obj].preexisting
         n0 = self.counts.get(obj)
         if self.basis == "census" and n0 is not None:
             c = self.census_pos if self.census_pos is not None else -1   # a census that found nothing
