@@ -197,13 +197,14 @@ class Counts(NamedTuple):
     tallies: dict          # object -> Tally
     tgids: np.ndarray      # every tgid and owner of the rows, ascending
     fork_pairs: KeyedTable  # fork_id -> (own anon_vmas, own AVCs) of its fork-path rows
+    vmas: KeyedTable       # owner -> VMAs allocated for it
 
 
 def count_objects(ob, partner, where):
     """The Counts of the object rows ``ob`` with their ``partner``, read at
     the Probes ``where``, fed a chunk of rows at a time."""
     tallies = {obj: Tally(where) for obj in S.OBJECTS}
-    tgids, pairs = np.zeros(0, dtype=np.int64), KeyedTable([0, 0])
+    tgids, pairs, vmas = np.zeros(0, dtype=np.int64), KeyedTable([0, 0]), KeyedTable([0])
     av, vma = OBJECT_CODE["anon_vma"], OBJECT_CODE["vm_area_struct"]
     for part in chunks(len(ob)):
         pos, code, alloc = ob.pos[part], ob.object[part], ob.is_alloc[part]
@@ -220,7 +221,9 @@ def count_objects(ob, partner, where):
         fork = alloc & (path == PATH_CODE["fork"]) & (ob.fork_id[part] >= 0) & (code != vma)
         is_av = (code[fork] == av).astype(np.int64)
         pairs.add(ob.fork_id[part][fork], np.stack([is_av, 1 - is_av], axis=1))
-    return Counts(tallies, tgids, pairs)
+        made = alloc & (code == vma)
+        vmas.add(ob.owner[part][made], np.ones(int(made.sum()), dtype=np.int64))
+    return Counts(tallies, tgids, pairs, vmas)
 
 
 #: Object rows a chunk consumer is given at a time.

@@ -9,7 +9,6 @@ import numpy as np
 
 from .eager import saved_pct
 from .forktree import is_process_fork
-from .load import OBJECT_CODE
 
 RULES = "docs/models.md#moves"
 RMAP_OBJECTS = ("anon_vma", "anon_vma_chain")
@@ -76,10 +75,8 @@ class Caps:
     stack (S2); None when the process may predate the run unseen."""
 
     def __init__(self, rp):
-        rec, ob = rp.rec, rp.ob
-        vma = (ob.object == OBJECT_CODE["vm_area_struct"]) & ob.is_alloc
-        owners, n = np.unique(ob.owner[vma], return_counts=True)
-        self.run = dict(zip(owners.tolist(), n.tolist()))
+        rec, vmas = rp.rec, rp.counts.vmas
+        self.run = dict(zip(vmas.keys.tolist(), vmas.vals[:, 0].tolist()))
         self.pre = _command_stack(rec)
         self.born = set(_process_fork_children(rec)) | set(self.pre)
         census = rec.meta.get("census") if isinstance(rec.meta.get("census"), dict) else {}
