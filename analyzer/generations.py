@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .forktree import is_process_fork
+from .order import unique
 
 _SHIFT = 40                      # key = tgid rank << 40 | time rank
 
@@ -66,8 +67,8 @@ class _Keys:
     """(tgid, time) pairs as sortable int64 keys: ranks of both."""
 
     def __init__(self, tgids, times):
-        self.tgids = np.unique(np.concatenate([np.asarray(t, dtype=np.int64) for t in tgids]))
-        self.times = np.unique(np.concatenate([np.asarray(t, dtype=np.int64) for t in times]))
+        self.tgids = unique(np.concatenate([np.asarray(t, dtype=np.int64) for t in tgids]))
+        self.times = unique(np.concatenate([np.asarray(t, dtype=np.int64) for t in times]))
 
     def key(self, tgid, ts):
         """Sortable int64 keys of the (``tgid``, ``ts``) pairs."""
@@ -164,7 +165,7 @@ def build(rp, rows):
     by_exec = g_num < execs_of
     f = rec.forks
     new = f["child_tgid"].to_numpy() != f["tgid"].to_numpy() if len(f) else np.zeros(0, dtype=bool)
-    made = np.unique(f.loc[new, "child_tgid"].to_numpy().astype(np.int64)) if len(f) else np.zeros(0, np.int64)
+    made = unique(f.loc[new, "child_tgid"].to_numpy().astype(np.int64)) if len(f) else np.zeros(0, np.int64)
     born = (g_num > 0) | (np.isin(g_tgid, made) & (g_num == 0))
     ended = by_exec | np.isin(g_tgid, tree.exited)
     return Generations(gen=gen, owner=owner, tgid=g_tgid, number=g_num, forking=forking, born=born,

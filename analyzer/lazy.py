@@ -14,7 +14,7 @@ import numpy as np
 from . import live, moves
 from .eager import RMAP_OBJECTS, clone_calls, rmap_allocs, saved_pct
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
-from .order import stable_argsort
+from .order import stable_argsort, unique
 
 SECTION = "docs/models.md#lazy"
 RULES = "docs/models.md#lazy-rules"
@@ -112,7 +112,7 @@ def forked_before_run(rec):
 def _keyed_events(gkeys, gpos, keys):
     """Events (``gkeys``, ``gpos``) sorted as (key index << _SHIFT | pos),
     the rows of ``keys`` whose key has events, and their key indices."""
-    uk = np.unique(gkeys)
+    uk = unique(gkeys)
     ekey = np.sort((np.searchsorted(uk, gkeys).astype(np.int64) << _SHIFT) | np.asarray(gpos, dtype=np.int64))
     keys = np.asarray(keys)
     ki = np.minimum(np.searchsorted(uk, keys), len(uk) - 1)
@@ -189,7 +189,7 @@ def _mremap_sources(rp, a):
     if not len(f):
         return m, np.full(len(m), -1, dtype=np.int64)
     fpid = ob.pid[f]
-    f = f[np.isin(fpid, np.unique(a.pid[m]))]       # only the tasks that mremap
+    f = f[np.isin(fpid, unique(a.pid[m]))]       # only the tasks that mremap
     fpid = ob.pid[f].astype(np.int64)
     fpos = ob.pos[f]
     _, nxt = _next_in_group(fpid, fpos, a.pid[m], a.pos[m])

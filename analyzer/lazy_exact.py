@@ -33,6 +33,7 @@ from .lazy import Result, _next_in_group, saved_fields, vma_growth
 from .live import NEVER
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .objlookup import stats
+from .order import unique
 
 SECTION = "docs/models.md#lazy-exact"
 COSTS = "docs/models.md#lazy-costs"
@@ -451,7 +452,7 @@ def _prerun_range(rp, x):
     pre_parent = (x.kind == INHERITED) & (x.src_index < 0) & (x.src >= 0)
     first_fork = np.isin(x.fork_id, _first_fork_ids(rp.tree.forks))
     row_pre_parent = pre_parent[vi] & first_fork
-    pre_src = np.unique(x.src[vi[row_pre_parent]]) if row_pre_parent.any() else np.zeros(0)
+    pre_src = unique(x.src[vi[row_pre_parent]]) if row_pre_parent.any() else np.zeros(0)
     high_extra = int(len(pre_src))
     low_drop = int(((x.kind[vi] == PREPIECE) & ~x.is_av).sum())
     return pre_src, high_extra, low_drop

@@ -6,6 +6,8 @@ is never freed has free position :data:`NEVER`.
 
 import numpy as np
 
+from .order import unique
+
 #: free position of an object still live at the end of the run
 NEVER = np.int64(2 ** 62)
 
@@ -62,7 +64,7 @@ class LiveCount:
     starts come first."""
 
     def __init__(self, probes=()):
-        self.probes = np.unique(np.asarray(probes, dtype=np.int64))
+        self.probes = unique(np.asarray(probes, dtype=np.int64))
         self._at = np.zeros(len(self.probes) + 1, dtype=np.int64)   # steps before each probe's next
         self._pos, self._step = [], []
         self.settled = np.iinfo(np.int64).min

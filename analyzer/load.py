@@ -30,6 +30,7 @@ from anonscope import schema as S
 from . import files, stream
 from .codes import Codes
 from .errors import EXIT_NEWER_SCHEMA, EXIT_NOT_A_RUN, EXIT_UNREADABLE, AnalyzerError
+from .order import unique
 
 #: Metadata keys (without the prefix) the report cannot do without.
 REQUIRED_METADATA = ("schema_version", "kernel_release", "arch", "backend",
@@ -499,7 +500,7 @@ def _read_chunks(pf, path, layout):
 def _sorted_comm(comm, comm_names):
     """Codes and names of a plain string ``comm`` column -> (codes, names)
     with the used names sorted, as pandas would sort the categories."""
-    used = np.unique(comm[comm >= 0])
+    used = unique(comm[comm >= 0])
     names = sorted(comm_names[i] for i in used)
     remap = np.full(len(comm_names) + 1, -1, dtype=np.int32)
     for i, nm in enumerate(names):
@@ -581,7 +582,7 @@ def _check_codes(codes, table, name):
     """Refuse values outside schema v1 that object rows use."""
     if len(table.names) == table.known:
         return
-    used = np.unique(codes[codes >= table.known])
+    used = unique(codes[codes >= table.known])
     bad = sorted(table.names[i] for i in used)
     if bad:
         raise AnalyzerError(f"column {name} has value(s) {', '.join(map(repr, bad))} "

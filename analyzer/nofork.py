@@ -34,6 +34,7 @@ from . import generations, live
 from .eager import RMAP_OBJECTS, clone_calls, rmap_allocs, saved_pct
 from .lazy import vma_growth
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
+from .order import unique
 
 SECTION = "docs/models.md#nofork"
 RULES = "docs/models.md#nofork-rules"
@@ -95,7 +96,7 @@ def _kept_vmas(rp, a, moves):
     file_vmas = calls.loc[calls["vma_file"].fillna(False).astype(bool), "vma_id"].to_numpy() \
         if len(calls) else np.zeros(0, np.int64)
     mremap = (ob.path[a] == PATH_CODE["clone_vma"]) & (ob.caller[a] == CALLER_CODE["mremap"])
-    moved = np.unique(ob.src_vma_id[a][mremap])
+    moved = unique(ob.src_vma_id[a][mremap])
     file = (np.isin(vma, file_vmas) & (vma >= 0)) | cow
     moved = np.isin(vma, moved) & (vma >= 0)
     return file | moved, {"file_vma_objects": int(file.sum()), "moved_vma_objects": int(moved.sum())}
@@ -125,7 +126,7 @@ def saved_rows(rp, a, g):
     best = {"nofork": fault | one_per_clone, "nofork_clone": fault | one_per_clone | own_fork}
     high = {"nofork": fault | own_root_clone, "nofork_clone": best["nofork_clone"]}
     if not ob.has_vma:
-        unsure = np.isin(g.gen, np.unique(g.gen[moves.unfound]))
+        unsure = np.isin(g.gen, unique(g.gen[moves.unfound]))
         high = {v: fault & (ob.caller[a] == CALLER_CODE["anon_fault"]) & ~unsure for v in high}
     saved = {v: {"best": best[v] & leaf & ~keep, "high": high[v] & leaf & whole & ~keep} for v in best}
     return saved, kept_info
@@ -198,7 +199,7 @@ def _variant(rp, name, a, g, saved, ev, fidelity, kept_info):
             saved_pct(ev[o]["allocated"], out[o]["allocated_range"][0])] for o in RMAP_OBJECTS}
     out["peak_saved_pct"] = {o: saved_pct(ev[o]["peak_live"], out[o]["peak_live"]) for o in RMAP_OBJECTS}
     out["generations"] = g.summary()
-    out["leaf_processes"] = int(len(np.unique(g.tgid[~g.forking])))
+    out["leaf_processes"] = int(len(unique(g.tgid[~g.forking])))
     out["forking_processes"] = int(len(rp.tree.forking))
     out["kept_vmas"] = kept_info
     return out, spans[0], spans[1]

@@ -11,6 +11,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from .order import unique
+
 _SHIFT = 40                      # positions stay below 2**40 rows
 
 
@@ -31,7 +33,7 @@ def last_alloc(rp, obj, ids, pos):
     allocs, aid = allocs[keep], aid[keep]
     if not len(allocs):
         return out
-    uid = np.unique(aid)
+    uid = unique(aid)
     acode = np.searchsorted(uid, aid).astype(np.int64)
     akey = (acode << _SHIFT) | rp.ob.pos[allocs].astype(np.int64)
     order = np.argsort(akey, kind="stable")

