@@ -44,7 +44,7 @@ _SHIFT = 40                      # positions stay below 2**40 rows
 _LOW = (1 << _SHIFT) - 1
 
 
-class _Allocs:
+class Allocs:
     """anon_vma and AVC allocations in replay order, as numpy columns, with
     their owner's first and next process fork."""
 
@@ -177,7 +177,7 @@ def _fault_pairs(a):
     return out
 
 
-def _mremap_sources(rp, a):
+def mremap_sources(rp, a):
     """The lazy-context mremap AVCs (index into ``a``) and, for each, the
     position of the alloc of the first AVC the same task frees after it (-1:
     no such free, or one whose alloc is not in the run)."""
@@ -219,10 +219,13 @@ class Result(NamedTuple):
     ``lazy_floor``, ``lazy_extra`` and, from the exact replay, X9's
     ``lazy_pinned``); ``lazy_state``, for the walk section (walks.summary,
     W4): the alloc rows, until when each object stays lazy and which model
-    said so, or None (a tracepoint recording without walk rows)."""
+    said so, or None (a tracepoint recording without walk rows);
+    ``tracepoint``, the tracepoint estimate's (Allocs, mremap_sources),
+    which the no-fork model reads too."""
     report: dict
     spans: dict
     lazy_state: Optional[dict]
+    tracepoint: Optional[tuple] = None
 
 
 class _Timing(NamedTuple):
@@ -518,8 +521,8 @@ def model(rp, eager_model):
     U2, its bounds and extra costs) of best, low and high variants
     (_variant). Returns a Result: the report entry, the run spans for the
     snapshots (S4) and the lazy state for the walks (W4)."""
-    a = _Allocs(rp)
-    srcs = _mremap_sources(rp, a)
+    a = Allocs(rp)
+    srcs = mremap_sources(rp, a)
     best, t = _variant(rp, a, srcs, "best")
     low, _ = _variant(rp, a, srcs, "low")
     high, _ = _variant(rp, a, srcs, "high")
@@ -538,7 +541,7 @@ def model(rp, eager_model):
     out["not_modelled"] = moves.not_modelled(rp.rec.meta)
     out["file_vmas"] = file_vmas(a, t, per_obj)
     out["extra_costs"] = _extra_costs(a, t.upgraded, out["upgrades"])
-    return Result(out, spans, lazy_state)
+    return Result(out, spans, lazy_state, (a, srcs))
 
 
 def _made(a, t):

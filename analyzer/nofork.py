@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import generations, live
-from .eager import RMAP_OBJECTS, clone_calls, rmap_allocs, saved_pct
+from .eager import RMAP_OBJECTS, clone_calls, saved_pct
 from .lazy import vma_growth
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .order import unique
@@ -53,16 +53,16 @@ class _Moves(NamedTuple):
     unfound: np.ndarray
 
 
-def _moved_by_mremap(rp, a):
-    """The _Moves of a tracepoint recording's rows ``a``."""
-    from .lazy import _Allocs, _mremap_sources
+def _moved_by_mremap(rp, a, tracepoint):
+    """The _Moves of a tracepoint recording's rows ``a``, from the lazy
+    estimate's ``tracepoint`` (lazy.Allocs of the same rows in the same
+    order, lazy.mremap_sources)."""
     keep = np.zeros(len(a), dtype=bool)
     unfound = keep.copy()
     ob = rp.ob
     if not ((ob.path[a] == PATH_CODE["clone_vma"]) & (ob.caller[a] == CALLER_CODE["mremap"])).any():
         return _Moves(keep, unfound)
-    A = _Allocs(rp)                  # the same rows as ``a`` (rmap_allocs), same order
-    m, src = _mremap_sources(rp, A)
+    A, (m, src) = tracepoint
     found = src >= 0
     found[found] = A.path[A.index_of(src[found])] == PATH_CODE["fault"]
     idx = A.index_of(src[found])
@@ -102,7 +102,7 @@ def _kept_vmas(rp, a, moves):
     return file | moved, {"file_vma_objects": int(file.sum()), "moved_vma_objects": int(moved.sum())}
 
 
-def saved_rows(rp, a, g):
+def saved_rows(rp, a, g, tracepoint):
     """({variant: {"best", "high"}: boolean masks over ``a`` of the objects
     the design does not make}, the ``kept_vmas`` entry). ``high`` (most allocated) saves only in leaf
     generations whose whole life is in the run, and under nofork keeps a
@@ -117,11 +117,12 @@ def saved_rows(rp, a, g):
     whole = g.whole_life[g.gen]
     fault = path == PATH_CODE["fault"]     # `other` (an unknown call site) is kept: not known to be the fault path
     own_fork = path == PATH_CODE["fork"]
-    one_per_clone = clone_calls(rp, a)
+    allocs = tracepoint[0]               # lazy.Allocs of the same rows ``a``, same order
+    one_per_clone = allocs.clone_first
     # N2 under nofork, high end: the piece of an inherited VMA keeps its link
     # to the VMA's own fork anon_vma (CoW copies made there stay findable)
     own_root_clone = clone_calls(rp, a, single=True)
-    moves = None if ob.has_vma else _moved_by_mremap(rp, a)
+    moves = None if ob.has_vma else _moved_by_mremap(rp, a, tracepoint)
     keep, kept_info = _kept_vmas(rp, a, moves)
     best = {"nofork": fault | one_per_clone, "nofork_clone": fault | one_per_clone | own_fork}
     high = {"nofork": fault | own_root_clone, "nofork_clone": best["nofork_clone"]}
@@ -143,15 +144,16 @@ class Result(NamedTuple):
     spans: dict
 
 
-def model(rp, eager_model, lazy_model):
+def model(rp, eager_model, lazy):
     """{variant: the model's numbers in the common layout} from the Replay
-    ``rp``, eager's entry ``eager_model`` and lazy's ``lazy_model`` (whose
-    VMA growth and pinned root VMAs price the high end of the extra cost)
+    ``rp``, eager's entry ``eager_model`` and the lazy model's lazy.Result
+    ``lazy`` (whose VMA growth and pinned root VMAs price the high end of
+    the extra cost; its tracepoint estimate's rows are these too)
     (docs/models.md#nofork-rules, N1-N8), returned as a Result with the
     variants' run spans."""
-    a = rmap_allocs(rp)
+    a = lazy.tracepoint[0].rows            # rmap_allocs: the rows of the lazy estimate's Allocs
     g = generations.build(rp, a)
-    saved, kept_info = saved_rows(rp, a, g)
+    saved, kept_info = saved_rows(rp, a, g, lazy.tracepoint)
     fidelity = ("exact for the run window's generations (function probes: file and mremap-moved VMAs kept)"
                 if rp.ob.has_vma else
                 "exact for the run window's generations, except that a tracepoint recording tells a "
@@ -161,7 +163,7 @@ def model(rp, eager_model, lazy_model):
     for v in VARIANTS:
         report[v], spans[v], spans[v + "_high"] = _variant(rp, v, a, g, saved[v], eager_model, fidelity,
                                                            kept_info)
-        report[v]["extra_costs"] = _extra_costs(rp, eager_model, lazy_model)
+        report[v]["extra_costs"] = _extra_costs(rp, eager_model, lazy.report)
     return Result(report, spans)
 
 

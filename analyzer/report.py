@@ -242,7 +242,7 @@ def _lazy(rec, rp, ev):
         # function probes: each object's VMA is known; the tracepoint estimate
         # stays in the output (models.lazy.tracepoint_estimate)
         exact = lazy_exact.model(rp, ev, tracepoint=lz.report)
-        lz = lazy.Result(exact.report, {**lz.spans, **exact.spans}, exact.lazy_state)
+        lz = lazy.Result(exact.report, {**lz.spans, **exact.spans}, exact.lazy_state, lz.tracepoint)
     return lz
 
 
@@ -296,7 +296,7 @@ def build(rec, step=None):
     step("eager")
     lz = _lazy(rec, rp, ev)
     step("lazy")
-    nf = nofork.model(rp, ev, lz.report)
+    nf = nofork.model(rp, ev, lz)
     step("nofork")
     report["models"] = _models(rec, rp, ev, lz, nf)
     report["moves"] = moves.summary(rec)
