@@ -32,6 +32,11 @@ class Codes:
             self.names.append(name)
         return code
 
+    def register(self, arr):
+        """Give the names of ``arr``'s dictionary codes, in its order."""
+        for n in _dictionary(arr).dictionary.to_pylist():
+            self._code(n)
+
     def codes(self, arr, dtype=np.int32):
         """Codes of ``arr`` (-1 for null), registering new names."""
         arr = _dictionary(arr)

@@ -129,6 +129,9 @@ def probes(rec):
     return Probes(np.concatenate([np.asarray(a, dtype=np.int64) for a in at]), windows, span)
 
 
+INT64 = np.iinfo(np.int64)
+
+
 class Tally:
     """One object type's counts, a chunk of rows at a time: code counts
     (bincounts over the code tables, index -1 for null) of the allocs'
@@ -144,7 +147,9 @@ class Tally:
         self.preexisting = self.unmatched = 0
         self.live = {net: live.LiveCount(probes.at) for net in (True, False)}
         self._windows = {w: i for i, w in enumerate(dict.fromkeys(probes.windows))}
-        w = np.array(list(self._windows) or np.zeros((0, 2)), dtype=np.int64).reshape(-1, 2)
+        # ts_ns is int64: a window end beyond it counts the same clipped
+        w = np.clip(np.array(list(self._windows) or np.zeros((0, 2)), dtype=object),
+                    INT64.min, INT64.max).astype(np.int64).reshape(-1, 2)
         self._w0, self._w1 = w[:, 0], w[:, 1]
         self._in_window = np.zeros(len(w), dtype=np.int64)
         self.span = probes.span

@@ -8,7 +8,7 @@ The matcher keeps one entry per object that can still be freed: for each
 of an id allocated again can never be taken (a later free's latest earlier
 alloc is the newer one), and a taken alloc matches no later free, so neither
 is kept: what is held grows with the live objects, not with the rows
-(docs/performance.md, "Streaming").
+(docs/streaming.md).
 """
 
 import numpy as np

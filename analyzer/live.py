@@ -36,7 +36,7 @@ def summary_intervals(starts, ends):
 class Spans:
     """Objects live from ``starts`` to ``ends`` (positions; NEVER: live at
     the end): :meth:`at` counts those live just after each position (a
-    start at p counts, an end at p does not), as RowCurve.value_at."""
+    start at p counts, an end at p does not), as LiveCount.at."""
 
     def __init__(self, starts, ends):
         self.starts = np.sort(np.asarray(starts, dtype=np.int64))

@@ -472,15 +472,48 @@ def _collect_other_rows(parts, chunk, is_obj, layout):
                                 .filter(pa.array(mask)))
 
 
+class _Names:
+    """The names of the dictionary columns in the order the batches bring
+    them, file order, whenever their rows are released (stream.ReplayReader
+    ``on_read``): the object rows' code tables register a batch's
+    dictionaries when it has object rows, and each other kind's frame gets
+    the categories of the batches with rows of that kind, as when every
+    batch was taken whole in file order."""
+
+    def __init__(self, objects, layout, schema):
+        self.objects = objects
+        self.kinds = layout.kinds
+        self.columns = {k: [c for c in layout.kind_columns[k] if pa.types.is_dictionary(schema.field(c).type)]
+                        for k in layout.kinds[1:]}
+        self.names = {k: {c: {} for c in cols} for k, cols in self.columns.items()}
+
+    def __call__(self, rows):
+        batch = rows.batch
+        ix = batch.schema.get_field_index
+        present = np.bincount(rows.kind.astype(np.int64), minlength=len(self.kinds))
+        if present[0]:
+            for c, cc in self.objects.codes.items():
+                cc.register(batch.column(ix(c)))
+        for code in np.flatnonzero(present[1:]) + 1:
+            kname = self.kinds[code]
+            for c in self.columns[kname]:
+                self.names[kname][c].update(dict.fromkeys(batch.column(ix(c)).dictionary.to_pylist()))
+
+    def categories(self, kname):
+        """{column: category names} of kind ``kname``'s frame."""
+        return {c: list(n) for c, n in self.names.get(kname, {}).items()}
+
+
 def _read_chunks(pf, path, layout):
     """One pass over ``pf`` (a files.RecordingFiles) in replay order
     (stream.ReplayReader): the object rows' columns are appended to
     preallocated arrays (pages past the end are never touched); the other
     kinds' rows are collected as arrow tables. Returns (the _ObjectColumns,
-    the other kinds' tables, the reader)."""
+    the other kinds' tables, the reader, the _Names)."""
     objects = _object_columns(pf.num_rows, pf.schema_arrow, layout.with_vma)
     parts = {k: [] for k in layout.kinds[1:]}
-    reader = stream.ReplayReader(pf, path, layout.columns, layout.kind_of_event)
+    names = _Names(objects, layout, pf.schema_arrow)
+    reader = stream.ReplayReader(pf, path, layout.columns, layout.kind_of_event, on_read=names)
     n_obj = 0
     for chunk in reader.chunks():
         n = len(chunk.ts)
@@ -494,7 +527,7 @@ def _read_chunks(pf, path, layout):
     arrays = objects.arrays
     for c in arrays:
         arrays[c] = arrays[c][:n_obj]             # a view: the unused tail stays untouched
-    return objects, parts, reader
+    return objects, parts, reader, names
 
 
 def _sorted_comm(comm, comm_names):
@@ -527,10 +560,11 @@ def _object_rows(objects, schema, with_vma):
     return ObjectRows(comm_names, owner=owner, **arrays)
 
 
-def _kind_frame(kname, tables, cols):
+def _kind_frame(kname, tables, cols, categories):
     """The arrow tables of kind ``kname``'s rows, in replay order (``cols``
     when there are none) -> its frame, with the columns of later versions
-    the file lacks filled."""
+    the file lacks filled and its dictionary columns' ``categories``
+    ({column: names}, _Names)."""
     if tables:
         table = pa.concat_tables(tables, promote_options="permissive")
     else:
@@ -538,20 +572,23 @@ def _kind_frame(kname, tables, cols):
                           + [pa.field("pos", pa.int64())]).empty_table()
     frame = _to_frame(table, kname)
     del table
+    for c, names in categories.items():
+        if c in frame and len(frame):
+            frame[c] = frame[c].cat.set_categories(names)
     for c in OPTIONAL_KIND_COLUMNS.get(kname, ()) + LATER_KIND_COLUMNS.get(kname, ()):
         if c not in frame:  # a column of a later version: null in this file
             frame[c] = _INT_FILL
     return frame
 
 
-def _frames(parts, kind_columns):
+def _frames(parts, kind_columns, names):
     """The other kinds' rows (``parts``: kind -> arrow tables in replay
-    order, consumed) -> {kind: frame}, one for every kind but "object",
-    empty when the file has none."""
+    order, consumed; ``names``: their _Names) -> {kind: frame}, one for
+    every kind but "object", empty when the file has none."""
     frames = {}
     for kname in list(KIND_COLUMNS)[1:] + list(OPTIONAL_KIND_COLUMNS):
         cols = ["ts_ns"] + list(kind_columns.get(kname, OPTIONAL_KIND_COLUMNS.get(kname, ())))
-        frames[kname] = _kind_frame(kname, parts.pop(kname, []), cols)
+        frames[kname] = _kind_frame(kname, parts.pop(kname, []), cols, names.categories(kname))
     return frames
 
 
@@ -559,9 +596,9 @@ def _read(pf, path, meta):
     """Read ``pf`` (a files.RecordingFiles; ``path`` and ``meta`` its name and
     metadata) in one pass, in replay order -> Recording."""
     layout = _layout(pf)
-    objects, parts, reader = _read_chunks(pf, path, layout)
+    objects, parts, reader, names = _read_chunks(pf, path, layout)
     obj_rows = _object_rows(objects, pf.schema_arrow, layout.with_vma)
-    frames = _frames(parts, layout.kind_columns)
+    frames = _frames(parts, layout.kind_columns, names)
     pa.default_memory_pool().release_unused()
 
     rows, n_obj = reader.rows, len(obj_rows)

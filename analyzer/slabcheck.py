@@ -23,7 +23,7 @@ def check(rp):
     is section 8's S6: snapshots.slabinfo_check, not this.)
 
     Takes the Replay ``rp`` (its recording's ``slab`` rows and metadata
-    ``target`` and ``slab_aliases``, its live curves and sizes). Returns
+    ``target`` and ``slab_aliases``, its live counts and sizes). Returns
     ``{"samples": 0, "note"}`` without slab rows, else ``mode``, ``checks``,
     one entry per sampled cache (:func:`_cache_check`) and ``samples``, the
     number of sample times."""

@@ -64,8 +64,9 @@ def eager_spans(rp):
 
 
 class BeforeRun:
-    """The part of each object's live count made before the run, at any
-    position, as (low, best, high) arrays (S1-S3)."""
+    """The part of each object's live count made before the run, at the
+    snapshot points (the probes of eager.probes), as (low, best, high)
+    arrays (S1-S3)."""
 
     def __init__(self, rp, run, census_section):
         rec = rp.rec

@@ -4,12 +4,12 @@ The replay order is ``ts_ns`` ascending, ties in file order (docs/schema.md:
 ``pos``). The collector sorts each row group, but row groups can overlap in
 time (rows held back for a fork window are written with a later group), and
 other writers need not sort at all. The reader holds the rows read but not
-yet released and, after each row group, releases, in replay order, those no
-later row can precede: ``ts_ns`` at most the smallest ``ts_ns`` of every
-later row group (files.RecordingFiles.ts_floors; a later row with an equal
-``ts_ns`` comes later in the file, so after them). What it holds is the rows
-of the overlap, not the file: a file in order is released batch by batch as
-read.
+yet released and, after each record batch, releases, in replay order,
+those no later row can precede: ``ts_ns`` at most the smallest ``ts_ns``
+of the row group's later batches and of every later row group
+(files.RecordingFiles.ts_floors; a later row with an equal ``ts_ns`` comes
+later in the file, so after them). What it holds is the rows of the
+overlap, not the file: a file in order is released batch by batch as read.
 
 Only the rows of an event kind the caller reads are kept and numbered: the
 rows of no kind (events of a kind the file has no values for) are counted in
@@ -50,16 +50,24 @@ class _Held(NamedTuple):
 class ReplayReader:
     """Chunks of the kept rows of ``src`` (a files.RecordingFiles) in replay
     order; ``kind_of_event``: event name -> kind code (events not in it: rows
-    of no kind). After :meth:`chunks` is consumed: ``rows`` read,
+    of no kind); ``on_read``, when given, is called with each batch's kept
+    rows (batch, ts, kind, is_alloc) in file order, before any is held. After :meth:`chunks` is consumed: ``rows`` read,
     ``positions`` kept, ``end_ts`` the largest kept ``ts_ns`` (0: none)."""
 
-    def __init__(self, src, path, columns, kind_of_event):
+    def __init__(self, src, path, columns, kind_of_event, on_read=None):
         self.src, self.path, self.columns = src, path, columns
+        self.on_read = on_read
         self.kind_of_event = kind_of_event
-        self.rows = self.positions = self.end_ts = 0
+        self.rows = self.positions = 0
+        self._end = None
         self.events = Codes(S.EVENTS)
         self._ev_kind = []                        # event code -> kind code (-1: none)
         self._alloc = self.events.index["alloc"]
+
+    @property
+    def end_ts(self):
+        """The largest ts_ns of the kept rows numbered so far (0: none)."""
+        return 0 if self._end is None else self._end
 
     def _kinds(self, ecol):
         """A batch's ``event`` column -> (kind codes, is-alloc), one entry
@@ -77,6 +85,8 @@ class ReplayReader:
 
     def _read(self, batch):
         """A record batch -> its kept rows as _Held (None when it has none)."""
+        if not batch.num_rows:
+            return None
         ix = batch.schema.get_field_index
         tcol, ecol = batch.column(ix("ts_ns")), batch.column(ix("event"))
         if tcol.null_count or ecol.null_count:
@@ -95,7 +105,8 @@ class ReplayReader:
         """Number the rows of ``held`` (in replay order) -> Chunk."""
         first = self.positions
         self.positions += len(held.ts)
-        self.end_ts = max(self.end_ts, int(held.ts.max()))
+        top = int(held.ts.max())
+        self._end = top if self._end is None else max(self._end, top)
         return Chunk(held.batch, held.ts, held.kind, held.is_alloc, first)
 
     def chunks(self):
@@ -103,22 +114,32 @@ class ReplayReader:
         floors = self.src.ts_floors()
         held = None
         for i, batches in self.src.row_group_batches(BATCH_ROWS, self.columns):
-            floor = floors[i + 1] if i + 1 < len(floors) else float("inf")
-            for batch in batches:
-                rows = self._read(batch)
-                if rows is None:
-                    continue
+            read = [r for r in map(self._read, batches) if r is not None]
+            for rows in read if self.on_read else ():
+                self.on_read(rows)
+            after = floors[i + 1] if i + 1 < len(floors) else float("inf")
+            for floor, rows in zip(_batch_floors(read, after), read):
                 if held is None and _sorted(rows.ts) and rows.ts[-1] <= floor:
                     yield self._chunk(rows)       # in order: as read
-                else:
-                    held = _join(held, rows)
-            if held is not None:
+                    continue
+                held = _join(held, rows)
                 out, held = _release(held, floor)
                 if out is not None:
                     yield self._chunk(out)
         if held is not None:
             out, _ = _release(held, float("inf"))
             yield self._chunk(out)
+
+
+def _batch_floors(read, after):
+    """For each batch of one row group (its kept rows ``read``): the
+    smallest ts_ns of the group's later batches and of the later row groups
+    (``after``), the earliest time a row still to come can have."""
+    floors, low = [], after
+    for rows in reversed(read):
+        floors.append(low)
+        low = min(low, int(rows.ts.min()))
+    return floors[::-1]
 
 
 def _sorted(ts):

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from anonscope import schema as S
 from anonscope.analyzer import eager, files, load, report, stream
+from eventgen import Gen
 from golden import build, differences
 from scenarios import zygote
 from test_analyzer_golden import SCENARIOS
@@ -134,3 +136,66 @@ def test_tiny_chunks_give_the_same_report(tmp_path, monkeypatch, name):
     monkeypatch.setattr(eager, "CHUNK_ROWS", 7)
     monkeypatch.setattr(stream, "BATCH_ROWS", 5)
     assert not list(differences(want, build(path)))
+
+
+def test_one_row_group_out_of_order_read_in_small_batches(tmp_path, monkeypatch):
+    """A later batch of the same row group may hold earlier rows: each batch
+    is released only up to the group's later batches."""
+    g = zygote(6, 2, 5, 3)
+    table = g.table()
+    n = table.num_rows
+    path = _write(table.take(pa.array(np.r_[n // 2:n, 0:n // 2])), str(tmp_path / "run.parquet"),
+                  g.metadata(), group=n)
+    whole = report.build(load.load(_write(table, str(tmp_path / "a.parquet"), g.metadata(), group=n)))
+    monkeypatch.setattr(stream, "BATCH_ROWS", 7)
+    chunks, _ = _chunks(path)
+    assert _replayed(chunks) == _expected(path)
+    mixed = report.build(load.load(path))
+    whole["source"] = mixed["source"]
+    assert not list(differences(whole, mixed))
+
+
+def _groups_encoded(table, groups, path, meta):
+    """Write ``table``'s rows as the row groups ``groups`` (row indices),
+    each with its own comm dictionary in the order the group's rows name them."""
+    ci = table.schema.get_field_index("comm")
+    ctype = table.schema.field("comm").type
+    with pq.ParquetWriter(path, table.schema) as w:
+        for rows in groups:
+            sub = table.take(pa.array(rows))
+            comm = pc.dictionary_encode(sub.column("comm").cast(pa.string())).cast(ctype)
+            w.write_table(sub.set_column(ci, pa.field("comm", ctype), comm))
+        w.add_key_value_metadata({S.META_PREFIX + k: json.dumps(v) for k, v in meta.items()})
+    return path
+
+
+def test_names_keep_the_files_dictionary_order_when_rows_are_held(tmp_path):
+    """Ties are listed in the order the file's batches name the comms
+    (dictionary order, batch by batch in file order, of the batches with rows
+    of the kind), also when a late row makes the reader hold a batch back."""
+    g = Gen()
+    g.process(100, "xx")
+    g.process(200, "yy")
+    g.faults(200, 1)
+    g.faults(100, 1)
+    g.exec(100, comm="xx")                   # the latest row, written first
+    t = g.table()
+    ev = t.column("event").to_pylist()
+    late = [i for i, e in enumerate(ev) if e == "exec"]
+    path = _groups_encoded(t, [late, [i for i in range(len(ev)) if i not in late]],
+                           str(tmp_path / "run.parquet"), g.metadata())
+    by_comm = report.build(load.load(path))["processes"]["by_comm"]
+    assert [c["comm"] for c in by_comm] == ["yy", "xx"] and by_comm[0]["bytes"] == by_comm[1]["bytes"]
+
+    g = Gen()
+    g.process(100, "yy")
+    g.process(200, "zz")
+    v1, v2 = g.fault(100), g.fault(200)
+    g.lock(100, v1, 500, func="f")
+    g.lock(200, v2, 500, func="f")
+    t = g.table()
+    ev, comm = t.column("event").to_pylist(), t.column("comm").to_pylist()
+    late = [max(i for i, (e, c) in enumerate(zip(ev, comm)) if e == "alloc" and c == "zz")]
+    path = _groups_encoded(t, [late, [i for i in range(len(ev)) if i not in late]],
+                           str(tmp_path / "locks.parquet"), g.metadata())
+    assert [c["comm"] for c in report.build(load.load(path))["locks"]["by_comm"]] == ["yy", "zz"]
