@@ -25,7 +25,6 @@ from .frees import FreeMatcher
 from .keyed import KeyedTable
 from .live import NEVER
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
-from .order import stable_argsort
 
 RMAP_OBJECTS = ("anon_vma", "anon_vma_chain")
 SECTION = "docs/models.md#eager"
@@ -395,23 +394,56 @@ def clone_calls(rp, a, single=False):
 
 def _call_ids(rp, a, clone):
     """One id per anon_vma_clone() call on the ``clone`` rows of ``a``
-    (clone_calls): the VMA's id (function probes) or the position of the
-    call's first row in the task's run of clone rows (tracepoints)."""
+    (clone_calls): the VMA's id (function probes) or the row of the call's
+    first row in the task's run of clone rows (tracepoints: _CloneRuns,
+    a chunk of rows at a time)."""
     ob = rp.ob
     if ob.has_vma and (ob.vma_id[a][clone] >= 0).all():
         return ob.vma_id[a]
-    # every allocation row of the tasks, in replay order per task
-    every = np.flatnonzero(ob.is_alloc)
-    order = every[stable_argsort(ob.pid[every])]
-    is_clone = (ob.path[order] == PATH_CODE["clone_vma"]) & (ob.caller[order] != CALLER_CODE["mremap"])
-    start = is_clone.copy()
-    same_task = ob.pid[order][1:] == ob.pid[order][:-1]
-    cont = same_task & is_clone[:-1] & is_clone[1:] & (ob.caller[order][1:] == ob.caller[order][:-1])
-    start[1:] &= ~cont
-    # a row's call: the last start at or before it in the per-task order
-    call_of = np.empty(len(ob.is_alloc), dtype=np.int64)
-    call_of[order] = order[np.maximum.accumulate(np.where(start, np.arange(len(order)), 0))]
-    return call_of[a]
+    out = np.full(len(a), -1, dtype=np.int64)
+    runs = _CloneRuns()
+    for part in chunks(len(ob)):
+        rows = part.start + np.flatnonzero(ob.is_alloc[part])
+        call = runs.feed(rows, ob.pid[rows], ob.path[rows], ob.caller[rows])
+        lo, hi = np.searchsorted(a, [part.start, part.stop])
+        out[lo:hi] = call[np.searchsorted(rows, a[lo:hi])]
+    return out
+
+
+class _CloneRuns:
+    """Runs of clone rows per task, across chunks: a ``clone_vma`` row (not
+    mremap) continues its task's run when the task's previous allocation
+    was one too, with the same caller; each run is one call, named by the
+    row of its first row. Holds per task its last allocation's (clone?,
+    caller, call)."""
+
+    def __init__(self):
+        self.last = KeyedTable([0, -2, -1])
+
+    def feed(self, rows, pid, path, caller):
+        """A chunk's allocation rows (ascending) -> each one's call (-1 on a
+        row that is no clone row)."""
+        order = np.argsort(pid, kind="stable")                 # per task, in replay order
+        p, c, r = pid[order].astype(np.int64), caller[order].astype(np.int64), rows[order]
+        clone = (path[order] == PATH_CODE["clone_vma"]) & (c != CALLER_CODE["mremap"])
+        n = len(order)
+        first = np.r_[True, p[1:] != p[:-1]] if n else np.zeros(0, dtype=bool)
+        group = np.cumsum(first) - 1                           # the task's group in this chunk
+        at_task = self.last.rows(p[first])                   # before vals is read: it may grow
+        held = self.last.vals[at_task]
+        prev_clone = np.where(first, held[group, 0] == 1, np.r_[False, clone[:-1]])
+        prev_caller = np.where(first, held[group, 1], np.r_[-2, c[:-1]])
+        start = clone & ~(prev_clone & (c == prev_caller))
+        j = np.arange(n)
+        at = np.maximum.accumulate(np.where(start, j, -1)) if n else j
+        begins = np.flatnonzero(first)[group]
+        call = np.where(at >= begins, r[np.maximum(at, 0)], held[group, 2])
+        call = np.where(clone, call, -1)
+        end = np.r_[np.flatnonzero(first[1:]), n - 1] if n else j
+        self.last.vals[at_task] = np.stack([clone[end], c[end], call[end]], axis=1)
+        out = np.empty(n, dtype=np.int64)
+        out[order] = call
+        return out
 
 
 def unknown_sites(rec, objects):
