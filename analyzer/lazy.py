@@ -12,7 +12,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import live, moves
-from .eager import RMAP_OBJECTS, clone_calls, rmap_allocs, saved_pct
+from .eager import RMAP_OBJECTS, chunks, clone_calls, rmap_allocs, saved_pct
+from .keyed import KeyedTable
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .order import stable_argsort, unique
 
@@ -162,18 +163,27 @@ def _fault_pairs(a):
     """For each ``fault`` AVC: the index in ``a`` of the anon_vma that the
     same __anon_vma_prepare() call allocated (the same task's next av/AVC
     allocation, when it is a ``fault`` anon_vma), else -1. The AVC is
-    allocated first; without the anon_vma row a neighbour's was reused."""
+    allocated first; without the anon_vma row a neighbour's was reused.
+    Found a chunk of rows at a time, each task's last row carried."""
     n = len(a)
     out = np.full(n, -1, dtype=np.int32 if n < 2 ** 31 else np.int64)
-    if n < 2:
-        return out
-    pid = a.pid
-    order = stable_argsort(pid)                     # a is in replay order
-    cur, nxt = order[:-1], order[1:]
-    fault = a.path == PATH_CODE["fault"]
-    is_av = a.is_av
-    ok = (pid[cur] == pid[nxt]) & fault[cur] & ~is_av[cur] & fault[nxt] & is_av[nxt]
-    out[cur[ok]] = nxt[ok]
+    last = KeyedTable([-1, 0])                  # per task: its last row, and whether a fault AVC
+    fault_avc = (a.path == PATH_CODE["fault"]) & ~a.is_av
+    fault_av = (a.path == PATH_CODE["fault"]) & a.is_av
+    for part in chunks(n):
+        idx = np.arange(part.start, part.stop)
+        order = np.argsort(a.pid[part], kind="stable")     # per task, in replay order
+        pid, rows = a.pid[part][order].astype(np.int64), idx[order]
+        first = np.r_[True, pid[1:] != pid[:-1]]
+        at_task = last.rows(pid[first])                    # before vals is read: it may grow
+        held = last.vals[at_task]
+        group = np.cumsum(first) - 1
+        prev = np.where(first, held[group, 0], np.r_[-1, rows[:-1]])
+        prev_avc = np.where(first, held[group, 1] == 1, np.r_[False, fault_avc[rows[:-1]]])
+        ok = (prev >= 0) & prev_avc & fault_av[rows]
+        out[prev[ok]] = rows[ok]
+        end = np.r_[np.flatnonzero(first[1:]), len(rows) - 1]
+        last.vals[at_task] = np.stack([rows[end], fault_avc[rows[end]]], axis=1)
     return out
 
 
