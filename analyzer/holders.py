@@ -8,9 +8,9 @@ children that outlive a self-forking parent's fork).
 import numpy as np
 import pandas as pd
 
-from .eager import chunks
 from .keyed import KeyedTable
 from .load import OBJECT_CODE
+from .stream import chunks
 
 SECTION = "docs/models.md#holders"
 #: process forks in the window that make a process a fork server (H2)

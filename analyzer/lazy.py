@@ -12,10 +12,11 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import live, moves
-from .eager import RMAP_OBJECTS, chunks, clone_calls, rmap_allocs, saved_pct
+from .eager import RMAP_OBJECTS, clone_calls, rmap_allocs, saved_pct
 from .keyed import KeyedTable
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .order import stable_argsort, unique
+from .stream import chunks
 
 SECTION = "docs/models.md#lazy"
 RULES = "docs/models.md#lazy-rules"

@@ -6,9 +6,9 @@ with the processes and command names, not with the rows
 import numpy as np
 import pandas as pd
 
-from .eager import chunks
 from .keyed import KeyedTable
 from .load import OBJECT_CODE
+from .stream import chunks
 
 NOTE = ("owner = the process an object serves (the child for fork paths, the VMA's process "
         "for a fault made through another one: faults_through_another_process rows, "

@@ -59,13 +59,13 @@ def _ts_at(rec, pos):
 
 def eager_spans(rp):
     """{object: live count of the run's objects in the kernel as it is},
-    read at the snapshot points (eager.probes)."""
+    read at the snapshot points (tally.probes)."""
     return {obj: rp.count(obj, net=False) for obj in OBJECTS}
 
 
 class BeforeRun:
     """The part of each object's live count made before the run, at the
-    snapshot points (the probes of eager.probes), as (low, best, high)
+    snapshot points (the probes of tally.probes), as (low, best, high)
     arrays (S1-S3)."""
 
     def __init__(self, rp, run, census_section):
@@ -95,7 +95,7 @@ class BeforeRun:
         return self.run[obj].at(pos) - self.rp.count(obj, net=True).at(pos)
 
     def rows_between(self, obj, t0, t1):
-        """Object rows of ``obj`` with t0 <= ts_ns <= t1 (a window of eager.probes)."""
+        """Object rows of ``obj`` with t0 <= ts_ns <= t1 (a window of tally.probes)."""
         return self.rp.tallies[obj].rows_between(t0, t1)
 
     def churn(self, obj):

@@ -30,6 +30,16 @@ from .errors import EXIT_NOT_A_RUN, AnalyzerError
 BATCH_ROWS = 1 << 18
 
 
+#: Object rows a chunk consumer is given at a time.
+CHUNK_ROWS = 1 << 18
+
+
+def chunks(n):
+    """Slices of ``n`` rows, CHUNK_ROWS at a time, in order."""
+    for lo in range(0, n, CHUNK_ROWS):
+        yield slice(lo, min(lo + CHUNK_ROWS, n))
+
+
 class Chunk(NamedTuple):
     """Kept rows in replay order."""
     batch: object          # pa.RecordBatch or pa.Table of the columns read

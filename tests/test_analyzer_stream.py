@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from anonscope import schema as S
-from anonscope.analyzer import eager, files, load, report, stream
+from anonscope.analyzer import files, load, report, stream
 from eventgen import Gen
 from golden import build, differences
 from scenarios import zygote
@@ -133,7 +133,7 @@ def test_tiny_chunks_give_the_same_report(tmp_path, monkeypatch, name):
     else:
         path = SCENARIOS[name]().write(str(tmp_path / "run.parquet"), raw_pointers=True)
     want = build(path)
-    monkeypatch.setattr(eager, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(stream, "CHUNK_ROWS", 7)
     monkeypatch.setattr(stream, "BATCH_ROWS", 5)
     assert not list(differences(want, build(path)))
 
