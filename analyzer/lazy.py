@@ -10,6 +10,7 @@ object's next fork of its owner, another the source of each mremap copy.
 from typing import NamedTuple, Optional
 
 import numpy as np
+import pandas as pd
 
 from . import live, moves
 from .eager import RMAP_OBJECTS, clone_calls, rmap_allocs, saved_pct
@@ -191,25 +192,42 @@ def _fault_pairs(a):
 def mremap_sources(rp, a):
     """The lazy-context mremap AVCs (index into ``a``) and, for each, the
     position of the alloc of the first AVC the same task frees after it (-1:
-    no such free, or one whose alloc is not in the run)."""
+    no such free, or one whose alloc is not in the run). Found a chunk of
+    rows at a time: a copy waits for its task's next AVC free."""
     m = np.flatnonzero(a.mremap & ~a.prior)
-    if not len(m):
-        return m, np.zeros(0, dtype=np.int64)
-    ob = rp.ob
-    f = rp.frees("anon_vma_chain")
-    if not len(f):
-        return m, np.full(len(m), -1, dtype=np.int64)
-    fpid = ob.pid[f]
-    f = f[np.isin(fpid, unique(a.pid[m]))]       # only the tasks that mremap
-    fpid = ob.pid[f].astype(np.int64)
-    fpos = ob.pos[f]
-    _, nxt = _next_in_group(fpid, fpos, a.pid[m], a.pos[m])
     src = np.full(len(m), -1, dtype=np.int64)
-    got = nxt >= 0
-    fi = np.searchsorted(fpos, nxt[got])            # the free row found
-    alloc_row = rp.partner[f[fi]]
-    src[got] = np.where(alloc_row >= 0, ob.pos[np.maximum(alloc_row, 0)], -1)
+    if not len(m):
+        return m, src
+    ob = rp.ob
+    waiting = np.zeros(0, dtype=np.int64)          # indices into m, in replay order
+    lo = 0
+    for part in chunks(len(ob)):
+        hi = int(np.searchsorted(a.rows[m], part.stop))
+        waiting = np.concatenate([waiting, np.arange(lo, hi)])
+        lo = hi
+        free = part.start + np.flatnonzero(~ob.is_alloc[part] & (ob.object[part] == OBJECT_CODE["anon_vma_chain"]))
+        if not len(waiting) or not len(free):
+            continue
+        row, found = _next_free(ob.pid[free], free, a.pid[m[waiting]], a.rows[m[waiting]])
+        alloc = rp.partner[row[found]]
+        src[waiting[found]] = np.where(alloc >= 0, ob.pos[np.maximum(alloc, 0)], -1)
+        waiting = waiting[~found]
     return m, src
+
+
+def _next_free(fpid, frow, pid, after):
+    """For each task ``pid`` waiting since row ``after``: the first of the
+    free rows ``frow`` (ascending, tasks ``fpid``) of the same task after
+    it -> (that row, found)."""
+    codes, _ = pd.factorize(np.concatenate([fpid, pid]))
+    fkey = (codes[:len(fpid)].astype(np.int64) << _SHIFT) | frow
+    order = np.argsort(fkey)
+    fkey, frow = fkey[order], frow[order]
+    wkey = codes[len(fpid):].astype(np.int64) << _SHIFT
+    k = np.searchsorted(fkey, wkey | after, side="right")
+    found = k < len(fkey)
+    found[found] = (fkey[k[found]] >> _SHIFT) == (wkey[found] >> _SHIFT)
+    return np.where(found, frow[np.minimum(k, len(frow) - 1)], -1), found
 
 
 def _by_key(keys, values_mask, lookup):
