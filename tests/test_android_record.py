@@ -23,10 +23,27 @@ ROOT = Path(__file__).resolve().parent.parent
 FAKE = Path(__file__).resolve().parent / "fakeadb"
 
 
+def machine_sizes():
+    """eventgen's object sizes with this machine's slab geometry
+    (/sys/kernel/slab): the fake device is this machine, so record copies
+    these, and the trace's allocations must have the sizes the import then
+    looks for (anon_vma is 96 bytes on the x86_64 host, 88 in the 7.3 arm64
+    guest)."""
+    from eventgen import SIZES
+    out = {}
+    for obj, entry in SIZES.items():
+        out[obj] = dict(entry)
+        for key in ("object_size", "slab_size", "align", "objs_per_slab"):
+            f = Path("/sys/kernel/slab") / obj / key
+            if f.exists():
+                out[obj][key] = int(f.read_text())
+    return out
+
+
 def marked_run(tmp_path):
     """A recording with the marks record makes (after-boot, apps-1, apps-2):
     the trace the fake perfetto hands back (its trace_marker lines do not
-    reach it)."""
+    reach it), with this machine's object sizes."""
     from eventgen import Gen
     g = Gen()
     g.process(1, "zygote")
@@ -38,7 +55,7 @@ def marked_run(tmp_path):
         g.mark(f"apps-{n}")
     g.exit(101)
     g.exit(100)
-    return g.write(str(tmp_path / "marked.parquet"))
+    return g.write(str(tmp_path / "marked.parquet"), object_sizes=machine_sizes())
 
 
 @pytest.fixture
