@@ -20,7 +20,7 @@ from anonscope import schema as S
 
 from . import forktree, mmowner
 from .frees import FreeMatcher
-from .keyed import KeyedTable
+from .keyed import KeyedTable, by_task
 from .live import NEVER
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .stream import chunks
@@ -262,26 +262,19 @@ class _CloneRuns:
     def feed(self, rows, pid, path, caller):
         """A chunk's allocation rows (ascending) -> each one's call (-1 on a
         row that is no clone row)."""
-        order = np.argsort(pid, kind="stable")                 # per task, in replay order
-        p, c, r = pid[order].astype(np.int64), caller[order].astype(np.int64), rows[order]
-        clone = (path[order] == PATH_CODE["clone_vma"]) & (c != CALLER_CODE["mremap"])
-        n = len(order)
-        first = np.r_[True, p[1:] != p[:-1]] if n else np.zeros(0, dtype=bool)
-        group = np.cumsum(first) - 1                           # the task's group in this chunk
-        at_task = self.last.rows(p[first])                   # before vals is read: it may grow
-        held = self.last.vals[at_task]
-        prev_clone = np.where(first, held[group, 0] == 1, np.r_[False, clone[:-1]])
-        prev_caller = np.where(first, held[group, 1], np.r_[-2, c[:-1]])
-        start = clone & ~(prev_clone & (c == prev_caller))
+        g = by_task(self.last, pid)                            # per task, in replay order
+        c, r = caller[g.order].astype(np.int64), rows[g.order]
+        clone = (path[g.order] == PATH_CODE["clone_vma"]) & (c != CALLER_CODE["mremap"])
+        n = len(r)
+        start = clone & ~((g.previous(clone, 0) == 1) & (c == g.previous(c, 1)))
         j = np.arange(n)
         at = np.maximum.accumulate(np.where(start, j, -1)) if n else j
-        begins = np.flatnonzero(first)[group]
-        call = np.where(at >= begins, r[np.maximum(at, 0)], held[group, 2])
+        begins = np.flatnonzero(g.first)[g.group]
+        call = np.where(at >= begins, r[np.maximum(at, 0)], g.held[g.group, 2])
         call = np.where(clone, call, -1)
-        end = np.r_[np.flatnonzero(first[1:]), n - 1] if n else j
-        self.last.vals[at_task] = np.stack([clone[end], c[end], call[end]], axis=1)
+        self.last.vals[g.at] = np.stack([clone[g.end], c[g.end], call[g.end]], axis=1)
         out = np.empty(n, dtype=np.int64)
-        out[order] = call
+        out[g.order] = call
         return out
 
 

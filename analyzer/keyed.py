@@ -1,6 +1,8 @@
 """Integer columns per key (a tgid, a fork id), grown a chunk of rows at a
 time: what is held grows with the keys (processes, forks), not the rows."""
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
@@ -37,3 +39,35 @@ class KeyedTable:
         sums = np.stack([np.bincount(codes, values[:, j], len(uniq)) for j in range(values.shape[1])], axis=1)
         rows = self.rows(uniq)                    # before self.vals is read: it may grow
         self.vals[rows] += sums.astype(np.int64)
+
+
+class ByTask(NamedTuple):
+    """A chunk's rows grouped by task, replay order kept inside each task
+    (:func:`by_task`): ``order`` the rows in that order, ``first`` true on
+    each task's first row there, ``group`` each row's task among the
+    chunk's, ``end`` each task's last row, ``at`` the tasks' rows in the
+    table and ``held`` what the table carried for them from earlier chunks."""
+    order: np.ndarray
+    first: np.ndarray
+    group: np.ndarray
+    end: np.ndarray
+    at: np.ndarray
+    held: np.ndarray
+
+    def previous(self, values, column):
+        """Each row's task's previous row's ``values`` (in this order); for a
+        task's first row, column ``column`` of what the table carried."""
+        shifted = np.r_[values[:1], values[:-1]]     # a task's first row takes the table's instead
+        return np.where(self.first, self.held[self.group, column], shifted)
+
+
+def by_task(table, pid):
+    """The ByTask of a chunk's rows with tasks ``pid``, against ``table``
+    (a KeyedTable by task, grown to hold the chunk's tasks)."""
+    order = np.argsort(pid, kind="stable")
+    p = pid[order].astype(np.int64)
+    n = len(p)
+    first = np.r_[True, p[1:] != p[:-1]] if n else np.zeros(0, dtype=bool)
+    at = table.rows(p[first])                 # before vals is read: it may grow
+    end = np.r_[np.flatnonzero(first[1:]), n - 1] if n else np.zeros(0, dtype=np.int64)
+    return ByTask(order, first, np.cumsum(first) - 1, end, at, table.vals[at])

@@ -14,7 +14,7 @@ import pandas as pd
 
 from . import live, moves
 from .eager import RMAP_OBJECTS, clone_calls, rmap_allocs, saved_pct
-from .keyed import KeyedTable
+from .keyed import KeyedTable, by_task
 from .load import CALLER_CODE, OBJECT_CODE, PATH_CODE
 from .order import stable_argsort, unique
 from .stream import chunks
@@ -173,19 +173,12 @@ def _fault_pairs(a):
     fault_avc = (a.path == PATH_CODE["fault"]) & ~a.is_av
     fault_av = (a.path == PATH_CODE["fault"]) & a.is_av
     for part in chunks(n):
-        idx = np.arange(part.start, part.stop)
-        order = np.argsort(a.pid[part], kind="stable")     # per task, in replay order
-        pid, rows = a.pid[part][order].astype(np.int64), idx[order]
-        first = np.r_[True, pid[1:] != pid[:-1]]
-        at_task = last.rows(pid[first])                    # before vals is read: it may grow
-        held = last.vals[at_task]
-        group = np.cumsum(first) - 1
-        prev = np.where(first, held[group, 0], np.r_[-1, rows[:-1]])
-        prev_avc = np.where(first, held[group, 1] == 1, np.r_[False, fault_avc[rows[:-1]]])
-        ok = (prev >= 0) & prev_avc & fault_av[rows]
+        g = by_task(last, a.pid[part])                      # per task, in replay order
+        rows = part.start + g.order
+        prev = g.previous(rows, 0)
+        ok = (prev >= 0) & (g.previous(fault_avc[rows], 1) == 1) & fault_av[rows]
         out[prev[ok]] = rows[ok]
-        end = np.r_[np.flatnonzero(first[1:]), len(rows) - 1]
-        last.vals[at_task] = np.stack([rows[end], fault_avc[rows[end]]], axis=1)
+        last.vals[g.at] = np.stack([rows[g.end], fault_avc[rows[g.end]]], axis=1)
     return out
 
 
